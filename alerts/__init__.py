@@ -1,0 +1,1 @@
+"""Alert service: evaluate KPI samples against thresholds, track episodes, deliver."""

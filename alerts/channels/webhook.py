@@ -1,0 +1,59 @@
+"""Webhook: POST the alert as JSON, signed with HMAC-SHA256 when a secret is set.
+
+Headers: Idempotency-Key (same for every retry of one notification, so receivers can
+de-duplicate), X-Carescore-Timestamp and X-Carescore-Signature: sha256=hex(HMAC(secret,
+timestamp + "." + body)). A 2xx is delivered; 4xx other than 408/429 will not get better
+by retrying; anything else is retried by the service with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from alerts.channels import DeliveryError
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookChannel:
+    def __init__(self, name: str, url: str, *, secret: str | None = None, timeout: float = 5.0):
+        self.name = name
+        self.url = url
+        self.secret = secret
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def send(self, payload: dict[str, Any], idempotency_key: str) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        body = orjson.dumps(payload)
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+            "X-Carescore-Timestamp": stamp,
+            "User-Agent": "carescore-alerts",
+        }
+        if self.secret:
+            headers["X-Carescore-Signature"] = signature(self.secret, stamp, body)
+        try:
+            response = await self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return
+        retry = response.status_code >= 500 or response.status_code in (408, 429)
+        raise DeliveryError(f"{self.url}: HTTP {response.status_code}", retry=retry)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,1 @@
+"""HTTP surface: REST, /metrics, health, the scorecard page."""

@@ -1,0 +1,314 @@
+"""The FastAPI application: REST under /api/v1, /metrics, health, the scorecard page."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.backend import Backend
+from api.metrics import exposition, kpi_registry
+from api.problems import Problem, install
+from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
+from engine.samples import GroupKey, Sample
+
+STATIC = Path(__file__).parent / "static"
+
+
+class AckRequest(BaseModel):
+    by: str = Field(min_length=1, max_length=200, description="who acknowledges (name or role)")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def kpi_summary(kpi: KpiDefinition) -> dict[str, Any]:
+    return {
+        "id": kpi.id,
+        "name": kpi.name,
+        "perspective": kpi.perspective.value,
+        "unit": kpi.unit,
+        "direction": kpi.direction.value,
+        "target": kpi.target,
+        "thresholds": kpi.thresholds.model_dump(),
+        "clear": kpi.clear,
+        "window": kpi.window.model_dump(mode="json"),
+        "aggregate": kpi.aggregate,
+        "benchmark": kpi.benchmark.model_dump() if kpi.benchmark else None,
+    }
+
+
+def sample_json(s: Sample) -> dict[str, Any]:
+    return s.model_dump(mode="json")
+
+
+def _matches(s: Sample, facility: str | None, department: str | None, unit: str | None) -> bool:
+    g = s.group
+    return (
+        (facility is None or g.facility == facility)
+        and (department is None or g.department == department)
+        and (unit is None or g.unit == unit)
+    )
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Problem(400, "Invalid time", f"{name}={value!r} is not an ISO 8601 date/time") from exc
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def create_app(backend: Backend) -> FastAPI:
+    app = FastAPI(
+        title="carescore",
+        version="0.1.0",
+        description="Real-time Balanced Scorecard for hospitals: KPIs, alerts, history.",
+    )
+    install(app)
+    registry = kpi_registry(backend)
+
+    def kpi_or_404(kpi_id: str) -> KpiDefinition:
+        kpi = backend.catalogue.kpis.get(kpi_id)
+        if kpi is None:
+            raise Problem(404, "Unknown KPI", f"no KPI with id {kpi_id!r}; GET /api/v1/kpis lists them")
+        return kpi
+
+    # -- health and metrics --------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        return backend.health()
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        ready = backend.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(exposition(backend, registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- KPIs ----------------------------------------------------------------------------
+    @app.get("/api/v1/kpis", tags=["kpis"])
+    async def list_kpis() -> dict[str, Any]:
+        return {"kpis": [kpi_summary(k) for k in backend.catalogue]}
+
+    @app.get("/api/v1/kpis/{kpi_id}", tags=["kpis"])
+    async def get_kpi(
+        kpi_id: str,
+        facility: str | None = None,
+        department: str | None = None,
+        unit: str | None = None,
+    ) -> dict[str, Any]:
+        kpi = kpi_or_404(kpi_id)
+        values = [
+            sample_json(s) for s in backend.board.for_kpi(kpi_id) if _matches(s, facility, department, unit)
+        ]
+        values.sort(
+            key=lambda v: (
+                v["group"]["facility"],
+                v["group"]["department"] or "",
+                v["group"]["unit"] or "",
+            )
+        )
+        return {
+            **kpi_summary(kpi),
+            "description": kpi.description,
+            "definition": kpi.definition,
+            "for": kpi.for_,
+            "min_samples": kpi.min_samples,
+            "values": values,
+        }
+
+    @app.get("/api/v1/kpis/{kpi_id}/history", tags=["kpis"])
+    async def kpi_history(
+        kpi_id: str,
+        from_: str | None = Query(default=None, alias="from"),
+        to: str | None = None,
+        facility: str | None = None,
+        department: str | None = None,
+        unit: str | None = None,
+        level: str | None = Query(default=None, pattern="^(facility|department|unit)$"),
+        limit: int = Query(default=1000, ge=1, le=100000),
+    ) -> dict[str, Any]:
+        kpi_or_404(kpi_id)
+        samples = backend.history.query(
+            kpi_id,
+            facility=facility,
+            department=department,
+            unit=unit,
+            level=level,
+            start=_parse_time(from_, "from"),
+            end=_parse_time(to, "to"),
+            limit=limit,
+        )
+        return {"kpi": kpi_id, "windows": [sample_json(s) for s in samples]}
+
+    # -- scorecard -----------------------------------------------------------------------
+    @app.get("/api/v1/scorecard", tags=["scorecard"])
+    async def scorecard(
+        facility: str | None = None,
+        department: str | None = None,
+        unit: str | None = None,
+        trend: int = Query(default=12, ge=0, le=500),
+    ) -> dict[str, Any]:
+        facility = facility or _default_facility(backend)
+        key: GroupKey = (facility or "", department, unit)
+        perspectives = []
+        for persp in Perspective:
+            items = []
+            for kpi in backend.catalogue:
+                if kpi.perspective is not persp:
+                    continue
+                live = backend.board.get(kpi.id, key)
+                past = (
+                    backend.history.query(
+                        kpi.id,
+                        facility=facility,
+                        department=department or "",
+                        unit=unit or "",
+                        limit=trend,
+                    )
+                    if trend
+                    else []
+                )
+                items.append(
+                    {
+                        **kpi_summary(kpi),
+                        "value": live.value if live else None,
+                        "status": live.status if live else "no_data",
+                        "n": live.n if live else 0,
+                        "window": sample_json(live)["window"] if live else None,
+                        "trend": [
+                            {"end": s.window.end.isoformat(), "value": s.value, "status": s.status}
+                            for s in past
+                        ],
+                    }
+                )
+            perspectives.append(
+                {
+                    "id": persp.value,
+                    "title": PERSPECTIVE_TITLES[persp],
+                    "status": _worst(items),
+                    "kpis": items,
+                }
+            )
+        return {
+            "group": {"facility": facility, "department": department, "unit": unit},
+            "as_of": datetime.now(UTC).isoformat(),
+            "perspectives": perspectives,
+            "places": _places(backend),
+        }
+
+    # -- alerts --------------------------------------------------------------------------
+    @app.get("/api/v1/alerts", tags=["alerts"])
+    async def list_alerts(
+        state: str | None = Query(default=None, pattern="^(firing|resolved)$"),
+        limit: int = Query(default=200, ge=1, le=10000),
+    ) -> dict[str, Any]:
+        return {"alerts": backend.alerts.store.query(state, limit)}
+
+    @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
+    async def get_alert(alert_id: str) -> dict[str, Any]:
+        alert = backend.alerts.store.get(alert_id)
+        if alert is None:
+            raise Problem(404, "Unknown alert", f"no alert with id {alert_id!r}")
+        return {**alert, "audit": backend.alerts.store.audit(alert_id)}
+
+    @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
+    async def ack_alert(alert_id: str, body: AckRequest) -> dict[str, Any]:
+        alert = backend.alerts.acknowledge(alert_id, body.by, body.note)
+        if alert is None:
+            raise Problem(404, "Unknown alert", f"no alert with id {alert_id!r}")
+        return alert
+
+    # -- dead letters --------------------------------------------------------------------
+    @app.get("/api/v1/dead-letters", tags=["dead letters"])
+    async def dead_letters(
+        source: str | None = None,
+        after: int = Query(default=0, ge=0),
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        letters = backend.dead_letters.query(source=source, after=after, limit=limit)
+        return {
+            "dead_letters": [d.summary() for d in letters],
+            "counts": backend.dead_letters.count(),
+        }
+
+    # -- stream --------------------------------------------------------------------------
+    @app.get("/api/v1/stream", tags=["stream"])
+    async def stream(request: Request) -> StreamingResponse:
+        async def events():  # type: ignore[no-untyped-def]
+            yield b": connected\n\n"
+            subscription = backend.board.subscribe()
+            while True:
+                if await request.is_disconnected():
+                    break
+                try:
+                    message = await asyncio.wait_for(subscription.__anext__(), 15)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield (
+                    f"event: {message['type']}\n".encode()
+                    + b"data: "
+                    + orjson.dumps(message["data"])
+                    + b"\n\n"
+                )
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    # -- page ----------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        path = (STATIC / name).resolve()
+        if path.parent != STATIC.resolve() or not path.is_file():
+            raise Problem(404, "Not Found")
+        return FileResponse(path)
+
+    return app
+
+
+def _default_facility(backend: Backend) -> str | None:
+    if backend.places.facilities:
+        return backend.places.facilities[0].id
+    for sample in backend.board.current.values():
+        return sample.group.facility
+    return None
+
+
+def _places(backend: Backend) -> list[dict[str, Any]]:
+    return [
+        {
+            "facility": f.id,
+            "name": f.name,
+            "departments": [
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "units": [{"id": u.id, "name": u.name, "beds": u.beds} for u in d.units],
+                }
+                for d in f.departments
+            ],
+        }
+        for f in backend.places.facilities
+    ]
+
+
+def _worst(items: list[dict[str, Any]]) -> str:
+    order = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
+    if not items:
+        return "no_data"
+    return max((i["status"] for i in items), key=order.__getitem__)

@@ -1,0 +1,84 @@
+"""/metrics: every KPI's live value as a gauge, plus the process's own counters.
+
+KPI labels are kpi, facility, department, unit ('' on roll-ups): places, never patients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.backend import Backend
+
+STATUS_LEVEL = {"no_data": -1.0, "ok": 0.0, "warning": 1.0, "critical": 2.0}
+
+
+class KpiCollector(Collector):
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["kpi", "facility", "department", "unit"]
+        value = GaugeMetricFamily(
+            "carescore_kpi_value", "Live KPI value (in the KPI's own unit).", labels=labels
+        )
+        status = GaugeMetricFamily(
+            "carescore_kpi_status",
+            "Live KPI status: -1 no data, 0 ok, 1 warning, 2 critical.",
+            labels=labels,
+        )
+        n = GaugeMetricFamily("carescore_kpi_samples", "Observations in the live window.", labels=labels)
+        for sample in list(self.backend.board.current.values()):
+            g = sample.group
+            lv = [sample.kpi, g.facility, g.department or "", g.unit or ""]
+            if sample.value is not None:
+                value.add_metric(lv, sample.value)
+            status.add_metric(lv, STATUS_LEVEL[sample.status])
+            n.add_metric(lv, float(sample.n))
+        yield from (value, status, n)
+
+        firing = GaugeMetricFamily("carescore_alerts_firing", "Alerts firing now, by KPI.", labels=["kpi"])
+        counts: dict[str, int] = {}
+        for alert in self.backend.alerts.store.active():
+            counts[alert["kpi"]] = counts.get(alert["kpi"], 0) + 1
+        for kpi, count in counts.items():
+            firing.add_metric([kpi], float(count))
+        yield firing
+
+        letters = GaugeMetricFamily(
+            "carescore_dead_letters_stored",
+            "Inputs in the dead-letter store, by source.",
+            labels=["source"],
+        )
+        for source, count in self.backend.dead_letters.count().items():
+            letters.add_metric([source], float(count))
+        yield letters
+
+        engine = getattr(self.backend, "engine", None)
+        if engine is not None:
+            processed = CounterMetricFamily(
+                "carescore_events_processed", "Canonical events processed by the engine."
+            )
+            processed.add_metric([], float(engine.events_processed))
+            yield processed
+            late = CounterMetricFamily(
+                "carescore_late_events",
+                "Events that arrived after a window they belong to had closed.",
+                labels=["kpi"],
+            )
+            for kpi, count in engine.late_events().items():
+                late.add_metric([kpi], float(count))
+            yield late
+
+
+def exposition(backend: Backend, registry: CollectorRegistry) -> bytes:
+    return generate_latest(REGISTRY) + generate_latest(registry)
+
+
+def kpi_registry(backend: Backend) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(KpiCollector(backend))
+    return registry

@@ -1,0 +1,130 @@
+// The scorecard page: polls /api/v1/scorecard and /api/v1/alerts, listens on /api/v1/stream.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+let current = { facility: null, department: null, unit: null };
+let placesLoaded = false;
+
+function fmt(value, unit) {
+  if (value === null || value === undefined) return "—";
+  const digits = Math.abs(value) >= 100 ? 0 : 1;
+  return `${value.toFixed(digits)}${unit === "%" ? "%" : " " + unit}`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function sparkline(trend) {
+  const values = trend.map((t) => t.value).filter((v) => v !== null);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "trend");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  if (values.length < 2) return svg;
+  const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
+  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 100},${22 - ((v - lo) / span) * 20}`);
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", pts.join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#2b6cb0");
+  line.setAttribute("stroke-width", "1.5");
+  svg.append(line);
+  return svg;
+}
+
+function fillPlaces(places) {
+  const select = $("#group");
+  select.innerHTML = "";
+  for (const f of places) {
+    select.append(el("option", { value: JSON.stringify([f.facility, null, null]) }, f.name || f.facility));
+    for (const d of f.departments) {
+      select.append(el("option", { value: JSON.stringify([f.facility, d.id, null]) }, `— ${d.name || d.id}`));
+      for (const u of d.units) {
+        select.append(el("option", { value: JSON.stringify([f.facility, d.id, u.id]) }, `—— ${u.name || u.id}`));
+      }
+    }
+  }
+  select.addEventListener("change", () => {
+    const [facility, department, unit] = JSON.parse(select.value);
+    current = { facility, department, unit };
+    refresh();
+  });
+  placesLoaded = true;
+}
+
+function renderScorecard(card) {
+  if (!placesLoaded && card.places.length) fillPlaces(card.places);
+  const root = $("#perspectives");
+  root.innerHTML = "";
+  for (const p of card.perspectives) {
+    const box = el("section", { class: `perspective ${p.status}`, "data-perspective": p.id }, el("h2", {}, p.title));
+    for (const k of p.kpis) {
+      const meta = [`target ${fmt(k.target, k.unit)}`];
+      if (k.benchmark && k.benchmark.value !== null) meta.push(`benchmark ${fmt(k.benchmark.value, k.unit)}`);
+      meta.push(`n=${k.n}`);
+      box.append(
+        el("div", { class: "kpi", "data-kpi": k.id },
+          el("span", { class: "name" }, k.name, " ", el("span", { class: `status ${k.status}` }, k.status.replace("_", " "))),
+          el("span", { class: "value" }, fmt(k.value, k.unit)),
+          el("span", { class: "meta" }, meta.join(" · "), " ", sparkline(k.trend)))
+      );
+    }
+    root.append(box);
+  }
+  $("#asof").textContent = `as of ${new Date(card.as_of).toLocaleTimeString()}`;
+}
+
+function renderAlerts(alerts) {
+  const list = $("#alert-list");
+  list.innerHTML = "";
+  if (!alerts.length) { list.append(el("li", { class: "empty" }, "none")); return; }
+  for (const a of alerts) {
+    const item = el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary);
+    if (a.acked_by) {
+      item.append(el("span", { class: "acked" }, `acknowledged by ${a.acked_by}`));
+    } else {
+      const button = el("button", { class: "ack", type: "button" }, "Acknowledge");
+      button.addEventListener("click", () => acknowledge(a.id));
+      item.append(button);
+    }
+    list.append(item);
+  }
+}
+
+async function acknowledge(id) {
+  const who = window.prompt("Acknowledge as (name or role):", localStorage.getItem("carescore.ackBy") || "charge nurse");
+  if (!who) return;
+  localStorage.setItem("carescore.ackBy", who);
+  const res = await fetch(`/api/v1/alerts/${id}/ack`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by: who }),
+  });
+  if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
+  refresh();
+}
+
+async function refresh() {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
+  try {
+    const [card, alerts] = await Promise.all([
+      fetch(`/api/v1/scorecard?${q}`).then((r) => r.json()),
+      fetch("/api/v1/alerts?state=firing").then((r) => r.json()),
+    ]);
+    renderScorecard(card);
+    renderAlerts(alerts.alerts);
+  } catch (err) {
+    $("#asof").textContent = `cannot reach carescore: ${err}`;
+  }
+}
+
+refresh();
+setInterval(refresh, 5000);
+if (window.EventSource) {
+  const source = new EventSource("/api/v1/stream");
+  source.addEventListener("alert", () => refresh());
+}

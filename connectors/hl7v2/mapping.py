@@ -1,0 +1,421 @@
+"""HL7 v2 messages -> canonical events.
+
+Field choices follow HL7's own v2-to-FHIR mapping (see shared notes): PV1-3 is the
+assigned location (point of care^room^bed^facility), PV1-6 the prior location, PV1-19 the
+visit number, EVN-2 the event time; ORC-2/OBR-2 the placer order number, ORC-9 the order
+time, OBR-7 collection, OBR-14 specimen received, OBR-22 result time, OBR-25 result status,
+priority from TQ1-9, ORC-7.6 or OBR-27.6 (S = STAT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.hl7v2.dtm import parse_dtm
+from connectors.hl7v2.parser import Message, Segment
+from engine.events import EncounterEvent, EventBase, LabEvent
+from engine.places import Places
+
+SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
+
+
+class MappingError(ValueError):
+    """The message was read but cannot become events.
+
+    ack is 'AR' (reject: unsupported type, trigger or version) or 'AE' (error in content);
+    code is from HL7 table 0357; segment/field say where.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        ack: str = "AE",
+        code: int = 207,
+        segment: str | None = None,
+        field: int | None = None,
+        component: int | None = None,
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.ack = ack
+        self.code = code
+        self.segment = segment
+        self.field = field
+        self.component = component
+
+
+def required(segment: str, fld: int, what: str) -> MappingError:
+    return MappingError(f"{segment}-{fld} ({what}) is required", code=101, segment=segment, field=fld)
+
+
+@dataclass
+class MapContext:
+    places: Places = field(default_factory=Places)
+    timezone: tzinfo = UTC
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def message_key(msg: Message) -> str:
+    """Idempotency key: sending facility + control id + content (control ids get reused)."""
+    digest = hashlib.blake2b(msg.raw.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
+    return f"{msg.msh.get(4, 1)}|{msg.control_id}|{digest}"
+
+
+PATIENT_CLASSES = {
+    "I": "inpatient",
+    "E": "emergency",
+    "O": "outpatient",
+    "P": "preadmit",
+    "R": "recurring",
+    "B": "obstetrics",
+    "C": "commercial",
+    "N": "not_applicable",
+    "U": "unknown",
+}
+
+PRIORITIES = {
+    "S": "stat",
+    "A": "asap",
+    "R": "routine",
+    "P": "preop",
+    "C": "callback",
+    "T": "timing",
+}
+
+RESULT_STATUS = {
+    "F": "final",
+    "C": "corrected",
+    "P": "preliminary",
+    "R": "unverified",
+    "I": "pending",
+    "S": "partial",
+    "A": "partial",
+    "X": "cancelled",
+    "O": "ordered",
+    "D": "deleted",
+    "Y": "no_order",
+    "Z": "no_record",
+}
+
+
+class _Mapper:
+    """State for mapping one message: its header, place, time and the events so far."""
+
+    def __init__(self, msg: Message, ctx: MapContext):
+        self.msg = msg
+        self.ctx = ctx
+        self.key = message_key(msg)
+        self.events: list[EventBase] = []
+        self.msh_time = self.time(msg.msh, 7, "message date/time", required_=False)
+
+    # -- values --------------------------------------------------------------------------
+    def time(self, seg: Segment | None, fld: int, what: str, required_: bool = True) -> datetime | None:
+        if seg is None:
+            return None
+        raw = seg.get(fld, 1)
+        if not raw:
+            if required_:
+                raise required(seg.name, fld, what)
+            return None
+        try:
+            return parse_dtm(raw, self.ctx.timezone)
+        except ValueError as exc:
+            raise MappingError(
+                f"{seg.name}-{fld} ({what}): {exc}", code=102, segment=seg.name, field=fld
+            ) from exc
+
+    def event_time(self, *candidates: tuple[Segment | None, int]) -> datetime:
+        for seg, fld in candidates:
+            value = self.time(seg, fld, "event time", required_=False)
+            if value is not None:
+                return value
+        if self.msh_time is None:
+            raise required("MSH", 7, "date/time of message")
+        return self.msh_time
+
+    def place(self, pv1: Segment | None, fld: int = 3) -> dict[str, Any]:
+        """facility/department/unit/bed from a PL field (point of care^room^bed^facility)."""
+        places = self.ctx.places
+        facility_code = pv1.get(fld, 4) if pv1 is not None else ""
+        facility = places.facility_id(facility_code or self.msg.sending_facility)
+        if not facility:
+            raise MappingError(
+                "no facility: PV1-3.4 and MSH-4 are both empty", code=101, segment="MSH", field=4
+            )
+        unit_code = pv1.get(fld, 1) if pv1 is not None else ""
+        department, unit = places.resolve(facility, unit_code or None)
+        bed = pv1.get(fld, 3) if pv1 is not None else ""
+        room = pv1.get(fld, 2) if pv1 is not None else ""
+        return {
+            "facility": facility,
+            "department": department,
+            "unit": unit,
+            "bed": f"{room}-{bed}" if room and bed else (bed or room or None),
+        }
+
+    def add(self, cls: type[EventBase], **fields: Any) -> None:
+        fields.setdefault("received_time", self.ctx.received)
+        self.events.append(cls(source="hl7v2", source_id=f"{self.key}#{len(self.events)}", **fields))
+
+    # -- ADT -----------------------------------------------------------------------------
+    def patient_id(self, pid: Segment | None) -> str | None:
+        if pid is None:
+            return None
+        return pid.get(3, 1) or pid.get(2, 1) or None
+
+    def encounter_id(self, pid: Segment | None, pv1: Segment) -> str:
+        visit = pv1.get(19, 1)
+        if visit:
+            return visit
+        account = pid.get(18, 1) if pid is not None else ""
+        if account:
+            return account
+        raise MappingError(
+            "PV1-19 (visit number) is required to follow an encounter (PID-18 account number is also empty)",
+            code=101,
+            segment="PV1",
+            field=19,
+        )
+
+    def adt(self, kind: str, pid: Segment | None = None, pv1: Segment | None = None) -> None:
+        msg = self.msg
+        evn = msg.first("EVN")
+        pid = pid or msg.first("PID")
+        pv1 = pv1 or msg.first("PV1")
+        if pv1 is None:
+            raise MappingError("PV1 segment is required for ADT events", code=100, segment="PV1")
+        place = self.place(pv1)
+        prior = self.place(pv1, 6) if pv1.get(6, 1) else {}
+        self.add(
+            EncounterEvent,
+            type=kind,
+            event_time=self.event_time((evn, 2)),
+            encounter_id=self.encounter_id(pid, pv1),
+            patient_id=self.patient_id(pid),
+            patient_class=PATIENT_CLASSES.get(pv1.get(2, 1), pv1.get(2, 1) or None),
+            admit_time=self.time(pv1, 44, "admit date/time", required_=False),
+            discharge_time=self.time(pv1, 45, "discharge date/time", required_=False),
+            prior_unit=prior.get("unit"),
+            prior_bed=prior.get("bed"),
+            disposition=pv1.get(36, 1) or None,
+            **place,
+        )
+
+    def swap(self) -> None:
+        """A17: two PID/PV1 pairs, each PV1-3 the patient's new bed."""
+        pids = self.msg.all("PID")
+        pv1s = self.msg.all("PV1")
+        if len(pids) < 2 or len(pv1s) < 2:
+            raise MappingError("A17 needs two PID/PV1 pairs", code=100, segment="PV1")
+        ids = [self.encounter_id(pid, pv1) for pid, pv1 in zip(pids, pv1s, strict=False)]
+        for i, (pid, pv1) in enumerate(zip(pids[:2], pv1s[:2], strict=False)):
+            self.adt("encounter.swap_beds", pid, pv1)
+            last = self.events[-1]
+            self.events[-1] = last.model_copy(update={"other_encounter_id": ids[1 - i]})
+
+    def merge(self) -> None:
+        mrg = self.msg.first("MRG")
+        pid = self.msg.first("PID")
+        if mrg is None:
+            raise MappingError("A40 needs an MRG segment", code=100, segment="MRG")
+        prior = mrg.get(1, 1)
+        if not prior:
+            raise required("MRG", 1, "prior patient identifier")
+        place = self.place(self.msg.first("PV1"))
+        self.add(
+            EncounterEvent,
+            type="encounter.merge",
+            event_time=self.event_time((self.msg.first("EVN"), 2)),
+            encounter_id=mrg.get(5, 1) or prior,
+            patient_id=self.patient_id(pid),
+            other_encounter_id=prior,
+            **place,
+        )
+
+    # -- orders and results --------------------------------------------------------------
+    def order_groups(self) -> list[tuple[Segment | None, Segment | None]]:
+        """(ORC, OBR) pairs in message order; either may be missing in real feeds."""
+        groups: list[tuple[Segment | None, Segment | None]] = []
+        orc: Segment | None = None
+        for seg in self.msg.segments:
+            if seg.name == "ORC":
+                if orc is not None:
+                    groups.append((orc, None))
+                orc = seg
+            elif seg.name == "OBR":
+                groups.append((orc, seg))
+                orc = None
+        if orc is not None:
+            groups.append((orc, None))
+        return groups
+
+    def order_id(self, orc: Segment | None, obr: Segment | None) -> str:
+        for seg, fld in ((orc, 2), (obr, 2), (orc, 3), (obr, 3)):
+            if seg is not None:
+                value = seg.get(fld, 1)
+                if value:
+                    return value
+        where = "ORC" if orc is not None else "OBR"
+        raise MappingError(
+            f"{where}-2 (placer order number) or {where}-3 (filler order number) is required",
+            code=101,
+            segment=where,
+            field=2,
+        )
+
+    def priority(self, orc: Segment | None, obr: Segment | None) -> str:
+        anchor = orc or obr
+        tq1 = self.msg.after(anchor, "TQ1", stop=("ORC", "OBR")) if anchor is not None else None
+        candidates = [
+            tq1.get(9, 1) if tq1 else "",
+            orc.get(7, 6) if orc else "",
+            obr.get(27, 6) if obr else "",
+            obr.get(5, 1) if obr else "",
+        ]
+        for code in candidates:
+            if code:
+                return PRIORITIES.get(code.upper(), code.lower())
+        return "routine"
+
+    def lab_common(self, orc: Segment | None, obr: Segment | None) -> dict[str, Any]:
+        pv1 = self.msg.first("PV1")
+        pid = self.msg.first("PID")
+        place = self.place(pv1) if pv1 is not None else self.place(None)
+        return {
+            "order_id": self.order_id(orc, obr),
+            "patient_id": self.patient_id(pid),
+            "encounter_id": (pv1.get(19, 1) or None) if pv1 is not None else None,
+            "priority": self.priority(orc, obr),
+            "test_code": (obr.get(4, 1) or None) if obr is not None else None,
+            **place,
+        }
+
+    def orders(self) -> None:
+        """ORM^O01 / OML^O21: new orders, cancels, specimen status changes."""
+        groups = self.order_groups()
+        if not groups:
+            raise MappingError("an order message needs an ORC or OBR segment", code=100, segment="ORC")
+        for orc, obr in groups:
+            control = orc.get(1, 1).upper() if orc is not None else "NW"
+            common = self.lab_common(orc, obr)
+            if control in ("NW", "SN", "XO", "RO") or not control:
+                when = self.event_time((orc, 9), (obr, 6))
+                self.add(LabEvent, type="lab.order", event_time=when, **common)
+            elif control in ("CA", "OC", "CR", "DC", "OD", "DR"):
+                when = self.event_time((orc, 9))
+                self.add(LabEvent, type="lab.cancel", event_time=when, **common)
+            elif control not in ("SC", "SS", "RE", "OK", "CM", "IP"):
+                raise MappingError(
+                    f"ORC-1 order control {control!r} is not supported",
+                    code=103,
+                    segment="ORC",
+                    field=1,
+                )
+            self.specimen_steps(obr, common)
+
+    def specimen_steps(self, obr: Segment | None, common: dict[str, Any]) -> None:
+        if obr is None:
+            return
+        collected = self.time(obr, 7, "observation date/time", required_=False)
+        if collected is not None:
+            self.add(LabEvent, type="lab.collect", event_time=collected, **common)
+        received = self.time(obr, 14, "specimen received date/time", required_=False)
+        if received is not None:
+            self.add(LabEvent, type="lab.receive", event_time=received, **common)
+
+    def results(self) -> None:
+        """ORU^R01: one result per OBR, at OBR-22 with status OBR-25."""
+        groups = [(orc, obr) for orc, obr in self.order_groups() if obr is not None]
+        if not groups:
+            raise MappingError("ORU^R01 needs an OBR segment", code=100, segment="OBR")
+        for orc, obr in groups:
+            assert obr is not None
+            common = self.lab_common(orc, obr)
+            self.specimen_steps(obr, common)
+            status_code = obr.get(25, 1).upper()
+            status = RESULT_STATUS.get(status_code, status_code.lower() or "final")
+            when = self.event_time((obr, 22))
+            self.add(LabEvent, type="lab.result", event_time=when, result_status=status, **common)
+
+
+ADT_TRIGGERS: dict[str, Callable[[_Mapper], None]] = {
+    "A01": lambda m: m.adt("encounter.admit"),
+    "A02": lambda m: m.adt("encounter.transfer"),
+    "A03": lambda m: m.adt("encounter.discharge"),
+    "A04": lambda m: m.adt("encounter.register"),
+    "A05": lambda m: m.adt("encounter.preadmit"),
+    "A06": lambda m: m.adt("encounter.admit"),
+    "A07": lambda m: m.adt("encounter.update"),
+    "A08": lambda m: m.adt("encounter.update"),
+    "A11": lambda m: m.adt("encounter.cancel_admit"),
+    "A12": lambda m: m.adt("encounter.cancel_transfer"),
+    "A13": lambda m: m.adt("encounter.cancel_discharge"),
+    "A17": lambda m: m.swap(),
+    "A21": lambda m: m.adt("encounter.leave_start"),
+    "A22": lambda m: m.adt("encounter.leave_end"),
+    "A40": lambda m: m.merge(),
+}
+
+MESSAGE_TYPES: dict[str, dict[str, Callable[[_Mapper], None]]] = {
+    "ADT": ADT_TRIGGERS,
+    "ORM": {"O01": _Mapper.orders},
+    "OML": {"O21": _Mapper.orders},
+    "ORU": {"R01": _Mapper.results},
+}
+
+
+def check_header(msg: Message) -> None:
+    """AR-level checks: a type, trigger and version we can take."""
+    version = msg.version
+    if not version:
+        raise MappingError("MSH-12 version id is empty", ack="AR", code=203, segment="MSH", field=12)
+    if not version.startswith(SUPPORTED_VERSIONS):
+        raise MappingError(
+            f"HL7 version {version} is not supported (2.3 to 2.8 are)",
+            ack="AR",
+            code=203,
+            segment="MSH",
+            field=12,
+        )
+    triggers = MESSAGE_TYPES.get(msg.message_type)
+    if triggers is None:
+        raise MappingError(
+            f"message type {msg.message_type} is not supported "
+            f"(supported: {', '.join(sorted(MESSAGE_TYPES))})",
+            ack="AR",
+            code=200,
+            segment="MSH",
+            field=9,
+        )
+    if msg.trigger not in triggers:
+        raise MappingError(
+            f"{msg.message_type}^{msg.trigger} is not supported "
+            f"(supported {msg.message_type} events: {', '.join(sorted(triggers))})",
+            ack="AR",
+            code=201,
+            segment="MSH",
+            field=9,
+            component=2,
+        )
+    if not msg.control_id:
+        raise MappingError("MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10)
+
+
+def map_message(msg: Message, ctx: MapContext) -> list[EventBase]:
+    """Events for one message, or MappingError saying which field is wrong and how."""
+    check_header(msg)
+    mapper = _Mapper(msg, ctx)
+    try:
+        MESSAGE_TYPES[msg.message_type][msg.trigger](mapper)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise MappingError(f"cannot build the canonical event: {name}: {err['msg']}", code=207) from exc
+    return mapper.events

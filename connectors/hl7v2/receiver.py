@@ -1,0 +1,143 @@
+"""One HL7 v2 message in, one ACK out: decode, parse, map, store, acknowledge.
+
+AA only after the sink says the events are durable. AR when the message cannot be read or
+is of a type/version we do not take; AE when its content is wrong or it cannot be stored
+now. Every AE/AR keeps the raw message in the dead-letter store with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from connectors.deadletters import DeadLetterStore
+from connectors.hl7v2.ack import build_ack
+from connectors.hl7v2.mapping import (
+    MESSAGE_TYPES,
+    MapContext,
+    MappingError,
+    map_message,
+    message_key,
+)
+from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
+from connectors.metrics import DEAD_LETTERS, HL7_DUPLICATES, HL7_MESSAGES
+from engine.bus import EventSink, Published, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(NamedTuple):
+    ack: str  # AA, AE, AR
+    text: str
+    events: int
+    duplicate: bool
+    dead_letter: int | None
+    reply: str
+
+
+def decode(raw: bytes) -> str:
+    """UTF-8 when it is valid UTF-8, else Latin-1 (what most v2 feeds without MSH-18 send)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class HL7Receiver:
+    def __init__(
+        self,
+        sink: EventSink,
+        dead_letters: DeadLetterStore,
+        context: Callable[[], MapContext],
+    ):
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.context = context
+
+    async def handle_frame(self, raw: bytes) -> str:
+        """The reply for one MLLP frame: an ACK, or for an FHS/BHS batch a batch of ACKs."""
+        text = decode(raw)
+        if not is_batch(text):
+            return (await self.handle(text)).reply
+        replies = [(await self.handle(m)).reply for m in split_batch(text)]
+        now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        return f"BHS|^~\\&|CARESCORE||||{now}\r" + "".join(replies) + f"BTS|{len(replies)}\r"
+
+    async def handle(self, text: str) -> Outcome:
+        try:
+            msg = parse(text)
+        except HL7ParseError as exc:
+            return self._reject(
+                None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
+            )
+        mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
+        try:
+            events = map_message(msg, self.context())
+        except MappingError as exc:
+            return self._reject(
+                msg,
+                text,
+                exc.ack,
+                exc.reason,
+                exc.code,
+                exc.segment,
+                exc.field,
+                exc.component,
+                mtype,
+            )
+        try:
+            result = await self.sink.publish(message_key(msg), events)
+        except StorageUnavailable as exc:
+            reason = f"could not store the events now ({exc}); resend later"
+            return self._reject(msg, text, "AE", reason, 207, None, None, None, mtype)
+        duplicate = result is Published.duplicate
+        if duplicate:
+            HL7_DUPLICATES.inc()
+        HL7_MESSAGES.labels("AA", mtype).inc()
+        note = "duplicate: already stored" if duplicate else ""
+        return Outcome("AA", note, len(events), duplicate, None, build_ack(msg, "AA", text=note))
+
+    def _reject(
+        self,
+        msg: Message | None,
+        text: str,
+        code: str,
+        reason: str,
+        error_code: int,
+        segment: str | None,
+        field: int | None,
+        component: int | None = None,
+        mtype: str = "unreadable",
+    ) -> Outcome:
+        HL7_MESSAGES.labels(code, mtype).inc()
+        where = f"{segment}-{field}" if segment and field else (segment or "message")
+        try:
+            letter = self.dead_letters.add("hl7v2", f"{code} {error_code}: {reason}", text, detail=where)
+            DEAD_LETTERS.labels("hl7v2").inc()
+        except Exception:  # the ACK still goes out; the log says what was lost
+            log.exception("could not keep a rejected HL7 message in the dead-letter store")
+            letter = None
+        control = msg.control_id if msg is not None else None
+        log.info(
+            "hl7 message rejected",
+            extra={
+                "ack": code,
+                "error_code": error_code,
+                "where": where,
+                "reason": reason,
+                "control_id": control,
+                "dead_letter": letter,
+            },
+        )
+        reply = build_ack(
+            msg,
+            code,
+            text=reason,
+            error_code=error_code,
+            segment=segment,
+            field=field,
+            component=component,
+        )
+        return Outcome(code, reason, 0, False, letter, reply)

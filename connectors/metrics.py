@@ -1,0 +1,27 @@
+"""Connector metrics (prometheus client_python naming: unit suffixes, bounded labels)."""
+
+from prometheus_client import Counter, Histogram
+
+HL7_MESSAGES = Counter(
+    "carescore_hl7_messages",
+    "HL7 v2 messages received, by acknowledgement code and message type.",
+    ["ack", "message_type"],
+)
+HL7_DUPLICATES = Counter(
+    "carescore_hl7_duplicate_messages",
+    "HL7 v2 messages acknowledged again without storing (same facility, control id, content).",
+)
+HL7_ACK_SECONDS = Histogram(
+    "carescore_hl7_ack_seconds",
+    "Time from a complete MLLP frame to its ACK being written.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+MLLP_FRAMING_ERRORS = Counter(
+    "carescore_mllp_framing_errors",
+    "MLLP framing problems: junk outside frames, oversize or unterminated messages.",
+    ["kind"],
+)
+MLLP_CONNECTIONS = Counter("carescore_mllp_connections", "MLLP connections accepted.")
+DEAD_LETTERS = Counter(
+    "carescore_dead_letters", "Inputs kept in the dead-letter store, by source.", ["source"]
+)

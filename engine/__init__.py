@@ -1,0 +1,1 @@
+"""carescore engine: canonical events, KPI definitions, operators, windows, runtimes."""

@@ -1,0 +1,114 @@
+"""Mergeable partial aggregates.
+
+Windows are unions of panes and roll-ups are unions of units, so every partial aggregate
+must merge exactly: sums add, value lists concatenate, ratios keep numerator and
+denominator apart (a hospital ratio is sum over sum, never a mean of unit ratios).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from engine.definitions import quantile_of
+
+
+class Acc:
+    """Partial aggregate of observed values (and of numerator/denominator for ratios)."""
+
+    __slots__ = ("den", "hi", "lo", "n", "num", "total", "values")
+
+    def __init__(self, keep_values: bool = False) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.values: list[float] | None = [] if keep_values else None
+        self.num = 0.0
+        self.den = 0.0
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        if value < self.lo:
+            self.lo = value
+        if value > self.hi:
+            self.hi = value
+        if self.values is not None:
+            self.values.append(value)
+
+    def merge(self, other: Acc) -> None:
+        self.n += other.n
+        self.total += other.total
+        self.lo = min(self.lo, other.lo)
+        self.hi = max(self.hi, other.hi)
+        if self.values is not None and other.values is not None:
+            self.values.extend(other.values)
+        self.num += other.num
+        self.den += other.den
+
+    def to_state(self) -> list[Any]:
+        return [self.n, self.total, self.lo, self.hi, self.values, self.num, self.den]
+
+    @classmethod
+    def from_state(cls, state: Sequence[Any]) -> Acc:
+        acc = cls()
+        acc.n, acc.total, acc.lo, acc.hi, acc.values, acc.num, acc.den = state
+        return acc
+
+
+def merged(accs: Iterable[Acc], keep_values: bool) -> Acc:
+    out = Acc(keep_values)
+    for acc in accs:
+        out.merge(acc)
+    return out
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (NumPy's and polars' default 'linear')."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("quantile of no values")
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    if lo == hi:
+        return ordered[lo]
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class Finalizer:
+    """Turns an Acc into (value, numerator, denominator) for one named aggregate."""
+
+    def __init__(self, aggregate: str, within: float | None = None, scale: float = 1.0):
+        self.aggregate = aggregate
+        self.q = quantile_of(aggregate)
+        self.within = within
+        self.scale = scale
+        self.needs_values = self.q is not None or aggregate == "pct_within"
+
+    def __call__(self, acc: Acc) -> tuple[float | None, float | None, float | None]:
+        agg = self.aggregate
+        if agg == "ratio":
+            if acc.den == 0:
+                return None, acc.num, acc.den
+            return acc.num / acc.den * self.scale, acc.num, acc.den
+        if agg == "count":
+            return float(acc.n), None, None
+        if acc.n == 0:
+            return None, None, None
+        if agg == "sum":
+            return acc.total, None, None
+        if agg == "mean":
+            return acc.total / acc.n, acc.total, float(acc.n)
+        if agg == "min":
+            return acc.lo, None, None
+        if agg == "max":
+            return acc.hi, None, None
+        if agg == "pct_within":
+            assert acc.values is not None and self.within is not None
+            hits = sum(1 for v in acc.values if v <= self.within)
+            return hits / acc.n * 100.0, float(hits), float(acc.n)
+        assert self.q is not None and acc.values is not None
+        return quantile(acc.values, self.q), None, None

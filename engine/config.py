@@ -1,0 +1,109 @@
+"""carescore.yaml: every setting of a running carescore, validated at start.
+
+Relative paths are resolved against the folder of the config file, so a config can sit
+next to its KPI definitions and data folder. Errors name file, line and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.durations import Duration
+from engine.places import Places
+from engine.yamlconf import ConfigError, load_yaml, validate_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "deploy" / "examples" / "carescore.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MLLPSettings(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2575, ge=0, le=65535)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    idle_timeout: Duration = 300.0
+
+
+class APISettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class EngineSettings(_Strict):
+    tick: Duration = Field(default=1.0, description="how often windows close and alerts evaluate")
+    idle_timeout: Duration = Field(
+        default=60.0, description="a source quiet this long advances its watermark by wall clock"
+    )
+    snapshot_every: Duration = 60.0
+    fsync: bool = True
+
+
+class WebhookSettings(_Strict):
+    name: str = "webhook"
+    url: str
+    timeout: Duration = 5.0
+    secret: str | None = Field(default=None, description="HMAC-SHA256 key for the signature header")
+
+
+class AlertSettings(_Strict):
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_backoff: Duration = 1.0
+
+
+class DemoSettings(_Strict):
+    enabled: bool = True
+    seed: int = 7
+    rate: float = Field(default=1.0, gt=0, description="speed factor for the simulated traffic")
+    backfill: Duration = Field(default=7200.0, description="history simulated at first start")
+
+
+class Settings(_Strict):
+    data_dir: Path = Path("var/carescore")
+    kpi_defs: Path = REPO_ROOT / "kpi_defs"
+    timezone: str = Field(default="UTC", description="zone of HL7 times that carry no offset")
+    places: Places = Field(default_factory=Places)
+    mllp: MLLPSettings = Field(default_factory=MLLPSettings)
+    api: APISettings = Field(default_factory=APISettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from a YAML file (relative paths resolved against its folder)."""
+    path = path or DEFAULT_CONFIG
+    data, lines = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of settings"])
+    settings = validate_file(Settings, path, data, lines)
+    base = path.resolve().parent
+    if not settings.data_dir.is_absolute():
+        settings.data_dir = (base / settings.data_dir).resolve()
+    if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
+        settings.kpi_defs = (base / settings.kpi_defs).resolve()
+    return settings

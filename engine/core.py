@@ -1,0 +1,166 @@
+"""The engine: one object that owns every KPI operator and routes events to them.
+
+Both runtimes drive it the same way: `process(event)` for each canonical event in log
+order, `advance(now)` on a timer (returns closed-window samples), `live(now)` for the
+current values. Watermarks are kept per source (hl7v2, fhir, feed); an operator's windows
+close on the slowest source that has fed it, and a source that has gone quiet advances
+with the wall clock after `idle_timeout`, so quiet units' windows still close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from engine.aggregates import Finalizer
+from engine.definitions import Catalogue, DurationMeasure, KpiDefinition, LevelMeasure
+from engine.events import EventBase
+from engine.levels import CensusTracker, StaffTracker
+from engine.operators.base import Handler, Operator
+from engine.operators.duration import DurationOperator
+from engine.operators.gauge import GaugeOperator
+from engine.places import Places
+from engine.samples import GroupKey, Sample
+
+LEVEL_SOURCES = {
+    "patients": ("encounter.",),
+    "licensed_staff": ("staffing.",),
+}
+
+
+class Watermarks:
+    """Per-source event-time progress, with a wall-clock idle advance."""
+
+    def __init__(self, idle_timeout: float):
+        self.idle_timeout = idle_timeout
+        self.max_ts: dict[str, float] = {}
+        self.last_arrival: dict[str, float] = {}
+
+    def observe(self, source: str, ts: float, arrival: float) -> None:
+        if ts > self.max_ts.get(source, -math.inf):
+            self.max_ts[source] = ts
+        if arrival > self.last_arrival.get(source, -math.inf):
+            self.last_arrival[source] = arrival
+
+    def of(self, source: str, now: float) -> float:
+        quiet = now - self.last_arrival[source] - self.idle_timeout
+        return self.max_ts[source] + max(0.0, quiet)
+
+    def min_of(self, sources: set[str] | frozenset[str], now: float) -> float | None:
+        known = [self.of(s, now) for s in sources if s in self.max_ts]
+        return min(known) if known else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"max_ts": self.max_ts, "last_arrival": self.last_arrival}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.max_ts = dict(state["max_ts"])
+        self.last_arrival = dict(state["last_arrival"])
+
+
+def build_operator(kpi: KpiDefinition, places: Places) -> Operator:
+    measure = kpi.measure
+    if isinstance(measure, DurationMeasure):
+        return DurationOperator(kpi, Finalizer(kpi.aggregate, kpi.within))
+    if isinstance(measure, LevelMeasure):
+        return GaugeOperator(kpi, Finalizer("ratio", scale=measure.scale), places.capacity())
+    raise TypeError(f"no operator for measure {type(measure).__name__}")
+
+
+class Engine:
+    def __init__(self, catalogue: Catalogue, places: Places | None = None, idle_timeout: float = 60.0):
+        self.catalogue = catalogue
+        self.places = places or Places()
+        self.watermarks = Watermarks(idle_timeout)
+        self.operators: dict[str, Operator] = {k.id: build_operator(k, self.places) for k in catalogue}
+        self.census = CensusTracker(self._level)
+        self.staff = StaffTracker(self._level)
+        self.routes: dict[str, list[Handler]] = {}
+        self.level_routes: dict[str, list[Callable[[GroupKey, float, float], None]]] = {}
+        self.type_sources: dict[str, set[str]] = {}
+        self._op_types: dict[str, set[str]] = {}
+        self.events_processed = 0
+        for tracker in (self.census, self.staff):
+            for etype, handler in tracker.handlers().items():
+                self.routes.setdefault(etype, []).append(handler)
+        for op in self.operators.values():
+            types = set()
+            for etype, handler in op.subscriptions().items():
+                self.routes.setdefault(etype, []).append(handler)
+                types.add(etype)
+            for level, lhandler in op.level_subscriptions().items():
+                self.level_routes.setdefault(level, []).append(lhandler)
+                types.update(t for t in self.routes if t.startswith(LEVEL_SOURCES[level]))
+            self._op_types[op.kpi.id] = types
+
+    def _level(self, level: str, key: GroupKey, ts: float, delta: float) -> None:
+        for handler in self.level_routes.get(level, ()):
+            handler(key, ts, delta)
+
+    def process(self, event: EventBase) -> None:
+        ts = event.ts
+        self.watermarks.observe(event.source, ts, event.received_time.timestamp())
+        seen = self.type_sources.get(event.type)
+        if seen is None:
+            seen = self.type_sources[event.type] = set()
+        if event.source not in seen:
+            seen.add(event.source)
+        for handler in self.routes.get(event.type, ()):
+            handler(event)
+        self.events_processed += 1
+
+    def sources_of(self, kpi_id: str) -> set[str]:
+        out: set[str] = set()
+        for etype in self._op_types[kpi_id]:
+            out |= self.type_sources.get(etype, set())
+        return out
+
+    def watermark_of(self, kpi_id: str, now: float) -> float | None:
+        return self.watermarks.min_of(self.sources_of(kpi_id), now)
+
+    def advance(self, now: float) -> list[Sample]:
+        """Close every window the watermarks have passed; returns final samples."""
+        out: list[Sample] = []
+        for kpi_id, op in self.operators.items():
+            wm = self.watermark_of(kpi_id, now)
+            if wm is not None:
+                out.extend(op.advance(wm))
+        if self.watermarks.max_ts:
+            self.census.prune(min(self.watermarks.max_ts.values()))
+        return out
+
+    def live(self, now: float) -> list[Sample]:
+        """Current values of every KPI, per unit and rolled up."""
+        out: list[Sample] = []
+        fallback = max(self.watermarks.max_ts.values(), default=None)
+        for kpi_id, op in self.operators.items():
+            wm = self.watermark_of(kpi_id, now)
+            if wm is None:
+                wm = fallback if fallback is not None else now
+            out.extend(op.live(wm))
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "events_processed": self.events_processed,
+            "watermarks": self.watermarks.snapshot(),
+            "type_sources": {k: sorted(v) for k, v in self.type_sources.items()},
+            "census": self.census.snapshot(),
+            "staff": self.staff.snapshot(),
+            "operators": {k: op.snapshot() for k, op in self.operators.items()},
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.events_processed = snap["events_processed"]
+        self.watermarks.restore(snap["watermarks"])
+        self.type_sources = {k: set(v) for k, v in snap["type_sources"].items()}
+        self.census.restore(snap["census"])
+        self.staff.restore(snap["staff"])
+        for kpi_id, op_snap in snap["operators"].items():
+            if kpi_id in self.operators:
+                self.operators[kpi_id].restore(op_snap)
+
+    def late_events(self) -> dict[str, int]:
+        return {k: op.late_events for k, op in self.operators.items()}

@@ -1,0 +1,329 @@
+"""KPI definitions: the YAML schema in kpi_defs/, validated at start.
+
+A KPI is a *measure* (what is observed per event: a duration between paired events, a count,
+a sum of a field, a level such as the patient census) folded by an *aggregate* (p90, mean,
+ratio ...) over an event-time *window*, per place (unit, rolled up to department and
+facility), held against a target, thresholds and a benchmark.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from engine.durations import Duration
+from engine.events import EVENT_TYPES
+from engine.yamlconf import ConfigError, describe_errors, load_yaml
+
+Scalar = str | int | float | bool
+
+
+class Perspective(StrEnum):
+    financial = "financial"
+    patient = "patient"
+    internal_process = "internal_process"
+    learning_growth = "learning_growth"
+
+
+PERSPECTIVE_TITLES = {
+    Perspective.financial: "Financial",
+    Perspective.patient: "Patient",
+    Perspective.internal_process: "Internal process",
+    Perspective.learning_growth: "Learning & growth",
+}
+
+
+class Direction(StrEnum):
+    lower_is_better = "lower_is_better"
+    higher_is_better = "higher_is_better"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Match(_Strict):
+    """Selects events: a type and equality filters on its fields (a list means any of)."""
+
+    event: str
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("event")
+    @classmethod
+    def _known_event(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {value!r}; known types: {', '.join(sorted(EVENT_TYPES))}")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _known_fields(cls, where: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        event = info.data.get("event")
+        if event is None:
+            return where
+        for name in where:
+            require_field(event, name)
+        return where
+
+
+def require_field(event: str, name: str) -> None:
+    fields = EVENT_TYPES[event].model_fields
+    if name not in fields:
+        raise ValueError(f"event {event!r} has no field {name!r}; fields: {', '.join(fields)}")
+
+
+TimeUnit = Literal["seconds", "minutes", "hours", "days"]
+TIME_UNITS: dict[str, float] = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+
+
+class DurationMeasure(_Strict):
+    """Time from a start event to the matching end event (same key): TAT, response, LOS."""
+
+    kind: Literal["duration"]
+    start: Match
+    end: Match
+    key: str = Field(description="field that pairs start and end, e.g. order_id")
+    attribute_to: Literal["start", "end"] = Field(
+        default="start", description="whose place the duration counts for"
+    )
+    unit: TimeUnit = "minutes"
+    timeout: Duration | None = Field(
+        default=None,
+        description="an interval open longer than this counts, at its age, in the live value "
+        "(until it closes or expires)",
+    )
+    expire_after: Duration = Field(
+        default=30 * 86400.0, description="open intervals older than this are given up"
+    )
+
+    @model_validator(mode="after")
+    def _key_exists(self) -> DurationMeasure:
+        require_field(self.start.event, self.key)
+        require_field(self.end.event, self.key)
+        return self
+
+
+class LevelMeasure(_Strict):
+    """A level that goes up and down over time (census); a window sees its time integral."""
+
+    kind: Literal["gauge"]
+    level: Literal["patients", "licensed_staff"]
+    per: Literal["beds", "patients", "licensed_staff"] | None = Field(
+        default="beds", description="denominator level; beds come from the places config"
+    )
+    scale: float = 1.0
+
+
+AnyMeasure = Annotated[DurationMeasure | LevelMeasure, Field(discriminator="kind")]
+
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+VALUE_AGGREGATES = ("count", "sum", "mean", "median", "min", "max", "pct_within")
+
+
+def quantile_of(aggregate: str) -> float | None:
+    if aggregate == "median":
+        return 0.5
+    match = _PERCENTILE.match(aggregate)
+    return float(match.group(1)) / 100 if match else None
+
+
+class WindowSpec(_Strict):
+    kind: Literal["tumbling", "hopping", "sliding", "cumulative"]
+    size: Duration | None = Field(default=None, description="not used by cumulative")
+    step: Duration | None = Field(
+        default=None, description="hop between closed windows (hopping, sliding); default size"
+    )
+    grace: Duration = Field(default=300.0, description="how late an event may be and still count")
+
+    @model_validator(mode="after")
+    def _shape(self) -> WindowSpec:
+        if self.kind != "cumulative" and not self.size:
+            raise ValueError(f"a {self.kind} window needs a size, e.g. size: 60m")
+        if self.kind == "hopping" and not self.step:
+            raise ValueError("a hopping window needs a step, e.g. step: 15m")
+        if self.kind == "cumulative" and not self.step:
+            raise ValueError("a cumulative window needs a step: how often it is reported")
+        if self.size and self.step and self.kind != "cumulative":
+            if self.step > self.size:
+                raise ValueError("step must not be larger than size")
+            ratio = self.size / self.step
+            if abs(ratio - round(ratio)) > 1e-9:
+                raise ValueError("size must be a whole multiple of step")
+        return self
+
+    @property
+    def hop(self) -> float:
+        """Seconds between consecutive closed windows."""
+        if self.kind == "tumbling":
+            return self.size  # type: ignore[return-value]
+        return self.step or self.size  # type: ignore[return-value]
+
+
+class Thresholds(_Strict):
+    warning: float | None = None
+    critical: float | None = None
+
+
+class Benchmark(_Strict):
+    value: float | None = None
+    source: str = Field(description="citation: who measured it, where, when")
+    note: str | None = None
+
+
+class KpiDefinition(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    name: str
+    perspective: Perspective
+    description: str
+    definition: str = Field(description="numerator / denominator in words, as people cite it")
+    unit: str
+    direction: Direction
+    measure: AnyMeasure
+    aggregate: str
+    within: float | None = Field(default=None, description="limit for aggregate pct_within")
+    window: WindowSpec
+    group_by: Literal["unit"] = "unit"
+    target: float | None = None
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    clear: float | None = Field(
+        default=None, description="level at which a firing alert resolves (hysteresis)"
+    )
+    for_: Duration = Field(default=0.0, alias="for")
+    alert_on: list[Literal["unit", "department", "facility"]] = Field(
+        default=["unit"],
+        description="place levels whose breaches alert (roll-ups of a unit's breach would repeat it)",
+    )
+    min_samples: int = Field(default=1, ge=0)
+    benchmark: Benchmark | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KpiDefinition:
+        self._check_aggregate()
+        self._check_threshold_order()
+        return self
+
+    def _check_aggregate(self) -> None:
+        agg = self.aggregate
+        if isinstance(self.measure, LevelMeasure):
+            if agg != "ratio" and self.measure.per is not None:
+                raise ValueError("a gauge with 'per' is a ratio: use aggregate: ratio")
+            if agg not in ("ratio", "mean"):
+                raise ValueError("a gauge supports aggregate ratio (with per) or mean")
+            return
+        if agg not in VALUE_AGGREGATES and quantile_of(agg) is None:
+            raise ValueError(
+                f"unknown aggregate {agg!r}; use one of {', '.join(VALUE_AGGREGATES)} or p1..p99"
+            )
+        if agg == "pct_within" and self.within is None:
+            raise ValueError("aggregate pct_within needs 'within' (the limit, in the KPI's unit)")
+
+    def _check_threshold_order(self) -> None:
+        """Levels must sit on the bad side of the target, in order: target, clear, warning, critical."""
+        levels = [
+            ("target", self.target),
+            ("clear", self.clear),
+            ("thresholds.warning", self.thresholds.warning),
+            ("thresholds.critical", self.thresholds.critical),
+        ]
+        present = [(n, v) for n, v in levels if v is not None]
+        worse = "above" if self.direction is Direction.lower_is_better else "below"
+        for (lo_name, lo), (hi_name, hi) in itertools.pairwise(present):
+            bad = hi < lo if self.direction is Direction.lower_is_better else hi > lo
+            if bad:
+                raise ValueError(
+                    f"{hi_name} ({hi:g}) is on the wrong side of {lo_name} ({lo:g}): with "
+                    f"direction {self.direction.value} it must be {worse} it"
+                )
+
+    def status_of(self, value: float | None, n: int) -> str:
+        """ok / warning / critical for one value; no_data below the minimum sample size."""
+        if value is None or n < self.min_samples:
+            return "no_data"
+        crit, warn = self.thresholds.critical, self.thresholds.warning
+        if self.direction is Direction.lower_is_better:
+            if crit is not None and value >= crit:
+                return "critical"
+            if warn is not None and value >= warn:
+                return "warning"
+        else:
+            if crit is not None and value <= crit:
+                return "critical"
+            if warn is not None and value <= warn:
+                return "warning"
+        return "ok"
+
+
+class Catalogue(BaseModel):
+    """All KPIs, in file order, with where each came from."""
+
+    kpis: dict[str, KpiDefinition]
+    files: dict[str, Path]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.kpis.values())
+
+    def __len__(self) -> int:
+        return len(self.kpis)
+
+    def __getitem__(self, kpi_id: str) -> KpiDefinition:
+        return self.kpis[kpi_id]
+
+
+def _documents(data: Any) -> list[tuple[tuple[Any, ...], Any]]:
+    """A file holds one KPI, a list of KPIs, or {kpis: [...]} (one file per perspective)."""
+    if isinstance(data, dict) and "kpis" in data and "id" not in data:
+        return [(("kpis", i), d) for i, d in enumerate(data["kpis"] or [])]
+    if isinstance(data, list):
+        return [((i,), d) for i, d in enumerate(data)]
+    return [((), data)]
+
+
+def load_catalogue(directory: Path) -> Catalogue:
+    """Load every *.yaml / *.yml below directory; raise ConfigError listing every problem."""
+    if not directory.is_dir():
+        raise ConfigError([f"{directory}: KPI definition folder does not exist"])
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
+    problems: list[str] = []
+    kpis: dict[str, KpiDefinition] = {}
+    origin: dict[str, Path] = {}
+    for path in files:
+        try:
+            data, lines = load_yaml(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if data is None:
+            problems.append(f"{path}: file is empty")
+            continue
+        for prefix, doc in _documents(data):
+            try:
+                kpi = KpiDefinition.model_validate(doc)
+            except ValidationError as exc:
+                problems.extend(describe_errors(path, lines, exc, prefix, data=doc))
+                continue
+            if kpi.id in kpis:
+                line = lines.get((*prefix, "id"))
+                problems.append(f"{path}:{line}: id: KPI {kpi.id!r} is already defined in {origin[kpi.id]}")
+                continue
+            kpis[kpi.id] = kpi
+            origin[kpi.id] = path
+    if problems:
+        raise ConfigError(problems)
+    if not kpis:
+        raise ConfigError([f"{directory}: no KPI definitions (*.yaml) found"])
+    return Catalogue(kpis=kpis, files=origin)

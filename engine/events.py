@@ -1,0 +1,202 @@
+"""Canonical events: the only input the engine knows.
+
+Connectors turn HL7 v2, FHIR and feed records into these; operators read their fields by
+name (validated when KPI definitions load), so adding a field here is how a new source of
+data reaches the KPIs. Every event carries its place (facility > department > unit > bed)
+and its own event time; patient identifiers stay in engine state only.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+Source = Literal["hl7v2", "fhir", "feed"]
+
+
+class EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    event_time: AwareDatetime
+    received_time: AwareDatetime
+    source: Source
+    source_id: str = Field(description="Idempotency key: same source_id, same event.")
+    facility: str
+    department: str | None = None
+    unit: str | None = None
+    bed: str | None = None
+
+    @cached_property
+    def ts(self) -> float:
+        """Event time as epoch seconds: operators do arithmetic on floats, not datetimes."""
+        return self.event_time.timestamp()
+
+    @property
+    def family(self) -> str:
+        return self.type.split(".", 1)[0]
+
+
+class EncounterEvent(EventBase):
+    """ADT A01-A40 or a FHIR Encounter change: admissions, transfers, discharges, cancels."""
+
+    type: Literal[
+        "encounter.admit",
+        "encounter.register",
+        "encounter.preadmit",
+        "encounter.transfer",
+        "encounter.discharge",
+        "encounter.update",
+        "encounter.cancel_admit",
+        "encounter.cancel_transfer",
+        "encounter.cancel_discharge",
+        "encounter.leave_start",
+        "encounter.leave_end",
+        "encounter.swap_beds",
+        "encounter.merge",
+    ]
+    encounter_id: str
+    patient_id: str | None = None
+    patient_class: str | None = Field(
+        default=None, description="inpatient, emergency, outpatient, observation, ..."
+    )
+    admit_time: AwareDatetime | None = None
+    discharge_time: AwareDatetime | None = None
+    prior_unit: str | None = None
+    prior_bed: str | None = None
+    disposition: str | None = None
+    other_encounter_id: str | None = Field(
+        default=None, description="swap_beds: the other encounter; merge: the merged-away one"
+    )
+
+
+class LabEvent(EventBase):
+    """Lab order lifecycle (ORM/OML/ORU or ServiceRequest/Specimen/DiagnosticReport)."""
+
+    type: Literal["lab.order", "lab.collect", "lab.receive", "lab.result", "lab.cancel"]
+    order_id: str
+    patient_id: str | None = None
+    encounter_id: str | None = None
+    priority: str = Field(default="routine", description="stat, asap, routine, timing")
+    test_code: str | None = None
+    result_status: str | None = Field(
+        default=None, description="preliminary, final, corrected (lab.result only)"
+    )
+
+
+class NurseCallEvent(EventBase):
+    """Nurse call phases (IHE PCD ACM ORU^R40, FHIR Communication/Task, vendor adapters)."""
+
+    type: Literal[
+        "nursecall.placed",
+        "nursecall.acknowledged",
+        "nursecall.arrived",
+        "nursecall.cancelled",
+    ]
+    call_id: str
+    priority: str = "normal"
+    patient_id: str | None = None
+
+
+class StaffingEvent(EventBase):
+    """Roster and time-and-attendance: who is on shift on which unit, hours worked."""
+
+    type: Literal["staffing.shift_start", "staffing.shift_end", "staffing.hours"]
+    staff_id: str
+    role: str = Field(description="rn, lpn, cna, ...")
+    licensed: bool = False
+    worked_hours: float = 0.0
+    overtime_hours: float = 0.0
+
+
+class HREvent(EventBase):
+    type: Literal[
+        "hr.hire",
+        "hr.separation",
+        "hr.training",
+        "hr.certification_granted",
+        "hr.certification_expired",
+        "hr.engagement",
+        "hr.headcount",
+    ]
+    staff_id: str | None = None
+    role: str | None = None
+    hours: float = 0.0
+    score: float | None = None
+    headcount: float | None = None
+
+
+class FinanceEvent(EventBase):
+    type: Literal["finance.cost", "finance.charge"]
+    category: str = Field(description="labour, supplies, procedure, other")
+    amount: float
+    currency: str = "USD"
+    procedure_code: str | None = None
+    patient_id: str | None = None
+
+
+class ExperienceEvent(EventBase):
+    type: Literal["experience.survey", "experience.complaint"]
+    question: str | None = None
+    score: float | None = None
+    top_box: bool | None = None
+
+
+class QualityEvent(EventBase):
+    type: Literal[
+        "quality.clabsi",
+        "quality.cauti",
+        "quality.device_days",
+        "quality.fall_injury",
+        "quality.pressure_injury",
+    ]
+    device: str | None = Field(default=None, description="central_line or urinary_catheter")
+    days: float = 0.0
+    patient_id: str | None = None
+
+
+Event = Annotated[
+    EncounterEvent
+    | LabEvent
+    | NurseCallEvent
+    | StaffingEvent
+    | HREvent
+    | FinanceEvent
+    | ExperienceEvent
+    | QualityEvent,
+    Field(discriminator="type"),
+]
+
+EVENT_MODELS: tuple[type[EventBase], ...] = (
+    EncounterEvent,
+    LabEvent,
+    NurseCallEvent,
+    StaffingEvent,
+    HREvent,
+    FinanceEvent,
+    ExperienceEvent,
+    QualityEvent,
+)
+
+
+def _types_of(model: type[EventBase]) -> tuple[str, ...]:
+    return tuple(model.model_fields["type"].annotation.__args__)  # type: ignore[union-attr]
+
+
+EVENT_TYPES: dict[str, type[EventBase]] = {t: m for m in EVENT_MODELS for t in _types_of(m)}
+
+_event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
+    """Validate one serialised event (dict or JSON) back into its model."""
+    if isinstance(data, bytes | str):
+        return _event_adapter.validate_json(data)  # type: ignore[no-any-return]
+    return _event_adapter.validate_python(data)  # type: ignore[no-any-return]
+
+
+def dump_event(event: EventBase) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,215 @@
+"""Levels derived from events: patients in each unit (census), licensed staff on shift.
+
+ADT is a stream of moves, not of counts: admissions, transfers, discharges and the cancels
+that undo them. The tracker keeps each encounter's stay as a list of (time, place, delta)
+steps, turns every move into level deltas at event time, and undoes a cancelled step by
+emitting its negation at the original time, so the time integral (patient-days) is exact
+whatever order the messages came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.events import EncounterEvent, EventBase, StaffingEvent
+from engine.operators.base import place_of
+from engine.samples import GroupKey
+
+Emit = Callable[[str, GroupKey, float, float], None]
+
+DISCHARGED_RETENTION = 14 * 86400.0
+"""How long a discharged stay is remembered (for A13 cancel discharge, late messages)."""
+
+
+class _Stay:
+    __slots__ = ("discharged", "place", "steps")
+
+    def __init__(self) -> None:
+        self.place: GroupKey | None = None
+        self.steps: list[tuple[float, GroupKey, int, str]] = []  # ts, place, delta, why
+        self.discharged: float | None = None
+
+
+class CensusTracker:
+    """Patients per unit from encounter events; emits ('patients', place, ts, delta)."""
+
+    level = "patients"
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+        self.stays: dict[str, _Stay] = {}
+
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
+        return {
+            "encounter.admit": self._arrive,
+            "encounter.register": self._arrive,
+            "encounter.transfer": self._move,
+            "encounter.update": self._update,
+            "encounter.discharge": self._discharge,
+            "encounter.cancel_admit": self._cancel_admit,
+            "encounter.cancel_transfer": self._cancel_transfer,
+            "encounter.cancel_discharge": self._cancel_discharge,
+            "encounter.swap_beds": self._move,
+        }
+
+    def _step(self, stay: _Stay, ts: float, place: GroupKey, delta: int, why: str) -> None:
+        stay.steps.append((ts, place, delta, why))
+        self.emit(self.level, place, ts, delta)
+
+    def _arrive(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        if event.unit is None:
+            return
+        stay = self.stays.get(event.encounter_id)
+        if stay is None:
+            stay = self.stays[event.encounter_id] = _Stay()
+        place = place_of(event)
+        if stay.place is not None:
+            self._relocate(stay, event.ts, place)
+            return
+        if stay.discharged is not None and stay.discharged > event.ts:
+            # The discharge came first: the stay ran from this arrival to that discharge.
+            self._step(stay, event.ts, place, 1, "admit")
+            self._step(stay, stay.discharged, place, -1, "discharge")
+            return
+        stay.discharged = None
+        stay.place = place
+        self._step(stay, event.ts, place, 1, "admit")
+
+    def _relocate(self, stay: _Stay, ts: float, place: GroupKey) -> None:
+        if stay.place == place or stay.place is None:
+            return
+        old = stay.place
+        stay.place = place
+        self._step(stay, ts, old, -1, "move")
+        self._step(stay, ts, place, 1, "move")
+
+    def _move(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        if event.unit is None:
+            return
+        stay = self.stays.get(event.encounter_id)
+        if stay is None or stay.place is None:
+            self._arrive(event)  # we missed the admission: the patient is here now
+            return
+        self._relocate(stay, event.ts, place_of(event))
+
+    def _update(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is not None and stay.place is not None and event.unit is not None:
+            self._relocate(stay, event.ts, place_of(event))
+
+    def _discharge(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is None:
+            stay = self.stays[event.encounter_id] = _Stay()
+        if stay.place is None:
+            stay.discharged = event.ts  # remember it; an admission may still arrive
+            return
+        place = stay.place
+        stay.place = None
+        stay.discharged = event.ts
+        self._step(stay, event.ts, place, -1, "discharge")
+
+    def _undo(self, stay: _Stay, indices: list[int]) -> None:
+        for i in sorted(indices, reverse=True):
+            ts, place, delta, _ = stay.steps.pop(i)
+            self.emit(self.level, place, ts, -delta)
+
+    def _cancel_admit(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.pop(event.encounter_id, None)
+        if stay is None:
+            return
+        for ts, place, delta, _ in stay.steps:
+            self.emit(self.level, place, ts, -delta)
+
+    def _cancel_transfer(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is None or stay.place is None:
+            return
+        moves = [i for i, step in enumerate(stay.steps) if step[3] == "move"]
+        if len(moves) < 2:
+            return
+        left = moves[-2]  # a move is (-1 at the old place, +1 at the new one)
+        stay.place = stay.steps[left][1]
+        self._undo(stay, moves[-2:])
+
+    def _cancel_discharge(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is None or stay.place is not None or stay.discharged is None:
+            return
+        stay.discharged = None
+        out = [i for i, step in enumerate(stay.steps) if step[3] == "discharge"]
+        if out:
+            stay.place = stay.steps[out[-1]][1]
+            self._undo(stay, out[-1:])
+
+    def prune(self, before: float) -> None:
+        gone = [
+            k
+            for k, s in self.stays.items()
+            if s.place is None and s.discharged is not None and s.discharged < before - DISCHARGED_RETENTION
+        ]
+        for k in gone:
+            del self.stays[k]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            k: [
+                list(s.place) if s.place else None,
+                s.discharged,
+                [[t, list(p), d, w] for t, p, d, w in s.steps],
+            ]
+            for k, s in self.stays.items()
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.stays = {}
+        for k, (place, discharged, steps) in state.items():
+            stay = _Stay()
+            stay.place = tuple(place) if place else None  # type: ignore[assignment]
+            stay.discharged = discharged
+            stay.steps = [(t, tuple(p), d, w) for t, p, d, w in steps]  # type: ignore[misc]
+            self.stays[k] = stay
+
+
+class StaffTracker:
+    """Licensed staff on shift per unit from roster events; emits ('licensed_staff', ...)."""
+
+    level = "licensed_staff"
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+        self.on_shift: dict[str, tuple[float, GroupKey]] = {}
+
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
+        return {"staffing.shift_start": self._start, "staffing.shift_end": self._end}
+
+    def _start(self, event: EventBase) -> None:
+        assert isinstance(event, StaffingEvent)
+        if not event.licensed or event.unit is None:
+            return
+        previous = self.on_shift.get(event.staff_id)
+        if previous is not None:
+            self.emit(self.level, previous[1], event.ts, -1)
+        place = place_of(event)
+        self.on_shift[event.staff_id] = (event.ts, place)
+        self.emit(self.level, place, event.ts, 1)
+
+    def _end(self, event: EventBase) -> None:
+        assert isinstance(event, StaffingEvent)
+        previous = self.on_shift.pop(event.staff_id, None)
+        if previous is not None:
+            self.emit(self.level, previous[1], event.ts, -1)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: [ts, list(p)] for k, (ts, p) in self.on_shift.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.on_shift = {k: (ts, tuple(p)) for k, (ts, p) in state.items()}  # type: ignore[misc]

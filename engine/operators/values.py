@@ -1,0 +1,99 @@
+"""Operators whose observations are numbers placed at a time: the pane store they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.aggregates import Acc, Finalizer
+from engine.definitions import KpiDefinition
+from engine.operators.base import Operator
+from engine.samples import GroupKey
+
+
+class ValueOperator(Operator):
+    """Keeps an Acc per (unit, pane); cumulative windows fold expired panes into a base."""
+
+    def __init__(self, kpi: KpiDefinition, finalizer: Finalizer):
+        super().__init__(kpi, finalizer)
+        self.panes: dict[GroupKey, dict[int, Acc]] = {}
+        self.base: dict[GroupKey, Acc] = {}
+
+    def observe(self, key: GroupKey, ts: float, value: float) -> None:
+        idx = self._pane_for(ts)
+        if idx is None:
+            return
+        self._acc(key, idx).add(value)
+
+    def observe_ratio(self, key: GroupKey, ts: float, num: float, den: float, n: int) -> None:
+        idx = self._pane_for(ts)
+        if idx is None:
+            return
+        acc = self._acc(key, idx)
+        acc.num += num
+        acc.den += den
+        acc.n += n
+
+    def _acc(self, key: GroupKey, idx: int) -> Acc:
+        panes = self.panes.get(key)
+        if panes is None:
+            panes = self.panes[key] = {}
+            self.known.add(key)
+        acc = panes.get(idx)
+        if acc is None:
+            acc = panes[idx] = Acc(self.finalize.needs_values)
+        return acc
+
+    def _window_accs(self, start: int, end: int) -> tuple[dict[GroupKey, Acc], bool]:
+        keep = self.finalize.needs_values
+        out: dict[GroupKey, Acc] = {}
+        active = False
+        for key, panes in self.panes.items():
+            acc: Acc | None = None
+            base = self.base.get(key)
+            if base is not None and self.clock.cumulative:
+                acc = Acc(keep)
+                acc.merge(base)
+            for idx, pane in panes.items():
+                if start <= idx < end:
+                    if acc is None:
+                        acc = Acc(keep)
+                    acc.merge(pane)
+                    active = True
+            if acc is not None:
+                out[key] = acc
+        return out, active
+
+    def _data_indices(self) -> Iterable[int]:
+        for panes in self.panes.values():
+            yield from panes
+
+    def _prune(self, keep_from: int) -> None:
+        for key, panes in self.panes.items():
+            old = [i for i in panes if i < keep_from]
+            if not old:
+                continue
+            if self.clock.cumulative:
+                base = self.base.get(key)
+                if base is None:
+                    base = self.base[key] = Acc(self.finalize.needs_values)
+                for i in old:
+                    base.merge(panes[i])
+            for i in old:
+                del panes[i]
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "panes": [
+                [list(key), idx, acc.to_state()]
+                for key, panes in self.panes.items()
+                for idx, acc in panes.items()
+            ],
+            "base": [[list(key), acc.to_state()] for key, acc in self.base.items()],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.panes = {}
+        for key, idx, acc in state["panes"]:
+            self.panes.setdefault(tuple(key), {})[idx] = Acc.from_state(acc)  # type: ignore[index]
+        self.base = {tuple(k): Acc.from_state(a) for k, a in state["base"]}  # type: ignore[misc]

@@ -1,0 +1,101 @@
+"""The place hierarchy: facility > department > unit, with staffed beds and unit types.
+
+Feeds name units by their own codes (PV1-3 point of care, Location ids); this maps those
+codes to our units, gives each unit its department (for roll-ups) and its staffed beds (for
+occupancy), and its type (for the legal nurse ratio).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from engine.samples import GroupKey
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Unit(_Strict):
+    id: str
+    name: str | None = None
+    type: str = Field(default="med_surg", description="icu, step_down, telemetry, ed, med_surg, ...")
+    beds: int = Field(default=0, ge=0, description="staffed beds")
+    codes: list[str] = Field(default_factory=list, description="other names feeds use for it")
+
+
+class Department(_Strict):
+    id: str
+    name: str | None = None
+    units: list[Unit] = Field(default_factory=list)
+
+
+class Facility(_Strict):
+    id: str
+    name: str | None = None
+    codes: list[str] = Field(default_factory=list)
+    departments: list[Department] = Field(default_factory=list)
+
+
+class Places(_Strict):
+    facilities: list[Facility] = Field(default_factory=list)
+    default_facility: str | None = Field(default=None, description="facility for messages that name none")
+    _units: dict[tuple[str, str], tuple[str, str, Unit]] = PrivateAttr(default_factory=dict)
+    _facilities: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Places:
+        seen: set[tuple[str, str]] = set()
+        for fac in self.facilities:
+            for dep in fac.departments:
+                for unit in dep.units:
+                    for code in (unit.id, *unit.codes):
+                        if (fac.id, code) in seen:
+                            raise ValueError(f"unit code {code!r} is used twice in facility {fac.id!r}")
+                        seen.add((fac.id, code))
+        return self
+
+    def model_post_init(self, _context: object) -> None:
+        units: dict[tuple[str, str], tuple[str, str, Unit]] = {}
+        facilities: dict[str, str] = {}
+        for fac in self.facilities:
+            for code in (fac.id, *fac.codes):
+                facilities[code] = fac.id
+            for dep in fac.departments:
+                for unit in dep.units:
+                    for code in (unit.id, *unit.codes):
+                        units[(fac.id, code)] = (dep.id, unit.id, unit)
+        self._units = units
+        self._facilities = facilities
+
+    def facility_id(self, code: str | None) -> str | None:
+        if code:
+            return self._facilities.get(code, code)
+        return self.default_facility or (self.facilities[0].id if self.facilities else None)
+
+    def resolve(self, facility: str, unit_code: str | None) -> tuple[str | None, str | None]:
+        """(department, unit id) for a feed's unit code; unknown units keep their code."""
+        if not unit_code:
+            return None, None
+        found = self._units.get((facility, unit_code))
+        if found is None:
+            return None, unit_code
+        return found[0], found[1]
+
+    def unit(self, facility: str, unit_id: str) -> Unit | None:
+        found = self._units.get((facility, unit_id))
+        return found[2] if found else None
+
+    def capacity(self) -> dict[GroupKey, float]:
+        return {
+            (fac.id, dep.id, unit.id): float(unit.beds)
+            for fac in self.facilities
+            for dep in fac.departments
+            for unit in dep.units
+            if unit.beds > 0
+        }
+
+    def units(self) -> list[tuple[str, str, Unit]]:
+        return [
+            (fac.id, dep.id, unit) for fac in self.facilities for dep in fac.departments for unit in dep.units
+        ]

@@ -1,0 +1,220 @@
+"""The embedded runtime: everything in one process on one asyncio loop, no Kafka.
+
+Connectors publish here; events are appended to the local event log (fsync, group
+commit) and handed to the engine in log order as each write becomes durable. A tick closes
+windows into the history, refreshes the live board, evaluates alerts and now and then
+writes a snapshot. On start the state comes back from the last snapshot plus the log
+after it (or the whole log, if the KPI definitions changed since the snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from alerts.channels.webhook import WebhookChannel
+from alerts.service import AlertService
+from alerts.store import AlertStore
+from connectors.deadletters import DeadLetterStore
+from engine.bus import Published, StorageUnavailable
+from engine.config import Settings
+from engine.core import Engine
+from engine.definitions import Catalogue, load_catalogue
+from engine.eventlog import START, EventLog, Position
+from engine.events import EventBase
+from engine.history import History
+from engine.runtime.state import KpiBoard
+
+log = logging.getLogger(__name__)
+
+SEEN_LIMIT = 2_000_000
+"""Message keys remembered for de-duplication (oldest forgotten first)."""
+
+SNAPSHOT_SEEN = 200_000
+"""Keys kept across a restart: resends after a lost ACK come within minutes, not days."""
+
+REPLAY_ADVANCE_EVERY = 2000
+
+
+def catalogue_fingerprint(catalogue: Catalogue) -> str:
+    blob = orjson.dumps(
+        [k.model_dump(mode="json", by_alias=True) for k in catalogue], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class EmbeddedRuntime:
+    def __init__(self, settings: Settings, *, catalogue: Catalogue | None = None):
+        self.settings = settings
+        self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
+        self.places = settings.places
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.engine = Engine(self.catalogue, self.places, idle_timeout=settings.engine.idle_timeout)
+        self.board = KpiBoard()
+        self.history = History(data / "history.sqlite")
+        self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
+        channels = [
+            WebhookChannel(w.name, w.url, secret=w.secret, timeout=w.timeout)
+            for w in settings.alerts.webhooks
+        ]
+        self.alerts = AlertService(
+            self.catalogue,
+            AlertStore(data / "alerts.sqlite"),
+            channels,  # type: ignore[arg-type]
+            max_attempts=settings.alerts.max_attempts,
+            retry_backoff=settings.alerts.retry_backoff,
+        )
+        self.snapshot_path = data / "snapshot.json"
+        self.fingerprint = catalogue_fingerprint(self.catalogue)
+        self.seen: dict[str, None] = {}
+        self._reserved: set[str] = set()
+        self.processed = START
+        self.started_at = time.time()
+        self.ready = False
+        self._last_snapshot = 0.0
+        self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
+        self.recover()
+
+    # -- the bus -------------------------------------------------------------------------
+    async def publish(self, message_key: str, events: list[EventBase]) -> Published:
+        if message_key in self.seen or message_key in self._reserved:
+            return Published.duplicate
+        self._reserved.add(message_key)
+        try:
+            if events:
+                await self.log.append(events)
+        except OSError as exc:
+            raise StorageUnavailable(f"event log: {exc.strerror or exc}") from exc
+        finally:
+            self._reserved.discard(message_key)
+        self._remember(message_key)
+        return Published.accepted
+
+    def _remember(self, key: str) -> None:
+        self.seen[key] = None
+        if len(self.seen) > SEEN_LIMIT:
+            for old in list(self.seen)[: SEEN_LIMIT // 10]:
+                del self.seen[old]
+
+    def _on_commit(self, events: list[EventBase], position: Position) -> None:
+        process = self.engine.process
+        for event in events:
+            process(event)
+        self.processed = position
+
+    # -- recovery ------------------------------------------------------------------------
+    def recover(self) -> None:
+        since = START
+        snap = self._read_snapshot()
+        if snap is not None:
+            self.engine.restore(snap["engine"])
+            self.seen = dict.fromkeys(snap["seen"])
+            since = Position(*snap["position"])
+        replayed = 0
+        process = self.engine.process
+        for event, position in self.log.replay(since):
+            process(event)
+            self._remember(event.source_id.rsplit("#", 1)[0])
+            self.processed = position
+            replayed += 1
+            if replayed % REPLAY_ADVANCE_EVERY == 0:
+                self.history.add(self.engine.advance(event.received_time.timestamp()))
+        log.info(
+            "state recovered",
+            extra={
+                "from_snapshot": snap is not None,
+                "events_replayed": replayed,
+                "events_total": self.engine.events_processed,
+            },
+        )
+
+    def _read_snapshot(self) -> dict[str, Any] | None:
+        if not self.snapshot_path.exists():
+            return None
+        try:
+            snap: dict[str, Any] = orjson.loads(self.snapshot_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("snapshot unreadable, replaying the whole log", extra={"error": str(exc)})
+            return None
+        if snap.get("fingerprint") != self.fingerprint:
+            log.info("KPI definitions changed since the snapshot: replaying the whole log")
+            return None
+        return snap
+
+    def write_snapshot(self) -> None:
+        snap = {
+            "fingerprint": self.fingerprint,
+            "position": self.processed.to_list(),
+            "engine": self.engine.snapshot(),
+            "seen": list(self.seen)[-SNAPSHOT_SEEN:],
+            "written_at": time.time(),
+        }
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(orjson.dumps(snap))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.snapshot_path)
+        self._last_snapshot = time.time()
+
+    # -- the tick ------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        closed = self.engine.advance(now)
+        if closed:
+            self.history.add(closed)
+        live = self.engine.live(now)
+        self.board.update(live)
+        transitions = self.alerts.observe(live, now)
+        for t in transitions:
+            self.board.publish(
+                {
+                    "type": "alert",
+                    "data": {
+                        "kind": t.kind,
+                        "kpi": t.kpi.id,
+                        "group": t.sample.group.model_dump(),
+                        "severity": t.severity,
+                        "value": t.sample.value,
+                    },
+                }
+            )
+        if now - self._last_snapshot >= self.settings.engine.snapshot_every:
+            self.write_snapshot()
+
+    async def run_ticks(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("tick failed")
+            await asyncio.sleep(self.settings.engine.tick)
+
+    async def close(self) -> None:
+        await self.log.close()
+        self.write_snapshot()
+        await self.alerts.close()
+        self.alerts.store.close()
+        self.history.close()
+        self.dead_letters.close()
+
+    # -- health --------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "runtime": "embedded",
+            "events_processed": self.engine.events_processed,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "kpis": len(self.catalogue),
+        }
+
+    def data_dir(self) -> Path:
+        return self.settings.data_dir

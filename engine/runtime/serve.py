@@ -1,0 +1,170 @@
+"""`carescore run`: the composition root of the embedded runtime.
+
+One process, one asyncio loop: the engine and its tick, the MLLP listener, the HTTP API
+(REST, /metrics, scorecard page), alert delivery and, unless disabled, the demo hospital.
+SIGINT/SIGTERM stop everything in order and write a final snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import uvicorn
+
+from api.app import create_app
+from connectors.hl7v2.mapping import MapContext
+from connectors.hl7v2.mllp import MLLPServer
+from connectors.hl7v2.receiver import HL7Receiver
+from engine.config import Settings
+from engine.runtime.embedded import EmbeddedRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The running embedded carescore: start(), then stop() (or run() until a signal)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.runtime = EmbeddedRuntime(settings)
+        zone = settings.zone
+        self.receiver = HL7Receiver(
+            self.runtime, self.runtime.dead_letters, lambda: MapContext(settings.places, zone)
+        )
+        self.mllp = MLLPServer(
+            self.receiver.handle_frame,
+            settings.mllp.host,
+            settings.mllp.port,
+            max_message_bytes=settings.mllp.max_message_bytes,
+            idle_timeout=settings.mllp.idle_timeout,
+            on_unusable=self._keep_unusable,
+        )
+        self.app = create_app(self.runtime)  # type: ignore[arg-type]
+        config = uvicorn.Config(
+            self.app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self.http = uvicorn.Server(config)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _keep_unusable(self, raw: bytes, reason: str) -> None:
+        self.runtime.dead_letters.add("mllp", reason, raw)
+
+    @property
+    def api_port(self) -> int:
+        servers = getattr(self.http, "servers", None) or []
+        for server in servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.settings.api.port
+
+    async def start(self) -> None:
+        self.runtime.tick()
+        if self.settings.mllp.enabled:
+            await self.mllp.start()
+        self._tasks.append(asyncio.create_task(self.http.serve(sockets=None), name="http"))
+        while not self.http.started:
+            if self._tasks[0].done():
+                self._tasks[0].result()  # raises why the HTTP server could not start
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        self._tasks.append(asyncio.create_task(self.runtime.run_ticks(), name="tick"))
+        self._tasks.append(asyncio.create_task(self.runtime.alerts.run(), name="alerts"))
+        if self.settings.demo.enabled and self.settings.mllp.enabled:
+            from connectors.hl7v2.demo import run_demo
+
+            demo = self.settings.demo
+            self._tasks.append(
+                asyncio.create_task(
+                    run_demo(
+                        self.settings.places,
+                        self.settings.mllp.host,
+                        self.mllp.port,
+                        self.settings.data_dir / "demo-state.json",
+                        seed=demo.seed,
+                        rate=demo.rate,
+                        backfill=demo.backfill,
+                    ),
+                    name="demo",
+                )
+            )
+        self.runtime.ready = True
+        log.info(
+            "carescore running",
+            extra={
+                "api": f"http://{self.settings.api.host}:{self.api_port}",
+                "mllp": f"{self.settings.mllp.host}:{self.mllp.port}" if self.settings.mllp.enabled else None,
+                "demo": self.settings.demo.enabled,
+                "data_dir": str(self.settings.data_dir),
+            },
+        )
+
+    async def stop(self) -> None:
+        self.runtime.ready = False
+        for task in reversed(self._tasks):
+            if task.get_name() == "http":
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.mllp.stop()
+        self.http.should_exit = True
+        for task in self._tasks:
+            if task.get_name() == "http":
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 10)
+        await self.runtime.close()
+        log.info("carescore stopped")
+
+    async def run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        print(self.banner(), file=sys.stderr, flush=True)
+        failed = asyncio.create_task(self._watch())
+        await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        await self.stop()
+
+    def banner(self) -> str:
+        base = f"http://{self.settings.api.host}:{self.api_port}"
+        lines = [
+            "",
+            "  carescore is running (embedded runtime)",
+            f"    scorecard   {base}/",
+            f"    REST API    {base}/api/v1/kpis   (OpenAPI: {base}/docs)",
+            f"    metrics     {base}/metrics",
+        ]
+        if self.settings.mllp.enabled:
+            lines.append(f"    HL7 MLLP    {self.settings.mllp.host}:{self.mllp.port}")
+        demo = "on: simulated hospital traffic" if self.settings.demo.enabled else "off"
+        lines += [
+            f"    demo        {demo}",
+            f"    data        {self.settings.data_dir}",
+            "  Ctrl-C stops it.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    async def _watch(self) -> None:
+        """Return if a component dies, so the process stops instead of limping on."""
+        while True:
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "component failed",
+                        extra={"component": task.get_name(), "error": repr(task.exception())},
+                    )
+                    return
+            await asyncio.sleep(0.5)

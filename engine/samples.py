@@ -1,0 +1,78 @@
+"""KPI samples: what the engine says about one KPI, one place, one window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal["ok", "warning", "critical", "no_data"]
+
+GroupKey = tuple[str, str | None, str | None]
+"""(facility, department, unit); None where the sample is a roll-up above that level."""
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    facility: str
+    department: str | None = None
+    unit: str | None = None
+
+    @property
+    def key(self) -> GroupKey:
+        return (self.facility, self.department, self.unit)
+
+    @property
+    def level(self) -> Literal["facility", "department", "unit"]:
+        if self.unit is not None:
+            return "unit"
+        return "department" if self.department is not None else "facility"
+
+    def label(self) -> str:
+        return "/".join(p for p in (self.facility, self.department, self.unit) if p)
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+
+
+class Sample(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kpi: str
+    group: Group
+    window: Window
+    value: float | None
+    numerator: float | None = None
+    denominator: float | None = None
+    n: int
+    status: Status
+    as_of: datetime
+    final: bool = False
+    """True for a closed window (history); False for the live value of the open window."""
+    overdue: int = 0
+    """Open intervals past their timeout that are counted in the live value."""
+
+
+def ts_to_dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def group_of(key: GroupKey) -> Group:
+    return Group(facility=key[0], department=key[1], unit=key[2])
+
+
+def rollups(key: GroupKey) -> tuple[GroupKey, ...]:
+    """A unit's own key and the keys of the levels above it."""
+    facility, department, unit = key
+    keys: list[GroupKey] = [key]
+    if unit is not None:
+        keys.append((facility, department, None))
+    if department is not None or unit is not None:
+        keys.append((facility, None, None))
+    return tuple(dict.fromkeys(keys))

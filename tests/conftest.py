@@ -1,0 +1,86 @@
+"""Shared fixtures: settings on free ports in a temp folder, a running embedded service."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine.config import REPO_ROOT, Settings
+from engine.places import Places
+
+TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+
+DEMO_PLACES: dict[str, Any] = yaml.safe_load(
+    (REPO_ROOT / "deploy" / "examples" / "carescore.yaml").read_text()
+)["places"]
+
+
+def needs_testdata(sub: str) -> Path:
+    """The corpus folder, or skip with the reason (tests read ../shared/testdata, never a copy)."""
+    path = TESTDATA / sub
+    if not path.is_dir():
+        pytest.skip(f"corpus {path} is absent (it lives outside the repo, in ../shared/testdata)")
+    return path
+
+
+@pytest.fixture
+def places() -> Places:
+    return Places.model_validate(DEMO_PLACES)
+
+
+@pytest.fixture
+def kpi_dir(tmp_path: Path) -> Callable[..., Path]:
+    """A copy of kpi_defs/ with some fields overridden per KPI id (e.g. a shorter `for`)."""
+
+    def make(overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+        target = tmp_path / "kpi_defs"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(REPO_ROOT / "kpi_defs", target)
+        for kpi_id, changes in (overrides or {}).items():
+            matches = [p for p in target.rglob("*.yaml") if yaml.safe_load(p.read_text()).get("id") == kpi_id]
+            assert matches, f"no KPI {kpi_id} in kpi_defs"
+            data = yaml.safe_load(matches[0].read_text())
+            data.update(changes)
+            matches[0].write_text(yaml.safe_dump(data, sort_keys=False))
+        return target
+
+    return make
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path, places: Places) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "places": places,
+            "mllp": {"port": 0},
+            "api": {"port": 0},
+            "demo": {"enabled": False},
+            "engine": {"tick": 0.2, "snapshot_every": 3600},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        return Settings.model_validate(base)
+
+    return make
+
+
+@pytest.fixture
+async def service(settings_for: Callable[..., Settings]) -> AsyncIterator[Any]:
+    from engine.runtime.serve import Service
+
+    svc = Service(settings_for())
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()

@@ -1,0 +1,54 @@
+"""Small builders of canonical events for engine tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from engine.events import EncounterEvent, LabEvent
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+_ids = count()
+
+UNITS = {"ICU": "critical_care", "4W": "medicine", "3E": "medicine", "ED": "emergency"}
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def _place(unit: str | None) -> dict[str, Any]:
+    return {"facility": "DEMO", "department": UNITS.get(unit or ""), "unit": unit}
+
+
+def lab(kind: str, minutes: float, order: str, unit: str | None = "ICU", **fields: Any) -> LabEvent:
+    when = at(minutes)
+    return LabEvent(
+        type=kind,  # type: ignore[arg-type]
+        event_time=when,
+        received_time=fields.pop("received", when),
+        source=fields.pop("source", "hl7v2"),
+        source_id=f"t{next(_ids)}",
+        order_id=order,
+        **_place(unit),
+        **fields,
+    )
+
+
+def enc(kind: str, minutes: float, visit: str, unit: str | None = "4W", **fields: Any) -> EncounterEvent:
+    when = at(minutes)
+    return EncounterEvent(
+        type=kind,  # type: ignore[arg-type]
+        event_time=when,
+        received_time=fields.pop("received", when),
+        source="hl7v2",
+        source_id=f"t{next(_ids)}",
+        encounter_id=visit,
+        **_place(unit),
+        **fields,
+    )
+
+
+def ts(minutes: float) -> float:
+    return at(minutes).timestamp()

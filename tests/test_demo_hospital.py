@@ -1,0 +1,127 @@
+"""The demo hospital sends valid HL7, keeps beds within capacity, and breaches early."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.hl7v2.demo import DemoHospital
+from connectors.hl7v2.mapping import MapContext, map_message
+from connectors.hl7v2.parser import parse
+from engine.config import REPO_ROOT
+from engine.core import Engine
+from engine.definitions import load_catalogue
+from engine.places import Places
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+def feed(hospital: DemoHospital, engine: Engine, until: float, places: Places) -> int:
+    count = 0
+    for sent_at, text in hospital.due(until):
+        ctx = MapContext(places=places, received=datetime.fromtimestamp(max(sent_at, NOW - 7200), UTC))
+        for event in map_message(parse(text), ctx):
+            engine.process(event)
+        count += 1
+    return count
+
+
+def test_demo_traffic_maps_cleanly_and_respects_beds(places: Places) -> None:
+    hospital = DemoHospital(places, seed=3)
+    hospital.seed_history(NOW, 7200)
+    engine = Engine(load_catalogue(REPO_ROOT / "kpi_defs"), places)
+    sent = feed(hospital, engine, NOW + 6 * 3600, places)
+    assert sent > 300
+    kinds = {e for e in engine.type_sources}
+    assert {
+        "encounter.admit",
+        "encounter.register",
+        "encounter.transfer",
+        "encounter.discharge",
+        "lab.order",
+        "lab.result",
+    } <= kinds
+    beds = {u.id: u.beds for _, _, u in places.units()}
+    for sample in engine.live(NOW + 6 * 3600):
+        if sample.kpi == "bed_occupancy" and sample.group.unit:
+            assert 0 <= sample.numerator <= beds[sample.group.unit]
+            if sample.group.unit != "ED":
+                assert sample.value > 30  # a realistic census, not an empty hospital
+
+
+def test_a_stat_breach_happens_within_a_minute_of_start(places: Places) -> None:
+    hospital = DemoHospital(places, seed=7)
+    hospital.seed_history(NOW, 7200)
+    engine = Engine(load_catalogue(REPO_ROOT / "kpi_defs"), places)
+    feed(hospital, engine, NOW + 30, places)
+    icu = next(s for s in engine.live(NOW + 30) if s.kpi == "lab_tat_stat" and s.group.unit == "ICU")
+    assert icu.status == "critical" and icu.n >= 3
+
+
+def test_demo_state_round_trips(places: Places) -> None:
+    a = DemoHospital(places, seed=5)
+    a.seed_history(NOW, 3600)
+    a.due(NOW)
+    b = DemoHospital(places, seed=99)
+    import orjson
+
+    b.load(orjson.loads(orjson.dumps(a.state())))
+    assert [m for _, m in a.due(NOW + 3600)] == [m for _, m in b.due(NOW + 3600)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(240)
+async def test_carescore_run_with_the_demo_fires_an_alert_within_a_minute(tmp_path: Path) -> None:
+    """What `make run` starts, as a newcomer sees it: KPIs move and an alert fires."""
+    api_port, mllp_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "CARESCORE_API_PORT": str(api_port),
+        "CARESCORE_MLLP_PORT": str(mllp_port),
+        "CARESCORE_DATA_DIR": str(tmp_path / "data"),
+        "CARESCORE_DEMO": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
+            firing: list[dict[str, object]] = []
+            while time.monotonic() - started < 120 and not firing:
+                await asyncio.sleep(1)
+                try:
+                    firing = (await client.get("/api/v1/alerts", params={"state": "firing"})).json()["alerts"]
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+            assert firing, "no alert fired"
+            assert firing[0]["kpi"] == "lab_tat_stat"
+            card = (await client.get("/api/v1/scorecard")).json()
+            values = {k["id"]: k["value"] for p in card["perspectives"] for k in p["kpis"]}
+            assert values["bed_occupancy"] and values["average_length_of_stay"]
+            page = await client.get("/")
+            assert page.status_code == 200 and "carescore" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, output
+    assert '"message":"carescore stopped"' in output
