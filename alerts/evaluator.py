@@ -47,19 +47,23 @@ class Transition:
         return self.sample.group.key
 
 
-def threshold_for(kpi: KpiDefinition, severity: str) -> float | None:
+def threshold_for(kpi: KpiDefinition, severity: str, unit_type: str | None = None) -> float | None:
+    thresholds = kpi.levels_for(unit_type).thresholds
     if severity == "critical":
-        return kpi.thresholds.critical
+        return thresholds.critical
     if severity == "warning":
-        return kpi.thresholds.warning
+        return thresholds.warning
     return None
 
 
-def cleared(kpi: KpiDefinition, value: float) -> bool:
+def cleared(kpi: KpiDefinition, value: float, unit_type: str | None = None) -> bool:
     """Back on the good side of the clear level (or of warning when no clear is set)."""
-    level = kpi.clear
+    levels = kpi.levels_for(unit_type)
+    level = levels.clear
     if level is None:
-        level = kpi.thresholds.warning if kpi.thresholds.warning is not None else kpi.thresholds.critical
+        level = (
+            levels.thresholds.warning if levels.thresholds.warning is not None else levels.thresholds.critical
+        )
     if level is None:
         return True
     if kpi.direction is Direction.lower_is_better:
@@ -68,8 +72,9 @@ def cleared(kpi: KpiDefinition, value: float) -> bool:
 
 
 class Evaluator:
-    def __init__(self, catalogue: Catalogue):
+    def __init__(self, catalogue: Catalogue, unit_types: dict[GroupKey, str] | None = None):
         self.catalogue = catalogue
+        self.unit_types = unit_types or {}
         self.tracks: dict[tuple[str, GroupKey], Track] = {}
 
     def evaluate(self, samples: list[Sample], now: float) -> list[Transition]:
@@ -108,7 +113,8 @@ class Evaluator:
             track.severity = max(track.severity, status, key=SEVERITY_RANK.__getitem__)
             return self._maybe_fire(kpi, track, sample, now)
         # firing
-        if cleared(kpi, sample.value):
+        unit_type = self.unit_types.get(sample.group.key)
+        if cleared(kpi, sample.value, unit_type):
             started = track.since
             track.state, track.since, track.severity = "ok", now, "ok"
             return Transition("resolved", kpi, sample, "ok", track.episode, started, None)
@@ -123,7 +129,7 @@ class Evaluator:
                 new_severity,
                 track.episode,
                 track.since,
-                threshold_for(kpi, new_severity),
+                threshold_for(kpi, new_severity, unit_type),
                 previous,
             )
         return None

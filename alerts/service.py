@@ -61,6 +61,7 @@ class AlertService:
         max_attempts: int = 8,
         retry_backoff: float = 1.0,
         clock: Callable[[], float] = time.time,
+        unit_types: dict[tuple[str, str | None, str | None], str] | None = None,
     ):
         self.catalogue = catalogue
         self.store = store
@@ -68,7 +69,7 @@ class AlertService:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.clock = clock
-        self.evaluator = Evaluator(catalogue)
+        self.evaluator = Evaluator(catalogue, unit_types)
         self._active: dict[tuple[str, tuple[str, str | None, str | None]], str] = {}
         self._wake = asyncio.Event()
         self._restore()

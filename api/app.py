@@ -150,14 +150,37 @@ def create_app(backend: Backend) -> FastAPI:
         )
         return {"kpi": kpi_id, "windows": [sample_json(s) for s in samples]}
 
+    @app.get("/api/v1/reports/{kpi_id}", tags=["reports"])
+    async def period_report(
+        kpi_id: str,
+        from_: str = Query(alias="from", description="start of the period (ISO 8601, inclusive)"),
+        to: str = Query(description="end of the period (ISO 8601, exclusive)"),
+        by: str = Query(default="unit", pattern="^(unit|department|facility)$"),
+    ) -> dict[str, Any]:
+        kpi = kpi_or_404(kpi_id)
+        start, end = _parse_time(from_, "from"), _parse_time(to, "to")
+        assert start is not None and end is not None
+        if end <= start:
+            raise Problem(400, "Invalid period", f"to ({to}) must be after from ({from_})")
+        rows = await asyncio.to_thread(backend.report, kpi_id, start, end, by)  # type: ignore[arg-type]
+        return {
+            "kpi": kpi_summary(kpi),
+            "period": {"from": start.isoformat(), "to": end.isoformat()},
+            "by": by,
+            "computed_from": "event log (polars)",
+            "rows": [r.to_json() for r in rows],
+        }
+
     # -- scorecard -----------------------------------------------------------------------
     @app.get("/api/v1/scorecard", tags=["scorecard"])
     async def scorecard(
         facility: str | None = None,
         department: str | None = None,
         unit: str | None = None,
-        trend: int = Query(default=12, ge=0, le=500),
+        trend: int | None = Query(default=None, ge=0, le=500),
     ) -> dict[str, Any]:
+        settings = backend.scorecard
+        trend = settings.trend if trend is None else trend
         facility = facility or _default_facility(backend)
         key: GroupKey = (facility or "", department, unit)
         perspectives = []
@@ -195,12 +218,13 @@ def create_app(backend: Backend) -> FastAPI:
                 {
                     "id": persp.value,
                     "title": PERSPECTIVE_TITLES[persp],
-                    "status": _worst(items),
+                    "status": perspective_status(items, settings.status, settings.weights),
                     "kpis": items,
                 }
             )
         return {
             "group": {"facility": facility, "department": department, "unit": unit},
+            "status_rule": settings.status,
             "as_of": datetime.now(UTC).isoformat(),
             "perspectives": perspectives,
             "places": _places(backend),
@@ -307,8 +331,17 @@ def _places(backend: Backend) -> list[dict[str, Any]]:
     ]
 
 
-def _worst(items: list[dict[str, Any]]) -> str:
-    order = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
-    if not items:
+SEVERITY = {"ok": 0.0, "warning": 1.0, "critical": 2.0}
+
+
+def perspective_status(items: list[dict[str, Any]], rule: str, weights: dict[str, float]) -> str:
+    """Worst of the KPIs with data, or their weighted mean severity (ok 0, warning 1,
+    critical 2) rounded to the nearest status. KPIs without data do not count."""
+    rated = [i for i in items if i["status"] in SEVERITY]
+    if not rated:
         return "no_data"
-    return max((i["status"] for i in items), key=order.__getitem__)
+    if rule == "worst":
+        return max((i["status"] for i in rated), key=SEVERITY.__getitem__)
+    total = sum(weights.get(i["id"], 1.0) for i in rated)
+    score = sum(weights.get(i["id"], 1.0) * SEVERITY[i["status"]] for i in rated) / total if total else 0.0
+    return "critical" if score >= 1.5 else "warning" if score >= 0.5 else "ok"

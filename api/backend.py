@@ -3,13 +3,16 @@ runtime's API process (filled from the sample and alert topics)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from alerts.service import AlertService
 from connectors.deadletters import DeadLetterStore
+from engine.config import ScorecardSettings
 from engine.definitions import Catalogue
 from engine.history import History
 from engine.places import Places
+from engine.reports import Level, ReportRow
 from engine.runtime.state import KpiBoard
 
 
@@ -21,5 +24,8 @@ class Backend(Protocol):
     alerts: AlertService
     dead_letters: DeadLetterStore
     ready: bool
+    scorecard: ScorecardSettings
 
     def health(self) -> dict[str, Any]: ...
+
+    def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]: ...

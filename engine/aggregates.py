@@ -78,22 +78,34 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+YEAR = 365.0 * 86400.0
+
+
 class Finalizer:
     """Turns an Acc into (value, numerator, denominator) for one named aggregate."""
 
-    def __init__(self, aggregate: str, within: float | None = None, scale: float = 1.0):
+    def __init__(
+        self, aggregate: str, within: float | None = None, scale: float = 1.0, annualise: bool = False
+    ):
         self.aggregate = aggregate
         self.q = quantile_of(aggregate)
         self.within = within
         self.scale = scale
+        self.annualise = annualise
         self.needs_values = self.q is not None or aggregate == "pct_within"
 
-    def __call__(self, acc: Acc) -> tuple[float | None, float | None, float | None]:
+    def __call__(self, acc: Acc, span: float = 0.0) -> tuple[float | None, float | None, float | None]:
+        """span: the window's length in seconds (for annualised rates)."""
         agg = self.aggregate
         if agg == "ratio":
             if acc.den == 0:
                 return None, acc.num, acc.den
-            return acc.num / acc.den * self.scale, acc.num, acc.den
+            value = acc.num / acc.den * self.scale
+            if self.annualise:
+                if span <= 0:
+                    return None, acc.num, acc.den
+                value *= YEAR / span
+            return value, acc.num, acc.den
         if agg == "count":
             return float(acc.n), None, None
         if acc.n == 0:

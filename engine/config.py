@@ -66,6 +66,17 @@ class DemoSettings(_Strict):
     backfill: Duration = Field(default=7200.0, description="history simulated at first start")
 
 
+class ScorecardSettings(_Strict):
+    status: Literal["worst", "weighted"] = Field(
+        default="worst",
+        description="a perspective's status: the worst of its KPIs, or their weighted mean",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="KPI id -> weight for 'weighted' (default 1)"
+    )
+    trend: int = Field(default=12, ge=0, le=500, description="closed windows shown as the trend")
+
+
 class Settings(_Strict):
     data_dir: Path = Path("var/carescore")
     kpi_defs: Path = REPO_ROOT / "kpi_defs"
@@ -76,6 +87,7 @@ class Settings(_Strict):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")

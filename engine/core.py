@@ -13,20 +13,28 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from engine.aggregates import Finalizer
-from engine.definitions import Catalogue, DurationMeasure, KpiDefinition, LevelMeasure
+from engine.definitions import (
+    Catalogue,
+    DurationMeasure,
+    EventMeasure,
+    KpiDefinition,
+    LevelMeasure,
+    RatioMeasure,
+    ReadmissionMeasure,
+)
 from engine.events import EventBase
-from engine.levels import CensusTracker, StaffTracker
-from engine.operators.base import Handler, Operator
+from engine.levels import CensusTracker, RosterTracker, StaffTracker
+from engine.operators.base import Handler, Operator, Output
 from engine.operators.duration import DurationOperator
+from engine.operators.events import EventValueOperator
 from engine.operators.gauge import GaugeOperator
+from engine.operators.ratio import RatioOperator
+from engine.operators.readmission import ReadmissionOperator
 from engine.places import Places
 from engine.samples import GroupKey, Sample
-
-LEVEL_SOURCES = {
-    "patients": ("encounter.",),
-    "licensed_staff": ("staffing.",),
-}
 
 
 class Watermarks:
@@ -59,13 +67,54 @@ class Watermarks:
         self.last_arrival = dict(state["last_arrival"])
 
 
-def build_operator(kpi: KpiDefinition, places: Places) -> Operator:
-    measure = kpi.measure
-    if isinstance(measure, DurationMeasure):
-        return DurationOperator(kpi, Finalizer(kpi.aggregate, kpi.within))
-    if isinstance(measure, LevelMeasure):
-        return GaugeOperator(kpi, Finalizer("ratio", scale=measure.scale), places.capacity())
-    raise TypeError(f"no operator for measure {type(measure).__name__}")
+OPERATORS: dict[type, type[Operator]] = {
+    DurationMeasure: DurationOperator,
+    LevelMeasure: GaugeOperator,
+    EventMeasure: EventValueOperator,
+    RatioMeasure: RatioOperator,
+    ReadmissionMeasure: ReadmissionOperator,
+}
+
+LEVEL_SOURCES = {
+    "patients": ("encounter.",),
+    "licensed_staff": ("staffing.",),
+    "staff": ("hr.",),
+    "registered_nurses": ("hr.",),
+    "certified_nurses": ("hr.",),
+}
+
+
+def finalizer_for(kpi: KpiDefinition) -> Finalizer:
+    m = kpi.measure
+    if isinstance(m, LevelMeasure | ReadmissionMeasure):
+        return Finalizer("ratio", scale=m.scale)
+    if isinstance(m, RatioMeasure):
+        return Finalizer("ratio", scale=m.scale, annualise=m.annualise)
+    return Finalizer(kpi.aggregate, kpi.within)
+
+
+def signature(kpi: KpiDefinition) -> bytes:
+    """KPIs with the same measure and window share one operator (state kept once)."""
+    return orjson.dumps(
+        [kpi.measure.model_dump(mode="json", by_alias=True), kpi.window.model_dump(mode="json")],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def build_operators(catalogue: Catalogue, places: Places) -> list[Operator]:
+    groups: dict[bytes, list[KpiDefinition]] = {}
+    for kpi in catalogue:
+        groups.setdefault(signature(kpi), []).append(kpi)
+    unit_types = places.unit_types()
+    operators: list[Operator] = []
+    for kpis in groups.values():
+        cls = OPERATORS[type(kpis[0].measure)]
+        outputs = [Output(k, finalizer_for(k)) for k in kpis]
+        if cls is GaugeOperator:
+            operators.append(GaugeOperator(outputs, unit_types, places.capacity()))
+        else:
+            operators.append(cls(outputs, unit_types))
+    return operators
 
 
 class Engine:
@@ -73,18 +122,20 @@ class Engine:
         self.catalogue = catalogue
         self.places = places or Places()
         self.watermarks = Watermarks(idle_timeout)
-        self.operators: dict[str, Operator] = {k.id: build_operator(k, self.places) for k in catalogue}
+        self.operators = build_operators(catalogue, self.places)
+        self.by_kpi: dict[str, Operator] = {kid: op for op in self.operators for kid in op.kpi_ids}
         self.census = CensusTracker(self._level)
         self.staff = StaffTracker(self._level)
+        self.roster = RosterTracker(self._level)
         self.routes: dict[str, list[Handler]] = {}
         self.level_routes: dict[str, list[Callable[[GroupKey, float, float], None]]] = {}
         self.type_sources: dict[str, set[str]] = {}
-        self._op_types: dict[str, set[str]] = {}
+        self._op_types: list[set[str]] = []
         self.events_processed = 0
-        for tracker in (self.census, self.staff):
+        for tracker in (self.census, self.staff, self.roster):
             for etype, handler in tracker.handlers().items():
                 self.routes.setdefault(etype, []).append(handler)
-        for op in self.operators.values():
+        for op in self.operators:
             types = set()
             for etype, handler in op.subscriptions().items():
                 self.routes.setdefault(etype, []).append(handler)
@@ -92,7 +143,7 @@ class Engine:
             for level, lhandler in op.level_subscriptions().items():
                 self.level_routes.setdefault(level, []).append(lhandler)
                 types.update(t for t in self.routes if t.startswith(LEVEL_SOURCES[level]))
-            self._op_types[op.kpi.id] = types
+            self._op_types.append(types)
 
     def _level(self, level: str, key: GroupKey, ts: float, delta: float) -> None:
         for handler in self.level_routes.get(level, ()):
@@ -110,20 +161,20 @@ class Engine:
             handler(event)
         self.events_processed += 1
 
-    def sources_of(self, kpi_id: str) -> set[str]:
+    def _sources(self, index: int) -> set[str]:
         out: set[str] = set()
-        for etype in self._op_types[kpi_id]:
+        for etype in self._op_types[index]:
             out |= self.type_sources.get(etype, set())
         return out
 
     def watermark_of(self, kpi_id: str, now: float) -> float | None:
-        return self.watermarks.min_of(self.sources_of(kpi_id), now)
+        return self.watermarks.min_of(self._sources(self.operators.index(self.by_kpi[kpi_id])), now)
 
     def advance(self, now: float) -> list[Sample]:
         """Close every window the watermarks have passed; returns final samples."""
         out: list[Sample] = []
-        for kpi_id, op in self.operators.items():
-            wm = self.watermark_of(kpi_id, now)
+        for i, op in enumerate(self.operators):
+            wm = self.watermarks.min_of(self._sources(i), now)
             if wm is not None:
                 out.extend(op.advance(wm))
         if self.watermarks.max_ts:
@@ -134,8 +185,8 @@ class Engine:
         """Current values of every KPI, per unit and rolled up."""
         out: list[Sample] = []
         fallback = max(self.watermarks.max_ts.values(), default=None)
-        for kpi_id, op in self.operators.items():
-            wm = self.watermark_of(kpi_id, now)
+        for i, op in enumerate(self.operators):
+            wm = self.watermarks.min_of(self._sources(i), now)
             if wm is None:
                 wm = fallback if fallback is not None else now
             out.extend(op.live(wm))
@@ -143,13 +194,14 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
             "events_processed": self.events_processed,
             "watermarks": self.watermarks.snapshot(),
             "type_sources": {k: sorted(v) for k, v in self.type_sources.items()},
             "census": self.census.snapshot(),
             "staff": self.staff.snapshot(),
-            "operators": {k: op.snapshot() for k, op in self.operators.items()},
+            "roster": self.roster.snapshot(),
+            "operators": {",".join(op.kpi_ids): op.snapshot() for op in self.operators},
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -158,9 +210,11 @@ class Engine:
         self.type_sources = {k: set(v) for k, v in snap["type_sources"].items()}
         self.census.restore(snap["census"])
         self.staff.restore(snap["staff"])
-        for kpi_id, op_snap in snap["operators"].items():
-            if kpi_id in self.operators:
-                self.operators[kpi_id].restore(op_snap)
+        self.roster.restore(snap["roster"])
+        for op in self.operators:
+            state = snap["operators"].get(",".join(op.kpi_ids))
+            if state is not None:
+                op.restore(state)
 
     def late_events(self) -> dict[str, int]:
-        return {k: op.late_events for k, op in self.operators.items()}
+        return {kid: op.late_events for kid, op in self.by_kpi.items()}

@@ -116,18 +116,111 @@ class DurationMeasure(_Strict):
         return self
 
 
+Level = Literal["patients", "licensed_staff", "registered_nurses", "certified_nurses", "staff"]
+LEVEL_DOC = (
+    "patients (census from ADT), licensed_staff (licensed nurses on shift, from the roster), "
+    "registered_nurses / certified_nurses / staff (headcount, from HR events)"
+)
+
+
 class LevelMeasure(_Strict):
     """A level that goes up and down over time (census); a window sees its time integral."""
 
     kind: Literal["gauge"]
-    level: Literal["patients", "licensed_staff"]
-    per: Literal["beds", "patients", "licensed_staff"] | None = Field(
-        default="beds", description="denominator level; beds come from the places config"
-    )
+    level: Level = Field(description=LEVEL_DOC)
+    per: (
+        Literal["beds", "patients", "licensed_staff", "registered_nurses", "certified_nurses", "staff"] | None
+    ) = Field(default="beds", description="denominator level; beds come from the places config")
     scale: float = 1.0
 
 
-AnyMeasure = Annotated[DurationMeasure | LevelMeasure, Field(discriminator="kind")]
+class EventMeasure(Match):
+    """One observation per matching event: 1 (count), or the value of `field` (sum, values)."""
+
+    kind: Literal["count", "sum", "values"]
+    field: str | None = Field(default=None, description="numeric field to sum or aggregate")
+
+    @model_validator(mode="after")
+    def _field(self) -> EventMeasure:
+        if self.kind == "count":
+            if self.field is not None:
+                raise ValueError("a count needs no field")
+            return self
+        if self.field is None:
+            raise ValueError(f"a {self.kind} measure needs field: the number to {self.kind}")
+        require_field(self.event, self.field)
+        return self
+
+
+class EventPart(Match):
+    """Numerator or denominator made of events: how many, or the sum of a field."""
+
+    kind: Literal["count", "sum"]
+    field: str | None = None
+
+    @model_validator(mode="after")
+    def _field(self) -> EventPart:
+        if self.kind == "sum":
+            if self.field is None:
+                raise ValueError("a sum needs field: the number to add up")
+            require_field(self.event, self.field)
+        elif self.field is not None:
+            raise ValueError("a count needs no field")
+        return self
+
+
+class LevelPart(_Strict):
+    """Numerator or denominator made of a level's time integral: patient-days, or its mean."""
+
+    kind: Literal["level"]
+    level: Level = Field(description=LEVEL_DOC)
+    as_: Literal["days", "hours", "average"] = Field(
+        default="days", alias="as", description="integral in days or hours, or the time-weighted mean"
+    )
+
+
+Part = Annotated[EventPart | LevelPart, Field(discriminator="kind")]
+
+
+class RatioMeasure(_Strict):
+    """numerator / denominator x scale over a window: rates, proportions, cost per patient day."""
+
+    kind: Literal["ratio"]
+    numerator: Part
+    denominator: Part
+    scale: float = 1.0
+    annualise: bool = Field(
+        default=False, description="multiply by (365 days / window length): annual turnover rates"
+    )
+
+
+class ReadmissionMeasure(_Strict):
+    """Readmissions within `within` of a discharge of the same patient, per index discharge.
+
+    A crude rate from ADT: the readmission counts at its admission time, for the unit that
+    discharged the index stay; index discharges count at their discharge time. Deaths and
+    transfers out (by discharge disposition) are not index discharges. Planned readmissions
+    cannot be told apart in ADT and are included.
+    """
+
+    kind: Literal["readmission"]
+    within: Duration = 30 * 86400.0
+    patient_classes: list[str] = Field(default_factory=lambda: ["inpatient"])
+    exclude_dispositions: list[str] = Field(
+        default_factory=lambda: ["02", "05", "20", "40", "41", "42"],
+        description="discharge dispositions (HL7 table 0112) that are not index discharges: "
+        "transfers to other hospitals and deaths",
+    )
+    scale: float = 100.0
+
+
+AnyMeasure = Annotated[
+    DurationMeasure | LevelMeasure | EventMeasure | RatioMeasure | ReadmissionMeasure,
+    Field(discriminator="kind"),
+]
+
+RATIO_MEASURES = (LevelMeasure, RatioMeasure, ReadmissionMeasure)
+
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 VALUE_AGGREGATES = ("count", "sum", "mean", "median", "min", "max", "pct_within")
@@ -177,6 +270,14 @@ class Thresholds(_Strict):
     critical: float | None = None
 
 
+class Levels(_Strict):
+    """Target and thresholds for one kind of unit (e.g. the legal nurse ratio of an ICU)."""
+
+    target: float | None = None
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    clear: float | None = None
+
+
 class Benchmark(_Strict):
     value: float | None = None
     source: str = Field(description="citation: who measured it, where, when")
@@ -201,6 +302,10 @@ class KpiDefinition(_Strict):
     clear: float | None = Field(
         default=None, description="level at which a firing alert resolves (hysteresis)"
     )
+    by_unit_type: dict[str, Levels] = Field(
+        default_factory=dict,
+        description="target/thresholds/clear for units of a type (places: unit type), e.g. icu",
+    )
     for_: Duration = Field(default=0.0, alias="for")
     alert_on: list[Literal["unit", "department", "facility"]] = Field(
         default=["unit"],
@@ -214,17 +319,30 @@ class KpiDefinition(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> KpiDefinition:
         self._check_aggregate()
+        if self.window.kind == "cumulative" and self._uses_levels():
+            raise ValueError(
+                "a level (patients, staff) over a cumulative window is not supported: use tumbling or sliding"
+            )
         self._check_threshold_order()
         return self
 
+    def _uses_levels(self) -> bool:
+        m = self.measure
+        if isinstance(m, LevelMeasure):
+            return True
+        if isinstance(m, RatioMeasure):
+            return isinstance(m.numerator, LevelPart) or isinstance(m.denominator, LevelPart)
+        return False
+
     def _check_aggregate(self) -> None:
         agg = self.aggregate
-        if isinstance(self.measure, LevelMeasure):
-            if agg != "ratio" and self.measure.per is not None:
-                raise ValueError("a gauge with 'per' is a ratio: use aggregate: ratio")
-            if agg not in ("ratio", "mean"):
-                raise ValueError("a gauge supports aggregate ratio (with per) or mean")
+        measure = self.measure
+        if isinstance(measure, RATIO_MEASURES):
+            if agg != "ratio":
+                raise ValueError(f"a {measure.kind} measure is a ratio: use aggregate: ratio")
             return
+        if isinstance(measure, EventMeasure) and measure.kind in ("count", "sum") and agg != measure.kind:
+            raise ValueError(f"a {measure.kind} measure takes aggregate: {measure.kind}")
         if agg not in VALUE_AGGREGATES and quantile_of(agg) is None:
             raise ValueError(
                 f"unknown aggregate {agg!r}; use one of {', '.join(VALUE_AGGREGATES)} or p1..p99"
@@ -233,12 +351,23 @@ class KpiDefinition(_Strict):
             raise ValueError("aggregate pct_within needs 'within' (the limit, in the KPI's unit)")
 
     def _check_threshold_order(self) -> None:
+        self._check_levels(self.levels_for(None), "")
+        for unit_type, levels in self.by_unit_type.items():
+            self._check_levels(levels, f"by_unit_type.{unit_type}.")
+
+    def levels_for(self, unit_type: str | None) -> Levels:
+        """The target and thresholds that apply to a unit of this type (or the KPI's own)."""
+        if unit_type is not None and unit_type in self.by_unit_type:
+            return self.by_unit_type[unit_type]
+        return Levels(target=self.target, thresholds=self.thresholds, clear=self.clear)
+
+    def _check_levels(self, lv: Levels, prefix: str) -> None:
         """Levels must sit on the bad side of the target, in order: target, clear, warning, critical."""
         levels = [
-            ("target", self.target),
-            ("clear", self.clear),
-            ("thresholds.warning", self.thresholds.warning),
-            ("thresholds.critical", self.thresholds.critical),
+            (f"{prefix}target", lv.target),
+            (f"{prefix}clear", lv.clear),
+            (f"{prefix}thresholds.warning", lv.thresholds.warning),
+            (f"{prefix}thresholds.critical", lv.thresholds.critical),
         ]
         present = [(n, v) for n, v in levels if v is not None]
         worse = "above" if self.direction is Direction.lower_is_better else "below"
@@ -250,11 +379,12 @@ class KpiDefinition(_Strict):
                     f"direction {self.direction.value} it must be {worse} it"
                 )
 
-    def status_of(self, value: float | None, n: int) -> str:
+    def status_of(self, value: float | None, n: int, unit_type: str | None = None) -> str:
         """ok / warning / critical for one value; no_data below the minimum sample size."""
         if value is None or n < self.min_samples:
             return "no_data"
-        crit, warn = self.thresholds.critical, self.thresholds.warning
+        thresholds = self.levels_for(unit_type).thresholds
+        crit, warn = thresholds.critical, thresholds.warning
         if self.direction is Direction.lower_is_better:
             if crit is not None and value >= crit:
                 return "critical"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,12 @@ class EventLog:
         self._wake: asyncio.Event | None = None
         self.appended_events = 0
         self.commits = 0
+        self._sealing: list[threading.Thread] = []
         segments = self.segments()
         self._segment = segments[-1] if segments else 0
         self._repair_tail()
         self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115 - held open for appends
+        self._position = Position(self._segment, self._fh.tell())
 
     # -- files ---------------------------------------------------------------------------
     def _path(self, segment: int) -> Path:
@@ -95,17 +98,40 @@ class EventLog:
 
     @property
     def position(self) -> Position:
-        return Position(self._segment, self._fh.tell())
+        """End of what has been written (safe to read from other threads)."""
+        return self._position
 
     # -- writing -------------------------------------------------------------------------
     def _write(self, blob: bytes) -> Position:
         if self._fh.tell() + len(blob) > self.segment_bytes and self._fh.tell() > 0:
+            self._sync()
             self._fh.close()
+            self._seal_later(self._path(self._segment))
             self._segment += 1
             self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
         self._fh.write(blob)
         self._fh.flush()
-        return self.position
+        self._position = Position(self._segment, self._fh.tell())
+        return self._position
+
+    def _seal_later(self, path: Path) -> None:
+        """Write the finished segment's Parquet copy in the background (reports read it)."""
+        from engine.eventframe import seal
+
+        def run() -> None:
+            try:
+                seal(path)
+            except Exception:
+                log.exception("sealing %s as Parquet failed; reports read its NDJSON", path)
+
+        thread = threading.Thread(target=run, name=f"seal-{path.stem}", daemon=True)
+        thread.start()
+        self._sealing.append(thread)
+
+    def wait_sealed(self, timeout: float = 60.0) -> None:
+        for thread in self._sealing:
+            thread.join(timeout)
+        self._sealing = [t for t in self._sealing if t.is_alive()]
 
     def _sync(self) -> None:
         if self.fsync:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.events import EncounterEvent, EventBase, StaffingEvent
+from engine.events import EncounterEvent, EventBase, HREvent, StaffingEvent
 from engine.operators.base import place_of
 from engine.samples import GroupKey
 
@@ -213,3 +213,105 @@ class StaffTracker:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.on_shift = {k: (ts, tuple(p)) for k, (ts, p) in state.items()}  # type: ignore[misc]
+
+
+NURSE_ROLES = frozenset({"rn", "registered_nurse", "nurse"})
+
+
+class RosterTracker:
+    """Headcount from HR events: staff per unit, registered nurses, certified nurses.
+
+    hr.headcount sets a unit's staff level (a baseline from the HR system); hires and
+    separations move it; certifications granted/expired move the certified nurses.
+    """
+
+    levels = ("staff", "registered_nurses", "certified_nurses")
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+        self.people: dict[str, tuple[GroupKey, bool, bool]] = {}  # staff -> place, nurse, certified
+        self.staff_level: dict[GroupKey, float] = {}
+
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
+        return {
+            "hr.hire": self._hire,
+            "hr.separation": self._separation,
+            "hr.certification_granted": self._certified,
+            "hr.certification_expired": self._expired,
+            "hr.headcount": self._headcount,
+        }
+
+    def _move(self, level: str, place: GroupKey, ts: float, delta: float) -> None:
+        if level == "staff":
+            self.staff_level[place] = self.staff_level.get(place, 0.0) + delta
+        self.emit(level, place, ts, delta)
+
+    def _hire(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        if not event.staff_id or event.staff_id in self.people:
+            return
+        place = place_of(event)
+        nurse = (event.role or "").lower() in NURSE_ROLES
+        self.people[event.staff_id] = (place, nurse, False)
+        self._move("staff", place, event.ts, 1)
+        if nurse:
+            self._move("registered_nurses", place, event.ts, 1)
+
+    def _separation(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        person = self.people.pop(event.staff_id or "", None)
+        if person is None:
+            # not hired through this feed: still leaves the unit's headcount
+            self._move("staff", place_of(event), event.ts, -1)
+            if (event.role or "").lower() in NURSE_ROLES:
+                self._move("registered_nurses", place_of(event), event.ts, -1)
+            return
+        place, nurse, certified = person
+        self._move("staff", place, event.ts, -1)
+        if nurse:
+            self._move("registered_nurses", place, event.ts, -1)
+        if certified:
+            self._move("certified_nurses", place, event.ts, -1)
+
+    def _certified(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        staff = event.staff_id or ""
+        person = self.people.get(staff)
+        if person is None:
+            # a nurse already on staff before the feed started: count them now
+            person = (place_of(event), True, False)
+            self._move("staff", person[0], event.ts, 1)
+            self._move("registered_nurses", person[0], event.ts, 1)
+        place, nurse, certified = person
+        if nurse and not certified:
+            self.people[staff] = (place, nurse, True)
+            self._move("certified_nurses", place, event.ts, 1)
+        elif not nurse:
+            self.people[staff] = person
+
+    def _expired(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        staff = event.staff_id or ""
+        person = self.people.get(staff)
+        if person is not None and person[2]:
+            self.people[staff] = (person[0], person[1], False)
+            self._move("certified_nurses", person[0], event.ts, -1)
+
+    def _headcount(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        if event.headcount is None:
+            return
+        place = place_of(event)
+        delta = event.headcount - self.staff_level.get(place, 0.0)
+        if delta:
+            self._move("staff", place, event.ts, delta)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "people": {k: [list(p), n, c] for k, (p, n, c) in self.people.items()},
+            "staff_level": [[list(k), v] for k, v in self.staff_level.items()],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.people = {k: (tuple(p), n, c) for k, (p, n, c) in state["people"].items()}  # type: ignore[misc]
+        self.staff_level = {tuple(k): v for k, v in state["staff_level"]}  # type: ignore[misc]

@@ -86,6 +86,9 @@ class Places(_Strict):
         found = self._units.get((facility, unit_id))
         return found[2] if found else None
 
+    def unit_types(self) -> dict[GroupKey, str]:
+        return {(f, d, u.id): u.type for f, d, u in self.units()}
+
     def capacity(self) -> dict[GroupKey, float]:
         return {
             (fac.id, dep.id, unit.id): float(unit.beds)

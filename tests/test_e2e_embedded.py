@@ -294,3 +294,57 @@ async def test_values_survive_a_restart(settings_for: Callable[..., Settings], c
         await again.stop()
     assert after == before
     assert before["bed_occupancy"][2] == 5
+
+
+async def test_period_report_over_rest_matches_the_stream(service: Service) -> None:
+    start = now().replace(minute=0, second=0) - timedelta(hours=3)
+    async with MLLPClient("127.0.0.1", service.mllp.port) as client:
+        for i, tat in enumerate([25, 35, 45, 55]):
+            for msg in stat_pair(f"P{i}", "ICU", start + timedelta(minutes=5 + i), tat):
+                assert ack_code(await client.send(msg)) == "AA"
+        # a later event moves the watermark past the hour, so the stream closes it
+        for msg in stat_pair("LATER", "ICU", start + timedelta(hours=2), 5):
+            assert ack_code(await client.send(msg)) == "AA"
+
+    async def history() -> Any:
+        got = await api(
+            service,
+            "/api/v1/kpis/lab_tat_stat/history",
+            unit="ICU",
+            **{"from": start.isoformat(), "to": (start + timedelta(hours=2)).isoformat()},
+        )
+        full = [w for w in got["windows"] if w["n"] == 4]
+        return full or None
+
+    window = (await wait_for(history))[0]
+    report = await api(
+        service,
+        "/api/v1/reports/lab_tat_stat",
+        by="unit",
+        **{"from": window["window"]["start"], "to": window["window"]["end"]},
+    )
+    (row,) = [r for r in report["rows"] if r["group"]["unit"] == "ICU"]
+    assert row["value"] == pytest.approx(window["value"]) and row["n"] == window["n"] == 4
+    assert report["computed_from"] == "event log (polars)"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as client:
+        bad = await client.get(
+            "/api/v1/reports/lab_tat_stat", params={"from": "2026-01-02", "to": "2026-01-01"}
+        )
+        missing = await client.get("/api/v1/reports/lab_tat_stat", params={"from": "2026-01-01"})
+    assert bad.status_code == 400 and "must be after" in bad.json()["detail"]
+    assert missing.status_code == 422
+
+
+async def test_scorecard_has_four_perspectives(service: Service) -> None:
+    card = await api(service, "/api/v1/scorecard")
+    assert [p["id"] for p in card["perspectives"]] == [
+        "financial",
+        "patient",
+        "internal_process",
+        "learning_growth",
+    ]
+    for p in card["perspectives"]:
+        assert p["kpis"], p["id"]
+        for k in p["kpis"]:
+            assert {"target", "benchmark", "trend", "status", "value"} <= set(k)
+    assert card["status_rule"] == "worst"

@@ -8,12 +8,15 @@ has closed (final); `live(watermark)` returns the open window's provisional valu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from engine.aggregates import Acc, Finalizer
 from engine.definitions import KpiDefinition
 from engine.events import EventBase
+from engine.operators.levelseries import LevelTable
 from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
 from engine.windows import PaneClock
 
@@ -28,13 +31,33 @@ def place_of(event: EventBase) -> GroupKey:
     return (event.facility, event.department, event.unit)
 
 
-class Operator:
-    """Base for all operators; subclasses provide per-window partial aggregates."""
+@dataclass(frozen=True)
+class Output:
+    """One KPI an operator reports: its definition and how its value is folded."""
 
-    def __init__(self, kpi: KpiDefinition, finalizer: Finalizer):
-        self.kpi = kpi
-        self.clock = PaneClock(kpi.window)
-        self.finalize = finalizer
+    kpi: KpiDefinition
+    finalize: Finalizer
+
+
+class Operator:
+    """Base for all operators; subclasses provide per-window partial aggregates.
+
+    KPIs that share a measure and a window (STAT turnaround p90, median and % within
+    target) share one operator: the events are paired and stored once, and each KPI folds
+    the same partial aggregates its own way.
+    """
+
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        if not outputs:
+            raise ValueError("an operator needs at least one KPI")
+        self.outputs = outputs
+        first = outputs[0].kpi
+        self.kpi_ids = [o.kpi.id for o in outputs]
+        self.measure: Any = first.measure
+        self.window = first.window
+        self.clock = PaneClock(first.window)
+        self.keep_values = any(o.finalize.needs_values for o in outputs)
+        self.unit_types = unit_types or {}
         self.closed_upto: int | None = None
         self.first_index: int | None = None
         self.known: set[GroupKey] = set()
@@ -52,8 +75,11 @@ class Operator:
         return {}
 
     # -- what subclasses implement -------------------------------------------------------
-    def _window_accs(self, start: int, end: int) -> tuple[dict[GroupKey, Acc], bool]:
-        """Partial aggregates per unit for panes [start, end), and whether any data fell there."""
+    def _window_accs(
+        self, start: int, end: int, until: float | None = None
+    ) -> tuple[dict[GroupKey, Acc], bool]:
+        """Partial aggregates per unit for panes [start, end), and whether any data fell there.
+        until: the live window stops at the watermark, inside its last pane."""
         raise NotImplementedError
 
     def _data_indices(self) -> Iterable[int]:
@@ -86,13 +112,21 @@ class Operator:
                 return None
         return idx
 
+    def _level_delta(self, table: LevelTable, key: GroupKey, ts: float, delta: float) -> None:
+        idx = self._pane_for(ts)
+        base_index = self.clock.keep_from(self.closed_upto) if self.closed_upto is not None else None
+        if table.add(key, idx, ts, delta, base_index):
+            self.known.add(key)
+
     # -- closing windows -----------------------------------------------------------------
     def advance(self, watermark: float) -> list[Sample]:
         clock = self.clock
         if self.first_index is None:
             return []
         if self.closed_upto is None:
-            self.closed_upto = self.first_index
+            # Nothing is closed yet: windows before the first data, or past the grace, are.
+            last_closable = math.floor((watermark - clock.grace) / clock.pane)
+            self.closed_upto = min(self.first_index, last_closable)
         out: list[Sample] = []
         end = self.closed_upto + 1
         quiet = 0
@@ -128,16 +162,16 @@ class Operator:
         end = clock.live_end(watermark)
         first = self.first_index if self.first_index is not None else end - 1
         start = clock.start_of(end, first)
-        accs, _ = self._window_accs(start, end)
+        accs, _ = self._window_accs(start, end, watermark)
         extra = self._live_extra(watermark, start)
         overdue: dict[GroupKey, int] = {}
         for key, (values, count) in extra.items():
-            acc = accs.setdefault(key, Acc(self.finalize.needs_values))
+            acc = accs.setdefault(key, Acc(self.keep_values))
             for v in values:
                 acc.add(v)
             overdue[key] = count
         for key in self.known:
-            accs.setdefault(key, Acc(self.finalize.needs_values))
+            accs.setdefault(key, Acc(self.keep_values))
         return self._samples(accs, start * clock.pane, watermark, False, watermark, overdue)
 
     def _samples(
@@ -149,7 +183,7 @@ class Operator:
         as_of: float,
         overdue: dict[GroupKey, int] | None = None,
     ) -> list[Sample]:
-        keep = self.finalize.needs_values
+        keep = self.keep_values
         totals: dict[GroupKey, Acc] = {}
         late: dict[GroupKey, int] = {}
         for key, acc in accs.items():
@@ -164,26 +198,30 @@ class Operator:
                     late[up] = late.get(up, 0) + overdue[key]
         window = Window(start=ts_to_dt(start), end=ts_to_dt(end))
         stamp = ts_to_dt(as_of)
+        span = end - start
         out = []
         for key in sorted(totals, key=lambda k: (k[0], k[1] or "", k[2] or "")):
             acc = totals[key]
-            value, num, den = self.finalize(acc)
             n = self._n_of(acc)
-            out.append(
-                Sample(
-                    kpi=self.kpi.id,
-                    group=group_of(key),
-                    window=window,
-                    value=value,
-                    numerator=num,
-                    denominator=den,
-                    n=n,
-                    status=self.kpi.status_of(value, n),  # type: ignore[arg-type]
-                    as_of=stamp,
-                    final=final,
-                    overdue=late.get(key, 0),
+            group = group_of(key)
+            unit_type = self.unit_types.get(key)
+            for output in self.outputs:
+                value, num, den = output.finalize(acc, span)
+                out.append(
+                    Sample(
+                        kpi=output.kpi.id,
+                        group=group,
+                        window=window,
+                        value=value,
+                        numerator=num,
+                        denominator=den,
+                        n=n,
+                        status=output.kpi.status_of(value, n, unit_type),  # type: ignore[arg-type]
+                        as_of=stamp,
+                        final=final,
+                        overdue=late.get(key, 0),
+                    )
                 )
-            )
         return out
 
     def _n_of(self, acc: Acc) -> int:
@@ -195,7 +233,7 @@ class Operator:
     # -- state ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {
-            "kpi": self.kpi.id,
+            "kpis": self.kpi_ids,
             "closed_upto": self.closed_upto,
             "first_index": self.first_index,
             "known": [list(k) for k in self.known],

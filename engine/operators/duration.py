@@ -12,30 +12,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.aggregates import Finalizer
-from engine.definitions import TIME_UNITS, DurationMeasure, KpiDefinition
+from engine.definitions import TIME_UNITS, DurationMeasure
 from engine.events import EventBase
-from engine.operators.base import Handler, compile_where, place_of
+from engine.operators.base import Handler, Output, compile_where, place_of
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 
 
 class DurationOperator(ValueOperator):
-    def __init__(self, kpi: KpiDefinition, finalizer: Finalizer):
-        super().__init__(kpi, finalizer)
-        measure = kpi.measure
-        assert isinstance(measure, DurationMeasure)
-        self.measure = measure
-        self.per = TIME_UNITS[measure.unit]
-        self.key_field = measure.key
-        self.start_ok = compile_where(measure.start.where)
-        self.end_ok = compile_where(measure.end.where)
-        self.by_start = measure.attribute_to == "start"
+    measure: DurationMeasure
+
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        super().__init__(outputs, unit_types)
+        self.per = TIME_UNITS[self.measure.unit]
+        self.key_field = self.measure.key
+        self.start_ok = compile_where(self.measure.start.where)
+        self.end_ok = compile_where(self.measure.end.where)
+        self.by_start = self.measure.attribute_to == "start"
         # key -> (start ts, place); buckets group open keys by start pane so the live value
         # finds overdue intervals, and pruning finds expired ones, without a full scan.
         self.open: dict[str, tuple[float, GroupKey]] = {}
         self.buckets: dict[int, dict[str, None]] = {}
         self.early_ends: dict[str, tuple[float, GroupKey]] = {}
+        # keys already paired, so a resent order or a corrected result does not open (or
+        # close) a second interval; forgotten with the rest after expire_after
+        self.closed_keys: dict[str, float] = {}
         self.negative = 0
         self.expired = 0
 
@@ -57,13 +58,13 @@ class DurationOperator(ValueOperator):
         if self.start_ok is not None and not self.start_ok(event):
             return
         key = getattr(event, self.key_field)
-        if key is None:
+        if key is None or key in self.closed_keys:
             return
         place = place_of(event)
         self.known.add(place)
         early = self.early_ends.pop(key, None)
         if early is not None:
-            self._close(event.ts, place, early[0], early[1])
+            self._close(key, event.ts, place, early[0], early[1])
             return
         current = self.open.get(key)
         if current is None:
@@ -92,16 +93,17 @@ class DurationOperator(ValueOperator):
         if self.end_ok is not None and not self.end_ok(event):
             return
         key = getattr(event, self.key_field)
-        if key is None:
+        if key is None or key in self.closed_keys:
             return
         started = self.open.pop(key, None)
         if started is None:
             self.early_ends.setdefault(key, (event.ts, place_of(event)))
             return
         self._unbucket(key, started[0])
-        self._close(started[0], started[1], event.ts, place_of(event))
+        self._close(key, started[0], started[1], event.ts, place_of(event))
 
-    def _close(self, start: float, start_place: GroupKey, end: float, end_place: GroupKey) -> None:
+    def _close(self, key: str, start: float, start_place: GroupKey, end: float, end_place: GroupKey) -> None:
+        self.closed_keys[key] = end
         span = end - start
         if span < 0:
             self.negative += 1
@@ -147,11 +149,19 @@ class DurationOperator(ValueOperator):
         for key in stale:
             del self.early_ends[key]
         self.expired += len(stale)
+        done = []
+        for key, ts in self.closed_keys.items():
+            if ts >= horizon:
+                break
+            done.append(key)
+        for key in done:
+            del self.closed_keys[key]
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
         state["open"] = [[k, ts, list(p)] for k, (ts, p) in self.open.items()]
         state["early_ends"] = [[k, ts, list(p)] for k, (ts, p) in self.early_ends.items()]
+        state["closed_keys"] = list(self.closed_keys.items())
         state["negative"] = self.negative
         state["expired"] = self.expired
         return state
@@ -163,5 +173,6 @@ class DurationOperator(ValueOperator):
         for k, ts, p in state["open"]:
             self._open(k, ts, tuple(p))  # type: ignore[arg-type]
         self.early_ends = {k: (ts, tuple(p)) for k, ts, p in state["early_ends"]}  # type: ignore[misc]
+        self.closed_keys = dict(state["closed_keys"])
         self.negative = state["negative"]
         self.expired = state["expired"]

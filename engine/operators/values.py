@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engine.aggregates import Acc, Finalizer
-from engine.definitions import KpiDefinition
-from engine.operators.base import Operator
+from engine.aggregates import Acc
+from engine.operators.base import Operator, Output
 from engine.samples import GroupKey
 
 
 class ValueOperator(Operator):
     """Keeps an Acc per (unit, pane); cumulative windows fold expired panes into a base."""
 
-    def __init__(self, kpi: KpiDefinition, finalizer: Finalizer):
-        super().__init__(kpi, finalizer)
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        super().__init__(outputs, unit_types)
         self.panes: dict[GroupKey, dict[int, Acc]] = {}
         self.base: dict[GroupKey, Acc] = {}
 
@@ -41,11 +40,13 @@ class ValueOperator(Operator):
             self.known.add(key)
         acc = panes.get(idx)
         if acc is None:
-            acc = panes[idx] = Acc(self.finalize.needs_values)
+            acc = panes[idx] = Acc(self.keep_values)
         return acc
 
-    def _window_accs(self, start: int, end: int) -> tuple[dict[GroupKey, Acc], bool]:
-        keep = self.finalize.needs_values
+    def _window_accs(
+        self, start: int, end: int, until: float | None = None
+    ) -> tuple[dict[GroupKey, Acc], bool]:
+        keep = self.keep_values
         out: dict[GroupKey, Acc] = {}
         active = False
         for key, panes in self.panes.items():
@@ -76,7 +77,7 @@ class ValueOperator(Operator):
             if self.clock.cumulative:
                 base = self.base.get(key)
                 if base is None:
-                    base = self.base[key] = Acc(self.finalize.needs_values)
+                    base = self.base[key] = Acc(self.keep_values)
                 for i in old:
                     base.merge(panes[i])
             for i in old:

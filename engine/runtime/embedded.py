@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,13 @@ from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, load_catalogue
+from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
 from engine.events import EventBase
 from engine.history import History
+from engine.reports import Level, Reporter, ReportRow
 from engine.runtime.state import KpiBoard
+from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class EmbeddedRuntime:
         self.settings = settings
         self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
         self.places = settings.places
+        self.scorecard = settings.scorecard
+        unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
+        if unknown:
+            raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(self.catalogue, self.places, idle_timeout=settings.engine.idle_timeout)
@@ -71,6 +79,7 @@ class EmbeddedRuntime:
             channels,  # type: ignore[arg-type]
             max_attempts=settings.alerts.max_attempts,
             retry_backoff=settings.alerts.retry_backoff,
+            unit_types=settings.places.unit_types(),
         )
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue)
@@ -80,6 +89,7 @@ class EmbeddedRuntime:
         self.started_at = time.time()
         self.ready = False
         self._last_snapshot = 0.0
+        self._reporter: tuple[Position, Reporter] | None = None
         self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
         self.recover()
 
@@ -205,6 +215,15 @@ class EmbeddedRuntime:
         self.alerts.store.close()
         self.history.close()
         self.dead_letters.close()
+
+    # -- reports -----------------------------------------------------------------------------
+    def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
+        """A period report computed with polars from the event log (cached per log position)."""
+        position = self.log.position
+        if self._reporter is None or self._reporter[0] != position:
+            frame = log_frame(self.log.segment_paths())
+            self._reporter = (position, Reporter(frame, self.places))
+        return self._reporter[1].report(self.catalogue[kpi_id], start, end, by)
 
     # -- health --------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

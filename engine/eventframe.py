@@ -1,0 +1,93 @@
+"""The event log as a polars frame: one flat schema for every event type.
+
+Sealed log segments are stored as Parquet next to their NDJSON (written when a segment
+rolls over, or by `carescore log seal`); the open segment is read from NDJSON. Either way
+the frame has the same columns: every field of every canonical event model.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from pydantic import AwareDatetime
+
+from engine.events import EVENT_MODELS
+
+UTC_US = pl.Datetime("us", "UTC")
+
+
+def _dtype(annotation: Any) -> pl.DataType:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and args:
+        return _dtype(args[0])
+    if origin is typing.Annotated:
+        return _dtype(args[0])
+    if annotation is bool:
+        return pl.Boolean()
+    if annotation in (float, int):
+        return pl.Float64()
+    if annotation is datetime or annotation is AwareDatetime:
+        return UTC_US
+    return pl.Utf8()
+
+
+def _schema() -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {}
+    for model in EVENT_MODELS:
+        for name, info in model.model_fields.items():
+            if name not in schema:
+                schema[name] = _dtype(info.annotation)
+    return schema
+
+
+SCHEMA = _schema()
+DATETIME_COLUMNS = [name for name, dtype in SCHEMA.items() if dtype == UTC_US]
+
+
+def frame_from_records(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """Records as serialised by the event log (JSON types) -> a typed frame."""
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA}
+    for record in records:
+        for name in SCHEMA:
+            columns[name].append(record.get(name))
+    raw_schema = {n: (pl.Utf8() if n in DATETIME_COLUMNS else t) for n, t in SCHEMA.items()}
+    frame = pl.DataFrame(columns, schema=raw_schema)
+    return frame.with_columns(
+        [pl.col(n).str.to_datetime(time_unit="us", time_zone="UTC") for n in DATETIME_COLUMNS]
+    )
+
+
+def read_ndjson(path: Path) -> pl.DataFrame:
+    records = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.endswith(b"\n"):
+                records.append(orjson.loads(line))
+    return frame_from_records(records)
+
+
+def seal(ndjson: Path) -> Path:
+    """Write the Parquet copy of a finished segment (atomically)."""
+    target = ndjson.with_suffix(".parquet")
+    tmp = target.with_suffix(".parquet.tmp")
+    read_ndjson(ndjson).write_parquet(tmp)
+    tmp.replace(target)
+    return target
+
+
+def log_frame(segments: list[Path]) -> pl.DataFrame:
+    """All events in log order: Parquet where a segment is sealed, NDJSON otherwise."""
+    parts = []
+    for path in segments:
+        sealed = path.with_suffix(".parquet")
+        parts.append(pl.read_parquet(sealed) if sealed.exists() else read_ndjson(path))
+    if not parts:
+        return frame_from_records([])
+    return pl.concat(parts, how="vertical")

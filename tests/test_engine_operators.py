@@ -1,0 +1,291 @@
+"""Operator semantics beyond the skeleton: ratios, levels, cohorts, windows, watermarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.config import REPO_ROOT
+from engine.core import Engine
+from engine.definitions import Catalogue, KpiDefinition, load_catalogue
+from engine.events import EVENT_TYPES, EventBase
+from engine.places import Places
+from tests.helpers import T0, UNITS, at, enc, lab, ts
+
+DAY = 24 * 60
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Catalogue:
+    return load_catalogue(REPO_ROOT / "kpi_defs")
+
+
+@pytest.fixture
+def engine(shipped: Catalogue, places: Places) -> Engine:
+    return Engine(shipped, places)
+
+
+def ev(kind: str, minutes: float, unit: str | None = "4W", **fields: Any) -> EventBase:
+    return EVENT_TYPES[kind].model_validate(
+        {
+            "type": kind,
+            "event_time": at(minutes),
+            "received_time": fields.pop("received", at(minutes)),
+            "source": fields.pop("source", "feed"),
+            "source_id": f"x{minutes}{kind}{sorted(fields.items())}",
+            "facility": "DEMO",
+            "department": UNITS.get(unit or ""),
+            "unit": unit,
+            **fields,
+        }
+    )
+
+
+def live_of(engine: Engine, kpi: str, minutes: float, unit: str | None = "4W") -> Any:
+    for s in engine.live(ts(minutes)):
+        if s.kpi == kpi and s.group.unit == unit and (unit is not None or s.group.department is None):
+            return s
+    return None
+
+
+def test_kpis_that_share_a_measure_share_one_operator(engine: Engine) -> None:
+    op = engine.by_kpi["lab_tat_stat"]
+    assert engine.by_kpi["lab_tat_stat_median"] is op
+    assert engine.by_kpi["lab_tat_stat_within_target"] is op
+    assert len(engine.operators) < len(engine.catalogue)
+
+
+def test_thirty_day_readmissions_count_for_the_discharging_unit(engine: Engine) -> None:
+    # p1: discharged from 4W, back 10 days later (a readmission); p2: died (not an index discharge)
+    # p3: discharged, back after 40 days (not within 30); p4: transferred out (not an index)
+    script = [
+        ("encounter.admit", 0, "a1", "p1", "4W", None),
+        ("encounter.discharge", 2 * DAY, "a1", "p1", "4W", "01"),
+        ("encounter.admit", 12 * DAY, "a2", "p1", "ICU", None),
+        ("encounter.admit", 0, "b1", "p2", "3E", None),
+        ("encounter.discharge", 3 * DAY, "b1", "p2", "3E", "20"),
+        ("encounter.admit", 5 * DAY, "b2", "p2", "3E", None),
+        ("encounter.admit", 0, "c1", "p3", "4W", None),
+        ("encounter.discharge", 1 * DAY, "c1", "p3", "4W", "01"),
+        ("encounter.admit", 41 * DAY, "c2", "p3", "4W", None),
+        ("encounter.admit", 0, "d1", "p4", "4W", None),
+        ("encounter.discharge", 4 * DAY, "d1", "p4", "4W", "02"),
+        ("encounter.admit", 6 * DAY, "d2", "p4", "4W", None),
+    ]
+
+    def play(until: float) -> None:
+        while script and script[0][1] <= until:
+            kind, minute, visit, patient, unit, disposition = script.pop(0)
+            engine.process(
+                enc(
+                    kind,
+                    minute,
+                    visit,
+                    unit,
+                    patient_id=patient,
+                    patient_class="inpatient",
+                    disposition=disposition,
+                )
+            )
+
+    script.sort(key=lambda s: s[1])
+    play(13 * DAY)
+    four_west = live_of(engine, "readmission_30d_rate", 13 * DAY)
+    assert (four_west.numerator, four_west.denominator) == (1.0, 2.0)  # a1 readmitted; c1 not (yet)
+    assert four_west.value == pytest.approx(50.0)
+    assert four_west.status == "no_data"  # 2 index discharges < min_samples 20
+    icu = live_of(engine, "readmission_30d_rate", 13 * DAY, "ICU")
+    assert icu is None or icu.numerator == 0  # counted for the unit that discharged, not ICU
+    three_east = live_of(engine, "readmission_30d_rate", 13 * DAY, "3E")
+    assert three_east is None or three_east.denominator == 0  # a death is not an index discharge
+    play(50 * DAY)
+    assert engine.by_kpi["readmission_30d_rate"].readmissions == 1  # type: ignore[attr-defined]
+
+
+def test_rates_per_patient_days_use_the_census_integral(engine: Engine) -> None:
+    # 10 patients on 4W for 30 days = 300 patient-days; 3 complaints -> 10 per 1,000
+    for i in range(10):
+        engine.process(enc("encounter.admit", 0, f"v{i}", "4W", patient_class="inpatient"))
+    for day in (5, 10, 20):
+        engine.process(ev("experience.complaint", day * DAY))
+    engine.process(ev("experience.complaint", 21 * DAY, unit=None))  # facility-level complaint
+    s = live_of(engine, "complaints_per_1000_patient_days", 30 * DAY)
+    assert s.numerator == 3
+    assert s.denominator == pytest.approx(300, rel=0.04)  # the live window runs to the watermark
+    assert s.value == pytest.approx(3 / s.denominator * 1000)
+    hospital = live_of(engine, "complaints_per_1000_patient_days", 30 * DAY, None)
+    assert hospital.numerator == 4  # roll-ups add numerators and denominators
+
+
+def test_overtime_share_is_a_ratio_of_sums(engine: Engine) -> None:
+    engine.process(
+        ev("staffing.hours", 0, staff_id="a", role="rn", licensed=True, worked_hours=40, overtime_hours=4)
+    )
+    engine.process(
+        ev("staffing.hours", 60, staff_id="b", role="rn", licensed=True, worked_hours=60, overtime_hours=2)
+    )
+    engine.process(
+        ev("staffing.hours", 90, staff_id="c", role="cna", licensed=False, worked_hours=40, overtime_hours=20)
+    )
+    s = live_of(engine, "nurse_overtime_pct", 120)
+    assert (s.numerator, s.denominator) == (6.0, 100.0)
+    assert s.value == pytest.approx(6.0)
+    hours = live_of(engine, "nurse_overtime_hours", 120)
+    assert hours.value == 6.0
+
+
+def test_turnover_is_annualised_over_average_headcount(engine: Engine) -> None:
+    engine.process(ev("hr.headcount", 0, headcount=100))
+    for i in range(5):
+        engine.process(ev("hr.separation", (i + 1) * 10 * DAY, staff_id=f"s{i}", role="rn"))
+    # 90-day window ending at day 90: headcount 100 falling by one every 10 days
+    s = live_of(engine, "staff_turnover_rate", 90 * DAY)
+    assert s.numerator == 5
+    average = (100 * 10 + 99 * 10 + 98 * 10 + 97 * 10 + 96 * 10 + 95 * 40) / 90
+    assert s.denominator == pytest.approx(average, rel=0.02)
+    assert s.value == pytest.approx(5 / s.denominator * 100 * 365 / 90, rel=0.02)
+
+
+def test_certified_nurse_share_follows_hires_certifications_and_leavers(engine: Engine) -> None:
+    for i in range(4):
+        engine.process(ev("hr.hire", i, staff_id=f"n{i}", role="rn"))
+    engine.process(ev("hr.hire", 5, staff_id="aide", role="cna"))
+    engine.process(ev("hr.certification_granted", 10, staff_id="n0"))
+    engine.process(ev("hr.certification_granted", 11, staff_id="n1"))
+    engine.process(ev("hr.certification_granted", 12, staff_id="aide"))  # not a nurse: ignored
+    assert live_of(engine, "certified_nurses_pct", 20).value == pytest.approx(50.0)
+    engine.process(ev("hr.certification_expired", 30, staff_id="n1"))
+    engine.process(ev("hr.separation", 31, staff_id="n3"))
+    s = live_of(engine, "certified_nurses_pct", 40)
+    assert (s.numerator, s.denominator) == (1.0, 3.0)
+
+
+def test_nurse_ratio_is_held_against_the_unit_types_legal_limit(engine: Engine) -> None:
+    def admit(unit: str, n: int) -> None:
+        for i in range(n):
+            engine.process(enc("encounter.admit", 0, f"{unit}{i}", unit, patient_class="inpatient"))
+
+    admit("ICU", 3)
+    admit("4W", 5)
+    for unit in ("ICU", "4W"):
+        engine.process(ev("staffing.shift_start", 1, unit, staff_id=f"rn-{unit}", role="rn", licensed=True))
+    engine.process(ev("staffing.shift_start", 1, "4W", staff_id="aide", role="cna", licensed=False))
+    icu = live_of(engine, "patient_to_nurse_ratio", 5, "ICU")
+    ward = live_of(engine, "patient_to_nurse_ratio", 5, "4W")
+    assert icu.value == 3 and icu.status == "critical"  # ICU legal maximum 1:2
+    assert ward.value == 5 and ward.status == "warning"  # med-surg at its 1:5 maximum
+    engine.process(ev("staffing.shift_start", 6, "ICU", staff_id="rn2", role="rn", licensed=True))
+    assert live_of(engine, "patient_to_nurse_ratio", 7, "ICU").status == "ok"  # 3/2 = 1.5
+
+
+def kpi(window: dict[str, Any], aggregate: str = "count", **measure: Any) -> Catalogue:
+    definition = KpiDefinition.model_validate(
+        {
+            "id": "k",
+            "name": "k",
+            "perspective": "patient",
+            "description": "d",
+            "definition": "d",
+            "unit": "n",
+            "direction": "lower_is_better",
+            "aggregate": aggregate,
+            "window": window,
+            "measure": measure or {"kind": "count", "event": "experience.complaint"},
+        }
+    )
+    return Catalogue(kpis={"k": definition}, files={})
+
+
+def closed(engine: Engine, now_minutes: float) -> list[tuple[float, float, float | None]]:
+    out = []
+    for s in engine.advance(ts(now_minutes)):
+        if s.group.unit == "4W":
+            start = (s.window.start - T0).total_seconds() / 60
+            end = (s.window.end - T0).total_seconds() / 60
+            out.append((start, end, s.value))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        ({"kind": "tumbling", "size": "1h", "grace": "0s"}, [(0, 60, 2.0), (60, 120, 1.0)]),
+        (
+            {"kind": "hopping", "size": "1h", "step": "30m", "grace": "0s"},
+            [(-30, 30, 1.0), (0, 60, 2.0), (30, 90, 1.0), (60, 120, 1.0), (90, 150, 1.0)],
+        ),
+        ({"kind": "cumulative", "step": "1h", "grace": "0s"}, [(0, 60, 2.0), (0, 120, 3.0)]),
+    ],
+)
+def test_window_kinds_close_on_their_boundaries(
+    places: Places, window: dict[str, Any], expected: Any
+) -> None:
+    engine = Engine(kpi(window), places)
+    for minute in (10, 50, 100):
+        engine.process(ev("experience.complaint", minute))
+    engine.process(ev("experience.complaint", 200, unit="3E"))  # moves the watermark on
+    got = closed(engine, 200)
+    assert got[: len(expected)] == expected
+
+
+def test_late_events_inside_grace_correct_the_window_and_later_ones_are_counted(places: Places) -> None:
+    engine = Engine(kpi({"kind": "tumbling", "size": "1h", "grace": "10m"}), places)
+    engine.process(ev("experience.complaint", 30))
+    engine.process(ev("experience.complaint", 65))  # watermark 65 < 60 + 10: not closed yet
+    engine.advance(ts(65))
+    engine.process(ev("experience.complaint", 55))  # 10 minutes late, inside grace
+    engine.process(ev("experience.complaint", 71))  # watermark 71: [0, 60) closes
+    first = closed(engine, 71)
+    assert first == [(0, 60, 2.0)]
+    engine.process(ev("experience.complaint", 20))  # after the window closed
+    assert engine.late_events() == {"k": 1}
+    engine.process(ev("experience.complaint", 200))
+    assert [w for w in closed(engine, 200) if w[0] == 0] == []  # not re-emitted, counted as late
+
+
+def test_quiet_units_windows_close_on_the_idle_wall_clock(places: Places) -> None:
+    engine = Engine(kpi({"kind": "tumbling", "size": "1h", "grace": "5m"}), places, idle_timeout=120)
+    engine.process(ev("experience.complaint", 10))
+    assert closed(engine, 30) == []
+    # no event arrives any more; two hours of wall clock later the window has closed anyway
+    assert closed(engine, 10 + 120) == [(0, 60, 1.0)]
+
+
+def test_expired_windows_and_pairs_are_freed(engine: Engine) -> None:
+    op = engine.by_kpi["lab_tat_stat"]
+    for i in range(200):
+        engine.process(lab("lab.order", i, f"o{i}", priority="stat"))
+        if i % 2:
+            engine.process(lab("lab.result", i + 30, f"o{i}", result_status="final"))
+    assert len(op.open) == 100  # type: ignore[attr-defined]
+    engine.process(lab("lab.order", 3 * DAY, "late-day", priority="stat"))
+    engine.advance(ts(3 * DAY))
+    assert len(op.open) == 1  # type: ignore[attr-defined]  # given up after expire_after (12 h)
+    assert sum(len(p) for p in op.panes.values()) <= 61  # type: ignore[attr-defined]
+    assert op.expired == 100  # type: ignore[attr-defined]
+
+
+def test_a_resent_order_after_its_result_does_not_open_a_second_interval(engine: Engine) -> None:
+    engine.process(lab("lab.order", 0, "o1", priority="stat"))
+    engine.process(lab("lab.result", 20, "o1", result_status="final"))
+    engine.process(lab("lab.order", 0, "o1", priority="stat"))  # the same ORM, resent
+    engine.process(lab("lab.result", 25, "o1", result_status="corrected"))  # a corrected result
+    op = engine.by_kpi["lab_tat_stat"]
+    assert not op.open and not op.early_ends  # type: ignore[attr-defined]
+    s = live_of(engine, "lab_tat_stat", 30, "ICU")
+    assert s.n == 1 and s.value == 20
+
+
+def test_no_data_below_min_samples_is_not_a_breach(engine: Engine) -> None:
+    engine.process(lab("lab.order", 0, "o1", priority="stat"))
+    engine.process(lab("lab.result", 200, "o1", result_status="final"))
+    s = live_of(engine, "lab_tat_stat", 201, "ICU")
+    assert s.value == 200 and s.n == 1 and s.status == "no_data"
+
+
+def test_events_of_one_source_do_not_close_another_sources_windows(places: Places) -> None:
+    engine = Engine(kpi({"kind": "tumbling", "size": "1h", "grace": "5m"}), places, idle_timeout=3600 * 24)
+    engine.process(ev("experience.complaint", 10))  # source feed
+    engine.process(lab("lab.order", 500, "o", priority="stat"))  # hl7v2 runs far ahead
+    assert closed(engine, 10) == []  # the feed's own watermark has not passed the window
