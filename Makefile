@@ -5,11 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install run test lint format typecheck clean
+.PHONY: help install run test bench lint format typecheck clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
+	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
 	@echo "make lint    ruff check + format check;  make typecheck  mypy"
 
 $(PY):
@@ -27,6 +28,10 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/engine_throughput.py
+	$(PY) bench/engine_memory.py
 
 lint: install
 	$(VENV)/bin/ruff check .

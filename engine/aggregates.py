@@ -8,6 +8,7 @@ denominator apart (a hospital ratio is sum over sum, never a mean of unit ratios
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from engine.definitions import quantile_of
 class Acc:
     """Partial aggregate of observed values (and of numerator/denominator for ratios)."""
 
-    __slots__ = ("den", "hi", "lo", "n", "num", "total", "values")
+    __slots__ = ("den", "hi", "is_sorted", "lo", "n", "num", "total", "values")
 
     def __init__(self, keep_values: bool = False) -> None:
         self.n = 0
@@ -25,6 +26,7 @@ class Acc:
         self.lo = math.inf
         self.hi = -math.inf
         self.values: list[float] | None = [] if keep_values else None
+        self.is_sorted = False
         self.num = 0.0
         self.den = 0.0
 
@@ -37,6 +39,15 @@ class Acc:
             self.hi = value
         if self.values is not None:
             self.values.append(value)
+            self.is_sorted = False
+
+    def sorted_values(self) -> list[float]:
+        """The values, sorted in place once (every percentile of one window shares it)."""
+        assert self.values is not None
+        if not self.is_sorted:
+            self.values.sort()
+            self.is_sorted = True
+        return self.values
 
     def merge(self, other: Acc) -> None:
         self.n += other.n
@@ -45,6 +56,7 @@ class Acc:
         self.hi = max(self.hi, other.hi)
         if self.values is not None and other.values is not None:
             self.values.extend(other.values)
+            self.is_sorted = False
         self.num += other.num
         self.den += other.den
 
@@ -65,9 +77,9 @@ def merged(accs: Iterable[Acc], keep_values: bool) -> Acc:
     return out
 
 
-def quantile(values: Sequence[float], q: float) -> float:
+def quantile(values: Sequence[float], q: float, presorted: bool = False) -> float:
     """Linear interpolation between closest ranks (NumPy's and polars' default 'linear')."""
-    ordered = sorted(values)
+    ordered = values if presorted else sorted(values)
     if not ordered:
         raise ValueError("quantile of no values")
     pos = (len(ordered) - 1) * q
@@ -120,7 +132,7 @@ class Finalizer:
             return acc.hi, None, None
         if agg == "pct_within":
             assert acc.values is not None and self.within is not None
-            hits = sum(1 for v in acc.values if v <= self.within)
+            hits = bisect_right(acc.sorted_values(), self.within)
             return hits / acc.n * 100.0, float(hits), float(acc.n)
         assert self.q is not None and acc.values is not None
-        return quantile(acc.values, self.q), None, None
+        return quantile(acc.sorted_values(), self.q, presorted=True), None, None

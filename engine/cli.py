@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from engine.config import DEFAULT_CONFIG, load_settings
 from engine.definitions import load_catalogue
@@ -39,6 +41,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     asyncio.run(Service(settings).run())
     return 0
+
+
+def cmd_import_mimic(args: argparse.Namespace) -> int:
+    from connectors.feeds.mimic import mimic_events
+    from engine.runtime.embedded import EmbeddedRuntime
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    runtime = EmbeddedRuntime(settings)
+    started = time.monotonic()
+    batch: list[Any] = []
+    stored = duplicates = 0
+    try:
+        for event in mimic_events(Path(args.directory)):
+            batch.append(event)
+            if len(batch) == 5000:
+                stored, duplicates = _flush(runtime, batch, stored, duplicates)
+                batch = []
+                _progress(stored, duplicates, started)
+        if batch:
+            stored, duplicates = _flush(runtime, batch, stored, duplicates)
+        _progress(stored, duplicates, started, final=True)
+    finally:
+        asyncio.run(runtime.close())
+    return 0
+
+
+def _flush(runtime: Any, batch: list[Any], stored: int, duplicates: int) -> tuple[int, int]:
+    from engine.bus import Published
+
+    key = f"import:{batch[0].source_id}:{batch[-1].source_id}"
+    if runtime.ingest_now(key, batch) is Published.duplicate:
+        return stored, duplicates + len(batch)
+    return stored + len(batch), duplicates
+
+
+def _progress(stored: int, duplicates: int, started: float, final: bool = False) -> None:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    line = f"{stored:,} events stored, {duplicates:,} already there, {stored / elapsed:,.0f} events/s"
+    print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 
 def cmd_kpi_check(args: argparse.Namespace) -> int:
@@ -75,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_kpi_check)
 
+    imp = sub.add_parser("import", help="bulk imports into the event log (carescore must not be running)")
+    imp_sub = imp.add_subparsers(dest="import_command", required=True)
+    mimic = imp_sub.add_parser("mimic", help="MIMIC-IV hosp module (admissions, transfers, labevents)")
+    mimic.add_argument("directory", help="folder with hosp/*.csv.gz")
+    mimic.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    mimic.set_defaults(func=cmd_import_mimic)
+
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     ccheck = config_sub.add_parser("check", help="validate a carescore.yaml")
@@ -94,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as exc:
+        if type(exc).__name__ != "DataDirBusy":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from engine.definitions import (
 )
 from engine.events import EventBase
 from engine.levels import CensusTracker, RosterTracker, StaffTracker
-from engine.operators.base import Handler, Operator, Output
+from engine.operators.base import Handler, Hint, Operator, Output
 from engine.operators.duration import DurationOperator
 from engine.operators.events import EventValueOperator
 from engine.operators.gauge import GaugeOperator
@@ -38,21 +39,24 @@ from engine.samples import GroupKey, Sample
 
 
 class Watermarks:
-    """Per-source event-time progress, with a wall-clock idle advance."""
+    """Per-source event-time progress, with a wall-clock idle advance.
+
+    The last arrival is kept as the event's received_time and turned into seconds only when
+    a watermark is asked for: the per-event cost stays one comparison and one store.
+    """
 
     def __init__(self, idle_timeout: float):
         self.idle_timeout = idle_timeout
         self.max_ts: dict[str, float] = {}
-        self.last_arrival: dict[str, float] = {}
+        self.arrival: dict[str, datetime] = {}
 
-    def observe(self, source: str, ts: float, arrival: float) -> None:
+    def observe(self, source: str, ts: float, arrival: datetime) -> None:
         if ts > self.max_ts.get(source, -math.inf):
             self.max_ts[source] = ts
-        if arrival > self.last_arrival.get(source, -math.inf):
-            self.last_arrival[source] = arrival
+        self.arrival[source] = arrival
 
     def of(self, source: str, now: float) -> float:
-        quiet = now - self.last_arrival[source] - self.idle_timeout
+        quiet = now - self.arrival[source].timestamp() - self.idle_timeout
         return self.max_ts[source] + max(0.0, quiet)
 
     def min_of(self, sources: set[str] | frozenset[str], now: float) -> float | None:
@@ -60,11 +64,11 @@ class Watermarks:
         return min(known) if known else None
 
     def snapshot(self) -> dict[str, Any]:
-        return {"max_ts": self.max_ts, "last_arrival": self.last_arrival}
+        return {"max_ts": self.max_ts, "arrival": {k: v.isoformat() for k, v in self.arrival.items()}}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.max_ts = dict(state["max_ts"])
-        self.last_arrival = dict(state["last_arrival"])
+        self.arrival = {k: datetime.fromisoformat(v) for k, v in state["arrival"].items()}
 
 
 OPERATORS: dict[type, type[Operator]] = {
@@ -117,6 +121,34 @@ def build_operators(catalogue: Catalogue, places: Places) -> list[Operator]:
     return operators
 
 
+class Dispatch:
+    """Calls the handlers of one event type; those with a hint only for matching values."""
+
+    __slots__ = ("always", "field", "table")
+
+    def __init__(self, handlers: list[tuple[Handler, Hint | None]]):
+        counts: dict[str, int] = {}
+        for _, hint in handlers:
+            if hint is not None:
+                counts[hint[0]] = counts.get(hint[0], 0) + 1
+        self.field = max(counts, key=counts.__getitem__) if counts else None
+        self.always: list[Handler] = []
+        self.table: dict[Any, list[Handler]] = {}
+        for handler, hint in handlers:
+            if hint is None or hint[0] != self.field:
+                self.always.append(handler)
+                continue
+            for value in hint[1]:
+                self.table.setdefault(value, []).append(handler)
+
+    def __call__(self, event: EventBase) -> None:
+        for handler in self.always:
+            handler(event)
+        if self.field is not None:
+            for handler in self.table.get(getattr(event, self.field), ()):
+                handler(event)
+
+
 class Engine:
     def __init__(self, catalogue: Catalogue, places: Places | None = None, idle_timeout: float = 60.0):
         self.catalogue = catalogue
@@ -130,35 +162,57 @@ class Engine:
         self.routes: dict[str, list[Handler]] = {}
         self.level_routes: dict[str, list[Callable[[GroupKey, float, float], None]]] = {}
         self.type_sources: dict[str, set[str]] = {}
+        self._source_routes: dict[str, dict[str, Dispatch | None]] = {}  # source -> type -> handlers
         self._op_types: list[set[str]] = []
         self.events_processed = 0
+        hinted: dict[str, list[tuple[Handler, Hint | None]]] = {}
         for tracker in (self.census, self.staff, self.roster):
             for etype, handler in tracker.handlers().items():
                 self.routes.setdefault(etype, []).append(handler)
+                hinted.setdefault(etype, []).append((handler, None))
         for op in self.operators:
             types = set()
+            hints = op.routing_hints()
             for etype, handler in op.subscriptions().items():
                 self.routes.setdefault(etype, []).append(handler)
+                hinted.setdefault(etype, []).append((handler, hints.get(etype)))
                 types.add(etype)
             for level, lhandler in op.level_subscriptions().items():
                 self.level_routes.setdefault(level, []).append(lhandler)
                 types.update(t for t in self.routes if t.startswith(LEVEL_SOURCES[level]))
             self._op_types.append(types)
+        self.dispatch = {etype: Dispatch(handlers) for etype, handlers in hinted.items()}
+
+    def _learn(self, etype: str, source: str) -> dict[str, Dispatch | None]:
+        """First event of this type from this source: note it (watermarks) and route it."""
+        self.type_sources.setdefault(etype, set()).add(source)
+        routes = self._source_routes.setdefault(source, {})
+        routes[etype] = self.dispatch.get(etype)
+        return routes
 
     def _level(self, level: str, key: GroupKey, ts: float, delta: float) -> None:
         for handler in self.level_routes.get(level, ()):
             handler(key, ts, delta)
 
     def process(self, event: EventBase) -> None:
+        source = event.source
+        etype = event.type
         ts = event.ts
-        self.watermarks.observe(event.source, ts, event.received_time.timestamp())
-        seen = self.type_sources.get(event.type)
-        if seen is None:
-            seen = self.type_sources[event.type] = set()
-        if event.source not in seen:
-            seen.add(event.source)
-        for handler in self.routes.get(event.type, ()):
-            handler(event)
+        wm = self.watermarks
+        if ts > wm.max_ts.get(source, -math.inf):
+            wm.max_ts[source] = ts
+        wm.arrival[source] = event.received_time
+        routes = self._source_routes.get(source)
+        if routes is None or etype not in routes:
+            routes = self._learn(etype, source)
+        dispatch = routes[etype]
+        if dispatch is not None:  # Dispatch.__call__, inlined: this is the hottest loop
+            for handler in dispatch.always:
+                handler(event)
+            field = dispatch.field
+            if field is not None:
+                for handler in dispatch.table.get(getattr(event, field), ()):
+                    handler(event)
         self.events_processed += 1
 
     def _sources(self, index: int) -> set[str]:
@@ -194,7 +248,7 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "version": 2,
+            "version": 3,
             "events_processed": self.events_processed,
             "watermarks": self.watermarks.snapshot(),
             "type_sources": {k: sorted(v) for k, v in self.type_sources.items()},
@@ -208,6 +262,10 @@ class Engine:
         self.events_processed = snap["events_processed"]
         self.watermarks.restore(snap["watermarks"])
         self.type_sources = {k: set(v) for k, v in snap["type_sources"].items()}
+        self._source_routes = {}
+        for etype, sources in list(self.type_sources.items()):
+            for source in sources:
+                self._learn(etype, source)
         self.census.restore(snap["census"])
         self.staff.restore(snap["staff"])
         self.roster.restore(snap["roster"])

@@ -8,7 +8,6 @@ and its own event time; patient identifiers stay in engine state only.
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -17,8 +16,28 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 Source = Literal["hl7v2", "fhir", "feed"]
 
 
+class lazy:
+    """Computed once per instance on first read, then a plain attribute (no lock, unlike
+    functools.cached_property on 3.11): operators read ts and place on every event."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+        self.name = fn.__name__
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value
+        return value
+
+
+_PLACES: dict[tuple[str, str | None, str | None], tuple[str, str | None, str | None]] = {}
+"""One tuple per place, shared by every event and every piece of state that names it."""
+
+
 class EventBase(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ignored_types=(lazy,))
 
     type: str
     event_time: AwareDatetime
@@ -30,10 +49,24 @@ class EventBase(BaseModel):
     unit: str | None = None
     bed: str | None = None
 
-    @cached_property
+    def model_post_init(self, _context: Any) -> None:
+        # Derived once when the event is built (by a connector or from the log), so the
+        # engine's per-event work starts from numbers. model_copy() keeps them: never
+        # change event_time or the place with model_copy(update=...).
+        d = self.__dict__
+        d["ts"] = self.event_time.timestamp()
+        place = (self.facility, self.department, self.unit)
+        d["place"] = _PLACES.setdefault(place, place)
+
+    @lazy
     def ts(self) -> float:
         """Event time as epoch seconds: operators do arithmetic on floats, not datetimes."""
         return self.event_time.timestamp()
+
+    @lazy
+    def place(self) -> tuple[str, str | None, str | None]:
+        """(facility, department, unit): the key every operator groups by."""
+        return (self.facility, self.department, self.unit)
 
     @property
     def family(self) -> str:
@@ -80,7 +113,9 @@ class LabEvent(EventBase):
     order_id: str
     patient_id: str | None = None
     encounter_id: str | None = None
-    priority: str = Field(default="routine", description="stat, asap, routine, timing")
+    priority: str | None = Field(
+        default=None, description="stat, asap, routine, timing; None when the message does not say"
+    )
     test_code: str | None = None
     result_status: str | None = Field(
         default=None, description="preliminary, final, corrected (lab.result only)"

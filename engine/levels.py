@@ -39,6 +39,7 @@ class CensusTracker:
     def __init__(self, emit: Emit):
         self.emit = emit
         self.stays: dict[str, _Stay] = {}
+        self.discharges: dict[str, float] = {}  # encounter -> discharge ts, oldest first
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
@@ -112,6 +113,8 @@ class CensusTracker:
         place = stay.place
         stay.place = None
         stay.discharged = event.ts
+        self.discharges.pop(event.encounter_id, None)
+        self.discharges[event.encounter_id] = event.ts
         self._step(stay, event.ts, place, -1, "discharge")
 
     def _undo(self, stay: _Stay, indices: list[int]) -> None:
@@ -151,13 +154,16 @@ class CensusTracker:
             self._undo(stay, out[-1:])
 
     def prune(self, before: float) -> None:
-        gone = [
-            k
-            for k, s in self.stays.items()
-            if s.place is None and s.discharged is not None and s.discharged < before - DISCHARGED_RETENTION
-        ]
-        for k in gone:
-            del self.stays[k]
+        """Forget stays discharged long ago (oldest first, without scanning the census)."""
+        cutoff = before - DISCHARGED_RETENTION
+        while self.discharges:
+            key, when = next(iter(self.discharges.items()))
+            if when >= cutoff:
+                break
+            del self.discharges[key]
+            stay = self.stays.get(key)
+            if stay is not None and stay.place is None and stay.discharged == when:
+                del self.stays[key]
 
     def snapshot(self) -> dict[str, Any]:
         return {

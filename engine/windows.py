@@ -9,8 +9,6 @@ aggregates, so a late event inside grace corrects its pane and every open window
 
 from __future__ import annotations
 
-import math
-
 from engine.definitions import WindowSpec
 
 
@@ -28,7 +26,7 @@ class PaneClock:
         self.grace = float(spec.grace)
 
     def index(self, ts: float) -> int:
-        return math.floor(ts / self.pane)
+        return int(ts // self.pane)
 
     def start_of(self, end_index: int, first_index: int) -> int:
         """First pane of the window that ends (exclusive) at pane end_index."""

@@ -270,7 +270,9 @@ class _Mapper:
             field=2,
         )
 
-    def priority(self, orc: Segment | None, obr: Segment | None) -> str:
+    def priority(self, orc: Segment | None, obr: Segment | None, default: str | None = None) -> str | None:
+        """TQ1-9, ORC-7.6, OBR-27.6 or OBR-5; orders default to routine (HL7's default),
+        results say nothing rather than guess."""
         anchor = orc or obr
         tq1 = self.msg.after(anchor, "TQ1", stop=("ORC", "OBR")) if anchor is not None else None
         candidates = [
@@ -282,9 +284,9 @@ class _Mapper:
         for code in candidates:
             if code:
                 return PRIORITIES.get(code.upper(), code.lower())
-        return "routine"
+        return default
 
-    def lab_common(self, orc: Segment | None, obr: Segment | None) -> dict[str, Any]:
+    def lab_common(self, orc: Segment | None, obr: Segment | None, order: bool = False) -> dict[str, Any]:
         pv1 = self.msg.first("PV1")
         pid = self.msg.first("PID")
         place = self.place(pv1) if pv1 is not None else self.place(None)
@@ -292,7 +294,7 @@ class _Mapper:
             "order_id": self.order_id(orc, obr),
             "patient_id": self.patient_id(pid),
             "encounter_id": (pv1.get(19, 1) or None) if pv1 is not None else None,
-            "priority": self.priority(orc, obr),
+            "priority": self.priority(orc, obr, "routine" if order else None),
             "test_code": (obr.get(4, 1) or None) if obr is not None else None,
             **place,
         }
@@ -304,7 +306,7 @@ class _Mapper:
             raise MappingError("an order message needs an ORC or OBR segment", code=100, segment="ORC")
         for orc, obr in groups:
             control = orc.get(1, 1).upper() if orc is not None else "NW"
-            common = self.lab_common(orc, obr)
+            common = self.lab_common(orc, obr, order=True)
             if control in ("NW", "SN", "XO", "RO") or not control:
                 when = self.event_time((orc, 9), (obr, 6))
                 self.add(LabEvent, type="lab.order", event_time=when, **common)

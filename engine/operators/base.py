@@ -21,6 +21,7 @@ from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
 from engine.windows import PaneClock
 
 Handler = Callable[[EventBase], None]
+Hint = tuple[str, frozenset[Any]]
 LevelHandler = Callable[[GroupKey, float, float], None]
 
 MAX_QUIET_WINDOWS = 1000
@@ -28,7 +29,7 @@ MAX_QUIET_WINDOWS = 1000
 
 
 def place_of(event: EventBase) -> GroupKey:
-    return (event.facility, event.department, event.unit)
+    return event.place
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class Operator:
         """Level name (e.g. 'patients') -> handler(group, ts, delta)."""
         return {}
 
+    def routing_hints(self) -> dict[str, Hint]:
+        """Event type -> (field, values) the handler can accept at all: the engine calls it
+        only for events whose field has one of those values. The handler still checks."""
+        return {}
+
     # -- what subclasses implement -------------------------------------------------------
     def _window_accs(
         self, start: int, end: int, until: float | None = None
@@ -102,20 +108,33 @@ class Operator:
     # -- pane bookkeeping ----------------------------------------------------------------
     def _pane_for(self, ts: float) -> int | None:
         """Pane index for an event at ts, or None if its windows are gone from state."""
-        idx = self.clock.index(ts)
-        if self.first_index is None or idx < self.first_index:
-            self.first_index = idx if self.first_index is None else min(self.first_index, idx)
-        if self.closed_upto is not None and idx < self.closed_upto:
+        idx = int(ts // self.clock.pane)
+        first = self.first_index
+        if first is None or idx < first:
+            self.first_index = idx
+        closed = self.closed_upto
+        if closed is not None and idx < closed:
             self.late_events += 1
-            if idx < self.clock.keep_from(self.closed_upto) and not self.clock.cumulative:
+            if idx < self.clock.keep_from(closed) and not self.clock.cumulative:
                 self.dropped_events += 1
                 return None
         return idx
 
     def _level_delta(self, table: LevelTable, key: GroupKey, ts: float, delta: float) -> None:
-        idx = self._pane_for(ts)
-        base_index = self.clock.keep_from(self.closed_upto) if self.closed_upto is not None else None
-        if table.add(key, idx, ts, delta, base_index):
+        series = table.series.get(key)
+        idx = int(ts // self.clock.pane)
+        closed = self.closed_upto
+        if (
+            series is not None
+            and self.first_index is not None
+            and idx >= self.first_index
+            and (closed is None or idx >= closed)
+        ):
+            series.add(idx, ts, delta)  # the common case, without the checks below
+            return
+        checked = self._pane_for(ts)
+        base_index = self.clock.keep_from(closed) if closed is not None else None
+        if table.add(key, checked, ts, delta, base_index):
             self.known.add(key)
 
     # -- closing windows -----------------------------------------------------------------
@@ -251,6 +270,14 @@ class Operator:
         self.late_events = snap["late_events"]
         self.dropped_events = snap["dropped_events"]
         self._restore(snap["state"])
+
+
+def hint_of(where: dict[str, Any], also_none: bool = False) -> Hint | None:
+    """The first field of a `where` as a routing hint (None also passes when also_none)."""
+    for name, expected in where.items():
+        values = frozenset(expected if isinstance(expected, list) else [expected])
+        return name, (values | {None}) if also_none else values
+    return None
 
 
 def compile_where(where: dict[str, Any]) -> Callable[[EventBase], bool] | None:

@@ -10,11 +10,12 @@ vanishing from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.definitions import TIME_UNITS, DurationMeasure
-from engine.events import EventBase
-from engine.operators.base import Handler, Output, compile_where, place_of
+from engine.events import EVENT_TYPES, EventBase
+from engine.operators.base import Handler, Hint, Output, compile_where, hint_of
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 
@@ -28,11 +29,11 @@ class DurationOperator(ValueOperator):
         self.key_field = self.measure.key
         self.start_ok = compile_where(self.measure.start.where)
         self.end_ok = compile_where(self.measure.end.where)
+        self.end_contradicts = _contradiction(self.measure)
         self.by_start = self.measure.attribute_to == "start"
-        # key -> (start ts, place); buckets group open keys by start pane so the live value
-        # finds overdue intervals, and pruning finds expired ones, without a full scan.
+        # key -> (start ts, place), oldest first: starts arrive in about time order, so the
+        # live value finds overdue intervals, and pruning expired ones, at the front.
         self.open: dict[str, tuple[float, GroupKey]] = {}
-        self.buckets: dict[int, dict[str, None]] = {}
         self.early_ends: dict[str, tuple[float, GroupKey]] = {}
         # keys already paired, so a resent order or a corrected result does not open (or
         # close) a second interval; forgotten with the rest after expire_after
@@ -48,6 +49,21 @@ class DurationOperator(ValueOperator):
             subs[self.measure.end.event] = self.on_end
         return subs
 
+    def routing_hints(self) -> dict[str, Hint]:
+        m = self.measure
+        if m.start.event == m.end.event:
+            return {}
+        hints: dict[str, Hint] = {}
+        start = hint_of(m.start.where)
+        if start is not None:
+            hints[m.start.event] = start
+        end_fields = EVENT_TYPES[m.end.event].model_fields
+        shared = {k: v for k, v in m.start.where.items() if k in end_fields}
+        end = hint_of(shared, also_none=True) or hint_of(m.end.where)
+        if end is not None:
+            hints[m.end.event] = end
+        return hints
+
     def on_either(self, event: EventBase) -> None:
         if self.start_ok is None or self.start_ok(event):
             self.on_start(event)
@@ -60,47 +76,31 @@ class DurationOperator(ValueOperator):
         key = getattr(event, self.key_field)
         if key is None or key in self.closed_keys:
             return
-        place = place_of(event)
+        place = event.place
         self.known.add(place)
-        early = self.early_ends.pop(key, None)
+        ts = event.ts
+        early = self.early_ends.pop(key, None) if self.early_ends else None
         if early is not None:
-            self._close(key, event.ts, place, early[0], early[1])
+            self._close(key, ts, place, early[0], early[1])
             return
         current = self.open.get(key)
-        if current is None:
-            self._open(key, event.ts, place)
-        elif event.ts < current[0]:
-            self._unbucket(key, current[0])
-            self._open(key, event.ts, place)
-
-    def _open(self, key: str, ts: float, place: GroupKey) -> None:
+        if current is not None and ts >= current[0]:
+            return  # a resent order: the first time stands
         self.open[key] = (ts, place)
-        idx = self.clock.index(ts)
-        bucket = self.buckets.get(idx)
-        if bucket is None:
-            bucket = self.buckets[idx] = {}
-        bucket[key] = None
-
-    def _unbucket(self, key: str, ts: float) -> None:
-        idx = self.clock.index(ts)
-        bucket = self.buckets.get(idx)
-        if bucket is not None:
-            bucket.pop(key, None)
-            if not bucket:
-                del self.buckets[idx]
 
     def on_end(self, event: EventBase) -> None:
         if self.end_ok is not None and not self.end_ok(event):
             return
+        if self.end_contradicts is not None and self.end_contradicts(event):
+            return  # e.g. a routine result cannot end a STAT interval: do not wait for its start
         key = getattr(event, self.key_field)
         if key is None or key in self.closed_keys:
             return
         started = self.open.pop(key, None)
         if started is None:
-            self.early_ends.setdefault(key, (event.ts, place_of(event)))
+            self.early_ends.setdefault(key, (event.ts, event.place))
             return
-        self._unbucket(key, started[0])
-        self._close(key, started[0], started[1], event.ts, place_of(event))
+        self._close(key, started[0], started[1], event.ts, event.place)
 
     def _close(self, key: str, start: float, start_place: GroupKey, end: float, end_place: GroupKey) -> None:
         self.closed_keys[key] = end
@@ -108,9 +108,7 @@ class DurationOperator(ValueOperator):
         if span < 0:
             self.negative += 1
             return
-        place = start_place if self.by_start else end_place
-        self.known.add(place)
-        self.observe(place, end, span / self.per)
+        self.observe(start_place if self.by_start else end_place, end, span / self.per)
 
     def _live_extra(self, watermark: float, start: int) -> dict[GroupKey, tuple[list[float], int]]:
         """Open intervals past the timeout, at their age, until they close or expire."""
@@ -118,37 +116,29 @@ class DurationOperator(ValueOperator):
         if timeout is None:
             return {}
         out: dict[GroupKey, tuple[list[float], int]] = {}
-        last = self.clock.index(watermark - timeout)
+        due = watermark - timeout
         oldest = watermark - self.measure.expire_after
-        for idx, keys in self.buckets.items():
-            if idx > last:
-                continue
-            for key in keys:
-                begun, place = self.open[key]
-                age = watermark - begun
-                if age > timeout and begun >= oldest:
-                    values, count = out.get(place, ([], 0))
-                    values.append(age / self.per)
-                    out[place] = (values, count + 1)
+        for begun, place in self.open.values():
+            if begun > due + self.clock.grace:
+                break  # the rest started later (arrival disorder is bounded by the grace)
+            if oldest <= begun < due:
+                values, count = out.get(place, ([], 0))
+                values.append((watermark - begun) / self.per)
+                out[place] = (values, count + 1)
         return out
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         horizon = keep_from * self.clock.pane - self.measure.expire_after
-        first = self.clock.index(horizon)
-        for idx in [i for i in self.buckets if i < first]:
-            for key in self.buckets.pop(idx):
-                del self.open[key]
-                self.expired += 1
-        # Early ends arrive in roughly time order: the oldest sit at the front.
-        stale = []
-        for key, (ts, _) in self.early_ends.items():
-            if ts >= horizon:
-                break
-            stale.append(key)
-        for key in stale:
-            del self.early_ends[key]
-        self.expired += len(stale)
+        for table in (self.open, self.early_ends):
+            stale = []
+            for key, entry in table.items():
+                if entry[0] >= horizon:
+                    break
+                stale.append(key)
+            for key in stale:
+                del table[key]
+            self.expired += len(stale)
         done = []
         for key, ts in self.closed_keys.items():
             if ts >= horizon:
@@ -168,11 +158,32 @@ class DurationOperator(ValueOperator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.open = {}
-        self.buckets = {}
-        for k, ts, p in state["open"]:
-            self._open(k, ts, tuple(p))  # type: ignore[arg-type]
+        self.open = {k: (ts, tuple(p)) for k, ts, p in state["open"]}  # type: ignore[misc]
         self.early_ends = {k: (ts, tuple(p)) for k, ts, p in state["early_ends"]}  # type: ignore[misc]
         self.closed_keys = dict(state["closed_keys"])
         self.negative = state["negative"]
         self.expired = state["expired"]
+
+
+def _contradiction(measure: DurationMeasure) -> Callable[[EventBase], bool] | None:
+    """A test for end events that say they cannot belong to a matching start: the start
+    filter's fields that the end event also carries (lab.result says its priority too)."""
+    if measure.start.event == measure.end.event:
+        return None
+    end_fields = EVENT_TYPES[measure.end.event].model_fields
+    checks = [
+        (name, frozenset(v if isinstance(v, list) else [v]))
+        for name, v in measure.start.where.items()
+        if name in end_fields
+    ]
+    if not checks:
+        return None
+
+    def contradicts(event: EventBase) -> bool:
+        for name, allowed in checks:
+            value = getattr(event, name)
+            if value is not None and value not in allowed:
+                return True
+        return False
+
+    return contradicts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.definitions import EventMeasure
 from engine.events import EventBase
-from engine.operators.base import Handler, Output, compile_where, place_of
+from engine.operators.base import Handler, Hint, Output, compile_where, hint_of, place_of
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 
@@ -20,6 +20,10 @@ class EventValueOperator(ValueOperator):
 
     def subscriptions(self) -> dict[str, Handler]:
         return {self.measure.event: self.on_event}
+
+    def routing_hints(self) -> dict[str, Hint]:
+        hint = hint_of(self.measure.where)
+        return {self.measure.event: hint} if hint is not None else {}
 
     def on_event(self, event: EventBase) -> None:
         if self.accept is not None and not self.accept(event):

@@ -65,6 +65,7 @@ class ReadmissionOperator(ValueOperator):
         place = place_of(event)
         self.observe_ratio(place, event.ts, 0.0, 1.0, 1)
         self.known.add(place)
+        self.last_discharge.pop(event.patient_id, None)  # re-insert: the dict stays oldest-first
         self.last_discharge[event.patient_id] = (event.ts, place, event.encounter_id)
 
     def on_cancel_discharge(self, event: EventBase) -> None:
@@ -79,8 +80,10 @@ class ReadmissionOperator(ValueOperator):
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         horizon = keep_from * self.clock.pane - self.measure.within - self.clock.size
-        stale = [p for p, (ts, _, _) in self.last_discharge.items() if ts < horizon]
-        for patient in stale:
+        while self.last_discharge:
+            patient, (ts, _, _) = next(iter(self.last_discharge.items()))
+            if ts >= horizon:
+                break
             del self.last_discharge[patient]
 
     def _state(self) -> dict[str, Any]:

@@ -19,10 +19,18 @@ class ValueOperator(Operator):
         self.base: dict[GroupKey, Acc] = {}
 
     def observe(self, key: GroupKey, ts: float, value: float) -> None:
-        idx = self._pane_for(ts)
-        if idx is None:
-            return
-        self._acc(key, idx).add(value)
+        idx = int(ts // self.clock.pane)
+        first, closed = self.first_index, self.closed_upto
+        if first is None or idx < first or (closed is not None and idx < closed):
+            checked = self._pane_for(ts)  # the slow path: first event, or a late one
+            if checked is None:
+                return
+            idx = checked
+        panes = self.panes.get(key)
+        acc = panes.get(idx) if panes is not None else None
+        if acc is None:
+            acc = self._acc(key, idx)
+        acc.add(value)
 
     def observe_ratio(self, key: GroupKey, ts: float, num: float, den: float, n: int) -> None:
         idx = self._pane_for(ts)
@@ -59,6 +67,8 @@ class ValueOperator(Operator):
                 if start <= idx < end:
                     if acc is None:
                         acc = Acc(keep)
+                    if keep:
+                        pane.sorted_values()  # once per pane: windows then sort runs, fast
                     acc.merge(pane)
                     active = True
             if acc is not None:

@@ -1,0 +1,156 @@
+"""Tabular import of the MIMIC-IV (demo) hospital module as canonical events.
+
+What becomes what:
+- admissions.csv: encounter.admit at admittime (inpatient) and encounter.discharge at
+  dischtime, for the care unit the patient was admitted to / left from (transfers.csv);
+  discharge_location DIED -> disposition 20 (expired), ACUTE HOSPITAL -> 02 (transfer to
+  another hospital), anything else -> 01.
+- transfers.csv: eventtype 'transfer' -> encounter.transfer into careunit at intime; 'ED'
+  rows of an admission -> encounter.register (emergency) at intime.
+- labevents.csv: lab.collect at charttime and, when stored, lab.result (final) at
+  storetime, one order per labevent_id; priority STAT/ROUTINE -> stat/routine, empty ->
+  unknown. Lab events have no unit (hospital level).
+
+MIMIC shifts dates per patient (into 2110-2201), so only per-patient quantities (length
+of stay, readmissions, lab turnaround) are meaningful; hospital-wide windows are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.events import EncounterEvent, EventBase, LabEvent
+
+FACILITY = "MIMIC"
+DISPOSITIONS = {"DIED": "20", "ACUTE HOSPITAL": "02"}
+PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
+
+
+def _read(folder: Path, name: str) -> pl.DataFrame:
+    return pl.read_csv(folder / "hosp" / f"{name}.csv.gz", try_parse_dates=True, infer_schema_length=200_000)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[EventBase]:
+    """Every event, in event-time order (a replay sends them in the order they happened)."""
+    received = received or datetime.now(UTC)
+    admissions = _read(folder, "admissions")
+    transfers = _read(folder, "transfers").filter(pl.col("hadm_id").is_not_null())
+    labs = _read(folder, "labevents")
+    first_unit = (
+        transfers.filter(pl.col("eventtype") == "admit").group_by("hadm_id").agg(pl.col("careunit").first())
+    )
+    last_unit = (
+        transfers.filter(pl.col("careunit").is_not_null())
+        .sort("intime")
+        .group_by("hadm_id")
+        .agg(pl.col("careunit").last().alias("last_unit"))
+    )
+    stays = admissions.join(first_unit, on="hadm_id", how="left").join(last_unit, on="hadm_id", how="left")
+
+    def place(unit: str | None) -> dict[str, Any]:
+        return {"facility": FACILITY, "department": None, "unit": unit}
+
+    events: list[tuple[datetime, int, EventBase]] = []
+    seq = 0
+
+    def add(when: datetime, event: EventBase) -> None:
+        nonlocal seq
+        events.append((when, seq, event))
+        seq += 1
+
+    for row in stays.iter_rows(named=True):
+        hadm, subject = str(row["hadm_id"]), str(row["subject_id"])
+        common: dict[str, Any] = {
+            "received_time": received,
+            "source": "feed",
+            "encounter_id": hadm,
+            "patient_id": subject,
+            "patient_class": "inpatient",
+        }
+        admit = _utc(row["admittime"])
+        add(
+            admit,
+            EncounterEvent(
+                type="encounter.admit",
+                event_time=admit,
+                source_id=f"mimic:adm:{hadm}",
+                admit_time=admit,
+                **common,
+                **place(row["careunit"]),
+            ),
+        )
+        discharge = _utc(row["dischtime"])
+        disposition = DISPOSITIONS.get(row["discharge_location"] or "", "01")
+        add(
+            discharge,
+            EncounterEvent(
+                type="encounter.discharge",
+                event_time=discharge,
+                source_id=f"mimic:dis:{hadm}",
+                discharge_time=discharge,
+                disposition=disposition,
+                **common,
+                **place(row["last_unit"]),
+            ),
+        )
+    for row in transfers.filter(pl.col("eventtype").is_in(["transfer", "ED"])).iter_rows(named=True):
+        when = _utc(row["intime"])
+        kind = "encounter.transfer" if row["eventtype"] == "transfer" else "encounter.register"
+        add(
+            when,
+            EncounterEvent(
+                type=kind,  # type: ignore[arg-type]
+                event_time=when,
+                received_time=received,
+                source="feed",
+                source_id=f"mimic:tr:{row['transfer_id']}",
+                encounter_id=str(row["hadm_id"]),
+                patient_id=str(row["subject_id"]),
+                patient_class="inpatient" if kind == "encounter.transfer" else "emergency",
+                **place(row["careunit"]),
+            ),
+        )
+    for row in labs.select(
+        "labevent_id", "subject_id", "hadm_id", "itemid", "charttime", "storetime", "priority"
+    ).iter_rows(named=True):
+        order = str(row["labevent_id"])
+        common = {
+            "received_time": received,
+            "source": "feed",
+            "order_id": order,
+            "patient_id": str(row["subject_id"]),
+            "encounter_id": str(row["hadm_id"]) if row["hadm_id"] is not None else None,
+            "priority": PRIORITIES.get(row["priority"] or "", "unknown"),
+            "test_code": str(row["itemid"]),
+            **place(None),
+        }
+        collected = _utc(row["charttime"])
+        add(
+            collected,
+            LabEvent(type="lab.collect", event_time=collected, source_id=f"mimic:lc:{order}", **common),
+        )
+        if row["storetime"] is not None:
+            stored = _utc(row["storetime"])
+            add(
+                stored,
+                LabEvent(
+                    type="lab.result",
+                    event_time=stored,
+                    source_id=f"mimic:lr:{order}",
+                    result_status="final",
+                    **common,
+                ),
+            )
+    # at the same minute a discharge comes before an admission: the patient leaves, then returns
+    events.sort(key=lambda e: (e[0], e[2].type != "encounter.discharge", e[1]))
+    for _, _, event in events:
+        yield event
