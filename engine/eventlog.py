@@ -151,6 +151,10 @@ class EventLog:
         """Append and wait until durable; returns the log position after these events."""
         if not events:
             return self.position
+        return await self.append_nowait(events)
+
+    def append_nowait(self, events: list[EventBase]) -> asyncio.Future[Position]:
+        """A future of the position after these events, resolved once they are durable."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Position] = loop.create_future()
         self._pending.append((events, b"".join(dump_event(e) + b"\n" for e in events), fut))
@@ -160,7 +164,7 @@ class EventLog:
             self._writer = asyncio.create_task(self._run_writer(), name="eventlog-writer")
         assert self._wake is not None
         self._wake.set()
-        return await fut
+        return fut
 
     async def _run_writer(self) -> None:
         assert self._wake is not None

@@ -8,7 +8,7 @@ and its own event time; patient identifiers stay in engine state only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -32,6 +32,7 @@ class lazy:
         return value
 
 
+_DEFAULTS: dict[type, dict[str, Any]] = {}
 _PLACES: dict[tuple[str, str | None, str | None], tuple[str, str | None, str | None]] = {}
 """One tuple per place, shared by every event and every piece of state that names it."""
 
@@ -48,6 +49,25 @@ class EventBase(BaseModel):
     department: str | None = None
     unit: str | None = None
     bed: str | None = None
+
+    @classmethod
+    def trusted(cls, fields: dict[str, Any]) -> Self:
+        """Build without validation, for connector code that sets every value's type itself
+        (parsed datetimes, literal types, strings). About 3x faster than validating; the
+        connector tests re-validate everything their mapping builds."""
+        defaults = _DEFAULTS.get(cls)
+        if defaults is None:
+            defaults = _DEFAULTS[cls] = {
+                name: info.default for name, info in cls.model_fields.items() if not info.is_required()
+            }
+        values = {**defaults, **fields}
+        event = cls.__new__(cls)
+        object.__setattr__(event, "__dict__", values)
+        object.__setattr__(event, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        event.model_post_init(None)
+        return event
 
     def model_post_init(self, _context: Any) -> None:
         # Derived once when the event is built (by a connector or from the log), so the
@@ -233,5 +253,10 @@ def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
     return _event_adapter.validate_python(data)  # type: ignore[no-any-return]
 
 
+_DERIVED = frozenset({"ts", "place"})
+
+
 def dump_event(event: EventBase) -> bytes:
-    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+    """JSON of the event's fields without None (the log's record format; parse_event reads
+    it back). orjson on the field dict: several times faster than model_dump."""
+    return orjson.dumps({k: v for k, v in event.__dict__.items() if v is not None and k not in _DERIVED})

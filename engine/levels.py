@@ -167,17 +167,21 @@ class CensusTracker:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            k: [
-                list(s.place) if s.place else None,
-                s.discharged,
-                [[t, list(p), d, w] for t, p, d, w in s.steps],
-            ]
-            for k, s in self.stays.items()
+            "stays": {
+                k: [
+                    list(s.place) if s.place else None,
+                    s.discharged,
+                    [[t, list(p), d, w] for t, p, d, w in s.steps],
+                ]
+                for k, s in self.stays.items()
+            },
+            "discharges": list(self.discharges.items()),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.stays = {}
-        for k, (place, discharged, steps) in state.items():
+        self.discharges = dict(state["discharges"])
+        for k, (place, discharged, steps) in state["stays"].items():
             stay = _Stay()
             stay.place = tuple(place) if place else None  # type: ignore[assignment]
             stay.discharged = discharged

@@ -68,19 +68,20 @@ class Places(_Strict):
         self._units = units
         self._facilities = facilities
 
+    def index(self) -> PlaceIndex:
+        """Plain-dict lookups for connectors' hot paths (pydantic private attrs are slow)."""
+        return PlaceIndex(
+            self._facilities,
+            self._units,
+            self.default_facility or (self.facilities[0].id if self.facilities else None),
+        )
+
     def facility_id(self, code: str | None) -> str | None:
-        if code:
-            return self._facilities.get(code, code)
-        return self.default_facility or (self.facilities[0].id if self.facilities else None)
+        return self.index().facility_id(code)
 
     def resolve(self, facility: str, unit_code: str | None) -> tuple[str | None, str | None]:
         """(department, unit id) for a feed's unit code; unknown units keep their code."""
-        if not unit_code:
-            return None, None
-        found = self._units.get((facility, unit_code))
-        if found is None:
-            return None, unit_code
-        return found[0], found[1]
+        return self.index().resolve(facility, unit_code)
 
     def unit(self, facility: str, unit_id: str) -> Unit | None:
         found = self._units.get((facility, unit_id))
@@ -102,3 +103,32 @@ class Places(_Strict):
         return [
             (fac.id, dep.id, unit) for fac in self.facilities for dep in fac.departments for unit in dep.units
         ]
+
+
+class PlaceIndex:
+    """Where a feed's facility and unit codes lead: our facility, department and unit."""
+
+    __slots__ = ("default", "facilities", "units")
+
+    def __init__(
+        self,
+        facilities: dict[str, str],
+        units: dict[tuple[str, str], tuple[str, str, Unit]],
+        default: str | None,
+    ):
+        self.facilities = facilities
+        self.units = units
+        self.default = default
+
+    def facility_id(self, code: str | None) -> str | None:
+        if code:
+            return self.facilities.get(code, code)
+        return self.default
+
+    def resolve(self, facility: str, unit_code: str | None) -> tuple[str | None, str | None]:
+        if not unit_code:
+            return None, None
+        found = self.units.get((facility, unit_code))
+        if found is None:
+            return None, unit_code
+        return found[0], found[1]

@@ -9,7 +9,9 @@ pre-2.5 location field) is filled too, for older receivers.
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 from connectors.hl7v2.parser import DEFAULT_ENCODING, Encoding, Message
 
@@ -27,6 +29,16 @@ ERROR_TEXT = {
 }
 
 _counter = itertools.count(1)
+_last_stamp: list[Any] = [0, ""]
+
+
+def _stamp() -> str:
+    """Now as YYYYMMDDHHMMSS, formatted once a second (ACKs go out thousands a second)."""
+    now = int(time.time())
+    if now != _last_stamp[0]:
+        _last_stamp[0] = now
+        _last_stamp[1] = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M%S")
+    return str(_last_stamp[1])
 
 
 def _escape(text: str, enc: Encoding) -> str:
@@ -58,7 +70,7 @@ def build_ack(
     enc = msg.enc if msg is not None else DEFAULT_ENCODING
     f, c = enc.field, enc.component
     encoding_chars = f"{enc.component}{enc.repetition}{enc.escape}{enc.subcomponent}" if msg else "^~\\&"
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    stamp = now.strftime("%Y%m%d%H%M%S") if now is not None else _stamp()
     if msg is not None:
         msh = msg.msh
         sender = (msh.raw(5), msh.raw(6))
@@ -66,13 +78,13 @@ def build_ack(
         inbound_id = msg.control_id
         processing = msh.raw(11) or "P"
         version = msh.raw(12) or "2.5"
-        trigger = msh.get(9, 2)
+        trigger = msg.trigger
     else:
         sender = ("CARESCORE", "")
         receiver = ("", "")
         inbound_id = control_id or ""
         processing, version, trigger = "P", "2.5", ""
-    ack_id = f"ACK{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}{next(_counter):06d}"
+    ack_id = f"ACK{stamp}{next(_counter):06d}"
     msh_fields = [
         "MSH",
         encoding_chars,

@@ -4,9 +4,34 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
+_ZONES: dict[str, tzinfo] = {}
+
+
+def _zone(sign: str, zone: str) -> tzinfo:
+    key = sign + zone
+    found = _ZONES.get(key)
+    if found is None:
+        minutes = int(zone[:2]) * 60 + int(zone[2:])
+        if minutes > 14 * 60:
+            raise ValueError(f"time zone offset {sign}{zone} is out of range")
+        found = _ZONES[key] = timezone(timedelta(minutes=minutes if sign == "+" else -minutes))
+    return found
+
 
 def parse_dtm(value: str, default_tz: tzinfo = UTC) -> datetime:
     """An aware datetime; values without an offset are in default_tz (the facility's)."""
+    # The shapes nearly every feed sends: YYYYMMDDHHMMSS, optionally +/-ZZZZ.
+    n = len(value)
+    if (n == 14 or (n == 19 and value[14] in "+-" and value[15:].isdigit())) and value[:14].isdigit():
+        v = value
+        iso = f"{v[0:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}"
+        try:
+            if n == 19:
+                _zone(v[14], v[15:])  # range check (+/-14:00)
+                return datetime.fromisoformat(f"{iso}{v[14:17]}:{v[17:19]}")
+            return datetime.fromisoformat(iso).replace(tzinfo=default_tz)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid date/time: {exc}") from exc
     text = value.strip()
     offset: tzinfo | None = None
     for sign in ("+", "-"):

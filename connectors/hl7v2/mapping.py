@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
 from engine.events import EncounterEvent, EventBase, LabEvent
-from engine.places import Places
+from engine.places import PlaceIndex, Places
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
 
@@ -55,11 +54,26 @@ def required(segment: str, fld: int, what: str) -> MappingError:
     return MappingError(f"{segment}-{fld} ({what}) is required", code=101, segment=segment, field=fld)
 
 
-@dataclass
 class MapContext:
-    places: Places = field(default_factory=Places)
-    timezone: tzinfo = UTC
-    received: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """What mapping needs besides the message: places, the local zone, the receive time."""
+
+    __slots__ = ("index", "places", "received", "timezone")
+
+    def __init__(
+        self,
+        places: Places | None = None,
+        timezone: tzinfo = UTC,
+        received: datetime | None = None,
+        index: PlaceIndex | None = None,
+    ):
+        self.places = places or Places()
+        self.timezone = timezone
+        self.received = received or datetime.now(UTC)
+        self.index = index or self.places.index()
+
+    def at(self, received: datetime) -> MapContext:
+        """The same context for a message received now (reuses the place index)."""
+        return MapContext(self.places, self.timezone, received, self.index)
 
 
 def message_key(msg: Message) -> str:
@@ -105,6 +119,10 @@ RESULT_STATUS = {
 }
 
 
+def _patient_class(code: str) -> str | None:
+    return PATIENT_CLASSES.get(code, code or None)
+
+
 class _Mapper:
     """State for mapping one message: its header, place, time and the events so far."""
 
@@ -113,7 +131,6 @@ class _Mapper:
         self.ctx = ctx
         self.key = message_key(msg)
         self.events: list[EventBase] = []
-        self.msh_time = self.time(msg.msh, 7, "message date/time", required_=False)
 
     # -- values --------------------------------------------------------------------------
     def time(self, seg: Segment | None, fld: int, what: str, required_: bool = True) -> datetime | None:
@@ -136,23 +153,22 @@ class _Mapper:
             value = self.time(seg, fld, "event time", required_=False)
             if value is not None:
                 return value
-        if self.msh_time is None:
+        msh_time = self.time(self.msg.msh, 7, "date/time of message", required_=False)
+        if msh_time is None:
             raise required("MSH", 7, "date/time of message")
-        return self.msh_time
+        return msh_time
 
     def place(self, pv1: Segment | None, fld: int = 3) -> dict[str, Any]:
         """facility/department/unit/bed from a PL field (point of care^room^bed^facility)."""
-        places = self.ctx.places
-        facility_code = pv1.get(fld, 4) if pv1 is not None else ""
+        places = self.ctx.index
+        assert places is not None
+        unit_code, room, bed, facility_code = pv1.components(fld, 4) if pv1 is not None else ("", "", "", "")
         facility = places.facility_id(facility_code or self.msg.sending_facility)
         if not facility:
             raise MappingError(
                 "no facility: PV1-3.4 and MSH-4 are both empty", code=101, segment="MSH", field=4
             )
-        unit_code = pv1.get(fld, 1) if pv1 is not None else ""
         department, unit = places.resolve(facility, unit_code or None)
-        bed = pv1.get(fld, 3) if pv1 is not None else ""
-        room = pv1.get(fld, 2) if pv1 is not None else ""
         return {
             "facility": facility,
             "department": department,
@@ -162,7 +178,9 @@ class _Mapper:
 
     def add(self, cls: type[EventBase], **fields: Any) -> None:
         fields.setdefault("received_time", self.ctx.received)
-        self.events.append(cls(source="hl7v2", source_id=f"{self.key}#{len(self.events)}", **fields))
+        fields["source"] = "hl7v2"
+        fields["source_id"] = f"{self.key}#{len(self.events)}"
+        self.events.append(cls.trusted(fields))
 
     # -- ADT -----------------------------------------------------------------------------
     def patient_id(self, pid: Segment | None) -> str | None:
@@ -199,7 +217,7 @@ class _Mapper:
             event_time=self.event_time((evn, 2)),
             encounter_id=self.encounter_id(pid, pv1),
             patient_id=self.patient_id(pid),
-            patient_class=PATIENT_CLASSES.get(pv1.get(2, 1), pv1.get(2, 1) or None),
+            patient_class=_patient_class(pv1.get(2, 1)),
             admit_time=self.time(pv1, 44, "admit date/time", required_=False),
             discharge_time=self.time(pv1, 45, "discharge date/time", required_=False),
             prior_unit=prior.get("unit"),
@@ -275,13 +293,10 @@ class _Mapper:
         results say nothing rather than guess."""
         anchor = orc or obr
         tq1 = self.msg.after(anchor, "TQ1", stop=("ORC", "OBR")) if anchor is not None else None
-        candidates = [
-            tq1.get(9, 1) if tq1 else "",
-            orc.get(7, 6) if orc else "",
-            obr.get(27, 6) if obr else "",
-            obr.get(5, 1) if obr else "",
-        ]
-        for code in candidates:
+        for seg, fld, comp in ((tq1, 9, 1), (orc, 7, 6), (obr, 27, 6), (obr, 5, 1)):
+            if seg is None:
+                continue
+            code = seg.get(fld, comp)
             if code:
                 return PRIORITIES.get(code.upper(), code.lower())
         return default
@@ -375,7 +390,7 @@ MESSAGE_TYPES: dict[str, dict[str, Callable[[_Mapper], None]]] = {
 
 def check_header(msg: Message) -> None:
     """AR-level checks: a type, trigger and version we can take."""
-    version = msg.version
+    version = msg.msh.get(12)
     if not version:
         raise MappingError("MSH-12 version id is empty", ack="AR", code=203, segment="MSH", field=12)
     if not version.startswith(SUPPORTED_VERSIONS):

@@ -85,15 +85,32 @@ def unescape(value: str, enc: Encoding) -> str:
     return "".join(out)
 
 
+def _clean(part: str, enc: Encoding) -> str:
+    part = part.partition(enc.subcomponent)[0]
+    if enc.escape and enc.escape in part:
+        part = unescape(part, enc)
+    return part
+
+
 class Segment:
-    """One segment; field(n) follows HL7 numbering (MSH-1 is the field separator)."""
+    """One segment; field(n) follows HL7 numbering (MSH-1 is the field separator).
 
-    __slots__ = ("enc", "fields", "name")
+    Fields are split on first use: most segments of a real message are never read."""
 
-    def __init__(self, name: str, fields: list[str], enc: Encoding):
+    __slots__ = ("_fields", "enc", "line", "name")
+
+    def __init__(self, name: str, line: str, enc: Encoding, fields: list[str] | None = None):
         self.name = name
-        self.fields = fields
+        self.line = line
         self.enc = enc
+        self._fields = fields
+
+    @property
+    def fields(self) -> list[str]:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self.line.split(self.enc.field)
+        return fields
 
     def raw(self, n: int) -> str:
         fields = self.fields
@@ -107,46 +124,83 @@ class Segment:
 
     def get(self, n: int, comp: int = 1, sub: int = 1, rep: int = 0) -> str:
         """Field n, component comp, subcomponent sub of repetition rep; '' when absent."""
-        raw = self.raw(n)
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self.line.split(self.enc.field)
+        if n >= len(fields):
+            return ""
+        raw = fields[n]
         if not raw:
             return ""
-        enc = self.enc
-        if self.name == "MSH" and n in (1, 2):
+        if n < 3 and self.name == "MSH":
             return raw
-        if enc.repetition in raw:
+        enc = self.enc
+        if rep == 0 and comp == 1 and sub == 1:  # the common case, in three C calls
+            raw = raw.partition(enc.repetition)[0].partition(enc.component)[0].partition(enc.subcomponent)[0]
+            if enc.escape and enc.escape in raw:
+                return unescape(raw, enc)
+            return raw
+        if rep == 0:
+            raw = raw.partition(enc.repetition)[0]
+        else:
             reps = raw.split(enc.repetition)
             if rep >= len(reps):
                 return ""
             raw = reps[rep]
-        elif rep > 0:
-            return ""
-        if enc.component in raw:
+        if comp == 1:
+            raw = raw.partition(enc.component)[0]
+        else:
             comps = raw.split(enc.component)
-            raw = comps[comp - 1] if comp <= len(comps) else ""
-        elif comp > 1:
-            return ""
-        if enc.subcomponent in raw:
+            if comp > len(comps):
+                return ""
+            raw = comps[comp - 1]
+        if sub == 1:
+            raw = raw.partition(enc.subcomponent)[0]
+        else:
             subs = raw.split(enc.subcomponent)
-            raw = subs[sub - 1] if sub <= len(subs) else ""
-        elif sub > 1:
-            return ""
+            if sub > len(subs):
+                return ""
+            raw = subs[sub - 1]
         if enc.escape and enc.escape in raw:
             return unescape(raw, enc)
         return raw
 
+    def components(self, n: int, size: int) -> list[str]:
+        """The first `size` components of field n (first repetition, first subcomponents),
+        '' where absent: one split for code that reads several parts of a field."""
+        raw = self.get_raw_first(n)
+        if not raw:
+            return [""] * size
+        enc = self.enc
+        parts = raw.split(enc.component, size)[:size]
+        if len(parts) < size:
+            parts += [""] * (size - len(parts))
+        if enc.subcomponent in raw or (enc.escape and enc.escape in raw):
+            parts = [_clean(p, enc) for p in parts]
+        return parts
+
+    def get_raw_first(self, n: int) -> str:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self.line.split(self.enc.field)
+        if n >= len(fields):
+            return ""
+        return fields[n].partition(self.enc.repetition)[0]
+
     def __repr__(self) -> str:
-        return f"Segment({self.enc.field.join(self.fields)!r})"
+        return f"Segment({self.line!r})"
 
 
 class Message:
     """A parsed message: segments in order, plus quick access by segment name."""
 
-    __slots__ = ("enc", "raw", "segments")
+    __slots__ = ("enc", "message_type", "raw", "segments", "trigger")
 
     def __init__(self, raw: str, segments: list[Segment], enc: Encoding):
         self.raw = raw
         self.segments = segments
         self.enc = enc
+        self.message_type, self.trigger = segments[0].components(9, 2)
 
     @property
     def msh(self) -> Segment:
@@ -178,14 +232,6 @@ class Message:
 
     # MSH conveniences
     @property
-    def message_type(self) -> str:
-        return self.msh.get(9, 1)
-
-    @property
-    def trigger(self) -> str:
-        return self.msh.get(9, 2)
-
-    @property
     def control_id(self) -> str:
         return self.msh.get(10)
 
@@ -198,29 +244,19 @@ class Message:
         return self.msh.get(4, 1)
 
 
-def parse(raw: str) -> Message:
-    """Parse one message; raises HL7ParseError when there is no readable MSH."""
-    text = raw.lstrip("\ufeff\r\n\t \x0b")
-    if not text.startswith("MSH"):
-        raise HL7ParseError("message does not start with an MSH segment")
-    if len(text) < 8:
-        raise HL7ParseError("MSH segment is too short to hold its encoding characters")
-    fsep = text[3]
+def _encoding(fsep: str, enc_chars: str) -> Encoding:
+    """Validate MSH-1/MSH-2 once per distinct pair; the answer is cached."""
     if fsep.isalnum() or fsep in "\r\n ":
         raise HL7ParseError(f"MSH-1 field separator {fsep!r} is not a delimiter", field=1)
-    end_enc = text.find(fsep, 4)
-    if end_enc < 0:
-        end_enc = len(text)
-    enc_chars = text[4:end_enc]
     if len(enc_chars) < 2 or len(enc_chars) > 5:
         raise HL7ParseError(
             f"MSH-2 encoding characters {enc_chars!r} must be 4 characters such as ^~\\&", field=2
         )
-    padded = enc_chars + "\x00" * (5 - len(enc_chars))
-    comp, rep, esc, sub, trunc = (padded[i] for i in range(5))
     if len(set(enc_chars) | {fsep}) != len(enc_chars) + 1:
         raise HL7ParseError("MSH-1/MSH-2 delimiters must all differ", field=2)
-    enc = Encoding(
+    padded = enc_chars + "\x00" * (5 - len(enc_chars))
+    comp, rep, esc, sub, trunc = (padded[i] for i in range(5))
+    return Encoding(
         field=fsep,
         component=comp,
         repetition=rep if rep != "\x00" else "~",
@@ -228,22 +264,38 @@ def parse(raw: str) -> Message:
         subcomponent=sub if sub != "\x00" else "&",
         truncation=trunc if trunc != "\x00" else None,
     )
-    segments: list[Segment] = []
-    for line in SEGMENT_SPLIT.split(text):
-        if not line.strip():
-            continue
-        parts = line.split(fsep)
-        name = parts[0].strip()
-        if name == "MSH" and not segments:
-            fields = ["MSH", fsep, *parts[1:]]
-            # parts[1] is MSH-2 (encoding characters); shift so field(n) is MSH-n.
-            segments.append(Segment("MSH", fields, enc))
-            continue
-        segments.append(Segment(name, parts, enc))
-    if not segments[0].get(9, 1):
-        raise HL7ParseError("MSH-9 message type is empty", field=9)
-    return Message(text, segments, enc)
 
+
+def parse(raw: str) -> Message:
+    """Parse one message; raises HL7ParseError when there is no readable MSH."""
+    text = raw if raw.startswith("MSH") else raw.lstrip("\ufeff\r\n\t \x0b")
+    if not text.startswith("MSH"):
+        raise HL7ParseError("message does not start with an MSH segment")
+    if len(text) < 8:
+        raise HL7ParseError("MSH segment is too short to hold its encoding characters")
+    fsep = text[3]
+    end_enc = text.find(fsep, 4)
+    enc_chars = text[4:end_enc] if end_enc >= 0 else text[4:]
+    enc = _ENCODINGS.get((fsep, enc_chars))
+    if enc is None:
+        enc = _ENCODINGS[(fsep, enc_chars)] = _encoding(fsep, enc_chars)
+    segments: list[Segment] = []
+    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    parts = lines[0].split(fsep)
+    # MSH-1 is the separator itself: shift so that field(n) is MSH-n.
+    segments.append(Segment("MSH", lines[0], enc, ["MSH", fsep, *parts[1:]]))
+    for line in lines[1:]:
+        if not line or line.isspace():
+            continue
+        name = line[:3] if line[3:4] in (fsep, "") else line.split(fsep, 1)[0].strip()
+        segments.append(Segment(name, line, enc))
+    message = Message(text, segments, enc)
+    if not message.message_type:
+        raise HL7ParseError("MSH-9 message type is empty", field=9)
+    return message
+
+
+_ENCODINGS: dict[tuple[str, str], Encoding] = {}
 
 BATCH_HEADERS = ("FHS", "BHS")
 

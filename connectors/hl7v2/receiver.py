@@ -7,10 +7,10 @@ now. Every AE/AR keeps the raw message in the dead-letter store with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.ack import build_ack
@@ -24,6 +24,7 @@ from connectors.hl7v2.mapping import (
 from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
 from connectors.metrics import DEAD_LETTERS, HL7_DUPLICATES, HL7_MESSAGES
 from engine.bus import EventSink, Published, StorageUnavailable
+from engine.events import EventBase
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +46,53 @@ def decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _counted(ack: str, mtype: str) -> Any:
+    child = _COUNTERS.get((ack, mtype))
+    if child is None:
+        child = _COUNTERS[(ack, mtype)] = HL7_MESSAGES.labels(ack, mtype)
+    return child
+
+
 class HL7Receiver:
     def __init__(
         self,
         sink: EventSink,
         dead_letters: DeadLetterStore,
-        context: Callable[[], MapContext],
+        context: MapContext,
     ):
         self.sink = sink
         self.dead_letters = dead_letters
         self.context = context
 
-    async def handle_frame(self, raw: bytes) -> str:
-        """The reply for one MLLP frame: an ACK, or for an FHS/BHS batch a batch of ACKs."""
+    def handle_frame(self, raw: bytes) -> str | asyncio.Future[str]:
+        """The reply for one MLLP frame: an ACK now (rejects), or a future ACK that resolves
+        once the events are durable; an FHS/BHS batch gets a batch of ACKs."""
         text = decode(raw)
-        if not is_batch(text):
-            return (await self.handle(text)).reply
+        if is_batch(text):
+            return asyncio.ensure_future(self._batch(text))
+        outcome = self.receive(text)
+        if isinstance(outcome, Outcome):
+            return outcome.reply
+        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(lambda done: reply.set_result(done.result().reply))
+        return reply
+
+    async def _batch(self, text: str) -> str:
         replies = [(await self.handle(m)).reply for m in split_batch(text)]
         now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         return f"BHS|^~\\&|CARESCORE||||{now}\r" + "".join(replies) + f"BTS|{len(replies)}\r"
 
     async def handle(self, text: str) -> Outcome:
+        """One message to its outcome (tests, batches, replays)."""
+        outcome = self.receive(text)
+        return outcome if isinstance(outcome, Outcome) else await outcome
+
+    def receive(self, text: str) -> Outcome | asyncio.Future[Outcome]:
+        """Parse, map and hand the events to the sink. Rejections are decided now; an
+        accepted message's outcome is a future that resolves when the sink has stored it."""
         try:
             msg = parse(text)
         except HL7ParseError as exc:
@@ -74,30 +101,44 @@ class HL7Receiver:
             )
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
         try:
-            events = map_message(msg, self.context())
+            events = map_message(msg, self.context.at(datetime.now(UTC)))
         except MappingError as exc:
             return self._reject(
-                msg,
-                text,
-                exc.ack,
-                exc.reason,
-                exc.code,
-                exc.segment,
-                exc.field,
-                exc.component,
-                mtype,
+                msg, text, exc.ack, exc.reason, exc.code, exc.segment, exc.field, exc.component, mtype
             )
-        try:
-            result = await self.sink.publish(message_key(msg), events)
-        except StorageUnavailable as exc:
-            reason = f"could not store the events now ({exc}); resend later"
-            return self._reject(msg, text, "AE", reason, 207, None, None, None, mtype)
-        duplicate = result is Published.duplicate
-        if duplicate:
-            HL7_DUPLICATES.inc()
-        HL7_MESSAGES.labels("AA", mtype).inc()
-        note = "duplicate: already stored" if duplicate else ""
-        return Outcome("AA", note, len(events), duplicate, None, build_ack(msg, "AA", text=note))
+        stored = self._store(message_key(msg), events)
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(result: asyncio.Future[Published]) -> None:
+            try:
+                published = result.result()
+            except StorageUnavailable as exc:
+                reason = f"could not store the events now ({exc}); resend later"
+                outcome.set_result(self._reject(msg, text, "AE", reason, 207, None, None, None, mtype))
+                return
+            except Exception as exc:
+                log.exception("storing events failed")
+                reason = f"could not store the events now ({type(exc).__name__}); resend later"
+                outcome.set_result(self._reject(msg, text, "AE", reason, 207, None, None, None, mtype))
+                return
+            duplicate = published is Published.duplicate
+            if duplicate:
+                HL7_DUPLICATES.inc()
+            _counted("AA", mtype).inc()
+            note = "duplicate: already stored" if duplicate else ""
+            outcome.set_result(
+                Outcome("AA", note, len(events), duplicate, None, build_ack(msg, "AA", text=note))
+            )
+
+        stored.add_done_callback(done)
+        return outcome
+
+    def _store(self, key: str, events: list[EventBase]) -> asyncio.Future[Published]:
+        """The sink's future, without a coroutine per message when the sink offers one."""
+        nowait = getattr(self.sink, "publish_nowait", None)
+        if nowait is not None:
+            return nowait(key, events)  # type: ignore[no-any-return]
+        return asyncio.ensure_future(self.sink.publish(key, events))
 
     def _reject(
         self,
@@ -111,7 +152,7 @@ class HL7Receiver:
         component: int | None = None,
         mtype: str = "unreadable",
     ) -> Outcome:
-        HL7_MESSAGES.labels(code, mtype).inc()
+        _counted(code, mtype).inc()
         where = f"{segment}-{field}" if segment and field else (segment or "message")
         try:
             letter = self.dead_letters.add("hl7v2", f"{code} {error_code}: {reason}", text, detail=where)

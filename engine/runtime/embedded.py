@@ -114,18 +114,33 @@ class EmbeddedRuntime:
 
     # -- the bus -------------------------------------------------------------------------
     async def publish(self, message_key: str, events: list[EventBase]) -> Published:
+        return await self.publish_nowait(message_key, events)
+
+    def publish_nowait(self, message_key: str, events: list[EventBase]) -> asyncio.Future[Published]:
+        """A future that resolves once the events are durable (or at once: a duplicate)."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Published] = loop.create_future()
         if message_key in self.seen or message_key in self._reserved:
-            return Published.duplicate
+            result.set_result(Published.duplicate)
+            return result
+        if not events:
+            self._remember(message_key)
+            result.set_result(Published.accepted)
+            return result
         self._reserved.add(message_key)
-        try:
-            if events:
-                await self.log.append(events)
-        except OSError as exc:
-            raise StorageUnavailable(f"event log: {exc.strerror or exc}") from exc
-        finally:
+
+        def stored(appended: asyncio.Future[Any]) -> None:
             self._reserved.discard(message_key)
-        self._remember(message_key)
-        return Published.accepted
+            exc = appended.exception()
+            if exc is not None:
+                error = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                result.set_exception(StorageUnavailable(f"event log: {error}"))
+                return
+            self._remember(message_key)
+            result.set_result(Published.accepted)
+
+        self.log.append_nowait(events).add_done_callback(stored)
+        return result
 
     def ingest_now(self, message_key: str, events: list[EventBase]) -> Published:
         """Blocking publish for bulk imports (CLI): same de-duplication, fsync per batch."""
