@@ -24,12 +24,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TLSSettings(_Strict):
+    cert: Path = Field(description="PEM certificate chain of this listener")
+    key: Path = Field(description="PEM private key")
+    client_ca: Path | None = Field(
+        default=None, description="when set, senders must present a certificate signed by this CA"
+    )
+
+
 class MLLPSettings(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2575, ge=0, le=65535)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     idle_timeout: Duration = 300.0
+    allowed_facilities: list[str] = Field(
+        default_factory=list, description="sending facilities (MSH-4.1) accepted; empty: any"
+    )
+    tls: TLSSettings | None = None
 
 
 class APISettings(_Strict):
@@ -118,4 +130,13 @@ def load_settings(path: Path | None = None) -> Settings:
         settings.data_dir = (base / settings.data_dir).resolve()
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
+    tls = settings.mllp.tls
+    if tls is not None:
+        for name in ("cert", "key", "client_ca"):
+            value = getattr(tls, name)
+            if value is not None and not value.is_absolute():
+                setattr(tls, name, (base / value).resolve())
+            if value is not None and not getattr(tls, name).exists():
+                line = lines.get(("mllp", "tls", name))
+                raise ConfigError([f"{path}:{line}: mllp.tls.{name}: {getattr(tls, name)} does not exist"])
     return settings

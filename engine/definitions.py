@@ -108,11 +108,20 @@ class DurationMeasure(_Strict):
     expire_after: Duration = Field(
         default=30 * 86400.0, description="open intervals older than this are given up"
     )
+    cancel: Match | None = Field(
+        default=None,
+        description="an event that withdraws the interval (a cancelled order, a cancelled call): "
+        "it is dropped, neither counted nor overdue",
+    )
 
     @model_validator(mode="after")
     def _key_exists(self) -> DurationMeasure:
         require_field(self.start.event, self.key)
         require_field(self.end.event, self.key)
+        if self.cancel is not None:
+            require_field(self.cancel.event, self.key)
+            if self.cancel.event in (self.start.event, self.end.event):
+                raise ValueError("cancel must be an event type of its own")
         return self
 
 

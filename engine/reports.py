@@ -150,13 +150,17 @@ class Reporter:
         starts = self._first_per_key(m.start, m.key, "t0", "s_")
         ends = self._first_per_key(m.end, m.key, "t1", "e_")
         side = "s_" if m.attribute_to == "start" else "e_"
-        return (
-            starts.join(ends, on=m.key, how="inner")
-            .filter((pl.col("t1") >= pl.col("t0")) & (pl.col("t1") >= start) & (pl.col("t1") < end))
-            .select(
-                *[pl.col(f"{side}{c}").alias(c) for c in PLACE],
-                ((pl.col("t1") - pl.col("t0")) / TIME_UNITS[m.unit]).alias("value"),
+        pairs = starts.join(ends, on=m.key, how="inner")
+        if m.cancel is not None:  # withdrawn before it ended: not counted
+            cancels = self._first_per_key(m.cancel, m.key, "tc", "c_").select(m.key, "tc")
+            pairs = pairs.join(cancels, on=m.key, how="left").filter(
+                pl.col("tc").is_null() | (pl.col("tc") >= pl.col("t1"))
             )
+        return pairs.filter(
+            (pl.col("t1") >= pl.col("t0")) & (pl.col("t1") >= start) & (pl.col("t1") < end)
+        ).select(
+            *[pl.col(f"{side}{c}").alias(c) for c in PLACE],
+            ((pl.col("t1") - pl.col("t0")) / TIME_UNITS[m.unit]).alias("value"),
         )
 
     def _event_values(self, m: EventMeasure, start: float, end: float) -> pl.DataFrame:

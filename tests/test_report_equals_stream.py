@@ -166,10 +166,16 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
         events.append(_event("lab.order", start, u, order_id=f"o{i}", priority=priority))
         if draw(st.booleans()):  # a resent order message: same order, same time
             events.append(_event("lab.order", start, u, order_id=f"o{i}", priority=priority))
+        end = None
         if draw(st.integers(0, 4)):
             end = start + draw(st.floats(0, 90, allow_nan=False))
             status = draw(st.sampled_from(["final", "final", "preliminary"]))
             events.append(_event("lab.result", end, draw(unit), order_id=f"o{i}", result_status=status))
+        if draw(st.integers(0, 5)) == 0:  # cancelled, well before or after the result (never reordered)
+            offset = draw(st.floats(6, 60))
+            before = end is not None and end - offset > start and draw(st.booleans())
+            when = end - offset if before else (end or start) + offset  # type: ignore[operator]
+            events.append(_event("lab.cancel", when, u, order_id=f"o{i}", priority=priority))
     patients = [f"p{k}" for k in range(4)]
     for i in range(draw(st.integers(0, 8))):
         t = draw(minute)

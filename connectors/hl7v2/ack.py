@@ -65,6 +65,7 @@ def build_ack(
     component: int | None = None,
     control_id: str | None = None,
     now: datetime | None = None,
+    reply_type: str | None = None,
 ) -> str:
     """An ACK message (segments joined by CR) answering msg (None if MSH was unreadable)."""
     enc = msg.enc if msg is not None else DEFAULT_ENCODING
@@ -94,7 +95,7 @@ def build_ack(
         receiver[1],
         stamp,
         "",
-        f"ACK{c}{trigger}{c}ACK" if trigger else "ACK",
+        reply_type.replace("^", c) if reply_type else (f"ACK{c}{trigger}{c}ACK" if trigger else "ACK"),
         ack_id,
         processing,
         version,

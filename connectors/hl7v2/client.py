@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 from connectors.hl7v2.mllp import END, START, frame
 
 
 class MLLPClient:
-    def __init__(self, host: str = "127.0.0.1", port: int = 2575, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2575,
+        *,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.ssl_context = ssl_context
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout
+            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout
         )
 
     async def send(self, message: str | bytes) -> str:

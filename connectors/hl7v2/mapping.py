@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
-from engine.events import EncounterEvent, EventBase, LabEvent
+from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent
 from engine.places import PlaceIndex, Places
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
@@ -361,6 +361,102 @@ class _Mapper:
             when = self.event_time((obr, 22))
             self.add(LabEvent, type="lab.result", event_time=when, result_status=status, **common)
 
+    # -- nurse call (IHE PCD Alarm Communication Management) ----------------------------------
+    def nurse_call(self) -> None:
+        """ORU^R40: one alert per OBR (OBR-3 the alert id); its OBX rows give the event phase
+        (MDC_ATTR_EVENT_PHASE start / continue / end) and the inactivation state (an
+        'acknowledged' alert was answered). start -> placed, acknowledged -> acknowledged,
+        end -> cancelled (the call is over; answered calls were counted when acknowledged)."""
+        obrs = self.msg.all("OBR")
+        if not obrs:
+            raise MappingError("ORU^R40 needs an OBR segment per alert", code=100, segment="OBR")
+        pid = self.msg.first("PID")
+        for obr in obrs:
+            call_id = obr.get(3, 1) or obr.get(2, 1)
+            if not call_id:
+                raise required("OBR", 3, "alert identifier (filler order number)")
+            phase, state, priority = "", "", ""
+            seg: Segment | None = obr
+            while True:
+                seg = self.msg.after(seg, "OBX", stop=("OBR",)) if seg is not None else None
+                if seg is None:
+                    break
+                code = seg.get(3, 2).upper() or seg.get(3, 1).upper()
+                value = seg.get(5, 1).lower()
+                if "EVENT_PHASE" in code or code == "68481":
+                    phase = value
+                elif "INACTIVATION_STATE" in code or code == "68483":
+                    state = value
+                elif "ALARM_PRIORITY" in code or code == "68484":
+                    priority = value
+            place = self.place(self.msg.first("PV1")) if self.msg.first("PV1") else self.place(None)
+            when = self.event_time((obr, 7), (self.msg.after(obr, "OBX", stop=("OBR",)), 14))
+            common = {
+                "call_id": call_id,
+                "patient_id": self.patient_id(pid),
+                "priority": priority or "normal",
+                "event_time": when,
+                **place,
+            }
+            if phase in ("start", "present"):
+                self.add(NurseCallEvent, type="nursecall.placed", **common)
+            if state in ("acknowledged", "ack") or phase in ("escalate", "acknowledged"):
+                self.add(NurseCallEvent, type="nursecall.acknowledged", **common)
+            if phase in ("end", "stop", "cancelled"):
+                self.add(NurseCallEvent, type="nursecall.cancelled", **common)
+            if not phase and not state:
+                raise MappingError(
+                    f"alert {call_id}: no OBX with MDC_ATTR_EVENT_PHASE or MDC_ATTR_ALARM_INACTIVATION_STATE",
+                    code=101,
+                    segment="OBX",
+                    field=3,
+                )
+
+    # -- charges ------------------------------------------------------------------------
+    def charges(self) -> None:
+        """DFT^P03: one finance.charge per FT1. Amount FT1-11 (extended) or FT1-12 x FT1-10;
+        credits (FT1-6 CD) are negative; FT1-16 place, else PV1-3; FT1-25 procedure code."""
+        ft1s = self.msg.all("FT1")
+        if not ft1s:
+            raise MappingError("DFT^P03 needs at least one FT1 segment", code=100, segment="FT1")
+        pv1 = self.msg.first("PV1")
+        pid = self.msg.first("PID")
+        for ft1 in ft1s:
+            when = self.event_time((ft1, 4))
+            quantity = _number(ft1, 10, "quantity", default=1.0)
+            extended = _number(ft1, 11, "extended amount")
+            unit_amount = _number(ft1, 12, "unit amount")
+            if extended is None and unit_amount is None:
+                raise required("FT1", 11, "extended amount (or FT1-12 unit amount)")
+            amount = extended if extended is not None else (unit_amount or 0.0) * (quantity or 1.0)
+            if ft1.get(6, 1).upper() in ("CD", "PY", "AJ") and amount > 0:
+                amount = -amount  # credits, payments and adjustments reduce the charges
+            place = self.place(ft1, 16) if ft1.get(16, 1) else self.place(pv1)
+            procedure = ft1.get(25, 1) or None
+            self.add(
+                FinanceEvent,
+                type="finance.charge",
+                event_time=when,
+                category="procedure" if procedure else "charge",
+                amount=amount,
+                currency=ft1.get(11, 2) or "USD",
+                procedure_code=procedure,
+                patient_id=self.patient_id(pid),
+                **place,
+            )
+
+
+def _number(seg: Segment, fld: int, what: str, default: float | None = None) -> float | None:
+    raw = seg.get(fld, 1)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise MappingError(
+            f"{seg.name}-{fld} ({what}) {raw!r} is not a number", code=102, segment=seg.name, field=fld
+        ) from exc
+
 
 ADT_TRIGGERS: dict[str, Callable[[_Mapper], None]] = {
     "A01": lambda m: m.adt("encounter.admit"),
@@ -384,8 +480,12 @@ MESSAGE_TYPES: dict[str, dict[str, Callable[[_Mapper], None]]] = {
     "ADT": ADT_TRIGGERS,
     "ORM": {"O01": _Mapper.orders},
     "OML": {"O21": _Mapper.orders},
-    "ORU": {"R01": _Mapper.results},
+    "ORU": {"R01": _Mapper.results, "R40": _Mapper.nurse_call},
+    "DFT": {"P03": _Mapper.charges, "P11": _Mapper.charges},
 }
+
+REPLY_TYPES = {("ORU", "R40"): "ORA^R41^ORA_R41"}
+"""Message types answered with something other than ACK (IHE PCD ACM expects ORA^R41)."""
 
 
 def check_header(msg: Message) -> None:

@@ -122,8 +122,9 @@ class Segment:
             return [raw]
         return raw.split(self.enc.repetition) if raw else []
 
-    def get(self, n: int, comp: int = 1, sub: int = 1, rep: int = 0) -> str:
-        """Field n, component comp, subcomponent sub of repetition rep; '' when absent."""
+    def get(self, n: int, comp: int = 1, sub: int = 1, rep: int = 0, unescaped: bool = True) -> str:
+        """Field n, component comp, subcomponent sub of repetition rep; '' when absent.
+        Escape sequences are resolved unless unescaped=False."""
         fields = self._fields
         if fields is None:
             fields = self._fields = self.line.split(self.enc.field)
@@ -137,7 +138,7 @@ class Segment:
         enc = self.enc
         if rep == 0 and comp == 1 and sub == 1:  # the common case, in three C calls
             raw = raw.partition(enc.repetition)[0].partition(enc.component)[0].partition(enc.subcomponent)[0]
-            if enc.escape and enc.escape in raw:
+            if unescaped and enc.escape and enc.escape in raw:
                 return unescape(raw, enc)
             return raw
         if rep == 0:
@@ -161,7 +162,7 @@ class Segment:
             if sub > len(subs):
                 return ""
             raw = subs[sub - 1]
-        if enc.escape and enc.escape in raw:
+        if unescaped and enc.escape and enc.escape in raw:
             return unescape(raw, enc)
         return raw
 
@@ -281,11 +282,13 @@ def parse(raw: str) -> Message:
         enc = _ENCODINGS[(fsep, enc_chars)] = _encoding(fsep, enc_chars)
     segments: list[Segment] = []
     lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    lines[0] = lines[0].rstrip()
     parts = lines[0].split(fsep)
     # MSH-1 is the separator itself: shift so that field(n) is MSH-n.
     segments.append(Segment("MSH", lines[0], enc, ["MSH", fsep, *parts[1:]]))
     for line in lines[1:]:
-        if not line or line.isspace():
+        line = line.rstrip()  # trailing blanks are transport artefacts (python-hl7 drops them too)
+        if not line:
             continue
         name = line[:3] if line[3:4] in (fsep, "") else line.split(fsep, 1)[0].strip()
         segments.append(Segment(name, line, enc))

@@ -16,6 +16,7 @@ from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.ack import build_ack
 from connectors.hl7v2.mapping import (
     MESSAGE_TYPES,
+    REPLY_TYPES,
     MapContext,
     MappingError,
     map_message,
@@ -36,6 +37,10 @@ class Outcome(NamedTuple):
     duplicate: bool
     dead_letter: int | None
     reply: str
+
+
+def reply_type(msg: Message) -> str | None:
+    return REPLY_TYPES.get((msg.message_type, msg.trigger))
 
 
 def decode(raw: bytes) -> str:
@@ -62,10 +67,12 @@ class HL7Receiver:
         sink: EventSink,
         dead_letters: DeadLetterStore,
         context: MapContext,
+        allowed_facilities: list[str] | None = None,
     ):
         self.sink = sink
         self.dead_letters = dead_letters
         self.context = context
+        self.allowed = frozenset(allowed_facilities) if allowed_facilities else None
 
     def handle_frame(self, raw: bytes) -> str | asyncio.Future[str]:
         """The reply for one MLLP frame: an ACK now (rejects), or a future ACK that resolves
@@ -100,6 +107,9 @@ class HL7Receiver:
                 None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
             )
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
+        if self.allowed is not None and msg.sending_facility not in self.allowed:
+            reason = f"sending facility {msg.sending_facility!r} (MSH-4) is not on this listener's allow-list"
+            return self._reject(msg, text, "AR", reason, 207, "MSH", 4, None, mtype)
         try:
             events = map_message(msg, self.context.at(datetime.now(UTC)))
         except MappingError as exc:
@@ -126,9 +136,8 @@ class HL7Receiver:
                 HL7_DUPLICATES.inc()
             _counted("AA", mtype).inc()
             note = "duplicate: already stored" if duplicate else ""
-            outcome.set_result(
-                Outcome("AA", note, len(events), duplicate, None, build_ack(msg, "AA", text=note))
-            )
+            ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
+            outcome.set_result(Outcome("AA", note, len(events), duplicate, None, ack))
 
         stored.add_done_callback(done)
         return outcome
@@ -175,6 +184,7 @@ class HL7Receiver:
         reply = build_ack(
             msg,
             code,
+            reply_type=reply_type(msg) if msg is not None else None,
             text=reason,
             error_code=error_code,
             segment=segment,

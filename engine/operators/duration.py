@@ -30,6 +30,9 @@ class DurationOperator(ValueOperator):
         self.start_ok = compile_where(self.measure.start.where)
         self.end_ok = compile_where(self.measure.end.where)
         self.end_contradicts = _contradiction(self.measure)
+        cancel = self.measure.cancel
+        self.cancel_ok = compile_where(cancel.where) if cancel is not None else None
+        self.cancelled = 0
         self.by_start = self.measure.attribute_to == "start"
         # key -> (start ts, place), oldest first: starts arrive in about time order, so the
         # live value finds overdue intervals, and pruning expired ones, at the front.
@@ -47,7 +50,21 @@ class DurationOperator(ValueOperator):
             subs[self.measure.start.event] = self.on_either
         else:
             subs[self.measure.end.event] = self.on_end
+        if self.measure.cancel is not None:
+            subs[self.measure.cancel.event] = self.on_cancel
         return subs
+
+    def on_cancel(self, event: EventBase) -> None:
+        """Withdrawn before it ended: drop it, and ignore a late end (or a resent start)."""
+        if self.cancel_ok is not None and not self.cancel_ok(event):
+            return
+        key = getattr(event, self.key_field)
+        if key is None or key in self.closed_keys:
+            return
+        self.open.pop(key, None)
+        self.early_ends.pop(key, None)
+        self.closed_keys[key] = event.ts
+        self.cancelled += 1
 
     def routing_hints(self) -> dict[str, Hint]:
         m = self.measure

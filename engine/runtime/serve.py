@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -21,10 +22,21 @@ from api.app import create_app
 from connectors.hl7v2.mapping import MapContext
 from connectors.hl7v2.mllp import MLLPServer
 from connectors.hl7v2.receiver import HL7Receiver
-from engine.config import Settings
+from engine.config import Settings, TLSSettings
 from engine.runtime.embedded import EmbeddedRuntime
 
 log = logging.getLogger(__name__)
+
+
+def server_tls(tls: TLSSettings | None) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca is not None:
+        context.load_verify_locations(tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def tune_gc() -> None:
@@ -44,7 +56,10 @@ class Service:
         self.runtime = EmbeddedRuntime(settings)
         zone = settings.zone
         self.receiver = HL7Receiver(
-            self.runtime, self.runtime.dead_letters, MapContext(settings.places, zone)
+            self.runtime,
+            self.runtime.dead_letters,
+            MapContext(settings.places, zone),
+            allowed_facilities=settings.mllp.allowed_facilities,
         )
         self.mllp = MLLPServer(
             self.receiver.handle_frame,
@@ -52,6 +67,7 @@ class Service:
             settings.mllp.port,
             max_message_bytes=settings.mllp.max_message_bytes,
             idle_timeout=settings.mllp.idle_timeout,
+            ssl_context=server_tls(settings.mllp.tls),
             on_unusable=self._keep_unusable,
         )
         self.app = create_app(self.runtime)  # type: ignore[arg-type]
