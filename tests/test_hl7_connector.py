@@ -145,7 +145,7 @@ async def test_framing_junk_oversize_abandoned_and_unterminated(
         )
         assert ack_code(ack) == "AA"
         # a frame cut off by the connection closing: kept as a dead letter
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"\x0bMSH|^~\\&|never finished")
         await writer.drain()
         writer.close()
