@@ -78,6 +78,22 @@ class DemoSettings(_Strict):
     backfill: Duration = Field(default=7200.0, description="history simulated at first start")
 
 
+class FHIRSettings(_Strict):
+    experience_questionnaires: list[str] = Field(
+        default_factory=lambda: ["hcahps", "patient-experience", "experience", "satisfaction"],
+        description="QuestionnaireResponse.questionnaire containing one of these is an experience survey",
+    )
+    top_box_answers: list[str] = Field(
+        default_factory=lambda: ["always", "definitely yes", "yes, definitely", "9", "10"],
+        description="coded/text answers that are the most positive category",
+    )
+    top_box_min: float = Field(default=9.0, description="numeric answers at or above this are top box (0-10)")
+    nurse_call_codes: list[str] = Field(
+        default_factory=lambda: ["nurse-call", "patient-call", "call-light"],
+        description="Task.code / Communication.category codes that mark a nurse call",
+    )
+
+
 class ScorecardSettings(_Strict):
     status: Literal["worst", "weighted"] = Field(
         default="worst",
@@ -100,6 +116,7 @@ class Settings(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
+    fhir: FHIRSettings = Field(default_factory=FHIRSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")

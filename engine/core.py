@@ -27,7 +27,7 @@ from engine.definitions import (
     ReadmissionMeasure,
 )
 from engine.events import EventBase
-from engine.levels import CensusTracker, RosterTracker, StaffTracker
+from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
 from engine.operators.base import Handler, Hint, Operator, Output
 from engine.operators.duration import DurationOperator
 from engine.operators.events import EventValueOperator
@@ -80,6 +80,7 @@ OPERATORS: dict[type, type[Operator]] = {
 }
 
 LEVEL_SOURCES = {
+    "beds": ("bed.",),
     "patients": ("encounter.",),
     "licensed_staff": ("staffing.",),
     "staff": ("hr.",),
@@ -159,6 +160,7 @@ class Engine:
         self.census = CensusTracker(self._level)
         self.staff = StaffTracker(self._level)
         self.roster = RosterTracker(self._level)
+        self.beds = BedTracker(self._level)
         self.routes: dict[str, list[Handler]] = {}
         self.level_routes: dict[str, list[Callable[[GroupKey, float, float], None]]] = {}
         self.type_sources: dict[str, set[str]] = {}
@@ -166,7 +168,7 @@ class Engine:
         self._op_types: list[set[str]] = []
         self.events_processed = 0
         hinted: dict[str, list[tuple[Handler, Hint | None]]] = {}
-        for tracker in (self.census, self.staff, self.roster):
+        for tracker in (self.census, self.staff, self.roster, self.beds):
             for etype, handler in tracker.handlers().items():
                 self.routes.setdefault(etype, []).append(handler)
                 hinted.setdefault(etype, []).append((handler, None))
@@ -255,6 +257,7 @@ class Engine:
             "census": self.census.snapshot(),
             "staff": self.staff.snapshot(),
             "roster": self.roster.snapshot(),
+            "beds": self.beds.snapshot(),
             "operators": {",".join(op.kpi_ids): op.snapshot() for op in self.operators},
         }
 
@@ -269,6 +272,7 @@ class Engine:
         self.census.restore(snap["census"])
         self.staff.restore(snap["staff"])
         self.roster.restore(snap["roster"])
+        self.beds.restore(snap.get("beds", {}))
         for op in self.operators:
             state = snap["operators"].get(",".join(op.kpi_ids))
             if state is not None:

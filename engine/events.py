@@ -213,6 +213,24 @@ class QualityEvent(EventBase):
     patient_id: str | None = None
 
 
+class ProcedureEvent(EventBase):
+    """A procedure performed (FHIR Procedure, HL7 PR1): the count behind cost per procedure."""
+
+    type: Literal["procedure.performed"]
+    procedure_code: str | None = None
+    patient_id: str | None = None
+    encounter_id: str | None = None
+
+
+class BedEvent(EventBase):
+    """A bed's availability (FHIR Location operationalStatus, bed management feeds)."""
+
+    type: Literal["bed.status"]
+    bed_id: str
+    available: bool
+    status: str | None = Field(default=None, description="v2-0116 bed status code, e.g. C closed, O occupied")
+
+
 Event = Annotated[
     EncounterEvent
     | LabEvent
@@ -221,7 +239,9 @@ Event = Annotated[
     | HREvent
     | FinanceEvent
     | ExperienceEvent
-    | QualityEvent,
+    | QualityEvent
+    | ProcedureEvent
+    | BedEvent,
     Field(discriminator="type"),
 ]
 
@@ -234,6 +254,8 @@ EVENT_MODELS: tuple[type[EventBase], ...] = (
     FinanceEvent,
     ExperienceEvent,
     QualityEvent,
+    ProcedureEvent,
+    BedEvent,
 )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.events import EncounterEvent, EventBase, HREvent, StaffingEvent
+from engine.events import BedEvent, EncounterEvent, EventBase, HREvent, StaffingEvent
 from engine.operators.base import place_of
 from engine.samples import GroupKey
 
@@ -325,3 +325,37 @@ class RosterTracker:
     def restore(self, state: dict[str, Any]) -> None:
         self.people = {k: (tuple(p), n, c) for k, (p, n, c) in state["people"].items()}  # type: ignore[misc]
         self.staff_level = {tuple(k): v for k, v in state["staff_level"]}  # type: ignore[misc]
+
+
+class BedTracker:
+    """Staffed beds that close and reopen: emits ('beds', place, ts, -1 / +1).
+
+    Beds start as counted in the places config; a bed reported unavailable leaves the count
+    until it is reported available again."""
+
+    level = "beds"
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+        self.beds: dict[str, tuple[GroupKey, bool]] = {}
+
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
+        return {"bed.status": self._status}
+
+    def _status(self, event: EventBase) -> None:
+        assert isinstance(event, BedEvent)
+        place = place_of(event)
+        previous = self.beds.get(event.bed_id)
+        was_available = previous[1] if previous is not None else True
+        old_place = previous[0] if previous is not None else place
+        if not was_available:
+            self.emit(self.level, old_place, event.ts, 1)
+        if not event.available:
+            self.emit(self.level, place, event.ts, -1)
+        self.beds[event.bed_id] = (place, event.available)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: [list(p), a] for k, (p, a) in self.beds.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.beds = {k: (tuple(p), a) for k, (p, a) in state.items()}  # type: ignore[misc]

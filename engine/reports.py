@@ -31,7 +31,7 @@ from engine.definitions import (
     quantile_of,
 )
 from engine.events import parse_event
-from engine.levels import CensusTracker, RosterTracker, StaffTracker
+from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
 from engine.places import Places
 from engine.samples import Group
 
@@ -103,6 +103,7 @@ class Reporter:
             routes.update(CensusTracker(emit).handlers())
             routes.update(StaffTracker(emit).handlers())
             routes.update(RosterTracker(emit).handlers())
+            routes.update(BedTracker(emit).handlers())
             wanted = self.frame.filter(pl.col("type").is_in(list(routes))).drop("ts")
             for record in wanted.iter_rows(named=True):
                 event = parse_event({k: v for k, v in record.items() if v is not None})
@@ -198,12 +199,21 @@ class Reporter:
                 "facility", "department", "unit", pl.lit(0.0).alias("num"), pl.lit(end - start).alias("den")
             )
         elif m.per == "beds":
-            capacity = [(f, d, u, beds * (end - start)) for (f, d, u), beds in self.places.capacity().items()]
+            staffed = self.places.capacity()
+            capacity = [(f, d, u, beds * (end - start)) for (f, d, u), beds in staffed.items()]
             den = pl.DataFrame(
                 capacity,
                 schema={"facility": pl.Utf8, "department": pl.Utf8, "unit": pl.Utf8, "den": pl.Float64},
                 orient="row",
             ).with_columns(num=pl.lit(0.0))
+            closed = self._integral("beds", start, end).filter(  # beds closed for a while
+                pl.struct("facility", "department", "unit").map_elements(
+                    lambda k: (k["facility"], k["department"], k["unit"]) in staffed, return_dtype=pl.Boolean
+                )
+            )
+            den = pl.concat(
+                [den, closed.rename({"integral": "den"}).with_columns(num=pl.lit(0.0)).select(den.columns)]
+            )
         else:
             den = self._integral(m.per, start, end).rename({"integral": "den"}).with_columns(num=pl.lit(0.0))
         cols = ["facility", "department", "unit", "num", "den"]

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
-from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent
+from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent, ProcedureEvent
 from engine.places import PlaceIndex, Places
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
@@ -412,6 +412,22 @@ class _Mapper:
                     field=3,
                 )
 
+    def procedures(self) -> None:
+        """PR1 segments of a DFT: procedure.performed at PR1-5."""
+        pid = self.msg.first("PID")
+        pv1 = self.msg.first("PV1")
+        for pr1 in self.msg.all("PR1"):
+            when = self.event_time((pr1, 5))
+            self.add(
+                ProcedureEvent,
+                type="procedure.performed",
+                event_time=when,
+                procedure_code=pr1.get(3, 1) or None,
+                patient_id=self.patient_id(pid),
+                encounter_id=(pv1.get(19, 1) or None) if pv1 is not None else None,
+                **self.place(pv1),
+            )
+
     # -- charges ------------------------------------------------------------------------
     def charges(self) -> None:
         """DFT^P03: one finance.charge per FT1. Amount FT1-11 (extended) or FT1-12 x FT1-10;
@@ -419,6 +435,7 @@ class _Mapper:
         ft1s = self.msg.all("FT1")
         if not ft1s:
             raise MappingError("DFT^P03 needs at least one FT1 segment", code=100, segment="FT1")
+        self.procedures()
         pv1 = self.msg.first("PV1")
         pid = self.msg.first("PID")
         for ft1 in ft1s:

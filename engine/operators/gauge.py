@@ -28,16 +28,25 @@ class GaugeOperator(Operator):
         super().__init__(outputs, unit_types)
         self.num = LevelTable()
         self.den = LevelTable()
+        self.staffed: set[GroupKey] = set()
         if self.measure.per == "beds":
             for key, beds in (capacity or {}).items():
                 self.den.set_constant(key, beds)
                 self.known.add(key)
+                self.staffed.add(key)
 
     def level_subscriptions(self) -> dict[str, LevelHandler]:
         subs: dict[str, LevelHandler] = {self.measure.level: self.on_level}
-        if self.measure.per not in (None, "beds"):
+        if self.measure.per == "beds":
+            subs["beds"] = self.on_beds
+        elif self.measure.per is not None:
             subs[self.measure.per] = self.on_per
         return subs
+
+    def on_beds(self, key: GroupKey, ts: float, delta: float) -> None:
+        """Beds closing and reopening move the staffed-bed count of configured units."""
+        if key in self.staffed:
+            self._level_delta(self.den, key, ts, delta)
 
     def on_level(self, key: GroupKey, ts: float, delta: float) -> None:
         self._level_delta(self.num, key, ts, delta)

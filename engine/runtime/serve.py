@@ -19,6 +19,8 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from connectors.fhir.http import fhir_router
+from connectors.fhir.ingest import FHIRIngest
 from connectors.hl7v2.mapping import MapContext
 from connectors.hl7v2.mllp import MLLPServer
 from connectors.hl7v2.receiver import HL7Receiver
@@ -71,6 +73,10 @@ class Service:
             on_unusable=self._keep_unusable,
         )
         self.app = create_app(self.runtime)  # type: ignore[arg-type]
+        self.fhir = FHIRIngest(
+            self.runtime, self.runtime.dead_letters, settings.places.index(), zone, settings.fhir
+        )
+        self.app.include_router(fhir_router(self.fhir))
         config = uvicorn.Config(
             self.app,
             host=settings.api.host,

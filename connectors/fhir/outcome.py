@@ -1,0 +1,94 @@
+"""FHIR validation (fhir.resources, R4B models for R4 payloads) and OperationOutcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+Issue = dict[str, Any]
+
+
+def issue(severity: str, code: str, text: str, expression: str | None = None) -> Issue:
+    out: Issue = {"severity": severity, "code": code, "diagnostics": text}
+    if expression:
+        out["expression"] = [expression]
+    return out
+
+
+def outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": issues or [issue("information", "informational", "ok")],
+    }
+
+
+class FHIRInputError(ValueError):
+    """The payload cannot be taken; carries the issues to answer with (4xx)."""
+
+    def __init__(self, status: int, issues: list[Issue]):
+        super().__init__("; ".join(i["diagnostics"] for i in issues))
+        self.status = status
+        self.issues = issues
+
+
+def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate(resource: Any, expected_type: str | None = None) -> str:
+    """Check a resource against the R4B model of its type; returns the type.
+
+    Raises FHIRInputError with one issue per problem, each naming the element's path.
+    """
+    if not isinstance(resource, dict):
+        raise FHIRInputError(
+            400, [issue("error", "structure", "the body must be a JSON object (a FHIR resource)")]
+        )
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise FHIRInputError(400, [issue("error", "required", "resourceType is missing", "resourceType")])
+    if expected_type is not None and resource_type != expected_type:
+        raise FHIRInputError(
+            400,
+            [
+                issue(
+                    "error",
+                    "invalid",
+                    f"resourceType is {resource_type!r} but the URL says {expected_type!r}",
+                    "resourceType",
+                )
+            ],
+        )
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (ValueError, KeyError):
+        raise FHIRInputError(
+            400,
+            [
+                issue(
+                    "error",
+                    "not-supported",
+                    f"{resource_type!r} is not a FHIR R4 resource type",
+                    "resourceType",
+                )
+            ],
+        ) from None
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        issues = [
+            issue(
+                "error",
+                "invalid",
+                f"{_expression(resource_type, tuple(e['loc']))}: {e['msg']}",
+                _expression(resource_type, tuple(e["loc"])),
+            )
+            for e in exc.errors()[:20]
+        ]
+        raise FHIRInputError(400, issues) from exc
+    return resource_type
