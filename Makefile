@@ -5,13 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install run test bench lint format typecheck clean
+.PHONY: help install run test bench lint format typecheck docs clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
-	@echo "make lint    ruff check + format check;  make typecheck  mypy"
+	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ format: install
 
 typecheck: install
 	$(VENV)/bin/mypy engine connectors alerts api
+
+docs: install
+	$(PY) -m connectors.feeds.docs > docs/feeds.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -15,10 +15,19 @@ from pydantic import BaseModel, Field
 from api.backend import Backend
 from api.metrics import exposition, kpi_registry
 from api.problems import Problem, install
+from connectors.replay import Replayer
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
 from engine.samples import GroupKey, Sample
 
 STATIC = Path(__file__).parent / "static"
+
+
+class ReplayRequest(BaseModel):
+    ids: list[int] = Field(default_factory=list, description="these letters; empty: every pending one")
+    source: str | None = Field(
+        default=None, description="only this source (hl7v2, fhir, feed, feed:staffing)"
+    )
+    include_replayed: bool = Field(default=False, description="also letters already taken by a replay")
 
 
 class AckRequest(BaseModel):
@@ -65,7 +74,7 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def create_app(backend: Backend) -> FastAPI:
+def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
     app = FastAPI(
         title="carescore",
         version="0.1.0",
@@ -263,6 +272,23 @@ def create_app(backend: Backend) -> FastAPI:
         return {
             "dead_letters": [d.summary() for d in letters],
             "counts": backend.dead_letters.count(),
+        }
+
+    @app.post("/api/v1/dead-letters/replay", tags=["dead letters"])
+    async def replay_dead_letters(body: ReplayRequest) -> dict[str, Any]:
+        """Send dead letters through their connector again (after a fix). A letter taken is
+        closed; one rejected again stays pending with the new reason."""
+        if replayer is None:
+            raise Problem(501, "Replay unavailable", "this API process has no connectors to replay through")
+        try:
+            letters = backend.dead_letters.select(body.ids, body.source, body.include_replayed)
+        except KeyError as exc:
+            raise Problem(404, "Unknown dead letter", str(exc.args[0])) from None
+        done = await replayer.replay(letters)
+        return {
+            "replayed": [r.as_dict() for r in done],
+            "taken": sum(r.taken for r in done),
+            "still_rejected": sum(not r.taken for r in done),
         }
 
     # -- stream --------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.metrics import DEAD_LETTERS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -82,7 +84,9 @@ class DeadLetterStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (datetime.now(UTC).isoformat(), source, reason, detail, blob, content_type),
             )
-            return int(cur.lastrowid or 0)
+            letter = int(cur.lastrowid or 0)
+        DEAD_LETTERS.labels(source).inc()
+        return letter
 
     def query(
         self,
@@ -94,9 +98,9 @@ class DeadLetterStore:
     ) -> list[DeadLetter]:
         sql = "SELECT * FROM dead_letters WHERE id > ?"
         args: list[Any] = [after]
-        if source:
-            sql += " AND source = ?"
-            args.append(source)
+        if source:  # "feed" also matches "feed:staffing", ...
+            sql += " AND (source = ? OR source LIKE ? || ':%')"
+            args += [source, source]
         if pending_only:
             sql += " AND replayed_time IS NULL"
         sql += " ORDER BY id LIMIT ?"
@@ -110,17 +114,34 @@ class DeadLetterStore:
             row = self._db.execute("SELECT * FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
         return DeadLetter(*row) if row else None
 
-    def mark_replayed(self, letter_id: int, result: str) -> None:
+    def mark_replayed(self, letter_id: int, result: str, *, taken: bool) -> None:
+        """Record a replay; only a replay that was taken closes the letter (a letter
+        rejected again stays pending for the next fix)."""
         with self._lock:
             self._db.execute(
                 "UPDATE dead_letters SET replayed_time = ?, replay_result = ? WHERE id = ?",
-                (datetime.now(UTC).isoformat(), result, letter_id),
+                (datetime.now(UTC).isoformat() if taken else None, result, letter_id),
             )
 
     def count(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT source, COUNT(*) FROM dead_letters GROUP BY source").fetchall()
         return {source: n for source, n in rows}
+
+    def select(self, ids: list[int] | None, source: str | None, include_replayed: bool) -> list[DeadLetter]:
+        """Letters to replay: these ids, or every pending one (of a source)."""
+        if ids:
+            found = [self.get(i) for i in ids]
+            missing = [i for i, letter in zip(ids, found, strict=True) if letter is None]
+            if missing:
+                raise KeyError(f"no dead letter {', '.join(map(str, missing))}")
+            return [letter for letter in found if letter is not None]
+        letters: list[DeadLetter] = []
+        after = 0
+        while batch := self.query(source=source, after=after, limit=1000, pending_only=not include_replayed):
+            letters += batch
+            after = batch[-1].id
+        return letters
 
     def close(self) -> None:
         with self._lock:

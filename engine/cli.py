@@ -1,8 +1,11 @@
 """The carescore command.
 
-carescore run [--config FILE]        the embedded runtime (API, MLLP, demo)
-carescore kpi check [DIR]            validate KPI definitions
-carescore config check [FILE]        validate a carescore.yaml
+carescore run [--config FILE]               the embedded runtime (API, MLLP, demo)
+carescore import fhir|hl7|mimic PATH...     backfill into the data folder (server stopped)
+carescore import feed FEED FILE...          staffing, hr, finance, experience, quality files
+carescore deadletter list|replay            what was rejected; send it again after a fix
+carescore kpi check [DIR]                   validate KPI definitions
+carescore config check [FILE]               validate a carescore.yaml
 """
 
 from __future__ import annotations
@@ -83,6 +86,95 @@ def _progress(stored: int, duplicates: int, started: float, final: bool = False)
     print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 
+def _offline(args: argparse.Namespace, work: Any) -> Any:
+    """Run one offline job (an import, a replay) over the data folder."""
+    from engine.runtime.offline import Offline
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+
+    async def go() -> Any:
+        offline = Offline(settings)
+        try:
+            return await work(offline)
+        finally:
+            await offline.close()
+
+    return asyncio.run(go())
+
+
+def _finish(summary: Any) -> int:
+    print(summary.render(), flush=True)
+    return 1 if summary.counts["rejected"] else 0
+
+
+def cmd_import_fhir(args: argparse.Namespace) -> int:
+    return _finish(_offline(args, lambda o: o.import_fhir([Path(p) for p in args.paths])))
+
+
+def cmd_import_hl7(args: argparse.Namespace) -> int:
+    return _finish(_offline(args, lambda o: o.import_hl7([Path(p) for p in args.paths])))
+
+
+def cmd_import_feed(args: argparse.Namespace) -> int:
+    from connectors.feeds.schemas import FEEDS
+
+    if args.feed not in FEEDS:
+        print(f"error: unknown feed {args.feed!r}; the feeds are {', '.join(FEEDS)}", file=sys.stderr)
+        return 2
+    return _finish(_offline(args, lambda o: o.import_feed(args.feed, [Path(p) for p in args.paths])))
+
+
+def cmd_deadletter_list(args: argparse.Namespace) -> int:
+    from connectors.deadletters import DeadLetterStore
+
+    settings = _settings(args)
+    store = DeadLetterStore(settings.data_dir / "deadletters.sqlite")
+    letters = store.query(source=args.source, limit=args.limit, pending_only=not args.all)
+    for d in letters:
+        state = f"replayed {d.replayed_time}" if d.replayed_time else "pending"
+        print(f"{d.id:>7}  {d.received_time[:19]}  {d.source:16s} {state:9.9s}  {d.reason[:120]}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(store.count().items())) or "none"
+    print(f"{len(letters)} shown; stored by source: {counts}")
+    store.close()
+    return 0
+
+
+def cmd_deadletter_replay(args: argparse.Namespace) -> int:
+    """In-process on the data folder, or through the running carescore's API."""
+    ids = [int(i) for i in args.ids]
+    try:
+        done = _offline(args, lambda o: o.replay(ids, args.source, args.all))
+        results = [r.as_dict() for r in done]
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ != "DataDirBusy":
+            raise
+        results = _replay_remote(args, ids)
+    for r in results:
+        print(
+            f"{r['id']:>7}  {r['source']:16s} {'taken' if r['taken'] else 'REJECTED':9s} {r['result'][:160]}"
+        )
+    taken = sum(r["taken"] for r in results)
+    print(f"{len(results)} replayed: {taken} taken, {len(results) - taken} still rejected")
+    return 0 if taken == len(results) else 1
+
+
+def _replay_remote(args: argparse.Namespace, ids: list[int]) -> list[dict[str, Any]]:
+    import httpx
+
+    settings = _settings(args)
+    url = args.url or f"http://{settings.api.host}:{settings.api.port}"
+    print(f"carescore is running on this data folder: replaying through {url}", file=sys.stderr)
+    body = {"ids": ids, "source": args.source, "include_replayed": args.all}
+    response = httpx.post(f"{url}/api/v1/dead-letters/replay", json=body, timeout=600)
+    if response.status_code != 200:
+        raise SystemExit(f"error: {response.status_code} {response.text}")
+    return list(response.json()["replayed"])
+
+
 def cmd_kpi_check(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     catalogue = load_catalogue(directory)
@@ -124,6 +216,38 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
     mimic.set_defaults(func=cmd_import_mimic)
 
+    for name, func, what in (
+        ("fhir", cmd_import_fhir, "Bulk FHIR NDJSON files, or folders of them (one resource per line)"),
+        ("hl7", cmd_import_hl7, "HL7 v2 files: messages one after another, batches, or MLLP-framed"),
+    ):
+        cmd = imp_sub.add_parser(name, help=what)
+        cmd.add_argument("paths", nargs="+", help="files or folders")
+        cmd.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+        cmd.set_defaults(func=func)
+    feed = imp_sub.add_parser("feed", help="feed files (CSV, JSON, NDJSON); schemas in docs/feeds.md")
+    feed.add_argument("feed", help="staffing, hr, finance, experience or quality")
+    feed.add_argument("paths", nargs="+", help="files")
+    feed.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    feed.set_defaults(func=cmd_import_feed)
+
+    dead = sub.add_parser("deadletter", help="inputs that were rejected, kept whole")
+    dead_sub = dead.add_subparsers(dest="deadletter_command", required=True)
+    dlist = dead_sub.add_parser("list", help="list dead letters (pending ones unless --all)")
+    dlist.add_argument("--source", help="hl7v2, mllp, fhir, feed or feed:<name>")
+    dlist.add_argument("--limit", type=int, default=100)
+    dlist.add_argument("--all", action="store_true", help="include letters already replayed")
+    dlist.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    dlist.set_defaults(func=cmd_deadletter_list)
+    replay = dead_sub.add_parser(
+        "replay", help="send dead letters through their connector again (every pending one, or IDS)"
+    )
+    replay.add_argument("ids", nargs="*", help="dead letter ids (default: every pending one)")
+    replay.add_argument("--source", help="only this source: hl7v2, mllp, fhir, feed or feed:<name>")
+    replay.add_argument("--all", action="store_true", help="also letters a replay already took")
+    replay.add_argument("--url", help="API of the running carescore (default from the settings)")
+    replay.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    replay.set_defaults(func=cmd_deadletter_replay)
+
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     ccheck = config_sub.add_parser("check", help="validate a carescore.yaml")
@@ -143,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         if type(exc).__name__ != "DataDirBusy":
             raise

@@ -94,6 +94,17 @@ class FHIRSettings(_Strict):
     )
 
 
+class FeedSettings(_Strict):
+    inbox: Path | None = Field(
+        default=None, description="watched folder for feed files; default <data_dir>/inbox"
+    )
+    watch: bool = Field(default=True, description="take files dropped into the inbox")
+    poll: Duration = Field(default=2.0, description="how often the inbox is looked at")
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="largest feed upload over REST"
+    )
+
+
 class ScorecardSettings(_Strict):
     status: Literal["worst", "weighted"] = Field(
         default="worst",
@@ -117,6 +128,7 @@ class Settings(_Strict):
     demo: DemoSettings = Field(default_factory=DemoSettings)
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
     fhir: FHIRSettings = Field(default_factory=FHIRSettings)
+    feeds: FeedSettings = Field(default_factory=FeedSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")
@@ -132,6 +144,10 @@ class Settings(_Strict):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def inbox(self) -> Path:
+        return self.feeds.inbox or self.data_dir / "inbox"
+
 
 def load_settings(path: Path | None = None) -> Settings:
     """Settings from a YAML file (relative paths resolved against its folder)."""
@@ -145,6 +161,9 @@ def load_settings(path: Path | None = None) -> Settings:
     base = path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
+    inbox = settings.feeds.inbox
+    if inbox is not None and not inbox.is_absolute():
+        settings.feeds.inbox = (base / inbox).resolve()
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
     tls = settings.mllp.tls

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client import Counter
@@ -24,7 +24,6 @@ from prometheus_client import Counter
 from connectors.deadletters import DeadLetterStore
 from connectors.fhir.mapping import FHIRMapper
 from connectors.fhir.outcome import FHIRInputError, Issue, issue, outcome, validate
-from connectors.metrics import DEAD_LETTERS
 from engine.bus import EventSink, StorageUnavailable
 from engine.config import FHIRSettings
 from engine.events import EventBase
@@ -58,6 +57,13 @@ INDIVIDUAL = {"batch", "collection", "message", "history", "searchset", "documen
 Answer = tuple[int, dict[str, Any]]
 
 
+class Posted(NamedTuple):
+    status: int
+    answer: dict[str, Any]
+    events: int = 0  # mapped
+    new: int = 0  # of those, stored now (the rest were stored before)
+
+
 class FHIRIngest:
     def __init__(
         self,
@@ -80,38 +86,45 @@ class FHIRIngest:
     # -- entry points --------------------------------------------------------------------
     async def post(self, body: bytes, resource_type: str | None = None) -> Answer:
         """POST /fhir (a Bundle) or POST /fhir/{resource_type} (one resource)."""
+        posted = await self.post_counted(body, resource_type)
+        return posted.status, posted.answer
+
+    async def post_counted(self, body: bytes, resource_type: str | None = None) -> Posted:
+        """post(), and how many new events it stored (the bulk import counts them)."""
+
+        def refuse(status: int, issues: list[Issue], kind: str) -> Posted:
+            return Posted(*self._refuse(body, status, issues, kind))
+
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return self._refuse(body, 400, [issue("error", "structure", f"not JSON: {exc}")], "unreadable")
+            return refuse(400, [issue("error", "structure", f"not JSON: {exc}")], "unreadable")
         try:
             kind = validate(_shell(payload), resource_type)
         except FHIRInputError as exc:
             name = payload.get("resourceType", "unknown") if isinstance(payload, dict) else "unknown"
-            return self._refuse(body, exc.status, exc.issues, str(name))
+            return refuse(exc.status, exc.issues, str(name))
         if kind == "Bundle":
             if resource_type not in (None, "Bundle"):
-                return self._refuse(
-                    body, 400, [issue("error", "invalid", "a Bundle goes to POST /fhir")], kind
-                )
-            return await self._bundle(payload, body)
+                return refuse(400, [issue("error", "invalid", "a Bundle goes to POST /fhir")], kind)
+            return Posted(*await self._bundle(payload, body))
         if kind not in MAPPED_TYPES:
             note = (
                 f"{kind} carries no KPI data; send Encounter, ServiceRequest, Specimen, DiagnosticReport, "
                 "Observation, ChargeItem, Claim, QuestionnaireResponse, Task, Communication or Location"
             )
-            return self._refuse(body, 422, [issue("error", "not-supported", note, "resourceType")], kind)
+            return refuse(422, [issue("error", "not-supported", note, "resourceType")], kind)
         try:
             events, notes = self.mapper().map(payload)
         except FHIRInputError as exc:
-            return self._refuse(body, exc.status, exc.issues, kind)
+            return refuse(exc.status, exc.issues, kind)
         try:
             stored = await self._store(events)
         except StorageUnavailable as exc:
-            return self._refuse(body, 503, [issue("error", "transient", f"{exc}; resend later")], kind)
+            return refuse(503, [issue("error", "transient", f"{exc}; resend later")], kind)
         FHIR_RESOURCES.labels("accepted", kind).inc()
         summary = issue("information", "informational", f"{kind}: {len(events)} event(s), {stored} new")
-        return (201 if stored else 200), outcome([summary, *notes])
+        return Posted(201 if stored else 200, outcome([summary, *notes]), len(events), stored)
 
     # -- bundles ---------------------------------------------------------------------------------
     async def _bundle(self, bundle: dict[str, Any], body: bytes) -> Answer:
@@ -265,7 +278,6 @@ class FHIRIngest:
             letter = self.dead_letters.add(
                 "fhir", f"{status}: {reason}", body, content_type="application/fhir+json"
             )
-            DEAD_LETTERS.labels("fhir").inc()
             issues = [*issues, issue("information", "informational", f"kept as dead letter {letter}")]
         except Exception:
             log.exception("could not keep a rejected FHIR payload in the dead-letter store")

@@ -9,6 +9,76 @@ from pydantic import ValidationError
 
 Issue = dict[str, Any]
 
+# The status codes of the resources we map (required bindings in R4). fhir.resources checks
+# structure and datatypes, not value sets; a status we do not know must not be guessed at.
+EVENT_STATUS = (  # the R4 EventStatus value set
+    "preparation",
+    "in-progress",
+    "not-done",
+    "on-hold",
+    "stopped",
+    "completed",
+    "entered-in-error",
+    "unknown",
+)
+STATUS_CODES: dict[str, tuple[str, ...]] = {
+    "Encounter": (
+        "planned",
+        "arrived",
+        "triaged",
+        "in-progress",
+        "onleave",
+        "finished",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ),
+    "ServiceRequest": ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"),
+    "DiagnosticReport": (
+        "registered",
+        "partial",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "appended",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ),
+    "Observation": (
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ),
+    "Procedure": EVENT_STATUS,
+    "Communication": EVENT_STATUS,
+    "Task": (
+        "draft",
+        "requested",
+        "received",
+        "accepted",
+        "rejected",
+        "ready",
+        "cancelled",
+        "in-progress",
+        "on-hold",
+        "failed",
+        "completed",
+        "entered-in-error",
+    ),
+    "Specimen": ("available", "unavailable", "unsatisfactory", "entered-in-error"),
+    "ChargeItem": ("planned", "billable", "not-billable", "aborted", "billed", "entered-in-error", "unknown"),
+    "Claim": ("active", "cancelled", "draft", "entered-in-error"),
+    "QuestionnaireResponse": ("in-progress", "completed", "amended", "entered-in-error", "stopped"),
+    "Location": ("active", "suspended", "inactive"),
+}
+
 
 def issue(severity: str, code: str, text: str, expression: str | None = None) -> Issue:
     out: Issue = {"severity": severity, "code": code, "diagnostics": text}
@@ -91,4 +161,17 @@ def validate(resource: Any, expected_type: str | None = None) -> str:
             for e in exc.errors()[:20]
         ]
         raise FHIRInputError(400, issues) from exc
+    allowed = STATUS_CODES.get(resource_type)
+    status = resource.get("status")
+    if allowed and status is not None and status not in allowed:
+        path = f"{resource_type}.status"
+        text = f"{path}: {status!r} is not a {resource_type} status ({', '.join(allowed)})"
+        raise FHIRInputError(400, [issue("error", "code-invalid", text, path)])
     return resource_type
+
+
+def problems(answer: dict[str, Any]) -> str:
+    """The warnings and errors of an OperationOutcome, as one line."""
+    return "; ".join(
+        i.get("diagnostics", "") for i in answer.get("issue", []) if i.get("severity") != "information"
+    )

@@ -23,7 +23,7 @@ from connectors.hl7v2.mapping import (
     message_key,
 )
 from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
-from connectors.metrics import DEAD_LETTERS, HL7_DUPLICATES, HL7_MESSAGES
+from connectors.metrics import HL7_DUPLICATES, HL7_MESSAGES
 from engine.bus import EventSink, Published, StorageUnavailable
 from engine.events import EventBase
 
@@ -165,7 +165,6 @@ class HL7Receiver:
         where = f"{segment}-{field}" if segment and field else (segment or "message")
         try:
             letter = self.dead_letters.add("hl7v2", f"{code} {error_code}: {reason}", text, detail=where)
-            DEAD_LETTERS.labels("hl7v2").inc()
         except Exception:  # the ACK still goes out; the log says what was lost
             log.exception("could not keep a rejected HL7 message in the dead-letter store")
             letter = None

@@ -19,11 +19,12 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from connectors.feeds.http import feeds_router
+from connectors.feeds.watch import FeedWatcher
 from connectors.fhir.http import fhir_router
-from connectors.fhir.ingest import FHIRIngest
-from connectors.hl7v2.mapping import MapContext
 from connectors.hl7v2.mllp import MLLPServer
-from connectors.hl7v2.receiver import HL7Receiver
+from connectors.intake import Intake
+from connectors.replay import Replayer
 from engine.config import Settings, TLSSettings
 from engine.runtime.embedded import EmbeddedRuntime
 
@@ -56,13 +57,8 @@ class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.runtime = EmbeddedRuntime(settings)
-        zone = settings.zone
-        self.receiver = HL7Receiver(
-            self.runtime,
-            self.runtime.dead_letters,
-            MapContext(settings.places, zone),
-            allowed_facilities=settings.mllp.allowed_facilities,
-        )
+        self.intake = Intake(settings, self.runtime, self.runtime.dead_letters)
+        self.receiver = self.intake.hl7
         self.mllp = MLLPServer(
             self.receiver.handle_frame,
             settings.mllp.host,
@@ -72,11 +68,12 @@ class Service:
             ssl_context=server_tls(settings.mllp.tls),
             on_unusable=self._keep_unusable,
         )
-        self.app = create_app(self.runtime)  # type: ignore[arg-type]
-        self.fhir = FHIRIngest(
-            self.runtime, self.runtime.dead_letters, settings.places.index(), zone, settings.fhir
-        )
+        replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
+        self.app = create_app(self.runtime, replayer)  # type: ignore[arg-type]
+        self.fhir = self.intake.fhir
         self.app.include_router(fhir_router(self.fhir))
+        self.app.include_router(feeds_router(self.intake.feeds, settings.feeds.max_upload_bytes))
+        self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
         config = uvicorn.Config(
             self.app,
             host=settings.api.host,
@@ -112,6 +109,9 @@ class Service:
             await asyncio.sleep(0.02)
         self._tasks.append(asyncio.create_task(self.runtime.run_ticks(), name="tick"))
         self._tasks.append(asyncio.create_task(self.runtime.alerts.run(), name="alerts"))
+        if self.settings.feeds.watch:
+            self.watcher.prepare()
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="inbox"))
         if self.settings.demo.enabled and self.settings.mllp.enabled:
             from connectors.hl7v2.demo import run_demo
 
@@ -181,6 +181,11 @@ class Service:
         ]
         if self.settings.mllp.enabled:
             lines.append(f"    HL7 MLLP    {self.settings.mllp.host}:{self.mllp.port}")
+        lines.append(f"    FHIR        {base}/fhir")
+        lines.append(
+            f"    feeds       {base}/api/v1/feeds"
+            + (f"  inbox {self.settings.inbox}" if self.settings.feeds.watch else "")
+        )
         demo = "on: simulated hospital traffic" if self.settings.demo.enabled else "off"
         lines += [
             f"    demo        {demo}",

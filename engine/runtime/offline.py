@@ -1,0 +1,226 @@
+"""The connectors without a server: backfill imports and dead-letter replay, straight into
+the data folder (carescore itself must not be running on it: the folder is locked).
+
+Everything goes through the same connector code as live traffic, so an import validates,
+maps, de-duplicates and dead-letters exactly as MLLP, POST /fhir and the feed upload do.
+Backfilled history is exact in period reports (/api/v1/reports); rolling windows that had
+already closed count those events as late rather than reopening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from connectors.feeds.reader import FeedFileError, detect
+from connectors.fhir.ingest import MAPPED_TYPES
+from connectors.fhir.outcome import problems
+from connectors.hl7v2.receiver import decode
+from connectors.intake import Intake
+from connectors.replay import Replayed, Replayer
+from engine.config import Settings
+from engine.progress import Progress
+from engine.runtime.embedded import EmbeddedRuntime
+
+IN_FLIGHT = 512  # inputs mapped and waiting for their group commit at once
+ERRORS_LISTED = 20
+
+
+@dataclass
+class ImportSummary:
+    what: str
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    events: int = 0
+    seconds: float = 0.0
+
+    def reject(self, where: str, reason: str) -> None:
+        self.counts["rejected"] += 1
+        if len(self.errors) < ERRORS_LISTED:
+            self.errors.append(f"{where}: {reason}")
+
+    def render(self) -> str:
+        parts = ", ".join(f"{n:,} {k}" for k, n in sorted(self.counts.items()) if n)
+        lines = [f"{self.what}: {parts}; {self.events:,} events stored in {self.seconds:.1f} s"]
+        if self.counts["rejected"]:
+            lines.append("rejected (kept as dead letters; `carescore deadletter replay` after a fix):")
+            lines += [f"  {e}" for e in self.errors]
+            more = self.counts["rejected"] - len(self.errors)
+            if more > 0:
+                lines.append(f"  ... and {more:,} more (GET /api/v1/dead-letters)")
+        return "\n".join(lines)
+
+
+Item = tuple[str, bytes]  # (where: file:line, payload)
+Handler = Callable[[str, bytes], Awaitable[tuple[str, int, str | None]]]  # -> outcome, events, reason
+
+
+async def _drive(items: Iterable[Item], handle: Handler, summary: ImportSummary, progress: Progress) -> None:
+    """Up to IN_FLIGHT inputs at once: mapping stays in order, storage is group-committed."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(where: str, payload: bytes) -> None:
+        outcome, events, reason = await handle(where, payload)
+        summary.counts[outcome] += 1 if outcome != "rejected" else 0
+        summary.events += events
+        if outcome == "rejected":
+            summary.reject(where, reason or "rejected")
+        progress.advance(events=events, rejected=int(outcome == "rejected"))
+
+    for where, payload in items:
+        pending.add(asyncio.ensure_future(one(where, payload)))
+        if len(pending) >= IN_FLIGHT:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if pending:
+        await asyncio.gather(*pending)
+
+
+class Offline:
+    """A runtime and its connectors over the data folder, for one command."""
+
+    def __init__(self, settings: Settings, out: TextIO | None = None):
+        self.settings = settings
+        self.runtime = EmbeddedRuntime(settings)
+        self.intake = Intake(settings, self.runtime, self.runtime.dead_letters)
+        self.out = out
+
+    async def close(self) -> None:
+        await self.runtime.close()
+
+    # -- FHIR bulk NDJSON -------------------------------------------------------------------
+    async def import_fhir(self, paths: list[Path]) -> ImportSummary:
+        files = _expand(paths, (".ndjson", ".jsonl", ".json"))
+        summary = ImportSummary("FHIR import")
+        progress = Progress("FHIR", total=sum(_count_lines(f) for f in files), stream=self.out)
+
+        async def handle(where: str, payload: bytes) -> tuple[str, int, str | None]:
+            kind = _resource_type(payload)
+            if kind is not None and kind not in MAPPED_TYPES:
+                return "skipped (no KPI data)", 0, None
+            posted = await self.intake.fhir.post_counted(payload)
+            if posted.status >= 300:
+                return "rejected", 0, f"{posted.status} {problems(posted.answer)}"
+            if not posted.events:
+                return "accepted (no KPI events)", 0, None
+            return ("accepted" if posted.new else "already stored"), posted.new, None
+
+        await _drive(_ndjson_items(files), handle, summary, progress)
+        summary.seconds = progress.close()
+        return summary
+
+    # -- HL7 v2 files -----------------------------------------------------------------------
+    async def import_hl7(self, paths: list[Path]) -> ImportSummary:
+        files = _expand(paths, (".hl7", ".txt", ".er7", ".msg", ".mllp", ".dat"))
+        per_file = [_hl7_messages(f) for f in files]
+        messages = [m for found in per_file for m in found]
+        summary = ImportSummary("HL7 replay")
+        summary.counts["empty files"] = sum(1 for found in per_file if not found)
+        progress = Progress("HL7", total=len(messages), stream=self.out)
+
+        async def handle(where: str, payload: bytes) -> tuple[str, int, str | None]:
+            outcome = await self.intake.hl7.handle(decode(payload))
+            if outcome.ack != "AA":
+                return "rejected", 0, f"{outcome.ack}: {outcome.text}"
+            if outcome.duplicate:
+                return "already stored", 0, None
+            return "accepted", outcome.events, None
+
+        await _drive(messages, handle, summary, progress)
+        summary.seconds = progress.close()
+        return summary
+
+    # -- feeds ------------------------------------------------------------------------------
+    async def import_feed(self, feed: str, paths: list[Path]) -> ImportSummary:
+        summary = ImportSummary(f"{feed} feed import")
+        progress = Progress(feed, total=len(paths), stream=self.out)
+        for path in paths:
+            body = path.read_bytes()
+            try:
+                result = await self.intake.feeds.ingest(feed, body, detect(None, path.name, body), path.name)
+            except FeedFileError as exc:
+                summary.reject(str(path), str(exc))
+                progress.advance(rejected=1)
+                continue
+            summary.counts["rows accepted"] += result.accepted
+            summary.counts["rows already stored"] += result.duplicates
+            summary.events += result.events
+            for problem in result.errors:
+                field_name = f"{problem.field}: " if problem.field else ""
+                summary.reject(f"{path}:{problem.line}", field_name + problem.message)
+            summary.counts["rejected"] += result.rejected - len(result.errors)
+            progress.advance(events=result.events, rejected=result.rejected)
+        summary.seconds = progress.close()
+        return summary
+
+    # -- dead letters -----------------------------------------------------------------------
+    async def replay(self, ids: list[int], source: str | None, include_replayed: bool) -> list[Replayed]:
+        store = self.runtime.dead_letters
+        letters = store.select(ids, source, include_replayed)
+        return await Replayer(self.settings, self.runtime, store).replay(letters)
+
+
+def _expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, and the matching files under folders given (recursively, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise FileNotFoundError(f"{path}: no {', '.join(suffixes)} files in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _ndjson_items(files: list[Path]) -> Iterator[Item]:
+    for path in files:
+        with path.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    yield f"{path.name}:{number}", line
+
+
+def _resource_type(payload: bytes) -> str | None:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None  # let the ingest say why
+    return value.get("resourceType") if isinstance(value, dict) else None
+
+
+def _hl7_messages(path: Path) -> list[Item]:
+    """Messages of a file: MLLP-framed, or MSH-started messages separated by CR/LF."""
+    raw = path.read_bytes()
+    if b"\x0b" in raw:
+        frames = [f.split(b"\x1c", 1)[0] for f in raw.split(b"\x0b")[1:]]
+        return [(f"{path.name}#{i}", f) for i, f in enumerate(frames, start=1) if f.strip()]
+    lines = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+    messages: list[Item] = []
+    current: list[bytes] = []
+    start = 0
+    for number, line in enumerate(lines, start=1):
+        if line.startswith((b"FHS", b"BHS", b"BTS", b"FTS")) or not line.strip():
+            continue  # batch envelopes: each message inside is taken on its own
+        if line.startswith(b"MSH") and current:
+            messages.append((f"{path.name}:{start}", b"\r".join(current) + b"\r"))
+            current = []
+        if not current:
+            start = number
+        current.append(line)
+    if current:
+        messages.append((f"{path.name}:{start}", b"\r".join(current) + b"\r"))
+    return messages
