@@ -75,7 +75,10 @@ class DemoSettings(_Strict):
     enabled: bool = True
     seed: int = 7
     rate: float = Field(default=1.0, gt=0, description="speed factor for the simulated traffic")
-    backfill: Duration = Field(default=7200.0, description="history simulated at first start")
+    backfill: Duration = Field(
+        default=12 * 3600.0,
+        description="hours of live traffic simulated at first start (a month of stays and feeds is always)",
+    )
 
 
 class FHIRSettings(_Strict):

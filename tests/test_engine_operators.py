@@ -56,6 +56,18 @@ def test_kpis_that_share_a_measure_share_one_operator(engine: Engine) -> None:
     assert len(engine.operators) < len(engine.catalogue)
 
 
+def test_ed_boarding_pairs_an_emergency_registration_with_an_inpatient_admission(engine: Engine) -> None:
+    """Start and end filter the same field differently (emergency, then inpatient): the
+    end's own filter decides, the start's does not veto it."""
+    engine.process(enc("encounter.register", 0, "E1", unit="ED", patient_class="emergency"))
+    engine.process(enc("encounter.admit", 200, "E1", unit="ICU", patient_class="inpatient"))
+    engine.process(enc("encounter.register", 10, "E2", unit="ED", patient_class="emergency"))
+    engine.process(enc("encounter.admit", 30, "E2", unit="4W", patient_class="emergency"))  # not an admission
+    engine.process(enc("encounter.discharge", 40, "E2", unit="ED", patient_class="emergency"))  # sent home
+    sample = live_of(engine, "ed_boarding", 9 * 60, unit="ED")
+    assert (sample.n, sample.value, sample.overdue) == (1, 200.0, 0)  # E2 is not waiting for a bed
+
+
 def test_thirty_day_readmissions_count_for_the_discharging_unit(engine: Engine) -> None:
     # p1: discharged from 4W, back 10 days later (a readmission); p2: died (not an index discharge)
     # p3: discharged, back after 40 days (not within 30); p4: transferred out (not an index)

@@ -31,20 +31,7 @@ def visit(unit: str = "4W", number: str = "V1") -> m.Visit:
 
 
 def nurse_call(call: str, phase: str, when: datetime, state: str = "", unit: str = "4W") -> str:
-    segs = [
-        m.msh("ORU^R40^ORU_R40", when, facility="DEMO", app="NURSECALL"),
-        visit(unit).pid(),
-        visit(unit).pv1(),
-        m.segment(
-            "OBR", {1: "1", 3: f"{call}^NURSECALL", 4: "196616^MDC_EVT_ALARM^MDC", 7: m.format_dtm(when)}
-        ),
-        m.segment("OBX", {1: "1", 2: "ST", 3: "68481^MDC_ATTR_EVENT_PHASE^MDC", 5: phase, 11: "F"}),
-    ]
-    if state:
-        segs.append(
-            m.segment("OBX", {1: "2", 2: "ST", 3: "68483^MDC_ATTR_ALARM_INACTIVATION_STATE^MDC", 5: state})
-        )
-    return "\r".join(segs) + "\r"
+    return m.nurse_call(when, visit(unit), call, phase, state=state)
 
 
 def test_nurse_call_phases_map_to_placed_acknowledged_and_ended(places: Places) -> None:

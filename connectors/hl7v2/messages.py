@@ -195,3 +195,62 @@ def lab_result(
         ),
     ]
     return "\r".join(segs) + "\r"
+
+
+def nurse_call(
+    when: datetime,
+    visit: Visit,
+    call_id: str,
+    phase: str,
+    *,
+    state: str = "",
+    control_id: str | None = None,
+) -> str:
+    """IHE PCD ACM ORU^R40: one alert (OBR-3 its id); OBX event phase start / continue / end,
+    and on acknowledgement the alarm inactivation state."""
+    segs = [
+        msh("ORU^R40^ORU_R40", when, facility=visit.facility, app="NURSECALL", control_id=control_id),
+        visit.pid(),
+        visit.pv1(),
+        segment(
+            "OBR", {1: "1", 3: f"{call_id}^NURSECALL", 4: "196616^MDC_EVT_ALARM^MDC", 7: format_dtm(when)}
+        ),
+        segment("OBX", {1: "1", 2: "ST", 3: "68481^MDC_ATTR_EVENT_PHASE^MDC", 5: phase, 11: "F"}),
+    ]
+    if state:
+        segs.append(
+            segment("OBX", {1: "2", 2: "ST", 3: "68483^MDC_ATTR_ALARM_INACTIVATION_STATE^MDC", 5: state})
+        )
+    return "\r".join(segs) + "\r"
+
+
+def procedure_charge(
+    when: datetime,
+    visit: Visit,
+    procedure: tuple[str, str],
+    amount: float,
+    *,
+    control_id: str | None = None,
+) -> str:
+    """DFT^P03 for a procedure done: the charge (FT1) and the procedure itself (PR1)."""
+    code = f"{procedure[0]}^{procedure[1]}^CPT"
+    segs = [
+        msh("DFT^P03^DFT_P03", when, facility=visit.facility, app="BILLING", control_id=control_id),
+        segment("EVN", {1: "P03", 2: format_dtm(when)}),
+        visit.pid(),
+        visit.pv1(),
+        segment(
+            "FT1",
+            {
+                1: "1",
+                4: format_dtm(when),
+                6: "CG",
+                7: procedure[0],
+                10: "1",
+                11: f"{amount:.2f}^USD",
+                25: code,
+            },
+        ),
+        segment("PR1", {1: "1", 3: code, 5: format_dtm(when)}),
+    ]
+    return "\r".join(segs) + "\r"

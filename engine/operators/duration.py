@@ -75,7 +75,7 @@ class DurationOperator(ValueOperator):
         if start is not None:
             hints[m.start.event] = start
         end_fields = EVENT_TYPES[m.end.event].model_fields
-        shared = {k: v for k, v in m.start.where.items() if k in end_fields}
+        shared = {k: v for k, v in m.start.where.items() if k in end_fields and k not in m.end.where}
         end = hint_of(shared, also_none=True) or hint_of(m.end.where)
         if end is not None:
             hints[m.end.event] = end
@@ -184,14 +184,16 @@ class DurationOperator(ValueOperator):
 
 def _contradiction(measure: DurationMeasure) -> Callable[[EventBase], bool] | None:
     """A test for end events that say they cannot belong to a matching start: the start
-    filter's fields that the end event also carries (lab.result says its priority too)."""
+    filter's fields that the end event also carries (lab.result says its priority too),
+    unless the end has its own filter on that field (an ED registration, class emergency,
+    ends with an admission, class inpatient)."""
     if measure.start.event == measure.end.event:
         return None
     end_fields = EVENT_TYPES[measure.end.event].model_fields
     checks = [
         (name, frozenset(v if isinstance(v, list) else [v]))
         for name, v in measure.start.where.items()
-        if name in end_fields
+        if name in end_fields and name not in measure.end.where
     ]
     if not checks:
         return None

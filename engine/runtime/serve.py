@@ -113,7 +113,7 @@ class Service:
             self.watcher.prepare()
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="inbox"))
         if self.settings.demo.enabled and self.settings.mllp.enabled:
-            from connectors.hl7v2.demo import run_demo
+            from connectors.demo.run import run_demo
 
             demo = self.settings.demo
             self._tasks.append(
@@ -122,6 +122,7 @@ class Service:
                         self.settings.places,
                         self.settings.mllp.host,
                         self.mllp.port,
+                        f"http://{self.settings.api.host}:{self.api_port}",
                         self.settings.data_dir / "demo-state.json",
                         seed=demo.seed,
                         rate=demo.rate,

@@ -1,8 +1,10 @@
-"""The demo hospital: a simulated EMR that sends realistic HL7 v2 over MLLP.
+"""The demo hospital's EMR, nurse-call and billing systems: realistic HL7 v2 over MLLP.
 
 It is a peer outside carescore, talking to the MLLP listener like a real interface engine:
 ED arrivals (A04) and dispositions, admissions (A01), transfers (A02) and discharges (A03),
-STAT and routine lab orders (ORM^O01) and results (ORU^R01). On first start it backfills
+STAT and routine lab orders (ORM^O01) and results (ORU^R01), nurse calls (IHE PCD ACM
+ORU^R40: placed, acknowledged, ended) and procedures with their charges (DFT^P03 with FT1 and
+PR1). Readmissions happen: some discharged patients come back within 30 days. On first start it backfills
 history (past stays for length of stay, the current census, the last hours of labs), then
 runs in real time. Now and then a unit's lab goes slow, so STAT turnaround breaches and
 alerts fire and later resolve; the first slowdown lands within a minute of start.
@@ -11,21 +13,12 @@ Its state is saved in the data folder, so a restart continues the same hospital.
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
 import logging
-import math
-import random
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+from connectors.demo.sim import Simulation, at_time
 from connectors.hl7v2 import messages as m
-from connectors.hl7v2.client import MLLPClient, ack_code
 from engine.places import Places
 
 log = logging.getLogger(__name__)
@@ -74,6 +67,14 @@ GIVEN = [
     "Lucia",
     "Ben",
 ]
+HISTORY_DAYS = 30  # what the first start backfills: the longest patient-day KPI window
+PROCEDURES = [
+    ("36556", "Central venous catheter insertion", 1450.0),
+    ("31500", "Emergency endotracheal intubation", 980.0),
+    ("93306", "Transthoracic echocardiogram", 1210.0),
+    ("51702", "Urinary catheter insertion", 185.0),
+    ("12002", "Simple wound repair", 340.0),
+]
 STAT_TESTS = [
     ("6598-7", "Troponin T", "ng/L", 5, 60),
     ("2524-7", "Lactate", "mmol/L", 0.5, 6.0),
@@ -102,11 +103,10 @@ class Stay:
         return m.Patient(self.mrn, self.family, self.given, self.birth, self.sex)
 
 
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC).replace(microsecond=0)
+_dt = at_time
 
 
-class DemoHospital:
+class DemoHospital(Simulation):
     """The simulation itself: a queue of future happenings, each turned into HL7 when due."""
 
     def __init__(self, places: Places, *, seed: int = 7, rate: float = 1.0):
@@ -118,37 +118,12 @@ class DemoHospital:
         self.ed = next((u for u in self.units.values() if u.type == "ed"), None)
         self.icu = [u.id for u in self.units.values() if u.type == "icu"]
         self.wards = [u.id for u in self.units.values() if u.type not in ("ed", "icu")]
-        self.rng = random.Random(seed)
-        self.rate = rate
-        self.queue: list[tuple[float, int, str, dict[str, Any]]] = []
-        self.seq = itertools.count()
+        super().__init__(seed, rate)
         self.stays: dict[str, Stay] = {}
         self.counter = 0
         self.sent = 0
         self.slow: dict[str, int] = {}  # unit -> STAT orders still to come back slow
-        self.clock = 0.0
-
-    # -- scheduling ----------------------------------------------------------------------
-    def at(self, ts: float, action: str, **data: Any) -> None:
-        heapq.heappush(self.queue, (ts, next(self.seq), action, data))
-
-    def next_time(self) -> float | None:
-        return self.queue[0][0] if self.queue else None
-
-    def due(self, now: float) -> list[tuple[float, str]]:
-        """HL7 messages for everything due by now, in time order, with their times."""
-        out: list[tuple[float, str]] = []
-        while self.queue and self.queue[0][0] <= now:
-            ts, _, action, data = heapq.heappop(self.queue)
-            self.clock = ts
-            out.extend((ts, msg) for msg in getattr(self, f"_{action}")(ts, **data))
-        return out
-
-    def _exp(self, mean_minutes: float) -> float:
-        return self.rng.expovariate(1.0 / (mean_minutes * 60.0 / self.rate))
-
-    def _lognormal_minutes(self, median: float, sigma: float) -> float:
-        return median * math.exp(self.rng.gauss(0, sigma)) * 60.0
+        self.busy: dict[str, int] = {}  # unit -> nurse calls still to be answered slowly
 
     # -- people and beds -----------------------------------------------------------------
     def _new_person(self) -> dict[str, str]:
@@ -184,23 +159,34 @@ class DemoHospital:
 
     # -- setup ---------------------------------------------------------------------------
     def seed_history(self, now: float, backfill: float) -> None:
-        """Past stays (for length of stay), today's census, then live traffic from now - backfill."""
+        """A month of past stays bed by bed (length of stay, patient days, readmissions), the
+        census of today, then live traffic from now - backfill."""
         start = now - backfill
-        for _ in range(24):
-            ward = self.rng.choice(self.wards or list(self.units))
-            admit = start - self.rng.uniform(2, 12) * 86400
-            los = min(self._lognormal_minutes(4 * 1440, 0.5), start - admit - 3600)
-            self.at(admit, "past_stay", unit=ward, los=los)
         for unit_id, unit in self.units.items():
             if unit.type == "ed":
                 continue
-            for _ in range(int(unit.beds * self.rng.uniform(0.7, 0.85))):
-                admitted = start - self.rng.uniform(0.2, 6) * 86400
-                self.at(admitted, "admit", unit=unit_id, planned_from=start)
+            beds = [f"{i + 1:02d}" for i in range(unit.beds)]
+            occupied = set(self.rng.sample(beds, int(unit.beds * self.rng.uniform(0.7, 0.85))))
+            median_los = 2.5 if unit_id in self.icu else 3.2
+            for bed in beds:
+                until = start
+                if bed in occupied:
+                    until = start - self.rng.uniform(0.2, 6) * 86400
+                    self.at(until, "admit", unit=unit_id, planned_from=start, bed=bed)
+                t = start - HISTORY_DAYS * 86400 + self.rng.uniform(0, 3) * 86400
+                while True:
+                    los = self._lognormal_minutes(median_los * 1440, 0.55)
+                    if t + los > until - 3600:
+                        break
+                    self.at(t, "past_stay", unit=unit_id, los=los, readmit_by=start, bed=bed)
+                    t += los + self.rng.uniform(2, 20) * 3600
         if self.ed is not None:
             self.at(start, "ed_arrival")
         self.at(start + 60, "elective_admit")
         self.at(start + 120, "lab_rounds")
+        self.at(start + 180, "call_rounds")
+        self.at(start + 240, "procedure_rounds")
+        self.at(now + self.rng.uniform(15, 30) * 60, "call_surge")
         if self.icu:
             # The first slowdown: ICU STAT results that come back just after start, 85-100 min late.
             for i in range(4):
@@ -213,18 +199,33 @@ class DemoHospital:
         self.at(now + self.rng.uniform(25, 40) * 60, "slowdown")
 
     # -- happenings ----------------------------------------------------------------------
-    def _past_stay(self, ts: float, unit: str, los: float) -> list[str]:
-        bed = self._free_bed(unit) or "99"
+    def _past_stay(self, ts: float, unit: str, los: float, readmit_by: float, bed: str) -> list[str]:
         stay = Stay(**self._new_person(), unit=unit, bed=bed, patient_class="I", admitted=ts)
-        out = [self._adt("A01", ts, stay, admit=_dt(ts))]
-        out.append(self._adt("A03", ts + los, stay, admit=_dt(ts), discharge=_dt(ts + los), disposition="01"))
+        self.at(ts + los, "past_discharge", stay=asdict(stay), readmit_by=readmit_by)
+        rate = 0.5 if unit in self.icu else 0.08  # procedures per patient day
+        for _ in range(sum(1 for _ in range(max(1, round(los / 86400))) if self.rng.random() < rate)):
+            self._schedule_charge(ts + self.rng.uniform(0, los), stay)
+        return [self._adt("A01", ts, stay, admit=_dt(ts))]
+
+    def _past_discharge(self, ts: float, stay: dict[str, Any], readmit_by: float) -> list[str]:
+        s = Stay(**stay)
+        out = [self._adt("A03", ts, s, admit=_dt(s.admitted), discharge=_dt(ts), disposition="01")]
+        if self.rng.random() < 0.12 and ts + 43200 < readmit_by:
+            person = {k: stay[k] for k in ("mrn", "family", "given", "birth", "sex")}
+            self.at(self.rng.uniform(ts + 43200, readmit_by), "readmit", person=person)
         return out
 
     def _admit(
-        self, ts: float, unit: str, planned_from: float | None = None, visit: str | None = None
+        self,
+        ts: float,
+        unit: str,
+        planned_from: float | None = None,
+        visit: str | None = None,
+        bed: str | None = None,
     ) -> list[str]:
         """Admit to unit; the initial census (planned_from) leaves only after the live start."""
-        bed = self._free_bed(unit)
+        taken = {s.bed for s in self.stays.values() if s.unit == unit}
+        bed = bed if bed is not None and bed not in taken else self._free_bed(unit)
         if bed is None:
             return []
         if visit is not None and visit in self.stays:
@@ -237,18 +238,31 @@ class DemoHospital:
             self.stays[stay.visit] = stay
             msg = self._adt("A01", ts, stay, admit=_dt(ts))
         if planned_from is None:
-            leave = ts + self._lognormal_minutes(4.2 * 1440, 0.55)
+            leave = ts + self._lognormal_minutes(3.2 * 1440, 0.55)
             step_down = ts + self._lognormal_minutes(2 * 1440, 0.5)
         else:
             leave = planned_from + self.rng.uniform(0.5, 72) * 3600
-            step_down = planned_from + self.rng.uniform(0.5, 36) * 3600
+            step_down = planned_from + self.rng.uniform(0.5, 48) * 3600
         if unit in self.icu and self.wards:
             self.at(min(step_down, leave - 600), "step_down", visit=stay.visit)
         self.at(leave, "discharge", visit=stay.visit)
         return [msg]
 
+    def _readmit(self, ts: float, person: dict[str, str]) -> list[str]:
+        unit = self.rng.choice(self.wards)
+        bed = self._free_bed(unit)
+        if bed is None:
+            return []
+        self.counter += 1
+        stay = Stay(
+            visit=f"V{self.counter:07d}", **person, unit=unit, bed=bed, patient_class="I", admitted=ts
+        )
+        self.stays[stay.visit] = stay
+        self.at(ts + self._lognormal_minutes(3.2 * 1440, 0.55), "discharge", visit=stay.visit)
+        return [self._adt("A01", ts, stay, admit=_dt(ts))]
+
     def _ed_arrival(self, ts: float) -> list[str]:
-        self.at(ts + self._exp(9), "ed_arrival")
+        self.at(ts + self._exp(15), "ed_arrival")
         assert self.ed is not None
         bed = self._free_bed(self.ed.id)
         if bed is None:
@@ -264,8 +278,8 @@ class DemoHospital:
         stay = self.stays.get(visit)
         if stay is None:
             return []
-        if self.rng.random() < 0.4:
-            targets = self.icu * 1 + self.wards * 3
+        if self.rng.random() < 0.11:  # ED patients admitted
+            targets = self.icu * 2 + self.wards * 3
             for unit in self.rng.sample(targets, len(targets)):
                 admitted = self._admit(ts, unit, visit=visit)
                 if admitted:
@@ -274,10 +288,11 @@ class DemoHospital:
         return [self._adt("A03", ts, stay, discharge=_dt(ts), disposition="01")]
 
     def _elective_admit(self, ts: float) -> list[str]:
-        self.at(ts + self._exp(75), "elective_admit")
-        if not self.wards:
+        self.at(ts + self._exp(300), "elective_admit")
+        units = self.wards + self.icu  # post-operative patients go to the ICU now and then
+        if not units:
             return []
-        return self._admit(ts, self.rng.choice(self.wards))
+        return self._admit(ts, self.rng.choice(units))
 
     def _step_down(self, ts: float, visit: str) -> list[str]:
         stay = self.stays.get(visit)
@@ -296,6 +311,9 @@ class DemoHospital:
         stay = self.stays.pop(visit, None)
         if stay is None:
             return []
+        if self.rng.random() < 0.12 and self.wards:  # about one in eight comes back within 30 days
+            person = {k: getattr(stay, k) for k in ("mrn", "family", "given", "birth", "sex")}
+            self.at(ts + self.rng.uniform(2, 28) * 86400 / self.rate, "readmit", person=person)
         return [self._adt("A03", ts, stay, admit=_dt(stay.admitted), discharge=_dt(ts), disposition="01")]
 
     def _lab_rounds(self, ts: float) -> list[str]:
@@ -311,6 +329,70 @@ class DemoHospital:
             elif self.rng.random() < 0.008 * self.rate:
                 self.at(ts + self.rng.uniform(0, 1200), "stat_order", unit=stay.unit, visit=stay.visit)
         return []
+
+    def _call_rounds(self, ts: float) -> list[str]:
+        """Every 10 minutes: each inpatient calls now and then (about every 3 hours)."""
+        self.at(ts + 600, "call_rounds")
+        for stay in list(self.stays.values()):
+            if self.rng.random() < 0.055 * self.rate:
+                self.at(ts + self.rng.uniform(0, 600), "call", visit=stay.visit)
+        return []
+
+    def _call(self, ts: float, visit: str) -> list[str]:
+        stay = self.stays.get(visit)
+        if stay is None:
+            return []
+        self.counter += 1
+        call_id = f"NC{self.counter:08d}"
+        if self.rng.random() < 0.08:  # the patient cancels at the bedside before anyone answers
+            self.at(
+                ts + self.rng.uniform(20, 90), "call_phase", stay=asdict(stay), call_id=call_id, phase="end"
+            )
+        else:
+            if self.busy.get(stay.unit, 0) > 0:
+                self.busy[stay.unit] -= 1
+                wait = self.rng.uniform(7, 14) * 60
+            else:
+                wait = self._lognormal_minutes(1.6, 0.6)
+            answered = ts + wait
+            self.at(answered, "call_phase", stay=asdict(stay), call_id=call_id, phase="continue")
+            self.at(
+                answered + self.rng.uniform(60, 600),
+                "call_phase",
+                stay=asdict(stay),
+                call_id=call_id,
+                phase="end",
+            )
+        return [m.nurse_call(_dt(ts), self._visit(stay), call_id, "start", control_id=self._control_id())]
+
+    def _call_phase(self, ts: float, stay: dict[str, Any], call_id: str, phase: str) -> list[str]:
+        state = "acknowledged" if phase == "continue" else ""
+        visit = self._visit(Stay(**stay))
+        return [m.nurse_call(_dt(ts), visit, call_id, phase, state=state, control_id=self._control_id())]
+
+    def _call_surge(self, ts: float) -> list[str]:
+        """A unit gets busy: its next calls wait 7-14 minutes (the response KPIs breach)."""
+        unit = self.rng.choice(self.wards or list(self.units))
+        self.busy[unit] = self.rng.randint(5, 8)
+        self.at(ts + self.rng.uniform(50, 90) * 60, "call_surge")
+        return []
+
+    def _procedure_rounds(self, ts: float) -> list[str]:
+        """Every 30 minutes: a few procedures, charged by the billing system (DFT^P03)."""
+        self.at(ts + 1800, "procedure_rounds")
+        for stay in list(self.stays.values()):
+            if self.rng.random() < (0.05 if stay.unit in self.icu else 0.012) * self.rate:
+                self._schedule_charge(ts + self.rng.uniform(0, 1800), stay)
+        return []
+
+    def _schedule_charge(self, when: float, stay: Stay) -> None:
+        code, name, price = self.rng.choice(PROCEDURES)
+        amount = round(price * self.rng.uniform(0.9, 1.2), 2)
+        self.at(when, "charge", stay=asdict(stay), code=code, name=name, amount=amount)
+
+    def _charge(self, ts: float, stay: dict[str, Any], code: str, name: str, amount: float) -> list[str]:
+        visit = self._visit(Stay(**stay))
+        return [m.procedure_charge(_dt(ts), visit, (code, name), amount, control_id=self._control_id())]
 
     def _slowdown(self, ts: float) -> list[str]:
         candidates = [u for u in self.units if u in self.icu or (self.ed and u == self.ed.id)] or list(
@@ -402,83 +484,18 @@ class DemoHospital:
     # -- persistence ---------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "queue": self.queue,
+            **super().state(),
             "stays": {k: asdict(v) for k, v in self.stays.items()},
             "counter": self.counter,
             "sent": self.sent,
             "slow": self.slow,
-            "clock": self.clock,
-            "rng": [*list(self.rng.getstate()[1]), self.rng.getstate()[0], self.rng.getstate()[2]],
+            "busy": self.busy,
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self.queue = [tuple(item) for item in state["queue"]]  # type: ignore[misc]
-        heapq.heapify(self.queue)
-        self.seq = itertools.count(max((item[1] for item in self.queue), default=0) + 1)
+        super().load(state)
         self.stays = {k: Stay(**v) for k, v in state["stays"].items()}
         self.counter = state["counter"]
         self.sent = state["sent"]
         self.slow = state["slow"]
-        self.clock = state["clock"]
-        rng = state["rng"]
-        self.rng.setstate((rng[-2], tuple(rng[:-2]), rng[-1]))
-
-
-async def run_demo(
-    places: Places,
-    host: str,
-    port: int,
-    state_file: Path,
-    *,
-    seed: int = 7,
-    rate: float = 1.0,
-    backfill: float = 7200.0,
-    clock: Any = None,
-) -> None:
-    """Feed the MLLP listener until cancelled; save the simulation now and then."""
-    import time
-
-    now_fn = clock or time.time
-    hospital = DemoHospital(places, seed=seed, rate=rate)
-    if state_file.exists():
-        hospital.load(orjson.loads(state_file.read_bytes()))
-        log.info("demo hospital resumed", extra={"patients": len(hospital.stays)})
-    else:
-        hospital.seed_history(now_fn(), backfill)
-        log.info(
-            "demo hospital starting: backfilling history",
-            extra={"hours": round(backfill / 3600, 1)},
-        )
-    client = MLLPClient(host, port)
-    sent = 0
-    last_save = 0.0
-    try:
-        while True:
-            now = now_fn()
-            for _, message in hospital.due(now):
-                for attempt in range(30):
-                    try:
-                        ack = await client.send(message)
-                        break
-                    except (ConnectionError, OSError, TimeoutError):
-                        await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
-                else:
-                    raise ConnectionError(f"demo: MLLP listener at {host}:{port} does not answer")
-                if ack_code(ack) != "AA":
-                    log.warning("demo message not accepted", extra={"ack": ack_code(ack)})
-                sent += 1
-            if now - last_save > 10:
-                _save(state_file, hospital)
-                last_save = now
-            upcoming = hospital.next_time()
-            await asyncio.sleep(0.5 if upcoming is None else min(1.0, max(0.05, upcoming - now_fn())))
-    finally:
-        _save(state_file, hospital)
-        await client.close()
-        log.info("demo hospital stopped", extra={"messages_sent": sent})
-
-
-def _save(path: Path, hospital: DemoHospital) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(hospital.state()))
-    tmp.replace(path)
+        self.busy = state.get("busy", {})
