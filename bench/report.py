@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,9 +35,10 @@ def machine() -> str:
     except (OSError, ValueError, IndexError):
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    build = "Debian's build" if str(sys.base_prefix) == "/usr" else f"built under {sys.base_prefix}"
     return (
         f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}; commit {commit.stdout.strip() or 'unknown'}; "
+        f"Python {platform.python_version()} ({build}); commit {commit.stdout.strip() or 'unknown'}; "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
     )
 

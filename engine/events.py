@@ -33,6 +33,8 @@ class lazy:
 
 
 _DEFAULTS: dict[type, dict[str, Any]] = {}
+_ALL_SET: dict[type, set[str]] = {}
+_set = object.__setattr__
 _PLACES: dict[tuple[str, str | None, str | None], tuple[str, str | None, str | None]] = {}
 """One tuple per place, shared by every event and every piece of state that names it."""
 
@@ -60,13 +62,18 @@ class EventBase(BaseModel):
             defaults = _DEFAULTS[cls] = {
                 name: info.default for name, info in cls.model_fields.items() if not info.is_required()
             }
-        values = {**defaults, **fields}
+            _ALL_SET[cls] = set(cls.model_fields)
+        values = defaults.copy()
+        values.update(fields)
         event = cls.__new__(cls)
-        object.__setattr__(event, "__dict__", values)
-        object.__setattr__(event, "__pydantic_fields_set__", set(fields))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
-        event.model_post_init(None)
+        _set(event, "__dict__", values)
+        # every field counts as set (frozen models never change it; nothing reads it)
+        _set(event, "__pydantic_fields_set__", _ALL_SET[cls])
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        values["ts"] = values["event_time"].timestamp()  # as model_post_init, inlined
+        place = (values["facility"], values["department"], values["unit"])
+        values["place"] = _PLACES.setdefault(place, place)
         return event
 
     def model_post_init(self, _context: Any) -> None:

@@ -7,6 +7,8 @@ occupancy), and its type (for the legal nurse ratio).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from engine.samples import GroupKey
@@ -108,7 +110,7 @@ class Places(_Strict):
 class PlaceIndex:
     """Where a feed's facility and unit codes lead: our facility, department and unit."""
 
-    __slots__ = ("default", "facilities", "units")
+    __slots__ = ("default", "facilities", "memo", "units")
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class PlaceIndex:
         self.facilities = facilities
         self.units = units
         self.default = default
+        self.memo: dict[Any, Any] = {}  # connectors' answers derived from this index
 
     def facility_id(self, code: str | None) -> str | None:
         if code:

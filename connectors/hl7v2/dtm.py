@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 _ZONES: dict[str, tzinfo] = {}
+_CHECKED: set[str] = set()
 
 
 def _zone(sign: str, zone: str) -> tzinfo:
@@ -20,16 +21,17 @@ def _zone(sign: str, zone: str) -> tzinfo:
 
 def parse_dtm(value: str, default_tz: tzinfo = UTC) -> datetime:
     """An aware datetime; values without an offset are in default_tz (the facility's)."""
-    # The shapes nearly every feed sends: YYYYMMDDHHMMSS, optionally +/-ZZZZ.
+    # The shapes nearly every feed sends: YYYYMMDDHHMMSS, optionally +/-ZZZZ, which
+    # fromisoformat reads as ISO 8601 basic format once a 'T' separates date and time.
     n = len(value)
     if (n == 14 or (n == 19 and value[14] in "+-" and value[15:].isdigit())) and value[:14].isdigit():
-        v = value
-        iso = f"{v[0:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}"
         try:
             if n == 19:
-                _zone(v[14], v[15:])  # range check (+/-14:00)
-                return datetime.fromisoformat(f"{iso}{v[14:17]}:{v[17:19]}")
-            return datetime.fromisoformat(iso).replace(tzinfo=default_tz)
+                if value[14:] not in _CHECKED:  # range check (+/-14:00), once per offset
+                    _zone(value[14], value[15:])
+                    _CHECKED.add(value[14:])
+                return datetime.fromisoformat(value[:8] + "T" + value[8:])
+            return datetime.fromisoformat(value[:8] + "T" + value[8:]).replace(tzinfo=default_tz)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a valid date/time: {exc}") from exc
     text = value.strip()

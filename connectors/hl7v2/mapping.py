@@ -79,7 +79,7 @@ class MapContext:
 def message_key(msg: Message) -> str:
     """Idempotency key: sending facility + control id + content (control ids get reused)."""
     digest = hashlib.blake2b(msg.raw.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
-    return f"{msg.msh.get(4, 1)}|{msg.control_id}|{digest}"
+    return f"{msg.sending_facility}|{msg.control_id}|{digest}"
 
 
 PATIENT_CLASSES = {
@@ -136,7 +136,7 @@ class _Mapper:
     def time(self, seg: Segment | None, fld: int, what: str, required_: bool = True) -> datetime | None:
         if seg is None:
             return None
-        raw = seg.get(fld, 1)
+        raw = seg.first(fld)
         if not raw:
             if required_:
                 raise required(seg.name, fld, what)
@@ -159,9 +159,20 @@ class _Mapper:
         return msh_time
 
     def place(self, pv1: Segment | None, fld: int = 3) -> dict[str, Any]:
-        """facility/department/unit/bed from a PL field (point of care^room^bed^facility)."""
+        """facility/department/unit/bed from a PL field (point of care^room^bed^facility).
+        A feed names the same few hundred beds over and over: answers are remembered."""
         places = self.ctx.index
         assert places is not None
+        key = ("hl7-pl", pv1.get_raw_first(fld) if pv1 is not None else "", self.msg.sending_facility)
+        found = places.memo.get(key)
+        if found is None:
+            found = self._place(pv1, fld, places)
+            if len(places.memo) > 100_000:
+                places.memo.clear()
+            places.memo[key] = found
+        return found  # type: ignore[no-any-return]
+
+    def _place(self, pv1: Segment | None, fld: int, places: PlaceIndex) -> dict[str, Any]:
         unit_code, room, bed, facility_code = pv1.components(fld, 4) if pv1 is not None else ("", "", "", "")
         facility = places.facility_id(facility_code or self.msg.sending_facility)
         if not facility:
@@ -186,13 +197,13 @@ class _Mapper:
     def patient_id(self, pid: Segment | None) -> str | None:
         if pid is None:
             return None
-        return pid.get(3, 1) or pid.get(2, 1) or None
+        return pid.first(3) or pid.first(2) or None
 
     def encounter_id(self, pid: Segment | None, pv1: Segment) -> str:
-        visit = pv1.get(19, 1)
+        visit = pv1.first(19)
         if visit:
             return visit
-        account = pid.get(18, 1) if pid is not None else ""
+        account = pid.first(18) if pid is not None else ""
         if account:
             return account
         raise MappingError(
@@ -210,19 +221,19 @@ class _Mapper:
         if pv1 is None:
             raise MappingError("PV1 segment is required for ADT events", code=100, segment="PV1")
         place = self.place(pv1)
-        prior = self.place(pv1, 6) if pv1.get(6, 1) else {}
+        prior = self.place(pv1, 6) if pv1.first(6) else {}
         self.add(
             EncounterEvent,
             type=kind,
             event_time=self.event_time((evn, 2)),
             encounter_id=self.encounter_id(pid, pv1),
             patient_id=self.patient_id(pid),
-            patient_class=_patient_class(pv1.get(2, 1)),
+            patient_class=_patient_class(pv1.first(2)),
             admit_time=self.time(pv1, 44, "admit date/time", required_=False),
             discharge_time=self.time(pv1, 45, "discharge date/time", required_=False),
             prior_unit=prior.get("unit"),
             prior_bed=prior.get("bed"),
-            disposition=pv1.get(36, 1) or None,
+            disposition=pv1.first(36) or None,
             **place,
         )
 
@@ -243,7 +254,7 @@ class _Mapper:
         pid = self.msg.first("PID")
         if mrg is None:
             raise MappingError("A40 needs an MRG segment", code=100, segment="MRG")
-        prior = mrg.get(1, 1)
+        prior = mrg.first(1)
         if not prior:
             raise required("MRG", 1, "prior patient identifier")
         place = self.place(self.msg.first("PV1"))
@@ -251,7 +262,7 @@ class _Mapper:
             EncounterEvent,
             type="encounter.merge",
             event_time=self.event_time((self.msg.first("EVN"), 2)),
-            encounter_id=mrg.get(5, 1) or prior,
+            encounter_id=mrg.first(5) or prior,
             patient_id=self.patient_id(pid),
             other_encounter_id=prior,
             **place,
@@ -277,7 +288,7 @@ class _Mapper:
     def order_id(self, orc: Segment | None, obr: Segment | None) -> str:
         for seg, fld in ((orc, 2), (obr, 2), (orc, 3), (obr, 3)):
             if seg is not None:
-                value = seg.get(fld, 1)
+                value = seg.first(fld)
                 if value:
                     return value
         where = "ORC" if orc is not None else "OBR"
@@ -292,7 +303,9 @@ class _Mapper:
         """TQ1-9, ORC-7.6, OBR-27.6 or OBR-5; orders default to routine (HL7's default),
         results say nothing rather than guess."""
         anchor = orc or obr
-        tq1 = self.msg.after(anchor, "TQ1", stop=("ORC", "OBR")) if anchor is not None else None
+        tq1 = None
+        if anchor is not None and "TQ1" in self.msg.raw:  # a C-speed look before the walk
+            tq1 = self.msg.after(anchor, "TQ1", stop=("ORC", "OBR"))
         for seg, fld, comp in ((tq1, 9, 1), (orc, 7, 6), (obr, 27, 6), (obr, 5, 1)):
             if seg is None:
                 continue
@@ -308,9 +321,9 @@ class _Mapper:
         return {
             "order_id": self.order_id(orc, obr),
             "patient_id": self.patient_id(pid),
-            "encounter_id": (pv1.get(19, 1) or None) if pv1 is not None else None,
+            "encounter_id": (pv1.first(19) or None) if pv1 is not None else None,
             "priority": self.priority(orc, obr, "routine" if order else None),
-            "test_code": (obr.get(4, 1) or None) if obr is not None else None,
+            "test_code": (obr.first(4) or None) if obr is not None else None,
             **place,
         }
 
@@ -320,7 +333,7 @@ class _Mapper:
         if not groups:
             raise MappingError("an order message needs an ORC or OBR segment", code=100, segment="ORC")
         for orc, obr in groups:
-            control = orc.get(1, 1).upper() if orc is not None else "NW"
+            control = orc.first(1).upper() if orc is not None else "NW"
             common = self.lab_common(orc, obr, order=True)
             if control in ("NW", "SN", "XO", "RO") or not control:
                 when = self.event_time((orc, 9), (obr, 6))
@@ -356,7 +369,7 @@ class _Mapper:
             assert obr is not None
             common = self.lab_common(orc, obr)
             self.specimen_steps(obr, common)
-            status_code = obr.get(25, 1).upper()
+            status_code = obr.first(25).upper()
             status = RESULT_STATUS.get(status_code, status_code.lower() or "final")
             when = self.event_time((obr, 22))
             self.add(LabEvent, type="lab.result", event_time=when, result_status=status, **common)
@@ -372,7 +385,7 @@ class _Mapper:
             raise MappingError("ORU^R40 needs an OBR segment per alert", code=100, segment="OBR")
         pid = self.msg.first("PID")
         for obr in obrs:
-            call_id = obr.get(3, 1) or obr.get(2, 1)
+            call_id = obr.first(3) or obr.first(2)
             if not call_id:
                 raise required("OBR", 3, "alert identifier (filler order number)")
             phase, state, priority = "", "", ""
@@ -381,8 +394,8 @@ class _Mapper:
                 seg = self.msg.after(seg, "OBX", stop=("OBR",)) if seg is not None else None
                 if seg is None:
                     break
-                code = seg.get(3, 2).upper() or seg.get(3, 1).upper()
-                value = seg.get(5, 1).lower()
+                code = seg.get(3, 2).upper() or seg.first(3).upper()
+                value = seg.first(5).lower()
                 if "EVENT_PHASE" in code or code == "68481":
                     phase = value
                 elif "INACTIVATION_STATE" in code or code == "68483":
@@ -422,9 +435,9 @@ class _Mapper:
                 ProcedureEvent,
                 type="procedure.performed",
                 event_time=when,
-                procedure_code=pr1.get(3, 1) or None,
+                procedure_code=pr1.first(3) or None,
                 patient_id=self.patient_id(pid),
-                encounter_id=(pv1.get(19, 1) or None) if pv1 is not None else None,
+                encounter_id=(pv1.first(19) or None) if pv1 is not None else None,
                 **self.place(pv1),
             )
 
@@ -446,10 +459,10 @@ class _Mapper:
             if extended is None and unit_amount is None:
                 raise required("FT1", 11, "extended amount (or FT1-12 unit amount)")
             amount = extended if extended is not None else (unit_amount or 0.0) * (quantity or 1.0)
-            if ft1.get(6, 1).upper() in ("CD", "PY", "AJ") and amount > 0:
+            if ft1.first(6).upper() in ("CD", "PY", "AJ") and amount > 0:
                 amount = -amount  # credits, payments and adjustments reduce the charges
-            place = self.place(ft1, 16) if ft1.get(16, 1) else self.place(pv1)
-            procedure = ft1.get(25, 1) or None
+            place = self.place(ft1, 16) if ft1.first(16) else self.place(pv1)
+            procedure = ft1.first(25) or None
             self.add(
                 FinanceEvent,
                 type="finance.charge",
@@ -464,7 +477,7 @@ class _Mapper:
 
 
 def _number(seg: Segment, fld: int, what: str, default: float | None = None) -> float | None:
-    raw = seg.get(fld, 1)
+    raw = seg.first(fld)
     if not raw:
         return default
     try:
@@ -505,9 +518,19 @@ REPLY_TYPES = {("ORU", "R40"): "ORA^R41^ORA_R41"}
 """Message types answered with something other than ACK (IHE PCD ACM expects ORA^R41)."""
 
 
+_HEADERS_OK: set[tuple[str, str, str]] = set()
+
+
 def check_header(msg: Message) -> None:
-    """AR-level checks: a type, trigger and version we can take."""
-    version = msg.msh.get(12)
+    """AR-level checks: a type, trigger and version we can take (a combination that passed
+    once is remembered: a feed sends the same few all day)."""
+    version = msg.msh.first(12)
+    if (version, msg.message_type, msg.trigger) in _HEADERS_OK:
+        if not msg.control_id:
+            raise MappingError(
+                "MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10
+            )
+        return
     if not version:
         raise MappingError("MSH-12 version id is empty", ack="AR", code=203, segment="MSH", field=12)
     if not version.startswith(SUPPORTED_VERSIONS):
@@ -540,6 +563,7 @@ def check_header(msg: Message) -> None:
         )
     if not msg.control_id:
         raise MappingError("MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10)
+    _HEADERS_OK.add((version, msg.message_type, msg.trigger))
 
 
 def map_message(msg: Message, ctx: MapContext) -> list[EventBase]:

@@ -166,6 +166,24 @@ class Segment:
             return unescape(raw, enc)
         return raw
 
+    def first(self, n: int) -> str:
+        """get(n): field n's first component of its first repetition, unescaped. The call
+        mapping makes most, kept to the fewest steps."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self.line.split(self.enc.field)
+        try:
+            raw = fields[n]
+        except IndexError:
+            return ""
+        if not raw:
+            return raw
+        enc = self.enc
+        raw = raw.partition(enc.repetition)[0].partition(enc.component)[0].partition(enc.subcomponent)[0]
+        if enc.escape and enc.escape in raw:
+            return unescape(raw, enc)
+        return raw
+
     def components(self, n: int, size: int) -> list[str]:
         """The first `size` components of field n (first repetition, first subcomponents),
         '' where absent: one split for code that reads several parts of a field."""
@@ -192,16 +210,29 @@ class Segment:
         return f"Segment({self.line!r})"
 
 
+class HeaderSegment(Segment):
+    """MSH: fields 1 and 2 are the delimiters themselves, read as they are."""
+
+    __slots__ = ()
+
+    def first(self, n: int) -> str:
+        if n < 3:
+            return self.raw(n)
+        return super().first(n)
+
+
 class Message:
     """A parsed message: segments in order, plus quick access by segment name."""
 
-    __slots__ = ("enc", "message_type", "raw", "segments", "trigger")
+    __slots__ = ("_control_id", "_facility", "enc", "message_type", "raw", "segments", "trigger")
 
     def __init__(self, raw: str, segments: list[Segment], enc: Encoding):
         self.raw = raw
         self.segments = segments
         self.enc = enc
         self.message_type, self.trigger = segments[0].components(9, 2)
+        self._control_id: str | None = None
+        self._facility: str | None = None
 
     @property
     def msh(self) -> Segment:
@@ -234,15 +265,21 @@ class Message:
     # MSH conveniences
     @property
     def control_id(self) -> str:
-        return self.msh.get(10)
+        found = self._control_id
+        if found is None:
+            found = self._control_id = self.msh.first(10)
+        return found
 
     @property
     def version(self) -> str:
-        return self.msh.get(12, 1)
+        return self.msh.first(12)
 
     @property
     def sending_facility(self) -> str:
-        return self.msh.get(4, 1)
+        found = self._facility
+        if found is None:
+            found = self._facility = self.msh.first(4)
+        return found
 
 
 def _encoding(fsep: str, enc_chars: str) -> Encoding:
@@ -281,11 +318,12 @@ def parse(raw: str) -> Message:
     if enc is None:
         enc = _ENCODINGS[(fsep, enc_chars)] = _encoding(fsep, enc_chars)
     segments: list[Segment] = []
-    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    body = text.replace("\r\n", "\r").replace("\n", "\r") if "\n" in text else text
+    lines = body.split("\r")
     lines[0] = lines[0].rstrip()
     parts = lines[0].split(fsep)
     # MSH-1 is the separator itself: shift so that field(n) is MSH-n.
-    segments.append(Segment("MSH", lines[0], enc, ["MSH", fsep, *parts[1:]]))
+    segments.append(HeaderSegment("MSH", lines[0], enc, ["MSH", fsep, *parts[1:]]))
     for line in lines[1:]:
         line = line.rstrip()  # trailing blanks are transport artefacts (python-hl7 drops them too)
         if not line:

@@ -1,0 +1,3 @@
+module carescore/bench/mllpload
+
+go 1.22
