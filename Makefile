@@ -7,12 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install run test bench lint format typecheck docs clean
+.PHONY: help install run test bench fuzz lint format typecheck docs clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
+	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
 
 $(PY):
@@ -36,6 +37,10 @@ bench: install
 	$(PY) bench/engine_memory.py
 	$(PY) bench/hl7_parse.py
 	$(PY) bench/mllp_e2e.py
+
+fuzz: install
+	$(PY) -m pip install -q atheris || echo "atheris did not install: hypothesis and socket fuzzing only"
+	$(PY) tests/fuzz/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .

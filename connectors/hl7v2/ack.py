@@ -42,7 +42,11 @@ def _stamp() -> str:
 
 
 def _escape(text: str, enc: Encoding) -> str:
-    esc = enc.escape or "\\"
+    esc = enc.escape
+    if not esc:  # the sender declared no escape character: drop delimiters from our text
+        for ch in (enc.field, enc.component, enc.subcomponent, enc.repetition):
+            text = text.replace(ch, " ")
+        return text.replace("\r", " ").replace("\n", " ")
     out = text.replace(esc, f"{esc}E{esc}")
     for ch, code in (
         (enc.field, "F"),
@@ -70,7 +74,8 @@ def build_ack(
     """An ACK message (segments joined by CR) answering msg (None if MSH was unreadable)."""
     enc = msg.enc if msg is not None else DEFAULT_ENCODING
     f, c = enc.field, enc.component
-    encoding_chars = f"{enc.component}{enc.repetition}{enc.escape}{enc.subcomponent}" if msg else "^~\\&"
+    # the sender's own MSH-2, as it declared it (our parser accepted it, so theirs will)
+    encoding_chars = msg.msh.raw(2) if msg is not None else "^~\\&"
     stamp = now.strftime("%Y%m%d%H%M%S") if now is not None else _stamp()
     if msg is not None:
         msh = msg.msh

@@ -46,6 +46,7 @@ class FrameDecoder:
 
     def __init__(self, max_message_bytes: int = 1024 * 1024):
         self.max = max_message_bytes
+        self.head = min(HEAD_BYTES, max_message_bytes)  # what is kept of a frame too big to keep
         self.buf = bytearray()
         self.in_frame = False
         self.oversize_head: bytes | None = None
@@ -70,21 +71,21 @@ class FrameDecoder:
             restart = buf.find(START)
             if restart >= 0 and (end < 0 or restart < end):
                 # A new frame began before this one ended: the sender gave this one up.
-                out.append(Frame("abandoned", self.oversize_head or bytes(buf[:restart][:HEAD_BYTES])))
+                out.append(Frame("abandoned", self.oversize_head or bytes(buf[: min(restart, self.head)])))
                 del buf[:restart]
                 self.in_frame = False
                 continue
             if end < 0:
                 if self.oversize_head is not None or len(buf) > self.max:
                     if self.oversize_head is None:
-                        self.oversize_head = bytes(buf[:HEAD_BYTES])
+                        self.oversize_head = bytes(buf[: self.head])
                     buf.clear()
                 break
             body = bytes(buf[:end])
             del buf[: end + 2 if buf[end + 1 : end + 2] == b"\r" else end + 1]
             self.in_frame = False
             if self.oversize_head is not None or len(body) > self.max:
-                out.append(Frame("oversize", self.oversize_head or body[:HEAD_BYTES]))
+                out.append(Frame("oversize", self.oversize_head or body[: self.head]))
                 self.oversize_head = None
             else:
                 out.append(Frame("message", body))
@@ -94,7 +95,7 @@ class FrameDecoder:
         """The start of an unfinished frame, if the stream stopped inside one."""
         if not self.in_frame:
             return None
-        return self.oversize_head or bytes(self.buf[:HEAD_BYTES])
+        return self.oversize_head or bytes(self.buf[: self.head])
 
 
 def frame(message: str | bytes) -> bytes:

@@ -290,11 +290,15 @@ def _encoding(fsep: str, enc_chars: str) -> Encoding:
         raise HL7ParseError(
             f"MSH-2 encoding characters {enc_chars!r} must be 4 characters such as ^~\\&", field=2
         )
+    if any(ch.isalnum() or ch in "\r\n " for ch in enc_chars):
+        raise HL7ParseError(
+            f"MSH-2 encoding characters {enc_chars!r} must not be letters, digits or blanks", field=2
+        )
     if len(set(enc_chars) | {fsep}) != len(enc_chars) + 1:
         raise HL7ParseError("MSH-1/MSH-2 delimiters must all differ", field=2)
     padded = enc_chars + "\x00" * (5 - len(enc_chars))
     comp, rep, esc, sub, trunc = (padded[i] for i in range(5))
-    return Encoding(
+    enc = Encoding(
         field=fsep,
         component=comp,
         repetition=rep if rep != "\x00" else "~",
@@ -302,6 +306,13 @@ def _encoding(fsep: str, enc_chars: str) -> Encoding:
         subcomponent=sub if sub != "\x00" else "&",
         truncation=trunc if trunc != "\x00" else None,
     )
+    used = [enc.field, enc.component, enc.repetition, enc.subcomponent] + ([enc.escape] if enc.escape else [])
+    if len(set(used)) != len(used):  # a default filled in for a missing one clashes
+        raise HL7ParseError(
+            f"MSH-2 encoding characters {enc_chars!r} are incomplete and ambiguous; send all four (^~\\&)",
+            field=2,
+        )
+    return enc
 
 
 def parse(raw: str) -> Message:
