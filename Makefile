@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install run test bench fuzz lint format typecheck docs clean
+.PHONY: help install system-deps run test bench fuzz lint format typecheck docs clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
@@ -15,6 +15,10 @@ help:
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
+
+# Debian packages the tests run for real (Alertmanager for the Alertmanager channel).
+SYSTEM_PACKAGES := prometheus-alertmanager
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +30,18 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		$(SUDO) systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; \
+	fi  # tests start their own Alertmanager on 127.0.0.1; the packaged service is not wanted
+
 run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
 
-test: install
+test: install system-deps
 	$(PY) -m pytest
 
 bench: install

@@ -1,21 +1,23 @@
-"""Threshold evaluation: KPI samples in, alert transitions out.
+"""Threshold evaluation: KPI samples in, alert changes out.
 
 Per (KPI, place) a small state machine: ok -> pending (breaching, waiting out `for`) ->
-firing -> resolved (back past the separate clear level). Below the minimum sample size a
-sample is no_data, which never starts, raises or ends a breach. Severity may rise and fall
-within one firing episode without a new alert.
+firing -> resolved (back past the separate clear level, and staying there for
+`keep_firing_for`, so a value hovering at the line does not flap). Below the minimum sample
+size a sample is no_data, which never starts, raises or ends a breach. Severity may rise and
+fall within one firing episode without a new alert.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
+from alerts.model import Change, ChangeKind, place_label
 from engine.definitions import Catalogue, Direction, KpiDefinition
 from engine.samples import GroupKey, Sample
 
-State = Literal["ok", "pending", "firing"]
-TransitionKind = Literal["fired", "severity_changed", "resolved"]
+State = Literal["ok", "pending", "firing", "clearing"]
 
 SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
 
@@ -23,28 +25,11 @@ SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
 @dataclass
 class Track:
     state: State = "ok"
-    since: float = 0.0  # when the current state began
+    since: float = 0.0  # when the breach began (pending/firing) or the clearing began
     severity: str = "ok"
     episode: int = 0
+    started: float = 0.0  # when the current episode's breach began
     last: Sample | None = None
-    peak: float | None = None
-
-
-@dataclass(frozen=True)
-class Transition:
-    kind: TransitionKind
-    kpi: KpiDefinition
-    sample: Sample
-    severity: str
-    episode: int
-    started: float
-    threshold: float | None
-    previous_severity: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def group_key(self) -> GroupKey:
-        return self.sample.group.key
 
 
 def threshold_for(kpi: KpiDefinition, severity: str, unit_type: str | None = None) -> float | None:
@@ -71,14 +56,27 @@ def cleared(kpi: KpiDefinition, value: float, unit_type: str | None = None) -> b
     return value > level
 
 
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "no data"
+    return f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def summary(kpi: KpiDefinition, sample: Sample, severity: str, threshold: float | None) -> str:
+    """One line a charge nurse can act on. Names the place, never a patient."""
+    place = place_label(sample.group.key)
+    level = f" ({severity} at {fmt(threshold)} {kpi.unit})" if threshold is not None else ""
+    return f"{kpi.name} is {fmt(sample.value)} {kpi.unit} on {place}{level}"
+
+
 class Evaluator:
     def __init__(self, catalogue: Catalogue, unit_types: dict[GroupKey, str] | None = None):
         self.catalogue = catalogue
         self.unit_types = unit_types or {}
         self.tracks: dict[tuple[str, GroupKey], Track] = {}
 
-    def evaluate(self, samples: list[Sample], now: float) -> list[Transition]:
-        out: list[Transition] = []
+    def evaluate(self, samples: list[Sample], now: float) -> list[Change]:
+        out: list[Change] = []
         for sample in samples:
             if sample.final:
                 continue  # alerts follow the live value; closed windows are history
@@ -89,21 +87,28 @@ class Evaluator:
             track = self.tracks.get(key)
             if track is None:
                 track = self.tracks[key] = Track(since=now)
-            transition = self._step(kpi, track, sample, now)
+            change = self._step(kpi, track, sample, now)
             track.last = sample
-            if transition is not None:
-                out.append(transition)
+            if change is not None:
+                out.append(change)
         return out
 
-    def _step(self, kpi: KpiDefinition, track: Track, sample: Sample, now: float) -> Transition | None:
+    def suspend(self, key: tuple[str, GroupKey]) -> None:
+        """The KPI's data is stale (its feed stopped): a breach that has not fired yet starts
+        over when fresh data comes; a firing alert stays as it is."""
+        track = self.tracks.get(key)
+        if track is not None and track.state == "pending":
+            track.state, track.severity = "ok", "ok"
+
+    def _step(self, kpi: KpiDefinition, track: Track, sample: Sample, now: float) -> Change | None:
         status = sample.status
         if status == "no_data" or sample.value is None:
             return None  # no data is never a breach, nor the end of one
         breaching = status in ("warning", "critical")
+        unit_type = self.unit_types.get(sample.group.key)
         if track.state == "ok":
             if breaching:
                 track.state, track.since, track.severity = "pending", now, status
-                track.peak = sample.value
                 return self._maybe_fire(kpi, track, sample, now)
             return None
         if track.state == "pending":
@@ -112,35 +117,70 @@ class Evaluator:
                 return None
             track.severity = max(track.severity, status, key=SEVERITY_RANK.__getitem__)
             return self._maybe_fire(kpi, track, sample, now)
-        # firing
-        unit_type = self.unit_types.get(sample.group.key)
         if cleared(kpi, sample.value, unit_type):
-            started = track.since
-            track.state, track.since, track.severity = "ok", now, "ok"
-            return Transition("resolved", kpi, sample, "ok", track.episode, started, None)
+            if track.state == "firing":
+                track.state, track.since = "clearing", now
+            if now - track.since >= kpi.keep_firing_for:
+                track.state, track.since, track.severity = "ok", now, "ok"
+                return self._change("resolved", kpi, track, sample, "ok", None)
+            return None
+        track.state = "firing"  # breaching again (or still between clear and threshold)
         new_severity = status if breaching else "warning"
         if new_severity != track.severity:
             previous = track.severity
             track.severity = new_severity
-            return Transition(
-                "severity_changed",
-                kpi,
-                sample,
-                new_severity,
-                track.episode,
-                track.since,
-                threshold_for(kpi, new_severity, unit_type),
-                previous,
-            )
+            threshold = threshold_for(kpi, new_severity, unit_type)
+            return self._change("severity_changed", kpi, track, sample, new_severity, threshold, previous)
         return None
 
-    def _maybe_fire(self, kpi: KpiDefinition, track: Track, sample: Sample, now: float) -> Transition | None:
+    def _maybe_fire(self, kpi: KpiDefinition, track: Track, sample: Sample, now: float) -> Change | None:
         if now - track.since < kpi.for_:
             return None
         track.state = "firing"
         track.episode += 1
+        track.started = track.since
         severity = sample.status if sample.status in ("warning", "critical") else track.severity
         track.severity = severity
-        return Transition(
-            "fired", kpi, sample, severity, track.episode, track.since, threshold_for(kpi, severity)
+        threshold = threshold_for(kpi, severity, self.unit_types.get(sample.group.key))
+        return self._change("fired", kpi, track, sample, severity, threshold)
+
+    def _change(
+        self,
+        kind: ChangeKind,
+        kpi: KpiDefinition,
+        track: Track,
+        sample: Sample,
+        severity: str,
+        threshold: float | None,
+        previous: str | None = None,
+    ) -> Change:
+        g = sample.group
+        return Change(
+            kind=kind,
+            name=kpi.id,
+            place=g.key,
+            labels={
+                "kind": "kpi",
+                "kpi": kpi.id,
+                "perspective": kpi.perspective.value,
+                "facility": g.facility,
+                "department": g.department,
+                "unit": g.unit,
+                "severity": severity,
+            },
+            title=kpi.name,
+            severity=severity,
+            value=sample.value,
+            threshold=threshold,
+            unit_of_measure=kpi.unit,
+            started=track.started,
+            summary=summary(kpi, sample, severity, threshold),
+            details={
+                "target": kpi.target,
+                "direction": kpi.direction.value,
+                "window": {"start": sample.window.start.isoformat(), "end": sample.window.end.isoformat()},
+                "n": sample.n,
+                "as_of": datetime.fromtimestamp(sample.as_of.timestamp(), UTC).isoformat(),
+            },
+            previous_severity=previous,
         )

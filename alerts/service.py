@@ -1,28 +1,41 @@
-"""The alert service: evaluate live samples, record alerts, deliver notifications.
+"""The alert service: KPI breaches and stopped feeds become alerts; routes.yaml decides who
+hears, when and how; every notice goes through a durable outbox.
 
-Transitions are written (alert + outbox rows) before anything is sent; a delivery loop
-sends what is due, retries failures with exponential backoff and jitter, and after
-`max_attempts` marks the notification failed (kept in the outbox, visible in /metrics).
+    observe(samples, now)  evaluate, record transitions, gather notices (group_wait)
+    tick(now)              flush gathered groups, escalate unacknowledged alerts, remind
+    deliver_due()          send what is due: silences, mute windows and inhibition hold a
+                           notice back; an alert resolved or acknowledged first cancels it
+
+Integrations (webhooks with routed: false) get every alert change, one JSON per alert;
+Alertmanager is kept in step with the firing alerts; people get grouped notices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from prometheus_client import Counter
 
 from alerts.channels import Channel, DeliveryError
-from alerts.evaluator import Evaluator, Track, Transition
-from alerts.store import AlertStore
-from engine.definitions import Catalogue, KpiDefinition
-from engine.samples import Sample
+from alerts.channels.alertmanager import AlertmanagerChannel
+from alerts.evaluator import Evaluator, Track
+from alerts.feeds import FEED_ALERT, FeedWatch
+from alerts.model import Change
+from alerts.people import Directory
+from alerts.routes import Route, RoutesConfig, matches
+from alerts.store import AlertStore, Notice, OutboxItem
+from engine.definitions import Catalogue
+from engine.samples import GroupKey, Sample
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +45,28 @@ NOTIFICATIONS = Counter(
     ["channel", "outcome"],
 )
 TRANSITIONS = Counter("carescore_alert_transitions", "Alert transitions by kind.", ["kind"])
+HOLD_RECHECK = 30.0  # a held notice is looked at again this often (silences can be lifted early)
+
+DependsOn = Callable[[str], tuple[set[str], set[str]]]  # KPI id -> (sources, event types)
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "no data"
-    return f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
-def summary(kpi: KpiDefinition, sample: Sample, severity: str, threshold: float | None) -> str:
-    """One line a charge nurse can act on. Names the place, never a patient."""
-    place = sample.group.unit or sample.group.department or sample.group.facility
-    level = f" ({severity} at {fmt(threshold)} {kpi.unit})" if threshold is not None else ""
-    return f"{kpi.name} is {fmt(sample.value)} {kpi.unit} on {place}{level}"
+@dataclass
+class Gathering:
+    """Alerts of one route and group, firing within group_wait: one notice per person."""
+
+    route: Route
+    event: str
+    place: GroupKey
+    due: float
+    alert_ids: list[str] = field(default_factory=list)
 
 
 class AlertService:
@@ -58,163 +76,459 @@ class AlertService:
         store: AlertStore,
         channels: list[Channel],
         *,
+        routes: RoutesConfig | None = None,
+        directory: Directory | None = None,
+        feeds: FeedWatch | None = None,
+        depends_on: DependsOn | None = None,
+        syncs: list[AlertmanagerChannel] | None = None,
+        zone: tzinfo = UTC,
         max_attempts: int = 8,
         retry_backoff: float = 1.0,
         clock: Callable[[], float] = time.time,
-        unit_types: dict[tuple[str, str | None, str | None], str] | None = None,
+        unit_types: dict[GroupKey, str] | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        on_failed: Callable[[OutboxItem, str], Any] | None = None,
     ):
         self.catalogue = catalogue
         self.store = store
         self.channels = {c.name: c for c in channels}
+        self.routes = routes or RoutesConfig()
+        self.directory = directory or Directory(self.routes)
+        self.feeds = feeds or FeedWatch([])
+        self.depends_on = depends_on or (lambda _kpi: (set(), set()))
+        self.syncs = syncs or []
+        self.zone = zone
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.clock = clock
+        self.on_change = on_change or (lambda _event: None)
+        self.on_failed = on_failed or (lambda _item, _error: None)
         self.evaluator = Evaluator(catalogue, unit_types)
-        self._active: dict[tuple[str, tuple[str, str | None, str | None]], str] = {}
+        self._active: dict[tuple[str, GroupKey], str] = {}
+        self._gathering: dict[tuple[str, str, tuple[Any, ...]], Gathering] = {}
+        self._sync_now: list[str] = []
         self._wake = asyncio.Event()
         self._restore()
 
+    # -- start-up ------------------------------------------------------------------------
     def _restore(self) -> None:
-        """Alerts firing before a restart stay firing: no second notice for the same episode."""
+        """Alerts firing before a restart stay firing (no second notice for the episode);
+        a firing alert nobody was told about yet is gathered again."""
+        self.feeds.seen.update(self.store.load_feeds())
+        now = self.clock()
         for alert in self.store.active():
-            key = (alert["kpi"], (alert["facility"], alert["department"], alert["unit"]))
+            place = (alert["facility"], alert["department"], alert["unit"])
+            name = alert.get("name") or alert["kpi"]
+            key = (name, place)
             self._active[key] = alert["id"]
-            started = datetime.fromisoformat(alert["started_at"]).timestamp()
-            self.evaluator.tracks[key] = Track(
-                state="firing", since=started, severity=alert["severity"], episode=1
-            )
+            started = _ts(alert["started_at"])
+            if alert["kind"] == "feed":
+                parts = name.split(":", 1)
+                feed_key = (parts[1] if len(parts) > 1 else "", place[0], place[2] or "")
+                self.feeds.down[feed_key] = started
+            else:
+                self.evaluator.tracks[key] = Track(
+                    state="firing", since=started, severity=alert["severity"], episode=1, started=started
+                )
+            if alert["routed_at"] is None:
+                self._gather(alert, "fired", now)
 
-    # -- evaluation ----------------------------------------------------------------------
-    def observe(self, samples: list[Sample], now: float | None = None) -> list[Transition]:
+    # -- evaluation ------------------------------------------------------------------------
+    def observe(self, samples: list[Sample], now: float | None = None) -> list[Change]:
         now = self.clock() if now is None else now
-        transitions = self.evaluator.evaluate(samples, now)
-        for t in transitions:
-            TRANSITIONS.labels(t.kind).inc()
+        changes = self.feeds.check(now)
+        if self.feeds.down:  # a KPI whose feed has stopped shows stale data: not evaluated
+            fresh = []
+            for s in samples:
+                if self._stale(s.kpi, s.group.key):
+                    self.evaluator.suspend((s.kpi, s.group.key))
+                else:
+                    fresh.append(s)
+            samples = fresh
+        changes += self.evaluator.evaluate(samples, now)
+        for c in changes:
+            TRANSITIONS.labels(c.kind).inc()
             try:
-                self._record(t, now)
+                self._record(c, now)
             except Exception:
-                log.exception("could not record alert transition", extra={"kpi": t.kpi.id})
-        if transitions:
+                log.exception("could not record alert transition", extra={"alert": c.name})
+        self.tick(now)
+        if changes:
             self._wake.set()
-        return transitions
+        return changes
 
-    def _payload(self, t: Transition, alert_id: str, event: str) -> dict[str, Any]:
-        s = t.sample
+    def _labels(self, alert: dict[str, Any]) -> dict[str, Any]:
         return {
-            "alert_id": alert_id,
-            "event": event,
-            "kpi": t.kpi.id,
-            "kpi_name": t.kpi.name,
-            "perspective": t.kpi.perspective.value,
-            "severity": t.severity,
-            "facility": s.group.facility,
-            "department": s.group.department,
-            "unit": s.group.unit,
-            "value": s.value,
-            "unit_of_measure": t.kpi.unit,
-            "threshold": t.threshold,
-            "target": t.kpi.target,
-            "direction": t.kpi.direction.value,
-            "window": {"start": s.window.start.isoformat(), "end": s.window.end.isoformat()},
-            "n": s.n,
-            "started_at": _iso(t.started),
-            "summary": summary(t.kpi, s, t.severity, t.threshold),
+            "kind": alert["kind"],
+            "kpi": alert["kpi"],
+            "perspective": alert["perspective"],
+            "facility": alert["facility"],
+            "department": alert["department"],
+            "unit": alert["unit"],
+            "severity": alert["severity"],
         }
 
-    def _notifications(
-        self, alert_id: str, event: str, payload: dict[str, Any]
-    ) -> list[tuple[str, str, dict[str, Any]]]:
-        return [(name, f"{alert_id}:{event}:{name}", payload) for name in self.channels]
+    def _payload(self, alert: dict[str, Any], event: str) -> dict[str, Any]:
+        kpi = self.catalogue.kpis.get(alert["kpi"])
+        return {
+            "alert_id": alert["id"],
+            "event": event,
+            "kind": alert["kind"],
+            "kpi": alert["kpi"],
+            "kpi_name": kpi.name
+            if kpi
+            else f"Data feed stopped: {(alert.get('name') or '').split(':', 1)[-1]}",
+            "perspective": alert["perspective"],
+            "severity": alert["severity"],
+            "facility": alert["facility"],
+            "department": alert["department"],
+            "unit": alert["unit"],
+            "value": alert["value"],
+            "unit_of_measure": kpi.unit if kpi else "min quiet",
+            "threshold": alert["threshold"],
+            "target": kpi.target if kpi else None,
+            "direction": kpi.direction.value if kpi else None,
+            "window": {"start": alert["window_start"], "end": alert["window_end"]},
+            "n": alert["n"],
+            "started_at": alert["started_at"],
+            "fired_at": alert["fired_at"],
+            "resolved_at": alert.get("resolved_at"),
+            "acked_by": alert.get("acked_by"),
+            "summary": alert["summary"],
+        }
 
-    def _record(self, t: Transition, now: float) -> None:
-        key = (t.kpi.id, t.group_key)
-        s = t.sample
-        if t.kind == "fired":
-            import uuid
+    def _broadcast(self, alert: dict[str, Any], event: str, now: float) -> list[Notice]:
+        payload = self._payload(alert, event)
+        return [
+            Notice(name, f"{alert['id']}:{event}:{name}", payload, (alert["id"],), event, not_before=now)
+            for name, channel in self.channels.items()
+            if not getattr(channel, "routed", False)
+        ]
 
-            alert_id = uuid.uuid4().hex
-            payload = self._payload(t, alert_id, "fired")
-            self.store.fire(
-                {
-                    "id": alert_id,
-                    "kpi": t.kpi.id,
-                    "facility": s.group.facility,
-                    "department": s.group.department,
-                    "unit": s.group.unit,
-                    "state": "firing",
-                    "severity": t.severity,
-                    "value": s.value,
-                    "threshold": t.threshold,
-                    "window_start": s.window.start.isoformat(),
-                    "window_end": s.window.end.isoformat(),
-                    "n": s.n,
-                    "started_at": _iso(t.started),
-                    "fired_at": _iso(now),
-                    "summary": payload["summary"],
-                },
-                self._notifications(alert_id, "fired", payload),
-            )
-            self._active[key] = alert_id
+    def _record(self, c: Change, now: float) -> None:
+        if c.kind == "fired":
+            window = c.details.get("window") or {}
+            alert = {
+                "id": uuid.uuid4().hex,
+                "kind": c.labels["kind"],
+                "kpi": c.labels["kpi"],
+                "name": c.name,
+                "perspective": c.labels["perspective"],
+                "source": c.labels.get("source"),
+                "facility": c.place[0],
+                "department": c.place[1],
+                "unit": c.place[2],
+                "state": "firing",
+                "severity": c.severity,
+                "value": c.value,
+                "threshold": c.threshold,
+                "window_start": window.get("start"),
+                "window_end": window.get("end"),
+                "n": c.details.get("n"),
+                "started_at": _iso(c.started),
+                "fired_at": _iso(now),
+                "summary": c.summary,
+            }
+            self.store.fire(alert, self._broadcast(alert, "fired", now))
+            self._active[c.key] = alert["id"]
+            self._gather(alert, "fired", now)
+            self._sync_now.append(alert["id"])
+            self.on_change({"kind": "fired", "alert": alert})
             log.info(
                 "alert fired",
-                extra={"kpi": t.kpi.id, "group": s.group.label(), "severity": t.severity},
+                extra={"alert": c.name, "place": "/".join(p or "" for p in c.place), "severity": c.severity},
             )
             return
-        active = self._active.get(key)
-        if active is None:
+        alert_id = self._active.get(c.key)
+        if alert_id is None:
             return
-        alert_id = active
-        if t.kind == "resolved":
-            payload = self._payload(t, alert_id, "resolved")
+        if c.kind == "resolved":
+            changes = {"state": "resolved", "resolved_at": _iso(now), "value": c.value}
+            alert = {**(self.store.get(alert_id) or {}), **changes}
+            notices = self._broadcast(alert, "resolved", now) + self._resolved_notices(alert, now)
+            self.store.update(alert_id, changes, "resolved", notices, detail=c.summary)
+            self._drop_gathered(alert_id)
+            del self._active[c.key]
+            self._sync_now.append(alert_id)
+            self.on_change({"kind": "resolved", "alert": alert})
+            log.info("alert resolved", extra={"alert": c.name, "place": "/".join(p or "" for p in c.place)})
+        elif c.kind == "severity_changed":
             self.store.update(
                 alert_id,
-                {"state": "resolved", "resolved_at": _iso(now), "value": s.value},
-                "resolved",
-                self._notifications(alert_id, "resolved", payload),
-                detail=payload["summary"],
+                {"severity": c.severity, "value": c.value, "threshold": c.threshold, "summary": c.summary},
+                f"severity {c.previous_severity} -> {c.severity}",
             )
-            del self._active[key]
-            log.info("alert resolved", extra={"kpi": t.kpi.id, "group": s.group.label()})
-        elif t.kind == "severity_changed":
-            self.store.update(
-                alert_id,
-                {"severity": t.severity, "value": s.value, "threshold": t.threshold},
-                f"severity {t.previous_severity} -> {t.severity}",
-                [],
-            )
+            self._sync_now.append(alert_id)
+            self.on_change({"kind": "severity_changed", "alert": self.store.get(alert_id)})
 
-    # -- people --------------------------------------------------------------------------
+    # -- gathering and planning notices to people ----------------------------------------------
+    def _group_values(self, route: Route, alert: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(alert.get(k) for k in route.group_by)
+
+    def _gather(self, alert: dict[str, Any], event: str, now: float) -> None:
+        for route in self.routes.route_for(self._labels(alert)):
+            key = (route.name, event, self._group_values(route, alert))
+            group = self._gathering.get(key)
+            if group is None:
+                place = (alert["facility"], alert["department"], alert["unit"])
+                group = self._gathering[key] = Gathering(route, event, place, now + route.group_wait)
+            if alert["id"] not in group.alert_ids:
+                group.alert_ids.append(alert["id"])
+
+    def _drop_gathered(self, alert_id: str) -> None:
+        for key, group in list(self._gathering.items()):
+            if alert_id in group.alert_ids:
+                group.alert_ids.remove(alert_id)
+                if not group.alert_ids:
+                    del self._gathering[key]
+
+    def _person_notices(
+        self,
+        route: Route,
+        roles: list[str],
+        alerts: list[dict[str, Any]],
+        event: str,
+        tag: str,
+        now: float,
+        not_before: float,
+    ) -> tuple[list[Notice], list[str]]:
+        """One notice per person per channel they can be reached on; (notices, who)."""
+        place = (alerts[0]["facility"], alerts[0]["department"], alerts[0]["unit"])
+        ids = tuple(sorted(a["id"] for a in alerts))
+        digest = hashlib.sha1("|".join(ids).encode()).hexdigest()[:16]
+        notices: list[Notice] = []
+        who: list[str] = []
+        seen: set[str] = set()
+        for role in roles:
+            for contact in self.directory.resolve(role, place):
+                if contact.staff_id in seen:
+                    continue
+                seen.add(contact.staff_id)
+                recipient = {**contact.as_dict(), "email": contact.person.email}
+                reached = False
+                for name, channel in self.channels.items():
+                    if not getattr(channel, "routed", False) or not channel.address(recipient):
+                        continue
+                    payload = {
+                        "event": event,
+                        "route": route.name,
+                        "recipient": recipient,
+                        "alerts": [self._payload(a, event) for a in alerts],
+                    }
+                    key = f"{event}:{tag}:{digest}:{name}:{contact.staff_id}"
+                    notices.append(
+                        Notice(name, key, payload, ids, event, contact.staff_id, route.name, not_before)
+                    )
+                    reached = True
+                who.append(f"{contact.person.name} ({role}{'' if reached else ', no channel'})")
+        return notices, who
+
+    def _resolved_notices(self, alert: dict[str, Any], now: float) -> list[Notice]:
+        """Whoever was told it fired is told it resolved (and nobody else)."""
+        told = {r for c, r in self.store.notified(alert["id"]) if r}
+        if not told:
+            return []
+        out: list[Notice] = []
+        for route in self.routes.route_for(self._labels(alert)):
+            if not route.send_resolved:
+                continue
+            roles = list(route.receivers) + [r for t in route.escalate for r in t.to]
+            notices, _ = self._person_notices(route, roles, [alert], "resolved", "0", now, now)
+            out += [n for n in notices if n.recipient in told]
+        return out
+
+    # -- the clock: groups, escalation, reminders ------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        for key, group in list(self._gathering.items()):
+            if group.due <= now:
+                del self._gathering[key]
+                self._flush(group, now)
+        for alert_id in list(self._active.values()):
+            alert = self.store.get(alert_id)
+            if alert is None or alert["state"] != "firing" or alert["acked_at"] is not None:
+                continue
+            told = alert["notified_at"] or alert["routed_at"]
+            if told is None or (alert["notified_at"] is None and self._fired_pending(alert["id"])):
+                continue  # still gathering, or its first notice is held: escalation counts from delivery
+            routes = self.routes.route_for(self._labels(alert))
+            if not routes:
+                continue
+            route = routes[0]
+            tier = alert["tier"]
+            fired = _ts(told)
+            if tier < len(route.escalate) and now >= fired + route.escalate[tier].after:
+                self._escalate(alert, route, tier + 1, now)
+            elif now - (alert["last_notified_at"] or fired) >= route.repeat_interval:
+                self._remind(alert, route, now)
+
+    def _fired_pending(self, alert_id: str) -> bool:
+        return any(i.event == "fired" and i.recipient for i in self.store.pending_for(alert_id))
+
+    def _flush(self, group: Gathering, now: float) -> None:
+        alerts = [a for a in (self.store.get(i) for i in group.alert_ids) if a and a["state"] == "firing"]
+        if not alerts:
+            return
+        notices, who = self._person_notices(
+            group.route, group.route.receivers, alerts, group.event, "0", now, now
+        )
+        audits = [
+            (a["id"], f"routed ({group.route.name})", ", ".join(who) or "nobody holds the role")
+            for a in alerts
+        ]
+        self.store.queue(notices, audits)
+        for a in alerts:
+            self.store.update(
+                a["id"], {"routed_at": a["routed_at"] or _iso(now), "last_notified_at": now}, None
+            )
+        self._wake.set()
+
+    def _escalate(self, alert: dict[str, Any], route: Route, tier: int, now: float) -> None:
+        roles = route.escalate[tier - 1].to
+        notices, who = self._person_notices(route, roles, [alert], "escalated", str(tier), now, now)
+        notices += [
+            Notice(
+                n.channel,
+                f"{alert['id']}:escalated{tier}:{n.channel}",
+                n.payload,
+                n.alert_ids,
+                "escalated",
+                None,
+                None,
+                now,
+            )
+            for n in self._broadcast(alert, "escalated", now)
+        ]
+        self.store.update(
+            alert["id"],
+            {"tier": tier, "last_notified_at": now},
+            f"escalated to {', '.join(roles)}",
+            notices,
+            detail=", ".join(who) or "nobody holds the role",
+        )
+        self.on_change({"kind": "escalated", "alert": self.store.get(alert["id"])})
+        self._wake.set()
+
+    def _remind(self, alert: dict[str, Any], route: Route, now: float) -> None:
+        count = alert["reminders"] + 1
+        roles = list(route.receivers) + [r for t in route.escalate[: alert["tier"]] for r in t.to]
+        notices, who = self._person_notices(route, roles, [alert], "reminder", str(count), now, now)
+        self.store.update(
+            alert["id"],
+            {"reminders": count, "last_notified_at": now},
+            "reminder",
+            notices,
+            detail=", ".join(who),
+        )
+        self._wake.set()
+
+    # -- people act --------------------------------------------------------------------------
     def acknowledge(self, alert_id: str, who: str, note: str | None = None) -> dict[str, Any] | None:
         alert = self.store.get(alert_id)
         if alert is None:
             return None
         if alert["acked_at"] is None:
+            now = self.clock()
             self.store.update(
                 alert_id,
-                {"acked_at": _iso(self.clock()), "acked_by": who, "ack_note": note},
+                {"acked_at": _iso(now), "acked_by": who, "ack_note": note},
                 "acknowledged",
-                [],
+                self._broadcast({**alert, "acked_by": who}, "acknowledged", now),
                 actor=who,
                 detail=note,
             )
+            self.on_change({"kind": "acknowledged", "alert": self.store.get(alert_id)})
+            self._wake.set()
         return self.store.get(alert_id)
 
-    # -- delivery ------------------------------------------------------------------------
+    def silence(
+        self, matchers: Mapping[Any, Any], starts: float, ends: float, by: str, comment: str | None
+    ) -> dict[str, Any]:
+        silence = {
+            "id": uuid.uuid4().hex,
+            "matchers": dict(matchers),
+            "starts_at": starts,
+            "ends_at": ends,
+            "created_by": by,
+            "comment": comment,
+        }
+        self.store.add_silence(silence)
+        return silence
+
+    # -- delivery --------------------------------------------------------------------------
+    def _hold_reason(
+        self, item: OutboxItem, alerts: list[dict[str, Any]], now: float
+    ) -> tuple[float, str] | None:
+        """(until, why) when this notice must wait; None when it may go now."""
+        if item.event in ("resolved", "acknowledged"):
+            return None
+        for s in self.store.silences():
+            if s["starts_at"] <= now < s["ends_at"] and all(
+                matches(s["matchers"], self._labels(a)) for a in alerts
+            ):
+                return min(s["ends_at"], now + HOLD_RECHECK), f"silenced by {s['id'][:8]} ({s['created_by']})"
+        reasons = [self._inhibited(a) for a in alerts]
+        if reasons and all(reasons):
+            return now + HOLD_RECHECK, f"inhibited: {reasons[0]}"
+        if item.route is not None:
+            route = next((r for r in self.routes.routes if r.name == item.route), None)
+            moment = datetime.fromtimestamp(now, UTC)
+            if route is not None and self.routes.muted(route, moment, self.zone):
+                return self.routes.mute_ends(
+                    route, moment, self.zone
+                ), f"mute window ({', '.join(route.mute)})"
+        return None
+
+    def _stale(self, kpi: str, place: GroupKey) -> str | None:
+        sources, types = self.depends_on(kpi)
+        return self.feeds.inhibits(sources, types, place)
+
+    def _inhibited(self, alert: dict[str, Any]) -> str | None:
+        if alert["kind"] != "kpi":
+            return None
+        return self._stale(alert["kpi"], (alert["facility"], alert["department"], alert["unit"]))
+
+    def _still_wanted(self, item: OutboxItem, alerts: list[dict[str, Any]]) -> str | None:
+        """Why this notice is no longer wanted, or None."""
+        if item.event in ("fired", "escalated", "reminder"):
+            if all(a["state"] == "resolved" for a in alerts):
+                return "resolved before it was delivered"
+            if item.event != "fired" and all(a["acked_at"] for a in alerts):
+                return "acknowledged before it was delivered"
+        return None
+
     async def deliver_due(self) -> int:
         sent = 0
-        for item in self.store.due(self.clock()):
+        now = self.clock()
+        for item in self.store.due(now):
             channel = self.channels.get(item.channel)
             if channel is None:
-                self.store.retry_later(item.id, self.clock(), f"no channel {item.channel!r} configured", True)
+                self.store.retry_later(item.id, now, f"no channel {item.channel!r} configured", True)
                 continue
+            alerts = [a for a in (self.store.get(i) for i in item.alert_ids) if a]
+            unwanted = self._still_wanted(item, alerts)
+            if unwanted:
+                self.store.cancel(item, unwanted)
+                NOTIFICATIONS.labels(item.channel, "cancelled").inc()
+                continue
+            hold = self._hold_reason(item, alerts, now)
+            if hold is not None:
+                self.store.hold(item, hold[0], hold[1])
+                continue
+            payload = item.payload
+            if item.recipient is not None:  # render what is true now (values, severity)
+                live = [a for a in alerts if item.event == "resolved" or a["state"] == "firing"]
+                payload = {**payload, "alerts": [self._payload(a, item.event or "fired") for a in live]}
             try:
-                await channel.send(item.payload, item.idempotency_key)
+                await channel.send(payload, item.idempotency_key)
             except DeliveryError as exc:
                 attempts = item.attempts + 1
                 give_up = attempts >= self.max_attempts or not exc.retry
                 delay = self.retry_backoff * (2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-                self.store.retry_later(item.id, self.clock() + delay, str(exc), give_up)
+                self.store.retry_later(item.id, now + delay, str(exc), give_up)
                 NOTIFICATIONS.labels(item.channel, "failed" if give_up else "retry").inc()
+                if give_up:
+                    self.on_failed(item, str(exc))
                 log.warning(
                     "alert notification not delivered",
                     extra={
@@ -226,15 +540,49 @@ class AlertService:
                 )
                 continue
             self.store.delivered(item.id)
+            if item.recipient is not None and item.event == "fired":
+                for a in alerts:
+                    if a["notified_at"] is None:
+                        self.store.update(a["id"], {"notified_at": _iso(now), "last_notified_at": now}, None)
             NOTIFICATIONS.labels(item.channel, "delivered").inc()
             sent += 1
+        await self._sync(now)
         return sent
 
+    async def _sync(self, now: float) -> None:
+        """Keep Alertmanager in step: changes at once, every firing alert now and then."""
+        if not self.syncs:
+            self._sync_now.clear()
+            return
+        changed = [a for a in (self.store.get(i) for i in self._sync_now) if a]
+        self._sync_now.clear()
+        for sync in self.syncs:
+            rows = changed
+            if now - sync.last_sync >= sync.resend_every:
+                rows = changed + [a for a in self.store.active() if a["id"] not in {c["id"] for c in changed}]
+                sync.last_sync = now
+            try:
+                await sync.push(rows)
+                if rows:
+                    NOTIFICATIONS.labels(sync.name, "delivered").inc()
+            except DeliveryError as exc:
+                sync.last_sync = 0.0  # push everything again on the next round
+                NOTIFICATIONS.labels(sync.name, "retry").inc()
+                log.warning("alertmanager not updated", extra={"error": str(exc)})
+
+    def save_feeds(self) -> None:
+        if self.feeds.seen:
+            self.store.save_feeds(self.feeds.seen)
+
     async def run(self) -> None:
-        """Deliver until cancelled; wakes on new transitions, polls for retries."""
+        """Deliver until cancelled; wakes on new transitions, polls for retries and holds."""
+        last_save = 0.0
         while True:
             try:
                 await self.deliver_due()
+                if self.clock() - last_save > 60:
+                    self.save_feeds()
+                    last_save = self.clock()
             except Exception:
                 log.exception("alert delivery loop error")
             self._wake.clear()
@@ -242,7 +590,11 @@ class AlertService:
                 await asyncio.wait_for(self._wake.wait(), 0.5)
 
     async def close(self) -> None:
-        for channel in self.channels.values():
+        self.save_feeds()
+        for channel in [*self.channels.values(), *self.syncs]:
             closer = getattr(channel, "close", None)
             if closer is not None:
                 await closer()
+
+
+__all__ = ["FEED_ALERT", "AlertService"]

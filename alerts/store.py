@@ -1,8 +1,10 @@
-"""Durable alert state: alerts, the notification outbox, the audit trail (SQLite).
+"""Durable alert state: alerts, the notification outbox, silences, the audit trail (SQLite).
 
-A notification is written to the outbox in the same transaction that records the alert
-transition, and is marked delivered only after the receiver said so: a crash in between
-delivers it again, with the same idempotency key, never not at all.
+A notification is written to the outbox in the same transaction that records what caused
+it, and is marked delivered only after the receiver said so: a crash in between delivers it
+again, with the same idempotency key, never not at all. A notification held back (silence,
+mute window, inhibition) stays in the outbox with a later attempt time; one that is no
+longer wanted (the alert resolved or was acknowledged first) is cancelled, with the reason.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +42,28 @@ CREATE TABLE IF NOT EXISTS alerts (
     ack_note TEXT,
     summary TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT,
+    created_at TEXT NOT NULL,
+    expired_at TEXT
+);
+CREATE TABLE IF NOT EXISTS notice_alerts (
+    outbox_id INTEGER NOT NULL,
+    alert_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notice_alerts_alert ON notice_alerts (alert_id);
+CREATE TABLE IF NOT EXISTS feed_seen (
+    source TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (source, facility, unit)
+);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, kpi);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +78,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     failed_at TEXT,
     last_error TEXT
 );
+CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, failed_at, next_attempt);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,8 +91,45 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+# Columns added after the first release: added in place to an older database.
+MIGRATIONS = {
+    "alerts": {
+        "kind": "TEXT NOT NULL DEFAULT 'kpi'",
+        "name": "TEXT",
+        "perspective": "TEXT",
+        "source": "TEXT",
+        "tier": "INTEGER NOT NULL DEFAULT 0",
+        "routed_at": "TEXT",
+        "notified_at": "TEXT",
+        "last_notified_at": "REAL",
+        "reminders": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "outbox": {
+        "event": "TEXT",
+        "recipient": "TEXT",
+        "route": "TEXT",
+        "cancelled_at": "TEXT",
+        "held": "TEXT",
+    },
+}
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification to queue: to one channel (and recipient), about one or more alerts."""
+
+    channel: str
+    key: str  # idempotency key: the same for every attempt, and across a crash
+    payload: dict[str, Any]
+    alert_ids: tuple[str, ...]
+    event: str
+    recipient: str | None = None
+    route: str | None = None
+    not_before: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +140,11 @@ class OutboxItem:
     idempotency_key: str
     payload: dict[str, Any]
     attempts: int
+    event: str | None
+    recipient: str | None
+    route: str | None
+    alert_ids: tuple[str, ...]
+    held: str | None
 
 
 class AlertStore:
@@ -88,67 +156,98 @@ class AlertStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
 
-    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _migrate(self) -> None:
+        for table, columns in MIGRATIONS.items():
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, decl in columns.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]], notices: Sequence[Notice] = ()) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in statements:
                     self._db.execute(sql, args)
+                for n in notices:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO outbox (alert_id, channel, idempotency_key, payload,"
+                        " created_at, next_attempt, event, recipient, route)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            n.alert_ids[0],
+                            n.channel,
+                            n.key,
+                            orjson.dumps(n.payload),
+                            now_iso(),
+                            n.not_before,
+                            n.event,
+                            n.recipient,
+                            n.route,
+                        ),
+                    )
+                    if cur.rowcount:
+                        self._db.executemany(
+                            "INSERT INTO notice_alerts (outbox_id, alert_id) VALUES (?, ?)",
+                            [(cur.lastrowid, a) for a in n.alert_ids],
+                        )
                 self._db.execute("COMMIT")
             except Exception:
                 self._db.execute("ROLLBACK")
                 raise
 
+    @staticmethod
+    def _audit(
+        alert_id: str | None, actor: str, action: str, detail: str | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO audit (at, alert_id, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
+            (now_iso(), alert_id, actor, action, detail),
+        )
+
     # -- alerts --------------------------------------------------------------------------
-    def fire(self, alert: dict[str, Any], notifications: list[tuple[str, str, dict[str, Any]]]) -> str:
+    def fire(self, alert: dict[str, Any], notices: Sequence[Notice] = ()) -> str:
         alert_id = alert.get("id") or uuid.uuid4().hex
         alert["id"] = alert_id
         cols = ", ".join(alert)
         marks = ", ".join("?" for _ in alert)
-        stmts: list[tuple[str, tuple[Any, ...]]] = [
-            (f"INSERT INTO alerts ({cols}) VALUES ({marks})", tuple(alert.values())),
-            (
-                "INSERT INTO audit (at, alert_id, actor, action, detail)"
-                " VALUES (?, ?, 'carescore', 'fired', ?)",
-                (now_iso(), alert_id, alert["summary"]),
-            ),
-        ]
-        stmts += self._outbox_rows(alert_id, notifications)
-        self._tx(stmts)
+        self._tx(
+            [
+                (f"INSERT INTO alerts ({cols}) VALUES ({marks})", tuple(alert.values())),
+                self._audit(alert_id, "carescore", "fired", alert["summary"]),
+            ],
+            list(notices),
+        )
         return alert_id
 
     def update(
         self,
         alert_id: str,
         changes: dict[str, Any],
-        action: str,
-        notifications: list[tuple[str, str, dict[str, Any]]],
+        action: str | None,
+        notices: Sequence[Notice] = (),
         actor: str = "carescore",
         detail: str | None = None,
     ) -> None:
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        stmts: list[tuple[str, tuple[Any, ...]]] = [
-            (f"UPDATE alerts SET {sets} WHERE id = ?", (*changes.values(), alert_id)),
-            (
-                "INSERT INTO audit (at, alert_id, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
-                (now_iso(), alert_id, actor, action, detail),
-            ),
-        ]
-        stmts += self._outbox_rows(alert_id, notifications)
-        self._tx(stmts)
+        stmts: list[tuple[str, tuple[Any, ...]]] = []
+        if changes:
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            stmts.append((f"UPDATE alerts SET {sets} WHERE id = ?", (*changes.values(), alert_id)))
+        if action:
+            stmts.append(self._audit(alert_id, actor, action, detail))
+        self._tx(stmts, list(notices))
 
-    def _outbox_rows(
-        self, alert_id: str, notifications: list[tuple[str, str, dict[str, Any]]]
-    ) -> list[tuple[str, tuple[Any, ...]]]:
-        return [
-            (
-                "INSERT OR IGNORE INTO outbox (alert_id, channel, idempotency_key, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (alert_id, channel, key, orjson.dumps(payload), now_iso()),
-            )
-            for channel, key, payload in notifications
-        ]
+    def record(
+        self, alert_id: str | None, action: str, detail: str | None = None, actor: str = "carescore"
+    ) -> None:
+        self._tx([self._audit(alert_id, actor, action, detail)])
+
+    def queue(
+        self, notices: Sequence[Notice], audits: Sequence[tuple[str | None, str, str | None]] = ()
+    ) -> None:
+        self._tx([self._audit(a, "carescore", action, detail) for a, action, detail in audits], notices)
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -178,31 +277,75 @@ class AlertStore:
             ).fetchall()
         return [dict(r) for r in rows]
 
+    def audit_all(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, alert_id, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def notified(self, alert_id: str) -> list[tuple[str, str | None]]:
+        """(channel, recipient) of every delivered notice about this alert."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT o.channel, o.recipient FROM outbox o"
+                " JOIN notice_alerts n ON n.outbox_id = o.id"
+                " WHERE n.alert_id = ? AND o.delivered_at IS NOT NULL",
+                (alert_id,),
+            ).fetchall()
+        return [(r["channel"], r["recipient"]) for r in rows]
+
     # -- outbox --------------------------------------------------------------------------
+    def _items(self, rows: list[sqlite3.Row]) -> list[OutboxItem]:
+        out = []
+        for r in rows:
+            with self._lock:
+                ids = [
+                    x["alert_id"]
+                    for x in self._db.execute(
+                        "SELECT alert_id FROM notice_alerts WHERE outbox_id = ?", (r["id"],)
+                    )
+                ]
+            out.append(
+                OutboxItem(
+                    r["id"],
+                    r["alert_id"],
+                    r["channel"],
+                    r["idempotency_key"],
+                    orjson.loads(r["payload"]),
+                    r["attempts"],
+                    r["event"],
+                    r["recipient"],
+                    r["route"],
+                    tuple(ids or [r["alert_id"]]),
+                    r["held"],
+                )
+            )
+        return out
+
     def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, alert_id, channel, idempotency_key, payload, attempts FROM outbox"
-                " WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt <= ?"
-                " ORDER BY id LIMIT ?",
+                "SELECT * FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
+                " AND cancelled_at IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
                 (now, limit),
             ).fetchall()
-        return [
-            OutboxItem(
-                r["id"],
-                r["alert_id"],
-                r["channel"],
-                r["idempotency_key"],
-                orjson.loads(r["payload"]),
-                r["attempts"],
-            )
-            for r in rows
-        ]
+        return self._items(rows)
+
+    def pending_for(self, alert_id: str) -> list[OutboxItem]:
+        """Notices about this alert not delivered yet (held, waiting, retrying)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id WHERE n.alert_id = ?"
+                " AND o.delivered_at IS NULL AND o.failed_at IS NULL AND o.cancelled_at IS NULL",
+                (alert_id,),
+            ).fetchall()
+        return self._items(rows)
 
     def delivered(self, item_id: int) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, held = NULL WHERE id = ?",
                 (now_iso(), item_id),
             )
 
@@ -214,6 +357,30 @@ class AlertStore:
                 (next_attempt, error[:500], now_iso() if give_up else None, item_id),
             )
 
+    def hold(self, item: OutboxItem, until: float, reason: str) -> None:
+        """Not now (silence, mute window, inhibition): look again at `until`; audited once."""
+        stmts: list[tuple[str, tuple[Any, ...]]] = [
+            ("UPDATE outbox SET next_attempt = ?, held = ? WHERE id = ?", (until, reason, item.id))
+        ]
+        if item.held != reason:
+            stmts += [
+                self._audit(a, "carescore", "notice held", f"{item.channel} {item.recipient or ''}: {reason}")
+                for a in item.alert_ids
+            ]
+        self._tx(stmts)
+
+    def cancel(self, item: OutboxItem, reason: str) -> None:
+        stmts: list[tuple[str, tuple[Any, ...]]] = [
+            ("UPDATE outbox SET cancelled_at = ?, last_error = ? WHERE id = ?", (now_iso(), reason, item.id))
+        ]
+        stmts += [
+            self._audit(
+                a, "carescore", "notice cancelled", f"{item.channel} {item.recipient or ''}: {reason}"
+            )
+            for a in item.alert_ids
+        ]
+        self._tx(stmts)
+
     def outbox(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
@@ -223,6 +390,81 @@ class AlertStore:
             d["payload"] = orjson.loads(d["payload"])
             out.append(d)
         return out
+
+    def notices(self, alert_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id WHERE n.alert_id = ?"
+                " ORDER BY o.id",
+                (alert_id,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def failed(self) -> int:
+        with self._lock:
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL").fetchone()[0]
+            )
+
+    # -- silences --------------------------------------------------------------------------
+    def add_silence(self, silence: dict[str, Any]) -> None:
+        self._tx(
+            [
+                (
+                    "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        silence["id"],
+                        orjson.dumps(silence["matchers"]).decode(),
+                        silence["starts_at"],
+                        silence["ends_at"],
+                        silence["created_by"],
+                        silence.get("comment"),
+                        now_iso(),
+                    ),
+                ),
+                self._audit(None, silence["created_by"], "silence created", orjson.dumps(silence).decode()),
+            ]
+        )
+
+    def expire_silence(self, silence_id: str, actor: str) -> bool:
+        with self._lock:
+            found = self._db.execute(
+                "SELECT 1 FROM silences WHERE id = ? AND expired_at IS NULL", (silence_id,)
+            ).fetchone()
+        if not found:
+            return False
+        self._tx(
+            [
+                ("UPDATE silences SET expired_at = ? WHERE id = ?", (now_iso(), silence_id)),
+                self._audit(None, actor, "silence expired", silence_id),
+            ]
+        )
+        return True
+
+    def silences(self, include_expired: bool = False) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT * FROM silences"
+            + ("" if include_expired else " WHERE expired_at IS NULL")
+            + " ORDER BY starts_at"
+        )
+        with self._lock:
+            rows = self._db.execute(sql).fetchall()
+        return [{**dict(r), "matchers": orjson.loads(r["matchers"])} for r in rows]
+
+    # -- feeds -----------------------------------------------------------------------------
+    def save_feeds(self, seen: dict[tuple[str, str, str], float]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO feed_seen (source, facility, unit, last_seen) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (source, facility, unit) DO UPDATE SET last_seen = excluded.last_seen",
+                [(s, f, u, t) for (s, f, u), t in seen.items()],
+            )
+
+    def load_feeds(self) -> dict[tuple[str, str, str], float]:
+        with self._lock:
+            rows = self._db.execute("SELECT source, facility, unit, last_seen FROM feed_seen").fetchall()
+        return {(r["source"], r["facility"], r["unit"]): r["last_seen"] for r in rows}
 
     def close(self) -> None:
         with self._lock:

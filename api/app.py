@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,15 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
+from alerts.routes import Matchers
 from api.backend import Backend
 from api.metrics import exposition, kpi_registry
 from api.problems import Problem, install
 from connectors.replay import Replayer
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
+from engine.durations import Duration
 from engine.samples import GroupKey, Sample
 
 STATIC = Path(__file__).parent / "static"
@@ -28,6 +31,17 @@ class ReplayRequest(BaseModel):
         default=None, description="only this source (hl7v2, fhir, feed, feed:staffing)"
     )
     include_replayed: bool = Field(default=False, description="also letters already taken by a replay")
+
+
+class SilenceRequest(BaseModel):
+    matchers: Matchers = Field(
+        description="alert labels to match: kpi, perspective, facility, department, unit, severity, kind"
+    )
+    starts_at: AwareDatetime | None = Field(default=None, description="default: now")
+    ends_at: AwareDatetime | None = None
+    duration: Duration | None = Field(default=None, description="instead of ends_at, e.g. 2h")
+    created_by: str = Field(min_length=1, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class AckRequest(BaseModel):
@@ -252,7 +266,25 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
         alert = backend.alerts.store.get(alert_id)
         if alert is None:
             raise Problem(404, "Unknown alert", f"no alert with id {alert_id!r}")
-        return {**alert, "audit": backend.alerts.store.audit(alert_id)}
+        notices = [
+            {
+                k: n[k]
+                for k in (
+                    "channel",
+                    "recipient",
+                    "event",
+                    "created_at",
+                    "delivered_at",
+                    "held",
+                    "cancelled_at",
+                    "failed_at",
+                    "attempts",
+                    "last_error",
+                )
+            }
+            for n in backend.alerts.store.notices(alert_id)
+        ]
+        return {**alert, "audit": backend.alerts.store.audit(alert_id), "notices": notices}
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
     async def ack_alert(alert_id: str, body: AckRequest) -> dict[str, Any]:
@@ -260,6 +292,29 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
         if alert is None:
             raise Problem(404, "Unknown alert", f"no alert with id {alert_id!r}")
         return alert
+
+    # -- silences ------------------------------------------------------------------------
+    @app.post("/api/v1/silences", tags=["alerts"], status_code=201)
+    async def create_silence(body: SilenceRequest) -> dict[str, Any]:
+        """Hold notices for matching alerts until ends_at (the alerts are still recorded)."""
+        now = time.time()
+        starts = body.starts_at.timestamp() if body.starts_at else now
+        ends = body.ends_at.timestamp() if body.ends_at else starts + (body.duration or 0)
+        if ends <= max(starts, now):
+            raise Problem(422, "Invalid silence", "ends_at (or starts_at + duration) must be in the future")
+        if not body.matchers:
+            raise Problem(422, "Invalid silence", "give at least one matcher (kpi, unit, severity, ...)")
+        return backend.alerts.silence(dict(body.matchers), starts, ends, body.created_by, body.comment)
+
+    @app.get("/api/v1/silences", tags=["alerts"])
+    async def list_silences(expired: bool = False) -> dict[str, Any]:
+        return {"silences": backend.alerts.store.silences(include_expired=expired)}
+
+    @app.delete("/api/v1/silences/{silence_id}", tags=["alerts"])
+    async def expire_silence(silence_id: str, by: str = Query(min_length=1)) -> dict[str, Any]:
+        if not backend.alerts.store.expire_silence(silence_id, by):
+            raise Problem(404, "Unknown silence", f"no active silence {silence_id!r}")
+        return {"expired": silence_id}
 
     # -- dead letters --------------------------------------------------------------------
     @app.get("/api/v1/dead-letters", tags=["dead letters"])
@@ -295,22 +350,20 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
     @app.get("/api/v1/stream", tags=["stream"])
     async def stream(request: Request) -> StreamingResponse:
         async def events():  # type: ignore[no-untyped-def]
-            yield b": connected\n\n"
-            subscription = backend.board.subscribe()
-            while True:
-                if await request.is_disconnected():
-                    break
-                try:
-                    message = await asyncio.wait_for(subscription.__anext__(), 15)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield (
-                    f"event: {message['type']}\n".encode()
-                    + b"data: "
-                    + orjson.dumps(message["data"])
-                    + b"\n\n"
-                )
+            with backend.board.subscribe() as queue:
+                yield b": connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        message = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield (
+                        f"event: {message['type']}\n".encode()
+                        + b"data: "
+                        + orjson.dumps(message["data"])
+                        + b"\n\n"
+                    )
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

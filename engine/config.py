@@ -63,10 +63,48 @@ class WebhookSettings(_Strict):
     url: str
     timeout: Duration = 5.0
     secret: str | None = Field(default=None, description="HMAC-SHA256 key for the signature header")
+    routed: bool = Field(
+        default=False,
+        description="false: every alert change (integrations); true: notices to people with a pager id",
+    )
+
+
+class EmailSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = Field(description="From: address, e.g. carescore@hospital.example")
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout: Duration = 10.0
+
+
+class AlertmanagerSettings(_Strict):
+    url: str = Field(description="Alertmanager base URL, e.g. http://127.0.0.1:9093")
+    resend_every: Duration = Field(default=60.0, description="firing alerts are re-sent this often")
+
+
+class FeedRule(_Strict):
+    name: str = Field(description="what people call the feed, e.g. 'EMR HL7 interface'")
+    source: Literal["hl7v2", "fhir", "feed"]
+    events: str | None = Field(
+        default=None, description="only event types starting with this, e.g. nursecall."
+    )
+    stale_after: Duration = Field(description="quiet this long is an outage")
+    per: Literal["facility", "unit"] = Field(default="facility", description="one alert per facility or unit")
+    severity: Literal["warning", "critical"] = "critical"
 
 
 class AlertSettings(_Strict):
+    routes: Path | None = Field(default=None, description="routes.yaml (default: alerts/routes.yaml)")
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    email: EmailSettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
+    feeds: list[FeedRule] = Field(
+        default_factory=lambda: [FeedRule(name="HL7 v2 interface", source="hl7v2", stale_after=900.0)],
+        description="data feeds whose silence is an alert (and inhibits the KPI alerts fed by them)",
+    )
+    base_url: str | None = Field(default=None, description="the scorecard's address, for links in notices")
     max_attempts: int = Field(default=8, ge=1)
     retry_backoff: Duration = 1.0
 
@@ -164,6 +202,9 @@ def load_settings(path: Path | None = None) -> Settings:
     base = path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
+    routes = settings.alerts.routes
+    if routes is not None and not routes.is_absolute():
+        settings.alerts.routes = (base / routes).resolve()
     inbox = settings.feeds.inbox
     if inbox is not None and not inbox.is_absolute():
         settings.feeds.inbox = (base / inbox).resolve()

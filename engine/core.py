@@ -223,6 +223,13 @@ class Engine:
             out |= self.type_sources.get(etype, set())
         return out
 
+    def event_types_of(self, kpi_id: str) -> set[str]:
+        return set(self._op_types[self.operators.index(self.by_kpi[kpi_id])])
+
+    def sources_of(self, kpi_id: str) -> set[str]:
+        """The sources (hl7v2, fhir, feed) whose events this KPI has been computed from."""
+        return self._sources(self.operators.index(self.by_kpi[kpi_id]))
+
     def watermark_of(self, kpi_id: str, now: float) -> float | None:
         return self.watermarks.min_of(self._sources(self.operators.index(self.by_kpi[kpi_id])), now)
 

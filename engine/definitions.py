@@ -316,6 +316,9 @@ class KpiDefinition(_Strict):
         description="target/thresholds/clear for units of a type (places: unit type), e.g. icu",
     )
     for_: Duration = Field(default=0.0, alias="for")
+    keep_firing_for: Duration = Field(
+        default=0.0, description="a firing alert stays firing this long after it clears (no flapping)"
+    )
     alert_on: list[Literal["unit", "department", "facility"]] = Field(
         default=["unit"],
         description="place levels whose breaches alert (roll-ups of a unit's breach would repeat it)",

@@ -190,19 +190,28 @@ class CensusTracker:
 
 
 class StaffTracker:
-    """Licensed staff on shift per unit from roster events; emits ('licensed_staff', ...)."""
+    """Who is on shift where, from roster events: licensed staff per unit feed the level
+    ('licensed_staff', ...); everyone's role is kept for alert routing (the charge nurse
+    of a unit is whoever is on shift there with that role)."""
 
     level = "licensed_staff"
 
     def __init__(self, emit: Emit):
         self.emit = emit
         self.on_shift: dict[str, tuple[float, GroupKey]] = {}
+        self.roster: dict[str, tuple[str, GroupKey]] = {}  # staff id -> (role, place), everyone
+
+    def holders(self, role: str) -> list[tuple[str, GroupKey]]:
+        """(staff id, place) of everyone on shift with this role."""
+        return [(staff, place) for staff, (r, place) in self.roster.items() if r == role]
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {"staffing.shift_start": self._start, "staffing.shift_end": self._end}
 
     def _start(self, event: EventBase) -> None:
         assert isinstance(event, StaffingEvent)
+        if event.unit is not None:
+            self.roster[event.staff_id] = (event.role, place_of(event))
         if not event.licensed or event.unit is None:
             return
         previous = self.on_shift.get(event.staff_id)
@@ -214,15 +223,22 @@ class StaffTracker:
 
     def _end(self, event: EventBase) -> None:
         assert isinstance(event, StaffingEvent)
+        self.roster.pop(event.staff_id, None)
         previous = self.on_shift.pop(event.staff_id, None)
         if previous is not None:
             self.emit(self.level, previous[1], event.ts, -1)
 
     def snapshot(self) -> dict[str, Any]:
-        return {k: [ts, list(p)] for k, (ts, p) in self.on_shift.items()}
+        return {
+            "on_shift": {k: [ts, list(p)] for k, (ts, p) in self.on_shift.items()},
+            "roster": {k: [role, list(p)] for k, (role, p) in self.roster.items()},
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.on_shift = {k: (ts, tuple(p)) for k, (ts, p) in state.items()}  # type: ignore[misc]
+        if "on_shift" not in state:  # snapshots before the roster was kept
+            state = {"on_shift": state, "roster": {}}
+        self.on_shift = {k: (ts, tuple(p)) for k, (ts, p) in state["on_shift"].items()}  # type: ignore[misc]
+        self.roster = {k: (role, tuple(p)) for k, (role, p) in state["roster"].items()}  # type: ignore[misc]
 
 
 NURSE_ROLES = frozenset({"rn", "registered_nurse", "nurse"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +84,20 @@ async def service(settings_for: Callable[..., Settings]) -> AsyncIterator[Any]:
         yield svc
     finally:
         await svc.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Any]]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: (port, mailbox)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.alerting import Mailbox, free_port
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, mailbox
+    finally:
+        controller.stop()

@@ -14,5 +14,10 @@ class DeliveryError(RuntimeError):
 
 class Channel(Protocol):
     name: str
+    routed: bool  # True: notices to people (routes.yaml); False: every alert change
 
     async def send(self, payload: dict[str, Any], idempotency_key: str) -> None: ...
+
+    def address(self, recipient: dict[str, Any]) -> str | None:
+        """Where this person is reached on this channel (None: not on this channel)."""
+        ...

@@ -25,8 +25,14 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookChannel:
-    def __init__(self, name: str, url: str, *, secret: str | None = None, timeout: float = 5.0):
+    """`routed=False`: every alert change, one JSON per alert (integrations). `routed=True`:
+    the notices routes.yaml sends to people with a pager id (a paging gateway)."""
+
+    def __init__(
+        self, name: str, url: str, *, secret: str | None = None, timeout: float = 5.0, routed: bool = False
+    ):
         self.name = name
+        self.routed = routed
         self.url = url
         self.secret = secret
         self.timeout = timeout
@@ -53,6 +59,9 @@ class WebhookChannel:
             return
         retry = response.status_code >= 500 or response.status_code in (408, 429)
         raise DeliveryError(f"{self.url}: HTTP {response.status_code}", retry=retry)
+
+    def address(self, recipient: dict[str, Any]) -> str | None:
+        return recipient.get("pager")
 
     async def close(self) -> None:
         if self._client is not None:

@@ -15,15 +15,13 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from alerts.channels.webhook import WebhookChannel
-from alerts.service import AlertService
-from alerts.store import AlertStore
 from connectors.deadletters import DeadLetterStore
 from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
@@ -34,6 +32,7 @@ from engine.eventlog import START, EventLog, Position
 from engine.events import EventBase
 from engine.history import History
 from engine.reports import Level, Reporter, ReportRow
+from engine.runtime.alerting import build_alert_service
 from engine.runtime.state import KpiBoard
 from engine.yamlconf import ConfigError
 
@@ -88,17 +87,9 @@ class EmbeddedRuntime:
         self.board = KpiBoard()
         self.history = History(data / "history.sqlite")
         self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
-        channels = [
-            WebhookChannel(w.name, w.url, secret=w.secret, timeout=w.timeout)
-            for w in settings.alerts.webhooks
-        ]
-        self.alerts = AlertService(
-            self.catalogue,
-            AlertStore(data / "alerts.sqlite"),
-            channels,  # type: ignore[arg-type]
-            max_attempts=settings.alerts.max_attempts,
-            retry_backoff=settings.alerts.retry_backoff,
-            unit_types=settings.places.unit_types(),
+        self.clock: Callable[[], float] = time.time  # tests drive time by replacing both clocks
+        self.alerts = build_alert_service(
+            settings, self.catalogue, self.engine, self.board, data, self.dead_letters
         )
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue)
@@ -162,6 +153,7 @@ class EmbeddedRuntime:
         for event in events:
             process(event)
         self.processed = position
+        self.alerts.feeds.observe(events, self.clock())
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -220,26 +212,13 @@ class EmbeddedRuntime:
 
     # -- the tick ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         closed = self.engine.advance(now)
         if closed:
             self.history.add(closed)
         live = self.engine.live(now)
         self.board.update(live)
-        transitions = self.alerts.observe(live, now)
-        for t in transitions:
-            self.board.publish(
-                {
-                    "type": "alert",
-                    "data": {
-                        "kind": t.kind,
-                        "kpi": t.kpi.id,
-                        "group": t.sample.group.model_dump(),
-                        "severity": t.severity,
-                        "value": t.sample.value,
-                    },
-                }
-            )
+        self.alerts.observe(live, now)
         if now - self._last_snapshot >= self.settings.engine.snapshot_every:
             self.write_snapshot()
 

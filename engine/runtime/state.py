@@ -7,8 +7,9 @@ computed the values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 from engine.samples import GroupKey, Sample
@@ -46,11 +47,13 @@ class KpiBoard:
             if queue.qsize() < 1000:
                 queue.put_nowait(message)
 
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+        """A queue of what is published from now on, until the with-block ends. (A queue, not
+        an async generator: waiting on it with a timeout must not end the subscription.)"""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
-            while True:
-                yield await queue.get()
+            yield queue
         finally:
             self._subscribers.discard(queue)

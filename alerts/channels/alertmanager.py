@@ -1,0 +1,80 @@
+"""Prometheus Alertmanager, API v2: carescore's alerts as Alertmanager alerts, for sites
+whose operations already route and silence there.
+
+Alertmanager forgets a firing alert that is not re-sent (resolve_timeout), so this channel
+keeps it in step: every change is pushed at once, and every firing alert again each
+`resend_every`; a resolved alert is sent with its endsAt. Pushing the same state twice is
+harmless, so a failed push is simply repeated by the next one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from alerts.channels import DeliveryError
+
+
+def am_alert(row: dict[str, Any], generator_url: str | None = None) -> dict[str, Any]:
+    labels = {
+        "alertname": row["kpi"],
+        "severity": row["severity"],
+        "facility": row["facility"],
+        "department": row.get("department"),
+        "unit": row.get("unit"),
+        "perspective": row.get("perspective"),
+        "feed": row["name"].split(":", 1)[1] if row["kpi"] == "feed_stale" and row.get("name") else None,
+        "source": "carescore",
+    }
+    out: dict[str, Any] = {
+        "labels": {k: str(v) for k, v in labels.items() if v not in (None, "")},
+        "annotations": {
+            "summary": row["summary"],
+            "value": "" if row.get("value") is None else f"{row['value']:.2f}",
+            "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.2f}",
+            "carescore_alert_id": row["id"],
+        },
+        "startsAt": row["fired_at"],
+    }
+    if row["state"] == "resolved" and row.get("resolved_at"):
+        out["endsAt"] = row["resolved_at"]
+    if generator_url:
+        out["generatorURL"] = f"{generator_url}/api/v1/alerts/{row['id']}"
+    return out
+
+
+class AlertmanagerChannel:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "alertmanager",
+        timeout: float = 5.0,
+        resend_every: float = 60.0,
+        generator_url: str | None = None,
+    ):
+        self.name = name
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.resend_every = resend_every
+        self.generator_url = generator_url
+        self.last_sync = 0.0
+        self._client: httpx.AsyncClient | None = None
+
+    async def push(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        body = [am_alert(r, self.generator_url) for r in rows]
+        try:
+            response = await self._client.post(f"{self.url}/api/v2/alerts", json=body)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            raise DeliveryError(f"{self.url}: HTTP {response.status_code}: {response.text[:200]}")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,119 @@
+"""Stopped data feeds: a source that has gone quiet is an alert of its own, and the KPI
+alerts that depend on it are held back (inhibited) while it lasts, because a KPI fed by
+a broken interface says nothing about the ward.
+
+A rule arms once its feed has been seen (a feed never connected is not an outage); last
+seen times are kept in the alert store, so a restart does not forget an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Literal
+
+from alerts.model import Change
+from engine.config import FeedRule
+from engine.durations import format_duration
+from engine.events import EventBase
+from engine.samples import GroupKey
+
+FEED_ALERT = "feed_stale"
+
+
+class FeedWatch:
+    def __init__(self, rules: list[FeedRule], departments: dict[tuple[str, str], str] | None = None):
+        self.rules = rules
+        self.departments = departments or {}  # (facility, unit) -> department, for labels
+        self.seen: dict[tuple[str, str, str], float] = {}  # (rule name, facility, unit or "") -> wall time
+        self.down: dict[tuple[str, str, str], float] = {}  # outages in progress -> since
+
+    def observe(self, events: Iterable[EventBase], now: float) -> None:
+        seen = self.seen
+        for rule in self.rules:
+            prefix = rule.events
+            for event in events:
+                if event.source != rule.source or (prefix is not None and not event.type.startswith(prefix)):
+                    continue
+                unit = (event.unit or "") if rule.per == "unit" else ""
+                seen[(rule.name, event.facility, unit)] = now
+
+    def check(self, now: float) -> list[Change]:
+        out: list[Change] = []
+        rules = {r.name: r for r in self.rules}
+        for key, last in self.seen.items():
+            rule = rules.get(key[0])
+            if rule is None:
+                continue
+            quiet = now - last
+            if key not in self.down and quiet > rule.stale_after:
+                self.down[key] = last
+                out.append(self._change("fired", rule, key, last, quiet))
+            elif key in self.down and quiet <= rule.stale_after:
+                since = self.down.pop(key)
+                out.append(self._change("resolved", rule, key, since, quiet))
+        return out
+
+    def place(self, key: tuple[str, str, str]) -> GroupKey:
+        _, facility, unit = key
+        if not unit:
+            return (facility, None, None)
+        return (facility, self.departments.get((facility, unit)), unit)
+
+    def inhibits(self, sources: set[str], event_types: set[str], place: GroupKey) -> str | None:
+        """The outage (its summary) that silences a KPI alert here, if any."""
+        rules = {r.name: r for r in self.rules}
+        for key in self.down:
+            rule = rules.get(key[0])
+            if rule is None or rule.source not in sources:
+                continue
+            if rule.events is not None and not any(t.startswith(rule.events) for t in event_types):
+                continue
+            _, facility, unit = key
+            if place[0] == facility and (not unit or place[2] == unit):
+                return f"{rule.name} quiet since {datetime.fromtimestamp(self.down[key], UTC):%H:%M} UTC"
+        return None
+
+    def _change(
+        self,
+        kind: Literal["fired", "resolved"],
+        rule: FeedRule,
+        key: tuple[str, str, str],
+        since: float,
+        quiet: float,
+    ) -> Change:
+        place = self.place(key)
+        where = place[2] or place[0]
+        if kind == "fired":
+            limit = format_duration(rule.stale_after)
+            text = f"{rule.name}: no data from {where} for {format_duration(quiet)} (limit {limit})"
+        else:
+            text = f"{rule.name}: data from {where} again"
+        return Change(
+            kind=kind,
+            name=f"{FEED_ALERT}:{rule.name}",
+            place=place,
+            labels={
+                "kind": "feed",
+                "kpi": FEED_ALERT,
+                "perspective": "internal_process",
+                "facility": place[0],
+                "department": place[1],
+                "unit": place[2],
+                "severity": rule.severity if kind == "fired" else "ok",
+                "source": rule.source,
+                "feed": rule.name,
+            },
+            title=f"Data feed stopped: {rule.name}",
+            severity=rule.severity if kind == "fired" else "ok",
+            value=round(quiet / 60, 1),
+            threshold=round(rule.stale_after / 60, 1),
+            unit_of_measure="min quiet",
+            started=since,
+            summary=text,
+            details={
+                "feed": rule.name,
+                "source": rule.source,
+                "last_seen": datetime.fromtimestamp(since, UTC).isoformat(),
+            },
+        )

@@ -1,0 +1,69 @@
+"""Notices as people read them: a subject, plain text and HTML. Places and KPI values only,
+never a patient."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from alerts.evaluator import fmt
+
+HEADINGS = {
+    "fired": "New",
+    "escalated": "Escalated (not acknowledged)",
+    "reminder": "Still firing, not acknowledged",
+    "resolved": "Resolved",
+}
+
+
+def where(alert: dict[str, Any]) -> str:
+    return str(alert.get("unit") or alert.get("department") or alert.get("facility"))
+
+
+def subject(notice: dict[str, Any]) -> str:
+    alerts = notice["alerts"]
+    worst = "CRITICAL" if any(a["severity"] == "critical" for a in alerts) else "WARNING"
+    if notice["event"] == "resolved":
+        worst = "RESOLVED"
+    places = sorted({where(a) for a in alerts})
+    if len(alerts) == 1:
+        a = alerts[0]
+        return f"[{worst}] {places[0]}: {a['kpi_name']} {fmt(a['value'])} {a['unit_of_measure']}"
+    return f"[{worst}] {', '.join(places)}: {len(alerts)} alerts"
+
+
+def line(a: dict[str, Any]) -> str:
+    threshold = f" (threshold {fmt(a['threshold'])})" if a.get("threshold") is not None else ""
+    value = f"{fmt(a['value'])} {a['unit_of_measure']}"
+    return f"{a['severity'].upper():8s} {where(a)}: {a['kpi_name']} is {value}{threshold}"
+
+
+def text(notice: dict[str, Any], base_url: str | None = None) -> str:
+    lines = [f"{HEADINGS.get(notice['event'], notice['event'])}: {subject(notice)}", ""]
+    lines += [line(a) for a in notice["alerts"]]
+    lines.append("")
+    if notice["event"] != "resolved":
+        lines.append("Acknowledge on the scorecard page" + (f": {base_url}/" if base_url else "."))
+    recipient = notice.get("recipient") or {}
+    if recipient:
+        lines.append(f"Sent to {recipient.get('name')} as {recipient.get('role')}.")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(notice: dict[str, Any], base_url: str | None = None) -> str:
+    rows = "".join(
+        f"<tr><td><b>{html.escape(a['severity'].upper())}</b></td><td>{html.escape(where(a))}</td>"
+        f"<td>{html.escape(a['kpi_name'])}</td>"
+        f"<td>{html.escape(fmt(a['value']))} {html.escape(a['unit_of_measure'])}</td>"
+        f"<td>{html.escape(fmt(a.get('threshold')))}</td></tr>"
+        for a in notice["alerts"]
+    )
+    link = (
+        f'<p><a href="{html.escape(base_url)}/">Open the scorecard to acknowledge</a></p>' if base_url else ""
+    )
+    return (
+        f"<html><body><h3>{html.escape(HEADINGS.get(notice['event'], notice['event']))}: "
+        f"{html.escape(subject(notice))}</h3><table border=1 cellpadding=4>"
+        "<tr><th>severity</th><th>where</th><th>KPI</th><th>value</th><th>threshold</th></tr>"
+        f"{rows}</table>{link}</body></html>"
+    )
