@@ -16,8 +16,9 @@ help:
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
 
-# Debian packages the tests run for real (Alertmanager for the Alertmanager channel).
-SYSTEM_PACKAGES := prometheus-alertmanager
+# Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
+# alert store). Their packaged services are stopped: tests start their own on 127.0.0.1.
+SYSTEM_PACKAGES := prometheus-alertmanager postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(PY):
@@ -35,8 +36,8 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-		$(SUDO) systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; \
-	fi  # tests start their own Alertmanager on 127.0.0.1; the packaged service is not wanted
+		for s in prometheus-alertmanager postgresql; do $(SUDO) systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+	fi
 
 run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
@@ -51,7 +52,6 @@ bench: install
 	$(PY) bench/mllp_e2e.py
 
 fuzz: install
-	$(PY) -m pip install -q atheris || echo "atheris did not install: hypothesis and socket fuzzing only"
 	$(PY) tests/fuzz/run.py
 
 lint: install

@@ -1,4 +1,5 @@
-"""Durable alert state: alerts, the notification outbox, silences, the audit trail (SQLite).
+"""Durable alert state: alerts, the notification outbox, silences, the audit trail
+(SQLite by default, PostgreSQL by URL: alerts/db.py).
 
 A notification is written to the outbox in the same transaction that records what caused
 it, and is marked delivered only after the receiver said so: a crash in between delivers it
@@ -9,8 +10,6 @@ longer wanted (the alert resolved or was acknowledged first) is cancelled, with 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from alerts.db import TYPES as _TYPES
+from alerts.db import Database, Row, Tx, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -29,8 +31,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     unit TEXT,
     state TEXT NOT NULL,              -- firing | resolved
     severity TEXT NOT NULL,
-    value REAL,
-    threshold REAL,
+    value {real},
+    threshold {real},
     window_start TEXT,
     window_end TEXT,
     n INTEGER,
@@ -45,15 +47,15 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE TABLE IF NOT EXISTS silences (
     id TEXT PRIMARY KEY,
     matchers TEXT NOT NULL,
-    starts_at REAL NOT NULL,
-    ends_at REAL NOT NULL,
+    starts_at {real} NOT NULL,
+    ends_at {real} NOT NULL,
     created_by TEXT NOT NULL,
     comment TEXT,
     created_at TEXT NOT NULL,
     expired_at TEXT
 );
 CREATE TABLE IF NOT EXISTS notice_alerts (
-    outbox_id INTEGER NOT NULL,
+    outbox_id BIGINT NOT NULL,
     alert_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notice_alerts_alert ON notice_alerts (alert_id);
@@ -61,19 +63,19 @@ CREATE TABLE IF NOT EXISTS feed_seen (
     source TEXT NOT NULL,
     facility TEXT NOT NULL,
     unit TEXT NOT NULL,
-    last_seen REAL NOT NULL,
+    last_seen {real} NOT NULL,
     PRIMARY KEY (source, facility, unit)
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, kpi);
 CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     alert_id TEXT NOT NULL,
     channel TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
-    payload BLOB NOT NULL,
+    payload {blob} NOT NULL,
     created_at TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL DEFAULT 0,
+    next_attempt {real} NOT NULL DEFAULT 0,
     delivered_at TEXT,
     failed_at TEXT,
     last_error TEXT
@@ -81,7 +83,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, failed_at, next_attempt);
 CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     at TEXT NOT NULL,
     alert_id TEXT,
     actor TEXT NOT NULL,
@@ -101,7 +103,7 @@ MIGRATIONS = {
         "tier": "INTEGER NOT NULL DEFAULT 0",
         "routed_at": "TEXT",
         "notified_at": "TEXT",
-        "last_notified_at": "REAL",
+        "last_notified_at": "{real}",
         "reminders": "INTEGER NOT NULL DEFAULT 0",
     },
     "outbox": {
@@ -148,55 +150,49 @@ class OutboxItem:
 
 
 class AlertStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+    def __init__(self, target: Path | str):
+        self.db: Database = open_database(target)
+        types = {**_TYPES[self.db.dialect]}
+        self.db.script(SCHEMA.format(**types))
+        self._migrate(types)
 
-    def _migrate(self) -> None:
+    def _migrate(self, types: dict[str, str]) -> None:
         for table, columns in MIGRATIONS.items():
-            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            have = self.db.columns(table)
             for column, decl in columns.items():
                 if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**types)}")
 
-    def _tx(self, statements: list[tuple[str, tuple[Any, ...]]], notices: Sequence[Notice] = ()) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
-                for n in notices:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO outbox (alert_id, channel, idempotency_key, payload,"
-                        " created_at, next_attempt, event, recipient, route)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            n.alert_ids[0],
-                            n.channel,
-                            n.key,
-                            orjson.dumps(n.payload),
-                            now_iso(),
-                            n.not_before,
-                            n.event,
-                            n.recipient,
-                            n.route,
-                        ),
-                    )
-                    if cur.rowcount:
-                        self._db.executemany(
-                            "INSERT INTO notice_alerts (outbox_id, alert_id) VALUES (?, ?)",
-                            [(cur.lastrowid, a) for a in n.alert_ids],
-                        )
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+    def _tx(self, statements: Sequence[tuple[str, tuple[Any, ...]]], notices: Sequence[Notice] = ()) -> None:
+        with self.db.transaction() as tx:
+            for sql, args in statements:
+                tx.execute(sql, args)
+            for n in notices:
+                self._insert_notice(tx, n)
+
+    @staticmethod
+    def _insert_notice(tx: Tx, n: Notice) -> None:
+        rows = tx.query(
+            "INSERT INTO outbox (alert_id, channel, idempotency_key, payload, created_at, next_attempt,"
+            " event, recipient, route) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            (
+                n.alert_ids[0],
+                n.channel,
+                n.key,
+                orjson.dumps(n.payload),
+                now_iso(),
+                n.not_before,
+                n.event,
+                n.recipient,
+                n.route,
+            ),
+        )
+        for row in rows:  # none when this notice was queued before (same idempotency key)
+            for alert_id in n.alert_ids:
+                tx.execute(
+                    "INSERT INTO notice_alerts (outbox_id, alert_id) VALUES (?, ?)", (row["id"], alert_id)
+                )
 
     @staticmethod
     def _audit(
@@ -250,9 +246,8 @@ class AlertStore:
         self._tx([self._audit(a, "carescore", action, detail) for a, action, detail in audits], notices)
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return dict(row) if row else None
+        rows = self.db.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        return rows[0] if rows else None
 
     def query(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         sql = "SELECT * FROM alerts"
@@ -262,57 +257,45 @@ class AlertStore:
             args.append(state)
         sql += " ORDER BY fired_at DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.query(sql, args)
 
     def active(self) -> list[dict[str, Any]]:
         return self.query("firing", limit=100000)
 
     def audit(self, alert_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, actor, action, detail FROM audit WHERE alert_id = ? ORDER BY id",
-                (alert_id,),
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.query(
+            "SELECT at, actor, action, detail FROM audit WHERE alert_id = ? ORDER BY id", (alert_id,)
+        )
 
     def audit_all(self, limit: int = 1000) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, alert_id, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.query(
+            "SELECT at, alert_id, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
 
     def notified(self, alert_id: str) -> list[tuple[str, str | None]]:
         """(channel, recipient) of every delivered notice about this alert."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT o.channel, o.recipient FROM outbox o"
-                " JOIN notice_alerts n ON n.outbox_id = o.id"
-                " WHERE n.alert_id = ? AND o.delivered_at IS NOT NULL",
-                (alert_id,),
-            ).fetchall()
+        rows = self.db.query(
+            "SELECT DISTINCT o.channel, o.recipient FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id"
+            " WHERE n.alert_id = ? AND o.delivered_at IS NOT NULL",
+            (alert_id,),
+        )
         return [(r["channel"], r["recipient"]) for r in rows]
 
     # -- outbox --------------------------------------------------------------------------
-    def _items(self, rows: list[sqlite3.Row]) -> list[OutboxItem]:
+    def _items(self, rows: list[Row]) -> list[OutboxItem]:
         out = []
-        for r in rows:
-            with self._lock:
-                ids = [
-                    x["alert_id"]
-                    for x in self._db.execute(
-                        "SELECT alert_id FROM notice_alerts WHERE outbox_id = ?", (r["id"],)
-                    )
-                ]
+        for r in sorted(rows, key=lambda r: r["id"]):
+            ids = [
+                x["alert_id"]
+                for x in self.db.query("SELECT alert_id FROM notice_alerts WHERE outbox_id = ?", (r["id"],))
+            ]
             out.append(
                 OutboxItem(
                     r["id"],
                     r["alert_id"],
                     r["channel"],
                     r["idempotency_key"],
-                    orjson.loads(r["payload"]),
+                    orjson.loads(bytes(r["payload"])),
                     r["attempts"],
                     r["event"],
                     r["recipient"],
@@ -323,39 +306,41 @@ class AlertStore:
             )
         return out
 
-    def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
-                " AND cancelled_at IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
-                (now, limit),
-            ).fetchall()
+    def due(self, now: float, limit: int = 100, lease: float = 60.0) -> list[OutboxItem]:
+        """Claim what is due: leased for `lease` seconds, so another process sharing the
+        database (PostgreSQL) does not send it too, and a process that dies mid-send leaves
+        it to be sent again when the lease runs out (at least once, same key)."""
+        with self.db.transaction() as tx:
+            rows = tx.query(
+                "UPDATE outbox SET next_attempt = ? WHERE id IN ("
+                " SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
+                " AND cancelled_at IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?"
+                f"{self.db.skip_locked}) RETURNING *",
+                (now + lease, now, limit),
+            )
         return self._items(rows)
 
     def pending_for(self, alert_id: str) -> list[OutboxItem]:
         """Notices about this alert not delivered yet (held, waiting, retrying)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id WHERE n.alert_id = ?"
-                " AND o.delivered_at IS NULL AND o.failed_at IS NULL AND o.cancelled_at IS NULL",
-                (alert_id,),
-            ).fetchall()
+        rows = self.db.query(
+            "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id WHERE n.alert_id = ?"
+            " AND o.delivered_at IS NULL AND o.failed_at IS NULL AND o.cancelled_at IS NULL",
+            (alert_id,),
+        )
         return self._items(rows)
 
     def delivered(self, item_id: int) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, held = NULL WHERE id = ?",
-                (now_iso(), item_id),
-            )
+        self.db.execute(
+            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, held = NULL WHERE id = ?",
+            (now_iso(), item_id),
+        )
 
     def retry_later(self, item_id: int, next_attempt: float, error: str, give_up: bool) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, failed_at = ?"
-                " WHERE id = ?",
-                (next_attempt, error[:500], now_iso() if give_up else None, item_id),
-            )
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, failed_at = ?"
+            " WHERE id = ?",
+            (next_attempt, error[:500], now_iso() if give_up else None, item_id),
+        )
 
     def hold(self, item: OutboxItem, until: float, reason: str) -> None:
         """Not now (silence, mute window, inhibition): look again at `until`; audited once."""
@@ -381,30 +366,23 @@ class AlertStore:
         ]
         self._tx(stmts)
 
+    def _decode(self, rows: list[Row]) -> list[dict[str, Any]]:
+        return [{**r, "payload": orjson.loads(bytes(r["payload"]))} for r in rows]
+
     def outbox(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["payload"] = orjson.loads(d["payload"])
-            out.append(d)
-        return out
+        return self._decode(self.db.query("SELECT * FROM outbox ORDER BY id"))
 
     def notices(self, alert_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id WHERE n.alert_id = ?"
-                " ORDER BY o.id",
+        return self._decode(
+            self.db.query(
+                "SELECT o.* FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id"
+                " WHERE n.alert_id = ? ORDER BY o.id",
                 (alert_id,),
-            ).fetchall()
-        return [dict(r) for r in rows]
+            )
+        )
 
     def failed(self) -> int:
-        with self._lock:
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL").fetchone()[0]
-            )
+        return int(self.db.query("SELECT COUNT(*) AS n FROM outbox WHERE failed_at IS NOT NULL")[0]["n"])
 
     # -- silences --------------------------------------------------------------------------
     def add_silence(self, silence: dict[str, Any]) -> None:
@@ -428,11 +406,9 @@ class AlertStore:
         )
 
     def expire_silence(self, silence_id: str, actor: str) -> bool:
-        with self._lock:
-            found = self._db.execute(
-                "SELECT 1 FROM silences WHERE id = ? AND expired_at IS NULL", (silence_id,)
-            ).fetchone()
-        if not found:
+        if not self.db.query(
+            "SELECT 1 AS found FROM silences WHERE id = ? AND expired_at IS NULL", (silence_id,)
+        ):
             return False
         self._tx(
             [
@@ -443,29 +419,23 @@ class AlertStore:
         return True
 
     def silences(self, include_expired: bool = False) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT * FROM silences"
-            + ("" if include_expired else " WHERE expired_at IS NULL")
-            + " ORDER BY starts_at"
-        )
-        with self._lock:
-            rows = self._db.execute(sql).fetchall()
-        return [{**dict(r), "matchers": orjson.loads(r["matchers"])} for r in rows]
+        where = "" if include_expired else " WHERE expired_at IS NULL"
+        rows = self.db.query(f"SELECT * FROM silences{where} ORDER BY starts_at")
+        return [{**r, "matchers": orjson.loads(r["matchers"])} for r in rows]
 
     # -- feeds -----------------------------------------------------------------------------
     def save_feeds(self, seen: dict[tuple[str, str, str], float]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "INSERT INTO feed_seen (source, facility, unit, last_seen) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (source, facility, unit) DO UPDATE SET last_seen = excluded.last_seen",
-                [(s, f, u, t) for (s, f, u), t in seen.items()],
-            )
+        with self.db.transaction() as tx:
+            for (source, facility, unit), last in seen.items():
+                tx.execute(
+                    "INSERT INTO feed_seen (source, facility, unit, last_seen) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (source, facility, unit) DO UPDATE SET last_seen = excluded.last_seen",
+                    (source, facility, unit, last),
+                )
 
     def load_feeds(self) -> dict[tuple[str, str, str], float]:
-        with self._lock:
-            rows = self._db.execute("SELECT source, facility, unit, last_seen FROM feed_seen").fetchall()
+        rows = self.db.query("SELECT source, facility, unit, last_seen FROM feed_seen")
         return {(r["source"], r["facility"], r["unit"]): r["last_seen"] for r in rows}
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()

@@ -97,6 +97,10 @@ class FeedRule(_Strict):
 
 class AlertSettings(_Strict):
     routes: Path | None = Field(default=None, description="routes.yaml (default: alerts/routes.yaml)")
+    database: str | None = Field(
+        default=None,
+        description="postgresql://user@host/db to share alerts between processes (default: SQLite, data_dir)",
+    )
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     email: EmailSettings | None = None
     alertmanager: AlertmanagerSettings | None = None

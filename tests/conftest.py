@@ -101,3 +101,11 @@ def smtp() -> Iterator[tuple[int, Any]]:
         yield port, mailbox
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (tests/postgres.py)."""
+    from tests.postgres import start_postgres
+
+    yield from start_postgres()

@@ -88,7 +88,7 @@ def build_alert_service(
     departments = {(f, u.id): d for f, d, u in settings.places.units()}
     return AlertService(
         catalogue,
-        AlertStore(data / "alerts.sqlite"),
+        AlertStore(cfg.database or data / "alerts.sqlite"),
         channels,
         routes=routes,
         directory=Directory(routes, engine.staff.holders),

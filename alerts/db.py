@@ -1,0 +1,176 @@
+"""The alert store's database: SQLite in the data folder by default, PostgreSQL by URL when
+several carescore processes share alerts, acknowledgements and silences.
+
+The store writes one SQL dialect (`?` parameters, INSERT ... ON CONFLICT, RETURNING) that
+both accept; the differences left (column types, finding columns, locking) live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+
+class Tx(Protocol):
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int: ...
+
+
+class Database(Protocol):
+    dialect: str
+    skip_locked: str  # appended to a SELECT that claims rows other processes may claim too
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int: ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Tx]: ...
+
+    def columns(self, table: str) -> set[str]: ...
+
+    def script(self, ddl: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+TYPES = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"},
+    "postgresql": {
+        "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "real": "DOUBLE PRECISION",
+        "blob": "BYTEA",
+    },
+}
+
+
+class _SQLiteTx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return [dict(r) for r in self.db.execute(sql, tuple(args)).fetchall()]
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self.db.execute(sql, tuple(args)).rowcount
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+    skip_locked = ""  # one process owns the file (the data folder is locked)
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._tx = _SQLiteTx(self._db)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            return self._tx.query(sql, args)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self._lock:
+            return self._tx.execute(sql, args)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def columns(self, table: str) -> set[str]:
+        return {r["name"] for r in self.query(f"PRAGMA table_info({table})")}
+
+    def script(self, ddl: str) -> None:
+        with self._lock:
+            self._db.executescript(ddl)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PostgresTx:
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self.conn.cursor() as cur:
+            cur.execute(_pg(sql), tuple(args))
+            return list(cur.fetchall()) if cur.description else []
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(_pg(sql), tuple(args))
+            return int(cur.rowcount)
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # replicas claim different outbox rows
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "alerts.database is PostgreSQL: install psycopg (pip install 'carescore[postgres]')"
+            ) from exc
+        self._lock = threading.Lock()
+        self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+        self._tx = _PostgresTx(self._conn)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            return self._tx.query(sql, args)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self._lock:
+            return self._tx.execute(sql, args)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._lock, self._conn.transaction():
+            yield self._tx
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.query("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
+        return {r["column_name"] for r in rows}
+
+    def script(self, ddl: str) -> None:
+        with self._lock, self._conn.transaction():
+            for statement in (s.strip() for s in ddl.split(";")):
+                if statement:
+                    self._conn.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_database(target: Path | str) -> Database:
+    """A path (SQLite) or a postgresql:// URL."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(text)
+    return SQLiteDatabase(Path(text.removeprefix("sqlite:///")))
