@@ -50,6 +50,21 @@ TYPES = {
 }
 
 
+class _Serialised:
+    """One connection, used from the event loop and worker threads in turn."""
+
+    _lock: threading.Lock
+    _tx: Tx
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            return self._tx.query(sql, args)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self._lock:
+            return self._tx.execute(sql, args)
+
+
 class _SQLiteTx:
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -61,7 +76,7 @@ class _SQLiteTx:
         return self.db.execute(sql, tuple(args)).rowcount
 
 
-class SQLiteDatabase:
+class SQLiteDatabase(_Serialised):
     dialect = "sqlite"
     skip_locked = ""  # one process owns the file (the data folder is locked)
 
@@ -73,14 +88,6 @@ class SQLiteDatabase:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._tx = _SQLiteTx(self._db)
-
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        with self._lock:
-            return self._tx.query(sql, args)
-
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        with self._lock:
-            return self._tx.execute(sql, args)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -124,7 +131,7 @@ class _PostgresTx:
             return int(cur.rowcount)
 
 
-class PostgresDatabase:
+class PostgresDatabase(_Serialised):
     dialect = "postgresql"
     skip_locked = " FOR UPDATE SKIP LOCKED"  # replicas claim different outbox rows
 
@@ -139,14 +146,6 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
         self._tx = _PostgresTx(self._conn)
-
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        with self._lock:
-            return self._tx.query(sql, args)
-
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        with self._lock:
-            return self._tx.execute(sql, args)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
