@@ -61,12 +61,19 @@ class Acc:
         self.den += other.den
 
     def to_state(self) -> list[Any]:
-        return [self.n, self.total, self.lo, self.hi, self.values, self.num, self.den]
+        """JSON-safe: an empty accumulator's infinite bounds become None (JSON has no inf)."""
+        lo = None if self.lo == math.inf else self.lo
+        hi = None if self.hi == -math.inf else self.hi
+        return [self.n, self.total, lo, hi, self.values, self.num, self.den]
 
     @classmethod
     def from_state(cls, state: Sequence[Any]) -> Acc:
         acc = cls()
         acc.n, acc.total, acc.lo, acc.hi, acc.values, acc.num, acc.den = state
+        if acc.lo is None:
+            acc.lo = math.inf
+        if acc.hi is None:
+            acc.hi = -math.inf
         return acc
 
 

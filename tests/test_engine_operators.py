@@ -301,3 +301,32 @@ def test_events_of_one_source_do_not_close_another_sources_windows(places: Place
     engine.process(ev("experience.complaint", 10))  # source feed
     engine.process(lab("lab.order", 500, "o", priority="stat"))  # hl7v2 runs far ahead
     assert closed(engine, 10) == []  # the feed's own watermark has not passed the window
+
+
+@pytest.mark.parametrize("split", [0.2, 0.5, 0.8])
+def test_an_engine_restored_from_a_json_snapshot_continues_exactly(
+    shipped: Catalogue, places: Places, split: float
+) -> None:
+    """What a restart (embedded) or a partition moving to another worker (Kafka) relies on."""
+    import orjson
+
+    from tests.kafka import _closed, hospital_events
+
+    events = hospital_events(hours=4, facilities=("DEMO",))
+    now = events[-1].received_time.timestamp()
+    cut = int(len(events) * split)
+
+    def run(restore_at: int | None) -> dict[Any, Any]:
+        engine, out = Engine(shipped, places), []
+        for i, event in enumerate(events):
+            if i == restore_at:
+                snapshot = orjson.loads(orjson.dumps(engine.snapshot()))
+                engine = Engine(shipped, places)
+                engine.restore(snapshot)
+            engine.process(event)
+            if i % 300 == 299:
+                out += engine.advance(event.ts + 30)  # windows close as time passes
+        out += engine.advance(now)
+        return _closed(out) | {("live", s.kpi, s.group.key): s.value for s in engine.live(now)}
+
+    assert run(cut) == run(None)
