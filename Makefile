@@ -7,12 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install system-deps run test bench fuzz lint format typecheck docs clean
+.PHONY: help install system-deps kafka-fetch kafka-up kafka-down run test bench fuzz lint format typecheck docs clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
+	@echo "make kafka-up / kafka-down   a local Kafka broker (KRaft) on 127.0.0.1:9092 (Maven + Java 17)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
 
@@ -42,7 +43,7 @@ system-deps:
 run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
 
-test: install system-deps
+test: install system-deps kafka-fetch
 	$(PY) -m pytest
 
 bench: install
@@ -53,6 +54,17 @@ bench: install
 
 fuzz: install
 	$(PY) tests/fuzz/run.py
+
+KAFKA_DIR ?= var/kafka
+
+kafka-fetch:
+	deploy/kafka/kafka.sh fetch
+
+kafka-up:
+	deploy/kafka/kafka.sh start $(KAFKA_DIR) 9092 9093
+
+kafka-down:
+	deploy/kafka/kafka.sh stop $(KAFKA_DIR)
 
 lint: install
 	$(VENV)/bin/ruff check .

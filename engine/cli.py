@@ -32,9 +32,23 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     for env, attr in (("CARESCORE_API_PORT", "api"), ("CARESCORE_MLLP_PORT", "mllp")):
         if os.environ.get(env):
             getattr(settings, attr).port = int(os.environ[env])
+    if os.environ.get("CARESCORE_KAFKA"):
+        settings.runtime.kind = "kafka"
+        settings.runtime.kafka.bootstrap = os.environ["CARESCORE_KAFKA"]
     if os.environ.get("CARESCORE_DATA_DIR"):
         settings.data_dir = Path(os.environ["CARESCORE_DATA_DIR"]).resolve()
     return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.metrics is not None:
+        settings.runtime.kafka.worker_metrics = args.metrics
+    setup_logging(settings.log_level)
+    from engine.runtime.kafka.worker import run_worker
+
+    run_worker(settings)
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -200,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run carescore (embedded runtime)")
     run.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="a Faust worker of the Kafka runtime (runtime.kind: kafka)")
+    worker.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    worker.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve /metrics here ('' for none; default from settings)"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     kpi = sub.add_parser("kpi", help="KPI definitions")
     kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)

@@ -161,6 +161,32 @@ class ScorecardSettings(_Strict):
     trend: int = Field(default=12, ge=0, le=500, description="closed windows shown as the trend")
 
 
+class KafkaSettings(_Strict):
+    bootstrap: str = Field(default="127.0.0.1:9092", description="the brokers, host:port[,host:port]")
+    partitions: int = Field(default=8, ge=1, description="of the events topic: the most workers that help")
+    replication: int = Field(
+        default=1, ge=1, description="replication factor of the topics carescore creates"
+    )
+    app_id: str = Field(default="carescore", description="Faust app id: the consumer group and table topics")
+    topic_prefix: str = Field(
+        default="carescore", description="topics are <prefix>.events, <prefix>.kpi.samples, ..."
+    )
+    snapshot_every: int = Field(default=5000, ge=1, description="events between engine checkpoints")
+    publish_timeout: Duration = Field(default=5.0, description="a connector waits this long for acks=all")
+    worker_metrics: str = Field(
+        default="127.0.0.1:9101",
+        description="host:port where `carescore worker` serves /metrics (empty: none)",
+    )
+
+
+class RuntimeSettings(_Strict):
+    kind: Literal["embedded", "kafka"] = Field(
+        default="embedded",
+        description="embedded: one process, local event log; kafka: topics and Faust workers",
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+
 class Settings(_Strict):
     data_dir: Path = Path("var/carescore")
     kpi_defs: Path = REPO_ROOT / "kpi_defs"
@@ -174,6 +200,7 @@ class Settings(_Strict):
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
     fhir: FHIRSettings = Field(default_factory=FHIRSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")

@@ -109,3 +109,25 @@ def postgres_url() -> Iterator[str]:
     from tests.postgres import start_postgres
 
     yield from start_postgres()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apache Kafka broker (KRaft, one node) started by deploy/kafka/kafka.sh for the
+    session, on free loopback ports; stopped at the end."""
+    import subprocess
+
+    from tests.alerting import free_port
+    from tests.kafka import KAFKA_SH
+
+    folder = tmp_path_factory.mktemp("kafka")
+    port, controller = free_port(), free_port()
+    started = subprocess.run(
+        [str(KAFKA_SH), "start", str(folder), str(port), str(controller)], capture_output=True, text=True
+    )
+    if started.returncode != 0:
+        pytest.fail(f"the Kafka broker did not start: {started.stdout}{started.stderr}")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(folder)], capture_output=True)

@@ -4,6 +4,7 @@ published to the live stream."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,11 @@ def build_alert_service(
     board: KpiBoard,
     data: Path,
     dead_letters: DeadLetterStore | None = None,
+    sources_of: Callable[[str], set[str]] | None = None,
 ) -> AlertService:
+    """`engine` gives the on-shift roster and each KPI's event types; `sources_of` which
+    sources feed a KPI (default: what the engine has seen)."""
+    sources = sources_of or engine.sources_of
     cfg = settings.alerts
     base_url = cfg.base_url or f"http://{settings.api.host}:{settings.api.port}"
     channels: list[Channel] = [
@@ -93,7 +98,7 @@ def build_alert_service(
         routes=routes,
         directory=Directory(routes, engine.staff.holders),
         feeds=FeedWatch(list(cfg.feeds), departments),
-        depends_on=lambda kpi: (engine.sources_of(kpi), engine.event_types_of(kpi)),
+        depends_on=lambda kpi: (sources(kpi), engine.event_types_of(kpi)),
         syncs=syncs,
         zone=settings.zone,
         max_attempts=cfg.max_attempts,

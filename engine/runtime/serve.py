@@ -42,6 +42,12 @@ def server_tls(tls: TLSSettings | None) -> ssl.SSLContext | None:
     return context
 
 
+def _kafka_gateway(settings: Settings) -> Any:
+    from engine.runtime.kafka.gateway import KafkaGateway
+
+    return KafkaGateway(settings)
+
+
 def tune_gc() -> None:
     """Freeze what start-up built (recovered state, catalogue) out of the collector's scans
     and collect young objects less often: each message makes many short-lived objects, and
@@ -56,7 +62,9 @@ class Service:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.runtime = EmbeddedRuntime(settings)
+        self.runtime: Any = (
+            EmbeddedRuntime(settings) if settings.runtime.kind == "embedded" else _kafka_gateway(settings)
+        )
         self.intake = Intake(settings, self.runtime, self.runtime.dead_letters)
         self.receiver = self.intake.hl7
         self.mllp = MLLPServer(
@@ -98,6 +106,9 @@ class Service:
 
     async def start(self) -> None:
         tune_gc()
+        starter = getattr(self.runtime, "start", None)
+        if starter is not None:
+            await starter()  # the Kafka gateway: topics and the producer
         self.runtime.tick()
         if self.settings.mllp.enabled:
             await self.mllp.start()
@@ -175,7 +186,7 @@ class Service:
         base = f"http://{self.settings.api.host}:{self.api_port}"
         lines = [
             "",
-            "  carescore is running (embedded runtime)",
+            f"  carescore is running ({self.settings.runtime.kind} runtime)",
             f"    scorecard   {base}/",
             f"    REST API    {base}/api/v1/kpis   (OpenAPI: {base}/docs)",
             f"    metrics     {base}/metrics",

@@ -1,0 +1,155 @@
+"""`carescore run` with runtime.kind: kafka — the gateway process: the connectors (MLLP,
+FHIR, feeds) publish to Kafka, KPI samples from the workers fill the board, the history
+and the alert service, and the API serves them.
+
+Events do not pass through an engine here: the workers compute KPIs. The gateway keeps
+only what routing needs — the on-shift roster from the staffing events it publishes, and
+which sources feed which KPIs — in an Engine it gives staffing events alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from api.problems import Problem
+from connectors.deadletters import DeadLetterStore
+from engine.bus import Published
+from engine.config import Settings
+from engine.core import Engine
+from engine.definitions import load_catalogue
+from engine.events import EventBase
+from engine.history import History
+from engine.reports import Level, ReportRow
+from engine.runtime.alerting import build_alert_service
+from engine.runtime.kafka.sink import KafkaSink
+from engine.runtime.kafka.topics import ensure_topics, samples_topic
+from engine.runtime.state import KpiBoard
+from engine.samples import Sample
+
+log = logging.getLogger(__name__)
+
+
+class KafkaGateway:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.catalogue = load_catalogue(settings.kpi_defs)
+        self.places = settings.places
+        self.scorecard = settings.scorecard
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.board = KpiBoard()
+        self.history = History(data / "history.sqlite")
+        self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
+        self.roster = Engine(self.catalogue, self.places)  # fed staffing events only
+        self.type_sources: dict[str, set[str]] = {}
+        self.clock = time.time
+        self.alerts = build_alert_service(
+            settings, self.catalogue, self.roster, self.board, data, self.dead_letters, self._sources_of
+        )
+        self.sink = KafkaSink(settings.runtime.kafka)
+        self.ready = False
+        self.started_at = time.time()
+        self.samples_seen = 0
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def _sources_of(self, kpi: str) -> set[str]:
+        out: set[str] = set()
+        for etype in self.roster.event_types_of(kpi):
+            out |= self.type_sources.get(etype, set())
+        return out
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings.runtime.kafka)
+        await self.sink.start()
+
+    # -- the bus (connectors publish here) ---------------------------------------------------
+    async def publish(self, message_key: str, events: list[EventBase]) -> Published:
+        result = await self.sink.publish(message_key, events)
+        if result is Published.accepted and events:
+            now = self.clock()
+            self.alerts.feeds.observe(events, now)
+            for e in events:
+                self.type_sources.setdefault(e.type, set()).add(e.source)
+                if e.type.startswith("staffing."):
+                    self.roster.process(e)
+        return result
+
+    # -- samples from the workers ------------------------------------------------------------
+    async def run_ticks(self) -> None:
+        """Read the samples topic (all partitions, from the start: the history) and evaluate
+        alerts on the live values once a tick."""
+        kafka = self.settings.runtime.kafka
+        consumer = self._consumer = AIOKafkaConsumer(
+            samples_topic(kafka),
+            bootstrap_servers=kafka.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+        await consumer.start()
+        last_tick = 0.0
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                closed: list[Sample] = []
+                for records in batch.values():
+                    for record in records:
+                        sample = Sample.model_validate_json(record.value)
+                        self.samples_seen += 1
+                        if sample.final:
+                            closed.append(sample)
+                        else:
+                            self.board.update([sample])
+                if closed:
+                    self.history.add(closed)
+                now = self.clock()
+                if now - last_tick >= self.settings.engine.tick:
+                    last_tick = now
+                    try:
+                        self.alerts.observe(list(self.board.current.values()), now)
+                    except Exception:
+                        log.exception("alert evaluation failed")
+        finally:
+            await consumer.stop()
+
+    def tick(self, now: float | None = None) -> None:
+        self.alerts.observe(list(self.board.current.values()), self.clock() if now is None else now)
+
+    async def close(self) -> None:
+        await self.sink.close()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        await self.alerts.close()
+        self.alerts.store.close()
+        self.history.close()
+        self.dead_letters.close()
+
+    # -- what the API asks -------------------------------------------------------------------
+    def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
+        raise Problem(
+            501,
+            "Period reports need the event log",
+            "on the Kafka runtime the events live in Kafka; run `carescore import` of an event export "
+            "into an embedded data folder for period reports (not built for the Kafka runtime yet)",
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "runtime": "kafka",
+            "events_published": self.sink.produced,
+            "samples_received": self.samples_seen,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "kpis": len(self.catalogue),
+        }
+
+    def data_dir(self) -> Path:
+        return self.settings.data_dir

@@ -1,0 +1,228 @@
+"""`carescore worker`: a Faust worker running the engine on the partitions it owns.
+
+Per partition one Engine — the same objects, the same operators as the embedded runtime.
+Its state is checkpointed into a Faust table (changelog topic) every `snapshot_every`
+events, together with the offset of the last event in it, and an event is acknowledged to
+Kafka only once a checkpoint containing it is durable. So the committed offset never runs
+ahead of the saved state: a worker killed at any moment, or a partition moving to another
+worker, resumes from the checkpoint and is handed again exactly the events after it (the
+ones already in the checkpoint are recognised by offset and skipped). Nothing is lost or
+counted twice. A resent event (same source_id) is dropped as well.
+
+Once a second, each engine closes the windows its watermarks have passed and its live values
+are recomputed; closed windows and changed live values go to the samples topic, keyed by
+facility, where the gateway (API, alerts) reads them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import Counter, Gauge, start_http_server
+
+from engine.config import Settings
+from engine.core import Engine
+from engine.definitions import Catalogue, load_catalogue
+from engine.events import parse_event
+from engine.runtime.embedded import catalogue_fingerprint
+from engine.runtime.kafka.topics import events_topic, samples_topic
+from engine.samples import Sample
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter(
+    "carescore_worker_events",
+    "Events read from the events topic, by outcome (processed, duplicate, in_checkpoint).",
+    ["outcome"],
+)
+CHECKPOINTS = Counter("carescore_worker_checkpoints", "Engine checkpoints made durable.")
+SAMPLES = Counter("carescore_worker_samples", "KPI samples published to the samples topic.")
+PARTITIONS = Gauge("carescore_worker_partitions", "Events partitions this worker holds an engine for.")
+
+REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+@dataclass
+class Partition:
+    """One partition's engine and where it stands."""
+
+    engine: Engine
+    offset: int = -1  # last event folded into the engine
+    saved: int = -1  # last event in the latest durable checkpoint
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    facilities: set[str] = field(default_factory=set)  # whose events come to this partition
+    unacked: list[Any] = field(default_factory=list)
+    published: dict[tuple[str, Any], tuple[Any, Any]] = field(default_factory=dict)
+
+
+def snapshot_text(part: Partition, fingerprint: str) -> str:
+    """The checkpoint as the table stores it (JSON codec: a base64 string of zlib'd JSON)."""
+    state = {
+        "fingerprint": fingerprint,
+        "offset": part.offset,
+        "engine": part.engine.snapshot(),
+        "seen": list(part.seen),
+        "facilities": sorted(part.facilities),
+    }
+    return base64.b64encode(zlib.compress(orjson.dumps(state), 3)).decode()
+
+
+def restore_partition(
+    blob: str | None, catalogue: Catalogue, settings: Settings, fingerprint: str
+) -> Partition:
+    engine = Engine(catalogue, settings.places, idle_timeout=settings.engine.idle_timeout)
+    part = Partition(engine)
+    if blob:
+        state = orjson.loads(zlib.decompress(base64.b64decode(blob)))
+        if state.get("fingerprint") == fingerprint:
+            engine.restore(state["engine"])
+            part.offset = part.saved = state["offset"]
+            part.seen = OrderedDict.fromkeys(state["seen"])
+            part.facilities = set(state["facilities"])
+        else:
+            log.warning("KPI definitions changed since the checkpoint: the partition starts empty")
+    return part
+
+
+def make_app(settings: Settings) -> faust.App:
+    kafka = settings.runtime.kafka
+    catalogue = load_catalogue(settings.kpi_defs)
+    fingerprint = catalogue_fingerprint(catalogue)
+    app = faust.App(
+        kafka.app_id,
+        broker=f"kafka://{kafka.bootstrap}",
+        store="memory://",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication,
+        web_enabled=False,
+        producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE,
+        consumer_max_fetch_size=MAX_MESSAGE,
+        stream_buffer_maxsize=8192,
+        broker_commit_interval=1.0,
+        # A rebalance must not wait for our unacknowledged events (they wait for the next
+        # checkpoint): whoever owns the partition next starts after the last checkpoint.
+        stream_wait_empty=False,
+    )
+    events = app.topic(
+        events_topic(kafka), key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
+    samples = app.topic(
+        samples_topic(kafka), key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
+    table = app.Table(
+        "engine-state",
+        default=None,
+        partitions=kafka.partitions,
+        key_type=str,
+        value_type=str,
+        extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE)},
+    )
+    parts: dict[int, Partition] = {}
+    processed, duplicate, in_checkpoint = (
+        EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
+    )
+
+    def partition(number: int) -> Partition:
+        part = parts.get(number)
+        if part is None:
+            part = parts[number] = restore_partition(
+                table.get(f"p{number}"), catalogue, settings, fingerprint
+            )
+            log.info("partition taken", extra={"partition": number, "resumes_after_offset": part.offset})
+            PARTITIONS.set(len(parts))
+        return part
+
+    async def checkpoint(number: int, part: Partition) -> None:
+        """Save the engine (inside the current event's context: its partition's changelog),
+        wait until it is durable, then acknowledge every event it contains."""
+        table[f"p{number}"] = snapshot_text(part, fingerprint)
+        await app.producer.flush()
+        part.saved = part.offset
+        for event in part.unacked:
+            event.ack()
+        part.unacked.clear()
+        CHECKPOINTS.inc()
+
+    @app.agent(events)
+    async def run_engine(stream: Any) -> None:
+        async for event in stream.noack().events():
+            number = event.message.partition
+            part = partition(number)
+            offset = event.message.offset
+            part.unacked.append(event)
+            if offset > part.offset:  # not already in the checkpoint this engine came from
+                canonical = parse_event(event.value)
+                if canonical.source_id not in part.seen:
+                    part.engine.process(canonical)
+                    part.facilities.add(canonical.facility)
+                    part.seen[canonical.source_id] = None
+                    if len(part.seen) > REMEMBER_IDS:
+                        part.seen.popitem(last=False)
+                    processed.inc()
+                else:
+                    duplicate.inc()
+                part.offset = offset
+            else:
+                in_checkpoint.inc()
+            if len(part.unacked) >= kafka.snapshot_every:
+                await checkpoint(number, part)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        for part in parts.values():
+            part.unacked.clear()  # the events after the checkpoint will be handed out again
+        for tp in revoked:
+            if tp.topic == events_topic(kafka):
+                parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
+        PARTITIONS.set(len(parts))
+
+    @app.timer(interval=settings.engine.tick)
+    async def tick() -> None:
+        now = time.time()
+        for part in list(parts.values()):
+            # Queued without yielding: a checkpoint can only come after these windows are in the
+            # producer's buffer, and it flushes that buffer before acknowledging anything.
+            for sample in part.engine.advance(now) + _changed(part, part.engine.live(now)):
+                if sample.group.facility not in part.facilities:
+                    continue  # every engine knows every configured unit; a facility belongs to one partition
+                samples.send_soon(key=sample.group.facility.encode(), value=sample.model_dump_json().encode())
+                SAMPLES.inc()
+
+    app.carescore_parts = parts  # type: ignore[attr-defined]  # tests and benchmarks look inside
+    return app
+
+
+def _changed(part: Partition, live: list[Sample]) -> list[Sample]:
+    """Live samples whose value or status moved since last published."""
+    out = []
+    for s in live:
+        key = (s.kpi, s.group.key)
+        state = (s.value, s.status)
+        if part.published.get(key) != state:
+            part.published[key] = state
+            out.append(s)
+    return out
+
+
+def run_worker(settings: Settings) -> None:
+    import asyncio
+
+    from engine.runtime.kafka.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings.runtime.kafka))
+    if settings.runtime.kafka.worker_metrics:
+        host, _, port = settings.runtime.kafka.worker_metrics.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    app = make_app(settings)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()

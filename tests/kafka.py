@@ -1,0 +1,212 @@
+"""Helpers for the tests that run against the real Kafka broker (deploy/kafka/kafka.sh):
+workers as real `carescore worker` processes, events produced with aiokafka, samples read
+back from the samples topic, and the embedded engine as the reference."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from connectors.demo.hospital import DemoHospital
+from connectors.hl7v2.mapping import MapContext, map_message
+from connectors.hl7v2.parser import parse
+from engine.config import REPO_ROOT, Settings
+from engine.core import Engine
+from engine.definitions import load_catalogue
+from engine.events import EventBase, dump_event
+from engine.places import Places
+from engine.runtime.kafka.topics import ensure_topics, events_topic, samples_topic
+from engine.samples import Sample
+from tests.conftest import DEMO_PLACES
+
+KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+SampleKey = tuple[str, tuple[str, str | None, str | None], str, str]
+
+
+async def kafka_settings(bootstrap: str, tmp_path: Path, **kafka: Any) -> tuple[Settings, Path]:
+    """Settings for one test: its own topics and consumer group on the shared broker."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    data = {
+        "data_dir": str(tmp_path / "data"),
+        "places": DEMO_PLACES,
+        "demo": {"enabled": False},
+        "mllp": {"port": 0},
+        "api": {"port": 0},
+        "engine": {"tick": 0.5},
+        "runtime": {
+            "kind": "kafka",
+            "kafka": {"bootstrap": bootstrap, "partitions": 4, "app_id": name, "topic_prefix": name, **kafka},
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    settings = Settings.model_validate(data)
+    await ensure_topics(settings.runtime.kafka)
+    return settings, path
+
+
+def hospital_events(
+    hours: float = 6.0, facilities: tuple[str, ...] = ("DEMO", "EAST", "WEST")
+) -> list[EventBase]:
+    """The demo hospital's HL7 traffic as canonical events, the same day at several
+    facilities (copies under other names), in event-time order. All are received now, as a
+    feed replaying its day would be: no source looks idle while the test runs."""
+    places = Places.model_validate(DEMO_PLACES)
+    end = time.time() - 600
+    hospital = DemoHospital(places, seed=5)
+    hospital.seed_history(end - hours * 3600, 0)
+    received = datetime.now(UTC)
+    base: list[EventBase] = []
+    for sent_at, text in hospital.due(end):
+        if sent_at < end - hours * 3600:
+            continue
+        base += map_message(parse(text), MapContext(places).at(received))
+    ids = ("source_id", "encounter_id", "other_encounter_id", "order_id", "call_id", "patient_id")
+    out: list[EventBase] = []
+    for facility in facilities:
+        for e in base:
+            if facility == "DEMO":
+                out.append(e)
+                continue
+            own = {k: f"{facility}:{getattr(e, k)}" for k in ids if getattr(e, k, None) is not None}
+            # rebuilt, not model_copy: an event's place is derived when it is built
+            out.append(type(e).model_validate({**e.model_dump(), "facility": facility, **own}))
+    return sorted(out, key=lambda e: (e.ts, e.source_id))
+
+
+def reference(settings: Settings, events: list[EventBase]) -> dict[SampleKey, tuple[Any, ...]]:
+    """Closed windows as the embedded engine computes them (ticking as events arrive)."""
+    engine = Engine(
+        load_catalogue(settings.kpi_defs), settings.places, idle_timeout=settings.engine.idle_timeout
+    )
+    out: list[Sample] = []
+    for i, event in enumerate(events):
+        engine.process(event)
+        if i % 500 == 499:
+            out += engine.advance(event.received_time.timestamp())
+    out += engine.advance(events[-1].received_time.timestamp())
+    return _closed(out)
+
+
+def _closed(samples: list[Sample]) -> dict[SampleKey, tuple[Any, ...]]:
+    return {
+        (s.kpi, s.group.key, s.window.start.isoformat(), s.window.end.isoformat()): (
+            s.value,
+            s.n,
+            s.numerator,
+            s.denominator,
+            s.status,
+        )
+        for s in samples
+        if s.final
+    }
+
+
+async def produce(
+    settings: Settings, events: list[EventBase], pause_every: int = 0, pause: float = 0.0
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    topic = events_topic(settings.runtime.kafka)
+    try:
+        for i, e in enumerate(events):
+            await producer.send(topic, dump_event(e), key=e.facility.encode())
+            if pause_every and i % pause_every == pause_every - 1:
+                await producer.flush()
+                await asyncio.sleep(pause)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def closed_samples(
+    settings: Settings, expect: set[SampleKey], timeout: float = 120
+) -> dict[SampleKey, list[tuple[Any, ...]]]:
+    """Every closed sample on the samples topic (all copies of each), read until all the
+    expected windows have arrived and nothing new came for a few seconds."""
+    consumer = AIOKafkaConsumer(
+        samples_topic(settings.runtime.kafka),
+        bootstrap_servers=settings.runtime.kafka.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    got: dict[SampleKey, list[tuple[Any, ...]]] = {}
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            new = False
+            for records in batch.values():
+                for record in records:
+                    d = orjson.loads(record.value)
+                    if not d["final"]:
+                        continue
+                    s = Sample.model_validate(d)
+                    for key, value in _closed([s]).items():
+                        got.setdefault(key, []).append(value)
+                        new = True
+            if new:
+                quiet_since = time.monotonic()
+            if expect <= set(got) and time.monotonic() - quiet_since > 4:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+class Worker:
+    """A real `carescore worker` process, its /metrics on a port of its own."""
+
+    def __init__(self, config: Path, log: Path):
+        from tests.alerting import free_port
+
+        self.log = log
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        metrics = self.metrics_url.split("/")[2]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker", "--config", str(config), "--metrics", metrics],
+            cwd=REPO_ROOT,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def events(self, outcome: str) -> float:
+        """carescore_worker_events_total{outcome=...} as the worker reports it now."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.metrics_url, timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "carescore_worker_events_total" and sample.labels["outcome"] == outcome:
+                    return sample.value
+        return 0.0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
