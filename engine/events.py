@@ -282,10 +282,29 @@ def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
     return _event_adapter.validate_python(data)  # type: ignore[no-any-return]
 
 
+_event_list_adapter: TypeAdapter[Any] = TypeAdapter(list[Event])
+
+
+def parse_events(data: bytes | str) -> list[EventBase]:
+    """One record of the Kafka events topic: a JSON array of events, or a single event."""
+    if data[:1] in (b"[", "["):
+        return _event_list_adapter.validate_json(data)  # type: ignore[no-any-return]
+    return [_event_adapter.validate_json(data)]
+
+
 _DERIVED = frozenset({"ts", "place"})
+
+
+def _fields(event: EventBase) -> dict[str, Any]:
+    return {k: v for k, v in event.__dict__.items() if v is not None and k not in _DERIVED}
 
 
 def dump_event(event: EventBase) -> bytes:
     """JSON of the event's fields without None (the log's record format; parse_event reads
     it back). orjson on the field dict: several times faster than model_dump."""
-    return orjson.dumps({k: v for k, v in event.__dict__.items() if v is not None and k not in _DERIVED})
+    return orjson.dumps(_fields(event))
+
+
+def dump_events(events: list[EventBase]) -> bytes:
+    """Several events as one JSON array (parse_events reads it back)."""
+    return orjson.dumps([_fields(e) for e in events])

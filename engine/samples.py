@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 Status = Literal["ok", "warning", "critical", "no_data"]
 
@@ -59,11 +60,26 @@ class Sample(BaseModel):
     """Open intervals past their timeout that are counted in the live value."""
 
 
+_SAMPLE_LIST = TypeAdapter(list[Sample])
+
+
+def dump_samples(samples: list[Sample]) -> bytes:
+    """Many samples as one JSON array: one Kafka message per facility and tick, not one per
+    sample (per-message overhead, not bytes, is what limits a Python producer)."""
+    return _SAMPLE_LIST.dump_json(samples)
+
+
+def load_samples(data: bytes | str) -> list[Sample]:
+    return _SAMPLE_LIST.validate_json(data)
+
+
 def ts_to_dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+@lru_cache(maxsize=65_536)
 def group_of(key: GroupKey) -> Group:
+    """Groups are immutable and few (one per unit, department, facility): built once each."""
     return Group(facility=key[0], department=key[1], unit=key[2])
 
 
