@@ -171,7 +171,9 @@ class KafkaSettings(_Strict):
     topic_prefix: str = Field(
         default="carescore", description="topics are <prefix>.events, <prefix>.kpi.samples, ..."
     )
-    snapshot_every: int = Field(default=5000, ge=1, description="events between engine checkpoints")
+    snapshot_every: int = Field(
+        default=20_000, ge=1, description="events between engine checkpoints (a crash redoes at most these)"
+    )
     publish_timeout: Duration = Field(default=5.0, description="a connector waits this long for acks=all")
     worker_metrics: str = Field(
         default="127.0.0.1:9101",

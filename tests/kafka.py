@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -25,10 +24,10 @@ from connectors.hl7v2.parser import parse
 from engine.config import REPO_ROOT, Settings
 from engine.core import Engine
 from engine.definitions import load_catalogue
-from engine.events import EventBase, dump_event
+from engine.events import EventBase, dump_event, dump_events
 from engine.places import Places
 from engine.runtime.kafka.topics import ensure_topics, events_topic, samples_topic
-from engine.samples import Sample
+from engine.samples import Sample, load_samples
 from tests.conftest import DEMO_PLACES
 
 KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -115,19 +114,38 @@ def _closed(samples: list[Sample]) -> dict[SampleKey, tuple[Any, ...]]:
 
 
 async def produce(
-    settings: Settings, events: list[EventBase], pause_every: int = 0, pause: float = 0.0
+    settings: Settings,
+    events: list[EventBase],
+    pause_every: int = 0,
+    pause: float = 0.0,
+    per_record: int = 1,
 ) -> None:
+    """Events to the events topic keyed by facility: one per record, or (per_record > 1)
+    runs of a facility's consecutive events as JSON arrays, the way the gateway batches."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
     topic = events_topic(settings.runtime.kafka)
+    runs: dict[str, list[EventBase]] = {}
+
+    async def send(facility: str) -> None:
+        run = runs.pop(facility)
+        value = dump_event(run[0]) if per_record == 1 else dump_events(run)
+        await producer.send(topic, value, key=facility.encode())
+
     try:
         for i, e in enumerate(events):
-            await producer.send(topic, dump_event(e), key=e.facility.encode())
+            runs.setdefault(e.facility, []).append(e)
+            if len(runs[e.facility]) >= per_record:
+                await send(e.facility)
             if pause_every and i % pause_every == pause_every - 1:
+                for facility in list(runs):
+                    await send(facility)
                 await producer.flush()
                 await asyncio.sleep(pause)
+        for facility in list(runs):
+            await send(facility)
         await producer.flush()
     finally:
         await producer.stop()
@@ -154,11 +172,7 @@ async def closed_samples(
             new = False
             for records in batch.values():
                 for record in records:
-                    d = orjson.loads(record.value)
-                    if not d["final"]:
-                        continue
-                    s = Sample.model_validate(d)
-                    for key, value in _closed([s]).items():
+                    for key, value in _closed(load_samples(record.value)).items():
                         got.setdefault(key, []).append(value)
                         new = True
             if new:
@@ -192,7 +206,10 @@ class Worker:
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(self.metrics_url, timeout=5).text
+        try:
+            text = httpx.get(self.metrics_url, timeout=5).text
+        except httpx.ConnectError:
+            return 0.0  # not serving yet
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "carescore_worker_events_total" and sample.labels["outcome"] == outcome:

@@ -31,7 +31,7 @@ from engine.runtime.alerting import build_alert_service
 from engine.runtime.kafka.sink import KafkaSink
 from engine.runtime.kafka.topics import ensure_topics, samples_topic
 from engine.runtime.state import KpiBoard
-from engine.samples import Sample
+from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,12 @@ class KafkaGateway:
                 closed: list[Sample] = []
                 for records in batch.values():
                     for record in records:
-                        sample = Sample.model_validate_json(record.value)
-                        self.samples_seen += 1
-                        if sample.final:
-                            closed.append(sample)
-                        else:
-                            self.board.update([sample])
+                        for sample in load_samples(record.value):
+                            self.samples_seen += 1
+                            if sample.final:
+                                closed.append(sample)
+                            else:
+                                self.board.update([sample])
                 if closed:
                     self.history.add(closed)
                 now = self.clock()

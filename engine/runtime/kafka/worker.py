@@ -1,23 +1,26 @@
 """`carescore worker`: a Faust worker running the engine on the partitions it owns.
 
-Per partition one Engine — the same objects, the same operators as the embedded runtime.
-Its state is checkpointed into a Faust table (changelog topic) every `snapshot_every`
-events, together with the offset of the last event in it, and an event is acknowledged to
-Kafka only once a checkpoint containing it is durable. So the committed offset never runs
+A record of the events topic is one canonical event or a JSON array of them (the gateway
+batches, see sink.py). Per partition one Engine: the same objects, the same operators as
+the embedded runtime. Its state is checkpointed into a Faust table (changelog topic) every
+`snapshot_every` events, together with the offset of the last record in it, and a record is
+acknowledged to Kafka only once a checkpoint containing it is durable. So the committed offset never runs
 ahead of the saved state: a worker killed at any moment, or a partition moving to another
 worker, resumes from the checkpoint and is handed again exactly the events after it (the
 ones already in the checkpoint are recognised by offset and skipped). Nothing is lost or
 counted twice. A resent event (same source_id) is dropped as well.
 
 Once a second, each engine closes the windows its watermarks have passed and its live values
-are recomputed; closed windows and changed live values go to the samples topic, keyed by
-facility, where the gateway (API, alerts) reads them.
+are recomputed; closed windows and changed live values go to the samples topic, one message
+(a JSON array) per facility and tick, keyed by facility, where the gateway (API, alerts)
+reads them.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import time
 import zlib
 from collections import OrderedDict
@@ -31,10 +34,10 @@ from prometheus_client import Counter, Gauge, start_http_server
 from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, load_catalogue
-from engine.events import parse_event
+from engine.events import parse_events
 from engine.runtime.embedded import catalogue_fingerprint
 from engine.runtime.kafka.topics import events_topic, samples_topic
-from engine.samples import Sample
+from engine.samples import Sample, dump_samples
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ PARTITIONS = Gauge("carescore_worker_partitions", "Events partitions this worker
 
 REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
 MAX_MESSAGE = 16 * 1024 * 1024
+SAMPLES_PER_MESSAGE = 500  # ~250 KB: a worker catching up closes thousands of windows per tick
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Partition:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     facilities: set[str] = field(default_factory=set)  # whose events come to this partition
     unacked: list[Any] = field(default_factory=list)
+    since_checkpoint: int = 0  # events in the unacked records
     published: dict[tuple[str, Any], tuple[Any, Any]] = field(default_factory=dict)
 
 
@@ -73,7 +78,7 @@ def snapshot_text(part: Partition, fingerprint: str) -> str:
         "seen": list(part.seen),
         "facilities": sorted(part.facilities),
     }
-    return base64.b64encode(zlib.compress(orjson.dumps(state), 3)).decode()
+    return base64.b64encode(zlib.compress(orjson.dumps(state), 1)).decode()
 
 
 def restore_partition(
@@ -151,6 +156,7 @@ def make_app(settings: Settings) -> faust.App:
         for event in part.unacked:
             event.ack()
         part.unacked.clear()
+        part.since_checkpoint = 0
         CHECKPOINTS.inc()
 
     @app.agent(events)
@@ -160,27 +166,36 @@ def make_app(settings: Settings) -> faust.App:
             part = partition(number)
             offset = event.message.offset
             part.unacked.append(event)
+            batch = parse_events(event.value)
             if offset > part.offset:  # not already in the checkpoint this engine came from
-                canonical = parse_event(event.value)
-                if canonical.source_id not in part.seen:
+                fresh = 0
+                for canonical in batch:
+                    if canonical.source_id in part.seen:
+                        continue
                     part.engine.process(canonical)
                     part.facilities.add(canonical.facility)
                     part.seen[canonical.source_id] = None
-                    if len(part.seen) > REMEMBER_IDS:
-                        part.seen.popitem(last=False)
-                    processed.inc()
-                else:
-                    duplicate.inc()
+                    fresh += 1
+                while len(part.seen) > REMEMBER_IDS:
+                    part.seen.popitem(last=False)
+                processed.inc(fresh)
+                duplicate.inc(len(batch) - fresh)
                 part.offset = offset
             else:
-                in_checkpoint.inc()
-            if len(part.unacked) >= kafka.snapshot_every:
+                in_checkpoint.inc(len(batch))
+            part.since_checkpoint += len(batch)
+            if part.since_checkpoint >= kafka.snapshot_every:
                 await checkpoint(number, part)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
+        _seek_uncommitted_to_start(app.consumer, events_topic(kafka))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         for part in parts.values():
             part.unacked.clear()  # the events after the checkpoint will be handed out again
+            part.since_checkpoint = 0
         for tp in revoked:
             if tp.topic == events_topic(kafka):
                 parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
@@ -190,16 +205,47 @@ def make_app(settings: Settings) -> faust.App:
     async def tick() -> None:
         now = time.time()
         for part in list(parts.values()):
+            by_facility: dict[str, list[Sample]] = {}
+            for sample in part.engine.advance(now) + _changed(part, part.engine.live(now)):
+                # every engine knows every configured unit; a facility belongs to one partition
+                if sample.group.facility in part.facilities:
+                    by_facility.setdefault(sample.group.facility, []).append(sample)
             # Queued without yielding: a checkpoint can only come after these windows are in the
             # producer's buffer, and it flushes that buffer before acknowledging anything.
-            for sample in part.engine.advance(now) + _changed(part, part.engine.live(now)):
-                if sample.group.facility not in part.facilities:
-                    continue  # every engine knows every configured unit; a facility belongs to one partition
-                samples.send_soon(key=sample.group.facility.encode(), value=sample.model_dump_json().encode())
-                SAMPLES.inc()
+            for facility, batch in by_facility.items():
+                for i in range(0, len(batch), SAMPLES_PER_MESSAGE):
+                    chunk = batch[i : i + SAMPLES_PER_MESSAGE]
+                    samples.send_soon(key=facility.encode(), value=dump_samples(chunk))
+                SAMPLES.inc(len(batch))
 
     app.carescore_parts = parts  # type: ignore[attr-defined]  # tests and benchmarks look inside
     return app
+
+
+def _seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
+    """Faust (0.15) fetches while a rebalance recovers tables, discards what it fetched, and
+    then seeks each partition back to its committed offset, but aiokafka skips that seek for
+    a partition without a committed offset (or with 0). Such a partition, taken over from a
+    worker that had not yet checkpointed it, would silently lose everything fetched during
+    recovery; with two workers starting a few seconds apart, whole partitions were lost.
+    Here those partitions go back to their beginning instead."""
+    if getattr(consumer, "_carescore_seek", False):
+        return
+    faust_seek = consumer.seek_to_committed
+
+    async def seek_to_committed() -> dict[Any, Any]:
+        committed = dict(await faust_seek())
+        uncommitted = [tp for tp, at in committed.items() if tp.topic == topic and (not at or at <= 0)]
+        if uncommitted:
+            await consumer._thread.seek_to_beginning(*uncommitted)
+            log.info(
+                "partitions without a committed offset start at their beginning",
+                extra={"partitions": sorted(tp.partition for tp in uncommitted)},
+            )
+        return committed
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer._carescore_seek = True
 
 
 def _changed(part: Partition, live: list[Sample]) -> list[Sample]:
@@ -224,5 +270,5 @@ def run_worker(settings: Settings) -> None:
         host, _, port = settings.runtime.kafka.worker_metrics.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1")
     app = make_app(settings)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker = faust.Worker(app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True)
     worker.execute_from_commandline()
