@@ -18,8 +18,9 @@ help:
 	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
-# alert store). Their packaged services are stopped: tests start their own on 127.0.0.1.
-SYSTEM_PACKAGES := prometheus-alertmanager postgresql
+# alert store), Prometheus (promtool checks the deploy config). Their packaged services are
+# stopped: tests start their own on 127.0.0.1.
+SYSTEM_PACKAGES := prometheus-alertmanager postgresql prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(PY):
@@ -37,7 +38,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-		for s in prometheus-alertmanager postgresql; do $(SUDO) systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+		for s in prometheus-alertmanager postgresql prometheus; do $(SUDO) systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
 	fi
 
 run: install
@@ -46,11 +47,12 @@ run: install
 test: install system-deps kafka-fetch
 	$(PY) -m pytest
 
-bench: install
+bench: install kafka-fetch
 	$(PY) bench/engine_throughput.py
 	$(PY) bench/engine_memory.py
 	$(PY) bench/hl7_parse.py
 	$(PY) bench/mllp_e2e.py
+	$(PY) bench/kafka_worker.py
 
 fuzz: install
 	$(PY) tests/fuzz/run.py

@@ -11,8 +11,8 @@ from engine.places import Places
 UNIT_TYPES = ["icu", "med_surg", "med_surg", "telemetry", "step_down", "ed", "med_surg", "pediatrics"]
 
 
-def hospital(units: int = 24) -> Places:
-    """A hospital of `units` units in 6 departments."""
+def hospital(units: int = 24, facilities: tuple[str, ...] = ("BENCH",)) -> Places:
+    """Hospitals of `units` units each in up to 6 departments."""
     departments: dict[str, list[dict[str, object]]] = {}
     for i in range(units):
         departments.setdefault(f"dept{i % 6}", []).append(
@@ -21,7 +21,8 @@ def hospital(units: int = 24) -> Places:
     return Places.model_validate(
         {
             "facilities": [
-                {"id": "BENCH", "departments": [{"id": d, "units": u} for d, u in departments.items()]}
+                {"id": f, "departments": [{"id": d, "units": u} for d, u in departments.items()]}
+                for f in facilities
             ]
         }
     )

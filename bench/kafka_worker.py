@@ -1,0 +1,365 @@
+"""The Kafka runtime: `carescore worker` processes end to end (canonical events on the
+events topic -> engine -> KPI samples on the samples topic), against a bare aiokafka
+consumer reading the same topic in the same run.
+
+A broker of its own (deploy/kafka/kafka.sh, on free ports) gets EVENTS canonical events
+from 8 hospitals of 3 units (bench/workload.py, times moved to end a minute ago; each
+hospital's key lands in its own one of the 8 partitions), produced before any reader starts,
+into two topics: one event per record, and BATCH events of a hospital per record (as the
+gateway's group commit writes them under load). On each, one after the other:
+- a bare AIOKafkaConsumer reads all records (no group, no parsing): the rate at which a
+  Python consumer can take records off this broker at all;
+- a Faust agent that only counts and acknowledges records: Faust's own ceiling;
+- one worker (a real `carescore worker` process, default settings: checkpoint every 20,000
+  events, acks after the checkpoint), and on the batched topic also two workers in one group.
+A worker's rate comes from its /metrics (carescore_worker_events_total), polled every
+0.25 s: the topic's events not yet processed when the first worker starts processing, over
+the time from then until the last one is processed. Start-up is not counted; checkpoints,
+acks, publishing samples and, with two workers, the rebalance when the second joins (and the
+events after the last checkpoint that the new owner of a partition does again) are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.mllp_e2e import free_port
+from bench.report import write_section
+from bench.workload import hospital, stream
+from engine.config import REPO_ROOT, KafkaSettings
+from engine.events import dump_event
+from engine.runtime.kafka.topics import ensure_topics, events_topic
+
+EVENTS = 400_000
+BATCH = 50
+PARTITIONS = 8
+KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+IDS = ("source_id", "encounter_id", "order_id", "call_id", "patient_id")
+
+
+def facilities() -> tuple[str, ...]:
+    """Eight hospital ids whose keys go to eight different partitions."""
+    chosen: dict[int, str] = {}
+    for i in range(1000):
+        name = f"H{i:03d}"
+        chosen.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % PARTITIONS, name)
+        if len(chosen) == PARTITIONS:
+            break
+    return tuple(chosen[p] for p in sorted(chosen))
+
+
+def records(names: tuple[str, ...]) -> list[tuple[bytes, bytes, float]]:
+    """(key, value, event time): each hospital its own stream, ids made its own, by time.
+    Times are moved so the stream ends a minute ago, as a live feed's would: a stream of
+    last January would look like sources silent for months, whose windows the idle
+    watermark closes up to now on every tick."""
+    out = []
+    per = EVENTS // len(names)
+    for seed, name in enumerate(names, start=1):
+        events = stream(per, hospital(3, (name,)), seed=seed, spacing=0.05 * len(names))
+        shift = timedelta(seconds=time.time() - 60 - events[-1].ts)
+        for e in events:
+            d = orjson.loads(dump_event(e))
+            for k in IDS:
+                if k in d:
+                    d[k] = f"{name}:{d[k]}"
+            d["event_time"] = (e.event_time + shift).isoformat()
+            d["received_time"] = (e.received_time + shift).isoformat()
+            out.append((name.encode(), orjson.dumps(d), e.ts + shift.total_seconds()))
+    out.sort(key=lambda r: r[2])
+    return out
+
+
+def batched(rows: list[tuple[bytes, bytes, float]], per_record: int) -> list[tuple[bytes, bytes]]:
+    """Records of up to `per_record` consecutive events of one hospital (a JSON array), as
+    the gateway's group commit writes them under load; per_record=1: one event per record."""
+    if per_record == 1:
+        return [(k, v) for k, v, _ in rows]
+    out, runs = [], {}
+    for key, value, _ in rows:
+        run = runs.setdefault(key, [])
+        run.append(value)
+        if len(run) == per_record:
+            out.append((key, b"[" + b",".join(runs.pop(key)) + b"]"))
+    out += [(k, b"[" + b",".join(run) + b"]") for k, run in runs.items()]
+    return out
+
+
+async def produce(bootstrap: str, topic: str, rows: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        pending = []
+        for key, value in rows:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def bare_consumer(bootstrap: str, topic: str, records: int) -> float:
+    """Seconds a plain AIOKafkaConsumer (no group, no parsing) takes to read the topic."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        seen, started = 0, 0.0
+        while seen < records:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for recs in batch.values():
+                if recs and not started:
+                    started = time.perf_counter()
+                seen += len(recs)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def bare_faust(bootstrap: str, topic: str, app_id: str, records: int) -> None:
+    """A Faust agent that only counts and acknowledges records: Faust's own ceiling.
+    Runs as its own process (`--bare-faust`); prints the seconds it took."""
+    import faust
+
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=PARTITIONS,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    state = {"n": 0, "t0": 0.0}
+
+    @app.agent(source)
+    async def count(stream: Any) -> None:
+        async for event in stream.noack().events():
+            if not state["n"]:
+                state["t0"] = time.perf_counter()
+            state["n"] += 1
+            event.ack()
+            if state["n"] == records:
+                print(f"SECONDS {time.perf_counter() - state['t0']}", flush=True)
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def run_bare_faust(bootstrap: str, topic: str, app_id: str, records: int, folder: Path) -> float:
+    log = folder / f"{app_id}.log"
+    cmd = [sys.executable, __file__, "--bare-faust", bootstrap, topic, app_id, str(records), "worker"]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            for line in log.read_bytes().replace(b"\r", b"\n").splitlines():
+                if b"SECONDS " in line:
+                    return float(line.split(b"SECONDS ")[1].split()[0])
+            time.sleep(0.5)
+        raise RuntimeError(f"the bare Faust agent did not finish; see {log}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def metric(url: str, name: str, label: tuple[str, str] | None = None) -> float:
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and (label is None or s.labels.get(label[0]) == label[1]):
+                return s.value
+    return 0.0
+
+
+def run_workers(count: int, bootstrap: str, prefix: str, folder: Path, places: object) -> dict[str, float]:
+    """`count` workers in one group over the filled topic; their rate from /metrics."""
+    config = folder / f"workers{count}.yaml"
+    settings = {
+        "data_dir": str(folder / "data"),
+        "places": places,
+        "demo": {"enabled": False},
+        "runtime": {
+            "kind": "kafka",
+            "kafka": {
+                "bootstrap": bootstrap,
+                "partitions": PARTITIONS,
+                "topic_prefix": prefix,
+                "app_id": f"{prefix}-{count}w",
+            },
+        },
+    }
+    config.write_text(yaml.safe_dump(settings))
+    urls, procs = [], []
+    for i in range(count):
+        port = free_port()
+        urls.append(f"http://127.0.0.1:{port}/metrics")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "engine.cli",
+                    "worker",
+                    "--config",
+                    str(config),
+                    "--metrics",
+                    f"127.0.0.1:{port}",
+                ],
+                cwd=REPO_ROOT,
+                stdout=(folder / f"w{count}-{i}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    processed = ("outcome", "processed")
+    try:
+        start_at = start_count = 0.0
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            counts = [metric(u, "carescore_worker_events_total", processed) for u in urls]
+            now = time.perf_counter()
+            if not start_at and any(c > 0 for c in counts):
+                start_at, start_count = now, sum(counts)
+            if sum(counts) >= EVENTS:
+                break
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"{count} worker(s) did not finish; see {folder}")
+        samples = sum(metric(u, "carescore_worker_samples_total") for u in urls)
+        checkpoints = sum(metric(u, "carescore_worker_checkpoints_total") for u in urls)
+        split = [metric(u, "carescore_worker_events_total", processed) for u in urls]
+        return {
+            "rate": (EVENTS - start_count) / (now - start_at),
+            "counted_from": start_count,
+            "samples": samples,
+            "checkpoints": checkpoints,
+            "split": split,  # type: ignore[dict-item]
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+
+
+async def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="carescore-kafka-bench-"))
+    port, controller = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    subprocess.run([str(KAFKA_SH), "start", str(folder / "broker"), str(port), str(controller)], check=True)
+    rows: dict[int, list[tuple[bytes, bytes]]] = {}
+    results: dict[str, tuple[float, float]] = {}  # reader -> (events/s, records/s)
+    splits: dict[str, str] = {}
+    try:
+        names = facilities()
+        places = hospital(3, names).model_dump(mode="json", exclude_none=True)
+        events = records(names)
+        run = uuid.uuid4().hex[:6]
+        for per_record in (1, BATCH):
+            prefix = f"bench{run}x{per_record}"
+            kafka = KafkaSettings(bootstrap=bootstrap, partitions=PARTITIONS, topic_prefix=prefix)
+            await ensure_topics(kafka)
+            rows[per_record] = batched(events, per_record)
+            await produce(bootstrap, events_topic(kafka), rows[per_record])
+            n = len(rows[per_record])
+            bare = min([await bare_consumer(bootstrap, events_topic(kafka), n) for _ in range(2)])
+            results[f"bare aiokafka consumer, {per_record}/record"] = (len(events) / bare, n / bare)
+            secs = run_bare_faust(bootstrap, events_topic(kafka), f"{prefix}-faust", n, folder)
+            results[f"Faust agent counting records, {per_record}/record"] = (len(events) / secs, n / secs)
+            for workers in (1, 2) if per_record > 1 else (1,):
+                got = run_workers(workers, bootstrap, prefix, folder, places)
+                results[f"{workers} worker{'s' * (workers > 1)}, {per_record}/record"] = (
+                    got["rate"],
+                    got["rate"] * n / len(events),
+                )
+                splits[f"{workers}x{per_record}"] = (
+                    f"{got['checkpoints']:,.0f} checkpoints, {got['samples']:,.0f} KPI samples published"
+                    + (
+                        f", events processed {' + '.join(f'{c:,.0f}' for c in got['split'])}"
+                        " (a partition's new owner redoes the events after its last checkpoint)"
+                        if workers > 1
+                        else ""
+                    )
+                )
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(folder / "broker")], check=False)
+    write_section("kafka-worker", report(events, rows, results, splits))
+
+
+def report(
+    events: list[tuple[bytes, bytes, float]],
+    rows: dict[int, list[tuple[bytes, bytes]]],
+    results: dict[str, tuple[float, float]],
+    splits: dict[str, str],
+) -> str:
+    size = sum(len(v) for _, v, _ in events) / len(events)
+    table = []
+    for per_record in (1, BATCH):
+        bare = results[f"bare aiokafka consumer, {per_record}/record"][0]
+        for reader, (ev, rec) in results.items():
+            if reader.endswith(f", {per_record}/record"):
+                table.append(f"| {reader} | {ev:,.0f} | {rec:,.0f} | {ev / bare:.3f} |")
+    lines = "\n".join(table)
+    notes = "\n".join(f"- {k.replace('x', ' worker(s), ', 1)} events/record: {v}" for k, v in splits.items())
+    return f"""## Kafka runtime: Faust workers end to end (issue 5)
+
+`python bench/kafka_worker.py` - {len(events):,} canonical events ({size:.0f} bytes of JSON
+each) from 8 hospitals of 3 units, one hospital per partition of an {PARTITIONS}-partition
+events topic on a local broker (deploy/kafka/kafka.sh: Kafka from Maven Central, Java 17),
+produced before any reader starts, twice: one event per record ({len(rows[1]):,} records), and
+runs of up to {BATCH} consecutive events of a hospital per record ({len(rows[BATCH]):,} records),
+the shape the gateway's group commit writes under load (engine/runtime/kafka/sink.py).
+
+A worker is a real `carescore worker` process with default settings (full KPI catalogue,
+checkpoint every 20,000 events into the changelog table, records acknowledged after their
+checkpoint, KPI samples to the samples topic); its rate is read from its /metrics, from the
+moment the first worker is processing until the last event is processed (with two workers
+this includes the rebalance when the second joins). The ratio is to the bare aiokafka
+consumer reading the same topic in the same run.
+
+| reader | events/s | records/s | vs bare consumer |
+|---|---:|---:|---:|
+{lines}
+
+{notes}
+
+Faust hands each record to an agent through `Consumer._drain_messages`, which awaits
+`wait_first(callback, suspend_flow)` - four asyncio tasks per record - so an agent that does
+nothing but count tops out at the records/s above, whatever the record holds. Hence records
+carry batches of events. The broker (JVM), the workers and this script share the machine's
+{os.cpu_count()} cores: two workers compete with the broker for CPU, so the 2-worker row is a
+floor, not what two workers on their own cores give.
+
+Target: one worker >= 20,000 events/s.
+"""
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--bare-faust"]:
+        bootstrap, topic, app_id, records_, *rest = sys.argv[2:]
+        sys.argv = [sys.argv[0], *rest]
+        bare_faust(bootstrap, topic, app_id, int(records_))
+    else:
+        asyncio.run(main())
