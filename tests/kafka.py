@@ -203,6 +203,12 @@ class Worker:
 
     def events(self, outcome: str) -> float:
         """carescore_worker_events_total{outcome=...} as the worker reports it now."""
+        return self.metric("carescore_worker_events_total", outcome=outcome)
+
+    def gaps(self) -> float:
+        return self.metric("carescore_worker_offset_gaps_total")
+
+    def metric(self, name: str, **labels: str) -> float:
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -212,9 +218,18 @@ class Worker:
             return 0.0  # not serving yet
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "carescore_worker_events_total" and sample.labels["outcome"] == outcome:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     return sample.value
         return 0.0
+
+    async def processed_at_least(self, count: int, timeout: float = 60) -> float:
+        """Events processed, once at least `count` (or the timeout) and then quiet for 2 s:
+        the samples a test waits for can be out before the last events are folded in."""
+        deadline = time.monotonic() + timeout
+        while self.events("processed") < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(2)
+        return self.events("processed")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
