@@ -290,3 +290,28 @@ async def test_records_gone_from_the_topic_are_a_counted_gap_not_a_stall(
         worker.stop()
     assert processed == len(events) - 50
     assert gaps == 1
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_what_to_do(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from engine.config import REPO_ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "worker", "--metrics", f"127.0.0.1:{port}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CARESCORE_KAFKA": "127.0.0.1:9"},
+        )
+    assert done.returncode != 0
+    assert f"cannot serve /metrics on '127.0.0.1:{port}'" in done.stderr
+    assert "--metrics HOST:PORT" in done.stderr

@@ -316,10 +316,17 @@ def run_worker(settings: Settings) -> None:
 
     from engine.runtime.kafka.topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings.runtime.kafka))
     if settings.runtime.kafka.worker_metrics:
-        host, _, port = settings.runtime.kafka.worker_metrics.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        address = settings.runtime.kafka.worker_metrics
+        host, _, port = address.rpartition(":")
+        try:
+            start_http_server(int(port), addr=host or "127.0.0.1")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(
+                f"carescore worker: cannot serve /metrics on {address!r} ({exc}); give each worker "
+                "on a host its own with --metrics HOST:PORT, or --metrics '' for none"
+            ) from exc
+    asyncio.run(ensure_topics(settings.runtime.kafka))
     app = make_app(settings)
     worker = faust.Worker(app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True)
     worker.execute_from_commandline()
