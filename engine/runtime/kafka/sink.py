@@ -4,7 +4,7 @@ publish_timeout, StorageUnavailable, so the sender gets AE and sends again.
 
 Group commit, as the embedded event log does it: publishes that arrive within `linger`
 of each other go out together, one record per facility holding all their events (a JSON
-array, at most MAX_EVENTS). A Faust worker pays a fixed cost per record (about 60 µs here,
+array, at most MAX_EVENTS). A Faust worker pays a fixed cost per record (about 65 µs here,
 however small the record: bench/kafka_worker.py), so under load a record carries many
 events; when traffic is light each record carries one message's events and waits `linger`
 at most.
