@@ -66,7 +66,11 @@ def summary(kpi: KpiDefinition, sample: Sample, severity: str, threshold: float 
     """One line a charge nurse can act on. Names the place, never a patient."""
     place = place_label(sample.group.key)
     level = f" ({severity} at {fmt(threshold)} {kpi.unit})" if threshold is not None else ""
-    return f"{kpi.name} is {fmt(sample.value)} {kpi.unit} on {place}{level}"
+    if sample.value is None and sample.numerator is not None and sample.denominator == 0:
+        shown = f"{sample.numerator:g}:0 (nothing to divide by)"  # e.g. patients and no nurse
+    else:
+        shown = fmt(sample.value)
+    return f"{kpi.name} is {shown} {kpi.unit} on {place}{level}"
 
 
 class Evaluator:
@@ -102,8 +106,9 @@ class Evaluator:
 
     def _step(self, kpi: KpiDefinition, track: Track, sample: Sample, now: float) -> Change | None:
         status = sample.status
-        if status == "no_data" or sample.value is None:
+        if status == "no_data" or (sample.value is None and status == "ok"):
             return None  # no data is never a breach, nor the end of one
+        # a value of None with a breach status is an unbounded ratio (patients and no nurse)
         breaching = status in ("warning", "critical")
         unit_type = self.unit_types.get(sample.group.key)
         if track.state == "ok":
@@ -117,7 +122,7 @@ class Evaluator:
                 return None
             track.severity = max(track.severity, status, key=SEVERITY_RANK.__getitem__)
             return self._maybe_fire(kpi, track, sample, now)
-        if cleared(kpi, sample.value, unit_type):
+        if sample.value is not None and cleared(kpi, sample.value, unit_type):
             if track.state == "firing":
                 track.state, track.since = "clearing", now
             if now - track.since >= kpi.keep_firing_for:

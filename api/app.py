@@ -62,6 +62,21 @@ def kpi_summary(kpi: KpiDefinition) -> dict[str, Any]:
         "window": kpi.window.model_dump(mode="json"),
         "aggregate": kpi.aggregate,
         "benchmark": kpi.benchmark.model_dump() if kpi.benchmark else None,
+        "by_unit_type": {t: lv.model_dump() for t, lv in kpi.by_unit_type.items()},
+        "standard": kpi.standard.model_dump() if kpi.standard else None,
+        "deviations": kpi.deviations,
+    }
+
+
+def levels_json(kpi: KpiDefinition, unit_type: str | None) -> dict[str, Any]:
+    """The target and thresholds one place is held to (its unit type's, else the KPI's)."""
+    lv = kpi.levels_for(unit_type)
+    return {
+        "unit_type": unit_type,
+        "target": lv.target,
+        "thresholds": lv.thresholds.model_dump(),
+        "clear": lv.clear,
+        "limit": lv.limit,
     }
 
 
@@ -130,8 +145,11 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
         unit: str | None = None,
     ) -> dict[str, Any]:
         kpi = kpi_or_404(kpi_id)
+        unit_types = backend.places.unit_types()
         values = [
-            sample_json(s) for s in backend.board.for_kpi(kpi_id) if _matches(s, facility, department, unit)
+            {**sample_json(s), "levels": levels_json(kpi, unit_types.get(s.group.key))}
+            for s in backend.board.for_kpi(kpi_id)
+            if _matches(s, facility, department, unit)
         ]
         values.sort(
             key=lambda v: (

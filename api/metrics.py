@@ -72,6 +72,15 @@ class KpiCollector(Collector):
             for kpi, count in engine.late_events().items():
                 late.add_metric([kpi], float(count))
             yield late
+            unmatched = CounterMetricFamily(
+                "carescore_hr_records_unmatched",
+                "HR records that moved no headcount: separations, transfers and certifications of "
+                "people neither hired through the feed nor in a baseline (no level goes below zero).",
+                labels=["kind"],
+            )
+            for kind, count in engine.roster.unmatched.items():
+                unmatched.add_metric([kind], float(count))
+            yield unmatched
 
 
 def exposition(backend: Backend, registry: CollectorRegistry) -> bytes:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import DEFAULT_CONFIG, load_settings
-from engine.definitions import load_catalogue
+from engine.definitions import Catalogue, _documents, load_catalogue
 from engine.logs import setup_logging
-from engine.yamlconf import ConfigError
+from engine.yamlconf import ConfigError, load_yaml
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -189,9 +189,37 @@ def _replay_remote(args: argparse.Namespace, ids: list[int]) -> list[dict[str, A
     return list(response.json()["replayed"])
 
 
+def undocumented(catalogue: Catalogue) -> list[str]:
+    """Every KPI must say which published definition it follows (`standard`) and what carescore
+    computes differently (`deviations`, [] when nothing): a quality officer reads the scorecard
+    against the standards. The engine runs without them; `kpi check` does not pass."""
+    problems = []
+    for kpi in catalogue:
+        path = catalogue.files[kpi.id]
+        data, lines = load_yaml(path)
+        line = next((lines.get((*p, "id")) for p, doc in _documents(data) if doc.get("id") == kpi.id), None)
+        where = f"{path}:{line}" if line else str(path)
+        standard = kpi.standard
+        if standard is None or not standard.text.strip() or not standard.source.strip():
+            problems.append(
+                f"{where}: standard: KPI {kpi.id!r} has no standard: add the published definition it "
+                "follows, {text: <the standard's words, quoted briefly>, source: <publisher, document "
+                "or measure id, year>}"
+            )
+        if kpi.deviations is None or not all(d.strip() for d in kpi.deviations):
+            problems.append(
+                f"{where}: deviations: KPI {kpi.id!r} has no deviations: list what carescore computes "
+                "differently from the standard and why ([] when nothing)"
+            )
+    return problems
+
+
 def cmd_kpi_check(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     catalogue = load_catalogue(directory)
+    problems = undocumented(catalogue)
+    if problems:
+        raise ConfigError(problems)
     for kpi in catalogue:
         print(f"ok  {kpi.id:32s} {kpi.perspective.value:18s} {catalogue.files[kpi.id]}")
     print(f"{len(catalogue)} KPI definitions valid in {directory}")

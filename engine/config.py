@@ -130,9 +130,12 @@ class FHIRSettings(_Strict):
     )
     top_box_answers: list[str] = Field(
         default_factory=lambda: ["always", "definitely yes", "yes, definitely", "9", "10"],
-        description="coded/text answers that are the most positive category",
+        description="coded/text answers that are the most positive category, for questions that are "
+        "not HCAHPS items (HCAHPS answers are scored on each item's own scale, engine/hcahps.py)",
     )
-    top_box_min: float = Field(default=9.0, description="numeric answers at or above this are top box (0-10)")
+    top_box_min: float = Field(
+        default=9.0, description="numeric answers at or above this are top box (0-10; not for HCAHPS items)"
+    )
     nurse_call_codes: list[str] = Field(
         default_factory=lambda: ["nurse-call", "patient-call", "call-light"],
         description="Task.code / Communication.category codes that mark a nurse call",

@@ -25,6 +25,9 @@ from engine.definitions import (
     LevelMeasure,
     RatioMeasure,
     ReadmissionMeasure,
+    StaffingRatioMeasure,
+    StayMeasure,
+    TopBoxMeasure,
 )
 from engine.events import EventBase
 from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
@@ -34,8 +37,12 @@ from engine.operators.events import EventValueOperator
 from engine.operators.gauge import GaugeOperator
 from engine.operators.ratio import RatioOperator
 from engine.operators.readmission import ReadmissionOperator
+from engine.operators.staffratio import StaffingRatioOperator
+from engine.operators.stay import StayOperator
+from engine.operators.topbox import TopBoxOperator
 from engine.places import Places
 from engine.samples import GroupKey, Sample
+from engine.yamlconf import ConfigError
 
 
 class Watermarks:
@@ -71,21 +78,32 @@ class Watermarks:
         self.arrival = {k: datetime.fromisoformat(v) for k, v in state["arrival"].items()}
 
 
+STATE_VERSION = 5
+"""Bumped when the snapshot's shape or meaning changes: an older snapshot is not restored, the
+log is replayed instead (embedded) or the partition starts over (Kafka)."""
+
 OPERATORS: dict[type, type[Operator]] = {
     DurationMeasure: DurationOperator,
     LevelMeasure: GaugeOperator,
     EventMeasure: EventValueOperator,
     RatioMeasure: RatioOperator,
     ReadmissionMeasure: ReadmissionOperator,
+    StaffingRatioMeasure: StaffingRatioOperator,
+    StayMeasure: StayOperator,
+    TopBoxMeasure: TopBoxOperator,
 }
 
 LEVEL_SOURCES = {
     "beds": ("bed.",),
     "patients": ("encounter.",),
+    "patients_present": ("encounter.",),
     "licensed_staff": ("staffing.",),
     "staff": ("hr.",),
     "registered_nurses": ("hr.",),
+    "direct_care_rns": ("hr.",),
     "certified_nurses": ("hr.",),
+    "budgeted_rn_positions": ("hr.",),
+    "rn_vacancies": ("hr.",),
 }
 
 
@@ -94,7 +112,9 @@ def finalizer_for(kpi: KpiDefinition) -> Finalizer:
     if isinstance(m, LevelMeasure | ReadmissionMeasure):
         return Finalizer("ratio", scale=m.scale)
     if isinstance(m, RatioMeasure):
-        return Finalizer("ratio", scale=m.scale, annualise=m.annualise)
+        return Finalizer("ratio", scale=m.scale, annualise=m.annualise, adjusted=m.adjust is not None)
+    if isinstance(m, TopBoxMeasure):
+        return Finalizer("top_box", scale=m.scale, domains=m.domains)
     return Finalizer(kpi.aggregate, kpi.within)
 
 
@@ -116,7 +136,13 @@ def build_operators(catalogue: Catalogue, places: Places) -> list[Operator]:
         cls = OPERATORS[type(kpis[0].measure)]
         outputs = [Output(k, finalizer_for(k)) for k in kpis]
         if cls is GaugeOperator:
-            operators.append(GaugeOperator(outputs, unit_types, places.capacity()))
+            capacity = places.capacity()
+            if (
+                getattr(kpis[0].measure, "level", None) == "patients"
+            ):  # inpatient occupancy: no ED trolleys, no PACU bays
+                excluded = set(places.census.exclude_unit_types)
+                capacity = {k: v for k, v in capacity.items() if unit_types.get(k) not in excluded}
+            operators.append(GaugeOperator(outputs, unit_types, capacity))
         else:
             operators.append(cls(outputs, unit_types))
     return operators
@@ -150,14 +176,37 @@ class Dispatch:
                 handler(event)
 
 
+def check_unit_types(catalogue: Catalogue, places: Places) -> None:
+    """Every unit type in `places` needs a legal limit in each staffing-ratio KPI: a unit type
+    without one would never breach (Title 22 sets a ratio for every unit type it names)."""
+    problems = []
+    types = sorted({unit.type for _, _, unit in places.units()})
+    for kpi in catalogue:
+        if not isinstance(kpi.measure, StaffingRatioMeasure):
+            continue
+        for unit_type in types:
+            levels = kpi.by_unit_type.get(unit_type)
+            if levels is None or levels.limit is None:
+                units = [u.id for _, _, u in places.units() if u.type == unit_type]
+                problems.append(
+                    f"places: unit type {unit_type!r} (units {', '.join(units)}) has no limit in KPI "
+                    f"{kpi.id} (file {catalogue.files.get(kpi.id, '?')}, by_unit_type): add "
+                    f"by_unit_type.{unit_type}.limit, or give the units a type it lists "
+                    f"({', '.join(sorted(kpi.by_unit_type))})"
+                )
+    if problems:
+        raise ConfigError(problems)
+
+
 class Engine:
     def __init__(self, catalogue: Catalogue, places: Places | None = None, idle_timeout: float = 60.0):
         self.catalogue = catalogue
         self.places = places or Places()
+        check_unit_types(catalogue, self.places)
         self.watermarks = Watermarks(idle_timeout)
         self.operators = build_operators(catalogue, self.places)
         self.by_kpi: dict[str, Operator] = {kid: op for op in self.operators for kid in op.kpi_ids}
-        self.census = CensusTracker(self._level)
+        self.census = CensusTracker(self._level, self.places.census, self.places.unit_types())
         self.staff = StaffTracker(self._level)
         self.roster = RosterTracker(self._level)
         self.beds = BedTracker(self._level)
@@ -236,6 +285,12 @@ class Engine:
     def advance(self, now: float) -> list[Sample]:
         """Close every window the watermarks have passed; returns final samples."""
         out: list[Sample] = []
+        adt_sources = self.type_sources.get("encounter.register", set()) | self.type_sources.get(
+            "encounter.admit", set()
+        )
+        adt = self.watermarks.min_of(adt_sources, now)
+        if adt is not None:
+            self.census.expire(adt)  # before windows close, so an expiry lands in its own window
         for i, op in enumerate(self.operators):
             wm = self.watermarks.min_of(self._sources(i), now)
             if wm is not None:
@@ -257,7 +312,7 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "version": 3,
+            "version": STATE_VERSION,
             "events_processed": self.events_processed,
             "watermarks": self.watermarks.snapshot(),
             "type_sources": {k: sorted(v) for k, v in self.type_sources.items()},

@@ -26,6 +26,8 @@ from pydantic import (
 
 from engine.durations import Duration
 from engine.events import EVENT_TYPES
+from engine.hcahps import DOMAINS as HCAHPS_DOMAINS
+from engine.vocabulary import DIED, LEFT_AMA, TRANSFER_ACUTE, VOCABULARIES, PatientClassList
 from engine.yamlconf import ConfigError, describe_errors, load_yaml
 
 Scalar = str | int | float | bool
@@ -74,8 +76,17 @@ class Match(_Strict):
         event = info.data.get("event")
         if event is None:
             return where
-        for name in where:
+        for name, expected in where.items():
             require_field(event, name)
+            known = VOCABULARIES.get((event.split(".", 1)[0], name))
+            if known is None:
+                continue
+            for value in expected if isinstance(expected, list) else [expected]:
+                if value not in known:
+                    raise ValueError(
+                        f"{name} {value!r} is not in the canonical vocabulary (engine/vocabulary.py); "
+                        f"known: {', '.join(sorted(known))}"
+                    )
         return where
 
 
@@ -90,11 +101,23 @@ TIME_UNITS: dict[str, float] = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0
 
 
 class DurationMeasure(_Strict):
-    """Time from a start event to the matching end event (same key): TAT, response, LOS."""
+    """Time from a start event to the matching end event (same key): TAT, response, LOS.
+
+    Every key has one interval: its earliest start and its earliest end in event time, in
+    whatever order they arrive (a later-arriving end that happened earlier replaces the one
+    counted, while the key's state is kept). `end` may list several events ("whichever
+    comes first": a nurse call is answered by an acknowledgement, by staff arriving, or by
+    the call ending at the bedside). An end later than start + `expire_after` does not end
+    the interval: it expired. A `cancel` earlier than the end (or, with no end, within the
+    interval's life) drops it; a cancel after the end changes nothing.
+    """
 
     kind: Literal["duration"]
     start: Match
-    end: Match
+    end: Match | list[Match] = Field(
+        description="the event that ends the interval, or a list of them: any of these ends it, "
+        "the earliest in event time wins"
+    )
     key: str = Field(description="field that pairs start and end, e.g. order_id")
     attribute_to: Literal["start", "end"] = Field(
         default="start", description="whose place the duration counts for"
@@ -103,32 +126,63 @@ class DurationMeasure(_Strict):
     timeout: Duration | None = Field(
         default=None,
         description="an interval open longer than this counts, at its age, in the live value "
-        "(until it closes or expires)",
+        "(until it closes or expires); with count_open, in closed windows too",
     )
     expire_after: Duration = Field(
-        default=30 * 86400.0, description="open intervals older than this are given up"
+        default=30 * 86400.0,
+        description="an interval's life: open intervals older than this are given up, and an end "
+        "later than this does not close it",
     )
     cancel: Match | None = Field(
         default=None,
-        description="an event that withdraws the interval (a cancelled order, a cancelled call): "
-        "it is dropped, neither counted nor overdue",
+        description="an event that withdraws the interval (a cancelled order, a call cancelled by "
+        "the patient) before it ended: it is dropped, neither counted nor overdue",
     )
+    count_open: bool = Field(
+        default=False,
+        description="survivorship: closed windows count, as the live value does, the intervals "
+        "still open at the window's end past `timeout` (at their age then), and an interval that "
+        "never ends counts once, at its expire_after age, in the window where it expires. Without "
+        "it, unresolved intervals vanish from closed windows",
+    )
+
+    @property
+    def ends(self) -> list[Match]:
+        """The end events as a list (one or several)."""
+        return self.end if isinstance(self.end, list) else [self.end]
 
     @model_validator(mode="after")
     def _key_exists(self) -> DurationMeasure:
+        if not self.ends:
+            raise ValueError("end needs at least one event")
         require_field(self.start.event, self.key)
-        require_field(self.end.event, self.key)
+        for end in self.ends:
+            require_field(end.event, self.key)
         if self.cancel is not None:
             require_field(self.cancel.event, self.key)
-            if self.cancel.event in (self.start.event, self.end.event):
+            if self.cancel.event in (self.start.event, *(e.event for e in self.ends)):
                 raise ValueError("cancel must be an event type of its own")
         return self
 
 
-Level = Literal["patients", "licensed_staff", "registered_nurses", "certified_nurses", "staff"]
+Level = Literal[
+    "patients",
+    "patients_present",
+    "licensed_staff",
+    "registered_nurses",
+    "direct_care_rns",
+    "certified_nurses",
+    "staff",
+    "budgeted_rn_positions",
+    "rn_vacancies",
+]
 LEVEL_DOC = (
-    "patients (census from ADT), licensed_staff (licensed nurses on shift, from the roster), "
-    "registered_nurses / certified_nurses / staff (headcount, from HR events)"
+    "patients (the inpatient census from ADT: the patient-day denominator), patients_present "
+    "(everyone on the unit, any patient class, not on leave), licensed_staff (direct-care licensed "
+    "nurses on shift, from the roster), "
+    "staff / registered_nurses / direct_care_rns (headcount from HR: baselines moved by hires, "
+    "transfers and separations), certified_nurses (direct-care RNs holding a certification), "
+    "budgeted_rn_positions / rn_vacancies (budgeted RN positions from HR, and those not filled)"
 )
 
 
@@ -137,10 +191,46 @@ class LevelMeasure(_Strict):
 
     kind: Literal["gauge"]
     level: Level = Field(description=LEVEL_DOC)
-    per: (
-        Literal["beds", "patients", "licensed_staff", "registered_nurses", "certified_nurses", "staff"] | None
-    ) = Field(default="beds", description="denominator level; beds come from the places config")
+    per: Literal["beds"] | Level | None = Field(
+        default="beds", description="denominator level; beds come from the places config"
+    )
     scale: float = 1.0
+
+
+class StayMeasure(_Strict):
+    """Lengths of stay and ED intervals from the encounters' facts (engine/operators/stay.py):
+    `hospital` = the inpatient stay, admission to discharge, less leaves of absence;
+    `unit_type` = each visit to a unit of these types (the ED), arrival or decision to admit
+    to departure, for the patients of an outcome."""
+
+    kind: Literal["stay"]
+    span: Literal["hospital", "unit_type"] = "hospital"
+    patient_classes: PatientClassList = Field(
+        default_factory=lambda: ["inpatient", "obstetrics"], description="span hospital: who has a stay"
+    )
+    unit_types: list[str] = Field(default_factory=lambda: ["ed"], description="span unit_type: which units")
+    start: Literal["arrival", "admit_decision"] = "arrival"
+    outcome: Literal["any", "admitted", "discharged"] = "any"
+    count: Literal["elapsed", "midnights"] = Field(
+        default="elapsed", description="elapsed time, or inpatient days by the midnight census (min 1)"
+    )
+    unit: TimeUnit = "days"
+    exclude_leave: bool = True
+    link_within: Duration = Field(
+        default=6 * 3600.0,
+        description="an inpatient encounter of the same patient starting this soon after an ED departure "
+        "is that visit's admission (sites that number the ED and inpatient stays apart)",
+    )
+
+
+class StaffingRatioMeasure(_Strict):
+    """Patients per direct-care licensed nurse at every moment (never averaged): aggregate
+    `max` is the worst ratio of the window (live: the ratio now), `minutes_over` the minutes
+    above the unit type's `limit`. Patients with no nurse is an infinite ratio: critical."""
+
+    kind: Literal["staffing_ratio"]
+    patients: Level = "patients_present"
+    nurses: Level = "licensed_staff"
 
 
 class EventMeasure(Match):
@@ -161,11 +251,33 @@ class EventMeasure(Match):
         return self
 
 
+class Unless(Match):
+    """An event that takes another one out of a count: same `key` value, same facility, at most
+    `within` apart in event time, in either order (a separation and a hire of the same employee
+    within days of each other are an internal transfer, not a leaver and a new hire)."""
+
+    key: str = Field(description="field both events carry, e.g. staff_id")
+    within: Duration = Field(description="how far apart the two events may be, either way")
+
+
 class EventPart(Match):
-    """Numerator or denominator made of events: how many, or the sum of a field."""
+    """Numerator or denominator made of events: how many, or the sum of a field.
+
+    `distinct`: each value of that field counts once, at its earliest event in event time (a
+    procedure repeated in every charge message is one procedure); events without a value each
+    count. The identity is remembered while its window is kept (window size + grace).
+    `unless`: an event matched by another event (same key, same facility, within a time) does not
+    count, whichever of the two arrives first.
+    """
 
     kind: Literal["count", "sum"]
     field: str | None = None
+    distinct: str | None = Field(
+        default=None, description="field whose value identifies one occurrence: each counts once"
+    )
+    unless: Unless | None = Field(
+        default=None, description="events paired with another event (same key, same facility) do not count"
+    )
 
     @model_validator(mode="after")
     def _field(self) -> EventPart:
@@ -175,6 +287,13 @@ class EventPart(Match):
             require_field(self.event, self.field)
         elif self.field is not None:
             raise ValueError("a count needs no field")
+        if self.distinct is not None:
+            require_field(self.event, self.distinct)
+        if self.unless is not None:
+            require_field(self.event, self.unless.key)
+            require_field(self.unless.event, self.unless.key)
+            if self.distinct is not None:
+                raise ValueError("distinct and unless cannot be combined in one part")
         return self
 
 
@@ -191,6 +310,15 @@ class LevelPart(_Strict):
 Part = Annotated[EventPart | LevelPart, Field(discriminator="kind")]
 
 
+class Adjustment(_Strict):
+    """A factor the denominator is multiplied by: adjust.numerator / adjust.denominator summed
+    over the same window and place (AHA adjusted patient days = inpatient days x gross total
+    patient revenue / gross inpatient revenue)."""
+
+    numerator: EventPart
+    denominator: EventPart
+
+
 class RatioMeasure(_Strict):
     """numerator / denominator x scale over a window: rates, proportions, cost per patient day."""
 
@@ -201,30 +329,81 @@ class RatioMeasure(_Strict):
     annualise: bool = Field(
         default=False, description="multiply by (365 days / window length): annual turnover rates"
     )
+    minus: EventPart | None = Field(
+        default=None,
+        description="events subtracted from the numerator: operating margin = (operating revenue - "
+        "operating expense) / operating revenue",
+    )
+    adjust: Adjustment | None = Field(
+        default=None,
+        description="multiply the denominator by adjust.numerator / adjust.denominator of the same "
+        "window and place (adjusted patient days); no value while adjust.denominator is 0",
+    )
+    roll_up: Literal["all", "with_denominator"] = Field(
+        default="all",
+        description="with_denominator: a unit joins its department's and facility's value only in a "
+        "window where it has a denominator (nursing hours of units without patient days stay out)",
+    )
 
 
 class ReadmissionMeasure(_Strict):
-    """Readmissions within `within` of a discharge of the same patient, per index discharge.
+    """Index discharges followed for `within` (calendar days): the share readmitted.
 
-    A crude rate from ADT: the readmission counts at its admission time, for the unit that
-    discharged the index stay; index discharges count at their discharge time. Deaths and
-    transfers out (by discharge disposition) are not index discharges. Planned readmissions
-    cannot be told apart in ADT and are included.
+    Both parts count at the index discharge (engine/operators/readmission.py): the rate of a
+    period is for the stays discharged in it, complete `within` after it ends. Deaths, left
+    against medical advice and transfers to another acute hospital (NUBC discharge status)
+    are not index discharges; NUBC 81-95 (planned acute readmission) indexes are followed
+    but their readmission is not counted.
     """
 
     kind: Literal["readmission"]
     within: Duration = 30 * 86400.0
-    patient_classes: list[str] = Field(default_factory=lambda: ["inpatient"])
+    patient_classes: PatientClassList = Field(default_factory=lambda: ["inpatient", "obstetrics"])
     exclude_dispositions: list[str] = Field(
-        default_factory=lambda: ["02", "05", "20", "40", "41", "42"],
-        description="discharge dispositions (HL7 table 0112) that are not index discharges: "
-        "transfers to other hospitals and deaths",
+        default_factory=lambda: sorted(DIED | LEFT_AMA | TRANSFER_ACUTE),
+        description="discharge statuses (NUBC, engine/vocabulary.py) that are not index discharges: "
+        "deaths, against medical advice, transfers to another acute care hospital",
     )
     scale: float = 100.0
 
 
+class TopBoxMeasure(_Strict):
+    """HCAHPS top-box scoring of survey answers (engine/hcahps.py, CMS): per item, the share
+    of its answers in the item's most positive category (each item on its own scale); a
+    domain (composite measure) is the mean of its items' shares; with several domains, the
+    value is the mean of the domains' scores. Screener and About You items belong to no domain
+    and never count; answers that say an item does not apply have no top box and do not count.
+    The sample size n is the number of surveys (distinct survey_id) with a counted answer."""
+
+    kind: Literal["top_box"]
+    event: Literal["experience.survey"] = "experience.survey"
+    domains: list[str] = Field(
+        min_length=1, description="HCAHPS domains (engine/hcahps.py DOMAINS), e.g. [nurse_communication]"
+    )
+    scale: float = Field(default=100.0, description="100: a percentage")
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if domain not in HCAHPS_DOMAINS:
+                raise ValueError(
+                    f"unknown HCAHPS domain {domain!r}; known: {', '.join(HCAHPS_DOMAINS)} (engine/hcahps.py)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a domain is listed twice")
+        return value
+
+
 AnyMeasure = Annotated[
-    DurationMeasure | LevelMeasure | EventMeasure | RatioMeasure | ReadmissionMeasure,
+    DurationMeasure
+    | LevelMeasure
+    | EventMeasure
+    | RatioMeasure
+    | ReadmissionMeasure
+    | StaffingRatioMeasure
+    | StayMeasure
+    | TopBoxMeasure,
     Field(discriminator="kind"),
 ]
 
@@ -285,12 +464,23 @@ class Levels(_Strict):
     target: float | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
     clear: float | None = None
+    limit: float | None = Field(
+        default=None, description="legal maximum (staffing ratios: minutes above it are out of ratio)"
+    )
+    source: str | None = Field(default=None, description="where this unit type's limit is set")
 
 
 class Benchmark(_Strict):
     value: float | None = None
     source: str = Field(description="citation: who measured it, where, when")
     note: str | None = None
+
+
+class Standard(_Strict):
+    """The published definition a KPI follows, quoted briefly, and where it is published."""
+
+    text: str = Field(description="the definition as the standard words it (numerator, denominator, who)")
+    source: str = Field(description="who publishes it, document and section or measure id, year")
 
 
 class KpiDefinition(_Strict):
@@ -325,18 +515,53 @@ class KpiDefinition(_Strict):
     )
     min_samples: int = Field(default=1, ge=0)
     benchmark: Benchmark | None = None
+    standard: Standard | None = Field(
+        default=None, description="the published definition this KPI follows (required by kpi check)"
+    )
+    deviations: list[str] | None = Field(
+        default=None,
+        description="what carescore computes differently from the standard, and why; [] when nothing "
+        "(required by kpi check)",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> KpiDefinition:
         self._check_aggregate()
-        if self.window.kind == "cumulative" and self._uses_levels():
+        if isinstance(self.measure, ReadmissionMeasure):
+            within = self.measure.within
+            follow_up = within + (86400.0 if within % 86400.0 == 0 else 0.0)  # calendar days: + 1 day
+            if self.window.grace < follow_up:
+                raise ValueError(
+                    f"window.grace must be at least {follow_up / 86400:g} days (the follow-up): a "
+                    "readmission counts at its index discharge, so a window is complete only when its "
+                    "follow-up is over"
+                )
+        if self.window.kind == "cumulative" and (
+            self._uses_levels() or isinstance(self.measure, StaffingRatioMeasure)
+        ):
             raise ValueError(
                 "a level (patients, staff) over a cumulative window is not supported: use tumbling or sliding"
             )
         self._check_threshold_order()
+        self._check_pairing()
         return self
+
+    def _check_pairing(self) -> None:
+        """An `unless` pair must arrive while its partner's window is still open: a pair further
+        apart than the grace could not take back a count already reported."""
+        m = self.measure
+        if not isinstance(m, RatioMeasure):
+            return
+        for part in (m.numerator, m.denominator, m.minus):
+            unless = part.unless if isinstance(part, EventPart) else None
+            if unless is not None and float(unless.within) > float(self.window.grace):
+                raise ValueError(
+                    f"unless.within ({unless.within:g} s) is longer than the window's grace "
+                    f"({float(self.window.grace):g} s): a pair that far apart would come after "
+                    "its partner's window was reported"
+                )
 
     def _uses_levels(self) -> bool:
         m = self.measure
@@ -349,6 +574,16 @@ class KpiDefinition(_Strict):
     def _check_aggregate(self) -> None:
         agg = self.aggregate
         measure = self.measure
+        if isinstance(measure, StaffingRatioMeasure):
+            if agg not in ("max", "minutes_over"):
+                raise ValueError("a staffing_ratio takes aggregate: max (worst ratio) or minutes_over")
+            if agg == "minutes_over" and not any(lv.limit is not None for lv in self.by_unit_type.values()):
+                raise ValueError("aggregate minutes_over needs by_unit_type.<type>.limit")
+            return
+        if isinstance(measure, TopBoxMeasure):
+            if agg != "top_box":
+                raise ValueError("a top_box measure takes aggregate: top_box (the mean of item shares)")
+            return
         if isinstance(measure, RATIO_MEASURES):
             if agg != "ratio":
                 raise ValueError(f"a {measure.kind} measure is a ratio: use aggregate: ratio")

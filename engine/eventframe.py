@@ -87,7 +87,17 @@ def log_frame(segments: list[Path]) -> pl.DataFrame:
     parts = []
     for path in segments:
         sealed = path.with_suffix(".parquet")
-        parts.append(pl.read_parquet(sealed) if sealed.exists() else read_ndjson(path))
+        parts.append(_conform(pl.read_parquet(sealed)) if sealed.exists() else read_ndjson(path))
     if not parts:
         return frame_from_records([])
     return pl.concat(parts, how="vertical")
+
+
+def _conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """A segment sealed before an event model gained a field lacks its column: add it empty,
+    in the current column order, so old and new segments stack."""
+    if list(frame.columns) == list(SCHEMA):
+        return frame
+    return frame.select(
+        [pl.col(n) if n in frame.columns else pl.lit(None, dtype=t).alias(n) for n, t in SCHEMA.items()]
+    )

@@ -150,12 +150,22 @@ class LabEvent(EventBase):
 
 
 class NurseCallEvent(EventBase):
-    """Nurse call phases (IHE PCD ACM ORU^R40, FHIR Communication/Task, vendor adapters)."""
+    """Nurse call phases (IHE PCD ACM ORU^R40, FHIR Communication/Task, vendor adapters).
+
+    placed: the call starts (ACM event phase start). acknowledged: a caregiver accepted it
+    (ACM alert inactivation state acknowledged; FHIR Task accepted/in-progress,
+    Communication.received). arrived: staff presence registered in the room, where the
+    system sends it. ended: the call is over (ACM event phase end; FHIR Task completed),
+    usually because it was answered at the bedside: a response, not a withdrawal.
+    cancelled: withdrawn before anyone answered it (the patient or the device cancelled it),
+    only where the source says so explicitly; ACM has no value for it.
+    """
 
     type: Literal[
         "nursecall.placed",
         "nursecall.acknowledged",
         "nursecall.arrived",
+        "nursecall.ended",
         "nursecall.cancelled",
     ]
     call_id: str
@@ -168,32 +178,55 @@ class StaffingEvent(EventBase):
 
     type: Literal["staffing.shift_start", "staffing.shift_end", "staffing.hours"]
     staff_id: str
-    role: str = Field(description="rn, lpn, cna, ...")
+    role: str = Field(description="rn, lpn, cna, charge_nurse, ... (engine/vocabulary.py)")
     licensed: bool = False
+    direct_care: bool = Field(
+        default=True,
+        description="has a patient assignment: only direct-care licensed nurses count in a ratio "
+        "(Title 22 §70217: charge nurses, managers, triage and advanced-practice nurses do not)",
+    )
     worked_hours: float = 0.0
     overtime_hours: float = 0.0
 
 
 class HREvent(EventBase):
+    """HR records: people joining, moving and leaving, their training and certifications,
+    survey scores, and the HR system's baselines (headcount, budgeted positions) per unit."""
+
     type: Literal[
         "hr.hire",
         "hr.separation",
+        "hr.transfer",
         "hr.training",
         "hr.certification_granted",
         "hr.certification_expired",
         "hr.engagement",
         "hr.headcount",
+        "hr.positions",
     ]
     staff_id: str | None = None
-    role: str | None = None
+    role: str | None = Field(default=None, description="canonical role (engine/vocabulary.py)")
     hours: float = 0.0
     score: float | None = None
-    headcount: float | None = None
+    headcount: float | None = Field(default=None, description="hr.headcount: people on the unit (of role)")
+    positions: float | None = Field(default=None, description="hr.positions: budgeted positions (of role)")
+    certification: str | None = Field(default=None, description="the credential, e.g. CCRN")
+    first_year: bool | None = Field(
+        default=None, description="hr.separation: left within a year of hire (None: hire date not sent)"
+    )
+    prior_department: str | None = Field(default=None, description="hr.transfer: the department left")
+    prior_unit: str | None = Field(default=None, description="hr.transfer: the unit left")
 
 
 class FinanceEvent(EventBase):
-    type: Literal["finance.cost", "finance.charge"]
-    category: str = Field(description="labour, supplies, procedure, other")
+    """Ledger lines: costs (operating expense), revenue (engine/vocabulary.py REVENUE_CATEGORIES)
+    and patient charges from billing (HL7 DFT FT1, FHIR ChargeItem)."""
+
+    type: Literal["finance.cost", "finance.charge", "finance.revenue"]
+    category: str = Field(
+        description="cost: labour, supplies, procedure, other; revenue: net_patient_service, "
+        "other_operating, non_operating, gross_inpatient, gross_outpatient; charge: procedure, charge"
+    )
     amount: float
     currency: str = "USD"
     procedure_code: str | None = None
@@ -201,10 +234,32 @@ class FinanceEvent(EventBase):
 
 
 class ExperienceEvent(EventBase):
+    """A complaint, or one answer of a returned patient survey.
+
+    HCAHPS answers carry the canonical item (engine/hcahps.py), its domain and the answer on
+    the item's own scale; top_box is scored from that scale by the connector (engine/hcahps.py
+    `score`), None where the item is a screener or the answer says it does not apply. An
+    answer is dated by the discharge the survey is about where the sender knows it (HCAHPS
+    reports by discharge date), else by when it was received."""
+
     type: Literal["experience.survey", "experience.complaint"]
-    question: str | None = None
+    question: str | None = Field(default=None, description="the sender's own item code or text")
     score: float | None = None
     top_box: bool | None = None
+    survey_id: str | None = Field(
+        default=None,
+        description="the returned questionnaire (one per discharge) the answer belongs to: "
+        "completed surveys are counted by it",
+    )
+    item: str | None = Field(
+        default=None, description="HCAHPS item id (engine/hcahps.py); None for other questions"
+    )
+    domain: str | None = Field(
+        default=None, description="HCAHPS measure of the item; None for screeners and other items"
+    )
+    answer: str | None = Field(
+        default=None, description="the answer on the item's scale, e.g. always, 9, definitely_yes"
+    )
 
 
 class QualityEvent(EventBase):
@@ -212,10 +267,23 @@ class QualityEvent(EventBase):
         "quality.clabsi",
         "quality.cauti",
         "quality.device_days",
+        "quality.fall",
         "quality.fall_injury",
         "quality.pressure_injury",
     ]
     device: str | None = Field(default=None, description="central_line or urinary_catheter")
+    injury: str | None = Field(
+        default=None, description="falls: NDNQI injury level none, minor, moderate, major, death, or unknown"
+    )
+    stage: str | None = Field(
+        default=None,
+        description="pressure injuries: NPIAP stage 1, 2, 3, 4, unstageable or dti (deep tissue injury)",
+    )
+    present_on_admission: bool | None = Field(
+        default=None,
+        description="pressure injuries: documented on admission (community-acquired); false when it "
+        "developed in the hospital",
+    )
     days: float = 0.0
     patient_id: str | None = None
 
@@ -224,6 +292,11 @@ class ProcedureEvent(EventBase):
     """A procedure performed (FHIR Procedure, HL7 PR1): the count behind cost per procedure."""
 
     type: Literal["procedure.performed"]
+    procedure_id: str | None = Field(
+        default=None,
+        description="the procedure's identity across messages (HL7 PR1-19, FHIR Procedure id, else a "
+        "hash of patient, code and time): a count with `distinct: procedure_id` counts it once",
+    )
     procedure_code: str | None = None
     patient_id: str | None = None
     encounter_id: str | None = None

@@ -1,197 +1,116 @@
 """Levels derived from events: patients in each unit (census), licensed staff on shift.
 
-ADT is a stream of moves, not of counts: admissions, transfers, discharges and the cancels
-that undo them. The tracker keeps each encounter's stay as a list of (time, place, delta)
-steps, turns every move into level deltas at event time, and undoes a cancelled step by
-emitting its negation at the original time, so the time integral (patient-days) is exact
-whatever order the messages came in.
+ADT is a stream of facts, not of counts: admissions, transfers, leaves, class changes,
+discharges and the cancels that withdraw them. The census tracker keeps each encounter's
+facts, derives the level steps they give (who is in the census, who is present), and on any
+correction emits only the difference at the original times, so the time integral
+(patient-days) is exact whatever order the messages came in.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from engine.events import BedEvent, EncounterEvent, EventBase, HREvent, StaffingEvent
+from engine.events import BedEvent, EventBase, HREvent, StaffingEvent
 from engine.operators.base import place_of
+from engine.places import CensusRules
 from engine.samples import GroupKey
+from engine.stays import DISCHARGE, Stay, StayBook
+from engine.vocabulary import DIRECT_CARE_RN_ROLES, REGISTERED_NURSE_ROLES, canonical_role
 
 Emit = Callable[[str, GroupKey, float, float], None]
 
-DISCHARGED_RETENTION = 14 * 86400.0
-"""How long a discharged stay is remembered (for A13 cancel discharge, late messages)."""
-
-
-class _Stay:
-    __slots__ = ("discharged", "place", "steps")
-
-    def __init__(self) -> None:
-        self.place: GroupKey | None = None
-        self.steps: list[tuple[float, GroupKey, int, str]] = []  # ts, place, delta, why
-        self.discharged: float | None = None
-
 
 class CensusTracker:
-    """Patients per unit from encounter events; emits ('patients', place, ts, delta)."""
+    """Patients per unit from the encounters' facts (engine/stays.py); emits ('patients' |
+    'patients_present', place, ts, delta). Each change recomputes the stay's steps from its
+    facts and emits only the difference, at the original times: patient-days stay exact
+    whatever order the messages came in. Rules: places.CensusRules."""
 
     level = "patients"
+    levels = ("patients", "patients_present")
 
-    def __init__(self, emit: Emit):
+    def __init__(
+        self, emit: Emit, rules: CensusRules | None = None, unit_types: dict[GroupKey, str] | None = None
+    ):
         self.emit = emit
-        self.stays: dict[str, _Stay] = {}
-        self.discharges: dict[str, float] = {}  # encounter -> discharge ts, oldest first
+        self.rules = rules or CensusRules()
+        self.census_classes = frozenset(self.rules.patient_classes)
+        self.excluded = frozenset(self.rules.exclude_unit_types)
+        self.unit_types = unit_types or {}
+        self.book = StayBook(self._settle)
+        self.expiring: dict[str, float] = {}  # open stays outside the census -> last fact ts
+
+    @property
+    def stays(self) -> dict[str, Stay]:
+        return self.book.stays
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
-        return {
-            "encounter.admit": self._arrive,
-            "encounter.register": self._arrive,
-            "encounter.transfer": self._move,
-            "encounter.update": self._update,
-            "encounter.discharge": self._discharge,
-            "encounter.cancel_admit": self._cancel_admit,
-            "encounter.cancel_transfer": self._cancel_transfer,
-            "encounter.cancel_discharge": self._cancel_discharge,
-            "encounter.swap_beds": self._move,
-        }
+        return self.book.handlers()
 
-    def _step(self, stay: _Stay, ts: float, place: GroupKey, delta: int, why: str) -> None:
-        stay.steps.append((ts, place, delta, why))
-        self.emit(self.level, place, ts, delta)
+    def _members(self, place: GroupKey | None, cls: str | None, away: bool) -> list[tuple[str, GroupKey]]:
+        if place is None or away:
+            return []
+        out = [("patients_present", place)]
+        if cls in self.census_classes and self.unit_types.get(place) not in self.excluded:
+            out.append(("patients", place))
+        return out
 
-    def _arrive(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        if event.unit is None:
-            return
-        stay = self.stays.get(event.encounter_id)
-        if stay is None:
-            stay = self.stays[event.encounter_id] = _Stay()
-        place = place_of(event)
-        if stay.place is not None:
-            self._relocate(stay, event.ts, place)
-            return
-        if stay.discharged is not None and stay.discharged > event.ts:
-            # The discharge came first: the stay ran from this arrival to that discharge.
-            self._step(stay, event.ts, place, 1, "admit")
-            self._step(stay, stay.discharged, place, -1, "discharge")
-            return
-        stay.discharged = None
-        stay.place = place
-        self._step(stay, event.ts, place, 1, "admit")
+    def _derive(self, stay: Stay) -> list[tuple[float, str, GroupKey, int]]:
+        steps: list[tuple[float, str, GroupKey, int]] = []
+        before: list[tuple[str, GroupKey]] = []
+        for ts, _kind, place, cls, away, _named in stay.timeline():
+            after = self._members(place, cls, away)
+            if before != after:
+                steps.extend((ts, lvl, p, -1) for lvl, p in before if (lvl, p) not in after)
+                steps.extend((ts, lvl, p, 1) for lvl, p in after if (lvl, p) not in before)
+            before = after
+        return steps
 
-    def _relocate(self, stay: _Stay, ts: float, place: GroupKey) -> None:
-        if stay.place == place or stay.place is None:
-            return
-        old = stay.place
-        stay.place = place
-        self._step(stay, ts, old, -1, "move")
-        self._step(stay, ts, place, 1, "move")
+    def _settle(self, key: str, stay: Stay) -> None:
+        """Recompute the stay's steps from its facts; emit what changed."""
+        new = self._derive(stay)
+        old = stay.steps
+        if new != old:
+            diff: Counter[tuple[float, str, GroupKey]] = Counter()
+            for ts, lvl, p, d in old:
+                diff[(ts, lvl, p)] -= d
+            for ts, lvl, p, d in new:
+                diff[(ts, lvl, p)] += d
+            for (ts, lvl, p), d in diff.items():
+                if d:
+                    self.emit(lvl, p, ts, d)
+            stay.steps = new
+        place, cls, _ = stay.state()
+        self.expiring.pop(key, None)
+        if place is not None and cls not in self.census_classes:
+            self.expiring[key] = stay.last_ts()
 
-    def _move(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        if event.unit is None:
-            return
-        stay = self.stays.get(event.encounter_id)
-        if stay is None or stay.place is None:
-            self._arrive(event)  # we missed the admission: the patient is here now
-            return
-        self._relocate(stay, event.ts, place_of(event))
-
-    def _update(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        stay = self.stays.get(event.encounter_id)
-        if stay is not None and stay.place is not None and event.unit is not None:
-            self._relocate(stay, event.ts, place_of(event))
-
-    def _discharge(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        stay = self.stays.get(event.encounter_id)
-        if stay is None:
-            stay = self.stays[event.encounter_id] = _Stay()
-        if stay.place is None:
-            stay.discharged = event.ts  # remember it; an admission may still arrive
-            return
-        place = stay.place
-        stay.place = None
-        stay.discharged = event.ts
-        self.discharges.pop(event.encounter_id, None)
-        self.discharges[event.encounter_id] = event.ts
-        self._step(stay, event.ts, place, -1, "discharge")
-
-    def _undo(self, stay: _Stay, indices: list[int]) -> None:
-        for i in sorted(indices, reverse=True):
-            ts, place, delta, _ = stay.steps.pop(i)
-            self.emit(self.level, place, ts, -delta)
-
-    def _cancel_admit(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        stay = self.stays.pop(event.encounter_id, None)
-        if stay is None:
-            return
-        for ts, place, delta, _ in stay.steps:
-            self.emit(self.level, place, ts, -delta)
-
-    def _cancel_transfer(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        stay = self.stays.get(event.encounter_id)
-        if stay is None or stay.place is None:
-            return
-        moves = [i for i, step in enumerate(stay.steps) if step[3] == "move"]
-        if len(moves) < 2:
-            return
-        left = moves[-2]  # a move is (-1 at the old place, +1 at the new one)
-        stay.place = stay.steps[left][1]
-        self._undo(stay, moves[-2:])
-
-    def _cancel_discharge(self, event: EventBase) -> None:
-        assert isinstance(event, EncounterEvent)
-        stay = self.stays.get(event.encounter_id)
-        if stay is None or stay.place is not None or stay.discharged is None:
-            return
-        stay.discharged = None
-        out = [i for i, step in enumerate(stay.steps) if step[3] == "discharge"]
-        if out:
-            stay.place = stay.steps[out[-1]][1]
-            self._undo(stay, out[-1:])
+    def expire(self, now: float) -> None:
+        """Registrations outside the census with no message for register_expiry leave then."""
+        limit = self.rules.register_expiry
+        for key, last in list(self.expiring.items()):
+            if last + limit <= now:
+                self.expiring.pop(key, None)
+                if key in self.book.stays:
+                    self.book.add(key, (last + limit, DISCHARGE, None, None))
 
     def prune(self, before: float) -> None:
-        """Forget stays discharged long ago (oldest first, without scanning the census)."""
-        cutoff = before - DISCHARGED_RETENTION
-        while self.discharges:
-            key, when = next(iter(self.discharges.items()))
-            if when >= cutoff:
-                break
-            del self.discharges[key]
-            stay = self.stays.get(key)
-            if stay is not None and stay.place is None and stay.discharged == when:
-                del self.stays[key]
+        self.book.prune(before)
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "stays": {
-                k: [
-                    list(s.place) if s.place else None,
-                    s.discharged,
-                    [[t, list(p), d, w] for t, p, d, w in s.steps],
-                ]
-                for k, s in self.stays.items()
-            },
-            "discharges": list(self.discharges.items()),
-        }
+        return {**self.book.snapshot(), "expiring": list(self.expiring.items())}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.stays = {}
-        self.discharges = dict(state["discharges"])
-        for k, (place, discharged, steps) in state["stays"].items():
-            stay = _Stay()
-            stay.place = tuple(place) if place else None  # type: ignore[assignment]
-            stay.discharged = discharged
-            stay.steps = [(t, tuple(p), d, w) for t, p, d, w in steps]  # type: ignore[misc]
-            self.stays[k] = stay
+        self.book.restore(state, lambda steps: [(t, lvl, tuple(p), d) for t, lvl, p, d in steps])
+        self.expiring = dict(state["expiring"])
 
 
 class StaffTracker:
-    """Who is on shift where, from roster events: licensed staff per unit feed the level
-    ('licensed_staff', ...); everyone's role is kept for alert routing (the charge nurse
+    """Who is on shift where, from roster events: direct-care licensed nurses per unit feed
+    the level ('licensed_staff', ...); everyone's role is kept for alert routing (the charge nurse
     of a unit is whoever is on shift there with that role)."""
 
     level = "licensed_staff"
@@ -212,7 +131,10 @@ class StaffTracker:
         assert isinstance(event, StaffingEvent)
         if event.unit is not None:
             self.roster[event.staff_id] = (event.role, place_of(event))
-        if not event.licensed or event.unit is None:
+        if not event.licensed or not event.direct_care or event.unit is None:
+            previous = self.on_shift.pop(event.staff_id, None)  # e.g. now the charge nurse
+            if previous is not None:
+                self.emit(self.level, previous[1], event.ts, -1)
             return
         previous = self.on_shift.get(event.staff_id)
         if previous is not None:
@@ -241,106 +163,284 @@ class StaffTracker:
         self.roster = {k: (role, tuple(p)) for k, (role, p) in state["roster"].items()}  # type: ignore[misc]
 
 
-NURSE_ROLES = frozenset({"rn", "registered_nurse", "nurse"})
+NURSE_ROLES = REGISTERED_NURSE_ROLES
+"""Registered-nurse roles (engine/vocabulary.py): kept under this name for older imports."""
+
+_UNASSIGNED = ""  # the role of people counted by a unit's total headcount whose role is not known
+
+
+class _Person:
+    __slots__ = ("certs", "place", "role")
+
+    def __init__(self, place: GroupKey, role: str, certs: list[str] | None = None):
+        self.place = place
+        self.role = role
+        self.certs: list[str] = certs or []
 
 
 class RosterTracker:
-    """Headcount from HR events: staff per unit, registered nurses, certified nurses.
+    """Headcount from HR events, per unit and role; emits the levels below as (level, place,
+    ts, delta) whenever one of them changes.
 
-    hr.headcount sets a unit's staff level (a baseline from the HR system); hires and
-    separations move it; certifications granted/expired move the certified nurses.
+    - staff: everyone on the unit's books; registered_nurses: RN roles (REGISTERED_NURSE_ROLES);
+      direct_care_rns: direct-care RNs (DIRECT_CARE_RN_ROLES); certified_nurses: direct-care RNs
+      holding at least one active certification (NDNQI / Magnet: certified direct-care RNs over
+      direct-care RNs); budgeted_rn_positions and rn_vacancies: budgeted RN positions (hr.positions)
+      and those not filled (per unit and role: budget - headcount, never below 0).
+
+    Rules (the HR system is the authority; the feed's own events move its numbers in between):
+    - hr.headcount with a role sets that role's count on the unit, people known by id or not
+      (the baseline). Without a role it sets the unit's total: people whose role is not known
+      make up the difference, and a later role baseline that finds more people of its role
+      takes them from those.
+    - hr.hire adds a person known by id; a hire of someone already on the books moves them
+      (unit or role), it does not add anyone.
+    - hr.transfer moves a person to the row's unit (from prior_unit when they are not known).
+    - hr.separation takes a known person off their unit. Someone not known by id leaves the
+      row's unit and role only if its baseline still holds people not known by id (else the
+      unit's unknown-role people); otherwise nothing moves and it is counted in `unmatched`:
+      no level ever goes below zero.
+    - hr.certification_granted certifies a known person (each credential apart: a nurse with two
+      stays certified until the last expires). For someone not known by id it counts only when
+      the row's role is a direct-care RN and that unit's RN baseline holds RNs not known by id
+      (they are one of them); otherwise it is ignored and counted: a certification never adds
+      anyone to a headcount.
     """
 
-    levels = ("staff", "registered_nurses", "certified_nurses")
+    levels = (
+        "staff",
+        "registered_nurses",
+        "direct_care_rns",
+        "certified_nurses",
+        "budgeted_rn_positions",
+        "rn_vacancies",
+    )
 
     def __init__(self, emit: Emit):
         self.emit = emit
-        self.people: dict[str, tuple[GroupKey, bool, bool]] = {}  # staff -> place, nurse, certified
-        self.staff_level: dict[GroupKey, float] = {}
+        self.count: dict[tuple[GroupKey, str], float] = {}  # (place, role) -> headcount
+        self.known: Counter[tuple[GroupKey, str]] = Counter()  # people known by id in each
+        self.people: dict[str, _Person] = {}
+        self.budget: dict[tuple[GroupKey, str], float] = {}  # (place, role) -> budgeted positions
+        self.emitted: dict[tuple[str, GroupKey], float] = {}
+        self.unmatched: Counter[str] = Counter()  # HR records that could not move a count
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
             "hr.hire": self._hire,
+            "hr.transfer": self._transfer,
             "hr.separation": self._separation,
             "hr.certification_granted": self._certified,
             "hr.certification_expired": self._expired,
             "hr.headcount": self._headcount,
+            "hr.positions": self._positions,
         }
 
-    def _move(self, level: str, place: GroupKey, ts: float, delta: float) -> None:
-        if level == "staff":
-            self.staff_level[place] = self.staff_level.get(place, 0.0) + delta
-        self.emit(level, place, ts, delta)
+    # -- counts ------------------------------------------------------------------------------
+    def _add(self, place: GroupKey, role: str, delta: float) -> None:
+        key = (place, role)
+        value = self.count.get(key, 0.0) + delta
+        if value < 0:
+            self.unmatched["below_zero"] += 1
+            value = 0.0
+        self.count[key] = value
 
+    def _unnamed(self, place: GroupKey, role: str) -> float:
+        """People in a baseline not (yet) known by id."""
+        return self.count.get((place, role), 0.0) - self.known[(place, role)]
+
+    def _place_person(self, staff: str, place: GroupKey, role: str, certs: list[str] | None = None) -> None:
+        self.people[staff] = _Person(place, role, certs)
+        self.known[(place, role)] += 1
+
+    def _drop_person(self, staff: str) -> _Person | None:
+        person = self.people.pop(staff, None)
+        if person is not None:
+            self.known[(person.place, person.role)] -= 1
+        return person
+
+    def _levels(self, place: GroupKey) -> dict[str, float]:
+        staff = rns = direct = budgeted = vacant = 0.0
+        for (where, role), n in self.count.items():
+            if where != place:
+                continue
+            staff += n
+            if role in REGISTERED_NURSE_ROLES:
+                rns += n
+            if role in DIRECT_CARE_RN_ROLES:
+                direct += n
+        for (where, role), positions in self.budget.items():
+            if where == place and role in REGISTERED_NURSE_ROLES:
+                budgeted += positions
+                vacant += max(0.0, positions - self.count.get((place, role), 0.0))
+        certified = sum(
+            1 for p in self.people.values() if p.place == place and p.certs and p.role in DIRECT_CARE_RN_ROLES
+        )
+        return {
+            "staff": staff,
+            "registered_nurses": rns,
+            "direct_care_rns": direct,
+            "certified_nurses": min(float(certified), direct),
+            "budgeted_rn_positions": budgeted,
+            "rn_vacancies": vacant,
+        }
+
+    def _settle(self, ts: float, *places: GroupKey) -> None:
+        """Emit what changed in the levels of these places."""
+        for place in dict.fromkeys(places):
+            for level, value in self._levels(place).items():
+                before = self.emitted.get((level, place), 0.0)
+                if value != before:
+                    self.emitted[(level, place)] = value
+                    self.emit(level, place, ts, value - before)
+
+    @staticmethod
+    def _role(event: HREvent) -> str:
+        return canonical_role(event.role) if event.role else _UNASSIGNED
+
+    # -- events ------------------------------------------------------------------------------
     def _hire(self, event: EventBase) -> None:
         assert isinstance(event, HREvent)
-        if not event.staff_id or event.staff_id in self.people:
+        if not event.staff_id:
             return
-        place = place_of(event)
-        nurse = (event.role or "").lower() in NURSE_ROLES
-        self.people[event.staff_id] = (place, nurse, False)
-        self._move("staff", place, event.ts, 1)
-        if nurse:
-            self._move("registered_nurses", place, event.ts, 1)
+        place, role = place_of(event), self._role(event)
+        person = self.people.get(event.staff_id)
+        if person is not None:  # already on the books: a move or a new role, nobody new
+            if role == _UNASSIGNED:
+                role = person.role
+            if (person.place, person.role) == (place, role):
+                return
+            old = person.place
+            self._add(person.place, person.role, -1)
+            self._drop_person(event.staff_id)
+            self._add(place, role, 1)
+            self._place_person(event.staff_id, place, role, person.certs)
+            self._settle(event.ts, old, place)
+            return
+        self._add(place, role, 1)
+        self._place_person(event.staff_id, place, role)
+        self._settle(event.ts, place)
+
+    def _transfer(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        if not event.staff_id:
+            return
+        place, role = place_of(event), self._role(event)
+        person = self._drop_person(event.staff_id)
+        if person is not None:
+            old, certs = person.place, person.certs
+            role = person.role if role == _UNASSIGNED else role
+            self._add(old, person.role, -1)
+        else:
+            certs = []
+            old = (event.facility, event.prior_department, event.prior_unit)
+            if event.prior_unit is not None and self._take_unnamed(old, role):
+                pass
+            else:
+                self.unmatched["transfer"] += 1  # not on our books: they are on the new unit now
+        self._add(place, role, 1)
+        self._place_person(event.staff_id, place, role, certs)
+        self._settle(event.ts, old, place)
+
+    def _take_unnamed(self, place: GroupKey, role: str) -> bool:
+        """Someone not known by id leaves a baseline: of their role, else of unknown role."""
+        for bucket in dict.fromkeys((role, _UNASSIGNED)):
+            if self._unnamed(place, bucket) >= 1:
+                self._add(place, bucket, -1)
+                return True
+        return False
 
     def _separation(self, event: EventBase) -> None:
         assert isinstance(event, HREvent)
-        person = self.people.pop(event.staff_id or "", None)
-        if person is None:
-            # not hired through this feed: still leaves the unit's headcount
-            self._move("staff", place_of(event), event.ts, -1)
-            if (event.role or "").lower() in NURSE_ROLES:
-                self._move("registered_nurses", place_of(event), event.ts, -1)
+        person = self._drop_person(event.staff_id or "")
+        if person is not None:
+            self._add(person.place, person.role, -1)
+            self._settle(event.ts, person.place)
             return
-        place, nurse, certified = person
-        self._move("staff", place, event.ts, -1)
-        if nurse:
-            self._move("registered_nurses", place, event.ts, -1)
-        if certified:
-            self._move("certified_nurses", place, event.ts, -1)
+        place = place_of(event)
+        if self._take_unnamed(place, self._role(event)):
+            self._settle(event.ts, place)
+        else:
+            self.unmatched["separation"] += 1  # never hired through the feed nor in a baseline
 
     def _certified(self, event: EventBase) -> None:
         assert isinstance(event, HREvent)
         staff = event.staff_id or ""
+        credential = event.certification or ""
         person = self.people.get(staff)
         if person is None:
-            # a nurse already on staff before the feed started: count them now
-            person = (place_of(event), True, False)
-            self._move("staff", person[0], event.ts, 1)
-            self._move("registered_nurses", person[0], event.ts, 1)
-        place, nurse, certified = person
-        if nurse and not certified:
-            self.people[staff] = (place, nurse, True)
-            self._move("certified_nurses", place, event.ts, 1)
-        elif not nurse:
-            self.people[staff] = person
+            place, role = place_of(event), self._role(event)
+            if not staff or role not in DIRECT_CARE_RN_ROLES or self._unnamed(place, role) < 1:
+                self.unmatched["certification"] += 1  # nobody we count as a direct-care RN
+                return
+            self._place_person(staff, place, role)  # one of the RNs in the unit's baseline
+            person = self.people[staff]
+        if credential not in person.certs:
+            person.certs.append(credential)
+            self._settle(event.ts, person.place)
 
     def _expired(self, event: EventBase) -> None:
         assert isinstance(event, HREvent)
-        staff = event.staff_id or ""
-        person = self.people.get(staff)
-        if person is not None and person[2]:
-            self.people[staff] = (person[0], person[1], False)
-            self._move("certified_nurses", person[0], event.ts, -1)
+        person = self.people.get(event.staff_id or "")
+        if person is None or not person.certs:
+            return
+        if event.certification:
+            if event.certification not in person.certs:
+                return
+            person.certs.remove(event.certification)
+        elif "" in person.certs:
+            person.certs.remove("")
+        elif len(person.certs) == 1:
+            person.certs.clear()
+        else:
+            self.unmatched["certification_expired"] += 1  # which one? name it in `certification`
+            return
+        self._settle(event.ts, person.place)
 
     def _headcount(self, event: EventBase) -> None:
         assert isinstance(event, HREvent)
         if event.headcount is None:
             return
-        place = place_of(event)
-        delta = event.headcount - self.staff_level.get(place, 0.0)
-        if delta:
-            self._move("staff", place, event.ts, delta)
+        place, role = place_of(event), self._role(event)
+        if role == _UNASSIGNED:  # the unit's total: people of unknown role are the rest
+            named = sum(n for (p, r), n in self.count.items() if p == place and r != _UNASSIGNED)
+            self.count[(place, _UNASSIGNED)] = max(0.0, event.headcount - named)
+        else:
+            found = event.headcount - self.count.get((place, role), 0.0)
+            self.count[(place, role)] = event.headcount
+            if found > 0:  # more of this role than counted: they were among the unknown-role people
+                spare = max(0.0, self._unnamed(place, _UNASSIGNED))
+                unknown = self.count.get((place, _UNASSIGNED), 0.0)
+                self.count[(place, _UNASSIGNED)] = unknown - min(spare, found)
+        self._settle(event.ts, place)
 
+    def _positions(self, event: EventBase) -> None:
+        assert isinstance(event, HREvent)
+        if event.positions is None:
+            return
+        place = place_of(event)
+        self.budget[(place, self._role(event))] = event.positions
+        self._settle(event.ts, place)
+
+    # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {
-            "people": {k: [list(p), n, c] for k, (p, n, c) in self.people.items()},
-            "staff_level": [[list(k), v] for k, v in self.staff_level.items()],
+            "count": [[list(p), r, n] for (p, r), n in self.count.items()],
+            "people": {k: [list(p.place), p.role, p.certs] for k, p in self.people.items()},
+            "budget": [[list(p), r, n] for (p, r), n in self.budget.items()],
+            "emitted": [[lvl, list(p), v] for (lvl, p), v in self.emitted.items()],
+            "unmatched": dict(self.unmatched),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.people = {k: (tuple(p), n, c) for k, (p, n, c) in state["people"].items()}  # type: ignore[misc]
-        self.staff_level = {tuple(k): v for k, v in state["staff_level"]}  # type: ignore[misc]
+        if "count" not in state:  # a snapshot from before per-role headcount: start over
+            state = {"count": [], "people": {}, "budget": [], "emitted": [], "unmatched": {}}
+        self.count = {(tuple(p), r): n for p, r, n in state["count"]}  # type: ignore[misc]
+        self.people = {k: _Person(tuple(p), r, list(c)) for k, (p, r, c) in state["people"].items()}  # type: ignore[arg-type]
+        self.known = Counter((p.place, p.role) for p in self.people.values())
+        self.budget = {(tuple(p), r): n for p, r, n in state["budget"]}  # type: ignore[misc]
+        self.emitted = {(lvl, tuple(p)): v for lvl, p, v in state["emitted"]}  # type: ignore[misc]
+        self.unmatched = Counter(state["unmatched"])
 
 
 class BedTracker:

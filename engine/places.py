@@ -11,11 +11,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from engine.durations import Duration
 from engine.samples import GroupKey
+from engine.vocabulary import CENSUS_CLASSES, PatientClassList
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CensusRules(_Strict):
+    """Who counts where. `patients` is the census behind patient-days and occupancy: NDNQI
+    patient days count inpatients and short-stay/observation patients on inpatient units, so
+    ED, outpatient, recurring and virtual registrations stay out of it, and so do units of the
+    excluded types (the ED's trolleys are not inpatient beds). `patients_present` is everyone
+    physically on the unit, any class (the nurse-to-patient ratio counts every patient in the
+    nurses' care, the ED's included). A patient on leave of absence (A21 until A22) is in
+    neither. A registration that is not in the census and never gets a discharge (a lost A03,
+    a recurring outpatient) leaves the unit `register_expiry` after its last message."""
+
+    patient_classes: PatientClassList = Field(default_factory=lambda: list(CENSUS_CLASSES))
+    exclude_unit_types: list[str] = Field(
+        default_factory=lambda: ["ed", "outpatient", "pacu", "or"],
+        description="unit types whose patients are not in the inpatient census",
+    )
+    register_expiry: Duration = Field(default=24 * 3600.0, description="see above")
 
 
 class Unit(_Strict):
@@ -42,6 +62,7 @@ class Facility(_Strict):
 class Places(_Strict):
     facilities: list[Facility] = Field(default_factory=list)
     default_facility: str | None = Field(default=None, description="facility for messages that name none")
+    census: CensusRules = Field(default_factory=CensusRules, description="who counts in the census")
     _units: dict[tuple[str, str], tuple[str, str, Unit]] = PrivateAttr(default_factory=dict)
     _facilities: dict[str, str] = PrivateAttr(default_factory=dict)
 

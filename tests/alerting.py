@@ -99,7 +99,7 @@ class Rig:
     catalogue: Catalogue
     roster: dict[str, tuple[str, GroupKey]]
 
-    def sample(self, kpi: str, value: float | None, place: GroupKey = ICU, n: int = 10) -> Sample:
+    def sample(self, kpi: str, value: float | None, place: GroupKey = ICU, n: int = 30) -> Sample:
         definition = self.catalogue.kpis[kpi]
         status = definition.status_of(value, n)
         now = datetime.fromtimestamp(self.clock.now, UTC)

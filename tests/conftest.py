@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,15 @@ DEMO_PLACES: dict[str, Any] = yaml.safe_load(
 
 
 def needs_testdata(sub: str) -> Path:
-    """The corpus folder, or skip with the reason (tests read ../shared/testdata, never a copy)."""
+    """The corpus folder (tests read ../shared/testdata, never a copy). Absent, the test is
+    skipped with the reason on a developer's machine, but fails under CI (CI=true): a CI run
+    without the corpus must not go green while skipping the real-data proofs."""
     path = TESTDATA / sub
     if not path.is_dir():
-        pytest.skip(f"corpus {path} is absent (it lives outside the repo, in ../shared/testdata)")
+        reason = f"corpus {path} is absent (it lives outside the repo, in ../shared/testdata)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip")
+        pytest.skip(reason)
     return path
 
 

@@ -130,7 +130,7 @@ class Day:
                 self.stat_lab(
                     t, unit, self.rng.uniform(95, 110) if slow else max(12.0, self.rng.gauss(30, 6))
                 )
-                t += timedelta(minutes=self.rng.uniform(4, 8))
+                t += timedelta(minutes=self.rng.uniform(1.5, 3))  # ~27 an hour: a p90 needs 20
             t = START - timedelta(hours=1)
             while t < END:
                 self.call(t, unit, max(0.3, self.rng.lognormvariate(0.6, 0.35)))  # median ~1.8 min

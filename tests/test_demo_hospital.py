@@ -107,15 +107,17 @@ async def test_carescore_run_with_the_demo_fires_an_alert_within_a_minute(tmp_pa
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
-            firing: list[dict[str, object]] = []
-            while time.monotonic() - started < 120 and not firing:
+            stat: list[dict[str, object]] = []
+            while time.monotonic() - started < 120 and not stat:
                 await asyncio.sleep(1)
                 try:
                     firing = (await client.get("/api/v1/alerts", params={"state": "firing"})).json()["alerts"]
                 except httpx.TransportError:
                     assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-            assert firing, "no alert fired"
-            assert firing[0]["kpi"] == "lab_tat_stat"
+                    continue
+                stat = [a for a in firing if a["kpi"] == "lab_tat_stat"]
+            # the demo's slow ICU STAT labs (other alerts may fire too: the backfill is real data)
+            assert stat, "no STAT turnaround alert fired"
             card = (await client.get("/api/v1/scorecard")).json()
             values = {k["id"]: k["value"] for p in card["perspectives"] for k in p["kpis"]}
             assert values["bed_occupancy"] and values["average_length_of_stay"]

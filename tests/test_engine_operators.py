@@ -56,16 +56,19 @@ def test_kpis_that_share_a_measure_share_one_operator(engine: Engine) -> None:
     assert len(engine.operators) < len(engine.catalogue)
 
 
-def test_ed_boarding_pairs_an_emergency_registration_with_an_inpatient_admission(engine: Engine) -> None:
-    """Start and end filter the same field differently (emergency, then inpatient): the
-    end's own filter decides, the start's does not veto it."""
+def test_ed_arrival_to_departure_counts_admitted_patients_only(engine: Engine) -> None:
+    """CMS ED-1: arrival to ED departure for patients admitted as inpatients; a move out of
+    the ED as a non-inpatient is no admission (and the move already left the ED)."""
     engine.process(enc("encounter.register", 0, "E1", unit="ED", patient_class="emergency"))
     engine.process(enc("encounter.admit", 200, "E1", unit="ICU", patient_class="inpatient"))
     engine.process(enc("encounter.register", 10, "E2", unit="ED", patient_class="emergency"))
     engine.process(enc("encounter.admit", 30, "E2", unit="4W", patient_class="emergency"))  # not an admission
-    engine.process(enc("encounter.discharge", 40, "E2", unit="ED", patient_class="emergency"))  # sent home
-    sample = live_of(engine, "ed_boarding", 9 * 60, unit="ED")
-    assert (sample.n, sample.value, sample.overdue) == (1, 200.0, 0)  # E2 is not waiting for a bed
+    engine.process(enc("encounter.discharge", 40, "E2", unit="4W", patient_class="emergency"))
+    sample = live_of(engine, "ed_los_admitted", 9 * 60, unit="ED")
+    assert (sample.n, sample.value) == (1, 200.0)
+    # E1's admission was sent at its departure: the decision to admit is not seen, no boarding time
+    boarding = live_of(engine, "ed_boarding", 9 * 60, unit="ED")
+    assert boarding is None or boarding.n == 0
 
 
 def test_thirty_day_readmissions_count_for_the_discharging_unit(engine: Engine) -> None:

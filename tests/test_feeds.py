@@ -227,22 +227,24 @@ async def test_the_watched_folder_takes_files_and_leaves_a_result(settings_for: 
 
 
 async def test_feeds_move_the_kpis_that_read_them(settings_for: Any) -> None:
-    """Survey top-box share and overtime from uploaded rows reach the live KPI values."""
+    """HCAHPS top box and overtime from uploaded rows reach the live KPI values."""
     svc = Service(settings_for())
     await svc.start()
     try:
-        surveys = "kind,time,unit,score\n" + "".join(
-            f"survey,{iso(1 + i / 10)},4W,{score}\n" for i, score in enumerate([10, 9, 6, 10])
+        surveys = "kind,time,unit,survey_id,question,answer\n" + "".join(
+            f"survey,{iso(1 + i / 10)},4W,S{i},Q18,{score}\nsurvey,{iso(1 + i / 10)},4W,S{i},Q10,Yes\n"
+            for i, score in enumerate([10, 9, 6, 10])
         )
-        assert (await upload(svc, "experience", surveys)).json()["accepted"] == 4
+        assert (await upload(svc, "experience", surveys)).json()["accepted"] == 8
         overtime = f"staff_id,role,unit,shift_start,shift_end,overtime_hours\nE1,rn,4W,{iso(13)},{iso(1)},3\n"
         assert (await upload(svc, "staffing", overtime)).json()["accepted"] == 1
         svc.runtime.tick()
         board = svc.runtime.board
         unit = ("DEMO", "medicine", "4W")
-        top_box = next(s for s in board.for_kpi("patient_satisfaction_top_box") if s.group.key == unit)
+        top_box = next(s for s in board.for_kpi("hcahps_overall_rating") if s.group.key == unit)
         share = next(s for s in board.for_kpi("nurse_overtime_pct") if s.group.key == unit)
-        assert top_box.value == pytest.approx(75.0)  # 3 of 4 answers 9-10
+        assert top_box.value == pytest.approx(75.0)  # 3 of 4 surveys rate 9-10; screeners count nowhere
+        assert top_box.n == 4  # surveys, not rows
         assert share.value == pytest.approx(25.0)  # 3 of 12 hours
     finally:
         await svc.stop()

@@ -181,6 +181,11 @@ class DemoHospital(Simulation):
                     self.at(t, "past_stay", unit=unit_id, los=los, readmit_by=start, bed=bed)
                     t += los + self.rng.uniform(2, 20) * 3600
         if self.ed is not None:
+            # the ED's last day before the live start (ED intervals need a day of departures)
+            t = start - 86400
+            while t < start - 4 * 3600:
+                self.at(t, "past_ed_visit", start=start)
+                t += self._exp(15)
             self.at(start, "ed_arrival")
         self.at(start + 60, "elective_admit")
         self.at(start + 120, "lab_rounds")
@@ -188,7 +193,9 @@ class DemoHospital(Simulation):
         self.at(start + 240, "procedure_rounds")
         self.at(now + self.rng.uniform(15, 30) * 60, "call_surge")
         if self.icu:
-            # The first slowdown: ICU STAT results that come back just after start, 85-100 min late.
+            # The first slowdown: ICU STAT results that come back just after start, 85-100 min late,
+            # in a busy ICU hour (a trauma admission): with the hour's other STAT results the ICU
+            # has the 20 values its STAT p90 needs, and 4 of them slow make the p90 critical.
             for i in range(4):
                 self.at(
                     now - 100 * 60 + i * 240,
@@ -196,6 +203,8 @@ class DemoHospital(Simulation):
                     unit=self.icu[0],
                     slow_until=now + 8 + 4 * i,
                 )
+            for i in range(20):
+                self.at(now - 80 * 60 + i * 150, "stat_order", unit=self.icu[0], slow_until=None)
         self.at(now + self.rng.uniform(25, 40) * 60, "slowdown")
 
     # -- happenings ----------------------------------------------------------------------
@@ -206,6 +215,35 @@ class DemoHospital(Simulation):
         for _ in range(sum(1 for _ in range(max(1, round(los / 86400))) if self.rng.random() < rate)):
             self._schedule_charge(ts + self.rng.uniform(0, los), stay)
         return [self._adt("A01", ts, stay, admit=_dt(ts))]
+
+    def _past_ed_visit(self, ts: float, start: float) -> list[str]:
+        """An ED visit of the past day: sent home, or admitted (A06 in the ED), boarded, moved
+        to a ward and discharged before the live start (the ward's beds stay the live model's)."""
+        assert self.ed is not None
+        stay = Stay(**self._new_person(), unit=self.ed.id, bed="H1", patient_class="E", admitted=ts)
+        out = [self._adt("A04", ts, stay, admit=_dt(ts))]
+        decided = ts + self._lognormal_minutes(200, 0.4)
+        if self.rng.random() < 0.18 and self.wards:
+            departed = decided + self._lognormal_minutes(150, 0.5)
+            left = min(departed + self._lognormal_minutes(600, 0.5), start - 600)
+            if left > departed:
+                admitted = Stay(**{**asdict(stay), "patient_class": "I"})
+                ward = Stay(**{**asdict(admitted), "unit": self.rng.choice(self.wards), "bed": "H1"})
+                self.at(decided, "past_adt", trigger="A06", stay=asdict(admitted))
+                self.at(departed, "past_adt", trigger="A02", stay=asdict(ward), prior=self.ed.id)
+                self.at(left, "past_adt", trigger="A03", stay=asdict(ward))
+                return out
+        self.at(decided, "past_adt", trigger="A03", stay=asdict(stay))
+        return out
+
+    def _past_adt(self, ts: float, trigger: str, stay: dict[str, Any], prior: str | None = None) -> list[str]:
+        s = Stay(**stay)
+        extra: dict[str, Any] = {"admit": _dt(s.admitted)}
+        if prior is not None:
+            extra["prior"] = m.Location(prior, "", "H1", self.facility)
+        if trigger == "A03":
+            extra.update(discharge=_dt(ts), disposition="01")
+        return [self._adt(trigger, ts, s, **extra)]
 
     def _past_discharge(self, ts: float, stay: dict[str, Any], readmit_by: float) -> list[str]:
         s = Stay(**stay)
@@ -278,14 +316,24 @@ class DemoHospital(Simulation):
         stay = self.stays.get(visit)
         if stay is None:
             return []
-        if self.rng.random() < 0.11:  # ED patients admitted
-            targets = self.icu * 2 + self.wards * 3
-            for unit in self.rng.sample(targets, len(targets)):
-                admitted = self._admit(ts, unit, visit=visit)
-                if admitted:
-                    return admitted
+        if self.rng.random() < 0.11:  # ED patients admitted: decided now (A06 in the ED), a bed later
+            stay.patient_class = "I"
+            self.at(ts + self._lognormal_minutes(150, 0.5), "ed_to_bed", visit=visit)
+            return [self._adt("A06", ts, stay, admit=_dt(ts))]
         del self.stays[visit]
         return [self._adt("A03", ts, stay, discharge=_dt(ts), disposition="01")]
+
+    def _ed_to_bed(self, ts: float, visit: str) -> list[str]:
+        """An admitted ED patient leaves for a ward or ICU bed (boarding ends), or waits on."""
+        if visit not in self.stays:
+            return []
+        targets = self.icu * 2 + self.wards * 3
+        for unit in self.rng.sample(targets, len(targets)):
+            admitted = self._admit(ts, unit, visit=visit)
+            if admitted:
+                return admitted
+        self.at(ts + 1800, "ed_to_bed", visit=visit)
+        return []
 
     def _elective_admit(self, ts: float) -> list[str]:
         self.at(ts + self._exp(300), "elective_admit")
@@ -344,7 +392,10 @@ class DemoHospital(Simulation):
             return []
         self.counter += 1
         call_id = f"NC{self.counter:08d}"
-        if self.rng.random() < 0.08:  # the patient cancels at the bedside before anyone answers
+        if self.rng.random() < 0.08:
+            # The call ends at the bedside before anyone acknowledges it on a device: answered in
+            # the room, or the patient pressed cancel. ACM's "end" cannot tell them apart, so
+            # carescore counts it as answered then.
             self.at(
                 ts + self.rng.uniform(20, 90), "call_phase", stay=asdict(stay), call_id=call_id, phase="end"
             )
@@ -355,9 +406,18 @@ class DemoHospital(Simulation):
             else:
                 wait = self._lognormal_minutes(1.6, 0.6)
             answered = ts + wait
-            self.at(answered, "call_phase", stay=asdict(stay), call_id=call_id, phase="continue")
+            way = self.rng.random()
+            if way < 0.6:  # acknowledged on the nurse's phone, presence registered on arrival
+                self.at(answered, "call_phase", stay=asdict(stay), call_id=call_id, phase="continue")
+                self.at(
+                    answered + self.rng.uniform(30, 120), "call_presence", stay=asdict(stay), call_id=call_id
+                )
+            elif way < 0.85:  # the nurse goes straight in: presence first, no acknowledgement
+                self.at(answered, "call_presence", stay=asdict(stay), call_id=call_id)
+            else:  # acknowledged, answered over the intercom: no presence
+                self.at(answered, "call_phase", stay=asdict(stay), call_id=call_id, phase="continue")
             self.at(
-                answered + self.rng.uniform(60, 600),
+                answered + self.rng.uniform(150, 600),
                 "call_phase",
                 stay=asdict(stay),
                 call_id=call_id,
@@ -369,6 +429,28 @@ class DemoHospital(Simulation):
         state = "acknowledged" if phase == "continue" else ""
         visit = self._visit(Stay(**stay))
         return [m.nurse_call(_dt(ts), visit, call_id, phase, state=state, control_id=self._control_id())]
+
+    def _call_presence(self, ts: float, stay: dict[str, Any], call_id: str) -> list[str]:
+        """Staff presence registered in the room (badge or room button), sent as an OBX in the
+        alert's ORU^R40, as presence-capable nurse call systems do (not an ACM observation)."""
+        visit = self._visit(Stay(**stay))
+        segs = [
+            m.msh(
+                "ORU^R40^ORU_R40",
+                _dt(ts),
+                facility=visit.facility,
+                app="NURSECALL",
+                control_id=self._control_id(),
+            ),
+            visit.pid(),
+            visit.pv1(),
+            m.segment(
+                "OBR",
+                {1: "1", 3: f"{call_id}^NURSECALL", 4: "196616^MDC_EVT_ALARM^MDC", 7: m.format_dtm(_dt(ts))},
+            ),
+            m.segment("OBX", {1: "1", 2: "ST", 3: "STAFF_PRESENCE^Staff presence^L", 5: "present", 11: "F"}),
+        ]
+        return ["\r".join(segs) + "\r"]
 
     def _call_surge(self, ts: float) -> list[str]:
         """A unit gets busy: its next calls wait 7-14 minutes (the response KPIs breach)."""

@@ -36,7 +36,7 @@ class DemoPeers:
 
     def seed(self, now: float, backfill: float) -> None:
         self.hospital.seed_history(now, backfill)
-        self.backoffice.seed_history(now)
+        self.backoffice.seed_history(now, billing_from=now - backfill)
 
     def save(self) -> None:
         state = {"hospital": self.hospital.state(), "backoffice": self.backoffice.state()}

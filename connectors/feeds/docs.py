@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.feeds.schemas import FEEDS, columns
+from engine import hcahps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "feeds"
 
@@ -61,11 +62,38 @@ def render_markdown() -> str:
         parts.append("\n| column | required | type | meaning |\n|---|---|---|---|\n")
         for column, required, kind, description in columns(model):
             parts.append(f"| `{column}` | {'yes' if required else ''} | {kind} | {description} |\n")
+        if name == "experience":
+            parts.append(hcahps_items())
         samples = sorted(p.name for p in EXAMPLES.glob(f"{name}.*"))
         if samples:
             links = ", ".join(f"[{s}](../deploy/examples/feeds/{s})" for s in samples)
             parts.append(f"\nSample: {links}.\n")
     return "".join(parts)
+
+
+def hcahps_items() -> str:
+    """The HCAHPS items the experience feed scores (engine/hcahps.py), with their answers."""
+    rows = [
+        "\nHCAHPS items (`question`: the id, or the CMS question number of the 2018-2024 survey; "
+        "`answer`: as worded, or the response code in brackets; **bold** is the top box). "
+        "Screeners are stored, never scored; About You answers are not stored.\n",
+        "\n| question | id | measure | answers |\n|---|---|---|---|\n",
+    ]
+    for item in hcahps.ITEMS.values():
+        if item.scale is None:
+            rows.append(f"| Q{item.number} | `{item.id}` | About You | not stored |\n")
+            continue
+        scale = hcahps.SCALES[item.scale]
+        top = scale.top if item.role == "scored" else frozenset()
+        words = [
+            (f"**{o.replace('_', ' ')}**" if o in top else o.replace("_", " "))
+            + ("" if scale.numeric else f" ({scale.code_of(o)})")
+            for o in scale.options
+        ]
+        words += [f"{w.replace('_', ' ')} ({c}): not counted" for c, w in item.not_applicable.items()]
+        measure = hcahps.DOMAINS[item.domain].title if item.domain else "screener"
+        rows.append(f"| Q{item.number} | `{item.id}` | {measure} | {', '.join(words)} |\n")
+    return "".join(rows)
 
 
 if __name__ == "__main__":

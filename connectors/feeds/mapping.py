@@ -7,11 +7,11 @@ nothing new, and a staffing row sent at clock-in and again at clock-out stores i
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from connectors.feeds.schemas import (
-    LICENSED_ROLES,
+    REVENUE_CATEGORIES,
     ExperienceRow,
     FeedRow,
     FinanceRow,
@@ -20,6 +20,7 @@ from connectors.feeds.schemas import (
     StaffingRow,
     When,
 )
+from engine import hcahps
 from engine.events import (
     EventBase,
     ExperienceEvent,
@@ -29,8 +30,10 @@ from engine.events import (
     StaffingEvent,
 )
 from engine.places import PlaceIndex
+from engine.vocabulary import DIRECT_CARE_ROLES, INJURY_FALL_LEVELS, LICENSED_ROLES, canonical_role
 
 FUTURE_SLACK = timedelta(minutes=5)
+SURVEY_COLUMNS = frozenset({"discharge", "survey_id", "answer"})
 DEVICE_DAYS = {"central_line_days": "central_line", "catheter_days": "urinary_catheter"}
 DEVICE_OF = {"clabsi": "central_line", "cauti": "urinary_catheter"}
 QUALITY_TYPES = {
@@ -38,9 +41,27 @@ QUALITY_TYPES = {
     "cauti": "quality.cauti",
     "central_line_days": "quality.device_days",
     "catheter_days": "quality.device_days",
+    "fall": "quality.fall",
     "fall_injury": "quality.fall_injury",
     "pressure_injury": "quality.pressure_injury",
 }
+ADDED_QUALITY_COLUMNS = ("stage", "present_on_admission", "injury")
+
+
+ADDED_HR_COLUMNS = ("positions", "certification", "hire_date", "from_unit", "scale_max")
+
+
+def _key(row: FeedRow, added: tuple[str, ...]) -> dict[str, Any]:
+    """The row's content as its identity; columns added to the schema later stay out while
+    empty, so a file sent before they existed and sent again keeps its ids (stored once)."""
+    return row.model_dump(exclude={n for n in added if getattr(row, n) is None})
+
+
+def _a_year_after(day: date) -> date:
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + 1, day=28) + timedelta(days=1)
 
 
 class RowError(ValueError):
@@ -100,8 +121,15 @@ class FeedMapper:
     # -- feeds -------------------------------------------------------------------------------
     def _staffing(self, row: StaffingRow) -> list[EventBase]:
         start = self.when(row.shift_start, "shift_start")
-        licensed = row.licensed if row.licensed is not None else row.role.lower() in LICENSED_ROLES
-        person: dict[str, Any] = {"staff_id": row.staff_id, "role": row.role.lower(), "licensed": licensed}
+        role = canonical_role(row.role)
+        licensed = row.licensed if row.licensed is not None else role in LICENSED_ROLES
+        direct = row.direct_care if row.direct_care is not None else role in DIRECT_CARE_ROLES
+        person: dict[str, Any] = {
+            "staff_id": row.staff_id,
+            "role": role,
+            "licensed": licensed,
+            "direct_care": direct,
+        }
         shift = (row.facility, row.unit, row.staff_id, start.isoformat())
         events: list[EventBase] = [
             StaffingEvent(**self.base(row, "staffing.shift_start", start, shift), **person)
@@ -124,28 +152,76 @@ class FeedMapper:
 
     def _hr(self, row: HRRow) -> list[EventBase]:
         when = self.when(row.time, "time")
-        fields = row.model_dump(include={"staff_id", "role", "score", "headcount"}, exclude_none=True)
+        fields = row.model_dump(
+            include={"staff_id", "role", "score", "headcount", "positions", "certification"},
+            exclude_none=True,
+        )
         if row.role:
-            fields["role"] = row.role.lower()
+            fields["role"] = canonical_role(row.role)
         if row.hours is not None:
             fields["hours"] = row.hours
+        if row.hire_date is not None:
+            if row.hire_date > when.date():
+                raise RowError("hire_date", f"hire_date {row.hire_date} is after the separation")
+            fields["first_year"] = when.date() < _a_year_after(row.hire_date)
+        if row.from_unit is not None:
+            facility = self.index.facility_id(row.facility) or "UNKNOWN"
+            department, unit = self.index.resolve(facility, row.from_unit)
+            if self.index.units and department is None:
+                raise RowError("from_unit", f"unit {row.from_unit!r} is not a unit of {facility}")
+            fields.update(prior_department=department, prior_unit=unit)
         kind = f"hr.{row.event}"
-        return [HREvent(**self.base(row, kind, when, row.model_dump()), **fields)]
+        return [HREvent(**self.base(row, kind, when, _key(row, ADDED_HR_COLUMNS)), **fields)]
 
     def _finance(self, row: FinanceRow) -> list[EventBase]:
         when = self.when(row.time, "time")
         fields = row.model_dump(
             include={"category", "amount", "currency", "procedure_code"}, exclude_none=True
         )
-        return [FinanceEvent(**self.base(row, "finance.cost", when, row.model_dump()), **fields)]
+        kind = "finance.revenue" if row.category in REVENUE_CATEGORIES else "finance.cost"
+        key = _key(row, ("kind",))
+        return [FinanceEvent(**self.base(row, kind, when, key), **fields)]
 
     def _experience(self, row: ExperienceRow) -> list[EventBase]:
-        when = self.when(row.time, "time")
-        fields: dict[str, Any] = {"question": row.question, "score": row.score}
-        if row.kind == "survey":
-            fields["top_box"] = row.top_box if row.top_box is not None else (row.score or 0) >= 9
+        received = self.when(row.time, "time")
         kind = f"experience.{row.kind}"
-        return [ExperienceEvent(**self.base(row, kind, when, row.model_dump()), **fields)]
+        # rows without the survey columns keep the idempotency key they had before them
+        key = {k: v for k, v in row.model_dump().items() if v is not None or k not in SURVEY_COLUMNS}
+        fields: dict[str, Any] = {"question": row.question, "score": row.score}
+        if row.kind == "complaint":
+            return [ExperienceEvent(**self.base(row, kind, received, key), **fields)]
+        when = self.when(row.discharge, "discharge") if row.discharge is not None else received
+        fields["survey_id"] = row.survey_id or row.response_id
+        item = hcahps.lookup(row.question) if row.question else None
+        if item is None:  # the sender's own item: stored as sent, in no HCAHPS measure
+            top = row.top_box if row.top_box is not None else None if row.score is None else row.score >= 9
+            fields.update(answer=row.answer, top_box=top)
+            return [ExperienceEvent(**self.base(row, kind, when, key), **fields)]
+        if not fields["survey_id"]:
+            raise RowError(
+                "survey_id",
+                f"{row.question} is HCAHPS item {item.id} (Q{item.number}): send survey_id (or response_id), "
+                "the returned questionnaire it belongs to; the KPIs count surveys, not answers",
+            )
+        fields.update(item=item.id, domain=item.domain)
+        if item.role == "about_you":  # patient-mix adjustment data: its receipt only, not the answer
+            fields["score"] = None
+        elif (raw := row.answer if row.answer is not None else row.score) is not None:
+            try:
+                answer, top = hcahps.score(item.id, raw)
+            except ValueError as exc:
+                raise RowError("answer" if row.answer is not None else "score", str(exc)) from None
+            if row.top_box is not None and top is not None and row.top_box != top:
+                raise RowError(
+                    "top_box",
+                    f"top_box {str(row.top_box).lower()} disagrees with the answer {answer!r}: the top box "
+                    f"of {item.id} is {hcahps.DOMAINS[item.domain or ''].top_box!r}",
+                )
+            fields.update(answer=answer, top_box=top)
+        elif item.role == "scored":  # a vendor's top-box flag without the answer
+            fields["top_box"] = row.top_box
+        survey_key = ("hcahps", row.facility, fields["survey_id"], item.id)  # one answer per survey and item
+        return [ExperienceEvent(**self.base(row, kind, when, survey_key), **fields)]
 
     def _quality(self, row: QualityRow) -> list[EventBase]:
         when = self.when(row.time, "time")
@@ -153,5 +229,22 @@ class FeedMapper:
         fields: dict[str, Any] = {"device": device, "patient_id": row.patient_id}
         if row.days is not None:
             fields["days"] = row.days
+        if row.event == "pressure_injury":
+            fields["stage"] = row.stage
+            fields["present_on_admission"] = row.present_on_admission
         kind = QUALITY_TYPES[row.event]
-        return [QualityEvent(**self.base(row, kind, when, row.model_dump()), **fields)]
+        # columns added later stay out of the key while empty: a file sent before they existed
+        # and sent again keeps its ids (stored once)
+        key = row.model_dump(exclude={n for n in ADDED_QUALITY_COLUMNS if getattr(row, n) is None})
+        if row.event in ("fall", "fall_injury"):
+            return self._fall(row, when, key, fields)
+        return [QualityEvent(**self.base(row, kind, when, key), **fields)]
+
+    def _fall(self, row: QualityRow, when: datetime, key: Any, fields: dict[str, Any]) -> list[EventBase]:
+        """Every fall is a quality.fall (NDNQI falls, all injury levels); one with minor or worse
+        injury is also a quality.fall_injury (falls with injury). A fall_injury row is both."""
+        fields = {**fields, "injury": row.injury}
+        events: list[EventBase] = [QualityEvent(**self.base(row, "quality.fall", when, key), **fields)]
+        if row.event == "fall_injury" or row.injury in INJURY_FALL_LEVELS:
+            events.append(QualityEvent(**self.base(row, "quality.fall_injury", when, key), **fields))
+        return events

@@ -1,15 +1,15 @@
 """Tabular import of the MIMIC-IV (demo) hospital module as canonical events.
 
-What becomes what:
-- admissions.csv: encounter.admit at admittime (inpatient) and encounter.discharge at
+What becomes what (codes translated into engine/vocabulary.py's words):
+- admissions.csv: encounter.admit at admittime (class observation for the EU/DIRECT/
+  AMBULATORY OBSERVATION admission types, else inpatient) and encounter.discharge at
   dischtime, for the care unit the patient was admitted to / left from (transfers.csv);
-  discharge_location DIED -> disposition 20 (expired), ACUTE HOSPITAL -> 02 (transfer to
-  another hospital), anything else -> 01.
+  discharge_location -> NUBC discharge status (DISPOSITIONS; a deathtime is 20, expired).
 - transfers.csv: eventtype 'transfer' -> encounter.transfer into careunit at intime; 'ED'
   rows of an admission -> encounter.register (emergency) at intime.
-- labevents.csv: lab.collect at charttime and, when stored, lab.result (final) at
-  storetime, one order per labevent_id; priority STAT/ROUTINE -> stat/routine, empty ->
-  unknown. Lab events have no unit (hospital level).
+- labevents.csv: lab.order and lab.collect at charttime (MIMIC keeps no order time) and,
+  when stored, lab.result (final) at storetime, one order per labevent_id; priority
+  STAT/ROUTINE -> stat/routine, empty -> none. Lab events have no unit (hospital level).
 
 MIMIC shifts dates per patient (into 2110-2201), so only per-patient quantities (length
 of stay, readmissions, lab turnaround) are meaningful; hospital-wide windows are not.
@@ -27,7 +27,22 @@ import polars as pl
 from engine.events import EncounterEvent, EventBase, LabEvent
 
 FACILITY = "MIMIC"
-DISPOSITIONS = {"DIED": "20", "ACUTE HOSPITAL": "02"}
+OBSERVATION_TYPES = frozenset({"EU OBSERVATION", "DIRECT OBSERVATION", "AMBULATORY OBSERVATION"})
+"""admission_type values that are observation (outpatient) stays; "OBSERVATION ADMIT" is an
+inpatient admission (its stays average eight days and reach the ICU)."""
+DISPOSITIONS = {  # discharge_location -> NUBC patient discharge status (engine/vocabulary.py)
+    "HOME": "01",
+    "HOME HEALTH CARE": "06",
+    "SKILLED NURSING FACILITY": "03",
+    "REHAB": "62",
+    "CHRONIC/LONG TERM ACUTE CARE": "63",
+    "PSYCH FACILITY": "65",
+    "HOSPICE": "50",
+    "ACUTE HOSPITAL": "02",
+    "AGAINST ADVICE": "07",
+    "DIED": "20",
+    "OTHER FACILITY": "70",
+}
 PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 
 
@@ -74,7 +89,7 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
             "source": "feed",
             "encounter_id": hadm,
             "patient_id": subject,
-            "patient_class": "inpatient",
+            "patient_class": "observation" if row["admission_type"] in OBSERVATION_TYPES else "inpatient",
         }
         admit = _utc(row["admittime"])
         add(
@@ -89,7 +104,9 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
             ),
         )
         discharge = _utc(row["dischtime"])
-        disposition = DISPOSITIONS.get(row["discharge_location"] or "", "01")
+        disposition = DISPOSITIONS.get(row["discharge_location"] or "")  # blank: not known
+        if row["deathtime"] is not None:
+            disposition = "20"
         add(
             discharge,
             EncounterEvent(
@@ -115,7 +132,7 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
                 source_id=f"mimic:tr:{row['transfer_id']}",
                 encounter_id=str(row["hadm_id"]),
                 patient_id=str(row["subject_id"]),
-                patient_class="inpatient" if kind == "encounter.transfer" else "emergency",
+                patient_class=None if kind == "encounter.transfer" else "emergency",
                 **place(row["careunit"]),
             ),
         )
@@ -129,11 +146,16 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
             "order_id": order,
             "patient_id": str(row["subject_id"]),
             "encounter_id": str(row["hadm_id"]) if row["hadm_id"] is not None else None,
-            "priority": PRIORITIES.get(row["priority"] or "", "unknown"),
+            "priority": PRIORITIES.get(row["priority"] or ""),
             "test_code": str(row["itemid"]),
             **place(None),
         }
         collected = _utc(row["charttime"])
+        # MIMIC keeps no order time: the order is taken as placed at collection
+        add(
+            collected,
+            LabEvent(type="lab.order", event_time=collected, source_id=f"mimic:lo:{order}", **common),
+        )
         add(
             collected,
             LabEvent(type="lab.collect", event_time=collected, source_id=f"mimic:lc:{order}", **common),

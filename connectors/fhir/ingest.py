@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from connectors.deadletters import DeadLetterStore
 from connectors.fhir.mapping import FHIRMapper
 from connectors.fhir.outcome import FHIRInputError, Issue, issue, outcome, validate
+from connectors.orders import OrderMemory
 from engine.bus import EventSink, StorageUnavailable
 from engine.config import FHIRSettings
 from engine.events import EventBase
@@ -79,9 +80,18 @@ class FHIRIngest:
         self.zone = zone
         self.settings = settings or FHIRSettings()
         self.notifications: dict[str, int] = {}  # subscription -> last event number
+        self.orders = OrderMemory()  # lab orders seen: Specimens and results take their priority
 
     def mapper(self) -> FHIRMapper:
-        return FHIRMapper(self.index, self.zone, self.settings)
+        return FHIRMapper(self.index, self.zone, self.settings, self.orders)
+
+    def _note_orders(self, entries: list[dict[str, Any]]) -> None:
+        """The Bundle's lab orders first: a Specimen or result may come before its order."""
+        mapper = self.mapper()
+        for entry in entries:
+            resource = entry.get("resource")
+            if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest":
+                mapper.note_order(resource)
 
     # -- entry points --------------------------------------------------------------------
     async def post(self, body: bytes, resource_type: str | None = None) -> Answer:
@@ -131,6 +141,7 @@ class FHIRIngest:
         btype = bundle.get("type")
         entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
         gap_issues = self._check_notification(bundle, entries) if btype == "history" else []
+        self._note_orders(entries)
         if btype == "transaction":
             return await self._transaction(entries, body)
         if btype not in INDIVIDUAL:

@@ -10,11 +10,15 @@ versions of an Encounter is stored once. What maps to what:
 - ServiceRequest (a laboratory order): authoredOn -> lab.order (priority), revoked -> lab.cancel.
 - Specimen: collection -> lab.collect, receivedTime -> lab.receive (request -> the order).
 - DiagnosticReport / Observation (basedOn ServiceRequest, final|corrected|amended, issued)
-  -> lab.result. Orders are keyed "ServiceRequest/<id>".
+  -> lab.result. Orders are keyed "ServiceRequest/<id>". Specimens and results take the
+  priority and place of the ServiceRequest they name (connectors/orders.py), when it was
+  received before them (or in the same Bundle).
 - Procedure (completed) -> procedure.performed; ChargeItem (priceOverride) and Claim
   (total) -> finance.charge.
-- QuestionnaireResponse of an experience questionnaire -> experience.survey per answer.
-- Task / Communication with a nurse-call code -> nursecall placed / acknowledged / cancelled.
+- QuestionnaireResponse of an experience questionnaire -> experience.survey per answer;
+  HCAHPS items (by linkId) scored on their own scale (engine/hcahps.py), one survey per response.
+- Task / Communication with a nurse-call code -> nursecall placed / acknowledged / ended /
+  cancelled (see _Task: a completed call is a response, not a withdrawal).
 - Location of physical type bed -> bed.status (operationalStatus: closed beds leave the
   staffed-bed count).
 Other resource types carry no KPI data: inside a Bundle they are skipped and reported.
@@ -22,10 +26,15 @@ Other resource types carry no KPI data: inside a Bundle they are skipped and rep
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
 from connectors.fhir.outcome import FHIRInputError, Issue, issue
+from connectors.orders import OrderMemory
+from engine import hcahps
 from engine.config import FHIRSettings
 from engine.events import (
     BedEvent,
@@ -38,19 +47,10 @@ from engine.events import (
     ProcedureEvent,
 )
 from engine.places import PlaceIndex
+from engine.vocabulary import FHIR_ENCOUNTER_CLASS, FHIR_PRIORITY, fhir_disposition
 
-ENCOUNTER_CLASSES = {
-    "IMP": "inpatient",
-    "ACUTE": "inpatient",
-    "NONAC": "inpatient",
-    "EMER": "emergency",
-    "AMB": "outpatient",
-    "OBSENC": "observation",
-    "PRENC": "preadmit",
-    "HH": "home",
-    "VR": "virtual",
-}
-PRIORITIES = {"stat": "stat", "asap": "asap", "urgent": "asap", "routine": "routine"}
+ENCOUNTER_CLASSES = FHIR_ENCOUNTER_CLASS
+PRIORITIES = FHIR_PRIORITY
 ORDER_INTENTS = {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
 RESULT_STATUSES = {
     "final": "final",
@@ -89,11 +89,14 @@ def codes(concept: Any) -> list[str]:
 
 
 class FHIRMapper:
-    def __init__(self, index: PlaceIndex, zone: tzinfo, settings: FHIRSettings):
+    def __init__(
+        self, index: PlaceIndex, zone: tzinfo, settings: FHIRSettings, orders: OrderMemory | None = None
+    ):
         self.index = index
         self.zone = zone
         self.settings = settings
         self.received = datetime.now(UTC)
+        self.orders = orders if orders is not None else OrderMemory()
 
     # -- values ------------------------------------------------------------------------
     def when(self, value: Any, path: str) -> datetime | None:
@@ -190,10 +193,13 @@ class FHIRMapper:
         kind = (
             "encounter.admit" if patient_class in (None, "inpatient", "observation") else "encounter.register"
         )
+        # The kind and class are part of the idempotency key: an ED Encounter re-sent as IMP
+        # is an admission (at its classHistory start when the server keeps one), not a repeat.
+        since = self._class_since(r, cls_codes) or start
         events.append(
             EncounterEvent.model_validate(
                 {
-                    **self.base(r, "admit", start),
+                    **self.base(r, f"{kind}:{patient_class}", since),
                     "type": kind,
                     "admit_time": start,
                     **common,
@@ -224,7 +230,7 @@ class FHIRMapper:
                         **self.base(r, "discharge", end),
                         "type": "encounter.discharge",
                         "discharge_time": end,
-                        "disposition": disposition[0] if disposition else None,
+                        "disposition": fhir_disposition(disposition[0]) if disposition else None,
                         **common,
                         **self.place(last_place),
                     }
@@ -232,20 +238,45 @@ class FHIRMapper:
             )
         return events, []
 
+    def _class_since(self, r: dict[str, Any], current: list[str]) -> datetime | None:
+        """When the Encounter took its current class (classHistory), if the server says."""
+        for i, entry in enumerate(r.get("classHistory") or []):
+            if set(codes(entry.get("class"))) & set(current):
+                period = entry.get("period") or {}
+                return self.when(period.get("start"), f"Encounter.classHistory[{i}].period.start")
+        return None
+
     # -- labs -----------------------------------------------------------------------------
+    def _order_facts(self, r: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """A laboratory ServiceRequest's order id, priority (FHIR's default is routine) and
+        place (its locationReference)."""
+        order = f"ServiceRequest/{r.get('id')}"
+        priority = PRIORITIES.get(r.get("priority") or "routine", "routine")
+        return order, priority, self.place((r.get("locationReference") or [None])[0])
+
+    def note_order(self, r: dict[str, Any]) -> None:
+        """Remember a ServiceRequest's priority and place before the resources around it in a
+        Bundle are mapped (a Specimen may come first); never raises."""
+        try:
+            if r.get("intent") in ORDER_INTENTS and _is_lab(r) and r.get("id"):
+                self.orders.remember(*self._order_facts(r))
+        except Exception:  # a hint only: the resource is validated when it is mapped
+            return
+
     def _ServiceRequest(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
         rid = r.get("id")
         if r.get("intent") not in ORDER_INTENTS:
             return [], [f"ServiceRequest/{rid}: intent {r.get('intent')!r} is not an order"]
         if not _is_lab(r):
             return [], [f"ServiceRequest/{rid}: not a laboratory order (category laboratory or a LOINC code)"]
-        order = f"ServiceRequest/{rid}"
+        order, priority, place = self._order_facts(r)
+        self.orders.remember(order, priority, place)
         common = {
             "order_id": order,
             "patient_id": ref_id(r.get("subject")),
-            "priority": PRIORITIES.get(r.get("priority") or "routine", "routine"),
+            "priority": priority,
             "test_code": next(iter(codes(r.get("code"))), None),
-            **self.place((r.get("locationReference") or [None])[0]),
+            **place,
         }
         if r.get("status") in ("revoked", "entered-in-error"):
             when = self.when(r.get("authoredOn"), "ServiceRequest.authoredOn") or self.received
@@ -259,14 +290,32 @@ class FHIRMapper:
             LabEvent.model_validate({**self.base(r, "order", authored), "type": "lab.order", **common})
         ], []
 
+    def _of_order(self, order: str, name: str, notes: list[str]) -> dict[str, Any]:
+        """Priority and place for a Specimen or result of `order`: neither resource says them,
+        so they come from the ServiceRequest, when carescore has seen it (see
+        connectors/orders.py); otherwise priority None and the facility only, with a note."""
+        known = self.orders.recall(order)
+        if known is None:
+            notes.append(
+                f"{name}: {order} has not been received, so its priority and unit are unknown: "
+                "counted in no STAT or routine in-lab KPI, and at facility level only"
+            )
+            return {"priority": None, **self.place()}
+        return {"priority": known[0], **self.place(), **known[1]}
+
     def _Specimen(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
+        """Specimen.collection.collected[x] -> lab.collect, Specimen.receivedTime ("time when
+        specimen was received for processing": receipt in the laboratory) -> lab.receive."""
+        name = f"Specimen/{r.get('id')}"
         requests = [ref_id(x) for x in r.get("request") or []]
         if not requests or not requests[0]:
-            return [], [f"Specimen/{r.get('id')}: no request (ServiceRequest) to pair with"]
+            return [], [f"{name}: no request (ServiceRequest) to pair with"]
+        order = f"ServiceRequest/{requests[0]}"
+        notes: list[str] = []
         common = {
-            "order_id": f"ServiceRequest/{requests[0]}",
+            "order_id": order,
             "patient_id": ref_id(r.get("subject")),
-            **self.place(),
+            **self._of_order(order, name, notes),
         }
         collection = r.get("collection") or {}
         collected = self.when(
@@ -287,7 +336,9 @@ class FHIRMapper:
                     {**self.base(r, "receive", received), "type": "lab.receive", **common}
                 )
             )
-        return events, [] if events else [f"Specimen/{r.get('id')}: no collection or received time"]
+        if not events:
+            return [], [f"{name}: no collection or received time"]
+        return events, notes
 
     def _result(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
         name = f"{r['resourceType']}/{r.get('id')}"
@@ -302,17 +353,19 @@ class FHIRMapper:
         issued = self.when(r.get("issued"), f"{r['resourceType']}.issued")
         if issued is None:
             return [], [f"{name}: no issued time"]
+        order = f"ServiceRequest/{based[0]}"
+        notes: list[str] = []
         event = LabEvent.model_validate(
             {
                 **self.base(r, "result", issued),
                 "type": "lab.result",
-                "order_id": f"ServiceRequest/{based[0]}",
+                "order_id": order,
                 "patient_id": ref_id(r.get("subject")),
                 "result_status": status,
-                **self.place(),
+                **self._of_order(order, name, notes),
             }
         )
-        return [event], []
+        return [event], notes
 
     _DiagnosticReport = _result
     _Observation = _result
@@ -331,6 +384,7 @@ class FHIRMapper:
                 {
                     **self.base(r, "performed", performed),
                     "type": "procedure.performed",
+                    "procedure_id": f"fhir:Procedure/{r['id']}" if r.get("id") else None,
                     "procedure_code": next(iter(codes(r.get("code"))), None),
                     "patient_id": ref_id(r.get("subject")),
                     "encounter_id": ref_id(r.get("encounter")),
@@ -388,31 +442,94 @@ class FHIRMapper:
 
     # -- experience -------------------------------------------------------------------------
     def _QuestionnaireResponse(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
+        """A returned patient survey: one experience.survey per answer. HCAHPS items (linkId
+        the canonical item id, or, in an HCAHPS questionnaire, the CMS question number: 1, Q1,
+        hcahps-q1) are scored on the item's own scale (engine/hcahps.py); About You items are
+        not stored. The survey is dated by its discharge date item (linkId discharge-date)
+        where present, else by `authored`, and placed by its unit item (linkId unit)."""
+        rid = r.get("id")
         questionnaire = str(r.get("questionnaire") or "").lower()
         if not any(marker in questionnaire for marker in self.settings.experience_questionnaires):
-            return [], [f"QuestionnaireResponse/{r.get('id')}: not a patient-experience questionnaire"]
+            return [], [f"QuestionnaireResponse/{rid}: not a patient-experience questionnaire"]
         if r.get("status") not in ("completed", "amended"):
-            return [], [f"QuestionnaireResponse/{r.get('id')}: status {r.get('status')}: not final"]
+            return [], [f"QuestionnaireResponse/{rid}: status {r.get('status')}: not final"]
+        leaves = _leaves(r.get("item") or [])
         when = self.when(r.get("authored"), "QuestionnaireResponse.authored") or self.received
+        location: Any = None
+        for item in leaves:
+            link = _link(item)
+            value = (item.get("answer") or [{}])[0]
+            if link in DISCHARGE_LINKS:
+                moment = value.get("valueDateTime") or value.get("valueDate")
+                when = self.when(moment, f"QuestionnaireResponse.item[{link}].answer") or when
+            elif link in UNIT_LINKS:
+                location = value.get("valueReference") or {
+                    "display": value.get("valueString") or (value.get("valueCoding") or {}).get("code")
+                }
+        ident = r.get("identifier")
+        key = rid or (ident.get("value") if isinstance(ident, dict) else None) or r.get("_fullUrl")
+        if not key:  # one survey per response even when it names itself nowhere
+            key = "#" + hashlib.sha1(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        survey = f"QuestionnaireResponse/{key}"
+        common = {"type": "experience.survey", "survey_id": survey, **self.place(location)}
         events: list[EventBase] = []
-        for item in _leaves(r.get("item") or []):
-            for answer in item.get("answer") or []:
-                score, top = self._answer(answer)
-                if score is None and top is None:
+        hcahps_form = "hcahps" in questionnaire
+        for item in leaves:
+            link = _link(item)
+            if link in DISCHARGE_LINKS or link in UNIT_LINKS:
+                continue
+            hcahps_item = _hcahps_item(item, hcahps_form)
+            for answer in (item.get("answer") or [])[:1]:
+                if hcahps_item is None:
+                    score, top = self._answer(answer)
+                    if score is None and top is None:
+                        continue
+                    fields = {"question": item.get("linkId"), "score": score, "top_box": top}
+                    events.append(
+                        ExperienceEvent.model_validate(
+                            {**self.base(r, f"answer-{item.get('linkId')}", when), **common, **fields}
+                        )
+                    )
                     continue
+                if hcahps_item.role == "about_you":
+                    continue  # patient-mix adjustment data: not stored
+                label, top = self._hcahps_answer(hcahps_item.id, answer, str(item.get("linkId")))
                 events.append(
                     ExperienceEvent.model_validate(
                         {
                             **self.base(r, f"answer-{item.get('linkId')}", when),
-                            "type": "experience.survey",
+                            # one answer per survey and item, whatever later versions say
+                            "source_id": f"fhir:{survey}:hcahps:{hcahps_item.id}",
+                            **common,
                             "question": item.get("linkId"),
-                            "score": score,
+                            "item": hcahps_item.id,
+                            "domain": hcahps_item.domain,
+                            "answer": label,
                             "top_box": top,
-                            **self.place(),
+                            "score": float(label) if hcahps_item.scale == "rating" else None,
                         }
                     )
                 )
-        return events, [] if events else [f"QuestionnaireResponse/{r.get('id')}: no scored answers"]
+        return events, [] if events else [f"QuestionnaireResponse/{rid}: no scored answers"]
+
+    def _hcahps_answer(self, item: str, answer: dict[str, Any], link: str) -> tuple[str, bool | None]:
+        """valueCoding (code, then display), valueString, valueInteger/valueDecimal (the CMS
+        response code, or 0-10 for the rating) or valueBoolean (yes/no items), on the item's scale."""
+        coding = answer.get("valueCoding") or {}
+        candidates = [coding.get("code"), coding.get("display")] if coding else []
+        for key in ("valueString", "valueInteger", "valueDecimal", "valueBoolean"):
+            if key in answer:
+                candidates.append(answer[key])
+        problem = f"no answer value for HCAHPS item {item}"
+        for raw in candidates:
+            if raw is None or raw == "":
+                continue
+            try:
+                return hcahps.score(item, raw)
+            except ValueError as exc:
+                problem = str(exc)
+        path = f"QuestionnaireResponse.item[linkId={link}].answer"
+        raise FHIRInputError(400, [issue("error", "value", f"{path}: {problem}", path)])
 
     def _answer(self, answer: dict[str, Any]) -> tuple[float | None, bool | None]:
         for key in ("valueInteger", "valueDecimal"):
@@ -430,6 +547,14 @@ class FHIRMapper:
         return any(c in wanted for concept in concepts for c in codes(concept))
 
     def _Task(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
+        """A nurse call as a Task, mapped as the HL7 ACM feed is: authoredOn -> placed;
+        accepted (at lastModified) or in progress / completed (at executionPeriod.start, when
+        action was first taken, else lastModified) -> acknowledged; completed -> ended (at
+        executionPeriod.end, else lastModified): the call was dealt with, so it counts as a
+        response at that time when nothing acknowledged it earlier. cancelled and
+        entered-in-error withdraw the call (nursecall.cancelled). rejected (a caregiver
+        declined it) and failed do not answer the call: it stays open, overdue, then expires.
+        FHIR has no staff-presence element: nursecall.arrived does not come from FHIR."""
         if not self._is_call([r.get("code")]):
             return [], [f"Task/{r.get('id')}: not a nurse call (code not in fhir.nurse_call_codes)"]
         common = {
@@ -440,27 +565,33 @@ class FHIRMapper:
         }
         authored = self.when(r.get("authoredOn"), "Task.authoredOn") or self.received
         modified = self.when(r.get("lastModified"), "Task.lastModified") or authored
-        events: list[EventBase] = [
-            NurseCallEvent.model_validate(
-                {**self.base(r, "placed", authored), "type": "nursecall.placed", **common}
+        execution = r.get("executionPeriod") or {}
+        acted = self.when(execution.get("start"), "Task.executionPeriod.start")
+        finished = self.when(execution.get("end"), "Task.executionPeriod.end")
+
+        def call(kind: str, when: datetime) -> NurseCallEvent:
+            return NurseCallEvent.model_validate(
+                {**self.base(r, kind, when), "type": f"nursecall.{kind}", **common}
             )
-        ]
+
+        events: list[EventBase] = [call("placed", authored)]
         status = r.get("status")
-        if status in ("accepted", "in-progress", "completed"):
-            events.append(
-                NurseCallEvent.model_validate(
-                    {**self.base(r, "acknowledged", modified), "type": "nursecall.acknowledged", **common}
-                )
-            )
-        elif status in ("cancelled", "rejected", "failed", "entered-in-error"):
-            events.append(
-                NurseCallEvent.model_validate(
-                    {**self.base(r, "cancelled", modified), "type": "nursecall.cancelled", **common}
-                )
-            )
+        if status == "accepted":
+            events.append(call("acknowledged", modified))
+        elif status == "in-progress":
+            events.append(call("acknowledged", acted or modified))
+        elif status == "completed":
+            if acted is not None:
+                events.append(call("acknowledged", acted))
+            events.append(call("ended", finished or modified))
+        elif status in ("cancelled", "entered-in-error"):
+            events.append(call("cancelled", modified))
         return events, []
 
     def _Communication(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
+        """A nurse call as a Communication: sent -> placed, received -> acknowledged (the
+        only response time a Communication carries: when the call reached its recipient),
+        entered-in-error -> cancelled."""
         if not self._is_call(list(r.get("category") or [])):
             return [], [
                 f"Communication/{r.get('id')}: not a nurse call (category not in fhir.nurse_call_codes)"
@@ -478,6 +609,13 @@ class FHIRMapper:
                 {**self.base(r, "placed", sent), "type": "nursecall.placed", **common}
             )
         ]
+        if r.get("status") == "entered-in-error":
+            events.append(
+                NurseCallEvent.model_validate(
+                    {**self.base(r, "cancelled", sent), "type": "nursecall.cancelled", **common}
+                )
+            )
+            return events, []
         received = self.when(r.get("received"), "Communication.received")
         if received is not None:
             events.append(
@@ -525,6 +663,28 @@ def _is_lab(r: dict[str, Any]) -> bool:
     return any(
         "loinc.org" in str(c.get("system", "")) for c in code.get("coding") or [] if isinstance(c, dict)
     )
+
+
+DISCHARGE_LINKS = frozenset({"discharge-date", "discharge_date", "dischargedate", "discharge"})
+UNIT_LINKS = frozenset({"unit", "discharge-unit", "discharge_unit", "dischargeunit"})
+
+
+def _link(item: dict[str, Any]) -> str:
+    return str(item.get("linkId") or "").strip().lower()
+
+
+def _hcahps_item(item: dict[str, Any], hcahps_form: bool) -> hcahps.Item | None:
+    """The HCAHPS item of a QuestionnaireResponse item: its linkId (or definition's tail) is a
+    canonical item id, or, in an HCAHPS questionnaire, a CMS question number (1, Q1, hcahps-q1)."""
+    for code in (str(item.get("linkId") or ""), str(item.get("definition") or "")):
+        tail = re.split(r"[#/:.\-]", code.strip())[-1] if code else ""
+        for candidate in dict.fromkeys((code, tail)):
+            if not candidate:
+                continue
+            found = hcahps.lookup(candidate)
+            if found is not None and (hcahps_form or not re.fullmatch(r"[qQ]?\d+", candidate.strip())):
+                return found
+    return None
 
 
 def _leaves(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,8 +18,10 @@ from pydantic import ValidationError
 
 from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
+from connectors.orders import OrderMemory
 from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent, ProcedureEvent
 from engine.places import PlaceIndex, Places
+from engine.vocabulary import HL7_PRIORITY, hl7_disposition, hl7_patient_class
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
 
@@ -55,9 +57,10 @@ def required(segment: str, fld: int, what: str) -> MappingError:
 
 
 class MapContext:
-    """What mapping needs besides the message: places, the local zone, the receive time."""
+    """What mapping needs besides the message: places, the local zone, the receive time, and
+    the lab orders seen so far (their priority, for receipts and results that omit it)."""
 
-    __slots__ = ("index", "places", "received", "timezone")
+    __slots__ = ("index", "orders", "places", "received", "timezone")
 
     def __init__(
         self,
@@ -65,15 +68,17 @@ class MapContext:
         timezone: tzinfo = UTC,
         received: datetime | None = None,
         index: PlaceIndex | None = None,
+        orders: OrderMemory | None = None,
     ):
         self.places = places or Places()
         self.timezone = timezone
         self.received = received or datetime.now(UTC)
         self.index = index or self.places.index()
+        self.orders = orders if orders is not None else OrderMemory()
 
     def at(self, received: datetime) -> MapContext:
-        """The same context for a message received now (reuses the place index)."""
-        return MapContext(self.places, self.timezone, received, self.index)
+        """The same context for a message received now (reuses the place index and orders)."""
+        return MapContext(self.places, self.timezone, received, self.index, self.orders)
 
 
 def message_key(msg: Message) -> str:
@@ -82,26 +87,13 @@ def message_key(msg: Message) -> str:
     return f"{msg.sending_facility}|{msg.control_id}|{digest}"
 
 
-PATIENT_CLASSES = {
-    "I": "inpatient",
-    "E": "emergency",
-    "O": "outpatient",
-    "P": "preadmit",
-    "R": "recurring",
-    "B": "obstetrics",
-    "C": "commercial",
-    "N": "not_applicable",
-    "U": "unknown",
-}
+PRIORITIES = HL7_PRIORITY
 
-PRIORITIES = {
-    "S": "stat",
-    "A": "asap",
-    "R": "routine",
-    "P": "preop",
-    "C": "callback",
-    "T": "timing",
-}
+NURSE_CALL_START = frozenset({"start", "start only", "start-only", "present"})
+NURSE_CALL_ACKNOWLEDGED = frozenset({"acknowledged", "ack", "alert-acknowledged", "alarm-acknowledged"})
+NURSE_CALL_END = frozenset({"end", "stop"})
+NURSE_CALL_CANCELLED = frozenset({"cancelled", "canceled", "cancel"})
+STAFF_PRESENT = frozenset({"present", "start", "arrived", "in", "y", "yes", "true", "1"})
 
 RESULT_STATUS = {
     "F": "final",
@@ -117,10 +109,6 @@ RESULT_STATUS = {
     "Y": "no_order",
     "Z": "no_record",
 }
-
-
-def _patient_class(code: str) -> str | None:
-    return PATIENT_CLASSES.get(code, code or None)
 
 
 class _Mapper:
@@ -222,18 +210,21 @@ class _Mapper:
             raise MappingError("PV1 segment is required for ADT events", code=100, segment="PV1")
         place = self.place(pv1)
         prior = self.place(pv1, 6) if pv1.first(6) else {}
+        # when it happened, before when it was recorded: EVN-6 (event occurred), the
+        # admission's PV1-44 or the discharge's PV1-45, then EVN-2 (recorded), then MSH-7
+        occurred = OCCURRED_AT.get(kind)
         self.add(
             EncounterEvent,
             type=kind,
-            event_time=self.event_time((evn, 2)),
+            event_time=self.event_time((evn, 6), (pv1, occurred) if occurred else (None, 0), (evn, 2)),
             encounter_id=self.encounter_id(pid, pv1),
             patient_id=self.patient_id(pid),
-            patient_class=_patient_class(pv1.first(2)),
+            patient_class=hl7_patient_class(pv1.first(2), pv1.first(18)),
             admit_time=self.time(pv1, 44, "admit date/time", required_=False),
             discharge_time=self.time(pv1, 45, "discharge date/time", required_=False),
             prior_unit=prior.get("unit"),
             prior_bed=prior.get("bed"),
-            disposition=pv1.first(36) or None,
+            disposition=hl7_disposition(pv1.first(36)),
             **place,
         )
 
@@ -315,14 +306,26 @@ class _Mapper:
         return default
 
     def lab_common(self, orc: Segment | None, obr: Segment | None, order: bool = False) -> dict[str, Any]:
+        """order: a new order (its priority defaults to routine, HL7's default). A status
+        change, receipt or result that does not state a priority takes the one its order
+        stated, when carescore saw the order (MapContext.orders), else None."""
         pv1 = self.msg.first("PV1")
         pid = self.msg.first("PID")
         place = self.place(pv1) if pv1 is not None else self.place(None)
+        order_id = self.order_id(orc, obr)
+        memory = self.ctx.orders
+        priority = self.priority(orc, obr)
+        if priority is None and not order:
+            priority, place = memory.fill(order_id, None, place)
+        elif priority is None:
+            priority = "routine"
+        if priority is not None:
+            memory.remember(order_id, priority, place)
         return {
-            "order_id": self.order_id(orc, obr),
+            "order_id": order_id,
             "patient_id": self.patient_id(pid),
             "encounter_id": (pv1.first(19) or None) if pv1 is not None else None,
-            "priority": self.priority(orc, obr, "routine" if order else None),
+            "priority": priority,
             "test_code": (obr.first(4) or None) if obr is not None else None,
             **place,
         }
@@ -334,8 +337,9 @@ class _Mapper:
             raise MappingError("an order message needs an ORC or OBR segment", code=100, segment="ORC")
         for orc, obr in groups:
             control = orc.first(1).upper() if orc is not None else "NW"
-            common = self.lab_common(orc, obr, order=True)
-            if control in ("NW", "SN", "XO", "RO") or not control:
+            new = control in ("NW", "SN", "XO", "RO") or not control
+            common = self.lab_common(orc, obr, order=new)
+            if new:
                 when = self.event_time((orc, 9), (obr, 6))
                 self.add(LabEvent, type="lab.order", event_time=when, **common)
             elif control in ("CA", "OC", "CR", "DC", "OD", "DR"):
@@ -376,10 +380,26 @@ class _Mapper:
 
     # -- nurse call (IHE PCD Alarm Communication Management) ----------------------------------
     def nurse_call(self) -> None:
-        """ORU^R40: one alert per OBR (OBR-3 the alert id); its OBX rows give the event phase
-        (MDC_ATTR_EVENT_PHASE start / continue / end) and the inactivation state (an
-        'acknowledged' alert was answered). start -> placed, acknowledged -> acknowledged,
-        end -> cancelled (the call is over; answered calls were counted when acknowledged)."""
+        """ORU^R40 (IHE PCD ACM, PCD-04 Report Alert): one alert per OBR (OBR-3 the alert id);
+        its OBX rows carry the event phase (MDC_ATTR_EVENT_PHASE), the alert inactivation
+        state (MDC_ATTR_ALARM_INACTIVATION_STATE) and the priority. Mapped:
+
+        - phase start (start only, present) -> nursecall.placed;
+        - inactivation state acknowledged (alert-acknowledged) -> nursecall.acknowledged;
+        - an OBX reporting staff presence in the room (identifier naming PRESENCE, a value
+          such as present / start / Y) -> nursecall.arrived. ACM defines no staff-presence
+          observation: this follows nurse-call vendors that send one; others never send it;
+        - phase end -> nursecall.ended: the call is over, in the room (ended at the bedside,
+          usually by the caregiver who answered it). It is a response, not a withdrawal: the
+          response KPIs take whichever of acknowledged, arrived and ended came first;
+        - ACM has no value that says the patient withdrew the call: an end looks the same
+          whether a nurse answered at the bedside or the patient pressed cancel, so it counts
+          as answered then. Only a sender's explicit phase 'cancelled' / 'cancel' (not an ACM
+          value) maps to nursecall.cancelled, which drops the call from the response KPIs.
+
+        escalate / de-escalate change the alert's priority (by the device or by the alert
+        manager when nobody answered): they answer nothing. Event time: OBR-7, else the first
+        OBX-14, else MSH-7, taken as the time of the phase change this message reports."""
         obrs = self.msg.all("OBR")
         if not obrs:
             raise MappingError("ORU^R40 needs an OBR segment per alert", code=100, segment="OBR")
@@ -388,7 +408,7 @@ class _Mapper:
             call_id = obr.first(3) or obr.first(2)
             if not call_id:
                 raise required("OBR", 3, "alert identifier (filler order number)")
-            phase, state, priority = "", "", ""
+            phase, state, priority, presence = "", "", "", ""
             seg: Segment | None = obr
             while True:
                 seg = self.msg.after(seg, "OBX", stop=("OBR",)) if seg is not None else None
@@ -402,6 +422,8 @@ class _Mapper:
                     state = value
                 elif "ALARM_PRIORITY" in code or code == "68484":
                     priority = value
+                elif "PRESENCE" in code or "PRESENCE" in seg.first(3).upper():
+                    presence = value
             place = self.place(self.msg.first("PV1")) if self.msg.first("PV1") else self.place(None)
             when = self.event_time((obr, 7), (self.msg.after(obr, "OBX", stop=("OBR",)), 14))
             common = {
@@ -411,13 +433,17 @@ class _Mapper:
                 "event_time": when,
                 **place,
             }
-            if phase in ("start", "present"):
+            if phase in NURSE_CALL_START:
                 self.add(NurseCallEvent, type="nursecall.placed", **common)
-            if state in ("acknowledged", "ack") or phase in ("escalate", "acknowledged"):
+            if state in NURSE_CALL_ACKNOWLEDGED or phase == "acknowledged":
                 self.add(NurseCallEvent, type="nursecall.acknowledged", **common)
-            if phase in ("end", "stop", "cancelled"):
+            if presence in STAFF_PRESENT:
+                self.add(NurseCallEvent, type="nursecall.arrived", **common)
+            if phase in NURSE_CALL_END:
+                self.add(NurseCallEvent, type="nursecall.ended", **common)
+            elif phase in NURSE_CALL_CANCELLED:
                 self.add(NurseCallEvent, type="nursecall.cancelled", **common)
-            if not phase and not state:
+            if not phase and not state and not presence:
                 raise MappingError(
                     f"alert {call_id}: no OBX with MDC_ATTR_EVENT_PHASE or MDC_ATTR_ALARM_INACTIVATION_STATE",
                     code=101,
@@ -426,30 +452,89 @@ class _Mapper:
                 )
 
     def procedures(self) -> None:
-        """PR1 segments of a DFT: procedure.performed at PR1-5."""
+        """PR1 segments of a DFT: one procedure.performed each, at PR1-5 (see charges())."""
+        for pr1, ft1 in self.procedure_rows():
+            self.procedure(pr1, ft1)
+
+    def procedure_rows(self) -> list[tuple[Segment, Segment | None]]:
+        """(PR1, the FT1 it follows) in message order: a DFT's FINANCIAL group is an FT1 and
+        the PR1s of that transaction (v2.3-2.8); a PR1 before any FT1 has none."""
+        rows: list[tuple[Segment, Segment | None]] = []
+        ft1: Segment | None = None
+        for seg in self.msg.segments:
+            if seg.name == "FT1":
+                ft1 = seg
+            elif seg.name == "PR1":
+                rows.append((seg, ft1))
+        return rows
+
+    def procedure(self, pr1: Segment, ft1: Segment | None) -> None:
+        """One procedure performed: at the performing place (PR1-23 treating organizational unit,
+        else its transaction's FT1-16/FT1-13, else PV1-3), with a stable identity: PR1-19
+        (procedure identifier), else a hash of patient, visit, code (PR1-3) and time (PR1-5).
+        Billing resends the PR1 with every charge message: the identity lets the count take it
+        once (`distinct: procedure_id`)."""
         pid = self.msg.first("PID")
         pv1 = self.msg.first("PV1")
-        for pr1 in self.msg.all("PR1"):
-            when = self.event_time((pr1, 5))
-            self.add(
-                ProcedureEvent,
-                type="procedure.performed",
-                event_time=when,
-                procedure_code=pr1.first(3) or None,
-                patient_id=self.patient_id(pid),
-                encounter_id=(pv1.first(19) or None) if pv1 is not None else None,
-                **self.place(pv1),
-            )
+        when = self.event_time((pr1, 5))
+        patient = self.patient_id(pid)
+        visit = (pv1.first(19) or None) if pv1 is not None else None
+        code = pr1.first(3) or None
+        place = self.performed_at(pr1, ft1)
+        identifier = pr1.first(19)
+        if identifier:
+            namespace = pr1.get(19, 2) or pr1.get(19, 3)
+            procedure_id = f"{place['facility']}|PR1-19|{namespace}|{identifier}"
+        else:
+            content = f"{patient}|{visit}|{code}|{when.astimezone(UTC).isoformat()}"
+            digest = hashlib.blake2b(content.encode(), digest_size=10).hexdigest()
+            procedure_id = f"{place['facility']}|{digest}"
+        self.add(
+            ProcedureEvent,
+            type="procedure.performed",
+            event_time=when,
+            procedure_id=procedure_id,
+            procedure_code=code,
+            patient_id=patient,
+            encounter_id=visit,
+            **place,
+        )
+
+    def performed_at(self, pr1: Segment | None, ft1: Segment | None) -> dict[str, Any]:
+        """The performing cost centre: PR1-23 (v2.7+), FT1-16, FT1-13 department code when it
+        is a configured unit, else the patient's location PV1-3."""
+        if pr1 is not None and pr1.first(23):
+            return self.place(pr1, 23)
+        if ft1 is not None and ft1.first(16):
+            return self.place(ft1, 16)
+        pv1 = self.msg.first("PV1")
+        place = self.place(pv1)
+        department_code = ft1.first(13) if ft1 is not None else ""
+        if department_code:
+            department, unit = self.ctx.index.resolve(place["facility"], department_code)
+            if unit is not None and department is not None:
+                return {"facility": place["facility"], "department": department, "unit": unit, "bed": None}
+        return place
 
     # -- charges ------------------------------------------------------------------------
     def charges(self) -> None:
-        """DFT^P03: one finance.charge per FT1. Amount FT1-11 (extended) or FT1-12 x FT1-10;
-        credits (FT1-6 CD) are negative; FT1-16 place, else PV1-3; FT1-25 procedure code."""
+        """DFT^P03/P11: one finance.charge per FT1 and one procedure.performed per PR1.
+
+        Charge amount FT1-11 (extended) or FT1-12 x FT1-10; credits, payments and adjustments
+        (FT1-6 CD/PY/AJ) are negative; placed at the performing cost centre (performed_at);
+        FT1-25 procedure code. A PR1 counts as a procedure only in a charge (FT1-6 CG or empty)
+        transaction: the PR1 repeated in a credit or reversal DFT, or one with PR1-20 action
+        code D (delete), adds no procedure."""
         ft1s = self.msg.all("FT1")
         if not ft1s:
             raise MappingError("DFT^P03 needs at least one FT1 segment", code=100, segment="FT1")
-        self.procedures()
-        pv1 = self.msg.first("PV1")
+        any_charge = any(not _is_credit(ft1) for ft1 in ft1s)
+        for pr1, owner in self.procedure_rows():
+            if pr1.first(20).upper() == "D":
+                continue
+            if (owner is not None and _is_credit(owner)) or (owner is None and not any_charge):
+                continue
+            self.procedure(pr1, owner)
         pid = self.msg.first("PID")
         for ft1 in ft1s:
             when = self.event_time((ft1, 4))
@@ -459,9 +544,8 @@ class _Mapper:
             if extended is None and unit_amount is None:
                 raise required("FT1", 11, "extended amount (or FT1-12 unit amount)")
             amount = extended if extended is not None else (unit_amount or 0.0) * (quantity or 1.0)
-            if ft1.first(6).upper() in ("CD", "PY", "AJ") and amount > 0:
+            if _is_credit(ft1) and amount > 0:
                 amount = -amount  # credits, payments and adjustments reduce the charges
-            place = self.place(ft1, 16) if ft1.first(16) else self.place(pv1)
             procedure = ft1.first(25) or None
             self.add(
                 FinanceEvent,
@@ -472,8 +556,18 @@ class _Mapper:
                 currency=ft1.get(11, 2) or "USD",
                 procedure_code=procedure,
                 patient_id=self.patient_id(pid),
-                **place,
+                **self.performed_at(None, ft1),
             )
+
+
+def _is_credit(ft1: Segment) -> bool:
+    """FT1-6 transaction type (HL7 table 0017): CD credit, PY payment, AJ adjustment."""
+    return ft1.first(6).upper() in ("CD", "PY", "AJ")
+
+
+OCCURRED_AT = {"encounter.admit": 44, "encounter.register": 44, "encounter.discharge": 45}
+"""The PV1 field that holds when an ADT event happened: admit (PV1-44) or discharge (PV1-45)
+date/time. Later messages repeat PV1-44, so it is read only for the admission itself."""
 
 
 def _number(seg: Segment, fld: int, what: str, default: float | None = None) -> float | None:

@@ -4,6 +4,9 @@ a field) or from a level's time integral (patient-days, the mean headcount).
 Complaints per 1,000 patient-days, cost per patient day, overtime % of worked hours,
 CLABSI per 1,000 line-days, annual turnover: all are sum(numerator) / sum(denominator),
 rolled up the same way (a hospital ratio is the sum over the sum, never a mean of units).
+An event part can count each occurrence once (`distinct`) or leave out events paired with
+another (`unless`); `minus` subtracts events from the numerator (margins) and `adjust` scales
+the denominator by a ratio of two more sums (adjusted patient days).
 """
 
 from __future__ import annotations
@@ -28,26 +31,117 @@ class RatioOperator(ValueOperator):
     def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
         super().__init__(outputs, unit_types)
         self.levels: dict[str, LevelTable] = {}
+        self.parts: dict[str, EventPart] = {}
         self._handlers: dict[str, list[Handler]] = {}
-        for side, part in (("num", self.measure.numerator), ("den", self.measure.denominator)):
+        # distinct: side -> identity -> (place, ts, value) of the occurrence counted
+        self.first_seen: dict[str, dict[str, tuple[GroupKey, float, float]]] = {}
+        # unless: side -> (facility, key) -> occurrences counted that a pair may still take back,
+        # and the pairing events seen (their times)
+        self.pending: dict[str, dict[tuple[str, str], list[tuple[GroupKey, float, float]]]] = {}
+        self.pairs: dict[str, dict[tuple[str, str], list[float]]] = {}
+        m = self.measure
+        for side, part in (("num", m.numerator), ("den", m.denominator)):
             if isinstance(part, EventPart):
-                self._handlers.setdefault(part.event, []).append(self._event_handler(side, part))
+                self._add_part(side, part)
             else:
                 self.levels[side] = LevelTable()
+        if m.minus is not None:
+            self._add_part("minus", m.minus)
+        if m.adjust is not None:
+            self._add_part("adj_num", m.adjust.numerator)
+            self._add_part("adj_den", m.adjust.denominator)
+
+    # -- events ------------------------------------------------------------------------------
+    def _add_part(self, side: str, part: EventPart) -> None:
+        self.parts[side] = part
+        self._handlers.setdefault(part.event, []).append(self._event_handler(side, part))
+        if part.distinct is not None:
+            self.first_seen[side] = {}
+        if part.unless is not None:
+            self.pending[side] = {}
+            self.pairs[side] = {}
+            self._handlers.setdefault(part.unless.event, []).append(self._pair_handler(side, part))
+
+    def _contribute(self, side: str, key: GroupKey, ts: float, value: float, sign: float = 1.0) -> None:
+        """Add (sign 1) or take back (sign -1) one event's value on its side of the ratio."""
+        idx = self._pane_for(ts)
+        if idx is None:
+            return
+        acc = self._acc(key, idx)
+        v = value * sign
+        if side == "num":
+            acc.num += v
+        elif side == "minus":
+            acc.num -= v
+        elif side == "den":
+            acc.den += v
+            acc.n += int(sign)
+        elif side == "adj_num":
+            acc.adj_num += v
+        else:
+            acc.adj_den += v
+        if sign < 0 and acc.n == 0 and not (acc.num or acc.den or acc.adj_num or acc.adj_den):
+            del self.panes[key][idx]  # nothing left of it: no sample for it either
 
     def _event_handler(self, side: str, part: EventPart) -> Handler:
         accept = compile_where(part.where)
         field = part.field
-        is_num = side == "num"
+        distinct = part.distinct
+        unless = part.unless
+        contribute = self._contribute
 
         def handle(event: EventBase) -> None:
             if accept is not None and not accept(event):
                 return
             value = 1.0 if field is None else float(getattr(event, field) or 0.0)
-            if is_num:
-                self.observe_ratio(place_of(event), event.ts, value, 0.0, 0)
-            else:
-                self.observe_ratio(place_of(event), event.ts, 0.0, value, 1)
+            place, ts = place_of(event), event.ts
+            if distinct is not None:
+                identity = getattr(event, distinct)
+                if identity is not None:
+                    seen = self.first_seen[side]
+                    first = seen.get(identity)
+                    if first is not None:
+                        if ts >= first[1]:
+                            return  # the same occurrence again: it counted once already
+                        contribute(side, first[0], first[1], first[2], -1.0)  # an earlier report of it
+                    seen[identity] = (place, ts, value)
+            elif unless is not None:
+                paired = getattr(event, unless.key)
+                if paired is not None:
+                    pair = (event.facility, str(paired))
+                    within = float(unless.within)
+                    if any(abs(ts - t) <= within for t in self.pairs[side].get(pair, ())):
+                        return  # e.g. a separation with a hire next to it: a transfer
+                    self.pending[side].setdefault(pair, []).append((place, ts, value))
+            contribute(side, place, ts, value)
+
+        return handle
+
+    def _pair_handler(self, side: str, part: EventPart) -> Handler:
+        unless = part.unless
+        assert unless is not None
+        accept = compile_where(unless.where)
+        within = float(unless.within)
+
+        def handle(event: EventBase) -> None:
+            if accept is not None and not accept(event):
+                return
+            paired = getattr(event, unless.key)
+            if paired is None:
+                return
+            pair = (event.facility, str(paired))
+            ts = event.ts
+            self.pairs[side].setdefault(pair, []).append(ts)
+            counted = self.pending[side].get(pair)
+            if not counted:
+                return
+            keep = []
+            for place, t, value in counted:
+                if abs(t - ts) <= within:
+                    self._contribute(side, place, t, value, -1.0)  # counted before its pair came
+                else:
+                    keep.append((place, t, value))
+            self.pending[side][pair] = keep
 
         return handle
 
@@ -118,6 +212,9 @@ class RatioOperator(ValueOperator):
         """The sample size of a ratio is its denominator: patient-days, line-days, surveys."""
         return int(acc.den)
 
+    def _rolls_up(self, acc: Acc) -> bool:
+        return self.measure.roll_up == "all" or acc.den > 0
+
     def _data_indices(self) -> Iterable[int]:
         yield from super()._data_indices()
         for table in self.levels.values():
@@ -127,16 +224,57 @@ class RatioOperator(ValueOperator):
         super()._prune(keep_from)
         for table in self.levels.values():
             table.fold(keep_from)
+        if self.clock.cumulative:
+            return  # every pane is still counted: identities and pairs are kept for good
+        kept = keep_from * self.clock.pane
+        for seen in self.first_seen.values():
+            for identity in [i for i, (_, ts, _) in seen.items() if ts < kept]:
+                del seen[identity]
+        for side, pending in self.pending.items():
+            unless = self.parts[side].unless
+            assert unless is not None
+            horizon = kept - float(unless.within)
+            for pair in list(pending):
+                pending[pair] = [c for c in pending[pair] if c[1] >= kept]
+                if not pending[pair]:
+                    del pending[pair]
+            pairs = self.pairs[side]
+            for pair in list(pairs):
+                pairs[pair] = [t for t in pairs[pair] if t >= horizon]
+                if not pairs[pair]:
+                    del pairs[pair]
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
         state["levels"] = {side: table.to_state() for side, table in self.levels.items()}
+        state["first_seen"] = {
+            side: {i: [list(p), ts, v] for i, (p, ts, v) in seen.items()}
+            for side, seen in self.first_seen.items()
+        }
+        state["pending"] = {
+            side: [
+                [list(pair), [[list(p), ts, v] for p, ts, v in counted]] for pair, counted in pending.items()
+            ]
+            for side, pending in self.pending.items()
+        }
+        state["pairs"] = {
+            side: [[list(pair), times] for pair, times in pairs.items()] for side, pairs in self.pairs.items()
+        }
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
         for side, table_state in state["levels"].items():
             self.levels[side].restore(table_state)
+        for side, seen in state.get("first_seen", {}).items():
+            self.first_seen[side] = {i: (tuple(p), ts, v) for i, (p, ts, v) in seen.items()}  # type: ignore[misc]
+        for side, pending in state.get("pending", {}).items():
+            self.pending[side] = {
+                tuple(pair): [(tuple(p), ts, v) for p, ts, v in counted]  # type: ignore[misc]
+                for pair, counted in pending
+            }
+        for side, pairs in state.get("pairs", {}).items():
+            self.pairs[side] = {tuple(pair): list(times) for pair, times in pairs}  # type: ignore[misc]
 
 
 def _fan_out(handlers: list[Handler]) -> Callable[[EventBase], None]:

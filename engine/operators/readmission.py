@@ -1,15 +1,26 @@
-"""Cohorts over a long horizon: 30-day readmissions from ADT.
+"""30-day readmissions from ADT, as a cohort of index discharges.
 
-Each index discharge (right patient class, not a death or a transfer out) counts in the
-denominator at its discharge time, for the unit that discharged. An admission of the same
-patient within `within` after it counts in the numerator at its admission time, for that
-same discharging unit, so the rate belongs to the unit whose discharge it was.
-Only the last index discharge per patient is kept, and only for `within`: memory stays
-bounded by the patients discharged in the last 30 days.
+CMS's hospital-wide measure (and HCUP's all-cause rate) is a cohort: each index discharge
+is followed for 30 days, and the rate for a period is readmitted index stays / index stays
+discharged in that period. So both the numerator and the denominator count at the index
+discharge's time and place (the discharging unit): a period can never exceed 100 %, and a
+period's rate is complete only 30 days after it ends (the KPI's grace says so).
+
+Index discharges: the KPI's patient classes, alive, not against medical advice, not
+transferred to another acute care hospital (NUBC codes in the measure). A readmission is the
+first admission of the same patient within 30 calendar days (UTC dates) after an index
+discharge, of another encounter; one per index. An index discharged with a NUBC "planned
+acute readmission" status (81-95) is followed, but its readmission is not counted (planned).
+A11 (cancel admit) withdraws a counted readmission; A13 (cancel discharge) withdraws an index
+discharge and its readmission; A40 (merge) moves the merged-away patient's index stays to the
+surviving identifier.
+
+`Cohort` holds the rule once; the stream operator and the period report both feed it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.definitions import ReadmissionMeasure
@@ -18,41 +29,88 @@ from engine.operators.base import Handler, Output, place_of
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 
+DAY = 86400.0
+PLANNED_READMISSION = frozenset(str(c) for c in range(81, 96))
+"""NUBC discharge statuses 81-95: discharged with a planned acute care readmission."""
 
-class ReadmissionOperator(ValueOperator):
-    measure: ReadmissionMeasure
+Emit = Callable[[GroupKey, float, float, float, int], None]  # place, ts, d_num, d_den, d_n
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
-        self.classes = frozenset(self.measure.patient_classes)
-        self.excluded = frozenset(self.measure.exclude_dispositions)
-        # patient -> (discharge ts, discharging place, encounter)
-        self.last_discharge: dict[str, tuple[float, GroupKey, str]] = {}
-        # encounter -> patient class at admission (discharge messages may omit it)
-        self.classes_seen: dict[str, str | None] = {}
+
+class _Index:
+    __slots__ = ("encounter", "place", "planned", "readmitted_by", "ts")
+
+    def __init__(self, ts: float, place: GroupKey, encounter: str, planned: bool) -> None:
+        self.ts = ts
+        self.place = place
+        self.encounter = encounter
+        self.planned = planned
+        self.readmitted_by: str | None = None
+
+    def to_state(self) -> list[Any]:
+        return [self.ts, list(self.place), self.encounter, self.planned, self.readmitted_by]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> _Index:
+        index = cls(state[0], tuple(state[1]), state[2], state[3])  # type: ignore[arg-type]
+        index.readmitted_by = state[4]
+        return index
+
+
+class Cohort:
+    """Index discharges per patient (the last `within`), and the readmissions against them."""
+
+    def __init__(self, measure: ReadmissionMeasure, emit: Emit):
+        self.measure = measure
+        self.emit = emit
+        self.classes = frozenset(measure.patient_classes)
+        self.excluded = frozenset(measure.exclude_dispositions)
+        self.days = round(measure.within / DAY)
+        self.index: dict[str, list[_Index]] = {}  # patient -> index discharges, oldest first
+        self.classes_seen: dict[str, str | None] = {}  # encounter -> class at admission
         self.readmissions = 0
 
-    def subscriptions(self) -> dict[str, Handler]:
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
             "encounter.admit": self.on_admit,
             "encounter.discharge": self.on_discharge,
             "encounter.cancel_discharge": self.on_cancel_discharge,
+            "encounter.cancel_admit": self.on_cancel_admit,
+            "encounter.merge": self.on_merge,
+            "encounter.update": self.on_update,
         }
+
+    def on_update(self, event: EventBase) -> None:
+        """A08 / A07: a corrected class counts for the discharge to come."""
+        assert isinstance(event, EncounterEvent)
+        if event.patient_class is not None and event.encounter_id in self.classes_seen:
+            self.classes_seen[event.encounter_id] = event.patient_class
+
+    def _within(self, discharged: float, admitted: float) -> bool:
+        if admitted < discharged:
+            return False
+        if self.measure.within % DAY:  # not whole days: elapsed time
+            return admitted - discharged <= self.measure.within
+        return int(admitted // DAY) - int(discharged // DAY) <= self.days  # calendar days
 
     def on_admit(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
-        self.classes_seen[event.encounter_id] = event.patient_class
+        if event.patient_class is not None or event.encounter_id not in self.classes_seen:
+            self.classes_seen[event.encounter_id] = event.patient_class
         if event.patient_class not in self.classes or not event.patient_id:
             return
-        previous = self.last_discharge.get(event.patient_id)
-        if previous is None:
+        candidates = [
+            i
+            for i in self.index.get(event.patient_id, ())
+            if i.encounter != event.encounter_id and self._within(i.ts, event.ts)
+        ]
+        if not candidates or any(i.readmitted_by == event.encounter_id for i in candidates):
             return
-        discharged, place, encounter = previous
-        gap = event.ts - discharged
-        if encounter != event.encounter_id and 0 <= gap <= self.measure.within:
-            self.readmissions += 1
-            self.observe_ratio(place, event.ts, 1.0, 0.0, 0)
-            self.known.add(place)
+        index = max(candidates, key=lambda i: i.ts)  # the most recent index stay
+        if index.readmitted_by is not None or index.planned:
+            return
+        index.readmitted_by = event.encounter_id
+        self.readmissions += 1
+        self.emit(index.place, index.ts, 1.0, 0.0, 0)
 
     def on_discharge(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
@@ -62,41 +120,98 @@ class ReadmissionOperator(ValueOperator):
             return
         if event.disposition in self.excluded:
             return
-        place = place_of(event)
-        self.observe_ratio(place, event.ts, 0.0, 1.0, 1)
-        self.known.add(place)
-        self.last_discharge.pop(event.patient_id, None)  # re-insert: the dict stays oldest-first
-        self.last_discharge[event.patient_id] = (event.ts, place, event.encounter_id)
+        stays = self.index.setdefault(event.patient_id, [])
+        if any(i.encounter == event.encounter_id for i in stays):
+            return  # a repeated discharge of the same stay
+        planned = (event.disposition or "") in PLANNED_READMISSION
+        index = _Index(event.ts, place_of(event), event.encounter_id, planned)
+        stays.append(index)
+        stays.sort(key=lambda i: i.ts)
+        self.emit(index.place, index.ts, 0.0, 1.0, 1)
 
     def on_cancel_discharge(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
-        if not event.patient_id:
+        for patient, stays in self.index.items():
+            for index in stays:
+                if index.encounter == event.encounter_id:
+                    stays.remove(index)
+                    self.emit(index.place, index.ts, 0.0, -1.0, -1)
+                    if index.readmitted_by is not None:
+                        self.readmissions -= 1
+                        self.emit(index.place, index.ts, -1.0, 0.0, 0)
+                    if not stays:
+                        del self.index[patient]
+                    return
+
+    def on_cancel_admit(self, event: EventBase) -> None:
+        """A11: an admission that never happened was no readmission."""
+        assert isinstance(event, EncounterEvent)
+        self.classes_seen.pop(event.encounter_id, None)
+        for index in self.index.get(event.patient_id or "", ()):
+            if index.readmitted_by == event.encounter_id:
+                index.readmitted_by = None
+                self.readmissions -= 1
+                self.emit(index.place, index.ts, -1.0, 0.0, 0)
+
+    def on_merge(self, event: EventBase) -> None:
+        """A40: the merged-away identifier's index stays now belong to the survivor."""
+        assert isinstance(event, EncounterEvent)
+        gone, survivor = event.other_encounter_id, event.patient_id
+        if not gone or not survivor or gone == survivor or gone not in self.index:
             return
-        previous = self.last_discharge.get(event.patient_id)
-        if previous is not None and previous[2] == event.encounter_id:
-            del self.last_discharge[event.patient_id]
-            self.observe_ratio(previous[1], previous[0], 0.0, -1.0, -1)
+        stays = self.index.setdefault(survivor, []) + self.index.pop(gone)
+        self.index[survivor] = sorted(stays, key=lambda i: i.ts)
+
+    def prune(self, before: float) -> None:
+        """Forget index stays whose follow-up ended before `before`."""
+        horizon = before - self.measure.within - DAY
+        for patient in list(self.index):
+            stays = [i for i in self.index[patient] if i.ts >= horizon]
+            if stays:
+                self.index[patient] = stays
+            else:
+                del self.index[patient]
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "index": {p: [i.to_state() for i in stays] for p, stays in self.index.items()},
+            "classes_seen": self.classes_seen,
+            "readmissions": self.readmissions,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.index = {p: [_Index.from_state(s) for s in stays] for p, stays in state["index"].items()}
+        self.classes_seen = dict(state["classes_seen"])
+        self.readmissions = state["readmissions"]
+
+
+class ReadmissionOperator(ValueOperator):
+    measure: ReadmissionMeasure
+
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        super().__init__(outputs, unit_types)
+        self.cohort = Cohort(self.measure, self._observe)
+
+    @property
+    def readmissions(self) -> int:
+        return self.cohort.readmissions
+
+    def _observe(self, place: GroupKey, ts: float, num: float, den: float, n: int) -> None:
+        self.observe_ratio(place, ts, num, den, n)
+        self.known.add(place)
+
+    def subscriptions(self) -> dict[str, Handler]:
+        return self.cohort.handlers()
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
-        horizon = keep_from * self.clock.pane - self.measure.within - self.clock.size
-        while self.last_discharge:
-            patient, (ts, _, _) = next(iter(self.last_discharge.items()))
-            if ts >= horizon:
-                break
-            del self.last_discharge[patient]
+        self.cohort.prune(keep_from * self.clock.pane - self.clock.size)
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
-        state["last_discharge"] = [
-            [p, ts, list(place), enc] for p, (ts, place, enc) in self.last_discharge.items()
-        ]
-        state["classes_seen"] = self.classes_seen
-        state["readmissions"] = self.readmissions
+        state["cohort"] = self.cohort.to_state()
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.last_discharge = {p: (ts, tuple(place), enc) for p, ts, place, enc in state["last_discharge"]}  # type: ignore[misc]
-        self.classes_seen = dict(state["classes_seen"])
-        self.readmissions = state["readmissions"]
+        self.cohort.restore(state["cohort"])

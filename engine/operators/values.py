@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,39 @@ class ValueOperator(Operator):
         if acc is None:
             acc = self._acc(key, idx)
         acc.add(value)
+
+    def unobserve(self, key: GroupKey, ts: float, value: float) -> bool:
+        """Take back a value observed before (a duration whose earlier end, or cancel, came
+        in later). False when its pane is no longer kept: the value then stays."""
+        idx = int(ts // self.clock.pane)
+        panes = self.panes.get(key)
+        acc = panes.get(idx) if panes is not None else None
+        folded = False
+        if acc is None:
+            acc = self.base.get(key) if self.clock.cumulative else None
+            kept_from = self.clock.keep_from(self.closed_upto) if self.closed_upto is not None else None
+            if acc is None or kept_from is None or idx >= kept_from:
+                return False
+            folded = True  # a cumulative window's pane, folded into its base
+        if acc.values is not None:
+            try:
+                acc.values.remove(value)
+            except ValueError:
+                return False
+            acc.lo = min(acc.values, default=math.inf)
+            acc.hi = max(acc.values, default=-math.inf)
+        acc.n -= 1
+        acc.total -= value
+        if acc.n == 0:
+            acc.total = 0.0
+        if self.closed_upto is not None and idx < self.closed_upto:
+            self.late_events += 1  # a correction to a window already reported
+        if acc.n == 0 and acc.num == 0 and acc.den == 0:  # nothing left: no sample for it either
+            if folded:
+                del self.base[key]
+            else:
+                del panes[idx]  # type: ignore[union-attr]
+        return True
 
     def observe_ratio(self, key: GroupKey, ts: float, num: float, den: float, n: int) -> None:
         idx = self._pane_for(ts)

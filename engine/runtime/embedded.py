@@ -25,7 +25,7 @@ import orjson
 from connectors.deadletters import DeadLetterStore
 from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
-from engine.core import Engine
+from engine.core import STATE_VERSION, Engine
 from engine.definitions import Catalogue, load_catalogue
 from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
@@ -66,7 +66,8 @@ def _lock_data_dir(data: Path) -> IO[bytes]:
 
 def catalogue_fingerprint(catalogue: Catalogue) -> str:
     blob = orjson.dumps(
-        [k.model_dump(mode="json", by_alias=True) for k in catalogue], option=orjson.OPT_SORT_KEYS
+        [STATE_VERSION, *(k.model_dump(mode="json", by_alias=True) for k in catalogue)],
+        option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -1,0 +1,313 @@
+"""Patients per direct-care licensed nurse, at every moment: never averaged.
+
+California Title 22 §70217(a) sets a unit's licensed nurse-to-patient ratio "at all times";
+a time-weighted mean of the ratio hides the hour the unit ran short. So a window's value is
+the worst ratio in it (`max`), or how long the unit was out of ratio (`minutes_over`, above
+its unit type's legal `limit`). Patients with no direct-care licensed nurse on shift is the
+worst state there is: an infinite ratio, critical, never `no_data`. A department or facility
+is as bad as its worst unit (minutes out of ratio add up: unit-minutes).
+
+The operator keeps every step of both levels (patients present, nurses on shift) per unit and
+pane, so a window can walk the step function instead of integrating it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from engine.aggregates import Acc
+from engine.definitions import KpiDefinition, StaffingRatioMeasure
+from engine.operators.base import LevelHandler, Operator, Output
+from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
+
+UNSTAFFED = math.inf
+"""The ratio of patients to no nurse."""
+
+STATUS_ORDER = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
+
+
+def ratio(patients: float, nurses: float) -> float:
+    if patients <= 0:
+        return 0.0
+    if nurses <= 0:
+        return UNSTAFFED
+    return patients / nurses
+
+
+class RatioProfile:
+    """What one unit's step function did over [start, end): worst ratio (and the levels then),
+    seconds above the limit, seconds with patients present."""
+
+    __slots__ = ("nurses", "over", "patients", "present", "worst")
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.patients = 0.0
+        self.nurses = 0.0
+        self.over = 0.0
+        self.present = 0.0
+
+
+def profile(
+    start_levels: tuple[float, float],
+    steps: Iterable[tuple[float, float, float]],
+    start: float,
+    end: float,
+    limit: float | None,
+) -> RatioProfile:
+    """Walk (ts, d_patients, d_nurses) steps, in any order, over [start, end)."""
+    out = RatioProfile()
+    patients, nurses = start_levels
+    t = start
+
+    def hold(until: float) -> None:
+        span = until - t
+        if span <= 0:
+            return
+        r = ratio(patients, nurses)
+        if patients > 0:
+            out.present += span
+            if r > out.worst:
+                out.worst, out.patients, out.nurses = r, patients, nurses
+        if limit is not None and r > limit:
+            out.over += span
+
+    for ts, dp, dn in sorted(steps):
+        if ts >= end:
+            break
+        if ts > t:
+            hold(ts)
+            t = ts
+        patients += dp
+        nurses += dn
+    hold(end)
+    return out
+
+
+class Result(NamedTuple):
+    value: float | None
+    numerator: float | None
+    denominator: float | None
+    n: int
+    status: str
+
+
+def unit_result(kpi: KpiDefinition, prof: RatioProfile, unit_type: str | None) -> Result:
+    """One unit's value: the worst ratio (None when there were patients and no nurse: the
+    ratio is infinite, critical) or the minutes out of ratio; n is 1 when it had patients."""
+    n = 1 if prof.present > 0 or prof.patients > 0 else 0
+    if kpi.aggregate == "minutes_over":
+        minutes = prof.over / 60.0
+        return Result(minutes, minutes, prof.present / 60.0, n, kpi.status_of(minutes, n, unit_type))
+    if prof.worst == UNSTAFFED:
+        return Result(None, prof.patients, prof.nurses, n, "critical" if n else "no_data")
+    return Result(prof.worst, prof.patients, prof.nurses, n, kpi.status_of(prof.worst, n, unit_type))
+
+
+def rollup_result(kpi: KpiDefinition, parts: list[Result]) -> Result:
+    """A department or facility: as bad as its worst unit; minutes out of ratio add up."""
+    worst = max(
+        parts,
+        key=lambda r: (STATUS_ORDER[r.status], math.inf if r.value is None and r.n else (r.value or 0.0)),
+    )
+    n = sum(r.n for r in parts)
+    status = worst.status if n else "no_data"
+    if kpi.aggregate == "minutes_over":
+        minutes = sum(r.value or 0.0 for r in parts)
+        return Result(minutes, minutes, sum(r.denominator or 0.0 for r in parts), n, status)
+    return Result(worst.value, worst.numerator, worst.denominator, n, status)
+
+
+def _sample(kpi: KpiDefinition, key: GroupKey, r: Result, window: Window, stamp: Any, final: bool) -> Sample:
+    return Sample(
+        kpi=kpi.id,
+        group=group_of(key),
+        window=window,
+        value=r.value,
+        numerator=r.numerator,
+        denominator=r.denominator,
+        n=r.n,
+        status=r.status,  # type: ignore[arg-type]
+        as_of=stamp,
+        final=final,
+    )
+
+
+class _Steps:
+    """One unit's steps per pane, and the levels before the first kept pane."""
+
+    __slots__ = ("base", "base_index", "panes")
+
+    def __init__(self, base_index: int | None) -> None:
+        self.base = [0.0, 0.0]
+        self.base_index = base_index
+        self.panes: dict[int, list[tuple[float, float, float]]] = {}
+
+    def add(self, idx: int | None, ts: float, dp: float, dn: float) -> None:
+        if idx is None or (self.base_index is not None and idx < self.base_index):
+            self.base[0] += dp
+            self.base[1] += dn
+            return
+        self.panes.setdefault(idx, []).append((ts, dp, dn))
+
+    def levels_at(self, idx: float) -> tuple[float, float]:
+        p, n = self.base
+        for i, steps in self.panes.items():
+            if i < idx:
+                for _, dp, dn in steps:
+                    p += dp
+                    n += dn
+        return p, n
+
+    def between(self, start: int, end: int) -> list[tuple[float, float, float]]:
+        return [s for i, steps in self.panes.items() if start <= i < end for s in steps]
+
+    def fold(self, keep_from: int) -> None:
+        for i in [i for i in self.panes if i < keep_from]:
+            for _, dp, dn in self.panes.pop(i):
+                self.base[0] += dp
+                self.base[1] += dn
+        if self.base_index is None or keep_from > self.base_index:
+            self.base_index = keep_from
+
+
+class StaffingRatioOperator(Operator):
+    measure: StaffingRatioMeasure
+
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        super().__init__(outputs, unit_types)
+        self.units: dict[GroupKey, _Steps] = {}
+
+    def level_subscriptions(self) -> dict[str, LevelHandler]:
+        return {self.measure.patients: self.on_patients, self.measure.nurses: self.on_nurses}
+
+    def on_patients(self, key: GroupKey, ts: float, delta: float) -> None:
+        self._step(key, ts, delta, 0.0)
+
+    def on_nurses(self, key: GroupKey, ts: float, delta: float) -> None:
+        self._step(key, ts, 0.0, delta)
+
+    def _step(self, key: GroupKey, ts: float, dp: float, dn: float) -> None:
+        idx = self._pane_for(ts)
+        steps = self.units.get(key)
+        if steps is None:
+            base = self.clock.keep_from(self.closed_upto) if self.closed_upto is not None else None
+            steps = self.units[key] = _Steps(base)
+            self.known.add(key)
+        steps.add(idx, ts, dp, dn)
+
+    def limit_of(self, kpi: KpiDefinition, key: GroupKey) -> float | None:
+        return kpi.levels_for(self.unit_types.get(key)).limit
+
+    # -- windows -----------------------------------------------------------------------------
+    def _profiles(
+        self, kpi: KpiDefinition, start: float, end: float, first: int, last: int
+    ) -> dict[GroupKey, RatioProfile]:
+        out = {}
+        for key, steps in self.units.items():
+            out[key] = profile(
+                steps.levels_at(first), steps.between(first, last), start, end, self.limit_of(kpi, key)
+            )
+        return out
+
+    def _window_accs(
+        self, start: int, end: int, until: float | None = None
+    ) -> tuple[dict[GroupKey, Acc], bool]:
+        active = any(i for s in self.units.values() for i in s.panes if start <= i < end)
+        return ({k: Acc() for k in self.units}, active)
+
+    def _samples(
+        self,
+        accs: dict[GroupKey, Acc],
+        start: float,
+        end: float,
+        final: bool,
+        as_of: float,
+        overdue: dict[GroupKey, int] | None = None,
+    ) -> list[Sample]:
+        pane = self.clock.pane
+        first, last = round(start / pane), math.ceil(end / pane)
+        window = Window(start=ts_to_dt(start), end=ts_to_dt(end))
+        stamp = ts_to_dt(as_of)
+        out: list[Sample] = []
+        for output in self.outputs:
+            kpi = output.kpi
+            live_now = not final and kpi.aggregate == "max"
+            if live_now:
+                # the live ratio is the ratio now, not the worst of the open window
+                profiles = {
+                    key: profile(s.levels_at(math.inf), (), end, end + 1, self.limit_of(kpi, key))
+                    for key, s in self.units.items()
+                }
+            else:
+                profiles = self._profiles(kpi, start, end, first, last)
+            out.extend(self._rolled(kpi, profiles, window, stamp, final))
+        return out
+
+    def _rolled(
+        self,
+        kpi: KpiDefinition,
+        profiles: dict[GroupKey, RatioProfile],
+        window: Window,
+        stamp: Any,
+        final: bool,
+    ) -> list[Sample]:
+        """Each unit's sample, then each department and facility as its worst unit."""
+        per_group: dict[GroupKey, list[Sample]] = {}
+        for key, prof in profiles.items():
+            sample = self._unit_sample(kpi, key, prof, window, stamp, final)
+            for up in rollups(key):
+                per_group.setdefault(up, []).append(sample)
+        out = []
+        for key in sorted(per_group, key=lambda k: (k[0], k[1] or "", k[2] or "")):
+            parts = per_group[key]
+            if key[2] is not None and len(parts) == 1 and parts[0].group.key == key:
+                out.append(parts[0])
+                continue
+            out.append(self._rollup_sample(kpi, key, parts, window, stamp, final))
+        return out
+
+    def _unit_sample(
+        self, kpi: KpiDefinition, key: GroupKey, prof: RatioProfile, window: Window, stamp: Any, final: bool
+    ) -> Sample:
+        return _sample(kpi, key, unit_result(kpi, prof, self.unit_types.get(key)), window, stamp, final)
+
+    def _rollup_sample(
+        self, kpi: KpiDefinition, key: GroupKey, parts: list[Sample], window: Window, stamp: Any, final: bool
+    ) -> Sample:
+        results = [Result(s.value, s.numerator, s.denominator, s.n, s.status) for s in parts]
+        return _sample(kpi, key, rollup_result(kpi, results), window, stamp, final)
+
+    def live(self, watermark: float) -> list[Sample]:
+        if not self.units:
+            return []
+        end = self.clock.live_end(watermark)
+        first = self.first_index if self.first_index is not None else end - 1
+        start = self.clock.start_of(end, first)
+        return self._samples({}, start * self.clock.pane, watermark, False, watermark)
+
+    # -- state -------------------------------------------------------------------------------
+    def _data_indices(self) -> Iterable[int]:
+        return [i for s in self.units.values() for i in s.panes]
+
+    def _prune(self, keep_from: int) -> None:
+        for steps in self.units.values():
+            steps.fold(keep_from)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "units": [
+                [list(k), s.base, s.base_index, [[i, [list(x) for x in v]] for i, v in s.panes.items()]]
+                for k, s in self.units.items()
+            ]
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.units = {}
+        for key, base, base_index, panes in state["units"]:
+            steps = _Steps(base_index)
+            steps.base = list(base)
+            steps.panes = {i: [tuple(x) for x in v] for i, v in panes}  # type: ignore[misc]
+            self.units[tuple(key)] = steps  # type: ignore[index]

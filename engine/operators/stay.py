@@ -1,0 +1,230 @@
+"""Lengths of stay and ED intervals, derived from each encounter's facts (engine/stays.py).
+
+Because the facts are kept, corrections land where they belong: an A13 reopens a stay whose
+length was already counted (the value is taken back, the real discharge counts later), an A11
+withdraws it, a leave of absence is not part of the stay, and a message out of time order
+gives the same answer as a clean feed.
+
+- span `hospital`: the inpatient stay, from the moment the encounter is in one of the
+  KPI's patient classes (an ED patient admitted counts from the admission) to its discharge,
+  less leaves of absence; in `elapsed` time or in `midnights` (inpatient days by the midnight
+  census, a same-day stay counting one). The value counts at the discharge, for the
+  discharging unit.
+- span `unit_type`: each visit to a unit of the given types (the ED), from arrival (or from the
+  decision to admit: the moment the encounter became inpatient while there) to departure (the
+  move to another unit, or the visit's discharge). Outcome `admitted`: the patient became an
+  inpatient, on this encounter or on another of the same patient that starts within
+  `link_within` of the departure (sites that give the ED and the inpatient stay different visit
+  numbers); `discharged`: the visit ended with a discharge and no such admission. The value
+  counts at the departure, for the ED unit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from engine.definitions import TIME_UNITS, StayMeasure
+from engine.events import EventBase
+from engine.operators.base import Handler, Output
+from engine.operators.values import ValueOperator
+from engine.samples import GroupKey
+from engine.stays import Stay, StayBook
+
+DAY = 86400.0
+ADMITTED_CLASSES = frozenset({"inpatient", "obstetrics", "newborn"})
+
+Observation = tuple[float, GroupKey, float]  # ts, place, value
+
+
+class StayRule:
+    """What one StayMeasure observes of a stay; shared by the stream and the period report."""
+
+    def __init__(self, measure: StayMeasure, unit_types: dict[GroupKey, str]):
+        self.m = measure
+        self.unit_types = unit_types
+        self.classes = frozenset(measure.patient_classes)
+        self.types = frozenset(measure.unit_types)
+        self.per = TIME_UNITS[measure.unit]
+
+    def observations(self, key: str, stay: Stay, book: StayBook) -> list[Observation]:
+        if self.m.span == "hospital":
+            return self._hospital(stay)
+        return self._visits(key, stay, book)
+
+    # -- the inpatient stay ----------------------------------------------------------------
+    def _hospital(self, stay: Stay) -> list[Observation]:
+        start: float | None = None
+        away_since: float | None = None
+        away = 0.0
+        last_place: GroupKey | None = None
+        present: list[tuple[float, float]] = []  # (from, to) spans not on leave
+        mark: float | None = None
+        for ts, kind, place, cls, on_leave, named in stay.timeline():
+            if start is None and place is not None and cls in self.classes:
+                start = mark = ts
+            if start is None:
+                continue
+            if on_leave and away_since is None:
+                away_since = ts
+                if mark is not None:
+                    present.append((mark, ts))
+                    mark = None
+            elif not on_leave and away_since is not None:
+                away += ts - away_since
+                away_since = None
+                mark = ts
+            if place is None and kind == "discharge":
+                if mark is not None:
+                    present.append((mark, ts))
+                last_place = named or last_place  # the unit the discharge names, else where we saw them
+                if last_place is None:
+                    return []
+                if self.m.count == "midnights":
+                    value = float(max(1, sum(int(b // DAY) - int(a // DAY) for a, b in present)))
+                else:
+                    elapsed = ts - start - (away if self.m.exclude_leave else 0.0)
+                    value = elapsed / self.per
+                return [(ts, last_place, value)]
+            if place is not None:
+                last_place = place
+        return []
+
+    # -- visits to units of a type (the ED) --------------------------------------------------
+    def _visits(self, key: str, stay: Stay, book: StayBook) -> list[Observation]:
+        out: list[Observation] = []
+        visit: list[Any] | None = None  # [enter ts, place, decision ts]
+        for ts, _kind, place, cls, _away, _named in stay.timeline():
+            here = place is not None and self.unit_types.get(place) in self.types
+            if visit is None:
+                if here:
+                    visit = [ts, place, None]
+                continue
+            if here:
+                if cls in ADMITTED_CLASSES and visit[2] is None:
+                    visit[2] = ts  # became an inpatient while still here: the decision to admit
+                continue
+            admitted = place is not None and cls in ADMITTED_CLASSES
+            decision = visit[2]
+            if not admitted:
+                linked = self._linked_admission(key, stay, book, visit[0], ts)
+                if linked is not None:
+                    admitted = True
+                    if decision is None and linked <= ts:
+                        decision = linked  # the inpatient visit was opened while the patient was here
+            obs = self._observe(visit[0], decision, ts, visit[1], admitted, place is None)
+            if obs is not None:
+                out.append(obs)
+            visit = None
+        return out
+
+    def _linked_admission(
+        self, key: str, stay: Stay, book: StayBook, enter: float, leave: float
+    ) -> float | None:
+        """The start of another encounter of the same patient as an inpatient, near the departure."""
+        if not stay.patient:
+            return None
+        for other in book.by_patient.get(stay.patient, ()):
+            if other == key:
+                continue
+            for ts, _kind, place, cls, _away, _named in book.stays[other].timeline():
+                if place is not None and cls in ADMITTED_CLASSES:
+                    if enter <= ts <= leave + self.m.link_within:
+                        return ts
+                    break
+        return None
+
+    def _observe(
+        self,
+        enter: float,
+        decision: float | None,
+        leave: float,
+        place: GroupKey,
+        admitted: bool,
+        discharged: bool,
+    ) -> Observation | None:
+        outcome = self.m.outcome
+        if outcome == "admitted" and not admitted:
+            return None
+        if outcome == "discharged" and (admitted or not discharged):
+            return None
+        begin = enter if self.m.start == "arrival" else decision
+        if begin is None:
+            return None
+        return (leave, place, (leave - begin) / self.per)
+
+
+class StayOperator(ValueOperator):
+    measure: StayMeasure
+
+    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+        super().__init__(outputs, unit_types)
+        self.rule = StayRule(self.measure, self.unit_types)
+        self.book = StayBook(self._changed)
+
+    def subscriptions(self) -> dict[str, Handler]:
+        return self.book.handlers()
+
+    def _changed(self, key: str, stay: Stay) -> None:
+        keys = {key}
+        if self.measure.span == "unit_type" and stay.patient:
+            keys |= self.book.by_patient.get(stay.patient, set())  # linked visits may change too
+        for k in keys:
+            target = self.book.stays.get(k)
+            if target is not None:
+                self._settle(k, target)
+
+    def _settle(self, key: str, stay: Stay) -> None:
+        new = self.rule.observations(key, stay, self.book)
+        old = stay.steps
+        if new == old:
+            return
+        gone = Counter(old) - Counter(new)
+        came = Counter(new) - Counter(old)
+        for ts, place, value in gone.elements():
+            self.unobserve(place, ts, value)
+        for ts, place, value in came.elements():
+            self.observe(place, ts, value)
+            self.known.add(place)
+        stay.steps = new
+
+    def _prune(self, keep_from: int) -> None:
+        super()._prune(keep_from)
+        self.book.prune(keep_from * self.clock.pane)
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state["book"] = self.book.snapshot()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self.book.restore(state["book"], lambda obs: [(t, tuple(p), v) for t, p, v in obs])
+
+
+def replay_observations(
+    measure: StayMeasure, unit_types: dict[GroupKey, str], events: Callable[[], Any]
+) -> list[Observation]:
+    """Every observation the stream would keep, for the period report: the same rule over
+    the logged encounter events (events() yields them in log order)."""
+    rule = StayRule(measure, unit_types)
+    current: dict[str, list[Observation]] = {}
+
+    def changed(key: str, stay: Stay) -> None:
+        keys = {key}
+        if measure.span == "unit_type" and stay.patient:
+            keys |= book.by_patient.get(stay.patient, set())
+        for k in keys:
+            target = book.stays.get(k)
+            if target is not None:
+                current[k] = rule.observations(k, target, book)
+        if not stay.facts:
+            current.pop(key, None)
+
+    book = StayBook(changed)
+    routes = book.handlers()
+    for event in events():
+        if isinstance(event, EventBase) and event.type in routes:
+            routes[event.type](event)
+    return [obs for found in current.values() for obs in found]

@@ -1,0 +1,232 @@
+"""Encounters as facts: where a patient was, in which class, on leave or not, and when.
+
+ADT is a stream of facts, not of counts: admissions, transfers, leaves of absence, class
+changes, discharges, and the cancels that withdraw them (A11, A12, A13). A `StayBook` keeps
+each encounter's facts and calls back whenever an encounter's facts change; whoever derives
+something from a stay (the census, lengths of stay, ED intervals) recomputes it from the facts
+and keeps only the difference. Corrections and messages out of time order therefore give the
+same answer as a clean feed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from engine.events import EncounterEvent, EventBase
+from engine.samples import GroupKey
+
+DISCHARGED_RETENTION = 14 * 86400.0
+"""How long a discharged stay is remembered (for A13 cancel discharge, late messages)."""
+
+ARRIVE, MOVE, CLASS, LEAVE, RETURN, DISCHARGE = "arrive", "move", "class", "leave", "return", "discharge"
+
+Fact = tuple[float, str, GroupKey | None, str | None]  # ts, kind, place, patient class
+
+
+class Stay:
+    """One encounter: its patient and its facts."""
+
+    __slots__ = ("facts", "patient", "steps")
+
+    def __init__(self, patient: str | None = None) -> None:
+        self.patient = patient
+        self.facts: list[Fact] = []
+        self.steps: list[Any] = []  # what the owner derived from the facts last time
+
+    def timeline(self) -> Iterator[tuple[float, str, GroupKey | None, str | None, bool, GroupKey | None]]:
+        """(ts, fact kind, place, class, on leave) after each fact, in time order, and the
+        place the fact itself named (a discharge names the unit discharged from)."""
+        place: GroupKey | None = None
+        cls: str | None = None
+        away = False
+        for ts, kind, where, klass in sorted(self.facts, key=lambda f: f[0]):
+            if klass is not None:
+                cls = klass
+            if kind == DISCHARGE:
+                place, away = None, False
+            elif kind == LEAVE:
+                away = place is not None
+            elif kind == RETURN:
+                away = False
+            elif where is not None and (kind in (ARRIVE, MOVE) or place is not None):
+                place = where
+            yield ts, kind, place, cls, away, where
+
+    def state(self) -> tuple[GroupKey | None, str | None, bool]:
+        """(place, class, on leave) after every fact."""
+        last: tuple[GroupKey | None, str | None, bool] = (None, None, False)
+        for _, _, place, cls, away, _ in self.timeline():
+            last = (place, cls, away)
+        return last
+
+    @property
+    def place(self) -> GroupKey | None:
+        """Where the patient is now (None once discharged)."""
+        return self.state()[0]
+
+    def last_ts(self) -> float:
+        return max(f[0] for f in self.facts) if self.facts else -math.inf
+
+    def discharged(self) -> float | None:
+        """When the stay ended (its last fact is a discharge), else None."""
+        if not self.facts:
+            return None
+        last = max(self.facts, key=lambda f: f[0])
+        return last[0] if last[1] == DISCHARGE else None
+
+
+OnChange = Callable[[str, Stay], None]
+
+
+class StayBook:
+    """Every encounter's facts, kept from the encounter events; `on_change(key, stay)` after
+    each change (a stay whose facts are all withdrawn is reported once with no facts, then
+    forgotten)."""
+
+    def __init__(self, on_change: OnChange):
+        self.on_change = on_change
+        self.stays: dict[str, Stay] = {}
+        self.by_patient: dict[str, set[str]] = {}
+        self.discharges: dict[str, float] = {}  # encounter -> discharge ts, oldest first
+
+    def handlers(self) -> dict[str, Callable[[EventBase], None]]:
+        return {
+            "encounter.admit": self._arrive,
+            "encounter.register": self._arrive,
+            "encounter.transfer": self._move,
+            "encounter.update": self._update,
+            "encounter.discharge": self._discharge,
+            "encounter.cancel_admit": self._cancel_admit,
+            "encounter.cancel_transfer": self._cancel_transfer,
+            "encounter.cancel_discharge": self._cancel_discharge,
+            "encounter.swap_beds": self._move,
+            "encounter.leave_start": self._leave,
+            "encounter.leave_end": self._return,
+        }
+
+    def add(self, key: str, fact: Fact, patient: str | None = None) -> None:
+        """Record a fact (also used for facts derived from time passing, e.g. an expiry)."""
+        stay = self.stays.get(key)
+        if stay is None:
+            stay = self.stays[key] = Stay(patient)
+        if patient and stay.patient is None:
+            stay.patient = patient
+        if stay.patient:
+            self.by_patient.setdefault(stay.patient, set()).add(key)
+        stay.facts.append(fact)
+        self._changed(key, stay)
+
+    def _changed(self, key: str, stay: Stay) -> None:
+        self.on_change(key, stay)
+        ended = stay.discharged()
+        self.discharges.pop(key, None)
+        if ended is not None:
+            self.discharges[key] = ended
+
+    def _fact(
+        self, event: EncounterEvent, kind: str, where: GroupKey | None, default_class: str | None
+    ) -> None:
+        self.add(
+            event.encounter_id,
+            (event.ts, kind, where, event.patient_class or default_class),
+            event.patient_id,
+        )
+
+    def _arrive(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        if event.unit is None:
+            return
+        default = "inpatient" if event.type == "encounter.admit" else "outpatient"
+        self._fact(event, ARRIVE, event.place, default)
+
+    def _move(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        if event.unit is None:
+            return
+        self._fact(event, MOVE, event.place, None if event.encounter_id in self.stays else "inpatient")
+
+    def _update(self, event: EventBase) -> None:
+        """A08/A07: a new unit is a move of a patient already here; a new class counts from now."""
+        assert isinstance(event, EncounterEvent)
+        if event.encounter_id not in self.stays:
+            return
+        self._fact(event, CLASS, event.place if event.unit is not None else None, None)
+
+    def _leave(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        self._fact(event, LEAVE, None, None)
+
+    def _return(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        self._fact(event, RETURN, None, None)
+
+    def _discharge(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        self._fact(event, DISCHARGE, event.place if event.unit is not None else None, None)
+
+    def _cancel_admit(self, event: EventBase) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is None:
+            return
+        stay.facts = []
+        self._changed(event.encounter_id, stay)
+        self._forget(event.encounter_id)
+
+    def _cancel_last(self, event: EventBase, kinds: tuple[str, ...]) -> None:
+        assert isinstance(event, EncounterEvent)
+        stay = self.stays.get(event.encounter_id)
+        if stay is None:
+            return
+        found = [i for i, f in enumerate(stay.facts) if f[1] in kinds]
+        if not found:
+            return
+        stay.facts.pop(max(found, key=lambda i: stay.facts[i][0]))
+        self._changed(event.encounter_id, stay)
+
+    def _cancel_transfer(self, event: EventBase) -> None:
+        self._cancel_last(event, (MOVE,))
+
+    def _cancel_discharge(self, event: EventBase) -> None:
+        self._cancel_last(event, (DISCHARGE,))
+
+    def _forget(self, key: str) -> None:
+        stay = self.stays.pop(key, None)
+        self.discharges.pop(key, None)
+        if stay is not None and stay.patient:
+            keys = self.by_patient.get(stay.patient)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_patient[stay.patient]
+
+    def prune(self, before: float) -> None:
+        """Forget stays discharged long ago."""
+        cutoff = before - DISCHARGED_RETENTION
+        for key, when in list(self.discharges.items()):
+            if when < cutoff:
+                stay = self.stays.get(key)
+                if stay is None or stay.discharged() == when:
+                    self._forget(key)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "stays": {
+                k: [s.patient, [[t, kind, list(p) if p else None, c] for t, kind, p, c in s.facts], s.steps]
+                for k, s in self.stays.items()
+            },
+            "discharges": list(self.discharges.items()),
+        }
+
+    def restore(self, state: dict[str, Any], steps: Callable[[Any], Any] = lambda s: s) -> None:
+        self.stays, self.by_patient = {}, {}
+        self.discharges = dict(state["discharges"])
+        for k, (patient, facts, derived) in state["stays"].items():
+            stay = Stay(patient)
+            stay.facts = [(t, kind, tuple(p) if p else None, c) for t, kind, p, c in facts]  # type: ignore[misc]
+            stay.steps = steps(derived)
+            self.stays[k] = stay
+            if patient:
+                self.by_patient.setdefault(patient, set()).add(k)

@@ -1,0 +1,86 @@
+"""30-day readmission as the CMS hospital-wide measure defines its cohort, from HL7 ADT.
+
+CMS HWR (NQF #1789) / HCUP: index admissions exclude in-hospital deaths, discharges against
+medical advice and transfers to another acute care hospital; a readmission is an admission
+within 30 days of an index discharge, one per index; planned readmissions are not outcomes.
+The rate for a period is for the index stays discharged in it. Messages are HL7 v2 text built
+field by field in tests/test_census_and_ratio.py and go through the real parser and mapping.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connectors.hl7v2.mapping import MapContext, map_message
+from connectors.hl7v2.parser import parse
+from engine.core import Engine
+from engine.places import Places
+from tests.test_census_and_ratio import CATALOGUE, adt, at, dtm
+
+DAY = 1440  # minutes
+
+
+def merge(minutes: float, survivor: str, gone: str) -> str:
+    """ADT^A40: PID-3 the surviving MRN, MRG-1 the merged-away one."""
+    when = dtm(at(minutes))
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EMR|DEMO|CARESCORE|DEMO|{when}||ADT^A40^ADT_A39|MRG-{gone}|P|2.5.1",
+            f"EVN|A40|{when}",
+            f"PID|1||{survivor}^^^DEMO^MR||Doe^John",
+            f"MRG|{gone}^^^DEMO^MR",
+        ]
+    )
+
+
+def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
+    engine = Engine(CATALOGUE, places)
+
+    def send(text: str, minutes: float) -> None:
+        ctx = MapContext(places, received=at(minutes))
+        for event in map_message(parse(text), ctx):
+            engine.process(event)
+
+    def stay(mrn: str, visit: str, admit: float, discharge: float | None, disposition: str = "01") -> None:
+        send(adt("A01", admit, visit, "4W", mrn=mrn), admit)
+        if discharge is not None:
+            send(adt("A03", discharge, visit, "4W", mrn=mrn, disposition=disposition), discharge)
+
+    stay("P1", "V101", 0, 2 * DAY)  # index d2, readmitted by V102
+    stay("P1", "V102", 10 * DAY, 12 * DAY)  # readmission of V101; index d12, readmitted by V103
+    stay("P1", "V103", 20 * DAY, 25 * DAY)  # readmission of V102; index d25
+    stay("P2", "V201", 1 * DAY, 3 * DAY, "07")  # against medical advice: no index
+    stay("P2", "V202", 5 * DAY, 6 * DAY, "20")  # no index before it; died: no index
+    stay("P3", "V301", 0, 1 * DAY, "02")  # transferred to an acute hospital: no index
+    stay("P4", "V401", 0, 2 * DAY)  # index d2; V402 comes 31 calendar days later: not a readmission
+    stay("P5", "V501", 0, 4 * DAY)  # index d4 ...
+    stay("P5", "V502", 5 * DAY, None)  # ... readmitted, but the admission was entered in error:
+    send(adt("A11", 5 * DAY + 60, "V502", "4W", mrn="P5"), 5 * DAY + 60)
+    stay("P6", "V601", 0, 3 * DAY)  # discharged in error ...
+    send(adt("A13", 3 * DAY + 120, "V601", "4W", mrn="P6"), 3 * DAY + 120)
+    send(adt("A03", 8 * DAY, "V601", "4W", mrn="P6", disposition="01"), 8 * DAY)  # ... index d8
+    # NUBC 81: home, with a planned acute care readmission (82 would be a transfer: no index)
+    stay("P7", "V701", 0, 2 * DAY, "81")
+    stay("P7", "V702", 9 * DAY, None)  # the planned readmission: not counted
+    stay("A8", "V801", 0, 2 * DAY)  # index d2 under MRN A8 ...
+    send(merge(3 * DAY, "B8", "A8"), 3 * DAY)  # ... A8 merged into B8
+    stay("B8", "V802", 6 * DAY, None)  # readmission of V801 (same patient after the merge)
+    stay("P9", "V901", 0, 2 * DAY)  # discharged 03-03 08:00, index d2 ...
+    stay("P9", "V902", 32 * DAY + 600, None)  # ... readmitted 04-02 18:00: 30 calendar days later
+    stay("P4", "V402", 33 * DAY, None)  # 04-03: 31 calendar days after V401
+
+    out = engine.advance(at(70 * DAY).timestamp())  # follow-up of March is over
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    window = [
+        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
+    ]
+    assert window and window[0].window.end == march + timedelta(days=30)
+    # index discharges in 03-01 .. 03-31: V101 d2, V102 d12, V103 d25, V401 d2, V501 d4,
+    # V601 d8 (after the A13), V701 d2, V801 d2, V901 d2 = 9
+    # readmitted: V101 (V102), V102 (V103), V801 (V802 after the merge), V901 (V902, 30 days) = 4
+    # not: V501 (its readmission was cancelled), V701 (planned), V401 (31 days), V103, V601
+    sample = window[0]
+    assert (sample.numerator, sample.denominator) == (4, 9)
+    assert sample.value == pytest.approx(4 / 9 * 100)
