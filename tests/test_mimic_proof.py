@@ -1,150 +1,64 @@
-"""Proof on real data: MIMIC-IV demo replayed through carescore (tabular import into the
-event log, then the engine) gives the same length of stay, 30-day readmission count and lab
-turnaround (median and p90 by priority) as an independent polars computation over the CSVs.
-MIMIC shifts dates per patient, so only per-patient quantities are compared."""
+"""The tabular MIMIC-IV import (`carescore import mimic`, connectors/feeds/mimic.py) speaks the
+same vocabulary as the HL7 path: through the period report it gives the length of stay and
+the 30-day readmission cohort that tests/test_mimic_hl7_proof.py computes from the published
+definitions with polars over the CSVs (the same functions, written from the standards; none of
+them imports the engine). MIMIC's own dates are used here, unshifted: whole-day shifts change
+neither midnight counts nor calendar-day gaps."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
-import yaml
 
 from connectors.feeds.mimic import mimic_events
-from engine.config import REPO_ROOT, Settings
-from engine.runtime.embedded import EmbeddedRuntime
+from engine.config import REPO_ROOT
+from engine.definitions import load_catalogue
+from engine.eventframe import frame_from_records
+from engine.events import dump_event
+from engine.reports import Reporter
+from tests import mimic_hl7 as mh
 from tests.conftest import needs_testdata
+from tests.test_mimic_hl7_proof import length_of_stay, readmission_cohort
 
-WINDOW = {"kind": "cumulative", "step": "1d", "grace": "1d"}
-
-
-def kpi(kid: str, measure: dict[str, Any], aggregate: str) -> dict[str, Any]:
-    return {
-        "id": kid,
-        "name": kid,
-        "perspective": "internal_process",
-        "description": "MIMIC proof",
-        "definition": "see tests/test_mimic_proof.py",
-        "unit": "u",
-        "direction": "lower_is_better",
-        "measure": measure,
-        "aggregate": aggregate,
-        "window": WINDOW,
-    }
-
-
-def lab_tat(priority: str) -> dict[str, Any]:
-    return {
-        "kind": "duration",
-        "start": {"event": "lab.collect", "where": {"priority": priority}},
-        "end": {"event": "lab.result", "where": {"result_status": "final"}},
-        "key": "order_id",
-        "unit": "minutes",
-        "expire_after": "36500d",
-    }
+CATALOGUE = load_catalogue(REPO_ROOT / "kpi_defs")
 
 
 @pytest.fixture(scope="module")
-def mimic_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def imported() -> dict[str, Any]:
     folder = needs_testdata("mimic-iv-demo")
-    defs = tmp_path_factory.mktemp("kpi_defs")
-    kpis = [
-        kpi(
-            "mimic_alos",
-            {
-                "kind": "duration",
-                "start": {"event": "encounter.admit"},
-                "end": {"event": "encounter.discharge"},
-                "key": "encounter_id",
-                "attribute_to": "end",
-                "unit": "days",
-                "expire_after": "36500d",
-            },
-            "mean",
-        ),
-        kpi("mimic_readmissions", {"kind": "readmission", "within": "30d"}, "ratio"),
-    ]
-    for prio in ("stat", "routine"):
-        kpis += [
-            kpi(f"mimic_tat_{prio}_median", lab_tat(prio), "median"),
-            kpi(f"mimic_tat_{prio}_p90", lab_tat(prio), "p90"),
-        ]
-    (defs / "mimic.yaml").write_text(yaml.safe_dump({"kpis": kpis}, sort_keys=False))
-    settings = Settings.model_validate(
-        {"data_dir": tmp_path_factory.mktemp("data"), "kpi_defs": defs, "engine": {"fsync": False}}
+    events = [e for e in mimic_events(folder) if e.type.startswith("encounter.")]
+    data = mh.Mimic(
+        admissions=mh.read(folder, "admissions"),
+        transfers=mh.read(folder, "transfers"),
+        labevents=pl.DataFrame(),
+        patients=mh.read(folder, "patients"),
+        shifts=pl.DataFrame(),
+        today=date.today(),
     )
-    runtime = EmbeddedRuntime(settings)
-    batch: list[Any] = []
-    for event in mimic_events(folder):
-        batch.append(event)
-        if len(batch) == 5000:
-            runtime.ingest_now(batch[0].source_id, batch)
-            batch = []
-    runtime.ingest_now(batch[0].source_id, batch)
-    now = datetime(2300, 1, 1, tzinfo=UTC).timestamp()
-    live = {s.kpi: s for s in runtime.engine.live(now) if s.group.unit is None and s.group.department is None}
-    return {"folder": folder, "live": live, "runtime": runtime}
+    reporter = Reporter(frame_from_records([orjson.loads(dump_event(e)) for e in events]))
+    span = (datetime(2100, 1, 1, tzinfo=UTC), datetime(2300, 1, 1, tzinfo=UTC))
+    return {"data": data, "reporter": reporter, "span": span}
 
 
-def csv(folder: Path, name: str) -> pl.DataFrame:
-    return pl.read_csv(folder / "hosp" / f"{name}.csv.gz", try_parse_dates=True, infer_schema_length=200_000)
+def facility(imported: dict[str, Any], kpi: str) -> Any:
+    rows = imported["reporter"].report(CATALOGUE[kpi], *imported["span"], "facility")
+    assert len(rows) == 1
+    return rows[0]
 
 
-def test_average_length_of_stay_equals_polars(mimic_run: dict[str, Any]) -> None:
-    adm = csv(mimic_run["folder"], "admissions")
-    los = adm.select(((pl.col("dischtime") - pl.col("admittime")).dt.total_seconds() / 86400).alias("d"))
-    sample = mimic_run["live"]["mimic_alos"]
-    assert sample.n == adm.height == 275
-    assert sample.value == pytest.approx(los["d"].mean(), rel=1e-12)
+def test_length_of_stay_from_the_tabular_import(imported: dict[str, Any]) -> None:
+    expected = length_of_stay(imported["data"])["value"]  # 233 inpatient stays, midnight count
+    mean = facility(imported, "average_length_of_stay")
+    assert (mean.n, mean.value) == (expected.len(), pytest.approx(expected.mean(), rel=1e-12))
+    assert facility(imported, "average_length_of_stay_median").value == pytest.approx(expected.median())
 
 
-def test_thirty_day_readmission_count_equals_polars(mimic_run: dict[str, Any]) -> None:
-    adm = csv(mimic_run["folder"], "admissions").sort("subject_id", "admittime")
-    index = adm.filter(~pl.col("discharge_location").fill_null("").is_in(["DIED", "ACUTE HOSPITAL"]))
-    # for each admission: the latest index discharge of the same patient before it
-    readmitted = (
-        adm.select("subject_id", "hadm_id", "admittime")
-        .sort("admittime")
-        .join_asof(
-            index.select("subject_id", pl.col("hadm_id").alias("index_hadm"), "dischtime").sort("dischtime"),
-            left_on="admittime",
-            right_on="dischtime",
-            by="subject_id",
-            strategy="backward",
-            check_sortedness=False,
-        )
-        .filter(
-            pl.col("dischtime").is_not_null()
-            & (pl.col("hadm_id") != pl.col("index_hadm"))
-            & ((pl.col("admittime") - pl.col("dischtime")).dt.total_seconds() <= 30 * 86400)
-        )
-    )
-    sample = mimic_run["live"]["mimic_readmissions"]
-    assert readmitted.height > 0
-    assert sample.numerator == readmitted.height
-    assert sample.denominator == index.height
-
-
-@pytest.mark.parametrize("priority", ["STAT", "ROUTINE"])
-def test_lab_turnaround_by_priority_equals_polars(mimic_run: dict[str, Any], priority: str) -> None:
-    labs = csv(mimic_run["folder"], "labevents").filter(
-        (pl.col("priority") == priority) & pl.col("storetime").is_not_null()
-    )
-    minutes = labs.select(((pl.col("storetime") - pl.col("charttime")).dt.total_seconds() / 60).alias("m"))[
-        "m"
-    ]
-    live = mimic_run["live"]
-    median = live[f"mimic_tat_{priority.lower()}_median"]
-    p90 = live[f"mimic_tat_{priority.lower()}_p90"]
-    assert median.n == p90.n == labs.height
-    assert median.value == pytest.approx(minutes.median(), rel=1e-12)
-    assert p90.value == pytest.approx(minutes.quantile(0.9, interpolation="linear"), rel=1e-12)
-
-
-def test_the_replay_went_through_the_event_log(mimic_run: dict[str, Any]) -> None:
-    runtime = mimic_run["runtime"]
-    assert runtime.log.appended_events == runtime.engine.events_processed > 200_000
-    assert REPO_ROOT.exists()
+def test_readmission_cohort_from_the_tabular_import(imported: dict[str, Any]) -> None:
+    cohort = readmission_cohort(imported["data"])["value"]  # CMS HWR index stays, 1 if readmitted
+    row = facility(imported, "readmission_30d_rate")
+    assert (row.numerator, row.denominator) == (cohort.sum(), cohort.len())
+    assert cohort.sum() > 0
