@@ -15,7 +15,7 @@ help:
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down   a local Kafka broker (KRaft) on 127.0.0.1:9092 (Maven + Java 17)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
-	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md"
+	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md, docs/kpis.md"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
 # alert store), Prometheus (promtool checks the deploy config). Their packaged services are
@@ -81,6 +81,7 @@ typecheck: install
 
 docs: install
 	$(PY) -m connectors.feeds.docs > docs/feeds.md
+	$(PY) -m engine.kpi_docs > docs/kpis.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from engine.config import REPO_ROOT, load_settings
 from engine.definitions import load_catalogue
@@ -88,6 +89,7 @@ def test_kpi_check_command(tmp_path: Path) -> None:
         text=True,
         cwd=REPO_ROOT,
     )
+    # the shipped catalogue is valid, every KPI with its standard and deviations
     assert ok.returncode == 0, ok.stderr
     assert "lab_tat_stat" in ok.stdout
     bad = write(tmp_path, GOOD.replace("direction: lower_is_better", "direction: down"))
@@ -101,6 +103,44 @@ def test_kpi_check_command(tmp_path: Path) -> None:
     assert f"{bad / 'kpi.yaml'}:{line_of(GOOD, 'direction')}: direction:" in fail.stderr
 
 
+def test_kpi_check_fails_on_a_kpi_without_standard_or_deviations(tmp_path: Path) -> None:
+    """A KPI must say which published definition it follows and how carescore differs from it;
+    the engine still loads it (a missing citation is not a reason to stop the scorecard)."""
+
+    def kpi(kpi_id: str, **keys: object) -> str:
+        doc = {k: v for k, v in yaml.safe_load(GOOD).items() if k not in ("standard", "deviations")}
+        return yaml.safe_dump({**doc, "id": kpi_id, **keys}, sort_keys=False)
+
+    standard = {"text": "order to final result, STAT", "source": "CAP Q-Probes (example)"}
+    folder = write(tmp_path, kpi("no_citation"), "a.yaml")
+    write(tmp_path, kpi("no_deviations", standard=standard), "b.yaml")
+    write(tmp_path, kpi("documented", standard=standard, deviations=[]), "c.yaml")
+    assert len(load_catalogue(folder)) == 3
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "kpi", "check", str(folder)],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+
+    fail = check()
+    assert fail.returncode == 2
+    problems = [line.strip() for line in fail.stderr.splitlines() if line.startswith("  ")]
+    assert [p.split(" KPI ")[0] for p in problems] == [
+        f"{folder / 'a.yaml'}:1: standard:",
+        f"{folder / 'a.yaml'}:1: deviations:",
+        f"{folder / 'b.yaml'}:1: deviations:",
+    ]
+    assert "'no_citation' has no standard" in problems[0]
+    (folder / "a.yaml").unlink()
+    (folder / "b.yaml").write_text(kpi("no_deviations", standard=standard, deviations=["windows are UTC"]))
+    ok = check()
+    assert ok.returncode == 0, ok.stderr
+    assert "2 KPI definitions valid" in ok.stdout
+
+
 def test_settings_errors_name_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "carescore.yaml"
     path.write_text("mllp:\n  port: 99999\ntimezone: Mars/Olympus\n")
@@ -109,3 +149,10 @@ def test_settings_errors_name_file_line_and_field(tmp_path: Path) -> None:
     text = "\n".join(err.value.problems)
     assert f"{path}:2: mllp.port:" in text
     assert f"{path}:3: timezone:" in text and "unknown time zone" in text
+
+
+def test_the_kpi_docs_match_the_catalogue() -> None:
+    from engine.kpi_docs import render_markdown
+
+    docs = (REPO_ROOT / "docs" / "kpis.md").read_text()
+    assert docs == render_markdown(load_catalogue(REPO_ROOT / "kpi_defs")), "run `make docs`"
