@@ -221,8 +221,12 @@ class Engine:
             for etype, handler in tracker.handlers().items():
                 self.routes.setdefault(etype, []).append(handler)
                 hinted.setdefault(etype, []).append((handler, None))
+        adt_types = set(self.census.handlers())
         for op in self.operators:
             types = set()
+            if isinstance(op, StayOperator):  # fed by the census's stays, not by its own copy
+                op.attach(self.census.book)
+                types |= adt_types
             hints = op.routing_hints()
             for etype, handler in op.subscriptions().items():
                 self.routes.setdefault(etype, []).append(handler)

@@ -33,7 +33,10 @@ class CensusTracker:
     levels = ("patients", "patients_present")
 
     def __init__(
-        self, emit: Emit, rules: CensusRules | None = None, unit_types: dict[GroupKey, str] | None = None
+        self,
+        emit: Emit,
+        rules: CensusRules | None = None,
+        unit_types: dict[GroupKey, str] | None = None,
     ):
         self.emit = emit
         self.rules = rules or CensusRules()
@@ -58,20 +61,23 @@ class CensusTracker:
             out.append(("patients", place))
         return out
 
-    def _derive(self, stay: Stay) -> list[tuple[float, str, GroupKey, int]]:
+    def _derive(self, stay: Stay) -> tuple[list[tuple[float, str, GroupKey, int]], bool]:
+        """The stay's level steps, and whether it ends outside the census (it can expire)."""
         steps: list[tuple[float, str, GroupKey, int]] = []
         before: list[tuple[str, GroupKey]] = []
+        place: GroupKey | None = None
+        cls: str | None = None
         for ts, _kind, place, cls, away, _named in stay.timeline():
             after = self._members(place, cls, away)
             if before != after:
                 steps.extend((ts, lvl, p, -1) for lvl, p in before if (lvl, p) not in after)
                 steps.extend((ts, lvl, p, 1) for lvl, p in after if (lvl, p) not in before)
             before = after
-        return steps
+        return steps, place is not None and cls not in self.census_classes
 
     def _settle(self, key: str, stay: Stay) -> None:
         """Recompute the stay's steps from its facts; emit what changed."""
-        new = self._derive(stay)
+        new, outside = self._derive(stay)
         old = stay.steps
         if new != old:
             diff: Counter[tuple[float, str, GroupKey]] = Counter()
@@ -83,9 +89,8 @@ class CensusTracker:
                 if d:
                     self.emit(lvl, p, ts, d)
             stay.steps = new
-        place, cls, _ = stay.state()
         self.expiring.pop(key, None)
-        if place is not None and cls not in self.census_classes:
+        if outside:
             self.expiring[key] = stay.last_ts()
 
     def expire(self, now: float) -> None:

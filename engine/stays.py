@@ -11,6 +11,7 @@ same answer as a clean feed.
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,10 @@ DISCHARGED_RETENTION = 14 * 86400.0
 ARRIVE, MOVE, CLASS, LEAVE, RETURN, DISCHARGE = "arrive", "move", "class", "leave", "return", "discharge"
 
 Fact = tuple[float, str, GroupKey | None, str | None]  # ts, kind, place, patient class
+
+
+def _fact_time(fact: Fact) -> float:
+    return fact[0]
 
 
 class Stay:
@@ -41,7 +46,7 @@ class Stay:
         place: GroupKey | None = None
         cls: str | None = None
         away = False
-        for ts, kind, where, klass in sorted(self.facts, key=lambda f: f[0]):
+        for ts, kind, where, klass in self.facts:  # kept in time order (StayBook.add)
             if klass is not None:
                 cls = klass
             if kind == DISCHARGE:
@@ -67,13 +72,13 @@ class Stay:
         return self.state()[0]
 
     def last_ts(self) -> float:
-        return max(f[0] for f in self.facts) if self.facts else -math.inf
+        return self.facts[-1][0] if self.facts else -math.inf
 
     def discharged(self) -> float | None:
         """When the stay ended (its last fact is a discharge), else None."""
         if not self.facts:
             return None
-        last = max(self.facts, key=lambda f: f[0])
+        last = self.facts[-1]
         return last[0] if last[1] == DISCHARGE else None
 
 
@@ -81,12 +86,12 @@ OnChange = Callable[[str, Stay], None]
 
 
 class StayBook:
-    """Every encounter's facts, kept from the encounter events; `on_change(key, stay)` after
-    each change (a stay whose facts are all withdrawn is reported once with no facts, then
-    forgotten)."""
+    """Every encounter's facts, kept from the encounter events. Each listener is called with
+    (key, stay) after each change: one book serves the census and every stay KPI. A stay
+    whose facts are all withdrawn is reported once with no facts, then forgotten."""
 
-    def __init__(self, on_change: OnChange):
-        self.on_change = on_change
+    def __init__(self, on_change: OnChange | None = None):
+        self.listeners: list[OnChange] = [on_change] if on_change is not None else []
         self.stays: dict[str, Stay] = {}
         self.by_patient: dict[str, set[str]] = {}
         self.discharges: dict[str, float] = {}  # encounter -> discharge ts, oldest first
@@ -115,11 +120,12 @@ class StayBook:
             stay.patient = patient
         if stay.patient:
             self.by_patient.setdefault(stay.patient, set()).add(key)
-        stay.facts.append(fact)
+        insort(stay.facts, fact, key=_fact_time)  # time order; same time: arrival order
         self._changed(key, stay)
 
     def _changed(self, key: str, stay: Stay) -> None:
-        self.on_change(key, stay)
+        for listener in self.listeners:
+            listener(key, stay)
         ended = stay.discharged()
         self.discharges.pop(key, None)
         if ended is not None:
@@ -183,7 +189,7 @@ class StayBook:
         found = [i for i, f in enumerate(stay.facts) if f[1] in kinds]
         if not found:
             return
-        stay.facts.pop(max(found, key=lambda i: stay.facts[i][0]))
+        stay.facts.pop(found[-1])  # the latest (facts are in time order)
         self._changed(event.encounter_id, stay)
 
     def _cancel_transfer(self, event: EventBase) -> None:
@@ -203,13 +209,17 @@ class StayBook:
                     del self.by_patient[stay.patient]
 
     def prune(self, before: float) -> None:
-        """Forget stays discharged long ago."""
+        """Forget stays discharged long ago (oldest discharge first: stop at the first recent one)."""
         cutoff = before - DISCHARGED_RETENTION
-        for key, when in list(self.discharges.items()):
-            if when < cutoff:
-                stay = self.stays.get(key)
-                if stay is None or stay.discharged() == when:
-                    self._forget(key)
+        while self.discharges:
+            key, when = next(iter(self.discharges.items()))
+            if when >= cutoff:
+                break
+            stay = self.stays.get(key)
+            if stay is None or stay.discharged() == when:
+                self._forget(key)
+            else:
+                del self.discharges[key]
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -226,6 +236,7 @@ class StayBook:
         for k, (patient, facts, derived) in state["stays"].items():
             stay = Stay(patient)
             stay.facts = [(t, kind, tuple(p) if p else None, c) for t, kind, p, c in facts]  # type: ignore[misc]
+            stay.facts.sort(key=_fact_time)
             stay.steps = steps(derived)
             self.stays[k] = stay
             if patient:

@@ -141,7 +141,11 @@ DISPOSITIONS: Final = {
     "93": "psychiatric hospital, planned acute readmission",
     "94": "critical access hospital, planned acute readmission",
     "95": "another institution, planned acute readmission",
+    "LWBS": "left the ED without being seen (not a NUBC status: ED tracking systems send it)",
 }
+LWBS_CODES: Final = frozenset({"LWBS", "LWOBS", "LWOB"})
+"""What senders put in PV1-36 (or FHIR dischargeDisposition) for a patient who left the ED
+before a provider saw them (CMS OP-22); all become LWBS."""
 
 DIED: Final = frozenset({"20", "40", "41", "42"})
 LEFT_AMA: Final = frozenset({"07"})
@@ -170,6 +174,8 @@ def hl7_disposition(code: str) -> str | None:
         return None
     if code.isdigit() and len(code) == 1:
         code = "0" + code
+    if code.upper() in LWBS_CODES:
+        return "LWBS"
     return code
 
 

@@ -133,3 +133,17 @@ def test_ed_intervals_follow_ed1_op18_and_boarding(places: Places) -> None:
     day = (datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
     for kpi in ("ed_los_admitted", "ed_boarding", "ed_los_discharged"):
         send.report_equals_stream(kpi, *day, until=clock(4, 0))
+
+
+def test_left_without_being_seen_follows_op22(places: Places) -> None:
+    send = Feed(places)
+    # 10 ED arrivals; one leaves before a provider sees her (the ED system sends PV1-36 LWOBS),
+    # one is seen and leaves against advice (07: seen, so not OP-22), eight go home (01)
+    # OP-22: left without being seen / ED patients = 1 / 10 = 10 %
+    for i in range(10):
+        visit, arrive = f"W{i}", clock(3, 8) + 20 * i
+        send(adt("A04", arrive, visit, "ED", pclass="E"), arrive)
+        disposition = "LWOBS" if i == 0 else "07" if i == 1 else "01"
+        send(adt("A03", arrive + 90, visit, "ED", pclass="E", disposition=disposition), arrive + 90)
+    rate = send.live("ed_lwbs_rate", clock(3, 14), "ED")
+    assert (rate.value, rate.numerator, rate.denominator) == (pytest.approx(10.0), 1, 10)

@@ -242,7 +242,8 @@ class DemoHospital(Simulation):
         if prior is not None:
             extra["prior"] = m.Location(prior, "", "H1", self.facility)
         if trigger == "A03":
-            extra.update(discharge=_dt(ts), disposition="01")
+            lwbs = s.unit == self.ed.id if self.ed is not None else False
+            extra.update(discharge=_dt(ts), disposition="LWBS" if lwbs and self.rng.random() < 0.03 else "01")
         return [self._adt(trigger, ts, s, **extra)]
 
     def _past_discharge(self, ts: float, stay: dict[str, Any], readmit_by: float) -> list[str]:
@@ -321,7 +322,8 @@ class DemoHospital(Simulation):
             self.at(ts + self._lognormal_minutes(150, 0.5), "ed_to_bed", visit=visit)
             return [self._adt("A06", ts, stay, admit=_dt(ts))]
         del self.stays[visit]
-        return [self._adt("A03", ts, stay, discharge=_dt(ts), disposition="01")]
+        left = "LWBS" if self.rng.random() < 0.03 else "01"  # some leave before a provider sees them
+        return [self._adt("A03", ts, stay, discharge=_dt(ts), disposition=left)]
 
     def _ed_to_bed(self, ts: float, visit: str) -> list[str]:
         """An admitted ED patient leaves for a ward or ICU bed (boarding ends), or waits on."""

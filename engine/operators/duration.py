@@ -101,6 +101,7 @@ class DurationOperator(ValueOperator):
         if any(o.finalize.aggregate in ("min", "max") for o in outputs):
             self.keep_values = True  # a value taken back must leave the right min and max
         self.keys: dict[str, Interval] = {}
+        self.overdue: dict[str, Interval] = {}  # count_open: open past the timeout, now or before
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
         # ones, at the front
@@ -248,10 +249,29 @@ class DurationOperator(ValueOperator):
                 self.open[key] = r
         else:
             self.open.pop(key, None)
+        if self.count_open:
+            self._note_overdue(key, r)
         if status == "waiting" and r.end is not None:
             self.early_ends[key] = (r.end, r.end_place)  # type: ignore[assignment]
         elif self.early_ends:
             self.early_ends.pop(key, None)
+
+    def _note_overdue(self, key: str, r: Interval) -> None:
+        """Keep the intervals that are (or were) open past the timeout: the only ones closed
+        windows count while open (open_at), so closing a window need not walk every key."""
+        start, timeout = r.start, self.measure.timeout
+        if start is None or timeout is None:
+            self.overdue.pop(key, None)
+            return
+        resolved = start + self.life
+        if r.end is not None and r.end < resolved:
+            resolved = r.end
+        if r.cancel is not None and r.cancel < resolved:
+            resolved = r.cancel
+        if resolved > start + timeout:
+            self.overdue[key] = r
+        else:
+            self.overdue.pop(key, None)
 
     # -- time ----------------------------------------------------------------------------
     def advance(self, watermark: float) -> list[Sample]:
@@ -302,7 +322,7 @@ class DurationOperator(ValueOperator):
             return {}
         out: dict[GroupKey, list[float]] = {}
         due, oldest = at - timeout, at - self.life
-        for r in self.keys.values():
+        for r in self.overdue.values():
             begun = r.start
             if begun is None or not (oldest < begun < due):
                 continue
@@ -346,7 +366,7 @@ class DurationOperator(ValueOperator):
         if self.count_open and self.measure.timeout is not None:
             # windows where an open interval is overdue are not quiet: do not skip them
             pane, timeout = self.clock.pane, float(self.measure.timeout)
-            for r in self.keys.values():
+            for r in self.overdue.values():
                 if r.start is None:
                     continue
                 overdue = r.start + timeout
@@ -364,6 +384,7 @@ class DurationOperator(ValueOperator):
             stale.append(key)
         for key in stale:
             del self.keys[key]
+            self.overdue.pop(key, None)
             if self.open.pop(key, None) is not None:
                 self.expired += 1
             self.early_ends.pop(key, None)
@@ -394,7 +415,7 @@ class DurationOperator(ValueOperator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.keys, self.open, self.early_ends = {}, {}, {}
+        self.keys, self.open, self.early_ends, self.overdue = {}, {}, {}, {}
         self.negative = state["negative"]
         self.expired = state["expired"]
         self.cancelled = state.get("cancelled", 0)
@@ -412,6 +433,8 @@ class DurationOperator(ValueOperator):
         for k, r in self.keys.items():
             if r.start is None and r.end is not None and not r.frozen:
                 self.early_ends[k] = (r.end, r.end_place)  # type: ignore[assignment]
+            if self.count_open:
+                self._note_overdue(k, r)
 
     def _restore_pairs(self, state: dict[str, Any]) -> None:
         for k, ts, p in state["open"]:

@@ -20,6 +20,7 @@ surviving identifier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ class Cohort:
         self.index: dict[str, list[_Index]] = {}  # patient -> index discharges, oldest first
         self.classes_seen: dict[str, str | None] = {}  # encounter -> class at admission
         self.readmissions = 0
+        self.pruned_to = -math.inf
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
@@ -165,6 +167,9 @@ class Cohort:
     def prune(self, before: float) -> None:
         """Forget index stays whose follow-up ended before `before`."""
         horizon = before - self.measure.within - DAY
+        if horizon < self.pruned_to + DAY:
+            return  # at most once a day: the index stays are kept a day longer than needed
+        self.pruned_to = horizon
         for patient in list(self.index):
             stays = [i for i in self.index[patient] if i.ts >= horizon]
             if stays:

@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.definitions import TIME_UNITS, StayMeasure
 from engine.events import EventBase
-from engine.operators.base import Handler, Output
+from engine.operators.base import Output
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 from engine.stays import Stay, StayBook
@@ -48,9 +48,18 @@ class StayRule:
         self.types = frozenset(measure.unit_types)
         self.per = TIME_UNITS[measure.unit]
 
-    def observations(self, key: str, stay: Stay, book: StayBook) -> list[Observation]:
+    def observations(
+        self, key: str, stay: Stay, book: StayBook, before: list[Observation] | None = None
+    ) -> list[Observation]:
+        """What the stay gives now; `before` is what it gave last time (to skip the walk)."""
         if self.m.span == "hospital":
+            if not before and stay.discharged() is None:
+                return []  # an open stay has no length yet (the common case)
             return self._hospital(stay)
+        if not before and not any(
+            f[2] is not None and self.unit_types.get(f[2]) in self.types for f in stay.facts
+        ):
+            return []  # never on a unit of these types
         return self._visits(key, stay, book)
 
     # -- the inpatient stay ----------------------------------------------------------------
@@ -156,15 +165,21 @@ class StayRule:
 
 
 class StayOperator(ValueOperator):
+    """Keeps what each stay of the engine's shared StayBook (the census's) gives this KPI;
+    the book calls back on every change (engine/core.py attaches it)."""
+
     measure: StayMeasure
 
     def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
         super().__init__(outputs, unit_types)
         self.rule = StayRule(self.measure, self.unit_types)
-        self.book = StayBook(self._changed)
+        self.book = StayBook()
+        self.observed: dict[str, list[Observation]] = {}
+        self._swept_at: int | None = None
 
-    def subscriptions(self) -> dict[str, Handler]:
-        return self.book.handlers()
+    def attach(self, book: StayBook) -> None:
+        self.book = book
+        book.listeners.append(self._changed)
 
     def _changed(self, key: str, stay: Stay) -> None:
         keys = {key}
@@ -176,8 +191,8 @@ class StayOperator(ValueOperator):
                 self._settle(k, target)
 
     def _settle(self, key: str, stay: Stay) -> None:
-        new = self.rule.observations(key, stay, self.book)
-        old = stay.steps
+        old = self.observed.get(key, [])
+        new = self.rule.observations(key, stay, self.book, old)
         if new == old:
             return
         gone = Counter(old) - Counter(new)
@@ -187,20 +202,26 @@ class StayOperator(ValueOperator):
         for ts, place, value in came.elements():
             self.observe(place, ts, value)
             self.known.add(place)
-        stay.steps = new
+        if new:
+            self.observed[key] = new
+        else:
+            self.observed.pop(key, None)
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
-        self.book.prune(keep_from * self.clock.pane)
+        if keep_from != self._swept_at:  # the book forgets old stays (census prune): so do we
+            self._swept_at = keep_from
+            for key in [k for k in self.observed if k not in self.book.stays]:
+                del self.observed[key]
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
-        state["book"] = self.book.snapshot()
+        state["observed"] = {k: [[t, list(p), v] for t, p, v in obs] for k, obs in self.observed.items()}
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.book.restore(state["book"], lambda obs: [(t, tuple(p), v) for t, p, v in obs])
+        self.observed = {k: [(t, tuple(p), v) for t, p, v in obs] for k, obs in state["observed"].items()}  # type: ignore[misc]
 
 
 def replay_observations(
@@ -218,7 +239,7 @@ def replay_observations(
         for k in keys:
             target = book.stays.get(k)
             if target is not None:
-                current[k] = rule.observations(k, target, book)
+                current[k] = rule.observations(k, target, book, current.get(k))
         if not stay.facts:
             current.pop(key, None)
 
