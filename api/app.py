@@ -224,6 +224,7 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
         trend = settings.trend if trend is None else trend
         facility = facility or _default_facility(backend)
         key: GroupKey = (facility or "", department, unit)
+        unit_types = backend.places.unit_types()
         perspectives = []
         for persp in Perspective:
             items = []
@@ -242,10 +243,15 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
                     if trend
                     else []
                 )
+                held_to = levels_json(kpi, unit_types.get(key))  # the unit type's target, if any
                 items.append(
                     {
                         **kpi_summary(kpi),
+                        "target": held_to["target"],
+                        "thresholds": held_to["thresholds"],
                         "value": live.value if live else None,
+                        "numerator": live.numerator if live else None,
+                        "denominator": live.denominator if live else None,
                         "status": live.status if live else "no_data",
                         "n": live.n if live else 0,
                         "window": sample_json(live)["window"] if live else None,

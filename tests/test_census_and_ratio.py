@@ -239,3 +239,37 @@ def test_every_unit_type_needs_a_legal_limit(places: Places) -> None:
     with pytest.raises(ConfigError) as err:
         Engine(CATALOGUE, Places.model_validate(data))
     assert "unit type 'hospice'" in str(err.value) and "patient_to_nurse_ratio" in str(err.value)
+
+
+async def test_the_scorecard_shows_patients_with_no_nurse_as_a_breach(service: Any) -> None:
+    """Through the real MLLP listener and REST API: an ICU patient and no direct-care nurse on
+    shift is critical on the scorecard, shown as 1 patient to 0 nurses, against the ICU's own
+    Title 22 target (1.5 here), not 'no data'."""
+    import asyncio
+
+    import httpx
+
+    from connectors.hl7v2.client import MLLPClient, ack_code
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    text = adt("A01", 0, "V77", "ICU").replace(dtm(at(0)), now.strftime("%Y%m%d%H%M%S"))
+    async with MLLPClient("127.0.0.1", service.mllp.port) as client:
+        assert ack_code(await client.send(text)) == "AA"
+    query = {"facility": "DEMO", "department": "critical_care", "unit": "ICU", "trend": 0}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as api:
+        for _ in range(100):  # the next tick publishes it
+            card = (await api.get("/api/v1/scorecard", params=query)).json()
+            kpis = {k["id"]: k for p in card["perspectives"] for k in p["kpis"]}
+            ratio = kpis["patient_to_nurse_ratio"]
+            if ratio["status"] != "no_data":
+                break
+            await asyncio.sleep(0.1)
+        assert (ratio["status"], ratio["value"], ratio["numerator"], ratio["denominator"]) == (
+            "critical",
+            None,
+            1,
+            0,
+        )
+        assert ratio["target"] == 1.5 and ratio["by_unit_type"]["icu"]["limit"] == 2
+        detail = (await api.get("/api/v1/kpis/patient_to_nurse_ratio", params={"unit": "ICU"})).json()
+        assert [v["levels"]["limit"] for v in detail["values"]] == [2]

@@ -57,6 +57,12 @@ function fillPlaces(places) {
   placesLoaded = true;
 }
 
+function shown(k) {
+  // an unbounded ratio (patients and no nurse on shift) has no value: show its parts
+  if (k.value === null && k.denominator === 0 && k.numerator) return `${k.numerator} : 0 ${k.unit}`;
+  return fmt(k.value, k.unit);
+}
+
 function renderScorecard(card) {
   if (!placesLoaded && card.places.length) fillPlaces(card.places);
   const root = $("#perspectives");
@@ -70,7 +76,7 @@ function renderScorecard(card) {
       box.append(
         el("div", { class: "kpi", "data-kpi": k.id },
           el("span", { class: "name" }, k.name, " ", el("span", { class: `status ${k.status}` }, k.status.replace("_", " "))),
-          el("span", { class: "value" }, fmt(k.value, k.unit)),
+          el("span", { class: "value" }, shown(k)),
           el("span", { class: "meta" }, meta.join(" · "), " ", sparkline(k.trend)))
       );
     }
