@@ -19,8 +19,8 @@ class Intake:
         self.hl7 = HL7Receiver(
             sink,
             dead_letters,
-            MapContext(settings.places, zone),
+            MapContext(settings.places, zone, bounds=settings.engine.bounds()),
             allowed_facilities=settings.mllp.allowed_facilities,
         )
-        self.fhir = FHIRIngest(sink, dead_letters, index, zone, settings.fhir)
-        self.feeds = FeedIngest(sink, dead_letters, index, zone)
+        self.fhir = FHIRIngest(sink, dead_letters, index, zone, settings.fhir, settings.engine.bounds())
+        self.feeds = FeedIngest(sink, dead_letters, index, zone, settings.engine.bounds())

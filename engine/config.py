@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.durations import Duration
 from engine.places import Places
+from engine.timebounds import TimeBounds
 from engine.yamlconf import ConfigError, load_yaml, validate_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,19 @@ class EngineSettings(_Strict):
     )
     snapshot_every: Duration = 60.0
     fsync: bool = True
+    max_future: Duration = Field(
+        default=600.0,
+        description="event times further ahead of their arrival are refused by the connectors (a mistyped "
+        "year would otherwise move the watermark past every real event)",
+    )
+    max_age: Duration = Field(
+        default=100 * 365 * 86400.0,
+        description="event times older than this are refused (placeholder 1900 dates); backfills of a "
+        "lifetime of records stay inside it",
+    )
+
+    def bounds(self) -> TimeBounds:
+        return TimeBounds(self.max_future, self.max_age)
 
 
 class WebhookSettings(_Strict):
@@ -195,7 +209,13 @@ class RuntimeSettings(_Strict):
 class Settings(_Strict):
     data_dir: Path = Path("var/carescore")
     kpi_defs: Path = REPO_ROOT / "kpi_defs"
-    timezone: str = Field(default="UTC", description="zone of HL7 times that carry no offset")
+    timezone: str = Field(
+        default="UTC",
+        description="the site's time zone (IANA name): HL7 and feed times that carry no offset are "
+        "read in it, KPI windows of whole days start at its midnight and calendar-month windows on "
+        "its 1st, and calendar days in measures (midnights of a stay, 30 days to a readmission) are "
+        "its dates",
+    )
     places: Places = Field(default_factory=Places)
     mllp: MLLPSettings = Field(default_factory=MLLPSettings)
     api: APISettings = Field(default_factory=APISettings)

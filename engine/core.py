@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -42,6 +42,7 @@ from engine.operators.stay import StayOperator
 from engine.operators.topbox import TopBoxOperator
 from engine.places import Places
 from engine.samples import GroupKey, Sample
+from engine.windows import zone_of
 from engine.yamlconf import ConfigError
 
 
@@ -78,9 +79,10 @@ class Watermarks:
         self.arrival = {k: datetime.fromisoformat(v) for k, v in state["arrival"].items()}
 
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 """Bumped when the snapshot's shape or meaning changes: an older snapshot is not restored, the
-log is replayed instead (embedded) or the partition starts over (Kafka)."""
+log is replayed instead (embedded) or the partition starts over (Kafka). 6: panes of whole
+days are local days of the site's time zone (pane numbers of day windows mean other instants)."""
 
 OPERATORS: dict[type, type[Operator]] = {
     DurationMeasure: DurationOperator,
@@ -126,7 +128,8 @@ def signature(kpi: KpiDefinition) -> bytes:
     )
 
 
-def build_operators(catalogue: Catalogue, places: Places) -> list[Operator]:
+def build_operators(catalogue: Catalogue, places: Places, zone: tzinfo | None = None) -> list[Operator]:
+    """One operator per measure and window; zone: the site's time zone (where days begin)."""
     groups: dict[bytes, list[KpiDefinition]] = {}
     for kpi in catalogue:
         groups.setdefault(signature(kpi), []).append(kpi)
@@ -142,9 +145,9 @@ def build_operators(catalogue: Catalogue, places: Places) -> list[Operator]:
             ):  # inpatient occupancy: no ED trolleys, no PACU bays
                 excluded = set(places.census.exclude_unit_types)
                 capacity = {k: v for k, v in capacity.items() if unit_types.get(k) not in excluded}
-            operators.append(GaugeOperator(outputs, unit_types, capacity))
+            operators.append(GaugeOperator(outputs, unit_types, capacity, zone))
         else:
-            operators.append(cls(outputs, unit_types))
+            operators.append(cls(outputs, unit_types, zone))
     return operators
 
 
@@ -199,12 +202,23 @@ def check_unit_types(catalogue: Catalogue, places: Places) -> None:
 
 
 class Engine:
-    def __init__(self, catalogue: Catalogue, places: Places | None = None, idle_timeout: float = 60.0):
+    """timezone: the site's (settings `timezone`, an IANA name): windows of whole days start at
+    its midnight and calendar-month windows on its 1st; calendar days inside measures (a
+    stay's midnights, a readmission's 30 days) are its dates. Default UTC."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        places: Places | None = None,
+        idle_timeout: float = 60.0,
+        timezone: str | tzinfo | None = None,
+    ):
         self.catalogue = catalogue
         self.places = places or Places()
         check_unit_types(catalogue, self.places)
+        self.zone = zone_of(timezone)
         self.watermarks = Watermarks(idle_timeout)
-        self.operators = build_operators(catalogue, self.places)
+        self.operators = build_operators(catalogue, self.places, self.zone)
         self.by_kpi: dict[str, Operator] = {kid: op for op in self.operators for kid in op.kpi_ids}
         self.census = CensusTracker(self._level, self.places.census, self.places.unit_types())
         self.staff = StaffTracker(self._level)

@@ -16,15 +16,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from engine.durations import Duration
+from engine.durations import Duration, format_duration, parse_duration
 from engine.events import EVENT_TYPES
 from engine.hcahps import DOMAINS as HCAHPS_DOMAINS
 from engine.vocabulary import DIED, LEFT_AMA, TRANSFER_ACUTE, VOCABULARIES, PatientClassList
@@ -421,11 +423,61 @@ def quantile_of(aggregate: str) -> float | None:
     return float(match.group(1)) / 100 if match else None
 
 
+_MONTHS = re.compile(r"(\d+)mo")
+
+
+def parse_window_length(value: Any) -> float | str:
+    """A window's size or step: a duration in seconds ('15m', '1h', '30d'), or whole calendar
+    months, kept as written ('1mo', '3mo')."""
+    if isinstance(value, str):
+        match = _MONTHS.fullmatch(value.strip().replace(" ", ""))
+        if match:
+            months = int(match.group(1))
+            if months < 1:
+                raise ValueError("a window of calendar months needs at least '1mo'")
+            return f"{months}mo"
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or calendar months: '1mo', '3mo'") from None
+
+
+def format_window_length(value: float | str) -> str:
+    return value if isinstance(value, str) else format_duration(value)
+
+
+WindowLength = Annotated[
+    float | str,
+    BeforeValidator(parse_window_length),
+    PlainSerializer(format_window_length, return_type=str),
+]
+"""Seconds (a float), or calendar months (a string such as '3mo')."""
+
+
+def months_of(length: float | str | None) -> int | None:
+    """The number of calendar months of a window length, None for a duration."""
+    return int(length[:-2]) if isinstance(length, str) else None
+
+
 class WindowSpec(_Strict):
+    """Event-time windows, made of panes of `step` (tumbling: `size`).
+
+    A step of whole days is a run of local days in the site's time zone (settings
+    `timezone`): windows start and end at local midnight, and a day is 23 or 25 hours when
+    the clocks change. A step of calendar months (`1mo`) starts at local midnight on the 1st.
+    Shorter steps (minutes, hours) are counted from the UTC epoch. Grace is always a duration.
+    """
+
     kind: Literal["tumbling", "hopping", "sliding", "cumulative"]
-    size: Duration | None = Field(default=None, description="not used by cumulative")
-    step: Duration | None = Field(
-        default=None, description="hop between closed windows (hopping, sliding); default size"
+    size: WindowLength | None = Field(
+        default=None,
+        description="a duration ('60m', '30d'; whole days are local days) or calendar months ('1mo'); "
+        "not used by cumulative",
+    )
+    step: WindowLength | None = Field(
+        default=None,
+        description="hop between closed windows (hopping, sliding; cumulative: how often it is "
+        "reported); default size. Calendar months ('1mo') when size is in months",
     )
     grace: Duration = Field(default=300.0, description="how late an event may be and still count")
 
@@ -438,19 +490,37 @@ class WindowSpec(_Strict):
         if self.kind == "cumulative" and not self.step:
             raise ValueError("a cumulative window needs a step: how often it is reported")
         if self.size and self.step and self.kind != "cumulative":
-            if self.step > self.size:
+            if isinstance(self.size, str) != isinstance(self.step, str):
+                raise ValueError(
+                    "size and step must both be calendar months ('3mo', '1mo') or both durations "
+                    "('30d', '1d')"
+                )
+            size, step = _amount(self.size), _amount(self.step)
+            if step > size:
                 raise ValueError("step must not be larger than size")
-            ratio = self.size / self.step
+            ratio = size / step
             if abs(ratio - round(ratio)) > 1e-9:
                 raise ValueError("size must be a whole multiple of step")
         return self
 
     @property
-    def hop(self) -> float:
-        """Seconds between consecutive closed windows."""
+    def hop(self) -> float | str:
+        """The pane: seconds, or calendar months ('1mo'), between consecutive closed windows."""
         if self.kind == "tumbling":
             return self.size  # type: ignore[return-value]
         return self.step or self.size  # type: ignore[return-value]
+
+    @property
+    def panes(self) -> int:
+        """Panes per window (0: cumulative, every pane since the first)."""
+        if self.kind == "cumulative":
+            return 0
+        return round(_amount(self.size) / _amount(self.hop))  # type: ignore[arg-type]
+
+
+def _amount(length: float | str) -> float:
+    months = months_of(length)
+    return float(months) if months is not None else float(length)
 
 
 class Thresholds(_Strict):

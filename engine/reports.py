@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 import polars as pl
@@ -42,6 +42,7 @@ from engine.operators.staffratio import Result, profile, rollup_result, unit_res
 from engine.operators.stay import replay_observations
 from engine.places import Places
 from engine.samples import Group, rollups
+from engine.windows import zone_of
 
 Level = Literal["unit", "department", "facility"]
 LEVEL_COLUMNS: dict[str, list[str]] = {
@@ -107,11 +108,18 @@ def _places(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class Reporter:
-    """Computes reports over one snapshot of the log (a polars frame)."""
+    """Computes reports over one snapshot of the log (a polars frame).
 
-    def __init__(self, frame: pl.DataFrame, places: Places | None = None):
+    A period is whatever [from, to) is asked for: nothing is aligned to days or months. The
+    site's time zone only decides the calendar days inside measures (a stay's midnights, a
+    readmission's 30 calendar days), as it does in the stream."""
+
+    def __init__(
+        self, frame: pl.DataFrame, places: Places | None = None, timezone: str | tzinfo | None = None
+    ):
         self.frame = frame.with_columns(ts=_ts("event_time"))
         self.places = places or Places()
+        self.zone = zone_of(timezone)
         self._levels: pl.DataFrame | None = None
         self._positioned: pl.DataFrame | None = None
 
@@ -346,7 +354,7 @@ class Reporter:
         ) -> None:
             rows.append((*place, ts, num, den, n))
 
-        cohort = Cohort(m, emit)
+        cohort = Cohort(m, emit, self.zone)
         routes = cohort.handlers()
         wanted = self.frame.filter(pl.col("type").is_in(list(routes))).drop("ts")
         for record in wanted.iter_rows(named=True):
@@ -373,7 +381,7 @@ class Reporter:
     def _stays(self, m: StayMeasure, start: float, end: float) -> pl.DataFrame:
         """The stream's rule (engine/operators/stay.py) over the logged encounters."""
         types = {t for t in EVENT_TYPES if t.startswith("encounter.")}
-        found = replay_observations(m, self.places.unit_types(), lambda: self._events(types))
+        found = replay_observations(m, self.places.unit_types(), lambda: self._events(types), self.zone)
         rows = [(*place, value) for ts, place, value in found if start <= ts < end]
         schema = {"facility": pl.Utf8, "department": pl.Utf8, "unit": pl.Utf8, "value": pl.Float64}
         return pl.DataFrame(rows, schema=schema, orient="row")

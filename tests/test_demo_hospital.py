@@ -132,7 +132,10 @@ async def test_carescore_run_with_the_demo_fires_an_alert_within_a_minute(tmp_pa
 
 def test_the_demo_gives_every_kpi_a_value(places: Places) -> None:
     """EMR traffic and back-office rows together reach every KPI in the catalogue, and every
-    row the back office writes is valid against the feed schemas."""
+    row the back office writes is valid against the feed schemas. Mid-month: the live value of
+    a calendar-month KPI is the month so far, and on the 1st the back office has not yet sent
+    the month's first day (device days and ledger lines come after the day ends)."""
+    now = NOW + 14 * 86400  # 2026-06-15 12:00 UTC
     from connectors.demo.backoffice import BackOffice
     from connectors.feeds.mapping import FeedMapper
     from connectors.feeds.schemas import FEEDS
@@ -140,9 +143,9 @@ def test_the_demo_gives_every_kpi_a_value(places: Places) -> None:
     catalogue = load_catalogue(REPO_ROOT / "kpi_defs")
     engine = Engine(catalogue, places)
     hospital, office = DemoHospital(places, seed=7), BackOffice(places, seed=8)
-    hospital.seed_history(NOW, BACKFILL)
-    office.seed_history(NOW)
-    until = NOW + 60
+    hospital.seed_history(now, BACKFILL)
+    office.seed_history(now)
+    until = now + 60
     mapper = FeedMapper(places.index(), UTC, datetime.fromtimestamp(until, UTC))
     rows = [(ts, row) for ts, row in office.due(until)]
     events = [e for _, (feed, row) in rows for e in mapper.events(FEEDS[feed].model_validate(row))]
@@ -152,7 +155,7 @@ def test_the_demo_gives_every_kpi_a_value(places: Places) -> None:
         for sent_at, text in texts
         for e in map_message(
             parse(text),
-            MapContext(places=places, received=datetime.fromtimestamp(max(sent_at, NOW - BACKFILL), UTC)),
+            MapContext(places=places, received=datetime.fromtimestamp(max(sent_at, now - BACKFILL), UTC)),
         )
     ]
     for event in sorted(events + hl7, key=lambda e: e.ts):

@@ -266,7 +266,7 @@ async def test_values_survive_a_restart(settings_for: Callable[..., Settings], c
     settings = settings_for()
     svc = Service(settings)
     await svc.start()
-    t = now() - timedelta(minutes=40)
+    t = now() - timedelta(minutes=70)  # every result in the past hour, none in the future
     async with MLLPClient("127.0.0.1", svc.mllp.port) as client:
         for i in range(5):
             assert ack_code(await client.send(admit(f"V{i:02d}", "3E", t))) == "AA"

@@ -71,6 +71,15 @@ def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
     stay("P9", "V902", 32 * DAY + 600, None)  # ... readmitted 04-02 18:00: 30 calendar days later
     stay("P4", "V402", 33 * DAY, None)  # 04-03: 31 calendar days after V401
 
+    # P10: discharged home d2, then an A08 corrects the status to expired (20): no index stay
+    stay("P10", "V1001", 0, 2 * DAY)
+    send(adt("A08", 2 * DAY + 60, "V1001", "4W", mrn="P10", disposition="20"), 2 * DAY + 60)
+    # P11: discharged "against advice" d3, corrected by A08 to home (01): an index stay after
+    # all, readmitted by V1102 on d10
+    stay("P11", "V1101", 0, 3 * DAY, "07")
+    send(adt("A08", 3 * DAY + 60, "V1101", "4W", mrn="P11", disposition="01"), 3 * DAY + 60)
+    stay("P11", "V1102", 10 * DAY, None)
+
     out = engine.advance(at(70 * DAY).timestamp())  # follow-up of March is over
     march = datetime(2026, 3, 1, tzinfo=UTC)
     window = [
@@ -78,9 +87,11 @@ def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
     ]
     assert window and window[0].window.end == march + timedelta(days=30)
     # index discharges in 03-01 .. 03-31: V101 d2, V102 d12, V103 d25, V401 d2, V501 d4,
-    # V601 d8 (after the A13), V701 d2, V801 d2, V901 d2 = 9
-    # readmitted: V101 (V102), V102 (V103), V801 (V802 after the merge), V901 (V902, 30 days) = 4
-    # not: V501 (its readmission was cancelled), V701 (planned), V401 (31 days), V103, V601
+    # V601 d8 (after the A13), V701 d2, V801 d2, V901 d2, V1101 d3 (after its A08) = 10
+    # readmitted: V101 (V102), V102 (V103), V801 (V802 after the merge), V901 (V902, 30 days),
+    # V1101 (V1102) = 5
+    # not: V501 (its readmission was cancelled), V701 (planned), V401 (31 days), V103, V601;
+    # V1001 is no index stay (died, by its A08)
     sample = window[0]
-    assert (sample.numerator, sample.denominator) == (4, 9)
-    assert sample.value == pytest.approx(4 / 9 * 100)
+    assert (sample.numerator, sample.denominator) == (5, 10)
+    assert sample.value == pytest.approx(5 / 10 * 100)

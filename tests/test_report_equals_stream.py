@@ -1,12 +1,18 @@
 """Property: for any window the stream closed, the polars period report over the logged
 events gives the same value, numerator, denominator, n and status, for every operator kind
-and every window kind, with events arriving out of order within the grace period."""
+and every window kind, with events arriving out of order within the grace period.
+
+Windows of whole days and calendar months are the site's (engine timezone): the scenarios
+run in several zones, over a local midnight where the clocks change (a 23-, 24.5- or 25-hour
+day, a midnight that does not exist) or a month's end; the report is asked for exactly the
+window the stream closed, so it must agree however long that day or month was."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -42,7 +48,40 @@ WINDOWS = {
     "sliding": {"kind": "sliding", "size": "1h", "step": "20m", "grace": "10m"},
     "hopping": {"kind": "hopping", "size": "2h", "step": "1h", "grace": "10m"},
     "cumulative": {"kind": "cumulative", "step": "1h", "grace": "10m"},
+    # in the site's time zone: local days, calendar months
+    "daily": {"kind": "tumbling", "size": "1d", "grace": "10m"},
+    "days": {"kind": "sliding", "size": "2d", "step": "1d", "grace": "10m"},
+    "monthly": {"kind": "tumbling", "size": "1mo", "grace": "10m"},
+    "months": {"kind": "sliding", "size": "2mo", "step": "1mo", "grace": "10m"},
 }
+CALENDAR_WINDOWS = {"daily", "days", "monthly", "months"}
+
+
+def _local(zone: str, text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+# (zone, first event, the watermark at the end if later than two days on): six hours of
+# events from a local evening
+ANCHORS: list[tuple[str, datetime, datetime | None]] = [
+    ("UTC", T0, None),
+    # 2026-03-08: the clocks go forward at 02:00; the day is 23 h (05:00 UTC to 04:00 UTC)
+    ("America/New_York", _local("America/New_York", "2026-03-07T22:00"), None),
+    # October ends at 04:00 UTC; 2026-11-01 is 25 h (the clocks go back at 02:00 EDT)
+    ("America/New_York", _local("America/New_York", "2026-10-31T21:00"), None),
+    # 2026-03-29 is 23 h; March (with it) closes on April 1, 00:00 CEST
+    (
+        "Europe/Berlin",
+        _local("Europe/Berlin", "2026-03-28T22:00"),
+        _local("Europe/Berlin", "2026-04-02T00:00"),
+    ),
+    # UTC+05:30: April ends at 18:30 UTC
+    ("Asia/Kolkata", _local("Asia/Kolkata", "2026-04-30T21:00"), None),
+    # 2026-04-05 is 24.5 h (the clocks go back 30 minutes at 02:00)
+    ("Australia/Lord_Howe", _local("Australia/Lord_Howe", "2026-04-04T22:00"), None),
+    # 2026-09-06 has no midnight (00:00 -04 is 01:00 -03): it starts at 04:00 UTC, 23 h long
+    ("America/Santiago", _local("America/Santiago", "2026-09-05T21:00"), None),
+]
 
 MEASURES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "tat": (
@@ -240,6 +279,9 @@ LEVEL_MEASURES = {
 }
 
 
+WINDOW_OF: dict[str, str] = {}
+
+
 def catalogue() -> Catalogue:
     kpis: dict[str, KpiDefinition] = {}
     for mname, (measure, aggregates) in MEASURES.items():
@@ -248,6 +290,7 @@ def catalogue() -> Catalogue:
                 continue
             for agg in aggregates:
                 kid = f"{mname}_{wname}_{agg}"
+                WINDOW_OF[kid] = wname
                 kpis[kid] = KpiDefinition.model_validate(
                     {
                         "id": kid,
@@ -464,7 +507,7 @@ def workforce_and_finance(
     return events
 
 
-def materialise(raw: list[dict[str, Any]], seed: int) -> list[EventBase]:
+def materialise(raw: list[dict[str, Any]], seed: int, t0: datetime = T0) -> list[EventBase]:
     """Arrival order: time order, then non-ADT events shuffled by up to 5 minutes."""
     rng = random.Random(seed)
     keyed = []
@@ -474,13 +517,13 @@ def materialise(raw: list[dict[str, Any]], seed: int) -> list[EventBase]:
     events = []
     for arrival, i, spec in sorted(keyed, key=lambda k: (k[0], k[1])):
         fields = {k: v for k, v in spec.items() if k != "minute"}
-        when = T0 + timedelta(minutes=spec["minute"])
+        when = t0 + timedelta(minutes=spec["minute"])
         events.append(
             EVENT_TYPES[spec["type"]].model_validate(
                 {
                     **fields,
                     "event_time": when,
-                    "received_time": T0 + timedelta(minutes=arrival),
+                    "received_time": t0 + timedelta(minutes=arrival),
                     "source_id": f"e{i}",
                 }
             )
@@ -496,25 +539,30 @@ def key_of(sample: Any) -> tuple[str, str | None, str | None]:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-@given(scenarios())
-def test_period_report_equals_stream(scenario: tuple[list[dict[str, Any]], int]) -> None:
+@given(scenarios(), st.sampled_from(ANCHORS))
+def test_period_report_equals_stream(
+    scenario: tuple[list[dict[str, Any]], int], anchor: tuple[str, datetime, datetime | None]
+) -> None:
     raw, seed = scenario
-    events = materialise(raw, seed)
-    engine = Engine(CATALOGUE, PLACES, idle_timeout=600)
+    zone, t0, until = anchor
+    events = materialise(raw, seed, t0)
+    engine = Engine(CATALOGUE, PLACES, idle_timeout=600, timezone=zone)
     closed = []
     for i, event in enumerate(events):
         engine.process(event)
         if i % 3 == 0:
             closed += engine.advance(event.received_time.timestamp())
-    closed += engine.advance((T0 + timedelta(days=2)).timestamp())
+    closed += engine.advance((until or t0 + timedelta(days=2)).timestamp())
     assert sum(engine.late_events().values()) == 0  # disorder stayed inside the grace period
     frame = frame_from_records([orjson.loads(dump_event(e)) for e in events])
-    reporter = Reporter(frame, PLACES)
+    reporter = Reporter(frame, PLACES, zone)
     rng = random.Random(seed)
     by_window: dict[tuple[str, datetime, datetime, str], dict[Any, Any]] = {}
     for s in closed:
         by_window.setdefault((s.kpi, s.window.start, s.window.end, s.group.level), {})[key_of(s)] = s
-    chosen = rng.sample(sorted(by_window, key=str), min(len(by_window), 40))
+    calendar = sorted((w for w in by_window if WINDOW_OF[w[0]] in CALENDAR_WINDOWS), key=str)
+    others = sorted((w for w in by_window if WINDOW_OF[w[0]] not in CALENDAR_WINDOWS), key=str)
+    chosen = rng.sample(others, min(len(others), 30)) + rng.sample(calendar, min(len(calendar), 20))
     for kpi_id, start, end, level in chosen:
         streamed = by_window[(kpi_id, start, end, level)]
         rows = {r.group.key: r for r in reporter.report(CATALOGUE[kpi_id], start, end, level)}  # type: ignore[arg-type]
@@ -547,6 +595,8 @@ def test_every_operator_kind_is_covered() -> None:
     }
     windows = {k.window.kind for k in CATALOGUE}
     assert windows == {"tumbling", "sliding", "hopping", "cumulative"}
+    hops = {str(k.window.hop) for k in CATALOGUE}
+    assert {"86400.0", "1mo"} <= hops  # local days and calendar months
 
 
 def test_shipped_kpis_report_from_a_real_log(tmp_path: Any) -> None:

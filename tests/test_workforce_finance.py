@@ -341,7 +341,8 @@ def shift(staff: str, role: str, unit: str, d: float, hours: float) -> dict[str,
 # -- nursing hours per patient day (NQF #0205) -------------------------------------------------
 def test_nursing_hours_per_patient_day(catalogue: Catalogue) -> None:
     """NQF #0205: productive hours of nursing staff with direct care (RN, LPN/LVN, UAP) /
-    patient days. 4W over [day 0, day 30): 20 patient-days (two inpatients, days 0-10).
+    patient days, for the calendar month. 4W over March ([day -1, day 30): T0 is March 2): 20
+    patient-days (two inpatients, days 0-10).
     Hours: RN 10 shifts x 12 h = 120; nursing assistant 5 x 8 h = 40; charge nurse 5 x 12 h and
     a clerk's 8 h are not direct-care nursing hours -> 160 h. 4W = 160 / 20 = 8.0 h per
     patient-day. The ED's 3 x 12 h have no inpatient day to divide: they stay out of the
@@ -353,14 +354,15 @@ def test_nursing_hours_per_patient_day(catalogue: Catalogue) -> None:
     staffing += [shift("K1", "clerk", "4W", 1, 8)]
     staffing += [shift(f"E{i}", "rn", "ED", i, 12) for i in range(3)]
     run = Run(catalogue, two_patients_for_ten_days() + rows("staffing", *staffing))
-    run.check("nursing_hours_per_patient_day", 0, 30, "4W", 8.0, numerator=160, denominator=20)
-    run.check("nursing_hours_per_patient_day", 0, 30, None, 8.0, numerator=160, denominator=20)
+    run.check("nursing_hours_per_patient_day", -1, 30, "4W", 8.0, numerator=160, denominator=20)
+    run.check("nursing_hours_per_patient_day", -1, 30, None, 8.0, numerator=160, denominator=20)
 
 
 # -- falls of every injury level per 1,000 patient days (NDNQI, NQF #0141) ----------------------
 def test_falls_of_all_severities_and_falls_with_injury(catalogue: Catalogue) -> None:
-    """4W, 20 patient-days in [day 0, day 30). Falls: injury none (day 2), minor (day 3), an
-    older-style fall_injury row (day 4), one not yet assessed (day 5).
+    """4W, 20 patient-days in March ([day -1, day 30), the KPIs' calendar month). Falls: injury
+    none (day 2), minor (day 3), an older-style fall_injury row (day 4), one not yet assessed
+    (day 5).
     All falls: 4 / 20 x 1,000 = 200 per 1,000 patient-days.
     Falls with injury (minor or worse): the minor one and the fall_injury row = 2 -> 100.
     """
@@ -372,8 +374,8 @@ def test_falls_of_all_severities_and_falls_with_injury(catalogue: Catalogue) -> 
         {"event": "fall", "time": iso(5, 3), "unit": "4W", "record_id": "F4"},
     )
     run = Run(catalogue, two_patients_for_ten_days() + falls)
-    run.check("falls_per_1000_patient_days", 0, 30, "4W", 200.0, numerator=4, denominator=20)
-    run.check("falls_with_injury_per_1000_patient_days", 0, 30, "4W", 100.0, numerator=2, denominator=20)
+    run.check("falls_per_1000_patient_days", -1, 30, "4W", 200.0, numerator=4, denominator=20)
+    run.check("falls_with_injury_per_1000_patient_days", -1, 30, "4W", 100.0, numerator=2, denominator=20)
 
 
 # -- average cost per procedure: each procedure once, on the performing cost centre ------------
@@ -403,7 +405,7 @@ def test_a_procedure_counts_once_at_the_cost_centre_that_performed_it(catalogue:
     A second procedure (a bedside one on 4W, PR1-19 identifier P-2001) is sent twice, the
     second time with its time corrected by a minute: one procedure, at the earlier time.
     Procedure cost lines (finance feed): OR 3,000; 4W 450.
-    Average cost per procedure over [day 0, day 30): OR 3,000 / 1 = 3,000; 4W 450 / 1 = 450;
+    Average cost per procedure over March ([day -1, day 30)): OR 3,000 / 1 = 3,000; 4W 450 / 1 = 450;
     facility 3,450 / 2 = 1,725.
     """
     appendectomy = pr1("44970^Laparoscopic appendectomy^CPT", hl7(3, 9))
@@ -425,9 +427,9 @@ def test_a_procedure_counts_once_at_the_cost_centre_that_performed_it(catalogue:
         {"time": iso(4), "unit": "4W", "category": "procedure", "amount": 450, "procedure_code": "36556"},
     )
     run = Run(catalogue, messages(adt("A01", 0, "V10", "4W")) + events + costs)
-    run.check("average_cost_per_procedure", 0, 30, "OR", 3000.0, numerator=3000, denominator=1)
-    run.check("average_cost_per_procedure", 0, 30, "4W", 450.0, numerator=450, denominator=1)
-    run.check("average_cost_per_procedure", 0, 30, None, 1725.0, numerator=3450, denominator=2)
+    run.check("average_cost_per_procedure", -1, 30, "OR", 3000.0, numerator=3000, denominator=1)
+    run.check("average_cost_per_procedure", -1, 30, "4W", 450.0, numerator=450, denominator=1)
+    run.check("average_cost_per_procedure", -1, 30, None, 1725.0, numerator=3450, denominator=2)
 
 
 def test_a_pr1_marked_deleted_adds_no_procedure() -> None:
@@ -439,7 +441,8 @@ def test_a_pr1_marked_deleted_adds_no_procedure() -> None:
 
 # -- operating margin and cost per adjusted patient day ----------------------------------------
 def test_operating_margin_and_cost_per_adjusted_patient_day(catalogue: Catalogue) -> None:
-    """Ledger lines in [day 0, day 30) (finance feed), 20 inpatient days on 4W:
+    """Ledger lines in March ([day -1, day 30): the accounting month; finance feed), 20
+    inpatient days on 4W:
       expense   4W labour 40,000 + supplies 6,000; ED labour 30,000; OR procedure 4,000 = 80,000
       operating revenue  4W net patient service 52,000; ED net patient service 28,000 and
                          other operating 2,000 = 82,000 (4W's 5,000 investment income is
@@ -470,12 +473,12 @@ def test_operating_margin_and_cost_per_adjusted_patient_day(catalogue: Catalogue
         *({"time": iso(5 + i), "unit": u, "category": c, "amount": a} for i, (u, c, a) in enumerate(ledger)),
     )
     run = Run(catalogue, two_patients_for_ten_days() + finance)
-    run.check("operating_margin", 0, 30, None, 2000 / 82_000 * 100, numerator=2000, denominator=82_000)
-    run.check("operating_margin", 0, 30, "4W", 6000 / 52_000 * 100)
-    run.check("operating_margin", 0, 30, "ED", 0.0)
-    run.check("cost_per_adjusted_patient_day", 0, 30, None, 2400.0, numerator=80_000, denominator=100 / 3)
-    run.check("cost_per_adjusted_patient_day", 0, 30, "4W", 2300.0, numerator=46_000, denominator=20)
-    run.check("cost_per_patient_day", 0, 30, None, 2300.0, numerator=46_000, denominator=20)
+    run.check("operating_margin", -1, 30, None, 2000 / 82_000 * 100, numerator=2000, denominator=82_000)
+    run.check("operating_margin", -1, 30, "4W", 6000 / 52_000 * 100)
+    run.check("operating_margin", -1, 30, "ED", 0.0)
+    run.check("cost_per_adjusted_patient_day", -1, 30, None, 2400.0, numerator=80_000, denominator=100 / 3)
+    run.check("cost_per_adjusted_patient_day", -1, 30, "4W", 2300.0, numerator=46_000, denominator=20)
+    run.check("cost_per_patient_day", -1, 30, None, 2300.0, numerator=46_000, denominator=20)
 
 
 def test_finance_rows_say_cost_or_revenue_consistently() -> None:

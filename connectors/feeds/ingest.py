@@ -20,6 +20,7 @@ from connectors.feeds.schemas import FEEDS, FeedRow
 from engine.bus import EventSink, Published
 from engine.events import EventBase
 from engine.places import PlaceIndex
+from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,19 @@ class FeedResult:
 
 
 class FeedIngest:
-    def __init__(self, sink: EventSink, dead_letters: DeadLetterStore, index: PlaceIndex, zone: tzinfo):
+    def __init__(
+        self,
+        sink: EventSink,
+        dead_letters: DeadLetterStore,
+        index: PlaceIndex,
+        zone: tzinfo,
+        bounds: TimeBounds = DEFAULT_BOUNDS,
+    ):
         self.sink = sink
         self.dead_letters = dead_letters
         self.index = index
         self.zone = zone
+        self.bounds = bounds
 
     async def ingest(self, feed: str, body: bytes, fmt: Format, filename: str | None = None) -> FeedResult:
         """Raises UnknownFeed, or FeedFileError when the file as a whole cannot be read."""
@@ -94,7 +103,7 @@ class FeedIngest:
         known = set(model.model_fields)
         required = {n for n, f in model.model_fields.items() if f.is_required()}
         result = FeedResult(feed, filename)
-        mapper = FeedMapper(self.index, self.zone, datetime.now(UTC))
+        mapper = FeedMapper(self.index, self.zone, datetime.now(UTC), self.bounds)
         pending: list[tuple[RawRow, list[asyncio.Future[Published]]]] = []
         for raw in read_rows(body, fmt, known, required):
             result.rows += 1

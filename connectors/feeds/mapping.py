@@ -30,9 +30,9 @@ from engine.events import (
     StaffingEvent,
 )
 from engine.places import PlaceIndex
+from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import DIRECT_CARE_ROLES, INJURY_FALL_LEVELS, LICENSED_ROLES, canonical_role
 
-FUTURE_SLACK = timedelta(minutes=5)
 SURVEY_COLUMNS = frozenset({"discharge", "survey_id", "answer"})
 DEVICE_DAYS = {"central_line_days": "central_line", "catheter_days": "urinary_catheter"}
 DEVICE_OF = {"clabsi": "central_line", "cauti": "urinary_catheter"}
@@ -74,10 +74,13 @@ class RowError(ValueError):
 
 
 class FeedMapper:
-    def __init__(self, index: PlaceIndex, zone: tzinfo, received: datetime):
+    def __init__(
+        self, index: PlaceIndex, zone: tzinfo, received: datetime, bounds: TimeBounds = DEFAULT_BOUNDS
+    ):
         self.index = index
         self.zone = zone
         self.received = received
+        self.bounds = bounds
 
     def events(self, row: FeedRow) -> list[EventBase]:
         builder = getattr(self, f"_{row.feed}")
@@ -89,12 +92,11 @@ class FeedMapper:
             moment = value if value.tzinfo else value.replace(tzinfo=self.zone)
         else:
             moment = datetime.combine(value, time(0), self.zone)
-        if moment > self.received + FUTURE_SLACK:
-            raise RowError(
-                field,
-                f"{moment.isoformat()} is in the future; send records when they happen "
-                "(a planned roster is not time-and-attendance)",
-            )
+        problem = self.bounds.problem(moment, self.received)
+        if problem is not None:
+            if moment > self.received:
+                problem += "; send records when they happen (a planned roster is not time-and-attendance)"
+            raise RowError(field, problem)
         return moment
 
     def base(self, row: FeedRow, kind: str, when: datetime, key: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from engine.bus import EventSink, StorageUnavailable
 from engine.config import FHIRSettings
 from engine.events import EventBase
 from engine.places import PlaceIndex
+from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +74,19 @@ class FHIRIngest:
         index: PlaceIndex,
         zone: tzinfo,
         settings: FHIRSettings | None = None,
+        bounds: TimeBounds = DEFAULT_BOUNDS,
     ):
         self.sink = sink
         self.dead_letters = dead_letters
         self.index = index
         self.zone = zone
         self.settings = settings or FHIRSettings()
+        self.bounds = bounds
         self.notifications: dict[str, int] = {}  # subscription -> last event number
         self.orders = OrderMemory()  # lab orders seen: Specimens and results take their priority
 
     def mapper(self) -> FHIRMapper:
-        return FHIRMapper(self.index, self.zone, self.settings, self.orders)
+        return FHIRMapper(self.index, self.zone, self.settings, self.orders, self.bounds)
 
     def _note_orders(self, entries: list[dict[str, Any]]) -> None:
         """The Bundle's lab orders first: a Specimen or result may come before its order."""

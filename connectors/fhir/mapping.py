@@ -47,6 +47,7 @@ from engine.events import (
     ProcedureEvent,
 )
 from engine.places import PlaceIndex
+from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import FHIR_ENCOUNTER_CLASS, FHIR_PRIORITY, fhir_disposition
 
 ENCOUNTER_CLASSES = FHIR_ENCOUNTER_CLASS
@@ -90,13 +91,19 @@ def codes(concept: Any) -> list[str]:
 
 class FHIRMapper:
     def __init__(
-        self, index: PlaceIndex, zone: tzinfo, settings: FHIRSettings, orders: OrderMemory | None = None
+        self,
+        index: PlaceIndex,
+        zone: tzinfo,
+        settings: FHIRSettings,
+        orders: OrderMemory | None = None,
+        bounds: TimeBounds = DEFAULT_BOUNDS,
     ):
         self.index = index
         self.zone = zone
         self.settings = settings
         self.received = datetime.now(UTC)
         self.orders = orders if orders is not None else OrderMemory()
+        self.bounds = bounds
 
     # -- values ------------------------------------------------------------------------
     def when(self, value: Any, path: str) -> datetime | None:
@@ -109,13 +116,23 @@ class FHIRMapper:
         try:
             if len(text) <= 10:
                 parts = [int(p) for p in text.split("-")] + [1, 1]
-                return datetime.combine(date(parts[0], parts[1], parts[2]), time(0), self.zone)
+                day = datetime.combine(date(parts[0], parts[1], parts[2]), time(0), self.zone)
+                return self._bounded(day, value, path)
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise FHIRInputError(
                 400, [issue("error", "value", f"{path}: {value!r} is not a FHIR dateTime", path)]
             ) from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)
+        moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)
+        return self._bounded(moment, value, path)
+
+    def _bounded(self, moment: datetime, value: str, path: str) -> datetime:
+        problem = self.bounds.problem(moment, self.received)
+        if problem is not None:
+            raise FHIRInputError(
+                422, [issue("error", "business-rule", f"{path}: {value!r}: {problem}", path)]
+            )
+        return moment
 
     def place(self, location: Any = None) -> dict[str, Any]:
         facility = self.index.facility_id(None) or "UNKNOWN"
@@ -195,18 +212,42 @@ class FHIRMapper:
         )
         # The kind and class are part of the idempotency key: an ED Encounter re-sent as IMP
         # is an admission (at its classHistory start when the server keeps one), not a repeat.
-        since = self._class_since(r, cls_codes) or start
-        events.append(
-            EncounterEvent.model_validate(
-                {
-                    **self.base(r, f"{kind}:{patient_class}", since),
-                    "type": kind,
-                    "admit_time": start,
-                    **common,
-                    **self.place(first_place),
-                }
+        since: datetime | None = self._class_since(r, cls_codes) or start
+        admit_place = first_place
+        if patient_class == "inpatient" and self._unit_type(first_place) == "ed":
+            # An inpatient who came through the ED: the ED part is an emergency registration at
+            # arrival; the admission is when the class changed (classHistory) or, when the server
+            # keeps no history, when the patient left the ED (the decision is then not known).
+            events.append(
+                EncounterEvent.model_validate(
+                    {
+                        **self.base(r, "encounter.register:emergency", start),
+                        "type": "encounter.register",
+                        "admit_time": start,
+                        **common,
+                        "patient_class": "emergency",
+                        **self.place(first_place),
+                    }
+                )
             )
-        )
+            since = self._class_since(r, cls_codes) or next(
+                (t for t, loc in stays if t is not None and self._unit_type(loc) != "ed"), None
+            )
+            admit_place = next(
+                (loc for t, loc in reversed(stays) if t is not None and since and t <= since), None
+            )
+        if since is not None:
+            events.append(
+                EncounterEvent.model_validate(
+                    {
+                        **self.base(r, f"{kind}:{patient_class}", since),
+                        "type": kind,
+                        "admit_time": start,
+                        **common,
+                        **self.place(admit_place),
+                    }
+                )
+            )
         for loc_start, loc in stays[1:]:
             if loc_start is not None and loc_start > start:
                 events.append(
@@ -237,6 +278,14 @@ class FHIRMapper:
                 )
             )
         return events, []
+
+    def _unit_type(self, location: Any) -> str | None:
+        """The configured type of a Location's unit (places), if it is one of ours."""
+        place = self.place(location)
+        if place["unit"] is None:
+            return None
+        found = self.index.units.get((place["facility"], place["unit"]))
+        return found[2].type if found is not None else None
 
     def _class_since(self, r: dict[str, Any], current: list[str]) -> datetime | None:
         """When the Encounter took its current class (classHistory), if the server says."""

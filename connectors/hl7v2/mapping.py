@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +21,7 @@ from connectors.hl7v2.parser import Message, Segment
 from connectors.orders import OrderMemory
 from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent, ProcedureEvent
 from engine.places import PlaceIndex, Places
+from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import HL7_PRIORITY, hl7_disposition, hl7_patient_class
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
@@ -60,7 +61,7 @@ class MapContext:
     """What mapping needs besides the message: places, the local zone, the receive time, and
     the lab orders seen so far (their priority, for receipts and results that omit it)."""
 
-    __slots__ = ("index", "orders", "places", "received", "timezone")
+    __slots__ = ("bounds", "earliest", "index", "latest", "orders", "places", "received", "timezone")
 
     def __init__(
         self,
@@ -69,16 +70,21 @@ class MapContext:
         received: datetime | None = None,
         index: PlaceIndex | None = None,
         orders: OrderMemory | None = None,
+        bounds: TimeBounds = DEFAULT_BOUNDS,
     ):
         self.places = places or Places()
         self.timezone = timezone
         self.received = received or datetime.now(UTC)
         self.index = index or self.places.index()
         self.orders = orders if orders is not None else OrderMemory()
+        self.bounds = bounds
+        # the times a message may carry (engine.max_future / max_age), as datetimes to compare
+        self.latest = self.received + timedelta(seconds=bounds.max_future)
+        self.earliest = self.received - timedelta(seconds=bounds.max_age)
 
     def at(self, received: datetime) -> MapContext:
         """The same context for a message received now (reuses the place index and orders)."""
-        return MapContext(self.places, self.timezone, received, self.index, self.orders)
+        return MapContext(self.places, self.timezone, received, self.index, self.orders, self.bounds)
 
 
 def message_key(msg: Message) -> str:
@@ -130,11 +136,19 @@ class _Mapper:
                 raise required(seg.name, fld, what)
             return None
         try:
-            return parse_dtm(raw, self.ctx.timezone)
+            value = parse_dtm(raw, self.ctx.timezone)
         except ValueError as exc:
             raise MappingError(
                 f"{seg.name}-{fld} ({what}): {exc}", code=102, segment=seg.name, field=fld
             ) from exc
+        ctx = self.ctx
+        if value > ctx.latest or value < ctx.earliest:
+            problem = ctx.bounds.problem(value, ctx.received)
+            if problem is not None:
+                raise MappingError(
+                    f"{seg.name}-{fld} ({what}) {raw}: {problem}", code=102, segment=seg.name, field=fld
+                )
+        return value
 
     def event_time(self, *candidates: tuple[Segment | None, int]) -> datetime:
         for seg, fld in candidates:

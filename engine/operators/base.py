@@ -8,9 +8,9 @@ has closed (final); `live(watermark)` returns the open window's provisional valu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc, Finalizer
@@ -48,7 +48,12 @@ class Operator:
     the same partial aggregates its own way.
     """
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
         if not outputs:
             raise ValueError("an operator needs at least one KPI")
         self.outputs = outputs
@@ -56,7 +61,8 @@ class Operator:
         self.kpi_ids = [o.kpi.id for o in outputs]
         self.measure: Any = first.measure
         self.window = first.window
-        self.clock = PaneClock(first.window)
+        self.zone = zone  # the site's time zone: where days and months begin (None: UTC)
+        self.clock = PaneClock.of(first.window, zone)
         self.keep_values = any(o.finalize.needs_values for o in outputs)
         self.unit_types = unit_types or {}
         self.closed_upto: int | None = None
@@ -108,7 +114,9 @@ class Operator:
     # -- pane bookkeeping ----------------------------------------------------------------
     def _pane_for(self, ts: float) -> int | None:
         """Pane index for an event at ts, or None if its windows are gone from state."""
-        idx = int(ts // self.clock.pane)
+        clock = self.clock
+        pane = clock.pane
+        idx = int(ts // pane) if pane else clock.index(ts)
         first = self.first_index
         if first is None or idx < first:
             self.first_index = idx
@@ -122,7 +130,8 @@ class Operator:
 
     def _level_delta(self, table: LevelTable, key: GroupKey, ts: float, delta: float) -> None:
         series = table.series.get(key)
-        idx = int(ts // self.clock.pane)
+        pane = self.clock.pane
+        idx = int(ts // pane) if pane else self.clock.index(ts)
         closed = self.closed_upto
         if (
             series is not None
@@ -144,7 +153,7 @@ class Operator:
             return []
         if self.closed_upto is None:
             # Nothing is closed yet: windows before the first data, or past the grace, are.
-            last_closable = math.floor((watermark - clock.grace) / clock.pane)
+            last_closable = clock.index(watermark - clock.grace)
             self.closed_upto = min(self.first_index, last_closable)
         out: list[Sample] = []
         end = self.closed_upto + 1
@@ -154,7 +163,7 @@ class Operator:
             accs, active = self._window_accs(start, end)
             self.closed_upto = end
             if accs:
-                out.extend(self._samples(accs, start * clock.pane, end * clock.pane, True, watermark))
+                out.extend(self._samples(accs, clock.start(start), clock.start(end), True, watermark))
             if active:
                 quiet = 0
                 end += 1
@@ -165,7 +174,7 @@ class Operator:
                 else:
                     ahead = min((i for i in self._data_indices() if i >= end), default=None)
                     if ahead is None:
-                        last = int((watermark - clock.grace) // clock.pane)
+                        last = clock.index(watermark - clock.grace)
                         self.closed_upto = max(self.closed_upto, last)
                         break
                     end = max(end + 1, ahead + 1)
@@ -191,7 +200,7 @@ class Operator:
             overdue[key] = count
         for key in self.known:
             accs.setdefault(key, Acc(self.keep_values))
-        return self._samples(accs, start * clock.pane, watermark, False, watermark, overdue)
+        return self._samples(accs, clock.start(start), watermark, False, watermark, overdue)
 
     def _samples(
         self,

@@ -27,6 +27,7 @@ property test holds the two to each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
@@ -77,8 +78,13 @@ class Interval:
 class DurationOperator(ValueOperator):
     measure: DurationMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         m = self.measure
         self.per = TIME_UNITS[m.unit]
         self.key_field = m.key
@@ -173,8 +179,10 @@ class DurationOperator(ValueOperator):
         if r.start is not None and ts >= r.start:
             return  # a resent order: the first time stands
         r.start, r.start_place = ts, place
-        if self.count_open and (self.first_index is None or int(ts // self.clock.pane) < self.first_index):
-            self.first_index = int(ts // self.clock.pane)  # closed windows may count it while open
+        if self.count_open:
+            idx = self.clock.index(ts)
+            if self.first_index is None or idx < self.first_index:
+                self.first_index = idx  # closed windows may count it while open
         self._settle(key, r)
 
     def on_end(self, event: EventBase) -> None:
@@ -339,7 +347,7 @@ class DurationOperator(ValueOperator):
         accs, active = super()._window_accs(start, end, until)
         self._closing_overdue = {}
         if until is None and self.count_open:
-            for place, values in self.open_at(end * self.clock.pane).items():
+            for place, values in self.open_at(self.clock.start(end)).items():
                 acc = accs.get(place)
                 if acc is None:
                     acc = accs[place] = Acc(self.keep_values)
@@ -365,18 +373,18 @@ class DurationOperator(ValueOperator):
         yield from super()._data_indices()
         if self.count_open and self.measure.timeout is not None:
             # windows where an open interval is overdue are not quiet: do not skip them
-            pane, timeout = self.clock.pane, float(self.measure.timeout)
+            clock, timeout = self.clock, float(self.measure.timeout)
             for r in self.overdue.values():
                 if r.start is None:
                     continue
                 overdue = r.start + timeout
                 resolved = min(t for t in (r.end, r.cancel, r.start + self.life) if t is not None)
                 if resolved > overdue:
-                    yield int(overdue // pane)
+                    yield clock.index(overdue)
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
-        horizon = keep_from * self.clock.pane - self.life
+        horizon = self.clock.start(keep_from) - self.life
         stale = []
         for key, r in self.keys.items():
             if r.since() >= horizon:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from engine.definitions import EventMeasure
 from engine.events import EventBase
 from engine.operators.base import Handler, Hint, Output, compile_where, hint_of, place_of
@@ -12,8 +14,13 @@ from engine.samples import GroupKey
 class EventValueOperator(ValueOperator):
     measure: EventMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         self.accept = compile_where(self.measure.where)
         self.field = self.measure.field
         self.missing = 0

@@ -7,6 +7,7 @@ live value is the ratio of the levels now.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
@@ -24,8 +25,9 @@ class GaugeOperator(Operator):
         outputs: list[Output],
         unit_types: dict[GroupKey, str] | None = None,
         capacity: dict[GroupKey, float] | None = None,
+        zone: tzinfo | None = None,
     ):
-        super().__init__(outputs, unit_types)
+        super().__init__(outputs, unit_types, zone)
         self.num = LevelTable()
         self.den = LevelTable()
         self.staffed: set[GroupKey] = set()
@@ -57,16 +59,16 @@ class GaugeOperator(Operator):
     def _window_accs(
         self, start: int, end: int, until: float | None = None
     ) -> tuple[dict[GroupKey, Acc], bool]:
-        pane = self.clock.pane
+        a, b = self.clock.start(start), self.clock.start(end)
         out: dict[GroupKey, Acc] = {}
         active = False
-        span = (end - start) * pane
+        span = b - a  # a local day can be 23 or 25 hours
         for key in self.known:
             num = self.num.get(key)
             den = self.den.get(key)
             acc = Acc()
-            acc.num = num.integral(start, end, pane) if num else 0.0
-            acc.den = span if self.measure.per is None else (den.integral(start, end, pane) if den else 0.0)
+            acc.num = num.integral(start, end, a, b) if num else 0.0
+            acc.den = span if self.measure.per is None else (den.integral(start, end, a, b) if den else 0.0)
             active = active or bool(num and num.active(start, end)) or bool(den and den.active(start, end))
             if acc.num == 0 and acc.den == 0:
                 continue

@@ -37,10 +37,10 @@ class LevelSeries:
     def now(self) -> float:
         return self.base + sum(p[0] for p in self.panes.values())
 
-    def integral(self, start: int, end: int, pane: float, until: float | None = None) -> float:
-        """Integral over [start*pane, until or end*pane)."""
-        b = until if until is not None else end * pane
-        total = self.level_at(start) * (b - start * pane)
+    def integral(self, start: int, end: int, a: float, b: float) -> float:
+        """Integral over [a, b): a is where pane `start` begins, b at most where pane `end` does
+        (the live window stops at the watermark)."""
+        total = self.level_at(start) * (b - a)
         for i, (d, dt) in self.panes.items():
             if start <= i < end:
                 total += d * b - dt

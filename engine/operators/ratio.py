@@ -12,6 +12,7 @@ the denominator by a ratio of two more sums (adjusted patient days).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
@@ -28,8 +29,13 @@ LEVEL_UNITS = {"days": 86400.0, "hours": 3600.0}
 class RatioOperator(ValueOperator):
     measure: RatioMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         self.levels: dict[str, LevelTable] = {}
         self.parts: dict[str, EventPart] = {}
         self._handlers: dict[str, list[Handler]] = {}
@@ -176,13 +182,13 @@ class RatioOperator(ValueOperator):
         series = table.get(key)
         if series is None:
             return 0.0
-        pane = self.clock.pane
-        stop = min(until, end * pane) if until is not None else end * pane
-        if stop <= start * pane:
+        a, b = self.clock.start(start), self.clock.start(end)
+        stop = min(until, b) if until is not None else b
+        if stop <= a:
             return 0.0
-        integral = series.integral(start, end, pane, stop)
+        integral = series.integral(start, end, a, stop)
         if part.as_ == "average":
-            return integral / (stop - start * pane)
+            return integral / (stop - a)
         return integral / LEVEL_UNITS[part.as_]
 
     def _window_accs(
@@ -226,7 +232,7 @@ class RatioOperator(ValueOperator):
             table.fold(keep_from)
         if self.clock.cumulative:
             return  # every pane is still counted: identities and pairs are kept for good
-        kept = keep_from * self.clock.pane
+        kept = self.clock.start(keep_from)
         for seen in self.first_seen.values():
             for identity in [i for i, (_, ts, _) in seen.items() if ts < kept]:
                 del seen[identity]

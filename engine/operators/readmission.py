@@ -8,9 +8,10 @@ period's rate is complete only 30 days after it ends (the KPI's grace says so).
 
 Index discharges: the KPI's patient classes, alive, not against medical advice, not
 transferred to another acute care hospital (NUBC codes in the measure). A readmission is the
-first admission of the same patient within 30 calendar days (UTC dates) after an index
-discharge, of another encounter; one per index. An index discharged with a NUBC "planned
-acute readmission" status (81-95) is followed, but its readmission is not counted (planned).
+first admission of the same patient within 30 calendar days (dates in the site's time zone)
+after an index discharge, of another encounter; one per index. An index discharged with a
+NUBC "planned acute readmission" status (81-95) is followed, but its readmission is not
+counted (planned).
 A11 (cancel admit) withdraws a counted readmission; A13 (cancel discharge) withdraws an index
 discharge and its readmission; A40 (merge) moves the merged-away patient's index stays to the
 surviving identifier.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import tzinfo
 from typing import Any
 
 from engine.definitions import ReadmissionMeasure
@@ -29,6 +31,7 @@ from engine.events import EncounterEvent, EventBase
 from engine.operators.base import Handler, Output, place_of
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
+from engine.windows import local_day
 
 DAY = 86400.0
 PLANNED_READMISSION = frozenset(str(c) for c in range(81, 96))
@@ -60,8 +63,9 @@ class _Index:
 class Cohort:
     """Index discharges per patient (the last `within`), and the readmissions against them."""
 
-    def __init__(self, measure: ReadmissionMeasure, emit: Emit):
+    def __init__(self, measure: ReadmissionMeasure, emit: Emit, zone: tzinfo | None = None):
         self.measure = measure
+        self.zone = zone  # calendar days are the site's
         self.emit = emit
         self.classes = frozenset(measure.patient_classes)
         self.excluded = frozenset(measure.exclude_dispositions)
@@ -70,6 +74,9 @@ class Cohort:
         self.classes_seen: dict[str, str | None] = {}  # encounter -> class at admission
         self.readmissions = 0
         self.pruned_to = -math.inf
+        # discharges that are not index stays by their status (death, AMA, acute transfer):
+        # encounter -> (patient, ts, place), in case an A08 corrects the status
+        self.left: dict[str, tuple[str, float, GroupKey]] = {}
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
@@ -82,17 +89,29 @@ class Cohort:
         }
 
     def on_update(self, event: EventBase) -> None:
-        """A08 / A07: a corrected class counts for the discharge to come."""
+        """A08 / A07: a corrected class counts for the discharge to come; a corrected discharge
+        status of a discharged stay withdraws its index (now a death, AMA or transfer) or makes
+        it one (no longer). A readmission admitted before such a reinstatement is not matched."""
         assert isinstance(event, EncounterEvent)
         if event.patient_class is not None and event.encounter_id in self.classes_seen:
             self.classes_seen[event.encounter_id] = event.patient_class
+        disposition = event.disposition
+        if disposition is None:
+            return
+        if disposition in self.excluded:
+            withdrawn = self._withdraw(event.encounter_id)
+            if withdrawn is not None:
+                self.left[event.encounter_id] = (withdrawn[0], withdrawn[1].ts, withdrawn[1].place)
+        elif event.encounter_id in self.left:
+            patient, ts, place = self.left.pop(event.encounter_id)
+            self._index(patient, ts, place, event.encounter_id, disposition)
 
     def _within(self, discharged: float, admitted: float) -> bool:
         if admitted < discharged:
             return False
         if self.measure.within % DAY:  # not whole days: elapsed time
             return admitted - discharged <= self.measure.within
-        return int(admitted // DAY) - int(discharged // DAY) <= self.days  # calendar days
+        return local_day(admitted, self.zone) - local_day(discharged, self.zone) <= self.days  # calendar days
 
     def on_admit(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
@@ -121,21 +140,31 @@ class Cohort:
         if patient_class not in self.classes or not event.patient_id:
             return
         if event.disposition in self.excluded:
+            self.left[event.encounter_id] = (event.patient_id, event.ts, place_of(event))
             return
-        stays = self.index.setdefault(event.patient_id, [])
-        if any(i.encounter == event.encounter_id for i in stays):
+        self._index(event.patient_id, event.ts, place_of(event), event.encounter_id, event.disposition)
+
+    def _index(
+        self, patient: str, ts: float, place: GroupKey, encounter: str, disposition: str | None
+    ) -> None:
+        stays = self.index.setdefault(patient, [])
+        if any(i.encounter == encounter for i in stays):
             return  # a repeated discharge of the same stay
-        planned = (event.disposition or "") in PLANNED_READMISSION
-        index = _Index(event.ts, place_of(event), event.encounter_id, planned)
+        index = _Index(ts, place, encounter, (disposition or "") in PLANNED_READMISSION)
         stays.append(index)
         stays.sort(key=lambda i: i.ts)
         self.emit(index.place, index.ts, 0.0, 1.0, 1)
 
     def on_cancel_discharge(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
+        self.left.pop(event.encounter_id, None)
+        self._withdraw(event.encounter_id)
+
+    def _withdraw(self, encounter: str) -> tuple[str, _Index] | None:
+        """Take an index stay (and its readmission) back out of the cohort."""
         for patient, stays in self.index.items():
             for index in stays:
-                if index.encounter == event.encounter_id:
+                if index.encounter == encounter:
                     stays.remove(index)
                     self.emit(index.place, index.ts, 0.0, -1.0, -1)
                     if index.readmitted_by is not None:
@@ -143,7 +172,8 @@ class Cohort:
                         self.emit(index.place, index.ts, -1.0, 0.0, 0)
                     if not stays:
                         del self.index[patient]
-                    return
+                    return patient, index
+        return None
 
     def on_cancel_admit(self, event: EventBase) -> None:
         """A11: an admission that never happened was no readmission."""
@@ -166,10 +196,11 @@ class Cohort:
 
     def prune(self, before: float) -> None:
         """Forget index stays whose follow-up ended before `before`."""
-        horizon = before - self.measure.within - DAY
+        horizon = before - self.measure.within - 2 * DAY  # calendar days: a local day can be 25 h
         if horizon < self.pruned_to + DAY:
             return  # at most once a day: the index stays are kept a day longer than needed
         self.pruned_to = horizon
+        self.left = {k: v for k, v in self.left.items() if v[1] >= horizon}
         for patient in list(self.index):
             stays = [i for i in self.index[patient] if i.ts >= horizon]
             if stays:
@@ -182,20 +213,27 @@ class Cohort:
             "index": {p: [i.to_state() for i in stays] for p, stays in self.index.items()},
             "classes_seen": self.classes_seen,
             "readmissions": self.readmissions,
+            "left": {k: [p, ts, list(place)] for k, (p, ts, place) in self.left.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.index = {p: [_Index.from_state(s) for s in stays] for p, stays in state["index"].items()}
         self.classes_seen = dict(state["classes_seen"])
         self.readmissions = state["readmissions"]
+        self.left = {k: (p, ts, tuple(place)) for k, (p, ts, place) in state.get("left", {}).items()}  # type: ignore[misc]
 
 
 class ReadmissionOperator(ValueOperator):
     measure: ReadmissionMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
-        self.cohort = Cohort(self.measure, self._observe)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
+        self.cohort = Cohort(self.measure, self._observe, zone)
 
     @property
     def readmissions(self) -> int:
@@ -210,7 +248,7 @@ class ReadmissionOperator(ValueOperator):
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
-        self.cohort.prune(keep_from * self.clock.pane - self.clock.size)
+        self.cohort.prune(self.clock.start(keep_from - self.clock.k))
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()

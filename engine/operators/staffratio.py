@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import tzinfo
 from typing import Any, NamedTuple
 
 from engine.aggregates import Acc
@@ -176,8 +177,13 @@ class _Steps:
 class StaffingRatioOperator(Operator):
     measure: StaffingRatioMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         self.units: dict[GroupKey, _Steps] = {}
 
     def level_subscriptions(self) -> dict[str, LevelHandler]:
@@ -227,8 +233,9 @@ class StaffingRatioOperator(Operator):
         as_of: float,
         overdue: dict[GroupKey, int] | None = None,
     ) -> list[Sample]:
-        pane = self.clock.pane
-        first, last = round(start / pane), math.ceil(end / pane)
+        # the panes the window covers: start is a pane's beginning; end may be inside its pane
+        # (the live window): steps at or after end are not walked
+        first, last = self.clock.index(start), self.clock.index(end) + 1
         window = Window(start=ts_to_dt(start), end=ts_to_dt(end))
         stamp = ts_to_dt(as_of)
         out: list[Sample] = []
@@ -286,7 +293,7 @@ class StaffingRatioOperator(Operator):
         end = self.clock.live_end(watermark)
         first = self.first_index if self.first_index is not None else end - 1
         start = self.clock.start_of(end, first)
-        return self._samples({}, start * self.clock.pane, watermark, False, watermark)
+        return self._samples({}, self.clock.start(start), watermark, False, watermark)
 
     # -- state -------------------------------------------------------------------------------
     def _data_indices(self) -> Iterable[int]:

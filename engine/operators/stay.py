@@ -8,8 +8,8 @@ gives the same answer as a clean feed.
 - span `hospital`: the inpatient stay, from the moment the encounter is in one of the
   KPI's patient classes (an ED patient admitted counts from the admission) to its discharge,
   less leaves of absence; in `elapsed` time or in `midnights` (inpatient days by the midnight
-  census, a same-day stay counting one). The value counts at the discharge, for the
-  discharging unit.
+  census, at midnight in the site's time zone; a same-day stay counts one). The value counts
+  at the discharge, for the discharging unit.
 - span `unit_type`: each visit to a unit of the given types (the ED), from arrival (or from the
   decision to admit: the moment the encounter became inpatient while there) to departure (the
   move to another unit, or the visit's discharge). Outcome `admitted`: the patient became an
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import tzinfo
 from typing import Any
 
 from engine.definitions import TIME_UNITS, StayMeasure
@@ -31,6 +32,7 @@ from engine.operators.base import Output
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 from engine.stays import Stay, StayBook
+from engine.windows import local_day
 
 DAY = 86400.0
 ADMITTED_CLASSES = frozenset({"inpatient", "obstetrics", "newborn"})
@@ -41,8 +43,9 @@ Observation = tuple[float, GroupKey, float]  # ts, place, value
 class StayRule:
     """What one StayMeasure observes of a stay; shared by the stream and the period report."""
 
-    def __init__(self, measure: StayMeasure, unit_types: dict[GroupKey, str]):
+    def __init__(self, measure: StayMeasure, unit_types: dict[GroupKey, str], zone: tzinfo | None = None):
         self.m = measure
+        self.zone = zone  # midnights are the site's
         self.unit_types = unit_types
         self.classes = frozenset(measure.patient_classes)
         self.types = frozenset(measure.unit_types)
@@ -91,7 +94,8 @@ class StayRule:
                 if last_place is None:
                     return []
                 if self.m.count == "midnights":
-                    value = float(max(1, sum(int(b // DAY) - int(a // DAY) for a, b in present)))
+                    zone = self.zone
+                    value = float(max(1, sum(local_day(b, zone) - local_day(a, zone) for a, b in present)))
                 else:
                     elapsed = ts - start - (away if self.m.exclude_leave else 0.0)
                     value = elapsed / self.per
@@ -101,31 +105,69 @@ class StayRule:
         return []
 
     # -- visits to units of a type (the ED) --------------------------------------------------
-    def _visits(self, key: str, stay: Stay, book: StayBook) -> list[Observation]:
-        out: list[Observation] = []
-        visit: list[Any] | None = None  # [enter ts, place, decision ts]
+    def _segments(self, key: str, stay: Stay) -> list[list[Any]]:
+        """One encounter's spells on units of the types: [enter, leave (None: still there),
+        place, decision (first moment in an admitted class there), admitted on leaving,
+        left by discharge, encounter]."""
+        out: list[list[Any]] = []
+        spell: list[Any] | None = None
         for ts, _kind, place, cls, _away, _named in stay.timeline():
             here = place is not None and self.unit_types.get(place) in self.types
-            if visit is None:
+            if spell is None:
                 if here:
-                    visit = [ts, place, None]
+                    spell = [ts, None, place, ts if cls in ADMITTED_CLASSES else None, False, False, key]
                 continue
             if here:
-                if cls in ADMITTED_CLASSES and visit[2] is None:
-                    visit[2] = ts  # became an inpatient while still here: the decision to admit
+                if cls in ADMITTED_CLASSES and spell[3] is None:
+                    spell[3] = ts  # became an inpatient while still here: the decision to admit
                 continue
-            admitted = place is not None and cls in ADMITTED_CLASSES
-            decision = visit[2]
+            spell[1] = ts
+            spell[4] = place is not None and cls in ADMITTED_CLASSES
+            spell[5] = place is None
+            out.append(spell)
+            spell = None
+        if spell is not None:
+            out.append(spell)
+        return out
+
+    def _visits(self, key: str, stay: Stay, book: StayBook) -> list[Observation]:
+        """A patient's time in the ED may span encounters (sites that open the inpatient visit
+        under its own number while the patient waits in the ED): overlapping spells of the same
+        patient are one visit, from the first arrival to the last departure, owned (counted) by
+        the encounter that arrived first."""
+        keys = book.by_patient.get(stay.patient, {key}) if stay.patient else {key}
+        spells = sorted(
+            (s for k in keys if k in book.stays for s in self._segments(k, book.stays[k])),
+            key=lambda s: (s[0], s[6]),
+        )
+        visits: list[list[Any]] = []
+        for spell in spells:
+            last = visits[-1] if visits else None
+            if last is not None and (last[1] is None or spell[0] <= last[1]):
+                ends = (last[1], spell[1])
+                last[1] = None if None in ends else max(ends)  # type: ignore[type-var]
+                if spell[1] is None or spell[1] == last[1]:
+                    last[4], last[5] = spell[4], spell[5]  # the spell that leaves last decides
+                if spell[3] is not None and (last[3] is None or spell[3] < last[3]):
+                    last[3] = spell[3]  # e.g. the inpatient visit opened while the patient is here
+                last[7] = last[7] or spell[4] or spell[3] is not None
+            else:
+                # admitted: left for an inpatient bed, or became an inpatient while here
+                visits.append([*spell, spell[4] or spell[3] is not None])
+        out: list[Observation] = []
+        for enter, leave, place, decision, admitted_out, discharged, owner, admitted_any in visits:
+            if owner != key or leave is None:
+                continue
+            admitted = bool(admitted_out or admitted_any)
             if not admitted:
-                linked = self._linked_admission(key, stay, book, visit[0], ts)
+                linked = self._linked_admission(key, stay, book, enter, leave)
                 if linked is not None:
                     admitted = True
-                    if decision is None and linked <= ts:
+                    if decision is None and linked <= leave:
                         decision = linked  # the inpatient visit was opened while the patient was here
-            obs = self._observe(visit[0], decision, ts, visit[1], admitted, place is None)
+            obs = self._observe(enter, decision, leave, place, admitted, discharged and not admitted)
             if obs is not None:
                 out.append(obs)
-            visit = None
         return out
 
     def _linked_admission(
@@ -170,9 +212,14 @@ class StayOperator(ValueOperator):
 
     measure: StayMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
-        self.rule = StayRule(self.measure, self.unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
+        self.rule = StayRule(self.measure, self.unit_types, zone)
         self.book = StayBook()
         self.observed: dict[str, list[Observation]] = {}
         self._swept_at: int | None = None
@@ -225,11 +272,14 @@ class StayOperator(ValueOperator):
 
 
 def replay_observations(
-    measure: StayMeasure, unit_types: dict[GroupKey, str], events: Callable[[], Any]
+    measure: StayMeasure,
+    unit_types: dict[GroupKey, str],
+    events: Callable[[], Any],
+    zone: tzinfo | None = None,
 ) -> list[Observation]:
     """Every observation the stream would keep, for the period report: the same rule over
     the logged encounter events (events() yields them in log order)."""
-    rule = StayRule(measure, unit_types)
+    rule = StayRule(measure, unit_types, zone)
     current: dict[str, list[Observation]] = {}
 
     def changed(key: str, stay: Stay) -> None:

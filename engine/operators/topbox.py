@@ -10,6 +10,8 @@ computed from the pooled tallies by the Finalizer (aggregate top_box).
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from engine.aggregates import Acc
 from engine.definitions import TopBoxMeasure
 from engine.events import EventBase
@@ -27,8 +29,13 @@ def survey_key(event: EventBase) -> str:
 class TopBoxOperator(ValueOperator):
     measure: TopBoxMeasure
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         self.items = items_of(self.measure.domains)
 
     def subscriptions(self) -> dict[str, Handler]:

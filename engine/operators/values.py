@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
@@ -14,13 +15,19 @@ from engine.samples import GroupKey
 class ValueOperator(Operator):
     """Keeps an Acc per (unit, pane); cumulative windows fold expired panes into a base."""
 
-    def __init__(self, outputs: list[Output], unit_types: dict[GroupKey, str] | None = None):
-        super().__init__(outputs, unit_types)
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
         self.panes: dict[GroupKey, dict[int, Acc]] = {}
         self.base: dict[GroupKey, Acc] = {}
 
     def observe(self, key: GroupKey, ts: float, value: float) -> None:
-        idx = int(ts // self.clock.pane)
+        pane = self.clock.pane
+        idx = int(ts // pane) if pane else self.clock.index(ts)
         first, closed = self.first_index, self.closed_upto
         if first is None or idx < first or (closed is not None and idx < closed):
             checked = self._pane_for(ts)  # the slow path: first event, or a late one
@@ -36,7 +43,7 @@ class ValueOperator(Operator):
     def unobserve(self, key: GroupKey, ts: float, value: float) -> bool:
         """Take back a value observed before (a duration whose earlier end, or cancel, came
         in later). False when its pane is no longer kept: the value then stays."""
-        idx = int(ts // self.clock.pane)
+        idx = self.clock.index(ts)
         panes = self.panes.get(key)
         acc = panes.get(idx) if panes is not None else None
         folded = False

@@ -64,9 +64,11 @@ def _lock_data_dir(data: Path) -> IO[bytes]:
     return handle
 
 
-def catalogue_fingerprint(catalogue: Catalogue) -> str:
+def catalogue_fingerprint(catalogue: Catalogue, timezone: str = "UTC") -> str:
+    """What a snapshot's state depends on: the state version, the KPIs, and the site's time
+    zone (day panes are its days: a snapshot from another zone is not restored)."""
     blob = orjson.dumps(
-        [STATE_VERSION, *(k.model_dump(mode="json", by_alias=True) for k in catalogue)],
+        [STATE_VERSION, timezone, *(k.model_dump(mode="json", by_alias=True) for k in catalogue)],
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -84,7 +86,12 @@ class EmbeddedRuntime:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_data_dir(data)
-        self.engine = Engine(self.catalogue, self.places, idle_timeout=settings.engine.idle_timeout)
+        self.engine = Engine(
+            self.catalogue,
+            self.places,
+            idle_timeout=settings.engine.idle_timeout,
+            timezone=settings.timezone,
+        )
         self.board = KpiBoard()
         self.history = History(data / "history.sqlite")
         self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
@@ -93,7 +100,7 @@ class EmbeddedRuntime:
             settings, self.catalogue, self.engine, self.board, data, self.dead_letters
         )
         self.snapshot_path = data / "snapshot.json"
-        self.fingerprint = catalogue_fingerprint(self.catalogue)
+        self.fingerprint = catalogue_fingerprint(self.catalogue, settings.timezone)
         self.seen: dict[str, None] = {}
         self._reserved: set[str] = set()
         self.processed = START
@@ -246,7 +253,7 @@ class EmbeddedRuntime:
         position = self.log.position
         if self._reporter is None or self._reporter[0] != position:
             frame = log_frame(self.log.segment_paths())
-            self._reporter = (position, Reporter(frame, self.places))
+            self._reporter = (position, Reporter(frame, self.places, self.settings.timezone))
         return self._reporter[1].report(self.catalogue[kpi_id], start, end, by)
 
     # -- health --------------------------------------------------------------------------

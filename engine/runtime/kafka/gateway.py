@@ -47,7 +47,7 @@ class KafkaGateway:
         self.board = KpiBoard()
         self.history = History(data / "history.sqlite")
         self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
-        self.roster = Engine(self.catalogue, self.places)  # fed staffing events only
+        self.roster = Engine(self.catalogue, self.places, timezone=settings.timezone)  # fed staffing only
         self.type_sources: dict[str, set[str]] = {}
         self.clock = time.time
         self.alerts = build_alert_service(

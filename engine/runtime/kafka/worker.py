@@ -90,7 +90,9 @@ def snapshot_text(part: Partition, fingerprint: str) -> str:
 def restore_partition(
     blob: str | None, catalogue: Catalogue, settings: Settings, fingerprint: str
 ) -> Partition:
-    engine = Engine(catalogue, settings.places, idle_timeout=settings.engine.idle_timeout)
+    engine = Engine(
+        catalogue, settings.places, idle_timeout=settings.engine.idle_timeout, timezone=settings.timezone
+    )
     part = Partition(engine)
     if blob:
         state = orjson.loads(zlib.decompress(base64.b64decode(blob)))
@@ -107,7 +109,7 @@ def restore_partition(
 def make_app(settings: Settings) -> faust.App:
     kafka = settings.runtime.kafka
     catalogue = load_catalogue(settings.kpi_defs)
-    fingerprint = catalogue_fingerprint(catalogue)
+    fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
     app = faust.App(
         kafka.app_id,
         broker=f"kafka://{kafka.bootstrap}",

@@ -1,0 +1,87 @@
+"""Bounded event time (issue 11, item 1): a mistyped year is refused at the connector with the
+field named, kept as a dead letter, and the engine's windows and watermarks never see it, so
+the real events after it are not late. Through the real MLLP listener, POST /fhir and the feed
+API of a running carescore."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from connectors.hl7v2.client import MLLPClient
+from connectors.hl7v2.parser import parse
+
+
+def adt(control: str, evn2: str, visit: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EMR|DEMO|CARESCORE|DEMO|{evn2}||ADT^A01^ADT_A01|{control}|P|2.5.1",
+            f"EVN|A01|{evn2}",
+            f"PID|1||MRN-{visit}^^^DEMO^MR||Doe^Jane",
+            f"PV1|1|I|4W^1^01^DEMO||||||||||||||||{visit}^^^DEMO^VN",
+        ]
+    )
+
+
+async def test_far_future_and_default_dates_are_refused_with_the_field_named(service: Any) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    async with MLLPClient("127.0.0.1", service.mllp.port) as client:
+        replies = [
+            parse(await client.send(adt("F1", "29990101080000", "V1"))),  # a mistyped year
+            parse(await client.send(adt("F2", "19000101000000", "V2"))),  # a default 1900 date
+            parse(await client.send(adt("F3", stamp, "V3"))),  # a real admission, now
+        ]
+    codes = [r.first("MSA").get(1) for r in replies]  # type: ignore[union-attr]
+    assert codes == ["AE", "AE", "AA"]
+    for reply in replies[:2]:
+        err = reply.first("ERR")
+        assert err is not None and (err.get(2, 1), err.get(2, 3)) == ("EVN", "2")  # EVN-2 named
+    assert "engine.max_future" in replies[0].first("ERR").first(8)  # type: ignore[union-attr]
+    assert "engine.max_age" in replies[1].first("ERR").first(8)  # type: ignore[union-attr]
+
+    base = f"http://127.0.0.1:{service.api_port}"
+    async with httpx.AsyncClient(base_url=base) as api:
+        encounter = {
+            "resourceType": "Encounter",
+            "id": "enc-future",
+            "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": "Patient/p9"},
+            "period": {"start": "2999-01-01T08:00:00Z"},
+        }
+        fhir = await api.post(
+            "/fhir/Encounter",
+            content=json.dumps(encounter),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert fhir.status_code == 422
+        issue = fhir.json()["issue"][0]
+        assert (
+            issue["expression"] == ["Encounter.period.start"] and "engine.max_future" in issue["diagnostics"]
+        )
+        later = (now + timedelta(days=400)).isoformat()
+        feed = await api.post(
+            "/api/v1/feeds/staffing",
+            content=f"staff_id,role,unit,shift_start\nN1,rn,4W,{later}\nN2,rn,4W,{now.isoformat()}\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        body = feed.json()
+        assert (body["accepted"], body["rejected"]) == (1, 1), body
+        assert (body["errors"][0]["line"], body["errors"][0]["field"]) == (2, "shift_start")
+        assert "engine.max_future" in body["errors"][0]["message"]
+        letters = (await api.get("/api/v1/dead-letters")).json()["dead_letters"]
+        assert len(letters) >= 4  # two HL7 messages, the Encounter, the feed row
+        # the engine never saw 2999: the HL7 watermark is the real admission's time, and the
+        # admission after the refused ones is not late
+        engine = service.runtime.engine
+        for _ in range(50):
+            if "hl7v2" in engine.watermarks.max_ts:
+                break
+            await asyncio.sleep(0.1)
+        assert engine.watermarks.max_ts["hl7v2"] == now.timestamp()
+        assert sum(engine.late_events().values()) == 0
