@@ -85,3 +85,38 @@ async def test_far_future_and_default_dates_are_refused_with_the_field_named(ser
             await asyncio.sleep(0.1)
         assert engine.watermarks.max_ts["hl7v2"] == now.timestamp()
         assert sum(engine.late_events().values()) == 0
+
+
+def test_no_source_moves_its_watermark_past_the_wall_clock() -> None:
+    """Defence behind the connectors: an event stamped a year ahead that reached the engine
+    (an old log, an import) does not close the windows between now and then, and the real
+    events after it still count."""
+    from engine.config import REPO_ROOT
+    from engine.core import Engine
+    from engine.definitions import load_catalogue
+    from engine.events import LabEvent
+
+    engine = Engine(load_catalogue(REPO_ROOT / "kpi_defs"), wall_clock=True)
+    now = datetime.now(UTC)
+
+    def lab(kind: str, when: datetime, order: str, **fields: Any) -> LabEvent:
+        return LabEvent(
+            type=kind,  # type: ignore[arg-type]
+            event_time=when,
+            received_time=now,
+            source="hl7v2",
+            source_id=f"{order}-{kind}",
+            facility="DEMO",
+            order_id=order,
+            priority="stat",
+            **fields,
+        )
+
+    engine.process(lab("lab.order", now + timedelta(days=365), "typo"))
+    assert engine.watermark_of("lab_tat_stat", now.timestamp()) == now.timestamp()
+    closed = engine.advance(now.timestamp())
+    assert all(s.window.end <= now for s in closed)
+    # the real traffic after it, stamped now, is on time (a watermark at 2999 would make it late)
+    engine.process(lab("lab.order", now - timedelta(seconds=30), "real"))
+    engine.process(lab("lab.result", now, "real", result_status="final"))
+    assert sum(engine.late_events().values()) == 0

@@ -91,6 +91,7 @@ class EmbeddedRuntime:
             self.places,
             idle_timeout=settings.engine.idle_timeout,
             timezone=settings.timezone,
+            wall_clock=True,
         )
         self.board = KpiBoard()
         self.history = History(data / "history.sqlite")

@@ -91,7 +91,11 @@ def restore_partition(
     blob: str | None, catalogue: Catalogue, settings: Settings, fingerprint: str
 ) -> Partition:
     engine = Engine(
-        catalogue, settings.places, idle_timeout=settings.engine.idle_timeout, timezone=settings.timezone
+        catalogue,
+        settings.places,
+        idle_timeout=settings.engine.idle_timeout,
+        timezone=settings.timezone,
+        wall_clock=True,
     )
     part = Partition(engine)
     if blob:
