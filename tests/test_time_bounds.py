@@ -120,3 +120,32 @@ def test_no_source_moves_its_watermark_past_the_wall_clock() -> None:
     engine.process(lab("lab.order", now - timedelta(seconds=30), "real"))
     engine.process(lab("lab.result", now, "real", result_status="final"))
     assert sum(engine.late_events().values()) == 0
+
+
+async def test_a_blocked_event_loop_shows_on_metrics(service: Any) -> None:
+    """Issue 11 item 3 (measure first): whatever blocks the loop delays every ACK; /metrics
+    carries the loop's lag histogram and its longest stall. The fault is real: this coroutine
+    holds the service's loop for 0.6 s with a blocking call."""
+    import time
+
+    def metric(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} on /metrics")
+
+    def between(text: str) -> float:  # timer wake-ups 0.5 s to 1 s late
+        b = 'carescore_event_loop_lag_seconds_bucket{le="%s"}'
+        return metric(text, b % "1.0") - metric(text, b % "0.5")
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as api:
+        await asyncio.sleep(0.2)  # the watch is running
+        before = between((await api.get("/metrics")).text)
+        time.sleep(0.6)  # block the loop: the MLLP listener, HTTP and ticks all wait
+        for _ in range(50):
+            text = (await api.get("/metrics")).text
+            if between(text) > before:
+                break
+            await asyncio.sleep(0.05)
+        assert between(text) >= before + 1
+        assert metric(text, "carescore_event_loop_stall_max_seconds") >= 0.5

@@ -27,6 +27,7 @@ from connectors.intake import Intake
 from connectors.replay import Replayer
 from engine.config import Settings, TLSSettings
 from engine.runtime.embedded import EmbeddedRuntime
+from engine.runtime.loopwatch import LoopWatch
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Service:
         )
         self.http = uvicorn.Server(config)
         self._tasks: list[asyncio.Task[Any]] = []
+        self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
 
     def _keep_unusable(self, raw: bytes, reason: str) -> None:
         self.runtime.dead_letters.add("mllp", reason, raw)
@@ -119,6 +121,7 @@ class Service:
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.02)
         self._tasks.append(asyncio.create_task(self.runtime.run_ticks(), name="tick"))
+        self._tasks.append(asyncio.create_task(self.loop_watch.run(), name="loopwatch"))
         self._tasks.append(asyncio.create_task(self.runtime.alerts.run(), name="alerts"))
         if self.settings.feeds.watch:
             self.watcher.prepare()
