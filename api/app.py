@@ -81,7 +81,7 @@ def levels_json(kpi: KpiDefinition, unit_type: str | None) -> dict[str, Any]:
 
 
 def sample_json(s: Sample) -> dict[str, Any]:
-    return s.model_dump(mode="json")
+    return s.model_dump(mode="json", exclude={"until"})  # history answers runs window by window
 
 
 def _matches(s: Sample, facility: str | None, department: str | None, unit: str | None) -> bool:

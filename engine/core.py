@@ -30,6 +30,7 @@ from engine.definitions import (
     TopBoxMeasure,
 )
 from engine.events import EventBase
+from engine.history import windows_of
 from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
 from engine.operators.base import Handler, Hint, Operator, Output
 from engine.operators.duration import DurationOperator
@@ -42,7 +43,7 @@ from engine.operators.stay import StayOperator
 from engine.operators.topbox import TopBoxOperator
 from engine.places import Places
 from engine.samples import GroupKey, Sample
-from engine.windows import zone_of
+from engine.windows import PaneClock, zone_of
 from engine.yamlconf import ConfigError
 
 
@@ -307,8 +308,10 @@ class Engine:
     def watermark_of(self, kpi_id: str, now: float) -> float | None:
         return self.watermarks.min_of(self._sources(self.operators.index(self.by_kpi[kpi_id])), now)
 
-    def advance(self, now: float) -> list[Sample]:
-        """Close every window the watermarks have passed; returns final samples."""
+    def advance(self, now: float, deadline: float | None = None) -> list[Sample]:
+        """Close every window the watermarks have passed; returns the closed windows as runs
+        (engine/operators/base.py Runs; windows() lists them one by one). deadline
+        (time.perf_counter()): stop there and set `behind`; call again to go on."""
         out: list[Sample] = []
         adt_sources = self.type_sources.get("encounter.register", set()) | self.type_sources.get(
             "encounter.admit", set()
@@ -319,10 +322,15 @@ class Engine:
         for i, op in enumerate(self.operators):
             wm = self.watermarks.min_of(self._sources(i), now)
             if wm is not None:
-                out.extend(op.advance(wm))
+                out.extend(op.advance(wm, deadline))
         if self.watermarks.max_ts:
             self.census.prune(min(self.watermarks.max_ts.values()))
         return out
+
+    @property
+    def behind(self) -> bool:
+        """The last advance() stopped at its deadline with windows still to close."""
+        return any(op.behind for op in self.operators)
 
     def live(self, now: float) -> list[Sample]:
         """Current values of every KPI, per unit and rolled up."""
@@ -364,6 +372,18 @@ class Engine:
             state = snap["operators"].get(",".join(op.kpi_ids))
             if state is not None:
                 op.restore(state)
+
+    def pane_clocks(self) -> dict[str, PaneClock]:
+        """Each KPI's pane clock, its own copy (the history expands runs with it, maybe on
+        another thread)."""
+        return {kpi.id: PaneClock.of(kpi.window, self.zone) for kpi in self.catalogue}
+
+    def windows(self, closed: list[Sample]) -> list[Sample]:
+        """What advance() returned, window by window (it returns runs of equal windows),
+        in time order."""
+        out = [w for run in closed for w in windows_of(run, self.by_kpi[run.kpi].clock)]
+        out.sort(key=lambda s: s.window.end)
+        return out
 
     def late_events(self) -> dict[str, int]:
         return {kid: op.late_events for kid, op in self.by_kpi.items()}

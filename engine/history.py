@@ -1,72 +1,179 @@
 """Closed windows, kept: the KPI history behind /kpis/{id}/history and the trend.
 
+Stored as runs (engine/operators/base.py, Runs): one row per KPI, place and stretch of
+consecutive windows with the same result, so history costs what the data costs: a row where
+a place had data and its result changed, none for windows with no data and none for a step
+that changed nothing. Rows: for each KPI and each place (unit, department, facility) with
+data, at most one per window in which a pane with data enters or leaves the window, plus one
+per change of a level (census, staffing); at most one per closed window. A query answers
+window by window: each run is expanded on the KPI's pane clock.
+
 Replaying the event log after a restart closes the same windows again; the primary key
-makes that an overwrite with the same values, not a duplicate.
+makes that an overwrite with the same values (a run that grew replaces its row). A history
+file from before runs (table `samples`, one row per window) is converted when opened.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.samples import Group, Sample, Window
+from engine.samples import Group, Sample, Window, ts_to_dt
+from engine.windows import PaneClock
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
     kpi TEXT NOT NULL,
     facility TEXT NOT NULL,
-    department TEXT NOT NULL DEFAULT '',
-    unit TEXT NOT NULL DEFAULT '',
-    window_start TEXT NOT NULL,
-    window_end TEXT NOT NULL,
+    department TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    UNIQUE (kpi, facility, department, unit)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    series INTEGER NOT NULL REFERENCES series (id),
+    window_end INTEGER NOT NULL,   -- epoch seconds (UTC), the first window of the run
+    window_start INTEGER NOT NULL,
+    until INTEGER NOT NULL,        -- the end of the run's last window (= window_end: one window)
     value REAL,
     numerator REAL,
     denominator REAL,
     n INTEGER NOT NULL,
     status TEXT NOT NULL,
-    as_of TEXT NOT NULL,
-    PRIMARY KEY (kpi, facility, department, unit, window_end, window_start)
-);
+    as_of REAL NOT NULL,
+    PRIMARY KEY (series, window_end, window_start)
+) WITHOUT ROWID;
 """
+# A row costs about 40 bytes (B-tree overhead included): the place and KPI are one integer,
+# times are integers; WITHOUT ROWID keeps the rows in the primary key's tree (no second copy).
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "s.kpi, s.facility, s.department, s.unit, r.window_start, r.window_end, r.value, r.numerator, "
+    "r.denominator, r.n, r.status, r.as_of, r.until"
+)
+SeriesKey = tuple[str, str, str, str]
+
+
+def _epoch(value: datetime) -> int | float:
+    ts = value.timestamp()
+    return int(ts) if ts.is_integer() else ts
+
+
+def _iso_epoch(column: str) -> str:
+    """SQL turning an old history's ISO 8601 text into epoch seconds."""
+    return f"CAST(strftime('%s', {column}) AS INTEGER)"
 
 
 class History:
-    def __init__(self, path: Path):
+    """clocks: each KPI's pane clock (how a run's windows follow each other); a KPI without
+    one is answered row by row."""
+
+    def __init__(self, path: Path, clocks: Mapping[str, PaneClock] | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.clocks = dict(clocks or {})
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._series: dict[SeriesKey, int] = {
+            (k, f, d, u): i
+            for i, k, f, d, u in self._db.execute("SELECT id, kpi, facility, department, unit FROM series")
+        }
+        old = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'samples'").fetchone()
+        if old:
+            self._migrate()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self._written: Future[None] | None = None
+
+    def add_later(self, samples: list[Sample]) -> None:
+        """add() on the history's own thread, in order: a runtime's event loop does not wait
+        for the disk (a failure is logged there and the windows come again on replay)."""
+        if samples:
+            self._written = self._writer.submit(self._add_logged, samples)
+
+    def _add_logged(self, samples: list[Sample]) -> None:
+        try:
+            self.add(samples)
+        except Exception:
+            log.exception("history write failed", extra={"samples": len(samples)})
+
+    def flush(self) -> None:
+        """Wait for the writes handed to add_later()."""
+        if self._written is not None:
+            self._written.result()
+
+    def _migrate(self) -> None:
+        """A history written before runs (table samples, ISO text, one row per window)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        until = _iso_epoch("o.until") if "until" in columns else "NULL"
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO series (kpi, facility, department, unit) "
+                "SELECT DISTINCT kpi, facility, department, unit FROM samples"
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs SELECT s.id, "
+                f"{_iso_epoch('o.window_end')}, {_iso_epoch('o.window_start')}, "
+                f"coalesce({until}, {_iso_epoch('o.window_end')}), o.value, o.numerator, o.denominator, o.n, "
+                f"o.status, {_iso_epoch('o.as_of')} FROM samples o JOIN series s USING "
+                "(kpi, facility, department, unit)"
+            )
+            self._db.execute("DROP TABLE samples")
+            self._db.execute("COMMIT")
+            self._series = {
+                (k, f, d, u): i
+                for i, k, f, d, u in self._db.execute(
+                    "SELECT id, kpi, facility, department, unit FROM series"
+                )
+            }
+
+    def _series_id(self, key: SeriesKey) -> int:
+        found = self._series.get(key)
+        if found is None:
+            cur = self._db.execute(
+                "INSERT INTO series (kpi, facility, department, unit) VALUES (?,?,?,?)", key
+            )
+            found = self._series[key] = int(cur.lastrowid or 0)
+        return found
 
     def add(self, samples: list[Sample]) -> None:
-        rows = [
-            (
-                s.kpi,
-                s.group.facility,
-                s.group.department or "",
-                s.group.unit or "",
-                s.window.start.isoformat(),
-                s.window.end.isoformat(),
-                s.value,
-                s.numerator,
-                s.denominator,
-                s.n,
-                s.status,
-                s.as_of.isoformat(),
-            )
-            for s in samples
-            if s.final
-        ]
-        if not rows:
+        final = [s for s in samples if s.final]
+        if not final:
             return
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            rows = [
+                (
+                    self._series_id((s.kpi, s.group.facility, s.group.department or "", s.group.unit or "")),
+                    _epoch(s.window.end),
+                    _epoch(s.window.start),
+                    _epoch(s.until if s.until is not None else s.window.end),
+                    s.value,
+                    s.numerator,
+                    s.denominator,
+                    s.n,
+                    s.status,
+                    s.as_of.timestamp(),
+                )
+                for s in final
+            ]
+            self._db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
+
+    def rows(self) -> int:
+        """Stored rows (runs), for the storage figures."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
 
     def query(
         self,
@@ -80,44 +187,101 @@ class History:
         end: datetime | None = None,
         limit: int = 1000,
     ) -> list[Sample]:
-        sql = "SELECT * FROM samples WHERE kpi = ?"
+        """The latest `limit` closed windows (oldest first) whose start is at or after `start`
+        and whose end is at or before `end`, window by window."""
+        sql = f"SELECT {COLUMNS} FROM runs r JOIN series s ON s.id = r.series WHERE s.kpi = ?"
         args: list[Any] = [kpi]
         for column, value in (("facility", facility), ("department", department), ("unit", unit)):
             if value is not None:
-                sql += f" AND {column} = ?"
+                sql += f" AND s.{column} = ?"
                 args.append(value)
         if level == "facility":
-            sql += " AND department = '' AND unit = ''"
+            sql += " AND s.department = '' AND s.unit = ''"
         elif level == "department":
-            sql += " AND department != '' AND unit = ''"
+            sql += " AND s.department != '' AND s.unit = ''"
         elif level == "unit":
-            sql += " AND unit != ''"
+            sql += " AND s.unit != ''"
         if start is not None:
-            sql += " AND window_start >= ?"
-            args.append(start.astimezone(UTC).isoformat())
+            sql += " AND r.until > ?"  # a run whose last window ends after `start` may hold one
+            args.append(start.timestamp())
         if end is not None:
-            sql += " AND window_end <= ?"
-            args.append(end.astimezone(UTC).isoformat())
-        sql += " ORDER BY window_end DESC LIMIT ?"
-        args.append(limit)
+            sql += " AND r.window_end <= ?"
+            args.append(end.timestamp())
+        # every run holds a window ending at its last end (clipped to `end`): the `limit` runs
+        # that end last hold the `limit` latest windows
+        if end is not None:
+            sql += " ORDER BY min(r.until, ?) DESC LIMIT ?"
+            args += [end.timestamp(), limit]
+        else:
+            sql += " ORDER BY r.until DESC LIMIT ?"
+            args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [
-            Sample(
-                kpi=r[0],
-                group=Group(facility=r[1], department=r[2] or None, unit=r[3] or None),
-                window=Window(start=datetime.fromisoformat(r[4]), end=datetime.fromisoformat(r[5])),
-                value=r[6],
-                numerator=r[7],
-                denominator=r[8],
-                n=r[9],
-                status=r[10],
-                as_of=datetime.fromisoformat(r[11]),
-                final=True,
-            )
-            for r in reversed(rows)
-        ]
+        windows: dict[tuple[str, str, str, str], Sample] = {}
+        for r in rows:
+            for sample in self._expand(r, start, end, limit):
+                g = sample.group
+                windows[(g.facility, g.department or "", g.unit or "", sample.window.end.isoformat())] = (
+                    sample
+                )
+        out = sorted(
+            windows.values(),
+            key=lambda s: (s.window.end, s.group.facility, s.group.department or "", s.group.unit or ""),
+        )
+        return out[-limit:]
+
+    def _expand(
+        self, r: tuple[Any, ...], start: datetime | None, end: datetime | None, limit: int
+    ) -> list[Sample]:
+        """A run's windows in [start, end], its latest `limit` of them."""
+        first = Sample(
+            kpi=r[0],
+            group=Group(facility=r[1], department=r[2] or None, unit=r[3] or None),
+            window=Window(start=ts_to_dt(r[4]), end=ts_to_dt(r[5])),
+            value=r[6],
+            numerator=r[7],
+            denominator=r[8],
+            n=r[9],
+            status=r[10],
+            as_of=ts_to_dt(r[11]),
+            final=True,
+            until=ts_to_dt(r[12]) if r[12] != r[5] else None,
+        )
+        return windows_of(first, self.clocks.get(first.kpi), start, end, limit)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._db.close()
+
+
+def windows_of(
+    run: Sample,
+    clock: PaneClock | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int | None = None,
+) -> list[Sample]:
+    """A run's windows (each ending one pane after the last) in [start, end], the latest
+    `limit` of them, latest first. Without a clock, the run's first window only."""
+    if clock is None or run.until is None or run.until == run.window.end:
+        windows = [run.model_copy(update={"until": None})] if run.until is not None else [run]
+    else:
+        index = clock.index(run.window.end.timestamp())
+        last = clock.index(run.until.timestamp())
+        if end is not None:
+            last = min(last, clock.index(end.timestamp()))
+        windows = []
+        for i in range(last, index - 1, -1):  # latest first: stop at `limit` or at `start`
+            begins = run.window.start if clock.cumulative else ts_to_dt(clock.start(i - clock.k))
+            if start is not None and begins < start:
+                break
+            window = Window(start=begins, end=ts_to_dt(clock.start(i)))
+            windows.append(run.model_copy(update={"window": window, "until": None}))
+            if limit is not None and len(windows) >= limit:
+                break
+    return [
+        w
+        for w in windows
+        if (start is None or w.window.start >= start) and (end is None or w.window.end <= end)
+    ]

@@ -58,6 +58,9 @@ class Sample(BaseModel):
     """True for a closed window (history); False for the live value of the open window."""
     overdue: int = 0
     """Open intervals past their timeout that are counted in the live value."""
+    until: datetime | None = None
+    """A run of closed windows: this window and every one after it, step by step, up to the
+    window that ends at `until`, had the same result (one history row, not one per step)."""
 
 
 _SAMPLE_LIST = TypeAdapter(list[Sample])

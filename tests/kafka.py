@@ -94,8 +94,8 @@ def reference(settings: Settings, events: list[EventBase]) -> dict[SampleKey, tu
     for i, event in enumerate(events):
         engine.process(event)
         if i % 500 == 499:
-            out += engine.advance(event.received_time.timestamp())
-    out += engine.advance(events[-1].received_time.timestamp())
+            out += engine.windows(engine.advance(event.received_time.timestamp()))
+    out += engine.windows(engine.advance(events[-1].received_time.timestamp()))
     return _closed(out)
 
 
@@ -163,6 +163,8 @@ async def closed_samples(
         auto_offset_reset="earliest",
     )
     await consumer.start()
+    # closed windows travel as runs (one sample for windows in a row with the same result)
+    runs = Engine(load_catalogue(settings.kpi_defs), settings.places)
     got: dict[SampleKey, list[tuple[Any, ...]]] = {}
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
@@ -172,7 +174,7 @@ async def closed_samples(
             new = False
             for records in batch.values():
                 for record in records:
-                    for key, value in _closed(load_samples(record.value)).items():
+                    for key, value in _closed(runs.windows(load_samples(record.value))).items():
                         got.setdefault(key, []).append(value)
                         new = True
             if new:

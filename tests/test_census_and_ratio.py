@@ -138,7 +138,7 @@ def test_census_counts_inpatients_and_observation_not_registrations_or_leave(hos
     assert h.live("bed_occupancy", 150, "4W").value == pytest.approx(2 / 30 * 100)
     # the facility's inpatient occupancy leaves the ED's 16 trolleys out: 2 / (78 - 16)
     assert h.live("bed_occupancy", 150, None, None).value == pytest.approx(2 / 62 * 100)
-    out = h.engine.advance(at(240).timestamp())
+    out = h.engine.windows(h.engine.advance(at(240).timestamp()))
     # closed hours of occupied bed-hours / staffed bed-hours:
     # 08-09: V01 + V03 = 2 bed-hours / 30 -> 6.67 %; 09-10: V03 only (V01 on leave) -> 3.33 %
     assert closed(out, "bed_occupancy", "4W", 0).value == pytest.approx(2 / 30 * 100)
@@ -156,7 +156,7 @@ def test_census_follows_a_class_change_and_cancels(hospital: Hospital) -> None:
     h.hl7(adt("A03", 60, "V05", "4W"), 60)
     h.hl7(adt("A13", 70, "V05", "4W"), 70)  # discharge cancelled: still here
     assert h.live("bed_occupancy", 80, "4W").value == pytest.approx(1 / 30 * 100)
-    out = h.engine.advance(at(240).timestamp())
+    out = h.engine.windows(h.engine.advance(at(240).timestamp()))
     # 08-09: V05 in the census from 08:30 (0.5 bed-hours); V06 withdrawn -> 0.5 / 30
     assert closed(out, "bed_occupancy", "4W", 0).value == pytest.approx(0.5 / 30 * 100)
 
@@ -194,7 +194,7 @@ def test_nurse_ratio_is_never_averaged_and_no_nurse_is_critical(hospital: Hospit
     # the department and the facility are as bad as their worst unit
     assert h.live("patient_to_nurse_ratio", 105, None, "critical_care").status == "critical"
     assert h.live("patient_to_nurse_ratio", 105, None, None).status == "critical"
-    out = h.engine.advance(at(12 * 60).timestamp())
+    out = h.engine.windows(h.engine.advance(at(12 * 60).timestamp()))
     # closed 08:00-09:00: ratios 1 (08:00), 2 (08:10), 3 (08:20-08:40), 1.5 -> worst 3, not a mean
     hour = closed(out, "patient_to_nurse_ratio", "ICU", 0)
     assert (hour.value, hour.status) == (pytest.approx(3.0), "critical")

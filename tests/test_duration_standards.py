@@ -84,7 +84,7 @@ class Hospital:
         self.events += events
 
     def advance(self, minutes: float) -> None:
-        self.closed += self.engine.advance(at(minutes).timestamp())
+        self.closed += self.engine.windows(self.engine.advance(at(minutes).timestamp()))
 
     def live(self, kpi: str, minutes: float, key: tuple[str, str, str]) -> Sample:
         return next(

@@ -120,7 +120,11 @@ def test_closed_occupancy_window_is_bed_time_weighted(engine: Engine) -> None:
     engine.process(enc("encounter.admit", 0, "a", "4W", patient_class="inpatient"))
     engine.process(enc("encounter.admit", 30, "b", "4W", patient_class="inpatient"))
     engine.process(enc("encounter.admit", 75, "c", "4W", patient_class="inpatient"))
-    closed = [s for s in engine.advance(ts(200)) if s.kpi == "bed_occupancy" and s.group.unit == "4W"]
+    closed = [
+        s
+        for s in engine.windows(engine.advance(ts(200)))
+        if s.kpi == "bed_occupancy" and s.group.unit == "4W"
+    ]
     first = next(s for s in closed if s.window.start.hour == 8)
     assert first.final
     assert first.numerator == pytest.approx((1 * 30 + 2 * 30) * 60)

@@ -80,7 +80,7 @@ def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
     send(adt("A08", 3 * DAY + 60, "V1101", "4W", mrn="P11", disposition="01"), 3 * DAY + 60)
     stay("P11", "V1102", 10 * DAY, None)
 
-    out = engine.advance(at(70 * DAY).timestamp())  # follow-up of March is over
+    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))  # follow-up of March is over
     march = datetime(2026, 3, 1, tzinfo=UTC)
     window = [
         s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march

@@ -551,8 +551,8 @@ def test_period_report_equals_stream(
     for i, event in enumerate(events):
         engine.process(event)
         if i % 3 == 0:
-            closed += engine.advance(event.received_time.timestamp())
-    closed += engine.advance((until or t0 + timedelta(days=2)).timestamp())
+            closed += engine.windows(engine.advance(event.received_time.timestamp()))
+    closed += engine.windows(engine.advance((until or t0 + timedelta(days=2)).timestamp()))
     assert sum(engine.late_events().values()) == 0  # disorder stayed inside the grace period
     frame = frame_from_records([orjson.loads(dump_event(e)) for e in events])
     reporter = Reporter(frame, PLACES, zone)

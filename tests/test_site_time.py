@@ -203,7 +203,7 @@ class Run:
         self.engine = Engine(catalogue, PLACES, timezone="America/New_York")
         for event in self.events:
             self.engine.process(event)
-        self.closed = self.engine.advance(self.wall_clock(until))
+        self.closed = self.engine.windows(self.engine.advance(self.wall_clock(until)))
         self.catalogue = catalogue
         frame = frame_from_records([orjson.loads(dump_event(e)) for e in self.events])
         self.reporter = Reporter(frame, PLACES, "America/New_York")

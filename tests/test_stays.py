@@ -50,7 +50,7 @@ class Feed:
 
     def report_equals_stream(self, kpi: str, start: datetime, end: datetime, until: float) -> None:
         """The period report over a window the stream closed gives the stream's value."""
-        self.closed += self.engine.advance(at(until).timestamp())
+        self.closed += self.engine.windows(self.engine.advance(at(until).timestamp()))
         closed = [s for s in self.closed if s.kpi == kpi]
         streamed = {s.group.key: s for s in closed if s.window.start == start and s.window.end == end}
         assert streamed, f"the stream closed no {kpi} window {start}..{end}"

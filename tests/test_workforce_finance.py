@@ -101,7 +101,7 @@ class Run:
         # the last event's year (and its grace) has closed
         last = self.events[-1].event_time
         quiet = (last - T0) + timedelta(days=self.span + 8)
-        self.closed = self.engine.advance((END + quiet).timestamp())
+        self.closed = self.engine.windows(self.engine.advance((END + quiet).timestamp()))
         frame = frame_from_records([orjson.loads(dump_event(e)) for e in self.events])
         self.reporter = Reporter(frame, PLACES)
         self.catalogue = catalogue

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
+from time import perf_counter
 from typing import Any
 
 from engine.aggregates import Acc, Finalizer
@@ -28,6 +29,86 @@ MAX_QUIET_WINDOWS = 1000
 """Past this many windows without any data, closing jumps ahead instead of walking."""
 
 
+class Runs:
+    """Closed windows kept as runs: consecutive windows of one KPI and place with the same
+    result are one history row (its first window, and `until`, the end of its last).
+
+    A sliding window of 7 days stepping by the hour closes 168 windows for every hour that
+    had data, and a level (census) that holds through a quiet night closes one per step with
+    the same value: stored one per window, history grows with the time span, not with the
+    data. A run changes only where a pane enters or leaves the window with data in it.
+    """
+
+    __slots__ = ("dirty", "ended", "held")
+
+    def __init__(self) -> None:
+        # (kpi, place) -> [result, end index of the last window, the first window's sample, until]
+        self.held: dict[tuple[str, GroupKey], list[Any]] = {}
+        self.dirty: dict[tuple[str, GroupKey], None] = {}
+        self.ended: list[Sample] = []  # runs that began or grew since the flush, and are over
+
+    def close(self, samples: list[Sample], end_index: int) -> None:
+        for s in samples:
+            result = (s.value, s.numerator, s.denominator, s.n, s.status)
+            if not self.extend((s.kpi, s.group.key), result, end_index, s.window.end):
+                self.begin(s, result, end_index)
+
+    def extend(
+        self, key: tuple[str, GroupKey], result: tuple[Any, ...], end_index: int, end: datetime
+    ) -> bool:
+        """The window ending at pane end_index has the result of the run before it: it joins
+        the run (True); False: a new run begins, with begin()."""
+        run = self.held.get(key)
+        if run is not None and run[1] == end_index - 1 and run[0] == result:
+            run[1] = end_index
+            run[3] = end
+            self.dirty[key] = None
+            return True
+        return False
+
+    def begin(self, s: Sample, result: tuple[Any, ...], end_index: int) -> None:
+        key = (s.kpi, s.group.key)
+        run = self.held.get(key)
+        if run is not None and key in self.dirty:
+            self.ended.append(self._row(run))
+        self.held[key] = [result, end_index, s, s.window.end]
+        self.dirty[key] = None
+
+    @staticmethod
+    def _row(run: list[Any]) -> Sample:
+        first, until = run[2], run[3]
+        return first if until == first.window.end else first.model_copy(update={"until": until})
+
+    def hold(self, end_index: int, until_index: int, until: datetime) -> None:
+        """Every run that reached the window ending at end_index goes on, unchanged, to the
+        one ending at until_index (a level through panes where nothing changed)."""
+        for key, run in self.held.items():
+            if run[1] == end_index:
+                run[1] = until_index
+                run[3] = until
+                self.dirty[key] = None
+
+    def flush(self) -> list[Sample]:
+        """The runs that began or grew since the last flush (a grown run replaces its row)."""
+        out = self.ended
+        out.extend(self._row(self.held[key]) for key in self.dirty)
+        self.ended = []
+        self.dirty.clear()
+        return out
+
+    def snapshot(self) -> list[Any]:
+        return [[run[1], run[2].model_dump(mode="json"), run[3].isoformat()] for run in self.held.values()]
+
+    def restore(self, state: list[Any]) -> None:
+        self.held.clear()
+        self.dirty.clear()
+        self.ended = []
+        for end_index, first, until in state:
+            s = Sample.model_validate(first)
+            result = (s.value, s.numerator, s.denominator, s.n, s.status)
+            self.held[(s.kpi, s.group.key)] = [result, end_index, s, datetime.fromisoformat(until)]
+
+
 def place_of(event: EventBase) -> GroupKey:
     return event.place
 
@@ -43,10 +124,16 @@ class Output:
 class Operator:
     """Base for all operators; subclasses provide per-window partial aggregates.
 
+    quiet_repeats: a window without data after another one gives the same result (levels:
+    a census or a staffing level that did not change). Closing then jumps over the quiet
+    panes in one step, extending the runs, instead of computing every window again.
+
     KPIs that share a measure and a window (STAT turnaround p90, median and % within
     target) share one operator: the events are paired and stored once, and each KPI folds
     the same partial aggregates its own way.
     """
+
+    quiet_repeats = False
 
     def __init__(
         self,
@@ -71,6 +158,9 @@ class Operator:
         self.sources: set[str] = set()
         self.late_events = 0
         self.dropped_events = 0
+        self.runs = Runs()
+        self._closing: int | None = None
+        self.behind = False  # the last advance() stopped at its deadline
 
     # -- wiring --------------------------------------------------------------------------
     def subscriptions(self) -> dict[str, Handler]:
@@ -100,6 +190,14 @@ class Operator:
 
     def _prune(self, keep_from: int) -> None:
         raise NotImplementedError
+
+    def _next_data(self, end: int) -> int | None:
+        """The first pane at or after `end` that holds data (None: none)."""
+        return min((i for i in self._data_indices() if i >= end), default=None)
+
+    def _has_data(self, start: int, end: int) -> bool:
+        """Whether any pane in [start, end) holds data."""
+        return any(start <= i < end for i in self._data_indices())
 
     def _live_extra(self, watermark: float, start: int) -> dict[GroupKey, tuple[list[float], int]]:
         """Values that only the live window sees (overdue open intervals)."""
@@ -147,7 +245,10 @@ class Operator:
             self.known.add(key)
 
     # -- closing windows -----------------------------------------------------------------
-    def advance(self, watermark: float) -> list[Sample]:
+    def advance(self, watermark: float, deadline: float | None = None) -> list[Sample]:
+        """deadline (time.perf_counter()): stop closing there, with `behind` set; the next
+        call goes on where this one stopped (a runtime keeps its event loop responsive)."""
+        self.behind = False
         clock = self.clock
         if self.first_index is None:
             return []
@@ -155,15 +256,33 @@ class Operator:
             # Nothing is closed yet: windows before the first data, or past the grace, are.
             last_closable = clock.index(watermark - clock.grace)
             self.closed_upto = min(self.first_index, last_closable)
-        out: list[Sample] = []
         end = self.closed_upto + 1
         quiet = 0
+        repeats = self.quiet_repeats and clock.pane > 0  # fixed panes: every window as long
+        after_quiet: int | None = None  # the last closed window had no data (and some result)
         while clock.closable(end, watermark):
+            if deadline is not None and perf_counter() > deadline:
+                self.behind = True
+                break
             start = clock.start_of(end, self.first_index)
+            if repeats and after_quiet == end - 1 and not self._has_data(start, end):
+                # the same level as the window before: hold it to the next data, in one step
+                ahead = self._next_data(end)
+                last = int((watermark - clock.grace) // clock.pane)
+                target = last if ahead is None else min(ahead, last)
+                self.runs.hold(end - 1, target, ts_to_dt(clock.start(target)))
+                self.closed_upto = after_quiet = target
+                end = target + 1
+                self._prune(clock.keep_from(self.closed_upto))
+                continue
             accs, active = self._window_accs(start, end)
+            after_quiet = end if accs and not active else None
             self.closed_upto = end
             if accs:
-                out.extend(self._samples(accs, clock.start(start), clock.start(end), True, watermark))
+                self._closing = end  # _samples hands the windows to the runs itself
+                closed = self._samples(accs, clock.start(start), clock.start(end), True, watermark)
+                self._closing = None
+                self.runs.close(closed, end)
             if active:
                 quiet = 0
                 end += 1
@@ -172,7 +291,7 @@ class Operator:
                 if accs and quiet < MAX_QUIET_WINDOWS:
                     end += 1  # a level persists through quiet windows: keep reporting it
                 else:
-                    ahead = min((i for i in self._data_indices() if i >= end), default=None)
+                    ahead = self._next_data(end)
                     if ahead is None:
                         last = clock.index(watermark - clock.grace)
                         self.closed_upto = max(self.closed_upto, last)
@@ -181,7 +300,7 @@ class Operator:
                     quiet = 0
             self._prune(clock.keep_from(self.closed_upto))
         self._prune(clock.keep_from(self.closed_upto))
-        return out
+        return self.runs.flush()
 
     def live(self, watermark: float) -> list[Sample]:
         clock = self.clock
@@ -227,6 +346,8 @@ class Operator:
         window = Window(start=ts_to_dt(start), end=ts_to_dt(end))
         stamp = ts_to_dt(as_of)
         span = end - start
+        closing = self._closing if final else None
+        runs = self.runs
         out = []
         for key in sorted(totals, key=lambda k: (k[0], k[1] or "", k[2] or "")):
             acc = totals[key]
@@ -234,22 +355,30 @@ class Operator:
             group = group_of(key)
             unit_type = self.unit_types.get(key)
             for output in self.outputs:
+                kpi = output.kpi
                 value, num, den = output.finalize(acc, span)
-                out.append(
-                    Sample(
-                        kpi=output.kpi.id,
-                        group=group,
-                        window=window,
-                        value=value,
-                        numerator=num,
-                        denominator=den,
-                        n=n,
-                        status=output.kpi.status_of(value, n, unit_type),  # type: ignore[arg-type]
-                        as_of=stamp,
-                        final=final,
-                        overdue=late.get(key, 0),
-                    )
+                status = kpi.status_of(value, n, unit_type)
+                if closing is not None:
+                    result = (value, num, den, n, status)
+                    if runs.extend((kpi.id, key), result, closing, window.end):
+                        continue  # the same as the window before: its run grows, no new sample
+                sample = Sample(
+                    kpi=kpi.id,
+                    group=group,
+                    window=window,
+                    value=value,
+                    numerator=num,
+                    denominator=den,
+                    n=n,
+                    status=status,  # type: ignore[arg-type]
+                    as_of=stamp,
+                    final=final,
+                    overdue=late.get(key, 0),
                 )
+                if closing is not None:
+                    runs.begin(sample, result, closing)
+                else:
+                    out.append(sample)
         return out
 
     def _n_of(self, acc: Acc) -> int:
@@ -268,6 +397,7 @@ class Operator:
             "sources": sorted(self.sources),
             "late_events": self.late_events,
             "dropped_events": self.dropped_events,
+            "runs": self.runs.snapshot(),
             "state": self._state(),
         }
 
@@ -278,6 +408,7 @@ class Operator:
         self.sources = set(snap["sources"])
         self.late_events = snap["late_events"]
         self.dropped_events = snap["dropped_events"]
+        self.runs.restore(snap.get("runs", []))
         self._restore(snap["state"])
 
 

@@ -26,6 +26,7 @@ property test holds the two to each other.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
 from typing import Any
@@ -108,6 +109,10 @@ class DurationOperator(ValueOperator):
             self.keep_values = True  # a value taken back must leave the right min and max
         self.keys: dict[str, Interval] = {}
         self.overdue: dict[str, Interval] = {}  # count_open: open past the timeout, now or before
+        # the same by start time, sorted: a closing window looks only at the intervals that can
+        # be overdue in it (entries whose key has left `overdue`, or moved, are skipped)
+        self.overdue_starts: list[tuple[float, str]] = []
+        self._overdue_at: dict[str, float] = {}
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
         # ones, at the front
@@ -277,14 +282,17 @@ class DurationOperator(ValueOperator):
         if r.cancel is not None and r.cancel < resolved:
             resolved = r.cancel
         if resolved > start + timeout:
+            if key not in self.overdue or self._overdue_at.get(key) != start:
+                bisect.insort(self.overdue_starts, (start, key))
+                self._overdue_at[key] = start
             self.overdue[key] = r
         else:
             self.overdue.pop(key, None)
 
     # -- time ----------------------------------------------------------------------------
-    def advance(self, watermark: float) -> list[Sample]:
+    def advance(self, watermark: float, deadline: float | None = None) -> list[Sample]:
         self._expire(watermark)
-        return super().advance(watermark)
+        return super().advance(watermark, deadline)
 
     def _expire(self, watermark: float) -> None:
         """Intervals still open at start + expire_after are given up (counted, with count_open)."""
@@ -330,9 +338,13 @@ class DurationOperator(ValueOperator):
             return {}
         out: dict[GroupKey, list[float]] = {}
         due, oldest = at - timeout, at - self.life
-        for r in self.overdue.values():
-            begun = r.start
-            if begun is None or not (oldest < begun < due):
+        starts = self.overdue_starts
+        i = bisect.bisect_right(starts, (oldest, "\uffff"))
+        while i < len(starts) and starts[i][0] < due:
+            begun, key = starts[i]
+            i += 1
+            r = self.overdue.get(key)
+            if r is None or r.start != begun or not (oldest < begun < due):
                 continue
             if r.end is not None and r.end < at and r.end <= begun + self.life:
                 continue
@@ -382,9 +394,35 @@ class DurationOperator(ValueOperator):
                 if resolved > overdue:
                     yield clock.index(overdue)
 
+    def _next_data(self, end: int) -> int | None:
+        ahead = super()._next_data(end)
+        timeout = self.measure.timeout
+        if not self.count_open or timeout is None:
+            return ahead
+        # windows where an open interval is overdue are not quiet: do not skip them
+        starts, clock = self.overdue_starts, self.clock
+        i = bisect.bisect_left(starts, (clock.start(end) - float(timeout), ""))
+        while i < len(starts):
+            begun, key = starts[i]
+            i += 1
+            r = self.overdue.get(key)
+            if r is None or r.start != begun:
+                continue
+            overdue = clock.index(begun + float(timeout))
+            if ahead is None or overdue < ahead:
+                return overdue
+            break
+        return ahead
+
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         horizon = self.clock.start(keep_from) - self.life
+        gone = bisect.bisect_left(self.overdue_starts, (horizon, ""))
+        if gone:
+            for _, key in self.overdue_starts[:gone]:
+                if key not in self.overdue:
+                    self._overdue_at.pop(key, None)
+            del self.overdue_starts[:gone]
         stale = []
         for key, r in self.keys.items():
             if r.since() >= horizon:
@@ -424,6 +462,7 @@ class DurationOperator(ValueOperator):
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
         self.keys, self.open, self.early_ends, self.overdue = {}, {}, {}, {}
+        self.overdue_starts, self._overdue_at = [], {}
         self.negative = state["negative"]
         self.expired = state["expired"]
         self.cancelled = state.get("cancelled", 0)

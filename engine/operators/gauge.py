@@ -18,6 +18,7 @@ from engine.samples import GroupKey, Sample
 
 
 class GaugeOperator(Operator):
+    quiet_repeats = True  # a level that did not change gives the same window again
     measure: LevelMeasure
 
     def __init__(

@@ -7,18 +7,23 @@ of the order in which deltas arrived, so late ADT messages still give exact pati
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from engine.samples import GroupKey
 
 
 class LevelSeries:
-    __slots__ = ("base", "base_index", "panes")
+    """Panes by index, with their indices sorted: a window reads and folds only its own panes
+    (an engine far behind, after a restart or a burst of old data, holds years of them)."""
+
+    __slots__ = ("base", "base_index", "order", "panes")
 
     def __init__(self, base: float = 0.0, base_index: int | None = None) -> None:
         self.base = base  # level at the start of pane base_index
         self.base_index = base_index
         self.panes: dict[int, list[float]] = {}  # idx -> [sum of deltas, sum of delta*t]
+        self.order: list[int] = []  # the keys of panes, sorted
 
     def add(self, idx: int, ts: float, delta: float) -> None:
         if self.base_index is not None and idx < self.base_index:
@@ -27,12 +32,21 @@ class LevelSeries:
         pane = self.panes.get(idx)
         if pane is None:
             self.panes[idx] = [delta, delta * ts]
+            if not self.order or idx > self.order[-1]:
+                self.order.append(idx)
+            else:
+                bisect.insort(self.order, idx)
         else:
             pane[0] += delta
             pane[1] += delta * ts
 
+    def _between(self, start: int, end: int) -> list[int]:
+        order = self.order
+        return order[bisect.bisect_left(order, start) : bisect.bisect_left(order, end)]
+
     def level_at(self, idx: int) -> float:
-        return self.base + sum(p[0] for i, p in self.panes.items() if i < idx)
+        panes = self.panes
+        return self.base + sum(panes[i][0] for i in self.order[: bisect.bisect_left(self.order, idx)])
 
     def now(self) -> float:
         return self.base + sum(p[0] for p in self.panes.values())
@@ -41,17 +55,21 @@ class LevelSeries:
         """Integral over [a, b): a is where pane `start` begins, b at most where pane `end` does
         (the live window stops at the watermark)."""
         total = self.level_at(start) * (b - a)
-        for i, (d, dt) in self.panes.items():
-            if start <= i < end:
-                total += d * b - dt
+        panes = self.panes
+        for i in self._between(start, end):
+            d, dt = panes[i]
+            total += d * b - dt
         return total
 
     def active(self, start: int, end: int) -> bool:
-        return any(start <= i < end for i in self.panes)
+        at = bisect.bisect_left(self.order, start)
+        return at < len(self.order) and self.order[at] < end
 
     def fold(self, keep_from: int) -> None:
-        for i in [i for i in self.panes if i < keep_from]:
+        gone = bisect.bisect_left(self.order, keep_from)
+        for i in self.order[:gone]:
             self.base += self.panes.pop(i)[0]
+        del self.order[:gone]
         if self.base_index is None or keep_from > self.base_index:
             self.base_index = keep_from
 
@@ -62,6 +80,7 @@ class LevelSeries:
     def from_state(cls, state: list[Any]) -> LevelSeries:
         series = cls(state[0], state[1])
         series.panes = {i: [d, dt] for i, d, dt in state[2]}
+        series.order = sorted(series.panes)
         return series
 
 
@@ -91,6 +110,15 @@ class LevelTable:
 
     def indices(self) -> list[int]:
         return [i for s in self.series.values() for i in s.panes]
+
+    def next_index(self, end: int) -> int | None:
+        """The first pane at or after `end` with a change, in any unit."""
+        found = None
+        for s in self.series.values():
+            at = bisect.bisect_left(s.order, end)
+            if at < len(s.order) and (found is None or s.order[at] < found):
+                found = s.order[at]
+        return found
 
     def fold(self, keep_from: int) -> None:
         for series in self.series.values():

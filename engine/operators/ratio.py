@@ -226,6 +226,11 @@ class RatioOperator(ValueOperator):
         for table in self.levels.values():
             yield from table.indices()
 
+    def _next_data(self, end: int) -> int | None:
+        found = [i for i in (t.next_index(end) for t in self.levels.values()) if i is not None]
+        ahead = super()._next_data(end)
+        return min([*found, ahead]) if ahead is not None else min(found, default=None)
+
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         for table in self.levels.values():

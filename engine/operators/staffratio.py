@@ -13,6 +13,7 @@ pane, so a window can walk the step function instead of integrating it.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from datetime import tzinfo
@@ -139,42 +140,62 @@ def _sample(kpi: KpiDefinition, key: GroupKey, r: Result, window: Window, stamp:
 class _Steps:
     """One unit's steps per pane, and the levels before the first kept pane."""
 
-    __slots__ = ("base", "base_index", "panes")
+    __slots__ = ("base", "base_index", "first", "order", "panes")
 
     def __init__(self, base_index: int | None) -> None:
         self.base = [0.0, 0.0]
         self.base_index = base_index
         self.panes: dict[int, list[tuple[float, float, float]]] = {}
+        self.order: list[int] = []  # the keys of panes, sorted: a window walks its own panes only
+        # the time of the unit's first step: it is in no window that ends before then (whether
+        # a window closed before the unit's first event arrived must not change the result)
+        self.first: float = math.inf
 
     def add(self, idx: int | None, ts: float, dp: float, dn: float) -> None:
+        self.first = min(self.first, -math.inf if idx is None else ts)
         if idx is None or (self.base_index is not None and idx < self.base_index):
             self.base[0] += dp
             self.base[1] += dn
             return
-        self.panes.setdefault(idx, []).append((ts, dp, dn))
+        steps = self.panes.get(idx)
+        if steps is None:
+            steps = self.panes[idx] = []
+            if not self.order or idx > self.order[-1]:
+                self.order.append(idx)
+            else:
+                bisect.insort(self.order, idx)
+        steps.append((ts, dp, dn))
 
     def levels_at(self, idx: float) -> tuple[float, float]:
         p, n = self.base
-        for i, steps in self.panes.items():
-            if i < idx:
-                for _, dp, dn in steps:
-                    p += dp
-                    n += dn
+        for i in self.order[: bisect.bisect_left(self.order, idx)]:
+            for _, dp, dn in self.panes[i]:
+                p += dp
+                n += dn
         return p, n
 
     def between(self, start: int, end: int) -> list[tuple[float, float, float]]:
-        return [s for i, steps in self.panes.items() if start <= i < end for s in steps]
+        order = self.order
+        within = order[bisect.bisect_left(order, start) : bisect.bisect_left(order, end)]
+        return [s for i in within for s in self.panes[i]]
+
+    def active(self, start: int, end: int) -> bool:
+        at = bisect.bisect_left(self.order, start)
+        return at < len(self.order) and self.order[at] < end
 
     def fold(self, keep_from: int) -> None:
-        for i in [i for i in self.panes if i < keep_from]:
+        gone = bisect.bisect_left(self.order, keep_from)
+        for i in self.order[:gone]:
             for _, dp, dn in self.panes.pop(i):
                 self.base[0] += dp
                 self.base[1] += dn
+        del self.order[:gone]
         if self.base_index is None or keep_from > self.base_index:
             self.base_index = keep_from
 
 
 class StaffingRatioOperator(Operator):
+    quiet_repeats = True  # a level that did not change gives the same window again
     measure: StaffingRatioMeasure
 
     def __init__(
@@ -213,6 +234,8 @@ class StaffingRatioOperator(Operator):
     ) -> dict[GroupKey, RatioProfile]:
         out = {}
         for key, steps in self.units.items():
+            if steps.first >= end:
+                continue  # no step yet in or before this window
             out[key] = profile(
                 steps.levels_at(first), steps.between(first, last), start, end, self.limit_of(kpi, key)
             )
@@ -221,8 +244,9 @@ class StaffingRatioOperator(Operator):
     def _window_accs(
         self, start: int, end: int, until: float | None = None
     ) -> tuple[dict[GroupKey, Acc], bool]:
-        active = any(i for s in self.units.values() for i in s.panes if start <= i < end)
-        return ({k: Acc() for k in self.units}, active)
+        active = any(s.active(start, end) for s in self.units.values())
+        until_ts = self.clock.start(end)
+        return ({k: Acc() for k, s in self.units.items() if s.first < until_ts}, active)
 
     def _samples(
         self,
@@ -306,15 +330,24 @@ class StaffingRatioOperator(Operator):
     def _state(self) -> dict[str, Any]:
         return {
             "units": [
-                [list(k), s.base, s.base_index, [[i, [list(x) for x in v]] for i, v in s.panes.items()]]
+                [
+                    list(k),
+                    s.base,
+                    s.base_index,
+                    [[i, [list(x) for x in v]] for i, v in s.panes.items()],
+                    None if s.first == math.inf else s.first if s.first != -math.inf else "-inf",
+                ]
                 for k, s in self.units.items()
             ]
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.units = {}
-        for key, base, base_index, panes in state["units"]:
+        for key, base, base_index, panes, *first in state["units"]:
             steps = _Steps(base_index)
             steps.base = list(base)
             steps.panes = {i: [tuple(x) for x in v] for i, v in panes}  # type: ignore[misc]
+            steps.order = sorted(steps.panes)
+            found = first[0] if first else "-inf"  # a snapshot from before: as if always there
+            steps.first = -math.inf if found == "-inf" else math.inf if found is None else float(found)
             self.units[tuple(key)] = steps  # type: ignore[index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections.abc import Iterable
 from datetime import tzinfo
@@ -24,6 +26,11 @@ class ValueOperator(Operator):
         super().__init__(outputs, unit_types, zone)
         self.panes: dict[GroupKey, dict[int, Acc]] = {}
         self.base: dict[GroupKey, Acc] = {}
+        # pane indices in a heap per unit: pruning takes the oldest panes off the top instead
+        # of scanning them all for every closed window (years of panes after a backfill)
+        self.order: dict[GroupKey, list[int]] = {}
+        self.indices: list[int] = []  # every pane index with data, sorted (the next data: bisect)
+        self._indexed: set[int] = set()
 
     def observe(self, key: GroupKey, ts: float, value: float) -> None:
         pane = self.clock.pane
@@ -90,6 +97,10 @@ class ValueOperator(Operator):
         acc = panes.get(idx)
         if acc is None:
             acc = panes[idx] = Acc(self.keep_values)
+            heapq.heappush(self.order.setdefault(key, []), idx)
+            if idx not in self._indexed:
+                self._indexed.add(idx)
+                bisect.insort(self.indices, idx)
         return acc
 
     def _window_accs(
@@ -104,14 +115,17 @@ class ValueOperator(Operator):
             if base is not None and self.clock.cumulative:
                 acc = Acc(keep)
                 acc.merge(base)
-            for idx, pane in panes.items():
-                if start <= idx < end:
-                    if acc is None:
-                        acc = Acc(keep)
-                    if keep:
-                        pane.sorted_values()  # once per pane: windows then sort runs, fast
-                    acc.merge(pane)
-                    active = True
+            if end - start < len(panes):  # the window's panes, not every pane kept
+                found = [p for p in map(panes.get, range(start, end)) if p is not None]
+            else:
+                found = [p for i, p in panes.items() if start <= i < end]
+            for pane in found:
+                if acc is None:
+                    acc = Acc(keep)
+                if keep:
+                    pane.sorted_values()  # once per pane: windows then sort runs, fast
+                acc.merge(pane)
+                active = True
             if acc is not None:
                 out[key] = acc
         return out, active
@@ -120,9 +134,25 @@ class ValueOperator(Operator):
         for panes in self.panes.values():
             yield from panes
 
+    def _next_data(self, end: int) -> int | None:
+        at = bisect.bisect_left(self.indices, end)
+        return self.indices[at] if at < len(self.indices) else None
+
     def _prune(self, keep_from: int) -> None:
+        gone = bisect.bisect_left(self.indices, keep_from)
+        if gone:
+            self._indexed.difference_update(self.indices[:gone])
+            del self.indices[:gone]
         for key, panes in self.panes.items():
-            old = [i for i in panes if i < keep_from]
+            heap = self.order.get(key)
+            if not heap or heap[0] >= keep_from:
+                continue
+            found: dict[int, None] = {}  # a pane emptied and made again is in the heap twice
+            while heap and heap[0] < keep_from:
+                i = heapq.heappop(heap)
+                if i in panes:  # (a pane emptied by unobserve() is gone already)
+                    found[i] = None
+            old = list(found)
             if not old:
                 continue
             if self.clock.cumulative:
@@ -148,4 +178,7 @@ class ValueOperator(Operator):
         self.panes = {}
         for key, idx, acc in state["panes"]:
             self.panes.setdefault(tuple(key), {})[idx] = Acc.from_state(acc)  # type: ignore[index]
+        self.order = {key: sorted(panes) for key, panes in self.panes.items()}  # a sorted list is a heap
+        self._indexed = {i for panes in self.panes.values() for i in panes}
+        self.indices = sorted(self._indexed)
         self.base = {tuple(k): Acc.from_state(a) for k, a in state["base"]}  # type: ignore[misc]

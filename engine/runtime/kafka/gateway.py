@@ -45,9 +45,9 @@ class KafkaGateway:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.board = KpiBoard()
-        self.history = History(data / "history.sqlite")
         self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
         self.roster = Engine(self.catalogue, self.places, timezone=settings.timezone)  # fed staffing only
+        self.history = History(data / "history.sqlite", self.roster.pane_clocks())
         self.type_sources: dict[str, set[str]] = {}
         self.clock = time.time
         self.alerts = build_alert_service(

@@ -1,0 +1,104 @@
+"""History stores what the data costs: runs of equal windows, one row each, answered window by
+window (engine/history.py). Expected windows are worked out by hand from the window definition."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+from engine.core import Engine
+from engine.history import History
+from engine.places import Places
+from tests.helpers import T0, at, enc, ts
+from tests.test_engine_operators import ev, kpi
+
+DAY = 24 * 60
+
+
+def minutes(value: object) -> float:
+    return (value - T0).total_seconds() / 60  # type: ignore[operator]
+
+
+def stored(history: History) -> int:
+    return history.rows()
+
+
+def test_a_sliding_window_is_one_row_per_change_and_answers_every_window(
+    tmp_path: Path, places: Places
+) -> None:
+    # a count over 60 minutes stepping by 5: one complaint at 08:10 (minute 10) is in every
+    # window whose [start, end) holds minute 10: ends 15, 20, ..., 70 (12 windows, count 1 each);
+    # the next complaint, at minute 500, moves the watermark far past them
+    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
+    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine.process(ev("experience.complaint", 10))
+    engine.process(ev("experience.complaint", 500))
+    history.add(engine.advance(ts(500)))
+    windows = history.query("k", unit="4W")
+    assert [(minutes(w.window.start), minutes(w.window.end), w.value) for w in windows] == [
+        (end - 60, end, 1.0) for end in range(15, 75, 5)
+    ]
+    assert stored(history) <= 3  # one run for unit, department and facility each (not 36 rows)
+    # a range inside the run: windows starting at or after 07:15 and ending by 08:40 are those
+    # ending 15 .. 40 (a window ending at 15 starts at -45)
+    inside = history.query("k", unit="4W", start=at(-45), end=at(40))
+    assert [minutes(w.window.end) for w in inside] == [15, 20, 25, 30, 35, 40]
+    # windows starting at or after 08:00: those ending at 60, 65, 70
+    later = history.query("k", unit="4W", start=at(0))
+    assert [minutes(w.window.end) for w in later] == [60, 65, 70]
+    assert [w.value for w in history.query("k", unit="4W", limit=2)] == [1.0, 1.0]
+    assert [minutes(w.window.end) for w in history.query("k", unit="4W", limit=2)] == [65, 70]
+
+
+def test_a_level_held_through_a_quiet_month_is_one_row(tmp_path: Path, places: Places) -> None:
+    # bed occupancy (shipped KPI: hourly tumbling windows, census / staffed beds x 100): one
+    # inpatient admitted to 4W (30 staffed beds in the demo places) at 08:00 and nothing else for
+    # 30 days. Every hour has the same census, 1 of 30 beds: 100 / 30 = 3.33 % in ~720 windows
+    from engine.config import REPO_ROOT
+    from engine.definitions import load_catalogue
+
+    catalogue = load_catalogue(REPO_ROOT / "kpi_defs")
+    engine = Engine(catalogue, places)
+    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine.process(enc("encounter.admit", 0, "E1", unit="4W", patient_class="inpatient"))
+    engine.process(ev("experience.complaint", 30 * DAY, unit="3E"))  # only moves the clock on
+    history.add(engine.advance(ts(30 * DAY)))
+    windows = history.query("bed_occupancy", unit="4W", limit=100_000)
+    hours = [minutes(w.window.end) / 60 for w in windows]
+    assert len(windows) >= 700 and hours == list(range(int(hours[0]), int(hours[0]) + len(hours)))
+    assert {round(w.value or 0, 6) for w in windows} == {round(100 / 30, 6)}
+    rows = sqlite3.connect(tmp_path / "h.sqlite").execute(
+        "SELECT count(*) FROM runs JOIN series s ON s.id = runs.series"
+        " WHERE s.kpi = 'bed_occupancy' AND s.unit = '4W'"
+    )
+    assert rows.fetchone()[0] <= 2  # the run, and at most the partial first hour
+    middle = history.query("bed_occupancy", unit="4W", start=at(10 * DAY), end=at(10 * DAY + 180))
+    assert [(minutes(w.window.start), minutes(w.window.end)) for w in middle] == [
+        (10 * DAY + 60 * h, 10 * DAY + 60 * (h + 1)) for h in range(3)
+    ]
+
+
+def test_a_history_from_before_runs_is_converted(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE samples (kpi TEXT NOT NULL, facility TEXT NOT NULL, department TEXT NOT NULL,"
+        " unit TEXT NOT NULL, window_start TEXT NOT NULL, window_end TEXT NOT NULL, value REAL,"
+        " numerator REAL, denominator REAL, n INTEGER NOT NULL, status TEXT NOT NULL, as_of TEXT NOT NULL,"
+        " PRIMARY KEY (kpi, facility, department, unit, window_end, window_start));"
+    )
+    for h in range(3):
+        start, end = T0 + timedelta(hours=h), T0 + timedelta(hours=h + 1)
+        old.execute(
+            "INSERT INTO samples VALUES ('k', 'DEMO', 'medicine', '4W', ?, ?, ?, NULL, NULL, 1, 'ok', ?)",
+            (start.isoformat(), end.isoformat(), float(h), end.isoformat()),
+        )
+    old.commit()
+    old.close()
+    history = History(path)
+    windows = history.query("k", unit="4W")
+    assert [(w.window.start, w.window.end, w.value) for w in windows] == [
+        (T0 + timedelta(hours=h), T0 + timedelta(hours=h + 1), float(h)) for h in range(3)
+    ]
+    assert history.rows() == 3
