@@ -52,6 +52,8 @@ bench: install kafka-fetch
 	$(PY) bench/engine_memory.py
 	$(PY) bench/hl7_parse.py
 	$(PY) bench/mllp_e2e.py
+	$(PY) bench/mimic_mllp.py
+	$(PY) bench/mimic_backfill.py
 	$(PY) bench/kafka_worker.py
 
 fuzz: install

@@ -44,7 +44,15 @@ SEEN_LIMIT = 2_000_000
 SNAPSHOT_SEEN = 200_000
 """Keys kept across a restart: resends after a lost ACK come within minutes, not days."""
 
+TICK_SLICE = 0.005
+"""Seconds of window closing at a time; the loop then has as long for itself (an ACK takes
+several turns of the loop: read, map, log, fsync, answer). A tick that closes many windows (a
+restart after a long stop, a burst of old data) takes twice as long and holds no ACK up."""
+
 REPLAY_ADVANCE_EVERY = 2000
+"""Events between two closings of windows while the log is replayed or a backfill imported:
+windows close as the data goes by, as they do live, so state holds the open windows only
+(not every pane since the first event) and history is written as it would have been."""
 
 
 class DataDirBusy(RuntimeError):
@@ -94,7 +102,7 @@ class EmbeddedRuntime:
             wall_clock=True,
         )
         self.board = KpiBoard()
-        self.history = History(data / "history.sqlite")
+        self.history = History(data / "history.sqlite", self.engine.pane_clocks())
         self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
         self.clock: Callable[[], float] = time.time  # tests drive time by replacing both clocks
         self.alerts = build_alert_service(
@@ -108,7 +116,10 @@ class EmbeddedRuntime:
         self.started_at = time.time()
         self.ready = False
         self._last_snapshot = 0.0
+        self._snapshot_pid: int | None = None
         self._reporter: tuple[Position, Reporter] | None = None
+        self.close_every = 0  # imports: close windows every this many events (ticks do it live)
+        self._since_close = 0
         self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
         self.recover()
 
@@ -163,6 +174,17 @@ class EmbeddedRuntime:
             process(event)
         self.processed = position
         self.alerts.feeds.observe(events, self.clock())
+        if self.close_every:
+            self._since_close += len(events)
+            if self._since_close >= self.close_every:
+                self._since_close = 0
+                self.close_windows()
+
+    def close_windows(self, now: float | None = None) -> None:
+        """Close the windows the watermarks have passed and keep them in the history."""
+        closed = self.engine.advance(self.clock() if now is None else now)
+        if closed:
+            self.history.add(closed)
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -172,6 +194,7 @@ class EmbeddedRuntime:
             self.engine.restore(snap["engine"])
             self.seen = dict.fromkeys(snap["seen"])
             since = Position(*snap["position"])
+            self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
         process = self.engine.process
         for event, position in self.log.replay(since):
@@ -204,6 +227,45 @@ class EmbeddedRuntime:
         return snap
 
     def write_snapshot(self) -> None:
+        """Write the snapshot now (on stop; tests). Ticks use snapshot_in_background()."""
+        self._reap_snapshot(wait=True)
+        self._write_snapshot_file()
+        self._last_snapshot = time.time()
+
+    def snapshot_in_background(self) -> None:
+        """Snapshot from a forked child: it sees the state as of the fork (copy-on-write) and
+        serialises and fsyncs it while the loop goes on (a large state takes about a second:
+        no ACK waits for it). Where fork does not exist, written in place."""
+        if self._reap_snapshot(wait=False):
+            return  # the last one is still being written
+        self._last_snapshot = time.time()
+        if not hasattr(os, "fork"):
+            self._write_snapshot_file()
+            return
+        pid = os.fork()
+        if pid == 0:  # the child: no logging, no loop, nothing but the file
+            code = 1
+            try:
+                self._write_snapshot_file()
+                code = 0
+            finally:
+                os._exit(code)
+        self._snapshot_pid = pid
+
+    def _reap_snapshot(self, wait: bool) -> bool:
+        """True while a forked snapshot is still being written."""
+        if self._snapshot_pid is None:
+            return False
+        pid, status = os.waitpid(self._snapshot_pid, 0 if wait else os.WNOHANG)
+        if pid == 0:
+            return True
+        self._snapshot_pid = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.warning("background snapshot failed; the next tick tries again", extra={"status": status})
+            self._last_snapshot = 0.0
+        return False
+
+    def _write_snapshot_file(self) -> None:
         snap = {
             "fingerprint": self.fingerprint,
             "position": self.processed.to_list(),
@@ -211,36 +273,52 @@ class EmbeddedRuntime:
             "seen": list(self.seen)[-SNAPSHOT_SEEN:],
             "written_at": time.time(),
         }
-        tmp = self.snapshot_path.with_suffix(".tmp")
+        tmp = self.snapshot_path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(orjson.dumps(snap))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.snapshot_path)
-        self._last_snapshot = time.time()
 
     # -- the tick ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
+        """One tick, all at once (tests, tools); the running service uses tick_async()."""
         now = self.clock() if now is None else now
-        closed = self.engine.advance(now)
-        if closed:
-            self.history.add(closed)
+        self.close_windows(now)
+        self._refresh(now)
+        if now - self._last_snapshot >= self.settings.engine.snapshot_every:
+            self.write_snapshot()
+
+    async def tick_async(self, now: float | None = None) -> None:
+        """Windows close in slices of TICK_SLICE with the loop served in between, history is
+        written on its own thread and the snapshot from a forked child: the work of a tick
+        does not wait on the disk, and no ACK waits for the whole of it."""
+        now = self.clock() if now is None else now
+        while True:
+            self.history.add_later(self.engine.advance(now, time.perf_counter() + TICK_SLICE))
+            if not self.engine.behind:
+                break
+            await asyncio.sleep(TICK_SLICE)
+        self._refresh(now)
+        if now - self._last_snapshot >= self.settings.engine.snapshot_every:
+            self.snapshot_in_background()
+
+    def _refresh(self, now: float) -> None:
         live = self.engine.live(now)
         self.board.update(live)
         self.alerts.observe(live, now)
-        if now - self._last_snapshot >= self.settings.engine.snapshot_every:
-            self.write_snapshot()
 
     async def run_ticks(self) -> None:
         while True:
             try:
-                self.tick()
+                await self.tick_async()
             except Exception:
                 log.exception("tick failed")
             await asyncio.sleep(self.settings.engine.tick)
 
     async def close(self) -> None:
         await self.log.close()
+        self.history.flush()
         self.write_snapshot()
         await self.alerts.close()
         self.alerts.store.close()

@@ -26,7 +26,7 @@ from connectors.intake import Intake
 from connectors.replay import Replayed, Replayer
 from engine.config import Settings
 from engine.progress import Progress
-from engine.runtime.embedded import EmbeddedRuntime
+from engine.runtime.embedded import REPLAY_ADVANCE_EVERY, EmbeddedRuntime
 
 IN_FLIGHT = 512  # inputs mapped and waiting for their group commit at once
 ERRORS_LISTED = 20
@@ -87,10 +87,14 @@ class Offline:
     def __init__(self, settings: Settings, out: TextIO | None = None):
         self.settings = settings
         self.runtime = EmbeddedRuntime(settings)
+        # a backfill closes windows as it goes, as live streaming does: what `run` finds is
+        # the state of now (open windows) and the history of then, not years of open panes
+        self.runtime.close_every = REPLAY_ADVANCE_EVERY
         self.intake = Intake(settings, self.runtime, self.runtime.dead_letters)
         self.out = out
 
     async def close(self) -> None:
+        self.runtime.close_windows()  # every input has been committed (awaited) by now
         await self.runtime.close()
 
     # -- FHIR bulk NDJSON -------------------------------------------------------------------

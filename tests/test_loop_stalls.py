@@ -1,0 +1,125 @@
+"""A tick that closes 100,000 windows does not hold up the ACKs (engine/runtime/embedded.py
+tick_async: windows close in slices with the event loop served in between, history is written
+on its own thread, the snapshot from a forked child).
+
+Measured, not slept: a stop-and-wait MLLP sender keeps one ADT message in flight all along and
+times each ACK; 100,000 minutes of complaints are handed to the engine at once (100,000 one-minute
+windows to close at the next tick); every ACK sent while those windows close must come back
+within 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from connectors.hl7v2 import messages as m
+from engine.config import Settings
+from engine.events import EVENT_TYPES
+from engine.runtime.serve import Service
+
+WINDOWS = 100_000
+PROBE = {
+    "id": "complaints_per_minute",
+    "name": "Complaints per minute (tick probe)",
+    "perspective": "patient",
+    "description": "one-minute windows: many to close",
+    "definition": "complaints received in each minute",
+    "unit": "complaints",
+    "direction": "lower_is_better",
+    "aggregate": "count",
+    "window": {"kind": "tumbling", "size": "1m", "grace": "0s"},
+    "measure": {"kind": "count", "event": "experience.complaint"},
+    "target": 5,
+    "thresholds": {"warning": 10, "critical": 20},
+}
+
+
+def adt(i: int) -> bytes:
+    when = datetime.now(UTC).replace(microsecond=0)
+    patient = m.Patient(f"MRN{i}", "Doe", "Jane", "19700101", "F")
+    where = m.Visit(patient, "I", m.Location("4W", "1", "01", "DEMO"), f"V{i}", "DEMO")
+    text = m.adt("A01", when, where, control_id=f"T{i:07d}", admit=when)
+    return b"\x0b" + text.encode() + b"\x1c\r"
+
+
+async def sender(port: int, stop: asyncio.Event, acks: list[tuple[float, float, bytes]]) -> None:
+    """One message in flight: (sent, answered, MSA code) for each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    try:
+        while not stop.is_set():
+            i += 1
+            sent = time.perf_counter()
+            writer.write(adt(i))
+            await writer.drain()
+            frame = await reader.readuntil(b"\x1c\r")
+            code = frame.split(b"MSA|", 1)[1][:2]
+            acks.append((sent, time.perf_counter(), code))
+    finally:
+        writer.close()
+
+
+async def test_a_tick_closing_100000_windows_does_not_delay_an_ack(
+    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
+) -> None:
+    defs = kpi_dir()
+    (defs / "complaints_per_minute.yaml").write_text(yaml.safe_dump(PROBE))
+    svc = Service(settings_for(kpi_defs=defs, engine={"tick": 0.1}))
+    await svc.start()
+    op = svc.runtime.engine.by_kpi["complaints_per_minute"]
+    end = time.time() - 120
+    start = end - WINDOWS * 60
+    complaint = EVENT_TYPES["experience.complaint"]
+    received = datetime.now(UTC)
+    events = [
+        complaint.model_validate(
+            {
+                "type": "experience.complaint",
+                "event_time": datetime.fromtimestamp(start + 60 * i + 30, UTC),
+                "received_time": received,
+                "source": "feed",
+                "source_id": f"c{i}",
+                "facility": "DEMO",
+                "department": "medicine",
+                "unit": "4W",
+            }
+        )
+        for i in range(WINDOWS)
+    ]
+    stop = asyncio.Event()
+    acks: list[tuple[float, float, bytes]] = []
+    sending = asyncio.create_task(sender(svc.mllp.port, stop, acks))
+    try:
+        while len(acks) < 20:  # the sender is going
+            await asyncio.sleep(0.01)
+        process = svc.runtime.engine.process
+        for event in events:  # at once: nothing closes them until the next tick
+            process(event)
+        handed = time.perf_counter()
+        first = op.first_index
+        assert (first is not None and op.closed_upto is None) or op.closed_upto < first + 10
+        deadline = time.monotonic() + 300
+        while (op.closed_upto or 0) < first + WINDOWS - 1:  # wait for the condition, not a time
+            assert time.monotonic() < deadline, f"closed up to {op.closed_upto}, not {first + WINDOWS - 1}"
+            await asyncio.sleep(0.005)
+        closed_at = time.perf_counter()
+        svc.runtime.history.flush()
+        # one complaint in each minute: 100,000 windows of count 1 (stored as one run)
+        windows = svc.runtime.history.query("complaints_per_minute", unit="4W", limit=2 * WINDOWS)
+        assert len(windows) >= WINDOWS - 1 and {w.value for w in windows} == {1.0}
+    finally:
+        stop.set()
+        await sending
+        await svc.stop()
+    during = [(sent, got, code) for sent, got, code in acks if sent >= handed and got <= closed_at]
+    slowest = max((got - sent for sent, got, _ in during), default=None)
+    print(f"{WINDOWS:,} windows closed in {closed_at - handed:.2f} s; {len(during)} ACKs, slowest {slowest}")
+    assert len(during) >= 50, "too few ACKs while the windows closed to say anything"
+    assert {code for _, _, code in during} == {b"AA"}
+    assert slowest is not None and slowest < 0.050, f"an ACK waited {slowest * 1000:.1f} ms"
