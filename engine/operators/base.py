@@ -191,6 +191,16 @@ class Operator:
     def _prune(self, keep_from: int) -> None:
         raise NotImplementedError
 
+    def _pure_panes(self) -> bool:
+        """Whether a window's result is its panes' data and nothing else (no levels, no ages
+        of open intervals): then _pane_moved() says when a sliding window changes."""
+        return False
+
+    def _pane_moved(self, entered: int, left: int) -> bool:
+        """Whether pane `entered` (the newest of the window) or `left` (the one that just left
+        it, pruned with the window before) holds data."""
+        return True
+
     def _next_data(self, end: int) -> int | None:
         """The first pane at or after `end` that holds data (None: none)."""
         return min((i for i in self._data_indices() if i >= end), default=None)
@@ -260,10 +270,21 @@ class Operator:
         quiet = 0
         repeats = self.quiet_repeats and clock.pane > 0  # fixed panes: every window as long
         after_quiet: int | None = None  # the last closed window had no data (and some result)
+        # sliding windows of fixed panes: where no pane with data enters or leaves, the window
+        # is the one before (the same panes hold the data): its runs grow, nothing is computed
+        slides = clock.pane > 0 and clock.k > 1 and not clock.cumulative and self._pure_panes()
+        had_result: int | None = None  # the last window closed had a result (some place)
         while clock.closable(end, watermark):
             if deadline is not None and perf_counter() > deadline:
                 self.behind = True
                 break
+            if slides and had_result == end - 1 and not self._pane_moved(end - 1, end - 1 - clock.k):
+                self.runs.hold(end - 1, end, ts_to_dt(clock.start(end)))
+                self.closed_upto = had_result = end
+                end += 1
+                quiet = 0
+                self._prune(clock.keep_from(self.closed_upto))
+                continue
             start = clock.start_of(end, self.first_index)
             if repeats and after_quiet == end - 1 and not self._has_data(start, end):
                 # the same level as the window before: hold it to the next data, in one step
@@ -277,6 +298,7 @@ class Operator:
                 continue
             accs, active = self._window_accs(start, end)
             after_quiet = end if accs and not active else None
+            had_result = end if accs else None
             self.closed_upto = end
             if accs:
                 self._closing = end  # _samples hands the windows to the runs itself

@@ -394,6 +394,9 @@ class DurationOperator(ValueOperator):
                 if resolved > overdue:
                     yield clock.index(overdue)
 
+    def _pure_panes(self) -> bool:
+        return not self.count_open  # an open interval's age changes every window
+
     def _next_data(self, end: int) -> int | None:
         ahead = super()._next_data(end)
         timeout = self.measure.timeout

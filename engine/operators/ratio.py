@@ -226,6 +226,9 @@ class RatioOperator(ValueOperator):
         for table in self.levels.values():
             yield from table.indices()
 
+    def _pure_panes(self) -> bool:
+        return not self.levels  # a level's integral changes with the window
+
     def _next_data(self, end: int) -> int | None:
         found = [i for i in (t.next_index(end) for t in self.levels.values()) if i is not None]
         ahead = super()._next_data(end)

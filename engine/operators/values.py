@@ -31,6 +31,7 @@ class ValueOperator(Operator):
         self.order: dict[GroupKey, list[int]] = {}
         self.indices: list[int] = []  # every pane index with data, sorted (the next data: bisect)
         self._indexed: set[int] = set()
+        self._left: set[int] = set()  # the panes with data pruned last
 
     def observe(self, key: GroupKey, ts: float, value: float) -> None:
         pane = self.clock.pane
@@ -138,10 +139,18 @@ class ValueOperator(Operator):
         at = bisect.bisect_left(self.indices, end)
         return self.indices[at] if at < len(self.indices) else None
 
+    def _pure_panes(self) -> bool:
+        return True
+
+    def _pane_moved(self, entered: int, left: int) -> bool:
+        return entered in self._indexed or left in self._left
+
     def _prune(self, keep_from: int) -> None:
         gone = bisect.bisect_left(self.indices, keep_from)
         if gone:
-            self._indexed.difference_update(self.indices[:gone])
+            # a pane with data leaves the windows when pruned: kept until the next prune
+            self._left = set(self.indices[:gone])
+            self._indexed.difference_update(self._left)
             del self.indices[:gone]
         for key, panes in self.panes.items():
             heap = self.order.get(key)
