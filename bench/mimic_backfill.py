@@ -117,7 +117,9 @@ def main() -> None:
         events_log = sum(p.stat().st_size for p in (data / "events").rglob("*") if p.is_file())
 
     lines = [
-        f"MIMIC-IV demo as HL7 v2: {feed.messages:,} messages, {health['events_processed']:,} events, "
+        "## MIMIC-IV backfill: import, start, history size",
+        "",
+        f"MIMIC-IV demo as HL7 v2 (bench/mimic_feed.py): {feed.messages:,} messages, {health['events_processed']:,} events, "
         f"{feed.first:%Y-%m-%d} .. {feed.last:%Y-%m-%d}; {os.cpu_count()} cores.",
         "",
         "| step | figure | ratio to an empty start |",
@@ -129,11 +131,14 @@ def main() -> None:
         f"| restart (snapshot + log tail), to /healthz | {restart:.2f} s | {restart / empty_start:.1f} |",
         f"| history on disk (history.sqlite + WAL) | {size / 1e6:.1f} MB, {rows:,} rows | |",
         f"| event log on disk | {events_log / 1e6:.1f} MB | |",
+        "",
+        "Before runs and closing as the import goes (commit 50a4df1, same feed): first start "
+        "256 s, history 1,398 MB in 5,584,134 rows (one row per window, most of them empty).",
     ]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("MIMIC-IV backfill: import, start, history size", text)
+        write_section("mimic-backfill", text)
 
 
 if __name__ == "__main__":

@@ -339,12 +339,21 @@ class DurationOperator(ValueOperator):
         out: dict[GroupKey, list[float]] = {}
         due, oldest = at - timeout, at - self.life
         starts = self.overdue_starts
-        i = bisect.bisect_right(starts, (oldest, "\uffff"))
-        while i < len(starts) and starts[i][0] < due:
-            begun, key = starts[i]
-            i += 1
-            r = self.overdue.get(key)
-            if r is None or r.start != begun or not (oldest < begun < due):
+        lo = bisect.bisect_right(starts, (oldest, "\uffff"))
+        hi = bisect.bisect_left(starts, (due, ""))
+        found: list[Interval] = []
+        if hi - lo <= len(self.overdue):  # by start time (an engine far behind holds years)
+            seen: set[str] = set()
+            for begun, key in starts[lo:hi]:
+                r = self.overdue.get(key)
+                if r is not None and r.start == begun and key not in seen:
+                    seen.add(key)
+                    found.append(r)
+        else:  # the intervals overdue now are fewer than the starts in that range
+            found = list(self.overdue.values())
+        for r in found:
+            begun = r.start  # type: ignore[assignment]
+            if begun is None or not (oldest < begun < due):
                 continue
             if r.end is not None and r.end < at and r.end <= begun + self.life:
                 continue
