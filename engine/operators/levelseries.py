@@ -17,15 +17,17 @@ class LevelSeries:
     """Panes by index, with their indices sorted: a window reads and folds only its own panes
     (an engine far behind, after a restart or a burst of old data, holds years of them)."""
 
-    __slots__ = ("base", "base_index", "order", "panes")
+    __slots__ = ("base", "base_index", "level", "order", "panes")
 
     def __init__(self, base: float = 0.0, base_index: int | None = None) -> None:
         self.base = base  # level at the start of pane base_index
         self.base_index = base_index
         self.panes: dict[int, list[float]] = {}  # idx -> [sum of deltas, sum of delta*t]
         self.order: list[int] = []  # the keys of panes, sorted
+        self.level = base  # the level after every delta: the live value without a walk
 
     def add(self, idx: int, ts: float, delta: float) -> None:
+        self.level += delta
         if self.base_index is not None and idx < self.base_index:
             self.base += delta  # before everything kept: part of the base level
             return
@@ -49,7 +51,7 @@ class LevelSeries:
         return self.base + sum(panes[i][0] for i in self.order[: bisect.bisect_left(self.order, idx)])
 
     def now(self) -> float:
-        return self.base + sum(p[0] for p in self.panes.values())
+        return self.level
 
     def integral(self, start: int, end: int, a: float, b: float) -> float:
         """Integral over [a, b): a is where pane `start` begins, b at most where pane `end` does
@@ -81,6 +83,7 @@ class LevelSeries:
         series = cls(state[0], state[1])
         series.panes = {i: [d, dt] for i, d, dt in state[2]}
         series.order = sorted(series.panes)
+        series.level = series.base + sum(p[0] for p in series.panes.values())
         return series
 
 
@@ -101,6 +104,7 @@ class LevelTable:
             series = self.series[key] = LevelSeries(0.0, base_index)
         if idx is None:
             series.base += delta
+            series.level += delta
         else:
             series.add(idx, ts, delta)
         return created

@@ -140,19 +140,22 @@ def _sample(kpi: KpiDefinition, key: GroupKey, r: Result, window: Window, stamp:
 class _Steps:
     """One unit's steps per pane, and the levels before the first kept pane."""
 
-    __slots__ = ("base", "base_index", "first", "order", "panes")
+    __slots__ = ("base", "base_index", "first", "now", "order", "panes")
 
     def __init__(self, base_index: int | None) -> None:
         self.base = [0.0, 0.0]
         self.base_index = base_index
         self.panes: dict[int, list[tuple[float, float, float]]] = {}
         self.order: list[int] = []  # the keys of panes, sorted: a window walks its own panes only
+        self.now = [0.0, 0.0]  # patients and nurses after every step: the live ratio without a walk
         # the time of the unit's first step: it is in no window that ends before then (whether
         # a window closed before the unit's first event arrived must not change the result)
         self.first: float = math.inf
 
     def add(self, idx: int | None, ts: float, dp: float, dn: float) -> None:
         self.first = min(self.first, -math.inf if idx is None else ts)
+        self.now[0] += dp
+        self.now[1] += dn
         if idx is None or (self.base_index is not None and idx < self.base_index):
             self.base[0] += dp
             self.base[1] += dn
@@ -167,6 +170,8 @@ class _Steps:
         steps.append((ts, dp, dn))
 
     def levels_at(self, idx: float) -> tuple[float, float]:
+        if idx == math.inf:
+            return self.now[0], self.now[1]
         p, n = self.base
         for i in self.order[: bisect.bisect_left(self.order, idx)]:
             for _, dp, dn in self.panes[i]:
@@ -348,6 +353,7 @@ class StaffingRatioOperator(Operator):
             steps.base = list(base)
             steps.panes = {i: [tuple(x) for x in v] for i, v in panes}  # type: ignore[misc]
             steps.order = sorted(steps.panes)
+            steps.now = list(steps.levels_at(math.nextafter(math.inf, 0)))
             found = first[0] if first else "-inf"  # a snapshot from before: as if always there
             steps.first = -math.inf if found == "-inf" else math.inf if found is None else float(found)
             self.units[tuple(key)] = steps  # type: ignore[index]
