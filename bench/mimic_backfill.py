@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,16 +31,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.mimic_feed import write_feed
+from bench.mllp_e2e import free_port
 from bench.report import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 CARESCORE = [sys.executable, "-m", "engine.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(config: Path, api_port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
@@ -119,7 +113,8 @@ def main() -> None:
     lines = [
         "## MIMIC-IV backfill: import, start, history size",
         "",
-        f"MIMIC-IV demo as HL7 v2 (bench/mimic_feed.py): {feed.messages:,} messages, {health['events_processed']:,} events, "
+        f"MIMIC-IV demo as HL7 v2 (bench/mimic_feed.py): {feed.messages:,} messages, "
+        f"{health['events_processed']:,} events, "
         f"{feed.first:%Y-%m-%d} .. {feed.last:%Y-%m-%d}; {os.cpu_count()} cores.",
         "",
         "| step | figure | ratio to an empty start |",

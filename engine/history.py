@@ -50,8 +50,9 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (series, window_end, window_start)
 ) WITHOUT ROWID;
 """
-# A row costs about 40 bytes (B-tree overhead included): the place and KPI are one integer,
-# times are integers; WITHOUT ROWID keeps the rows in the primary key's tree (no second copy).
+# A row costs about 47 bytes, B-tree included (MIMIC replay: 16.1 MB, 344,202 rows): place and
+# KPI are one integer, times are integers, and WITHOUT ROWID keeps the rows in the primary
+# key's tree (no second copy).
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,16 +42,11 @@ from engine.definitions import DurationMeasure, load_catalogue
 from engine.samples import rollups
 from engine.windows import PaneClock
 from tests import mimic_hl7 as mh
+from tests.alerting import free_port
 from tests.conftest import needs_testdata
 from tests.test_mimic_hl7_proof import send_all
 
 REPORTED = ("bed_occupancy", "average_length_of_stay", "lab_tat_stat", "readmission_30d_rate")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_doc(data: Path, api: int = 0) -> dict[str, Any]:

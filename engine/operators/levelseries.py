@@ -7,9 +7,9 @@ of the order in which deltas arrived, so late ADT messages still give exact pati
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
+from engine.operators import paneindex
 from engine.samples import GroupKey
 
 
@@ -34,21 +34,14 @@ class LevelSeries:
         pane = self.panes.get(idx)
         if pane is None:
             self.panes[idx] = [delta, delta * ts]
-            if not self.order or idx > self.order[-1]:
-                self.order.append(idx)
-            else:
-                bisect.insort(self.order, idx)
+            paneindex.add(self.order, idx)
         else:
             pane[0] += delta
             pane[1] += delta * ts
 
-    def _between(self, start: int, end: int) -> list[int]:
-        order = self.order
-        return order[bisect.bisect_left(order, start) : bisect.bisect_left(order, end)]
-
     def level_at(self, idx: int) -> float:
         panes = self.panes
-        return self.base + sum(panes[i][0] for i in self.order[: bisect.bisect_left(self.order, idx)])
+        return self.base + sum(panes[i][0] for i in paneindex.before(self.order, idx))
 
     def now(self) -> float:
         return self.level
@@ -58,20 +51,17 @@ class LevelSeries:
         (the live window stops at the watermark)."""
         total = self.level_at(start) * (b - a)
         panes = self.panes
-        for i in self._between(start, end):
+        for i in paneindex.within(self.order, start, end):
             d, dt = panes[i]
             total += d * b - dt
         return total
 
     def active(self, start: int, end: int) -> bool:
-        at = bisect.bisect_left(self.order, start)
-        return at < len(self.order) and self.order[at] < end
+        return paneindex.any_within(self.order, start, end)
 
     def fold(self, keep_from: int) -> None:
-        gone = bisect.bisect_left(self.order, keep_from)
-        for i in self.order[:gone]:
+        for i in paneindex.take_before(self.order, keep_from):
             self.base += self.panes.pop(i)[0]
-        del self.order[:gone]
         if self.base_index is None or keep_from > self.base_index:
             self.base_index = keep_from
 
@@ -117,12 +107,10 @@ class LevelTable:
 
     def next_index(self, end: int) -> int | None:
         """The first pane at or after `end` with a change, in any unit."""
-        found = None
-        for s in self.series.values():
-            at = bisect.bisect_left(s.order, end)
-            if at < len(s.order) and (found is None or s.order[at] < found):
-                found = s.order[at]
-        return found
+        found = [
+            i for i in (paneindex.first_from(s.order, end) for s in self.series.values()) if i is not None
+        ]
+        return min(found, default=None)
 
     def fold(self, keep_from: int) -> None:
         for series in self.series.values():

@@ -13,7 +13,6 @@ pane, so a window can walk the step function instead of integrating it.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable
 from datetime import tzinfo
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 
 from engine.aggregates import Acc
 from engine.definitions import KpiDefinition, StaffingRatioMeasure
+from engine.operators import paneindex
 from engine.operators.base import LevelHandler, Operator, Output
 from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
 
@@ -163,38 +163,30 @@ class _Steps:
         steps = self.panes.get(idx)
         if steps is None:
             steps = self.panes[idx] = []
-            if not self.order or idx > self.order[-1]:
-                self.order.append(idx)
-            else:
-                bisect.insort(self.order, idx)
+            paneindex.add(self.order, idx)
         steps.append((ts, dp, dn))
 
     def levels_at(self, idx: float) -> tuple[float, float]:
         if idx == math.inf:
             return self.now[0], self.now[1]
         p, n = self.base
-        for i in self.order[: bisect.bisect_left(self.order, idx)]:
+        for i in paneindex.before(self.order, idx):
             for _, dp, dn in self.panes[i]:
                 p += dp
                 n += dn
         return p, n
 
     def between(self, start: int, end: int) -> list[tuple[float, float, float]]:
-        order = self.order
-        within = order[bisect.bisect_left(order, start) : bisect.bisect_left(order, end)]
-        return [s for i in within for s in self.panes[i]]
+        return [s for i in paneindex.within(self.order, start, end) for s in self.panes[i]]
 
     def active(self, start: int, end: int) -> bool:
-        at = bisect.bisect_left(self.order, start)
-        return at < len(self.order) and self.order[at] < end
+        return paneindex.any_within(self.order, start, end)
 
     def fold(self, keep_from: int) -> None:
-        gone = bisect.bisect_left(self.order, keep_from)
-        for i in self.order[:gone]:
+        for i in paneindex.take_before(self.order, keep_from):
             for _, dp, dn in self.panes.pop(i):
                 self.base[0] += dp
                 self.base[1] += dn
-        del self.order[:gone]
         if self.base_index is None or keep_from > self.base_index:
             self.base_index = keep_from
 

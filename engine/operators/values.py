@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections.abc import Iterable
@@ -10,6 +9,7 @@ from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
+from engine.operators import paneindex
 from engine.operators.base import Operator, Output
 from engine.samples import GroupKey
 
@@ -101,7 +101,7 @@ class ValueOperator(Operator):
             heapq.heappush(self.order.setdefault(key, []), idx)
             if idx not in self._indexed:
                 self._indexed.add(idx)
-                bisect.insort(self.indices, idx)
+                paneindex.add(self.indices, idx)
         return acc
 
     def _window_accs(
@@ -136,8 +136,7 @@ class ValueOperator(Operator):
             yield from panes
 
     def _next_data(self, end: int) -> int | None:
-        at = bisect.bisect_left(self.indices, end)
-        return self.indices[at] if at < len(self.indices) else None
+        return paneindex.first_from(self.indices, end)
 
     def _pure_panes(self) -> bool:
         return True
@@ -146,12 +145,11 @@ class ValueOperator(Operator):
         return entered in self._indexed or left in self._left
 
     def _prune(self, keep_from: int) -> None:
-        gone = bisect.bisect_left(self.indices, keep_from)
+        gone = paneindex.take_before(self.indices, keep_from)
         if gone:
             # a pane with data leaves the windows when pruned: kept until the next prune
-            self._left = set(self.indices[:gone])
-            self._indexed.difference_update(self._left)
-            del self.indices[:gone]
+            self._left = set(gone)
+            self._indexed.difference_update(gone)
         for key, panes in self.panes.items():
             heap = self.order.get(key)
             if not heap or heap[0] >= keep_from:
