@@ -126,7 +126,12 @@ def create_app(backend: Backend, replayer: Replayer | None = None) -> FastAPI:
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
         ready = backend.ready
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready}
+        components = getattr(backend, "components", None)
+        if components:  # a component waiting to be restarted: ready, but degraded (and why)
+            body["components"] = {name: state.describe() for name, state in sorted(components.items())}
+            body["degraded"] = sorted(name for name, state in components.items() if not state.up)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

@@ -82,6 +82,53 @@ class KpiCollector(Collector):
                 unmatched.add_metric([kind], float(count))
             yield unmatched
 
+        yield from _durability(self.backend)
+
+
+def _durability(backend: Backend) -> Iterator[Metric]:
+    """What the runtime survived: event-log write failures cut back, unreadable log lines
+    quarantined, events the engine raised on, components restarted by the supervisor."""
+    log = getattr(backend, "log", None)
+    if log is not None:
+        for name, doc, value in (
+            (
+                "carescore_eventlog_write_errors",
+                "Event-log writes or fsyncs that failed (cut back, answered AE).",
+                log.write_errors,
+            ),
+            (
+                "carescore_eventlog_corrupt_lines",
+                "Unreadable event-log lines quarantined on replay.",
+                log.corrupt_lines,
+            ),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], float(value))
+            yield family
+    errors = getattr(backend, "engine_errors", None)
+    if errors is not None:
+        family = CounterMetricFamily(
+            "carescore_engine_event_errors",
+            "Events the engine raised on (logged, the rest of the batch processed).",
+        )
+        family.add_metric([], float(errors))
+        yield family
+    components = getattr(backend, "components", None)
+    if components:
+        up = GaugeMetricFamily(
+            "carescore_component_up",
+            "1 while a component runs, 0 while it waits to restart.",
+            labels=["component"],
+        )
+        restarts = CounterMetricFamily(
+            "carescore_component_restarts", "Times a failed component was restarted.", labels=["component"]
+        )
+        for name, state in sorted(components.items()):
+            up.add_metric([name], 1.0 if state.up else 0.0)
+            restarts.add_metric([name], float(state.restarts))
+        yield up
+        yield restarts
+
 
 def exposition(backend: Backend, registry: CollectorRegistry) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(registry)

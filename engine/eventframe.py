@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 from pydantic import AwareDatetime
 
@@ -73,10 +74,25 @@ def read_ndjson(path: Path) -> pl.DataFrame:
     data = data[: data.rfind(b"\n") + 1]
     if not data:
         return frame_from_records([])
-    frame = pl.read_ndjson(io.BytesIO(data), schema=_RAW_SCHEMA)
+    try:
+        frame = pl.read_ndjson(io.BytesIO(data), schema=_RAW_SCHEMA)
+    except pl.exceptions.PolarsError:  # an unreadable line (quarantined by replay): skip it
+        return frame_from_records(_readable(data))
     return frame.with_columns(
         [pl.col(n).str.to_datetime(time_unit="us", time_zone="UTC") for n in DATETIME_COLUMNS]
     )
+
+
+def _readable(data: bytes) -> list[dict[str, Any]]:
+    records = []
+    for line in data.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def seal(ndjson: Path) -> Path:

@@ -4,7 +4,10 @@ Append-only NDJSON segments. An append returns only after the bytes are written 
 fsync'd, so an HL7 AA can follow it; appends that arrive while an fsync is running are
 written together in the next one (group commit), which keeps the ACK latency low when many
 senders are busy. A crash can at worst leave a torn last line, which replay skips and
-truncates.
+truncates. A write or fsync that fails (disk full, I/O error) is cut back off the segment
+before the appenders hear of it: what was refused never reaches the log later, and the next
+batch does not land after half a line. A line that cannot be read in the middle of a segment
+(a disk fault) is copied to quarantine.ndjson and counted, never a failed start.
 """
 
 from __future__ import annotations
@@ -70,8 +73,11 @@ class EventLog:
         segments = self.segments()
         self._segment = segments[-1] if segments else 0
         self._repair_tail()
-        self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115 - held open for appends
-        self._position = Position(self._segment, self._fh.tell())
+        self.corrupt_lines = 0  # read back but unparseable (quarantined)
+        self.write_errors = 0
+        self._fd = self._open(self._segment)
+        self._size = os.fstat(self._fd).st_size
+        self._position = Position(self._segment, self._size)
 
     # -- files ---------------------------------------------------------------------------
     def _path(self, segment: int) -> Path:
@@ -102,17 +108,54 @@ class EventLog:
         return self._position
 
     # -- writing -------------------------------------------------------------------------
+    def _open(self, segment: int) -> int:
+        """Unbuffered: a failed write leaves nothing in a buffer to be written later."""
+        return os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
     def _write(self, blob: bytes) -> Position:
-        if self._fh.tell() + len(blob) > self.segment_bytes and self._fh.tell() > 0:
+        """Append blob whole, or not at all: on an error the segment is cut back to where it
+        was (and the error raised), so a refused batch cannot surface after a later one."""
+        if self._size + len(blob) > self.segment_bytes and self._size > 0:
             self._sync()
-            self._fh.close()
+            os.close(self._fd)
             self._seal_later(self._path(self._segment))
             self._segment += 1
-            self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
-        self._fh.write(blob)
-        self._fh.flush()
-        self._position = Position(self._segment, self._fh.tell())
+            self._fd = self._open(self._segment)
+            self._size = os.fstat(self._fd).st_size
+        before = self._size
+        try:
+            view = memoryview(blob)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            self._cut_back(before)
+            raise
+        self._size = before + len(blob)
+        self._position = Position(self._segment, self._size)
         return self._position
+
+    def _cut_back(self, size: int) -> None:
+        """Undo a batch that was not made durable: truncate the segment to `size`."""
+        self.write_errors += 1
+        try:
+            os.ftruncate(self._fd, size)
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:  # the log is unusable until this succeeds: the next write retries
+            log.error("event log: cutting back a failed write failed: %s", exc)
+        self._size = size
+        self._position = Position(self._segment, size)
+
+    def _write_durable(self, blob: bytes) -> Position:
+        """Write and fsync; if either fails, nothing of blob stays in the log."""
+        pos = self._write(blob)
+        try:
+            self._sync()
+        except OSError:
+            self._cut_back(pos.offset - len(blob))
+            raise
+        return pos
 
     def _seal_later(self, path: Path) -> None:
         """Write the finished segment's Parquet copy in the background (reports read it)."""
@@ -135,12 +178,11 @@ class EventLog:
 
     def _sync(self) -> None:
         if self.fsync:
-            os.fsync(self._fh.fileno())
+            os.fsync(self._fd)
 
     def append_now(self, events: list[EventBase]) -> Position:
         """Blocking append + fsync (CLI imports, tests)."""
-        pos = self._write(b"".join(dump_event(e) + b"\n" for e in events))
-        self._sync()
+        pos = self._write_durable(b"".join(dump_event(e) + b"\n" for e in events))
         self.appended_events += len(events)
         self.commits += 1
         if self.on_commit is not None:
@@ -175,11 +217,20 @@ class EventLog:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            blob = b"".join(blob for _, blob, _ in batch)
             try:
-                pos = self._write(b"".join(blob for _, blob, _ in batch))
-                await loop.run_in_executor(None, self._sync)
+                pos = self._write(blob)
             except OSError as exc:
                 log.error("event log write failed: %s", exc)
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            try:
+                await loop.run_in_executor(None, self._sync)
+            except OSError as exc:
+                log.error("event log fsync failed: %s", exc)
+                self._cut_back(pos.offset - len(blob))
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
@@ -202,7 +253,7 @@ class EventLog:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        self._fh.close()
+        os.close(self._fd)
 
     # -- reading -------------------------------------------------------------------------
     def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position]]:
@@ -215,14 +266,36 @@ class EventLog:
                     fh.seek(since.offset)
                 offset = fh.tell()
                 for line in fh:
+                    start = offset
                     offset += len(line)
                     if not line.endswith(b"\n"):
                         break  # torn tail: never acknowledged
-                    yield parse_event(line), Position(segment, offset)
+                    try:
+                        event = parse_event(line)
+                    except ValueError:  # orjson and pydantic errors both are
+                        self._quarantine(line, Position(segment, start))
+                        continue
+                    yield event, Position(segment, offset)
+
+    def _quarantine(self, line: bytes, where: Position) -> None:
+        """Keep an unreadable line aside (with where it was) and go on: one bad sector must
+        not stop the start. Counted on /metrics; the line stays in its segment too."""
+        self.corrupt_lines += 1
+        log.error(
+            "event log: unreadable line at segment %d offset %d quarantined", where.segment, where.offset
+        )
+        record = orjson.dumps(
+            {"segment": where.segment, "offset": where.offset, "line": line.decode("latin-1")}
+        )
+        with open(self.directory / "quarantine.ndjson", "ab") as fh:
+            fh.write(record + b"\n")
 
     def raw_records(self) -> Iterator[dict[str, object]]:
         for path in self.segment_paths():
             with open(path, "rb") as fh:
                 for line in fh:
                     if line.endswith(b"\n"):
-                        yield orjson.loads(line)
+                        try:
+                            yield orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            continue  # quarantined by replay

@@ -10,10 +10,13 @@ after it (or the whole log, if the KPI definitions changed since the snapshot).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -34,6 +37,7 @@ from engine.history import History
 from engine.reports import Level, Reporter, ReportRow
 from engine.runtime.alerting import build_alert_service
 from engine.runtime.state import KpiBoard
+from engine.runtime.supervisor import ComponentState
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,16 @@ REPLAY_ADVANCE_EVERY = 2000
 """Events between two closings of windows while the log is replayed or a backfill imported:
 windows close as the data goes by, as they do live, so state holds the open windows only
 (not every pane since the first event) and history is written as it would have been."""
+
+
+def _die_with(parent: int) -> None:
+    """A snapshot child killed with its parent (Linux PR_SET_PDEATHSIG): left alive, it could
+    replace the snapshot a restarted process has written since with an older one."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class DataDirBusy(RuntimeError):
@@ -118,6 +132,8 @@ class EmbeddedRuntime:
         self._last_snapshot = 0.0
         self._snapshot_pid: int | None = None
         self._reporter: tuple[Position, Reporter] | None = None
+        self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
+        self.engine_errors = 0  # events the engine raised on (counted, logged, skipped)
         self.close_every = 0  # imports: close windows every this many events (ticks do it live)
         self._since_close = 0
         self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
@@ -169,16 +185,33 @@ class EmbeddedRuntime:
                 del self.seen[old]
 
     def _on_commit(self, events: list[EventBase], position: Position) -> None:
-        process = self.engine.process
-        for event in events:
-            process(event)
+        self._process(events)
         self.processed = position
-        self.alerts.feeds.observe(events, self.clock())
+        try:
+            self.alerts.feeds.observe(events, self.clock())
+        except Exception:
+            log.exception("feed staleness bookkeeping failed")
         if self.close_every:
             self._since_close += len(events)
             if self._since_close >= self.close_every:
                 self._since_close = 0
                 self.close_windows()
+
+    def _process(self, events: list[EventBase]) -> None:
+        """Every event to the engine. One that makes the engine raise is logged and counted
+        (carescore_engine_event_errors) and the rest of the batch still goes in: the batch is
+        durable and acknowledged, so stopping at the bad event would lose those after it, and
+        failing the start on replay would stop the hospital's feed for one bug."""
+        process = self.engine.process
+        for event in events:
+            try:
+                process(event)
+            except Exception:
+                self.engine_errors += 1
+                log.exception(
+                    "the engine could not process an event; it stays in the log and in period reports",
+                    extra={"event_type": event.type, "source": event.source},
+                )
 
     def close_windows(self, now: float | None = None) -> None:
         """Close the windows the watermarks have passed and keep them in the history."""
@@ -188,6 +221,8 @@ class EmbeddedRuntime:
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> None:
+        for stale in self.snapshot_path.parent.glob("snapshot.*.tmp"):  # from a killed writer
+            stale.unlink(missing_ok=True)
         since = START
         snap = self._read_snapshot()
         if snap is not None:
@@ -196,9 +231,8 @@ class EmbeddedRuntime:
             since = Position(*snap["position"])
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
-        process = self.engine.process
         for event, position in self.log.replay(since):
-            process(event)
+            self._process([event])
             self._remember(event.source_id.rsplit("#", 1)[0])
             self.processed = position
             replayed += 1
@@ -242,10 +276,13 @@ class EmbeddedRuntime:
         if not hasattr(os, "fork"):
             self._write_snapshot_file()
             return
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: no logging, no loop, nothing but the file
             code = 1
             try:
+                _die_with(parent)
+                self._lock.close()  # the lock is the parent's: a killed parent frees the folder
                 self._write_snapshot_file()
                 code = 0
             finally:

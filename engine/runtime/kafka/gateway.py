@@ -31,6 +31,7 @@ from engine.runtime.alerting import build_alert_service
 from engine.runtime.kafka.sink import KafkaSink
 from engine.runtime.kafka.topics import ensure_topics, samples_topic
 from engine.runtime.state import KpiBoard
+from engine.runtime.supervisor import ComponentState
 from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class KafkaGateway:
         )
         self.sink = KafkaSink(settings.runtime.kafka)
         self.ready = False
+        self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
         self.started_at = time.time()
         self.samples_seen = 0
         self._consumer: AIOKafkaConsumer | None = None
