@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,18 +51,32 @@ TYPES = {
 }
 
 
+def unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or was locked, so every statement would
+    fail now (wait, then retry everything), rather than refusing this one statement."""
+    if isinstance(exc, sqlite3.OperationalError | OSError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # only loaded when PostgreSQL is used
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 class _Serialised:
     """One connection, used from the event loop and worker threads in turn."""
 
     _lock: threading.Lock
     _tx: Tx
 
+    def _ready(self) -> None:
+        """Called under the lock before each use: a lost connection is opened again here."""
+
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
+            self._ready()
             return self._tx.query(sql, args)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         with self._lock:
+            self._ready()
             return self._tx.execute(sql, args)
 
 
@@ -80,10 +95,12 @@ class SQLiteDatabase(_Serialised):
     dialect = "sqlite"
     skip_locked = ""  # one process owns the file (the data folder is locked)
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, busy_timeout: float = 5.0):
+        """`busy_timeout`: how long a write waits for a lock held by another connection (a
+        backup, an operator's sqlite3 shell) before it fails and the service retries later."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -144,32 +161,48 @@ class PostgresDatabase(_Serialised):
                 "alerts.database is PostgreSQL: install psycopg (pip install 'carescore[postgres]')"
             ) from exc
         self._lock = threading.Lock()
-        self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+        self._connect: Callable[[], Any] = lambda: psycopg.connect(url, autocommit=True, row_factory=dict_row)
+        self._conn = self._connect()
         self._tx = _PostgresTx(self._conn)
+        self._closed = False
+
+    def _ready(self) -> None:
+        """A connection the server dropped (restart, failover, idle timeout) stays closed in
+        psycopg: open a new one, else every later write would fail until a restart."""
+        if (self._conn.closed or self._conn.broken) and not self._closed:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = self._connect()
+            self._tx = _PostgresTx(self._conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with self._lock, self._conn.transaction():
-            yield self._tx
+        with self._lock:
+            self._ready()
+            with self._conn.transaction():
+                yield self._tx
 
     def columns(self, table: str) -> set[str]:
         rows = self.query("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
         return {r["column_name"] for r in rows}
 
     def script(self, ddl: str) -> None:
-        with self._lock, self._conn.transaction():
-            for statement in (s.strip() for s in ddl.split(";")):
-                if statement:
-                    self._conn.execute(statement)
+        with self._lock:
+            self._ready()
+            with self._conn.transaction():
+                for statement in (s.strip() for s in ddl.split(";")):
+                    if statement:
+                        self._conn.execute(statement)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
 
-def open_database(target: Path | str) -> Database:
+def open_database(target: Path | str, busy_timeout: float = 5.0) -> Database:
     """A path (SQLite) or a postgresql:// URL."""
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(text)
-    return SQLiteDatabase(Path(text.removeprefix("sqlite:///")))
+    return SQLiteDatabase(Path(text.removeprefix("sqlite:///")), busy_timeout)

@@ -1,9 +1,15 @@
 """Notices as people read them: a subject, plain text and HTML. Places and KPI values only,
-never a patient."""
+never a patient.
+
+Unit codes and names come from feeds, and a feed can carry anything: the HL7 escape
+\\X0D0A\\ decodes to CR/LF, which the email library refuses in a header (and which would
+otherwise let a sender add headers). So every header value goes through `one_line`, and text
+that cannot be encoded (lone surrogates) is replaced rather than failing the send."""
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from alerts.evaluator import fmt
@@ -16,8 +22,22 @@ HEADINGS = {
 }
 
 
+# C0 and C1 controls (CR, LF, TAB, NUL, VT, NEL, ...) and the Unicode line/paragraph separators
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def encodable(value: str) -> str:
+    """`value` with anything UTF-8 cannot carry (a lone surrogate) replaced by '?'."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def one_line(value: object) -> str:
+    """A header value or a line of text: control characters become one space."""
+    return encodable(_CONTROLS.sub(" ", str(value))).strip()
+
+
 def where(alert: dict[str, Any]) -> str:
-    return str(alert.get("unit") or alert.get("department") or alert.get("facility"))
+    return one_line(alert.get("unit") or alert.get("department") or alert.get("facility"))
 
 
 def subject(notice: dict[str, Any]) -> str:
@@ -28,8 +48,8 @@ def subject(notice: dict[str, Any]) -> str:
     places = sorted({where(a) for a in alerts})
     if len(alerts) == 1:
         a = alerts[0]
-        return f"[{worst}] {places[0]}: {a['kpi_name']} {fmt(a['value'])} {a['unit_of_measure']}"
-    return f"[{worst}] {', '.join(places)}: {len(alerts)} alerts"
+        return one_line(f"[{worst}] {places[0]}: {a['kpi_name']} {fmt(a['value'])} {a['unit_of_measure']}")
+    return one_line(f"[{worst}] {', '.join(places)}: {len(alerts)} alerts")
 
 
 def line(a: dict[str, Any]) -> str:
@@ -47,7 +67,7 @@ def text(notice: dict[str, Any], base_url: str | None = None) -> str:
     recipient = notice.get("recipient") or {}
     if recipient:
         lines.append(f"Sent to {recipient.get('name')} as {recipient.get('role')}.")
-    return "\n".join(lines) + "\n"
+    return encodable("\n".join(lines) + "\n")
 
 
 def to_html(notice: dict[str, Any], base_url: str | None = None) -> str:
@@ -61,7 +81,7 @@ def to_html(notice: dict[str, Any], base_url: str | None = None) -> str:
     link = (
         f'<p><a href="{html.escape(base_url)}/">Open the scorecard to acknowledge</a></p>' if base_url else ""
     )
-    return (
+    return encodable(
         f"<html><body><h3>{html.escape(HEADINGS.get(notice['event'], notice['event']))}: "
         f"{html.escape(subject(notice))}</h3><table border=1 cellpadding=4>"
         "<tr><th>severity</th><th>where</th><th>KPI</th><th>value</th><th>threshold</th></tr>"

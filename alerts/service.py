@@ -6,6 +6,12 @@ hears, when and how; every notice goes through a durable outbox.
     deliver_due()          send what is due: silences, mute windows and inhibition hold a
                            notice back; an alert resolved or acknowledged first cancels it
 
+Nothing accepted is lost when the store fails: a change it would not take stays in memory
+(in order) and is written again on later ticks with backoff, and the failure is counted
+(carescore_alert_store_errors_total), logged at ERROR and readable as `store_failing_since`
+and `unstored` for the health endpoint. Nothing hostile stops delivery: a notice whose
+rendering or sending raises is retried alone with backoff, then marked failed.
+
 Integrations (webhooks with routed: false) get every alert change, one JSON per alert;
 Alertmanager is kept in step with the firing alerts; people get grouped notices.
 """
@@ -24,10 +30,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from alerts.channels import Channel, DeliveryError
 from alerts.channels.alertmanager import AlertmanagerChannel
+from alerts.db import unavailable
 from alerts.evaluator import Evaluator, Track
 from alerts.feeds import FEED_ALERT, FeedWatch
 from alerts.model import Change
@@ -45,7 +52,22 @@ NOTIFICATIONS = Counter(
     ["channel", "outcome"],
 )
 TRANSITIONS = Counter("carescore_alert_transitions", "Alert transitions by kind.", ["kind"])
+STORE_ERRORS = Counter(
+    "carescore_alert_store_errors",
+    "Alert store reads and writes that failed (the change is kept and retried), by operation.",
+    ["operation"],
+)
+UNSTORED = Gauge(
+    "carescore_alert_changes_unstored",
+    "Alert changes held in memory because the alert store has not taken them yet.",
+)
+NOTICE_ERRORS = Counter(
+    "carescore_alert_notice_errors",
+    "Notices whose rendering or sending raised (not a refusal by the receiver), by channel.",
+    ["channel"],
+)
 HOLD_RECHECK = 30.0  # a held notice is looked at again this often (silences can be lifted early)
+STORE_RETRY_MAX = 30.0  # longest wait between two attempts at a failing store
 
 DependsOn = Callable[[str], tuple[set[str], set[str]]]  # KPI id -> (sources, event types)
 
@@ -59,6 +81,34 @@ def _ts(iso: str) -> float:
 
 
 @dataclass
+class Retry:
+    """Backoff for something the store would not take: 1, 2, 4 ... retry_backoff, at most
+    STORE_RETRY_MAX, so a failing database is not hammered on every tick."""
+
+    failures: int = 0
+    at: float = 0.0
+
+    def ready(self, now: float) -> bool:
+        return self.at <= now
+
+    def failed(self, now: float, base: float) -> float:
+        self.failures += 1
+        delay = min(base * 2 ** (self.failures - 1), STORE_RETRY_MAX)
+        self.at = now + delay
+        return delay
+
+
+@dataclass
+class Unstored:
+    """A change the store has not taken yet, recorded later in the order it happened."""
+
+    change: Change
+    at: float  # when it happened: fired_at / resolved_at are this, however late it is stored
+    alert: dict[str, Any] | None = None  # a fired alert, built once: the same id every attempt
+    retry: Retry = field(default_factory=Retry)
+
+
+@dataclass
 class Gathering:
     """Alerts of one route and group, firing within group_wait: one notice per person."""
 
@@ -67,6 +117,11 @@ class Gathering:
     place: GroupKey
     due: float
     alert_ids: list[str] = field(default_factory=list)
+    retry: Retry = field(default_factory=Retry)
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or was locked: stop this pass, retry after backoff."""
 
 
 class AlertService:
@@ -108,7 +163,73 @@ class AlertService:
         self._gathering: dict[tuple[str, str, tuple[Any, ...]], Gathering] = {}
         self._sync_now: list[str] = []
         self._wake = asyncio.Event()
+        self._unstored: list[Unstored] = []
+        self._store_retry = Retry()  # the whole store: set when it is unavailable
+        self._alert_retry: dict[str, Retry] = {}  # escalation/reminder writes that failed
+        self.store_failing_since: float | None = None
+        self._failures = 0  # store failures so far (a pass without new ones is a clean pass)
         self._restore()
+
+    # -- store health ----------------------------------------------------------------------
+    @property
+    def store_healthy(self) -> bool:
+        """False from a failed store operation until every held change has been stored."""
+        return self.store_failing_since is None
+
+    @property
+    def unstored(self) -> int:
+        """Alert changes held in memory, waiting for the store."""
+        return len(self._unstored)
+
+    def store_health(self) -> dict[str, Any]:
+        """For /healthz: is every alert change stored, and since when not."""
+        return {
+            "healthy": self.store_healthy,
+            "failing_since": self.store_failing_since,
+            "unstored_changes": self.unstored,
+        }
+
+    def _store_failed(self, operation: str, exc: BaseException, now: float, retry: Retry) -> None:
+        """Count, log at ERROR (exception type and the database's message: places and alert
+        ids at most, never a patient) and back off; raise StoreUnavailable when the store as
+        a whole is down, so the rest of the pass waits instead of failing the same way."""
+        down = unavailable(exc)
+        delay = (self._store_retry if down else retry).failed(now, self.retry_backoff)
+        STORE_ERRORS.labels(operation).inc()
+        self._failures += 1
+        UNSTORED.set(len(self._unstored))
+        if self.store_failing_since is None:
+            self.store_failing_since = now
+        log.error(
+            "alert store %s failed (%s: %s); %d alert change(s) held in memory, next try in %.1f s",
+            operation,
+            type(exc).__name__,
+            str(exc)[:200],
+            len(self._unstored),
+            delay,
+        )
+        if down:
+            raise StoreUnavailable(operation) from exc
+
+    def _store_ok(self) -> None:
+        """A pass without failures: healthy again once nothing is left to store."""
+        self._store_retry = Retry()
+        UNSTORED.set(len(self._unstored))
+        if self._unstored or self._alert_retry or any(g.retry.failures for g in self._gathering.values()):
+            return
+        if self.store_failing_since is not None:
+            log.warning(
+                "alert store writable again; everything held was stored",
+                extra={"failing_for": self.clock() - self.store_failing_since},
+            )
+            self.store_failing_since = None
+
+    def _announce(self, change: dict[str, Any]) -> None:
+        """on_change (the live stream) must not undo a transition already stored."""
+        try:
+            self.on_change(change)
+        except Exception:
+            log.exception("alert change not published", extra={"kind": change.get("kind")})
 
     # -- start-up ------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -148,11 +269,8 @@ class AlertService:
         changes += self.evaluator.evaluate(samples, now)
         for c in changes:
             TRANSITIONS.labels(c.kind).inc()
-            try:
-                self._record(c, now)
-            except Exception:
-                log.exception("could not record alert transition", extra={"alert": c.name})
-        self.tick(now)
+            self._unstored.append(Unstored(c, now))
+        self.tick(now)  # records them (or keeps them, when the store fails)
         if changes:
             self._wake.set()
         return changes
@@ -205,35 +323,60 @@ class AlertService:
             if not getattr(channel, "routed", False)
         ]
 
-    def _record(self, c: Change, now: float) -> None:
+    def _drain(self, now: float) -> None:
+        """Record held changes in order. A change the store refuses waits (with the later
+        changes of the same alert) and the others go on; an unavailable store stops all."""
+        waiting: set[tuple[str, GroupKey]] = set()
+        for entry in list(self._unstored):
+            key = entry.change.key
+            if key in waiting or not entry.retry.ready(now):
+                waiting.add(key)
+                continue
+            try:
+                self._record(entry)
+            except Exception as exc:
+                waiting.add(key)
+                self._store_failed(f"record {entry.change.kind}", exc, now, entry.retry)
+                continue
+            self._unstored.remove(entry)
+
+    def _new_alert(self, c: Change, now: float) -> dict[str, Any]:
+        window = c.details.get("window") or {}
+        return {
+            "id": uuid.uuid4().hex,
+            "kind": c.labels["kind"],
+            "kpi": c.labels["kpi"],
+            "name": c.name,
+            "perspective": c.labels["perspective"],
+            "source": c.labels.get("source"),
+            "facility": c.place[0],
+            "department": c.place[1],
+            "unit": c.place[2],
+            "state": "firing",
+            "severity": c.severity,
+            "value": c.value,
+            "threshold": c.threshold,
+            "window_start": window.get("start"),
+            "window_end": window.get("end"),
+            "n": c.details.get("n"),
+            "started_at": _iso(c.started),
+            "fired_at": _iso(now),
+            "summary": c.summary,
+        }
+
+    def _record(self, entry: Unstored) -> None:
+        """Store one change, then act on it in memory: if the store raises, nothing here
+        has changed and the same entry can simply be recorded again."""
+        c, now = entry.change, entry.at
         if c.kind == "fired":
-            window = c.details.get("window") or {}
-            alert = {
-                "id": uuid.uuid4().hex,
-                "kind": c.labels["kind"],
-                "kpi": c.labels["kpi"],
-                "name": c.name,
-                "perspective": c.labels["perspective"],
-                "source": c.labels.get("source"),
-                "facility": c.place[0],
-                "department": c.place[1],
-                "unit": c.place[2],
-                "state": "firing",
-                "severity": c.severity,
-                "value": c.value,
-                "threshold": c.threshold,
-                "window_start": window.get("start"),
-                "window_end": window.get("end"),
-                "n": c.details.get("n"),
-                "started_at": _iso(c.started),
-                "fired_at": _iso(now),
-                "summary": c.summary,
-            }
+            if entry.alert is None:
+                entry.alert = self._new_alert(c, now)
+            alert = entry.alert
             self.store.fire(alert, self._broadcast(alert, "fired", now))
             self._active[c.key] = alert["id"]
             self._gather(alert, "fired", now)
             self._sync_now.append(alert["id"])
-            self.on_change({"kind": "fired", "alert": alert})
+            self._announce({"kind": "fired", "alert": alert})
             log.info(
                 "alert fired",
                 extra={"alert": c.name, "place": "/".join(p or "" for p in c.place), "severity": c.severity},
@@ -250,16 +393,19 @@ class AlertService:
             self._drop_gathered(alert_id)
             del self._active[c.key]
             self._sync_now.append(alert_id)
-            self.on_change({"kind": "resolved", "alert": alert})
+            self._announce({"kind": "resolved", "alert": alert})
             log.info("alert resolved", extra={"alert": c.name, "place": "/".join(p or "" for p in c.place)})
         elif c.kind == "severity_changed":
-            self.store.update(
-                alert_id,
-                {"severity": c.severity, "value": c.value, "threshold": c.threshold, "summary": c.summary},
-                f"severity {c.previous_severity} -> {c.severity}",
-            )
+            changes = {
+                "severity": c.severity,
+                "value": c.value,
+                "threshold": c.threshold,
+                "summary": c.summary,
+            }
+            alert = {**(self.store.get(alert_id) or {}), **changes}
+            self.store.update(alert_id, changes, f"severity {c.previous_severity} -> {c.severity}")
             self._sync_now.append(alert_id)
-            self.on_change({"kind": "severity_changed", "alert": self.store.get(alert_id)})
+            self._announce({"kind": "severity_changed", "alert": alert})
 
     # -- gathering and planning notices to people ----------------------------------------------
     def _group_values(self, route: Route, alert: dict[str, Any]) -> tuple[Any, ...]:
@@ -339,28 +485,72 @@ class AlertService:
 
     # -- the clock: groups, escalation, reminders ------------------------------------------
     def tick(self, now: float | None = None) -> None:
+        """Never raises: what the store would not take is kept and tried again later."""
         now = self.clock() if now is None else now
+        try:
+            if self._store_retry.ready(now):  # else the store was unavailable a moment ago
+                self._tick(now)
+        finally:
+            UNSTORED.set(len(self._unstored))
+
+    def _tick(self, now: float) -> None:
+        failures = self._failures
+        try:
+            self._drain(now)
+            self._flush_due(now)
+            self._follow_up(now)
+        except StoreUnavailable:
+            return
+        except Exception as exc:  # outside the per-item guards (none expected): back off all
+            with contextlib.suppress(StoreUnavailable):
+                self._store_failed("tick", exc, now, self._store_retry)
+            return
+        if self._failures == failures:
+            self._store_ok()
+
+    def _flush_due(self, now: float) -> None:
         for key, group in list(self._gathering.items()):
-            if group.due <= now:
-                del self._gathering[key]
+            if group.due > now or not group.retry.ready(now):
+                continue
+            try:
                 self._flush(group, now)
+            except Exception as exc:  # kept in _gathering: flushed again after the backoff
+                self._store_failed("route", exc, now, group.retry)
+                continue
+            del self._gathering[key]
+
+    def _follow_up(self, now: float) -> None:
+        """Escalate unacknowledged alerts, remind."""
+        active = set(self._active.values())
+        self._alert_retry = {k: r for k, r in self._alert_retry.items() if k in active}
         for alert_id in list(self._active.values()):
-            alert = self.store.get(alert_id)
-            if alert is None or alert["state"] != "firing" or alert["acked_at"] is not None:
+            retry = self._alert_retry.get(alert_id)
+            if retry is not None and not retry.ready(now):
                 continue
-            told = alert["notified_at"] or alert["routed_at"]
-            if told is None or (alert["notified_at"] is None and self._fired_pending(alert["id"])):
-                continue  # still gathering, or its first notice is held: escalation counts from delivery
-            routes = self.routes.route_for(self._labels(alert))
-            if not routes:
+            try:
+                self._follow_up_one(alert_id, now)
+            except Exception as exc:
+                self._store_failed("escalate", exc, now, self._alert_retry.setdefault(alert_id, Retry()))
                 continue
-            route = routes[0]
-            tier = alert["tier"]
-            fired = _ts(told)
-            if tier < len(route.escalate) and now >= fired + route.escalate[tier].after:
-                self._escalate(alert, route, tier + 1, now)
-            elif now - (alert["last_notified_at"] or fired) >= route.repeat_interval:
-                self._remind(alert, route, now)
+            self._alert_retry.pop(alert_id, None)
+
+    def _follow_up_one(self, alert_id: str, now: float) -> None:
+        alert = self.store.get(alert_id)
+        if alert is None or alert["state"] != "firing" or alert["acked_at"] is not None:
+            return
+        told = alert["notified_at"] or alert["routed_at"]
+        if told is None or (alert["notified_at"] is None and self._fired_pending(alert["id"])):
+            return  # still gathering, or its first notice is held: escalation counts from delivery
+        routes = self.routes.route_for(self._labels(alert))
+        if not routes:
+            return
+        route = routes[0]
+        tier = alert["tier"]
+        fired = _ts(told)
+        if tier < len(route.escalate) and now >= fired + route.escalate[tier].after:
+            self._escalate(alert, route, tier + 1, now)
+        elif now - (alert["last_notified_at"] or fired) >= route.repeat_interval:
+            self._remind(alert, route, now)
 
     def _fired_pending(self, alert_id: str) -> bool:
         return any(i.event == "fired" and i.recipient for i in self.store.pending_for(alert_id))
@@ -376,11 +566,10 @@ class AlertService:
             (a["id"], f"routed ({group.route.name})", ", ".join(who) or "nobody holds the role")
             for a in alerts
         ]
-        self.store.queue(notices, audits)
-        for a in alerts:
-            self.store.update(
-                a["id"], {"routed_at": a["routed_at"] or _iso(now), "last_notified_at": now}, None
-            )
+        routed = [
+            (a["id"], {"routed_at": a["routed_at"] or _iso(now), "last_notified_at": now}) for a in alerts
+        ]
+        self.store.queue(notices, audits, routed)  # one transaction: all of it, or none to repeat
         self._wake.set()
 
     def _escalate(self, alert: dict[str, Any], route: Route, tier: int, now: float) -> None:
@@ -406,7 +595,7 @@ class AlertService:
             notices,
             detail=", ".join(who) or "nobody holds the role",
         )
-        self.on_change({"kind": "escalated", "alert": self.store.get(alert["id"])})
+        self._announce({"kind": "escalated", "alert": {**alert, "tier": tier, "last_notified_at": now}})
         self._wake.set()
 
     def _remind(self, alert: dict[str, Any], route: Route, now: float) -> None:
@@ -437,7 +626,7 @@ class AlertService:
                 actor=who,
                 detail=note,
             )
-            self.on_change({"kind": "acknowledged", "alert": self.store.get(alert_id)})
+            self._announce({"kind": "acknowledged", "alert": self.store.get(alert_id)})
             self._wake.set()
         return self.store.get(alert_id)
 
@@ -498,56 +687,98 @@ class AlertService:
         return None
 
     async def deliver_due(self) -> int:
-        sent = 0
+        """Send what is due. Never raises: one notice that cannot be rendered or sent is
+        retried alone (the others go out); a store that fails ends the pass, and what was
+        claimed comes back when its lease runs out."""
         now = self.clock()
-        for item in self.store.due(now):
+        if not self._store_retry.ready(now):
+            return 0
+        failures = self._failures
+        sent = 0
+        try:
+            for item in self.store.due(now):
+                sent += await self._deliver(item, now)
+        except StoreUnavailable:
+            return sent
+        except Exception as exc:  # claiming, or marking a notice sent/failed
+            with contextlib.suppress(StoreUnavailable):
+                self._store_failed("deliver", exc, now, self._store_retry)
+            return sent
+        try:
+            await self._sync(now)
+        except Exception as exc:
+            if unavailable(exc):
+                with contextlib.suppress(StoreUnavailable):
+                    self._store_failed("alertmanager sync", exc, now, self._store_retry)
+                return sent
+            log.exception("alertmanager sync failed")
+        if self._failures == failures:
+            self._store_ok()
+        return sent
+
+    async def _deliver(self, item: OutboxItem, now: float) -> int:
+        """One notice: 1 when it went out. Store failures propagate; anything else that goes
+        wrong with this notice is a failed attempt of this notice only."""
+        try:
             channel = self.channels.get(item.channel)
             if channel is None:
                 self.store.retry_later(item.id, now, f"no channel {item.channel!r} configured", True)
-                continue
+                return 0
             alerts = [a for a in (self.store.get(i) for i in item.alert_ids) if a]
             unwanted = self._still_wanted(item, alerts)
             if unwanted:
                 self.store.cancel(item, unwanted)
                 NOTIFICATIONS.labels(item.channel, "cancelled").inc()
-                continue
+                return 0
             hold = self._hold_reason(item, alerts, now)
             if hold is not None:
                 self.store.hold(item, hold[0], hold[1])
-                continue
+                return 0
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            self._attempt_failed(item, now, f"{type(exc).__name__}: {exc}", retry=True, unexpected=True)
+            return 0
+        try:
             payload = item.payload
             if item.recipient is not None:  # render what is true now (values, severity)
                 live = [a for a in alerts if item.event == "resolved" or a["state"] == "firing"]
                 payload = {**payload, "alerts": [self._payload(a, item.event or "fired") for a in live]}
+            await channel.send(payload, item.idempotency_key)
+        except DeliveryError as exc:
+            self._attempt_failed(item, now, str(exc), retry=exc.retry, unexpected=False)
+            return 0
+        except Exception as exc:  # rendering, the email library, a channel's bug: this notice only
+            self._attempt_failed(item, now, f"{type(exc).__name__}: {exc}", retry=True, unexpected=True)
+            return 0
+        self.store.delivered(item.id)
+        if item.recipient is not None and item.event == "fired":
+            for a in alerts:
+                if a["notified_at"] is None:
+                    self.store.update(a["id"], {"notified_at": _iso(now), "last_notified_at": now}, None)
+        NOTIFICATIONS.labels(item.channel, "delivered").inc()
+        return 1
+
+    def _attempt_failed(
+        self, item: OutboxItem, now: float, error: str, *, retry: bool, unexpected: bool
+    ) -> None:
+        """Back off and try again, or give up (failed, dead letter) after max_attempts."""
+        attempts = item.attempts + 1
+        give_up = attempts >= self.max_attempts or not retry
+        delay = self.retry_backoff * (2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+        self.store.retry_later(item.id, now + delay, error, give_up)
+        NOTIFICATIONS.labels(item.channel, "failed" if give_up else "retry").inc()
+        if unexpected:
+            NOTICE_ERRORS.labels(item.channel).inc()
+        if give_up:
             try:
-                await channel.send(payload, item.idempotency_key)
-            except DeliveryError as exc:
-                attempts = item.attempts + 1
-                give_up = attempts >= self.max_attempts or not exc.retry
-                delay = self.retry_backoff * (2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-                self.store.retry_later(item.id, now + delay, str(exc), give_up)
-                NOTIFICATIONS.labels(item.channel, "failed" if give_up else "retry").inc()
-                if give_up:
-                    self.on_failed(item, str(exc))
-                log.warning(
-                    "alert notification not delivered",
-                    extra={
-                        "channel": item.channel,
-                        "attempt": attempts,
-                        "error": str(exc),
-                        "gave_up": give_up,
-                    },
-                )
-                continue
-            self.store.delivered(item.id)
-            if item.recipient is not None and item.event == "fired":
-                for a in alerts:
-                    if a["notified_at"] is None:
-                        self.store.update(a["id"], {"notified_at": _iso(now), "last_notified_at": now}, None)
-            NOTIFICATIONS.labels(item.channel, "delivered").inc()
-            sent += 1
-        await self._sync(now)
-        return sent
+                self.on_failed(item, error)
+            except Exception:
+                log.exception("failed notice not kept as a dead letter", extra={"channel": item.channel})
+        (log.error if unexpected else log.warning)(
+            "alert notification not delivered",
+            extra={"channel": item.channel, "attempt": attempts, "error": error[:300], "gave_up": give_up},
+        )
 
     async def _sync(self, now: float) -> None:
         """Keep Alertmanager in step: changes at once, every firing alert now and then."""
@@ -579,18 +810,36 @@ class AlertService:
         last_save = 0.0
         while True:
             try:
-                await self.deliver_due()
-                if self.clock() - last_save > 60:
-                    self.save_feeds()
-                    last_save = self.clock()
+                await self.deliver_due()  # never raises but for a bug
             except Exception:
                 log.exception("alert delivery loop error")
+            if self.clock() - last_save > 60:
+                last_save = self.clock()
+                try:
+                    self.save_feeds()
+                except Exception as exc:  # counted; tried again in a minute
+                    with contextlib.suppress(StoreUnavailable):
+                        self._store_failed("save feeds", exc, last_save, Retry())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
 
     async def close(self) -> None:
-        self.save_feeds()
+        """A last try at whatever the store has not taken; said loudly if it still fails."""
+        if self._unstored:
+            self._store_retry = Retry()
+            for entry in self._unstored:
+                entry.retry = Retry()
+            self.tick()
+            if self._unstored:
+                log.error(
+                    "alert store unavailable at shutdown: %d alert change(s) not stored",
+                    len(self._unstored),
+                )
+        try:
+            self.save_feeds()
+        except Exception as exc:
+            log.error("feed last-seen times not saved at shutdown (%s: %s)", type(exc).__name__, exc)
         for channel in [*self.channels.values(), *self.syncs]:
             closer = getattr(channel, "close", None)
             if closer is not None:

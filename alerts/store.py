@@ -150,8 +150,8 @@ class OutboxItem:
 
 
 class AlertStore:
-    def __init__(self, target: Path | str):
-        self.db: Database = open_database(target)
+    def __init__(self, target: Path | str, *, busy_timeout: float = 5.0):
+        self.db: Database = open_database(target, busy_timeout)
         types = {**_TYPES[self.db.dialect]}
         self.db.script(SCHEMA.format(**types))
         self._migrate(types)
@@ -205,17 +205,23 @@ class AlertStore:
 
     # -- alerts --------------------------------------------------------------------------
     def fire(self, alert: dict[str, Any], notices: Sequence[Notice] = ()) -> str:
+        """Record a fired alert with its notices. Idempotent by alert id: the service retries
+        a write whose reply was lost (it may have committed), and that must not fail or
+        record the alert twice."""
         alert_id = alert.get("id") or uuid.uuid4().hex
         alert["id"] = alert_id
         cols = ", ".join(alert)
         marks = ", ".join("?" for _ in alert)
-        self._tx(
-            [
-                (f"INSERT INTO alerts ({cols}) VALUES ({marks})", tuple(alert.values())),
-                self._audit(alert_id, "carescore", "fired", alert["summary"]),
-            ],
-            list(notices),
-        )
+        with self.db.transaction() as tx:
+            inserted = tx.query(
+                f"INSERT INTO alerts ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING RETURNING id",
+                tuple(alert.values()),
+            )
+            if inserted:
+                sql, args = self._audit(alert_id, "carescore", "fired", alert["summary"])
+                tx.execute(sql, args)
+                for n in notices:
+                    self._insert_notice(tx, n)
         return alert_id
 
     def update(
@@ -241,9 +247,19 @@ class AlertStore:
         self._tx([self._audit(alert_id, actor, action, detail)])
 
     def queue(
-        self, notices: Sequence[Notice], audits: Sequence[tuple[str | None, str, str | None]] = ()
+        self,
+        notices: Sequence[Notice],
+        audits: Sequence[tuple[str | None, str, str | None]] = (),
+        changes: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
-        self._tx([self._audit(a, "carescore", action, detail) for a, action, detail in audits], notices)
+        """Notices, their audit lines and alert changes (e.g. routed_at) in one transaction:
+        a write that fails leaves nothing half done, so the service can simply repeat it."""
+        stmts = [self._audit(a, "carescore", action, detail) for a, action, detail in audits]
+        for alert_id, change in changes:
+            if change:
+                sets = ", ".join(f"{k} = ?" for k in change)
+                stmts.append((f"UPDATE alerts SET {sets} WHERE id = ?", (*change.values(), alert_id)))
+        self._tx(stmts, notices)
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         rows = self.db.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))

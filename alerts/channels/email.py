@@ -1,7 +1,10 @@
 """Email over SMTP: plain text and HTML of the same notice, one message per recipient.
 
 The Message-ID is made from the notice's idempotency key, so a retry after a lost reply
-carries the same id and mail systems (and people) can tell it is the same notice.
+carries the same id and mail systems (and people) can tell it is the same notice. Every
+header value is made one line first (alerts/render.py: a unit code from a feed may hold
+CR/LF), and a recipient refused with a 4xx (greylisting, a full mailbox) is tried again,
+one refused with a 5xx is not.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from alerts.channels import DeliveryError
-from alerts.render import subject, text, to_html
+from alerts.render import one_line, subject, text, to_html
 
 
 class EmailChannel:
@@ -43,12 +46,12 @@ class EmailChannel:
 
     def message(self, payload: dict[str, Any], idempotency_key: str) -> EmailMessage:
         msg = EmailMessage()
-        msg["Subject"] = subject(payload)
-        msg["From"] = self.sender
-        msg["To"] = payload["recipient"]["email"]
-        safe = "".join(ch if ch.isalnum() else "." for ch in idempotency_key)
+        msg["Subject"] = one_line(subject(payload))
+        msg["From"] = one_line(self.sender)
+        msg["To"] = one_line(payload["recipient"]["email"])
+        safe = "".join(ch if ch.isascii() and ch.isalnum() else "." for ch in idempotency_key)
         msg["Message-ID"] = f"<{safe}@carescore>"
-        msg["X-Carescore-Event"] = payload["event"]
+        msg["X-Carescore-Event"] = one_line(payload["event"])
         msg.set_content(text(payload, self.base_url))
         msg.add_alternative(to_html(payload, self.base_url), subtype="html")
         return msg
@@ -66,6 +69,9 @@ class EmailChannel:
         try:
             await asyncio.to_thread(self._send, msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"{self.host}:{self.port} refused {msg['To']}: {exc}", retry=False) from exc
+            temporary = any(400 <= code < 500 for code, _ in exc.recipients.values())
+            raise DeliveryError(
+                f"{self.host}:{self.port} refused {msg['To']}: {exc}", retry=temporary
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{self.host}:{self.port}: {type(exc).__name__}: {exc}") from exc

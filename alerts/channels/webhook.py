@@ -12,11 +12,21 @@ import hashlib
 import hmac
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 
 from alerts.channels import DeliveryError
+
+# printable ASCII stays as it is (the keys carescore makes), anything else is %-escaped
+_KEY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%" and not chr(c).isalnum())
+
+
+def header_key(idempotency_key: str) -> str:
+    """The key as a header value: keys hold staff ids (routes.yaml, the roster), and a CR/LF or a
+    non-ASCII letter there must not make the request unsendable (httpx refuses both)."""
+    return quote(idempotency_key, safe=_KEY_SAFE)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -45,7 +55,7 @@ class WebhookChannel:
         stamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
+            "Idempotency-Key": header_key(idempotency_key),
             "X-Carescore-Timestamp": stamp,
             "User-Agent": "carescore-alerts",
         }
