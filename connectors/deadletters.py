@@ -2,18 +2,36 @@
 
 A message that gets AE/AR (or a FHIR 4xx, or a bad feed row) is kept here with its source,
 reason and time, so nothing a hospital sends vanishes; after a fix it can be replayed.
+
+A flood of bad input must not become a second fault: `add` only queues the letter (its id is
+given at once) and a writer thread stores queued letters in one transaction per batch, so a
+file of 100,000 bad rows costs a few fsyncs, not 100,000, and none on the event loop. If the
+store cannot be written (a full disk) the letters wait in memory, up to MAX_PENDING, and the
+connector's answer does not change. Dead letters hold PHI, so they are kept `retention`
+seconds and at most `max_rows` of them (the oldest go first); what is dropped is counted
+(carescore_dead_letters_dropped_total{why}).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors.metrics import DEAD_LETTERS
+from connectors.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 50_000
+"""Letters held in memory while the store cannot be written; beyond it the oldest are dropped."""
+BATCH_EVERY = 0.1
+"""Seconds the writer waits for more letters before a batch (a flood becomes few transactions)."""
+PRUNE_EVERY = 600.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -59,14 +77,26 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, max_rows: int = 100_000, retention: float = 30 * 86400.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.max_rows = max_rows
+        self.retention = retention
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._next_id = int(
+            self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM dead_letters").fetchone()[0]
+        )
+        self._pending: list[tuple[Any, ...]] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self.failing_since: float | None = None
+        self._pruned = 0.0
+        self._writer = threading.Thread(target=self._run, name="dead-letters", daemon=True)
+        self._writer.start()
 
     def add(
         self,
@@ -77,16 +107,86 @@ class DeadLetterStore:
         detail: str | None = None,
         content_type: str = "text/plain",
     ) -> int:
+        """Queue a letter and return its id; never raises for the store's sake."""
         blob = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO dead_letters (received_time, source, reason, detail, raw, content_type)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (datetime.now(UTC).isoformat(), source, reason, detail, blob, content_type),
+        with self._wake:
+            letter = self._next_id
+            self._next_id += 1
+            self._pending.append(
+                (letter, datetime.now(UTC).isoformat(), source, reason, detail, blob, content_type)
             )
-            letter = int(cur.lastrowid or 0)
+            if len(self._pending) > MAX_PENDING:
+                dropped = len(self._pending) - MAX_PENDING
+                del self._pending[:dropped]
+                DEAD_LETTERS_DROPPED.labels("memory").inc(dropped)
+            self._wake.notify()
         DEAD_LETTERS.labels(source).inc()
         return letter
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._pending and not self._closed:
+                    self._wake.wait(PRUNE_EVERY)  # woken by add(); else a quiet spell: prune
+                closed = self._closed
+            if closed:
+                return
+            time.sleep(BATCH_EVERY)  # let a flood gather into one batch
+            if not self.flush():
+                time.sleep(1.0)  # the store is failing: try again in a second, not in a spin
+
+    def flush(self) -> bool:
+        """Store what is queued (one transaction) and prune; False if the store failed."""
+        with self._wake:
+            batch, self._pending = self._pending, []
+        try:
+            with self._lock:
+                if batch:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany(
+                            "INSERT INTO dead_letters (id, received_time, source, reason, detail, raw,"
+                            " content_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            batch,
+                        )
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                self._prune()
+        except sqlite3.Error as exc:
+            with self._wake:  # keep them, oldest first, for the next try
+                self._pending[:0] = batch
+            if self.failing_since is None:
+                self.failing_since = time.time()
+                log.error("dead letters cannot be stored; held in memory: %s", exc)
+            return False
+        if self.failing_since is not None:
+            log.warning("dead letters are stored again")
+            self.failing_since = None
+        return True
+
+    def _prune(self) -> None:
+        now = time.time()
+        if now - self._pruned < PRUNE_EVERY:
+            return
+        self._pruned = now
+        cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention)).isoformat()
+        old = self._db.execute("DELETE FROM dead_letters WHERE received_time < ?", (cutoff,)).rowcount
+        if old > 0:
+            DEAD_LETTERS_DROPPED.labels("retention").inc(old)
+        over = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] - self.max_rows
+        if over > 0:
+            self._db.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
+                (over,),
+            )
+            DEAD_LETTERS_DROPPED.labels("cap").inc(over)
+
+    def prune_now(self) -> None:
+        """Apply retention and the cap at once (tests, `carescore deadletter` tools)."""
+        self._pruned = 0.0
+        self.flush()
 
     def query(
         self,
@@ -105,11 +205,13 @@ class DeadLetterStore:
             sql += " AND replayed_time IS NULL"
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
+        self.flush()
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [DeadLetter(*row) for row in rows]
 
     def get(self, letter_id: int) -> DeadLetter | None:
+        self.flush()
         with self._lock:
             row = self._db.execute("SELECT * FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
         return DeadLetter(*row) if row else None
@@ -117,6 +219,7 @@ class DeadLetterStore:
     def mark_replayed(self, letter_id: int, result: str, *, taken: bool) -> None:
         """Record a replay; only a replay that was taken closes the letter (a letter
         rejected again stays pending for the next fix)."""
+        self.flush()
         with self._lock:
             self._db.execute(
                 "UPDATE dead_letters SET replayed_time = ?, replay_result = ? WHERE id = ?",
@@ -124,9 +227,14 @@ class DeadLetterStore:
             )
 
     def count(self) -> dict[str, int]:
+        """Stored letters by source, plus those still queued (what /metrics shows)."""
         with self._lock:
             rows = self._db.execute("SELECT source, COUNT(*) FROM dead_letters GROUP BY source").fetchall()
-        return {source: n for source, n in rows}
+        counts = {source: n for source, n in rows}
+        with self._wake:
+            for letter in self._pending:
+                counts[letter[2]] = counts.get(letter[2], 0) + 1
+        return counts
 
     def select(self, ids: list[int] | None, source: str | None, include_replayed: bool) -> list[DeadLetter]:
         """Letters to replay: these ids, or every pending one (of a source)."""
@@ -144,5 +252,11 @@ class DeadLetterStore:
         return letters
 
     def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._writer.join(10)
+        if not self.flush():
+            log.error("dead letters not stored at close: %d", len(self._pending))
         with self._lock:
             self._db.close()

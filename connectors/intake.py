@@ -21,6 +21,9 @@ class Intake:
             dead_letters,
             MapContext(settings.places, zone, bounds=settings.engine.bounds()),
             allowed_facilities=settings.mllp.allowed_facilities,
+            unused_triggers=settings.hl7.unused_triggers,
         )
-        self.fhir = FHIRIngest(sink, dead_letters, index, zone, settings.fhir, settings.engine.bounds())
+        self.fhir = FHIRIngest(
+            sink, dead_letters, index, zone, settings.fhir, settings.engine.bounds(), settings.fhir_limits
+        )
         self.feeds = FeedIngest(sink, dead_letters, index, zone, settings.engine.bounds())

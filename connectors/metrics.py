@@ -25,3 +25,9 @@ MLLP_CONNECTIONS = Counter("carescore_mllp_connections", "MLLP connections accep
 DEAD_LETTERS = Counter(
     "carescore_dead_letters", "Inputs kept in the dead-letter store, by source.", ["source"]
 )
+DEAD_LETTERS_DROPPED = Counter(
+    "carescore_dead_letters_dropped",
+    "Dead letters deleted: past retention, over the cap, or over the memory bound while the store "
+    "could not be written.",
+    ["why"],
+)

@@ -38,11 +38,37 @@ class MLLPSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=2575, ge=0, le=65535)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
-    idle_timeout: Duration = 300.0
+    idle_timeout: Duration = Field(
+        default=300.0, description="a connection that sends nothing this long is closed"
+    )
+    frame_timeout: Duration = Field(
+        default=30.0,
+        description="a frame must be complete this long after its first byte (a slow drip is cut off)",
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="open connections at once; more are refused with a log line"
+    )
     allowed_facilities: list[str] = Field(
         default_factory=list, description="sending facilities (MSH-4.1) accepted; empty: any"
     )
     tls: TLSSettings | None = None
+
+
+class HL7Settings(_Strict):
+    unused_triggers: Literal["accept", "reject"] = Field(
+        default="accept",
+        description="ADT/ORM/ORU trigger events no KPI uses (A31, A45, ...): accept answers AA and counts "
+        "them (no events); reject answers AR 201 as before",
+    )
+
+
+class DeadLetterSettings(_Strict):
+    max_rows: int = Field(
+        default=100_000, ge=100, description="dead letters kept; the oldest are dropped (counted) beyond it"
+    )
+    retention: Duration = Field(
+        default=30 * 86400.0, description="dead letters older than this are deleted (they hold PHI)"
+    )
 
 
 class APISettings(_Strict):
@@ -156,6 +182,13 @@ class FHIRSettings(_Strict):
     )
 
 
+class FHIRLimits(_Strict):
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="largest POST /fhir body; larger gets 413"
+    )
+    max_entries: int = Field(default=10_000, ge=1, description="most entries in one Bundle; more gets 413")
+
+
 class FeedSettings(_Strict):
     inbox: Path | None = Field(
         default=None, description="watched folder for feed files; default <data_dir>/inbox"
@@ -224,6 +257,9 @@ class Settings(_Strict):
     demo: DemoSettings = Field(default_factory=DemoSettings)
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
     fhir: FHIRSettings = Field(default_factory=FHIRSettings)
+    fhir_limits: FHIRLimits = Field(default_factory=FHIRLimits)
+    hl7: HL7Settings = Field(default_factory=HL7Settings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

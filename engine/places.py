@@ -7,13 +7,16 @@ occupancy), and its type (for the legal nurse ratio).
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from engine.durations import Duration
 from engine.samples import GroupKey
 from engine.vocabulary import CENSUS_CLASSES, PatientClassList
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -63,8 +66,18 @@ class Places(_Strict):
     facilities: list[Facility] = Field(default_factory=list)
     default_facility: str | None = Field(default=None, description="facility for messages that name none")
     census: CensusRules = Field(default_factory=CensusRules, description="who counts in the census")
+    unknown: Literal["accept", "reject"] = Field(
+        default="accept",
+        description="facilities/units not configured here: accept (a new ward loses no data; bounded by "
+        "max_unknown) or reject (dead letters, replayable once the place is added); only when places "
+        "are configured",
+    )
+    max_unknown: int = Field(
+        default=50, ge=0, description="distinct unknown unit codes accepted per facility; more are rejected"
+    )
     _units: dict[tuple[str, str], tuple[str, str, Unit]] = PrivateAttr(default_factory=dict)
     _facilities: dict[str, str] = PrivateAttr(default_factory=dict)
+    _unknown: dict[str, set[str]] = PrivateAttr(default_factory=dict)  # shared by every index()
 
     @model_validator(mode="after")
     def _unique(self) -> Places:
@@ -97,7 +110,12 @@ class Places(_Strict):
             self._facilities,
             self._units,
             self.default_facility or (self.facilities[0].id if self.facilities else None),
+            Unknown(self._unknown, self.unknown, self.max_unknown) if self.facilities else None,
         )
+
+    def unknown_seen(self) -> dict[str, set[str]]:
+        """Unknown codes accepted so far: facility ('' for facility codes) -> codes."""
+        return self._unknown
 
     def facility_id(self, code: str | None) -> str | None:
         return self.index().facility_id(code)
@@ -128,31 +146,97 @@ class Places(_Strict):
         ]
 
 
+class UnknownPlace(ValueError):
+    """A facility or unit code that is not configured, refused (places.unknown: reject, or
+    beyond places.max_unknown). Connectors answer it as a content error naming the field."""
+
+    def __init__(self, kind: str, code: str, facility: str, why: str):
+        self.kind, self.code, self.facility = kind, code, facility
+        super().__init__(f"{kind} {code!r} {why}")
+
+
+_CONTROL = dict.fromkeys([*range(32), 127], " ")
+
+
+def clean_code(code: str) -> str:
+    """A code as it may be a label: control characters (CR/LF from an HL7 \\X0A\\ escape, tabs)
+    become spaces, then trimmed."""
+    return code.translate(_CONTROL).strip() if not code.isprintable() else code.strip()
+
+
+class Unknown:
+    """Codes not in the configuration, accepted but bounded: a new ward loses no data, a
+    sender making up codes cannot grow engine state and metric labels without end."""
+
+    __slots__ = ("max", "mode", "seen")
+
+    def __init__(self, seen: dict[str, set[str]], mode: str, most: int):
+        self.seen, self.mode, self.max = seen, mode, most
+
+    def admit(self, facility: str, code: str, kind: str) -> None:
+        codes = self.seen.setdefault(facility, set())
+        if code in codes:
+            return
+        if self.mode == "reject":
+            raise UnknownPlace(kind, code, facility, "is not configured (places.unknown: reject)")
+        if len(codes) >= self.max:
+            where = f"in facility {facility!r}" if facility else "facilities"
+            raise UnknownPlace(
+                kind, code, facility, f"is one more unknown code than places.max_unknown ({self.max}) {where}"
+            )
+        codes.add(code)
+        log.warning("unknown %s code accepted", kind, extra={"facility": facility, "code": code})
+
+
 class PlaceIndex:
     """Where a feed's facility and unit codes lead: our facility, department and unit."""
 
-    __slots__ = ("default", "facilities", "memo", "units")
+    __slots__ = ("default", "facilities", "memo", "units", "unknown")
 
     def __init__(
         self,
         facilities: dict[str, str],
         units: dict[tuple[str, str], tuple[str, str, Unit]],
         default: str | None,
+        unknown: Unknown | None = None,
     ):
         self.facilities = facilities
         self.units = units
         self.default = default
+        self.unknown = unknown  # None: no places configured, every code is taken as it is
         self.memo: dict[Any, Any] = {}  # connectors' answers derived from this index
 
-    def facility_id(self, code: str | None) -> str | None:
+    def facility_id(self, code: str | None, admit: bool = True) -> str | None:
+        """Our facility id for a sender's code. An unknown code is admitted (bounded, or
+        refused with UnknownPlace) unless admit is False (feeds refuse unknown places anyway)."""
         if code:
-            return self.facilities.get(code, code)
+            found = self.facilities.get(code)
+            if found is not None:
+                return found
+            code = clean_code(code)
+            if not code:
+                return self.default
+            found = self.facilities.get(code)
+            if found is not None:
+                return found
+            if self.unknown is not None and admit:
+                self.unknown.admit("", code, "facility")
+            return code
         return self.default
 
-    def resolve(self, facility: str, unit_code: str | None) -> tuple[str | None, str | None]:
+    def resolve(
+        self, facility: str, unit_code: str | None, admit: bool = True
+    ) -> tuple[str | None, str | None]:
         if not unit_code:
             return None, None
         found = self.units.get((facility, unit_code))
         if found is None:
+            unit_code = clean_code(unit_code)
+            if not unit_code:
+                return None, None
+            found = self.units.get((facility, unit_code))
+        if found is None:
+            if self.unknown is not None and admit:
+                self.unknown.admit(facility, unit_code, "unit")
             return None, unit_code
         return found[0], found[1]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from itertools import islice
 from typing import Any
 
 from prometheus_client import Counter
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 FEED_ROWS = Counter("carescore_feed_rows", "Feed rows received, by feed and outcome.", ["feed", "outcome"])
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json", "ndjson": "application/x-ndjson"}
 ERRORS_SHOWN = 1000
+BATCH_ROWS = 500  # rows prepared on a worker thread, then published on the loop, at a time
 
 
 class UnknownFeed(KeyError):
@@ -96,7 +99,14 @@ class FeedIngest:
         self.bounds = bounds
 
     async def ingest(self, feed: str, body: bytes, fmt: Format, filename: str | None = None) -> FeedResult:
-        """Raises UnknownFeed, or FeedFileError when the file as a whole cannot be read."""
+        """Raises UnknownFeed, or FeedFileError when the file as a whole cannot be read.
+
+        Reading, validating and mapping rows (and keeping bad ones as dead letters) run on a
+        worker thread, a batch at a time: a 50 MB upload would otherwise hold the event loop,
+        and with it every MLLP ACK and HTTP answer, for seconds. Publishing
+        stays on the loop (the sink is not thread-safe); a batch is being stored while the
+        next is prepared, and no more than two are in flight, so event-log commits stay small.
+        """
         model = FEEDS.get(feed)
         if model is None:
             raise UnknownFeed(feed)
@@ -104,16 +114,52 @@ class FeedIngest:
         required = {n for n, f in model.model_fields.items() if f.is_required()}
         result = FeedResult(feed, filename)
         mapper = FeedMapper(self.index, self.zone, datetime.now(UTC), self.bounds)
-        pending: list[tuple[RawRow, list[asyncio.Future[Published]]]] = []
-        for raw in read_rows(body, fmt, known, required):
-            result.rows += 1
+        rows = await asyncio.to_thread(read_rows, body, fmt, known, required)  # whole-file errors
+        in_flight: list[tuple[RawRow, list[asyncio.Future[Published]]]] = []
+        while batch := await asyncio.to_thread(self._prepare, rows, model, mapper, result, fmt):
+            published = []
+            for raw, outcome in batch:
+                result.rows += 1
+                if isinstance(outcome, RowProblem):
+                    result.rejected += 1
+                    result.errors.append(outcome)
+                else:
+                    published.append((raw, [self._publish(e) for e in outcome]))
+            await self._settle(result, in_flight, fmt)
+            in_flight = published
+        await self._settle(result, in_flight, fmt)
+        FEED_ROWS.labels(feed, "accepted").inc(result.accepted)
+        FEED_ROWS.labels(feed, "duplicate").inc(result.duplicates)
+        FEED_ROWS.labels(feed, "rejected").inc(result.rejected)
+        log.info(
+            "feed file taken",
+            extra={k: v for k, v in result.as_dict().items() if k not in ("errors", "errors_not_shown")},
+        )
+        return result
+
+    def _prepare(
+        self,
+        rows: Iterator[RawRow],
+        model: type[FeedRow],
+        mapper: FeedMapper,
+        result: FeedResult,
+        fmt: Format,
+    ) -> list[tuple[RawRow, list[EventBase] | RowProblem]]:
+        """The next batch of rows, each with its events or its problem (on a worker thread:
+        reads `result` for names only; the loop does the counting)."""
+        batch: list[tuple[RawRow, list[EventBase] | RowProblem]] = []
+        for raw in islice(rows, BATCH_ROWS):
             try:
-                events = self._events(model, mapper, raw)
+                batch.append((raw, self._events(model, mapper, raw)))
             except RowError as exc:
-                self._reject(result, raw, exc.field, exc.message, fmt)
-                continue
-            pending.append((raw, [self._publish(e) for e in events]))
-        for raw, futures in pending:
+                batch.append((raw, self._keep(result, raw, exc.field, exc.message, fmt)))
+        return batch
+
+    async def _settle(
+        self, result: FeedResult, in_flight: list[tuple[RawRow, list[asyncio.Future[Published]]]], fmt: Format
+    ) -> None:
+        """Wait until a batch's rows are stored and count them."""
+        for raw, futures in in_flight:
             try:
                 outcomes = await asyncio.gather(*futures)
             except Exception as exc:  # storage failed: the row is not stored, say so
@@ -125,14 +171,6 @@ class FeedIngest:
                 result.accepted += 1
             else:
                 result.duplicates += 1
-        FEED_ROWS.labels(feed, "accepted").inc(result.accepted)
-        FEED_ROWS.labels(feed, "duplicate").inc(result.duplicates)
-        FEED_ROWS.labels(feed, "rejected").inc(result.rejected)
-        log.info(
-            "feed file taken",
-            extra={k: v for k, v in result.as_dict().items() if k not in ("errors", "errors_not_shown")},
-        )
-        return result
 
     def _events(self, model: type[FeedRow], mapper: FeedMapper, raw: RawRow) -> list[EventBase]:
         if raw.values is None:
@@ -155,18 +193,29 @@ class FeedIngest:
 
     def _reject(self, result: FeedResult, raw: RawRow, where: str | None, message: str, fmt: Format) -> None:
         result.rejected += 1
+        result.errors.append(self._keep(result, raw, where, message, fmt))
+
+    def _keep(
+        self, result: FeedResult, raw: RawRow, where: str | None, message: str, fmt: Format
+    ) -> RowProblem:
+        """Keep a rejected row as a dead letter (the store is thread-safe); its problem."""
         reason = f"line {raw.line}: {where + ': ' if where else ''}{message}"
         letter = None
         body, kind = raw.raw, fmt
         if fmt != "csv":  # one JSON object per letter, replayable as NDJSON on its own
-            body, kind = (json.dumps(raw.values) if raw.values is not None else raw.raw), "ndjson"
+            kind = "ndjson"
+            try:
+                body = json.dumps(raw.values) if raw.values is not None else raw.raw
+            except (RecursionError, ValueError):  # nested near the limit: the row's own text
+                body = raw.raw
+            body = body.replace("\r", " ").replace("\n", " ")  # JSON needs no line breaks
         try:
             letter = self.dead_letters.add(
                 f"feed:{result.feed}", reason, body, detail=result.file, content_type=CONTENT_TYPES[kind]
             )
         except Exception:
             log.exception("could not keep a rejected feed row in the dead-letter store")
-        result.errors.append(RowProblem(raw.line, where, message, letter))
+        return RowProblem(raw.line, where, message, letter)
 
 
 __all__ = ["FeedFileError", "FeedIngest", "FeedResult", "UnknownFeed"]

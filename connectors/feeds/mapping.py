@@ -100,11 +100,11 @@ class FeedMapper:
         return moment
 
     def base(self, row: FeedRow, kind: str, when: datetime, key: Any) -> dict[str, Any]:
-        facility = self.index.facility_id(row.facility) or "UNKNOWN"
+        facility = self.index.facility_id(row.facility, admit=False) or "UNKNOWN"
         if self.index.units and row.facility and facility not in {f for f, _ in self.index.units}:
             known = ", ".join(sorted({f for f, _ in self.index.units}))
             raise RowError("facility", f"facility {row.facility!r} is not configured (known: {known})")
-        department, unit = self.index.resolve(facility, row.unit)
+        department, unit = self.index.resolve(facility, row.unit, admit=False)
         if self.index.units and department is None:
             known = ", ".join(sorted(u for f, u in self.index.units if f == facility))
             raise RowError("unit", f"unit {row.unit!r} is not a unit of {facility} (known: {known})")
@@ -167,8 +167,8 @@ class FeedMapper:
                 raise RowError("hire_date", f"hire_date {row.hire_date} is after the separation")
             fields["first_year"] = when.date() < _a_year_after(row.hire_date)
         if row.from_unit is not None:
-            facility = self.index.facility_id(row.facility) or "UNKNOWN"
-            department, unit = self.index.resolve(facility, row.from_unit)
+            facility = self.index.facility_id(row.facility, admit=False) or "UNKNOWN"
+            department, unit = self.index.resolve(facility, row.from_unit, admit=False)
             if self.index.units and department is None:
                 raise RowError("from_unit", f"unit {row.from_unit!r} is not a unit of {facility}")
             fields.update(prior_department=department, prior_unit=unit)

@@ -1,8 +1,10 @@
 """Feed files to rows, each with the line it starts on: CSV (header on line 1), a JSON
 array of objects, or NDJSON (one object per line).
 
-A file that cannot be read at all (not UTF-8, not CSV/JSON, unknown or missing columns)
-raises FeedFileError; a single bad row does not stop the others.
+A file that cannot be read at all (not UTF-8, not CSV/JSON, unknown or missing columns,
+nested too deeply) raises FeedFileError; a single bad row does not stop the others. Reading
+is linear in the file's size: uploads of tens of megabytes are read on a worker thread
+(connectors/feeds/ingest.py), and a quadratic step there would hold it for hours.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ FORMATS: dict[str, Format] = {
     "application/jsonl": "ndjson",
 }
 EXTENSIONS: dict[str, Format] = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+# Python's JSON decoder recurses once per level; past the interpreter's recursion limit it raises
+# RecursionError, which is a fact about the input here, not a bug: it becomes a file or row error.
+NESTED = "nested too deeply (a row is one object of plain values)"
 
 
 class FeedFileError(ValueError):
@@ -47,12 +52,21 @@ def detect(content_type: str | None, filename: str | None, body: bytes) -> Forma
         for ext, fmt in EXTENSIONS.items():
             if filename.lower().endswith(ext):
                 return fmt
-    head = body.lstrip()[:1]
+    head = _first_byte(body)
     if head == b"[":
         return "json"
     if head == b"{":
         return "ndjson"
     return "csv"
+
+
+def _first_byte(body: bytes, step: int = 4096) -> bytes:
+    """The first non-blank byte; looks at the head only (body.lstrip() would copy 50 MB)."""
+    for start in range(0, len(body), step):
+        head = body[start : start + step].lstrip()[:1]
+        if head:
+            return head
+    return b""
 
 
 def read_rows(body: bytes, fmt: Format, known: set[str], required: set[str]) -> Iterator[RawRow]:
@@ -121,6 +135,8 @@ def _object_row(number: int, raw: str) -> RawRow:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         return RawRow(number, None, raw, f"not JSON: {exc.msg}")
+    except RecursionError:
+        return RawRow(number, None, raw, f"not JSON: {NESTED}")
     if not isinstance(value, dict):
         return RawRow(number, None, raw, "each row must be a JSON object")
     return RawRow(number, {k: v for k, v in value.items() if v is not None and v != ""}, raw)
@@ -132,17 +148,32 @@ def _json_rows(text: str) -> Iterator[RawRow]:
     pos = _skip(text, 0)
     if text[pos : pos + 1] != "[":
         raise FeedFileError("a JSON feed is an array of row objects (or send NDJSON, one object per line)")
-    try:
-        json.loads(text)
+    try:  # the whole file is checked before any row is stored; objects are dropped as they are read
+        json.loads(text, object_pairs_hook=_discard)
     except json.JSONDecodeError as exc:
         raise FeedFileError(f"line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except RecursionError:
+        raise FeedFileError(f"not valid JSON: {NESTED}") from None
     return _elements(text, decoder, _skip(text, pos + 1))
 
 
+def _discard(pairs: list[tuple[str, Any]]) -> None:
+    """The validity check keeps no row: a 50 MB array would otherwise be built twice."""
+    return None
+
+
 def _elements(text: str, decoder: json.JSONDecoder, pos: int) -> Iterator[RawRow]:
+    """Each element with the line it starts on; lines are counted from the previous element
+    on, not from the start of the text each time (that made reading quadratic)."""
+    line, counted = 1, 0
     while pos < len(text) and text[pos] != "]":
-        value, end = decoder.raw_decode(text, pos)
-        line = text.count("\n", 0, pos) + 1
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except RecursionError:  # the check above passed at a shallower stack: keep the rest whole
+            yield RawRow(line, None, text[pos:], f"{NESTED}; the rows from here on were not read")
+            return
         raw = text[pos:end]
         if isinstance(value, dict):
             yield RawRow(line, {k: v for k, v in value.items() if v is not None and v != ""}, raw)

@@ -9,12 +9,20 @@
   the first entry): the event number is checked against the last one seen for the
   subscription, and a gap is reported and counted, not ignored.
 Rejected payloads go to the dead-letter store with the reason, like rejected HL7.
+
+Hostile input is answered, never raised: a Bundle with more than fhir_limits.max_entries
+entries gets 413 (the body limit is enforced while the body streams in, connectors/fhir/http.py),
+JSON or a resource nested too deeply gets 400. Parsing and validating a large body (the
+costly part: fhir.resources builds a model per element) runs on a worker thread, so a 20 MB
+Bundle does not hold the event loop and with it every MLLP ACK; mapping and storing stay on
+the loop (the order memory and the sink are the loop's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, NamedTuple
 
@@ -26,7 +34,7 @@ from connectors.fhir.mapping import FHIRMapper
 from connectors.fhir.outcome import FHIRInputError, Issue, issue, outcome, validate
 from connectors.orders import OrderMemory
 from engine.bus import EventSink, StorageUnavailable
-from engine.config import FHIRSettings
+from engine.config import FHIRLimits, FHIRSettings
 from engine.events import EventBase
 from engine.places import PlaceIndex
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
@@ -55,8 +63,73 @@ MAPPED_TYPES = {
     "Bundle",
 }
 INDIVIDUAL = {"batch", "collection", "message", "history", "searchset", "document"}
+OFF_LOOP_BYTES = 16 * 1024  # bodies above are parsed and validated on a worker thread; below, the
+# hop to the thread costs more than the work (the bulk import posts resources one by one)
+YIELD_EVERY = 100  # Bundle entries mapped between two turns of the event loop
+NESTED = "nested too deeply to be a FHIR resource"
 
 Answer = tuple[int, dict[str, Any]]
+EntryCheck = str | FHIRInputError | None  # the entry's resource type, why it is invalid, or no resource
+
+
+@dataclass
+class Checked:
+    """What parsing and validating a body found (on a worker thread for a large body)."""
+
+    payload: Any = None
+    kind: str = "unknown"  # the resource type, as counted in FHIR_RESOURCES
+    refusal: tuple[int, list[Issue]] | None = None
+    keep: bool = True  # a refused body is kept as a dead letter (not when it is too large)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # a Bundle's
+    checks: list[EntryCheck] = field(default_factory=list)  # each entry's resource, validated
+
+
+def check(body: bytes, resource_type: str | None, limits: FHIRLimits) -> Checked:
+    """Parse and validate: no state is touched, so it can run on any thread."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # also JSON nested deeper than orjson's 1024 levels
+        return Checked(kind="unreadable", refusal=(400, [issue("error", "structure", f"not JSON: {exc}")]))
+    name = str(payload.get("resourceType", "unknown")) if isinstance(payload, dict) else "unknown"
+    entries = payload.get("entry") if name == "Bundle" else None
+    if isinstance(entries, list) and len(entries) > limits.max_entries:
+        note = (
+            f"the Bundle has {len(entries)} entries; at most {limits.max_entries} are taken in one "
+            "request (fhir_limits.max_entries): split it"
+        )
+        return Checked(
+            kind=name, refusal=(413, [issue("error", "too-costly", note, "Bundle.entry")]), keep=False
+        )
+    try:
+        kind = _validate(_shell(payload), resource_type)
+    except FHIRInputError as exc:
+        return Checked(payload, name, (exc.status, exc.issues))
+    if kind != "Bundle":
+        return Checked(payload, kind)
+    if resource_type not in (None, "Bundle"):
+        return Checked(payload, kind, (400, [issue("error", "invalid", "a Bundle goes to POST /fhir")]))
+    taken = [e for e in payload.get("entry") or [] if isinstance(e, dict)]
+    btype = payload.get("type")
+    checks = [_check_entry(e) for e in taken] if btype == "transaction" or btype in INDIVIDUAL else []
+    return Checked(payload, kind, entries=taken, checks=checks)
+
+
+def _validate(resource: Any, expected_type: str | None = None) -> str:
+    """validate(), with nesting past the recursion limit an input error (400), not a crash."""
+    try:
+        return validate(resource, expected_type)
+    except RecursionError:
+        raise FHIRInputError(400, [issue("error", "structure", NESTED)]) from None
+
+
+def _check_entry(entry: dict[str, Any]) -> EntryCheck:
+    resource = entry.get("resource")
+    if resource is None:
+        return None
+    try:
+        return _validate(resource)
+    except FHIRInputError as exc:
+        return exc
 
 
 class Posted(NamedTuple):
@@ -75,6 +148,7 @@ class FHIRIngest:
         zone: tzinfo,
         settings: FHIRSettings | None = None,
         bounds: TimeBounds = DEFAULT_BOUNDS,
+        limits: FHIRLimits | None = None,
     ):
         self.sink = sink
         self.dead_letters = dead_letters
@@ -82,6 +156,7 @@ class FHIRIngest:
         self.zone = zone
         self.settings = settings or FHIRSettings()
         self.bounds = bounds
+        self.limits = limits or FHIRLimits()
         self.notifications: dict[str, int] = {}  # subscription -> last event number
         self.orders = OrderMemory()  # lab orders seen: Specimens and results take their priority
 
@@ -108,19 +183,18 @@ class FHIRIngest:
         def refuse(status: int, issues: list[Issue], kind: str) -> Posted:
             return Posted(*self._refuse(body, status, issues, kind))
 
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return refuse(400, [issue("error", "structure", f"not JSON: {exc}")], "unreadable")
-        try:
-            kind = validate(_shell(payload), resource_type)
-        except FHIRInputError as exc:
-            name = payload.get("resourceType", "unknown") if isinstance(payload, dict) else "unknown"
-            return refuse(exc.status, exc.issues, str(name))
+        if len(body) > OFF_LOOP_BYTES:
+            checked = await asyncio.to_thread(check, body, resource_type, self.limits)
+        else:
+            checked = check(body, resource_type, self.limits)
+        kind, payload = checked.kind, checked.payload
+        if checked.refusal is not None:
+            status, issues = checked.refusal
+            if not checked.keep:
+                return Posted(*self.too_large(issues, kind))
+            return refuse(status, issues, kind)
         if kind == "Bundle":
-            if resource_type not in (None, "Bundle"):
-                return refuse(400, [issue("error", "invalid", "a Bundle goes to POST /fhir")], kind)
-            return Posted(*await self._bundle(payload, body))
+            return Posted(*await self._bundle(payload, body, checked))
         if kind not in MAPPED_TYPES:
             note = (
                 f"{kind} carries no KPI data; send Encounter, ServiceRequest, Specimen, DiagnosticReport, "
@@ -139,20 +213,31 @@ class FHIRIngest:
         summary = issue("information", "informational", f"{kind}: {len(events)} event(s), {stored} new")
         return Posted(201 if stored else 200, outcome([summary, *notes]), len(events), stored)
 
+    def too_large(self, issues: list[Issue], kind: str = "unknown") -> Answer:
+        """413, counted but not kept as a dead letter: replaying it would meet the same limit,
+        and the sender, who still has it, is told to split it."""
+        FHIR_RESOURCES.labels("rejected", kind if kind in MAPPED_TYPES else "other").inc()
+        log.warning("fhir request refused as too large", extra={"reason": issues[0]["diagnostics"]})
+        return 413, outcome(issues)
+
     # -- bundles ---------------------------------------------------------------------------------
-    async def _bundle(self, bundle: dict[str, Any], body: bytes) -> Answer:
+    async def _bundle(self, bundle: dict[str, Any], body: bytes, checked: Checked) -> Answer:
         btype = bundle.get("type")
-        entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
+        entries = checked.entries
         gap_issues = self._check_notification(bundle, entries) if btype == "history" else []
         self._note_orders(entries)
         if btype == "transaction":
-            return await self._transaction(entries, body)
+            return await self._transaction(entries, checked.checks, body)
         if btype not in INDIVIDUAL:
             note = (
                 f"Bundle.type {btype!r} is not taken (transaction, batch, message, collection, history are)"
             )
             return self._refuse(body, 422, [issue("error", "not-supported", note, "Bundle.type")], "Bundle")
-        results = [await self._entry(e, i) for i, e in enumerate(entries)]
+        results = []
+        for i, (entry, entry_check) in enumerate(zip(entries, checked.checks, strict=True)):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a Bundle of 10,000 unmapped entries stores nothing to wait on
+            results.append(await self._entry(entry, entry_check, body))
         if btype == "batch":
             return 200, {
                 "resourceType": "Bundle",
@@ -175,27 +260,30 @@ class FHIRIngest:
                     issues.append({**item, "diagnostics": f"entry[{i}]: {item['diagnostics']}"})
         return 200, outcome(gap_issues + issues)
 
-    async def _entry(self, entry: dict[str, Any], index: int) -> tuple[str, list[Issue], int]:
+    async def _entry(
+        self, entry: dict[str, Any], kind: EntryCheck, body: bytes
+    ) -> tuple[str, list[Issue], int]:
         resource = entry.get("resource")
-        if resource is None:  # id-only notifications, or a request without a resource
+        if kind is None:  # id-only notifications, or a request without a resource
             return "200 OK", [issue("information", "informational", "no resource in this entry")], 0
-        raw = orjson.dumps(resource)
         try:
-            kind = validate(resource)
+            if isinstance(kind, FHIRInputError):
+                raise kind
             if kind not in MAPPED_TYPES:
                 return (
                     "200 OK",
                     [issue("information", "not-supported", f"{kind} carries no KPI data: skipped")],
                     0,
                 )
-            resource = {**resource, "_fullUrl": entry.get("fullUrl")}
-            events, notes = self.mapper().map(resource)
+            events, notes = self.mapper().map({**entry["resource"], "_fullUrl": entry.get("fullUrl")})
             stored = await self._store(events)
         except FHIRInputError as exc:
-            self._refuse(raw, exc.status, exc.issues, str(resource.get("resourceType", "unknown")))
+            self._refuse(_raw(resource, body), exc.status, exc.issues, _type_of(resource))
             return f"{exc.status} Bad Request", exc.issues, 0
         except StorageUnavailable as exc:
-            self._refuse(raw, 503, [issue("error", "transient", str(exc))], str(resource.get("resourceType")))
+            self._refuse(
+                _raw(resource, body), 503, [issue("error", "transient", str(exc))], _type_of(resource)
+            )
             return "503 Service Unavailable", [issue("error", "transient", f"{exc}; resend later")], 0
         FHIR_RESOURCES.labels("accepted", kind).inc()
         return (
@@ -204,22 +292,26 @@ class FHIRIngest:
             stored,
         )
 
-    async def _transaction(self, entries: list[dict[str, Any]], body: bytes) -> Answer:
+    async def _transaction(
+        self, entries: list[dict[str, Any]], checks: list[EntryCheck], body: bytes
+    ) -> Answer:
         """All or nothing: map every entry first, store only if all mapped."""
         planned: list[tuple[list[EventBase], list[Issue], str]] = []
-        for i, entry in enumerate(entries):
-            resource = entry.get("resource")
-            if resource is None:
+        for i, (entry, kind) in enumerate(zip(entries, checks, strict=True)):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # nothing is stored before all are mapped: safe to yield
+            if kind is None:
                 planned.append(([], [], "200 OK"))
                 continue
             try:
-                kind = validate(resource)
+                if isinstance(kind, FHIRInputError):
+                    raise kind
                 if kind not in MAPPED_TYPES:
                     planned.append(
                         ([], [issue("information", "not-supported", f"{kind}: skipped")], "200 OK")
                     )
                     continue
-                events, notes = self.mapper().map({**resource, "_fullUrl": entry.get("fullUrl")})
+                events, notes = self.mapper().map({**entry["resource"], "_fullUrl": entry.get("fullUrl")})
             except FHIRInputError as exc:
                 issues = [{**x, "diagnostics": f"entry[{i}]: {x['diagnostics']}"} for x in exc.issues]
                 return self._refuse(body, exc.status, issues, "Bundle")
@@ -296,6 +388,19 @@ class FHIRIngest:
         except Exception:
             log.exception("could not keep a rejected FHIR payload in the dead-letter store")
         return status, outcome(issues)
+
+
+def _raw(resource: Any, body: bytes) -> bytes:
+    """One entry's resource for its dead letter; the whole body if it cannot be written back
+    (orjson stops at 255 levels): kept whole rather than lost."""
+    try:
+        return orjson.dumps(resource)
+    except TypeError:
+        return body
+
+
+def _type_of(resource: Any) -> str:
+    return str(resource.get("resourceType", "unknown")) if isinstance(resource, dict) else "unknown"
 
 
 def _shell(payload: Any) -> Any:

@@ -46,7 +46,7 @@ from engine.events import (
     NurseCallEvent,
     ProcedureEvent,
 )
-from engine.places import PlaceIndex
+from engine.places import PlaceIndex, UnknownPlace
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import FHIR_ENCOUNTER_CLASS, FHIR_PRIORITY, fhir_disposition
 
@@ -139,7 +139,12 @@ class FHIRMapper:
         unit_code = None
         if isinstance(location, dict):
             unit_code = ref_id(location) or location.get("display")
-        department, unit = self.index.resolve(facility, unit_code)
+        try:
+            department, unit = self.index.resolve(facility, unit_code)
+        except UnknownPlace as exc:  # places.unknown: reject, or one unknown code too many
+            raise FHIRInputError(
+                422, [issue("error", "business-rule", f"location: {exc}", "location")]
+            ) from None
         return {"facility": facility, "department": department, "unit": unit}
 
     def base(self, resource: dict[str, Any], kind: str, when: datetime) -> dict[str, Any]:

@@ -9,6 +9,7 @@ pre-2.5 location field) is filled too, for older receivers.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -41,12 +42,20 @@ def _stamp() -> str:
     return str(_last_stamp[1])
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _escape(text: str, enc: Encoding) -> str:
+    """Our text in a field: delimiters escaped, control characters (a reason may quote what
+    the sender wrote, unescaped) as spaces: a 0x1C or 0x0B in an ACK would end or restart
+    its MLLP frame, a CR a segment."""
+    if not text.isprintable():
+        text = _CONTROLS.sub(" ", text)
     esc = enc.escape
     if not esc:  # the sender declared no escape character: drop delimiters from our text
         for ch in (enc.field, enc.component, enc.subcomponent, enc.repetition):
             text = text.replace(ch, " ")
-        return text.replace("\r", " ").replace("\n", " ")
+        return text
     out = text.replace(esc, f"{esc}E{esc}")
     for ch, code in (
         (enc.field, "F"),
@@ -55,7 +64,7 @@ def _escape(text: str, enc: Encoding) -> str:
         (enc.repetition, "R"),
     ):
         out = out.replace(ch, f"{esc}{code}{esc}")
-    return out.replace("\r", " ").replace("\n", " ")
+    return out
 
 
 def build_ack(
@@ -81,10 +90,11 @@ def build_ack(
         msh = msg.msh
         sender = (msh.raw(5), msh.raw(6))
         receiver = (msh.raw(3), msh.raw(4))
-        inbound_id = msg.control_id
+        # MSH-10 and MSH-9.2 echoed as sent (escapes kept): unescaped, a \X1C\ would end our frame
+        inbound_id = msh.get(10, unescaped=False)
         processing = msh.raw(11) or "P"
         version = msh.raw(12) or "2.5"
-        trigger = msg.trigger
+        trigger = msh.get(9, 2, unescaped=False)
     else:
         sender = ("CARESCORE", "")
         receiver = ("", "")

@@ -10,6 +10,8 @@ priority from TQ1-9, ORC-7.6 or OBR-27.6 (S = STAT).
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -20,11 +22,42 @@ from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
 from connectors.orders import OrderMemory
 from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent, ProcedureEvent
-from engine.places import PlaceIndex, Places
+from engine.places import PlaceIndex, Places, UnknownPlace
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import HL7_PRIORITY, hl7_disposition, hl7_patient_class
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_UNPRINTABLE_RAW = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BYTES = bytes([*range(0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])  # not CR, LF
+_MARK_CONTROLS = bytes.maketrans(_CONTROL_BYTES, bytes(len(_CONTROL_BYTES)))
+
+
+def may_hold_controls(msg: Message) -> bool:
+    """Whether any value of the message can hold a control character: one raw (other than the
+    segment separators) or an escape that makes one (\\Xhh\\, \\.br\\). A C-speed look per
+    message, so that the events of the other 99.9 % are not inspected field by field."""
+    raw = msg.raw
+    if raw.isascii():  # bytes.translate is 3x quicker than a regex search here
+        if raw.encode("ascii").translate(_MARK_CONTROLS).find(0) >= 0:
+            return True
+    elif _UNPRINTABLE_RAW.search(raw) is not None:
+        return True
+    esc = msg.enc.escape
+    if not esc or raw.find(esc, 8) < 0:  # none past MSH-2 (^~\\&): most messages
+        return False
+    return esc + "X" in raw or esc + "." in raw
+
+
+def clean_code(value: str) -> str:
+    """An identifier or code as it may reach the engine: runs of control characters (C0,
+    DEL, C1 and the Unicode line/paragraph separators, whether sent raw or as an escape such
+    as \\X0A\\) become one space, ends trimmed. These values end up in metric labels, REST
+    answers and email subjects, where a line break forges a line or a header."""
+    if value.isprintable():  # nearly always: one C call
+        return value
+    return _UNPRINTABLE.sub(" ", value).strip()
 
 
 class MappingError(ValueError):
@@ -125,6 +158,7 @@ class _Mapper:
         self.ctx = ctx
         self.key = message_key(msg)
         self.events: list[EventBase] = []
+        self.unsafe = may_hold_controls(msg)
 
     # -- values --------------------------------------------------------------------------
     def time(self, seg: Segment | None, fld: int, what: str, required_: bool = True) -> datetime | None:
@@ -175,13 +209,21 @@ class _Mapper:
         return found  # type: ignore[no-any-return]
 
     def _place(self, pv1: Segment | None, fld: int, places: PlaceIndex) -> dict[str, Any]:
-        unit_code, room, bed, facility_code = pv1.components(fld, 4) if pv1 is not None else ("", "", "", "")
-        facility = places.facility_id(facility_code or self.msg.sending_facility)
+        parts = pv1.components(fld, 4) if pv1 is not None else ("", "", "", "")
+        unit_code, room, bed, facility_code = (clean_code(p) for p in parts)
+        try:
+            facility = places.facility_id(facility_code or clean_code(self.msg.sending_facility))
+        except UnknownPlace as exc:  # places.unknown: reject, or one unknown code too many
+            segment, field = ("PV1", fld) if facility_code else ("MSH", 4)
+            raise MappingError(str(exc), code=103, segment=segment, field=field) from None
         if not facility:
             raise MappingError(
                 "no facility: PV1-3.4 and MSH-4 are both empty", code=101, segment="MSH", field=4
             )
-        department, unit = places.resolve(facility, unit_code or None)
+        try:
+            department, unit = places.resolve(facility, unit_code or None)
+        except UnknownPlace as exc:
+            raise MappingError(str(exc), code=103, segment="PV1", field=fld) from None
         return {
             "facility": facility,
             "department": department,
@@ -193,19 +235,29 @@ class _Mapper:
         fields.setdefault("received_time", self.ctx.received)
         fields["source"] = "hl7v2"
         fields["source_id"] = f"{self.key}#{len(self.events)}"
+        if self.unsafe:  # every text an HL7 event carries is an identifier or a code
+            for name, value in fields.items():
+                if type(value) is str and not value.isprintable():
+                    cleaned = clean_code(value)
+                    fields[name] = cleaned if cleaned or cls.model_fields[name].is_required() else None
         self.events.append(cls.trusted(fields))
 
     # -- ADT -----------------------------------------------------------------------------
     def patient_id(self, pid: Segment | None) -> str | None:
         if pid is None:
             return None
-        return pid.first(3) or pid.first(2) or None
+        found = pid.first(3) or pid.first(2)
+        if self.unsafe:
+            found = clean_code(pid.first(3)) or clean_code(pid.first(2))
+        return found or None
 
     def encounter_id(self, pid: Segment | None, pv1: Segment) -> str:
-        visit = pv1.first(19)
+        visit = clean_code(pv1.first(19)) if self.unsafe else pv1.first(19)
         if visit:
             return visit
         account = pid.first(18) if pid is not None else ""
+        if self.unsafe:
+            account = clean_code(account)
         if account:
             return account
         raise MappingError(
@@ -259,7 +311,7 @@ class _Mapper:
         pid = self.msg.first("PID")
         if mrg is None:
             raise MappingError("A40 needs an MRG segment", code=100, segment="MRG")
-        prior = mrg.first(1)
+        prior = clean_code(mrg.first(1))
         if not prior:
             raise required("MRG", 1, "prior patient identifier")
         place = self.place(self.msg.first("PV1"))
@@ -267,7 +319,7 @@ class _Mapper:
             EncounterEvent,
             type="encounter.merge",
             event_time=self.event_time((self.msg.first("EVN"), 2)),
-            encounter_id=mrg.first(5) or prior,
+            encounter_id=clean_code(mrg.first(5)) or prior,
             patient_id=self.patient_id(pid),
             other_encounter_id=prior,
             **place,
@@ -293,7 +345,7 @@ class _Mapper:
     def order_id(self, orc: Segment | None, obr: Segment | None) -> str:
         for seg, fld in ((orc, 2), (obr, 2), (orc, 3), (obr, 3)):
             if seg is not None:
-                value = seg.first(fld)
+                value = clean_code(seg.first(fld)) if self.unsafe else seg.first(fld)
                 if value:
                     return value
         where = "ORC" if orc is not None else "OBR"
@@ -419,7 +471,7 @@ class _Mapper:
             raise MappingError("ORU^R40 needs an OBR segment per alert", code=100, segment="OBR")
         pid = self.msg.first("PID")
         for obr in obrs:
-            call_id = obr.first(3) or obr.first(2)
+            call_id = clean_code(obr.first(3)) or clean_code(obr.first(2))
             if not call_id:
                 raise required("OBR", 3, "alert identifier (filler order number)")
             phase, state, priority, presence = "", "", "", ""
@@ -523,7 +575,7 @@ class _Mapper:
             return self.place(ft1, 16)
         pv1 = self.msg.first("PV1")
         place = self.place(pv1)
-        department_code = ft1.first(13) if ft1 is not None else ""
+        department_code = clean_code(ft1.first(13)) if ft1 is not None else ""
         if department_code:
             department, unit = self.ctx.index.resolve(place["facility"], department_code)
             if unit is not None and department is not None:
@@ -589,11 +641,16 @@ def _number(seg: Segment, fld: int, what: str, default: float | None = None) -> 
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise MappingError(
             f"{seg.name}-{fld} ({what}) {raw!r} is not a number", code=102, segment=seg.name, field=fld
         ) from exc
+    if not math.isfinite(value):  # 'nan', 'inf', '1e999': no amount, and JSON cannot carry it
+        raise MappingError(
+            f"{seg.name}-{fld} ({what}) {raw!r} is not a finite number", code=102, segment=seg.name, field=fld
+        )
+    return value
 
 
 ADT_TRIGGERS: dict[str, Callable[[_Mapper], None]] = {
@@ -622,6 +679,51 @@ MESSAGE_TYPES: dict[str, dict[str, Callable[[_Mapper], None]]] = {
     "DFT": {"P03": _Mapper.charges, "P11": _Mapper.charges},
 }
 
+_TRACKING = (
+    "patient tracking (a trip to a temporary location such as radiology): the assigned bed "
+    "(PV1-3) does not change, and leave_start/leave_end (A21/A22, leave of absence) would take "
+    "the patient out of the census"
+)
+_PENDING = "a plan, not a movement: no canonical event says 'pending', and no KPI counts plans"
+_CANCEL_PENDING = (
+    "cancels a plan: encounter.cancel_admit/cancel_transfer/cancel_discharge withdraw an admission, "
+    "transfer or discharge that happened (A11-A13), so they would erase real facts"
+)
+_PERSON = "person or account master data without a visit: no KPI reads it"
+
+UNUSED_TRIGGERS: dict[tuple[str, str], str] = {
+    ("ADT", "A09"): _TRACKING,
+    ("ADT", "A10"): _TRACKING,
+    ("ADT", "A32"): _TRACKING + " (cancels an A10)",
+    ("ADT", "A33"): _TRACKING + " (cancels an A09)",
+    ("ADT", "A14"): _PENDING + "; HL7 itself sets A14 apart from the pre-admit A05",
+    ("ADT", "A15"): _PENDING,
+    ("ADT", "A16"): _PENDING,
+    ("ADT", "A25"): _CANCEL_PENDING,
+    ("ADT", "A26"): _CANCEL_PENDING,
+    ("ADT", "A27"): _CANCEL_PENDING,
+    ("ADT", "A38"): "cancels a pre-admit (A05), which no KPI reads",
+    ("ADT", "A24"): _PERSON + " (link patients)",
+    ("ADT", "A37"): _PERSON + " (unlink patients)",
+    ("ADT", "A28"): _PERSON,
+    ("ADT", "A29"): _PERSON,
+    ("ADT", "A31"): _PERSON,
+    ("ADT", "A41"): "merges account numbers; encounters are followed by the visit number (PV1-19)",
+    ("ADT", "A45"): "moves a visit to another patient: no canonical event re-assigns an encounter",
+    ("ADT", "A47"): "changes a patient identifier; encounter.merge (A40) merges two patients",
+    ("ADT", "A54"): _PERSON + " (attending doctor)",
+    ("ADT", "A55"): _PERSON + " (attending doctor change cancelled)",
+    ("ADT", "A60"): _PERSON + " (allergies)",
+    ("ADT", "A61"): _PERSON + " (consulting doctor)",
+    ("ADT", "A62"): _PERSON + " (consulting doctor change cancelled)",
+}
+"""HL7 trigger events of a type we take that carry nothing a KPI uses, and why each is not
+mapped to a canonical event. With `hl7.unused_triggers: accept` they are acknowledged AA and
+counted (a real ADT feed sends them all day: AR would fill the dead letters and alarm the
+sender's interface engine); with `reject` they get AR 201. Other unknown triggers (A20 bed
+status, A23 delete visit, merges and moves other than these) stay AR 201: they may carry
+meaning nobody has mapped yet, and a dead letter can be replayed once someone does."""
+
 REPLY_TYPES = {("ORU", "R40"): "ORA^R41^ORA_R41"}
 """Message types answered with something other than ACK (IHE PCD ACM expects ORA^R41)."""
 
@@ -629,16 +731,17 @@ REPLY_TYPES = {("ORU", "R40"): "ORA^R41^ORA_R41"}
 _HEADERS_OK: set[tuple[str, str, str]] = set()
 
 
-def check_header(msg: Message) -> None:
+def check_header(msg: Message, unused_triggers: str = "reject") -> bool:
     """AR-level checks: a type, trigger and version we can take (a combination that passed
-    once is remembered: a feed sends the same few all day)."""
+    once is remembered: a feed sends the same few all day). True when the message is an
+    unused trigger (UNUSED_TRIGGERS) taken without events (unused_triggers 'accept')."""
     version = msg.msh.first(12)
     if (version, msg.message_type, msg.trigger) in _HEADERS_OK:
         if not msg.control_id:
             raise MappingError(
                 "MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10
             )
-        return
+        return False
     if not version:
         raise MappingError("MSH-12 version id is empty", ack="AR", code=203, segment="MSH", field=12)
     if not version.startswith(SUPPORTED_VERSIONS):
@@ -652,7 +755,7 @@ def check_header(msg: Message) -> None:
     triggers = MESSAGE_TYPES.get(msg.message_type)
     if triggers is None:
         raise MappingError(
-            f"message type {msg.message_type} is not supported "
+            f"message type {clean_code(msg.message_type)} is not supported "
             f"(supported: {', '.join(sorted(MESSAGE_TYPES))})",
             ack="AR",
             code=200,
@@ -660,8 +763,16 @@ def check_header(msg: Message) -> None:
             field=9,
         )
     if msg.trigger not in triggers:
+        unused = (msg.message_type, msg.trigger) in UNUSED_TRIGGERS
+        if unused and unused_triggers == "accept":
+            if not msg.control_id:
+                raise MappingError(
+                    "MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10
+                )
+            return True
+        why = " (no KPI uses it; hl7.unused_triggers is reject)" if unused else ""
         raise MappingError(
-            f"{msg.message_type}^{msg.trigger} is not supported "
+            f"{msg.message_type}^{clean_code(msg.trigger)} is not supported{why} "
             f"(supported {msg.message_type} events: {', '.join(sorted(triggers))})",
             ack="AR",
             code=201,
@@ -672,11 +783,15 @@ def check_header(msg: Message) -> None:
     if not msg.control_id:
         raise MappingError("MSH-10 message control id is empty", ack="AR", code=101, segment="MSH", field=10)
     _HEADERS_OK.add((version, msg.message_type, msg.trigger))
+    return False
 
 
-def map_message(msg: Message, ctx: MapContext) -> list[EventBase]:
-    """Events for one message, or MappingError saying which field is wrong and how."""
-    check_header(msg)
+def map_message(msg: Message, ctx: MapContext, *, unused_triggers: str = "reject") -> list[EventBase]:
+    """Events for one message, or MappingError saying which field is wrong and how. An
+    unused trigger (UNUSED_TRIGGERS) maps to no events under unused_triggers='accept' and is
+    rejected (AR 201) under 'reject', the default here: callers opt in to the silence."""
+    if check_header(msg, unused_triggers):
+        return []
     mapper = _Mapper(msg, ctx)
     try:
         MESSAGE_TYPES[msg.message_type][msg.trigger](mapper)

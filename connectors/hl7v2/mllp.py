@@ -5,6 +5,12 @@ skipped and counted; a frame longer than `max_message_bytes` is answered with AR
 discarded up to its end; a connection idle longer than `idle_timeout` is closed; a frame
 cut off by a closed connection is logged and kept as a dead letter (it was never ACKed,
 so the sender will resend it).
+
+Hostile or broken peers cannot hold the listener: beyond `max_connections` open connections a
+new one is closed at once (counted; one warning per burst, not one per connection); a frame
+still incomplete `frame_timeout` after its first byte is cut off, so a sender dripping a byte
+a second cannot keep a connection forever (the idle timer alone restarts on every byte); and
+a handler that raises answers that one frame AE 207 instead of dropping the connection.
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client import Counter
+
 from connectors.hl7v2.ack import build_ack
-from connectors.hl7v2.parser import HL7ParseError, parse
-from connectors.hl7v2.receiver import decode
+from connectors.hl7v2.parser import Message, parse
+from connectors.hl7v2.receiver import HL7_INTERNAL_ERRORS, INTERNAL_ERROR_TEXT, decode
 from connectors.metrics import HL7_ACK_SECONDS, MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS
 
 log = logging.getLogger(__name__)
+
+MLLP_REFUSED = Counter(
+    "carescore_mllp_connections_refused",
+    "MLLP connections closed on arrival because mllp.max_connections were already open.",
+)
+REFUSAL_LOG_EVERY = 60.0
+"""Seconds between two warnings about refused connections (a flood logs a line a minute)."""
 
 START = b"\x0b"
 END = b"\x1c\r"
@@ -114,27 +129,40 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: MLLPServer):
         self.server = server
         self.decoder = FrameDecoder(server.max_message_bytes)
-        self.replies: deque[tuple[asyncio.Future[str | None] | str | None, float]] = deque()
+        # (reply, when its frame was complete, the frame: to answer and keep it if handling fails)
+        self.replies: deque[tuple[asyncio.Future[str | None] | str | None, float, bytes]] = deque()
         self.transport: asyncio.Transport | None = None
         self.acker: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
+        self.frame_started: float | None = None  # first byte of the frame being read
         self.paused = False
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if len(self.server.connections) >= self.server.max_connections:
+            self.refused = True
+            self.server.refused()
+            transport.abort()  # before reading a byte: the sender retries later
+            return
         self.server.connections.add(self)
         MLLP_CONNECTIONS.inc()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
-        junk_before = self.decoder.junk_bytes
-        frames = self.decoder.feed(data)
-        if self.decoder.junk_bytes > junk_before:
+        if self.refused:
+            return
+        now = self.last_activity = time.monotonic()
+        decoder = self.decoder
+        junk_before = decoder.junk_bytes
+        frames = decoder.feed(data)
+        if not decoder.in_frame:
+            self.frame_started = None
+        elif frames or self.frame_started is None:
+            self.frame_started = now  # a frame began in this chunk (after any it completed)
+        if decoder.junk_bytes > junk_before:
             MLLP_FRAMING_ERRORS.labels("junk").inc()
-            log.info(
-                "mllp: bytes outside a frame skipped", extra={"bytes": self.decoder.junk_bytes - junk_before}
-            )
+            log.info("mllp: bytes outside a frame skipped", extra={"bytes": decoder.junk_bytes - junk_before})
         if not frames:
             return
         loop = asyncio.get_running_loop()
@@ -144,10 +172,8 @@ class _Connection(asyncio.Protocol):
             if item.kind == "message":
                 try:
                     answer = self.server.handler(item.body)
-                except Exception:
-                    log.exception("mllp: handling a message failed; closing the connection unanswered")
-                    self.close()
-                    return
+                except Exception as exc:
+                    answer = self.server.internal_error(item.body, exc)
                 reply = answer if isinstance(answer, str) else asyncio.ensure_future(answer)  # type: ignore[assignment]
             else:
                 reply = loop.create_future()
@@ -158,7 +184,8 @@ class _Connection(asyncio.Protocol):
                     MLLP_FRAMING_ERRORS.labels("abandoned").inc()
                     self.server.keep(item.body, "frame abandoned: a new frame started before its end")
                     reply.set_result(None)  # nothing to acknowledge: the sender has moved on
-            self.replies.append((reply, started))
+            # the frame is kept only while a future ACK could still fail (a str cannot)
+            self.replies.append((reply, started, b"" if isinstance(reply, str) else item.body))
         if len(self.replies) > 500 and not self.paused and self.transport is not None:
             self.transport.pause_reading()  # far ahead of its ACKs: let TCP push back
             self.paused = True
@@ -167,14 +194,11 @@ class _Connection(asyncio.Protocol):
 
     async def _acknowledge(self) -> None:
         while self.replies:
-            reply, started = self.replies[0]
+            reply, started, body = self.replies[0]
             try:
                 text = reply if isinstance(reply, str) else await reply  # type: ignore[misc]
-            except Exception:
-                log.exception("mllp: handling a message failed; closing the connection unanswered")
-                self.replies.clear()
-                self.close()
-                return
+            except Exception as exc:
+                text = self.server.internal_error(body, exc)
             self.replies.popleft()
             if text is None:
                 continue
@@ -185,17 +209,27 @@ class _Connection(asyncio.Protocol):
             if self.paused and len(self.replies) < 100:
                 self.transport.resume_reading()
                 self.paused = False
+                if self.frame_started is not None:
+                    self.frame_started = time.monotonic()  # our pause, not the sender's delay
 
     def idle_for(self, now: float) -> float:
         return now - self.last_activity if not self.replies else 0.0
+
+    def frame_age(self, now: float) -> float:
+        """How long the frame being read has been arriving (0 between frames, or while we
+        hold the sender back: then the wait is ours)."""
+        started = self.frame_started
+        return now - started if started is not None and not self.paused else 0.0
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.refused:
+            return
         self.server.connections.discard(self)
         self.server.unfinished(self.decoder, "connection closed inside a frame")
-        self.transport = None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -211,6 +245,8 @@ class MLLPServer:
         *,
         max_message_bytes: int = 1024 * 1024,
         idle_timeout: float = 300.0,
+        frame_timeout: float = 30.0,
+        max_connections: int = 256,
         ssl_context: ssl.SSLContext | None = None,
         on_unusable: Callable[[bytes, str], None] | None = None,
     ):
@@ -219,11 +255,15 @@ class MLLPServer:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.max_connections = max_connections
         self.ssl_context = ssl_context
         self.on_unusable = on_unusable
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._refused_unlogged = 0  # refusals since the last warning
+        self._refusal_logged_at = -float("inf")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -238,16 +278,58 @@ class MLLPServer:
         )
 
     async def _close_idle(self) -> None:
-        period = max(0.05, min(self.idle_timeout / 4, 5.0))
+        """Close connections idle past idle_timeout and cut frames older than frame_timeout;
+        summarise refusals a warning did not mention yet."""
+        period = max(0.05, min(self.idle_timeout / 4, self.frame_timeout / 4, 5.0))
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.idle_for(now) > self.idle_timeout:
+                if conn.frame_age(now) > self.frame_timeout:
+                    self.unfinished(
+                        conn.decoder,
+                        f"frame incomplete {self.frame_timeout:g} s after its first byte (frame_timeout)",
+                        kind="frame_timeout",
+                    )
+                    conn.decoder = FrameDecoder(self.max_message_bytes)
+                    conn.close()
+                elif conn.idle_for(now) > self.idle_timeout:
                     self.unfinished(conn.decoder, "connection idle past the timeout inside a frame")
                     conn.decoder = FrameDecoder(self.max_message_bytes)
                     log.info("mllp connection idle, closing", extra={"idle_timeout": self.idle_timeout})
                     conn.close()
+            if self._refused_unlogged and now - self._refusal_logged_at >= REFUSAL_LOG_EVERY:
+                self._log_refusals(now)
+
+    def refused(self) -> None:
+        """A connection beyond max_connections was closed: count it; warn at once for the
+        first of a burst, then at most every REFUSAL_LOG_EVERY seconds with the count."""
+        MLLP_REFUSED.inc()
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_EVERY:
+            self._log_refusals(now)
+
+    def _log_refusals(self, now: float) -> None:
+        log.warning(
+            "mllp: %d connection(s) refused: %d already open (mllp.max_connections); further "
+            "refusals are counted in carescore_mllp_connections_refused_total and logged at most "
+            "once every %g s",
+            self._refused_unlogged,
+            len(self.connections),
+            REFUSAL_LOG_EVERY,
+            extra={"refused": self._refused_unlogged, "max_connections": self.max_connections},
+        )
+        self._refused_unlogged = 0
+        self._refusal_logged_at = now
+
+    def internal_error(self, body: bytes, exc: BaseException) -> str:
+        """AE 207 for a frame whose handler raised (a bug): the frame is kept, the connection
+        and the frames after it carry on."""
+        HL7_INTERNAL_ERRORS.labels("mllp").inc()
+        log.error("mllp: handling a message failed; answered AE 207 and kept", exc_info=exc)
+        self.keep(body, f"internal error ({type(exc).__name__}) handling the message; replay once fixed")
+        return build_ack(_header_of(body), "AE", text=INTERNAL_ERROR_TEXT, error_code=207)
 
     async def stop(self) -> None:
         if self._server is None:
@@ -266,17 +348,14 @@ class MLLPServer:
     def oversize_reply(self, head: bytes) -> str:
         reason = f"message larger than the {self.max_message_bytes} byte limit"
         self.keep(head, reason)
-        try:
-            msg = parse(decode(head).split("\r", 1)[0].split("\n", 1)[0] + "\r")
-        except HL7ParseError:
-            msg = None
         log.warning("mllp: oversize message rejected", extra={"limit": self.max_message_bytes})
-        return build_ack(msg, "AR", text=reason, error_code=207)
+        return build_ack(_header_of(head), "AR", text=reason, error_code=207)
 
-    def unfinished(self, decoder: FrameDecoder, reason: str) -> None:
+    def unfinished(self, decoder: FrameDecoder, reason: str, kind: str = "unterminated") -> None:
+        """Keep the start of a frame that will never end (it was never acknowledged)."""
         pending = decoder.pending()
         if pending:
-            MLLP_FRAMING_ERRORS.labels("unterminated").inc()
+            MLLP_FRAMING_ERRORS.labels(kind).inc()
             log.warning("mllp: %s; never acknowledged", reason)
             self.keep(pending, reason)
 
@@ -286,3 +365,11 @@ class MLLPServer:
                 self.on_unusable(data, reason)
             except Exception:
                 log.exception("could not keep unusable MLLP data")
+
+
+def _header_of(data: bytes) -> Message | None:
+    """The MSH of a frame (to address an ACK), or None when there is none to read."""
+    try:
+        return parse(decode(data[:HEAD_BYTES]).split("\r", 1)[0].split("\n", 1)[0] + "\r")
+    except Exception:  # HL7ParseError, or anything a hostile header provokes: no MSH then
+        return None

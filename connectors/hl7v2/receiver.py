@@ -3,6 +3,12 @@
 AA only after the sink says the events are durable. AR when the message cannot be read or
 is of a type/version we do not take; AE when its content is wrong or it cannot be stored
 now. Every AE/AR keeps the raw message in the dead-letter store with the reason.
+
+A bug met by one message (any exception other than the mapping's own errors) answers that
+message AE 207 "internal error" and keeps it as a dead letter, so it can be replayed once
+fixed; the sender's connection and the messages after it carry on. A trigger event no KPI
+uses (mapping.UNUSED_TRIGGERS) is acknowledged AA without events under
+`hl7.unused_triggers: accept`, and counted by type.
 """
 
 from __future__ import annotations
@@ -10,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+from prometheus_client import Counter
 
 from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.ack import build_ack
 from connectors.hl7v2.mapping import (
     MESSAGE_TYPES,
     REPLY_TYPES,
+    UNUSED_TRIGGERS,
     MapContext,
     MappingError,
+    clean_code,
     map_message,
     message_key,
 )
@@ -28,6 +38,23 @@ from engine.bus import EventSink, Published, StorageUnavailable
 from engine.events import EventBase
 
 log = logging.getLogger(__name__)
+
+HL7_UNUSED = Counter(
+    "carescore_hl7_unused",
+    "HL7 v2 messages of a trigger event no KPI uses, acknowledged AA without events "
+    "(hl7.unused_triggers: accept), by type.",
+    ["type"],
+)
+HL7_INTERNAL_ERRORS = Counter(
+    "carescore_hl7_internal_errors",
+    "HL7 v2 messages answered AE 207 because of an unexpected error (a bug) while mapping or "
+    "storing them; each is a dead letter.",
+    ["stage"],
+)
+INTERNAL_ERROR_TEXT = "internal error while processing this message; it is kept for replay"
+"""What the sender reads: nothing of the message or the exception (either may hold PHI)."""
+
+UnusedTriggers = Literal["accept", "reject"]
 
 
 class Outcome(NamedTuple):
@@ -68,11 +95,13 @@ class HL7Receiver:
         dead_letters: DeadLetterStore,
         context: MapContext,
         allowed_facilities: list[str] | None = None,
+        unused_triggers: UnusedTriggers = "accept",
     ):
         self.sink = sink
         self.dead_letters = dead_letters
         self.context = context
         self.allowed = frozenset(allowed_facilities) if allowed_facilities else None
+        self.unused_triggers: UnusedTriggers = unused_triggers
 
     def handle_frame(self, raw: bytes) -> str | asyncio.Future[str]:
         """The reply for one MLLP frame: an ACK now (rejects), or a future ACK that resolves
@@ -99,48 +128,93 @@ class HL7Receiver:
 
     def receive(self, text: str) -> Outcome | asyncio.Future[Outcome]:
         """Parse, map and hand the events to the sink. Rejections are decided now; an
-        accepted message's outcome is a future that resolves when the sink has stored it."""
+        accepted message's outcome is a future that resolves when the sink has stored it.
+        Never raises: an unexpected error is this message's AE 207, not the connection's end."""
+        msg: Message | None = None
         try:
-            msg = parse(text)
-        except HL7ParseError as exc:
-            return self._reject(
-                None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
-            )
+            try:
+                msg = parse(text)
+            except HL7ParseError as exc:
+                return self._reject(
+                    None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
+                )
+            return self._receive(msg, text)
+        except Exception as exc:
+            return self._internal_error(msg, text, "map", exc)
+
+    def _receive(self, msg: Message, text: str) -> Outcome | asyncio.Future[Outcome]:
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
-        if self.allowed is not None and msg.sending_facility not in self.allowed:
+        if self.allowed is not None and clean_code(msg.sending_facility) not in self.allowed:
             reason = f"sending facility {msg.sending_facility!r} (MSH-4) is not on this listener's allow-list"
             return self._reject(msg, text, "AR", reason, 207, "MSH", 4, None, mtype)
         try:
-            events = map_message(msg, self.context.at(datetime.now(UTC)))
+            events = map_message(
+                msg, self.context.at(datetime.now(UTC)), unused_triggers=self.unused_triggers
+            )
         except MappingError as exc:
             return self._reject(
                 msg, text, exc.ack, exc.reason, exc.code, exc.segment, exc.field, exc.component, mtype
             )
+        if not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS:
+            return self._unused(msg, mtype)
         stored = self._store(message_key(msg), events)
         outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
         def done(result: asyncio.Future[Published]) -> None:
             try:
-                published = result.result()
-            except StorageUnavailable as exc:
-                reason = f"could not store the events now ({exc}); resend later"
-                outcome.set_result(self._reject(msg, text, "AE", reason, 207, None, None, None, mtype))
-                return
-            except Exception as exc:
-                log.exception("storing events failed")
-                reason = f"could not store the events now ({type(exc).__name__}); resend later"
-                outcome.set_result(self._reject(msg, text, "AE", reason, 207, None, None, None, mtype))
-                return
-            duplicate = published is Published.duplicate
-            if duplicate:
-                HL7_DUPLICATES.inc()
-            _counted("AA", mtype).inc()
-            note = "duplicate: already stored" if duplicate else ""
-            ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
-            outcome.set_result(Outcome("AA", note, len(events), duplicate, None, ack))
+                outcome.set_result(self._stored(msg, text, mtype, len(events), result))
+            except Exception as exc:  # a bug here would leave the sender waiting forever
+                if not outcome.done():
+                    outcome.set_result(self._internal_error(msg, text, "store", exc))
 
         stored.add_done_callback(done)
         return outcome
+
+    def _stored(
+        self, msg: Message, text: str, mtype: str, count: int, result: asyncio.Future[Published]
+    ) -> Outcome:
+        try:
+            published = result.result()
+        except StorageUnavailable as exc:
+            reason = f"could not store the events now ({exc}); resend later"
+            return self._reject(msg, text, "AE", reason, 207, None, None, None, mtype)
+        except Exception as exc:
+            return self._internal_error(msg, text, "store", exc)
+        duplicate = published is Published.duplicate
+        if duplicate:
+            HL7_DUPLICATES.inc()
+        _counted("AA", mtype).inc()
+        note = "duplicate: already stored" if duplicate else ""
+        ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
+        return Outcome("AA", note, count, duplicate, None, ack)
+
+    def _unused(self, msg: Message, mtype: str) -> Outcome:
+        """AA for a trigger no KPI uses: nothing to store, so nothing to wait for."""
+        kind = f"{msg.message_type}^{msg.trigger}"  # bounded: only UNUSED_TRIGGERS get here
+        HL7_UNUSED.labels(kind).inc()
+        _counted("AA", mtype).inc()
+        log.debug("hl7 message of an unused trigger acknowledged", extra={"type": kind})
+        note = "accepted; no KPI uses this trigger event"
+        ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
+        return Outcome("AA", note, 0, False, None, ack)
+
+    def _internal_error(self, msg: Message | None, text: str, stage: str, exc: BaseException) -> Outcome:
+        """AE 207 for a message that met a bug: logged with its traceback (for us), kept as a
+        dead letter (for replay once fixed), counted; the sender only reads that it was an
+        internal error."""
+        HL7_INTERNAL_ERRORS.labels(stage).inc()
+        where = _raised_at(exc)
+        log.error(
+            "hl7 message: internal error, answered AE and kept as a dead letter",
+            exc_info=exc,
+            extra={"stage": stage, "error": type(exc).__name__, "at": where},
+        )
+        mtype = "unreadable"
+        if msg is not None:
+            mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
+        doing = "mapping" if stage == "map" else "storing"
+        kept = f"internal error ({type(exc).__name__} at {where}, while {doing}); replay once fixed"
+        return self._reject(msg, text, "AE", INTERNAL_ERROR_TEXT, 207, None, None, None, mtype, kept=kept)
 
     def _store(self, key: str, events: list[EventBase]) -> asyncio.Future[Published]:
         """The sink's future, without a coroutine per message when the sink offers one."""
@@ -160,11 +234,16 @@ class HL7Receiver:
         field: int | None,
         component: int | None = None,
         mtype: str = "unreadable",
+        *,
+        kept: str | None = None,
     ) -> Outcome:
+        """AE/AR: counted, kept as a dead letter (with `kept` as its reason when the sender
+        should read less than the operator), logged, answered with an ERR segment."""
         _counted(code, mtype).inc()
         where = f"{segment}-{field}" if segment and field else (segment or "message")
         try:
-            letter = self.dead_letters.add("hl7v2", f"{code} {error_code}: {reason}", text, detail=where)
+            why = f"{code} {error_code}: {kept or reason}"
+            letter = self.dead_letters.add("hl7v2", why, text, detail=where)
         except Exception:  # the ACK still goes out; the log says what was lost
             log.exception("could not keep a rejected HL7 message in the dead-letter store")
             letter = None
@@ -191,3 +270,14 @@ class HL7Receiver:
             component=component,
         )
         return Outcome(code, reason, 0, False, letter, reply)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the innermost frame: where to look, without the exception's own text."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} {code.co_name}"
