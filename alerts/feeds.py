@@ -22,9 +22,17 @@ FEED_ALERT = "feed_stale"
 
 
 class FeedWatch:
-    def __init__(self, rules: list[FeedRule], departments: dict[tuple[str, str], str] | None = None):
+    def __init__(
+        self,
+        rules: list[FeedRule],
+        departments: dict[tuple[str, str], str] | None = None,
+        facilities: set[str] | None = None,
+    ):
         self.rules = rules
         self.departments = departments or {}  # (facility, unit) -> department, for labels
+        # the configured facilities (None: any): a facility code a sender made up is accepted
+        # (bounded) but is no feed of ours, and its going quiet pages nobody
+        self.facilities = facilities
         self.seen: dict[tuple[str, str, str], float] = {}  # (rule name, facility, unit or "") -> wall time
         self.down: dict[tuple[str, str, str], float] = {}  # outages in progress -> since
 
@@ -34,6 +42,8 @@ class FeedWatch:
             prefix = rule.events
             for event in events:
                 if event.source != rule.source or (prefix is not None and not event.type.startswith(prefix)):
+                    continue
+                if self.facilities is not None and event.facility not in self.facilities:
                     continue
                 unit = (event.unit or "") if rule.per == "unit" else ""
                 seen[(rule.name, event.facility, unit)] = now

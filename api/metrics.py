@@ -113,6 +113,17 @@ def _durability(backend: Backend) -> Iterator[Metric]:
         )
         family.add_metric([], float(errors))
         yield family
+    seen = backend.places.unknown_seen()
+    if seen:  # bounded by places.max_unknown per facility: safe as labels
+        unknown = GaugeMetricFamily(
+            "carescore_unknown_place",
+            "Facility and unit codes accepted though not configured (facility '' lists facility codes).",
+            labels=["facility", "code"],
+        )
+        for facility, codes in sorted(seen.items()):
+            for code in sorted(codes):
+                unknown.add_metric([facility, code], 1.0)
+        yield unknown
     components = getattr(backend, "components", None)
     if components:
         up = GaugeMetricFamily(

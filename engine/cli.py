@@ -143,7 +143,11 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
     from connectors.deadletters import DeadLetterStore
 
     settings = _settings(args)
-    store = DeadLetterStore(settings.data_dir / "deadletters.sqlite")
+    store = DeadLetterStore(
+        settings.data_dir / "deadletters.sqlite",
+        max_rows=settings.dead_letters.max_rows,
+        retention=settings.dead_letters.retention,
+    )
     letters = store.query(source=args.source, limit=args.limit, pending_only=not args.all)
     for d in letters:
         state = f"replayed {d.replayed_time}" if d.replayed_time else "pending"

@@ -18,10 +18,7 @@ with a metric at the next start, never a failed start.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,28 +37,7 @@ from tests.labserver import (
     wait_for,
     write_config,
 )
-
-SIZE_MB = 48
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        message = f"cannot mount a small tmpfs here ({made.stderr.strip()}): the disk-fault proofs need root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+from tests.smalldisk import fill
 
 
 def pairs(count: int, first: datetime, prefix: str) -> list[tuple[str, str]]:
@@ -76,21 +52,6 @@ def pairs(count: int, first: datetime, prefix: str) -> list[tuple[str, str]]:
 def send(sock: socket.socket, message: str) -> str:
     ack = exchange(sock, message)
     return ack.split("\r")[1].split("|")[1]  # MSA-1
-
-
-def fill(path: Path, leave: int) -> Path:
-    """A ballast file taking all but `leave` bytes of the filesystem."""
-    ballast = path / "ballast"
-    stat = os.statvfs(path)
-    free = stat.f_bavail * stat.f_frsize - leave
-    with open(ballast, "wb") as fh:
-        chunk = b"\0" * (1 << 20)
-        while free > 0:
-            try:
-                free -= fh.write(chunk[: min(len(chunk), free)])
-            except OSError:
-                break
-    return ballast
 
 
 @pytest.mark.timeout(600)

@@ -97,7 +97,11 @@ def build_alert_service(
         channels,
         routes=routes,
         directory=Directory(routes, engine.staff.holders),
-        feeds=FeedWatch(list(cfg.feeds), departments),
+        feeds=FeedWatch(
+            list(cfg.feeds),
+            departments,
+            {f.id for f in settings.places.facilities} if settings.places.facilities else None,
+        ),
         depends_on=lambda kpi: (sources(kpi), engine.event_types_of(kpi)),
         syncs=syncs,
         zone=settings.zone,

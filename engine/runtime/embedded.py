@@ -117,7 +117,11 @@ class EmbeddedRuntime:
         )
         self.board = KpiBoard()
         self.history = History(data / "history.sqlite", self.engine.pane_clocks())
-        self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
+        self.dead_letters = DeadLetterStore(
+            data / "deadletters.sqlite",
+            max_rows=settings.dead_letters.max_rows,
+            retention=settings.dead_letters.retention,
+        )
         self.clock: Callable[[], float] = time.time  # tests drive time by replacing both clocks
         self.alerts = build_alert_service(
             settings, self.catalogue, self.engine, self.board, data, self.dead_letters
@@ -374,8 +378,10 @@ class EmbeddedRuntime:
 
     # -- health --------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        store = self.alerts.store_health()
         return {
-            "status": "ok",
+            "status": "ok" if store["healthy"] else "degraded",
+            "alert_store": store,
             "runtime": "embedded",
             "events_processed": self.engine.events_processed,
             "uptime_seconds": round(time.time() - self.started_at, 1),

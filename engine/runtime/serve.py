@@ -28,6 +28,7 @@ from connectors.replay import Replayer
 from engine.config import Settings, TLSSettings
 from engine.runtime.embedded import EmbeddedRuntime
 from engine.runtime.loopwatch import LoopWatch
+from engine.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class Service:
             settings.mllp.port,
             max_message_bytes=settings.mllp.max_message_bytes,
             idle_timeout=settings.mllp.idle_timeout,
+            frame_timeout=settings.mllp.frame_timeout,
+            max_connections=settings.mllp.max_connections,
             ssl_context=server_tls(settings.mllp.tls),
             on_unusable=self._keep_unusable,
         )
@@ -94,6 +97,7 @@ class Service:
         self.http = uvicorn.Server(config)
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
+        self.supervisor = Supervisor(self.runtime.components)
 
     def _keep_unusable(self, raw: bytes, reason: str) -> None:
         self.runtime.dead_letters.add("mllp", reason, raw)
@@ -120,19 +124,21 @@ class Service:
                 self._tasks[0].result()  # raises why the HTTP server could not start
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.02)
-        self._tasks.append(asyncio.create_task(self.runtime.run_ticks(), name="tick"))
-        self._tasks.append(asyncio.create_task(self.loop_watch.run(), name="loopwatch"))
-        self._tasks.append(asyncio.create_task(self.runtime.alerts.run(), name="alerts"))
+        keep = self.supervisor.start
+        self._tasks.append(keep("tick", self.runtime.run_ticks))
+        self._tasks.append(keep("loopwatch", self.loop_watch.run))
+        self._tasks.append(keep("alerts", self.runtime.alerts.run))
         if self.settings.feeds.watch:
             self.watcher.prepare()
-            self._tasks.append(asyncio.create_task(self.watcher.run(), name="inbox"))
+            self._tasks.append(keep("inbox", self.watcher.run))
         if self.settings.demo.enabled and self.settings.mllp.enabled:
             from connectors.demo.run import run_demo
 
             demo = self.settings.demo
             self._tasks.append(
-                asyncio.create_task(
-                    run_demo(
+                keep(
+                    "demo",
+                    lambda: run_demo(
                         self.settings.places,
                         self.settings.mllp.host,
                         self.mllp.port,
@@ -142,7 +148,6 @@ class Service:
                         rate=demo.rate,
                         backfill=demo.backfill,
                     ),
-                    name="demo",
                 )
             )
         self.runtime.ready = True
@@ -211,13 +216,11 @@ class Service:
         return "\n".join(lines)
 
     async def _watch(self) -> None:
-        """Return if a component dies, so the process stops instead of limping on."""
-        while True:
-            for task in self._tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "component failed",
-                        extra={"component": task.get_name(), "error": repr(task.exception())},
-                    )
-                    return
-            await asyncio.sleep(0.5)
+        """Return if the HTTP server dies, so the process stops instead of limping on without
+        its API; every other component is restarted by the supervisor."""
+        http = self._tasks[0]
+        await asyncio.wait([http])
+        if not http.cancelled() and http.exception() is not None:
+            log.error("HTTP server failed", extra={"component": "http", "error": repr(http.exception())})
+        else:
+            log.error("HTTP server stopped", extra={"component": "http"})

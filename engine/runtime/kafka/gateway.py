@@ -46,7 +46,11 @@ class KafkaGateway:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.board = KpiBoard()
-        self.dead_letters = DeadLetterStore(data / "deadletters.sqlite")
+        self.dead_letters = DeadLetterStore(
+            data / "deadletters.sqlite",
+            max_rows=settings.dead_letters.max_rows,
+            retention=settings.dead_letters.retention,
+        )
         self.roster = Engine(self.catalogue, self.places, timezone=settings.timezone)  # fed staffing only
         self.history = History(data / "history.sqlite", self.roster.pane_clocks())
         self.type_sources: dict[str, set[str]] = {}
@@ -144,8 +148,10 @@ class KafkaGateway:
         )
 
     def health(self) -> dict[str, Any]:
+        store = self.alerts.store_health()
         return {
-            "status": "ok",
+            "status": "ok" if store["healthy"] else "degraded",
+            "alert_store": store,
             "runtime": "kafka",
             "events_published": self.sink.produced,
             "samples_received": self.samples_seen,
