@@ -8,7 +8,7 @@ seen times are kept in the alert store, so a restart does not forget an outage.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -19,6 +19,7 @@ from engine.events import EventBase
 from engine.samples import GroupKey
 
 FEED_ALERT = "feed_stale"
+UNKNOWN_PLACES_ALERT = "unknown_places"
 
 
 class FeedWatch:
@@ -27,12 +28,15 @@ class FeedWatch:
         rules: list[FeedRule],
         departments: dict[tuple[str, str], str] | None = None,
         facilities: set[str] | None = None,
+        unknown: Callable[[], dict[str, set[str]]] | None = None,
     ):
         self.rules = rules
         self.departments = departments or {}  # (facility, unit) -> department, for labels
         # the configured facilities (None: any): a facility code a sender made up is accepted
         # (bounded) but is no feed of ours, and its going quiet pages nobody
         self.facilities = facilities
+        self.unknown = unknown  # place codes accepted though not configured (Places.unknown_seen)
+        self._unknown_reported: set[tuple[str, str]] = set()
         self.seen: dict[tuple[str, str, str], float] = {}  # (rule name, facility, unit or "") -> wall time
         self.down: dict[tuple[str, str, str], float] = {}  # outages in progress -> since
 
@@ -62,7 +66,47 @@ class FeedWatch:
             elif key in self.down and quiet <= rule.stale_after:
                 since = self.down.pop(key)
                 out.append(self._change("resolved", rule, key, since, quiet))
+        if self.unknown is not None:
+            out += self._unknown_places(now)
         return out
+
+    def _unknown_places(self, now: float) -> list[Change]:
+        """One ops alert (warning) when senders use place codes the configuration lacks: the
+        data is kept (bounded), but someone should add the ward or fix the sender."""
+        if self._unknown_reported or self.unknown is None:
+            return []  # once per run; every code accepted since is on /metrics
+        seen = {(f, c) for f, codes in self.unknown().items() for c in codes}
+        if not seen:
+            return []
+        self._unknown_reported = seen
+        codes = sorted(f"{f}/{c}" if f else f"facility {c}" for f, c in seen)
+        facility = next((f for f, _ in sorted(seen) if f), "")
+        return [
+            Change(
+                kind="fired",
+                name=UNKNOWN_PLACES_ALERT,
+                place=(facility, None, None),
+                labels={
+                    "kind": "feed",
+                    "kpi": UNKNOWN_PLACES_ALERT,
+                    "perspective": "internal_process",
+                    "facility": facility,
+                    "department": None,
+                    "unit": None,
+                    "severity": "warning",
+                    "source": "places",
+                },
+                title="Place codes not in the configuration",
+                severity="warning",
+                value=float(len(seen)),
+                threshold=0.0,
+                unit_of_measure="codes",
+                started=now,
+                summary=f"{len(seen)} unknown place code(s) accepted: {', '.join(codes)[:400]} "
+                "(all of them: carescore_unknown_place on /metrics)",
+                details={"codes": codes},
+            )
+        ]
 
     def place(self, key: tuple[str, str, str]) -> GroupKey:
         _, facility, unit = key

@@ -5,6 +5,7 @@ with places.unknown: reject. Through the real MLLP socket of a running carescore
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -54,6 +55,20 @@ async def test_unknown_units_are_accepted_up_to_the_cap_and_listed(
         assert listed == [f'carescore_unknown_place{{code="NEW{i}",facility="DEMO"' for i in range(3)], listed
         assert "\\n" not in "".join(listed)
         assert sum(1 for d in letters["dead_letters"] if "max_unknown" in d["reason"]) == 2
+        # one ops alert says so (warning), naming the codes
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.api_port}") as http:
+            deadline = asyncio.get_running_loop().time() + 20
+            while not (
+                found := [
+                    a
+                    for a in (await http.get("/api/v1/alerts")).json()["alerts"]
+                    if a["kpi"] == "unknown_places"
+                ]
+            ):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        assert len(found) == 1 and found[0]["severity"] == "warning"
+        assert all(f"DEMO/NEW{i}" in found[0]["summary"] for i in range(3)), found[0]
     finally:
         await svc.stop()
 

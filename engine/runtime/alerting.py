@@ -101,6 +101,7 @@ def build_alert_service(
             list(cfg.feeds),
             departments,
             {f.id for f in settings.places.facilities} if settings.places.facilities else None,
+            settings.places.unknown_seen,
         ),
         depends_on=lambda kpi: (sources(kpi), engine.event_types_of(kpi)),
         syncs=syncs,
