@@ -37,6 +37,8 @@ class FeedWatch:
         self.facilities = facilities
         self.unknown = unknown  # place codes accepted though not configured (Places.unknown_seen)
         self._unknown_reported: set[tuple[str, str]] = set()
+        # an unknown_places alert from before a restart (the configuration may have changed since)
+        self.restored_unknown: tuple[GroupKey, float] | None = None
         self.seen: dict[tuple[str, str, str], float] = {}  # (rule name, facility, unit or "") -> wall time
         self.down: dict[tuple[str, str, str], float] = {}  # outages in progress -> since
 
@@ -47,7 +49,10 @@ class FeedWatch:
             for event in events:
                 if event.source != rule.source or (prefix is not None and not event.type.startswith(prefix)):
                     continue
-                if self.facilities is not None and event.facility not in self.facilities:
+                if self.facilities is not None and (
+                    event.facility not in self.facilities
+                    or (rule.per == "unit" and event.unit and event.department is None)  # a made-up unit
+                ):
                     continue
                 unit = (event.unit or "") if rule.per == "unit" else ""
                 seen[(rule.name, event.facility, unit)] = now
@@ -76,37 +81,53 @@ class FeedWatch:
         if self._unknown_reported or self.unknown is None:
             return []  # once per run; every code accepted since is on /metrics
         seen = {(f, c) for f, codes in self.unknown().items() for c in codes}
+        if self.restored_unknown is not None:
+            place, since = self.restored_unknown
+            self.restored_unknown = None
+            if not seen:  # none since the restart: resolved; it fires again if they come back
+                return [self._unknown_change("resolved", place, since, set())]
+            self._unknown_reported = seen  # still firing from before the restart
+            return []
         if not seen:
             return []
         self._unknown_reported = seen
-        codes = sorted(f"{f}/{c}" if f else f"facility {c}" for f, c in seen)
         facility = next((f for f, _ in sorted(seen) if f), "")
-        return [
-            Change(
-                kind="fired",
-                name=UNKNOWN_PLACES_ALERT,
-                place=(facility, None, None),
-                labels={
-                    "kind": "feed",
-                    "kpi": UNKNOWN_PLACES_ALERT,
-                    "perspective": "internal_process",
-                    "facility": facility,
-                    "department": None,
-                    "unit": None,
-                    "severity": "warning",
-                    "source": "places",
-                },
-                title="Place codes not in the configuration",
-                severity="warning",
-                value=float(len(seen)),
-                threshold=0.0,
-                unit_of_measure="codes",
-                started=now,
-                summary=f"{len(seen)} unknown place code(s) accepted: {', '.join(codes)[:400]} "
-                "(all of them: carescore_unknown_place on /metrics)",
-                details={"codes": codes},
-            )
-        ]
+        return [self._unknown_change("fired", (facility, None, None), now, seen)]
+
+    def _unknown_change(
+        self, kind: Literal["fired", "resolved"], place: GroupKey, since: float, seen: set[tuple[str, str]]
+    ) -> Change:
+        codes = sorted(f"{f}/{c}" if f else f"facility {c}" for f, c in seen)
+        severity = "warning" if kind == "fired" else "ok"
+        summary = (
+            f"{len(seen)} unknown place code(s) accepted: {', '.join(codes)[:400]} "
+            "(all of them: carescore_unknown_place on /metrics)"
+            if kind == "fired"
+            else "no unknown place codes since the restart"
+        )
+        return Change(
+            kind=kind,
+            name=UNKNOWN_PLACES_ALERT,
+            place=place,
+            labels={
+                "kind": "feed",
+                "kpi": UNKNOWN_PLACES_ALERT,
+                "perspective": "internal_process",
+                "facility": place[0],
+                "department": None,
+                "unit": None,
+                "severity": severity,
+                "source": "places",
+            },
+            title="Place codes not in the configuration",
+            severity=severity,
+            value=float(len(seen)),
+            threshold=0.0,
+            unit_of_measure="codes",
+            started=since,
+            summary=summary,
+            details={"codes": codes},
+        )
 
     def place(self, key: tuple[str, str, str]) -> GroupKey:
         _, facility, unit = key

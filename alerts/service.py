@@ -36,7 +36,7 @@ from alerts.channels import Channel, DeliveryError
 from alerts.channels.alertmanager import AlertmanagerChannel
 from alerts.db import unavailable
 from alerts.evaluator import Evaluator, Track
-from alerts.feeds import FEED_ALERT, FeedWatch
+from alerts.feeds import FEED_ALERT, UNKNOWN_PLACES_ALERT, FeedWatch
 from alerts.model import Change
 from alerts.people import Directory
 from alerts.routes import Route, RoutesConfig, matches
@@ -243,7 +243,9 @@ class AlertService:
             key = (name, place)
             self._active[key] = alert["id"]
             started = _ts(alert["started_at"])
-            if alert["kind"] == "feed":
+            if name == UNKNOWN_PLACES_ALERT:  # resolved at the first check unless codes come again
+                self.feeds.restored_unknown = (place, started)
+            elif alert["kind"] == "feed":
                 parts = name.split(":", 1)
                 feed_key = (parts[1] if len(parts) > 1 else "", place[0], place[2] or "")
                 self.feeds.down[feed_key] = started

@@ -5,7 +5,8 @@ reason and time, so nothing a hospital sends vanishes; after a fix it can be rep
 
 A flood of bad input must not become a second fault: `add` only queues the letter (its id is
 given at once) and a writer thread stores queued letters in one transaction per batch, so a
-file of 100,000 bad rows costs a few fsyncs, not 100,000, and none on the event loop. If the
+file of 100,000 bad rows costs a few fsyncs, not 100,000, and adding one never touches
+the disk (reads, from the API and replay, first store what is queued). If the
 store cannot be written (a full disk) the letters wait in memory, up to MAX_PENDING, and the
 connector's answer does not change. Dead letters hold PHI, so they are kept `retention`
 seconds and at most `max_rows` of them (the oldest go first); what is dropped is counted
@@ -87,9 +88,15 @@ class DeadLetterStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        self._next_id = int(
-            self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM dead_letters").fetchone()[0]
+        # ids are never given twice, also after retention emptied the table (AUTOINCREMENT's
+        # sqlite_sequence keeps the highest id ever stored)
+        self._next_id = 1 + int(
+            self._db.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM dead_letters), 0),"
+                " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'), 0))"
+            ).fetchone()[0]
         )
+        self._stored = int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
         self._pending: list[tuple[Any, ...]] = []
         self._wake = threading.Condition()
         self._closed = False
@@ -136,51 +143,63 @@ class DeadLetterStore:
                 time.sleep(1.0)  # the store is failing: try again in a second, not in a spin
 
     def flush(self) -> bool:
-        """Store what is queued (one transaction) and prune; False if the store failed."""
-        with self._wake:
-            batch, self._pending = self._pending, []
-        try:
-            with self._lock:
-                if batch:
-                    self._db.execute("BEGIN")
-                    try:
-                        self._db.executemany(
-                            "INSERT INTO dead_letters (id, received_time, source, reason, detail, raw,"
-                            " content_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            batch,
-                        )
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        self._db.execute("ROLLBACK")
-                        raise
+        """Store what is queued (one transaction) and prune; False if the letters could not
+        be stored (they stay queued). A prune that fails is only logged: the letters are in."""
+        with self._lock:  # the batch is taken under the lock: a reader after us sees it stored
+            with self._wake:
+                batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self._insert(batch)
+                except sqlite3.Error as exc:
+                    with self._wake:  # keep them, oldest first, for the next try
+                        self._pending[:0] = batch
+                    if self.failing_since is None:
+                        self.failing_since = time.time()
+                        log.error("dead letters cannot be stored; held in memory: %s", exc)
+                    return False
+                self._stored += len(batch)
+            try:
                 self._prune()
-        except sqlite3.Error as exc:
-            with self._wake:  # keep them, oldest first, for the next try
-                self._pending[:0] = batch
-            if self.failing_since is None:
-                self.failing_since = time.time()
-                log.error("dead letters cannot be stored; held in memory: %s", exc)
-            return False
+            except sqlite3.Error as exc:
+                log.error("pruning dead letters failed (tried again later): %s", exc)
         if self.failing_since is not None:
             log.warning("dead letters are stored again")
             self.failing_since = None
         return True
 
+    def _insert(self, batch: list[tuple[Any, ...]]) -> None:
+        """One transaction. OR IGNORE: a batch whose COMMIT did happen though it raised is
+        stored once when it is tried again."""
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO dead_letters (id, received_time, source, reason, detail, raw,"
+                " content_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def _prune(self) -> None:
+        """The cap as soon as it is passed; retention every PRUNE_EVERY seconds."""
         now = time.time()
-        if now - self._pruned < PRUNE_EVERY:
-            return
-        self._pruned = now
-        cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention)).isoformat()
-        old = self._db.execute("DELETE FROM dead_letters WHERE received_time < ?", (cutoff,)).rowcount
-        if old > 0:
-            DEAD_LETTERS_DROPPED.labels("retention").inc(old)
-        over = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] - self.max_rows
+        if now - self._pruned >= PRUNE_EVERY:
+            self._pruned = now
+            cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention)).isoformat()
+            old = self._db.execute("DELETE FROM dead_letters WHERE received_time < ?", (cutoff,)).rowcount
+            if old > 0:
+                DEAD_LETTERS_DROPPED.labels("retention").inc(old)
+            self._stored = int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        over = self._stored - self.max_rows
         if over > 0:
             self._db.execute(
                 "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
                 (over,),
             )
+            self._stored -= over
             DEAD_LETTERS_DROPPED.labels("cap").inc(over)
 
     def prune_now(self) -> None:

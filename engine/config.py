@@ -57,7 +57,7 @@ class MLLPSettings(_Strict):
 class HL7Settings(_Strict):
     unused_triggers: Literal["accept", "reject"] = Field(
         default="accept",
-        description="ADT/ORM/ORU trigger events no KPI uses (A31, A45, ...): accept answers AA and counts "
+        description="ADT trigger events no KPI uses (A31, A45, ...): accept answers AA and counts "
         "them (no events); reject answers AR 201 as before",
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -75,6 +76,7 @@ class EventLog:
         self._repair_tail()
         self.corrupt_lines = 0  # read back but unparseable (quarantined)
         self.write_errors = 0
+        self._torn: int | None = None  # a size a failed write must still be cut back to
         self._fd = self._open(self._segment)
         self._size = os.fstat(self._fd).st_size
         self._position = Position(self._segment, self._size)
@@ -115,12 +117,17 @@ class EventLog:
     def _write(self, blob: bytes) -> Position:
         """Append blob whole, or not at all: on an error the segment is cut back to where it
         was (and the error raised), so a refused batch cannot surface after a later one."""
+        if self._torn is not None:  # a failed write could not be cut back: try again first
+            self._cut_back(self._torn)
+            if self._torn is not None:
+                raise OSError(errno.EIO, "event log: a failed write is still to be cut back")
         if self._size + len(blob) > self.segment_bytes and self._size > 0:
             self._sync()
-            os.close(self._fd)
+            fd = self._open(self._segment + 1)  # opened first: on failure the old one stays
+            old, self._fd = self._fd, fd
+            os.close(old)
             self._seal_later(self._path(self._segment))
             self._segment += 1
-            self._fd = self._open(self._segment)
             self._size = os.fstat(self._fd).st_size
         before = self._size
         try:
@@ -136,14 +143,20 @@ class EventLog:
         return self._position
 
     def _cut_back(self, size: int) -> None:
-        """Undo a batch that was not made durable: truncate the segment to `size`."""
-        self.write_errors += 1
+        """Undo a batch that was not made durable: truncate the segment to `size`. If even
+        that fails, nothing more is appended until it succeeds (O_APPEND would put the next
+        batch after the half-written one)."""
+        if self._torn is None:
+            self.write_errors += 1
         try:
             os.ftruncate(self._fd, size)
             if self.fsync:
                 os.fsync(self._fd)
-        except OSError as exc:  # the log is unusable until this succeeds: the next write retries
+        except OSError as exc:
             log.error("event log: cutting back a failed write failed: %s", exc)
+            self._torn = size
+            return
+        self._torn = None
         self._size = size
         self._position = Position(self._segment, size)
 
@@ -279,16 +292,24 @@ class EventLog:
 
     def _quarantine(self, line: bytes, where: Position) -> None:
         """Keep an unreadable line aside (with where it was) and go on: one bad sector must
-        not stop the start. Counted on /metrics; the line stays in its segment too."""
+        not stop the start. Counted on /metrics (each start that reads past it counts it);
+        the line stays in its segment and is copied to quarantine.ndjson once."""
         self.corrupt_lines += 1
         log.error(
             "event log: unreadable line at segment %d offset %d quarantined", where.segment, where.offset
         )
-        record = orjson.dumps(
-            {"segment": where.segment, "offset": where.offset, "line": line.decode("latin-1")}
-        )
-        with open(self.directory / "quarantine.ndjson", "ab") as fh:
-            fh.write(record + b"\n")
+        path = self.directory / "quarantine.ndjson"
+        key = orjson.dumps({"segment": where.segment, "offset": where.offset})[:-1] + b","
+        try:
+            if path.exists() and key in path.read_bytes():
+                return
+            record = orjson.dumps(
+                {"segment": where.segment, "offset": where.offset, "line": line.decode("latin-1")}
+            )
+            with open(path, "ab") as fh:
+                fh.write(record + b"\n")
+        except OSError as exc:  # a full disk: the line is still in its segment
+            log.error("event log: could not copy an unreadable line to %s: %s", path, exc)
 
     def raw_records(self) -> Iterator[dict[str, object]]:
         for path in self.segment_paths():

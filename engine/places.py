@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from engine.codes import clean_code
 from engine.durations import Duration
 from engine.samples import GroupKey
 from engine.vocabulary import CENSUS_CLASSES, PatientClassList
@@ -155,15 +156,6 @@ class UnknownPlace(ValueError):
         super().__init__(f"{kind} {code!r} {why}")
 
 
-_CONTROL = dict.fromkeys([*range(32), 127], " ")
-
-
-def clean_code(code: str) -> str:
-    """A code as it may be a label: control characters (CR/LF from an HL7 \\X0A\\ escape, tabs)
-    become spaces, then trimmed."""
-    return code.translate(_CONTROL).strip() if not code.isprintable() else code.strip()
-
-
 class Unknown:
     """Codes not in the configuration, accepted but bounded: a new ward loses no data, a
     sender making up codes cannot grow engine state and metric labels without end."""
@@ -213,7 +205,7 @@ class PlaceIndex:
             found = self.facilities.get(code)
             if found is not None:
                 return found
-            code = clean_code(code)
+            code = clean_code(code).strip()
             if not code:
                 return self.default
             found = self.facilities.get(code)
@@ -231,7 +223,7 @@ class PlaceIndex:
             return None, None
         found = self.units.get((facility, unit_code))
         if found is None:
-            unit_code = clean_code(unit_code)
+            unit_code = clean_code(unit_code).strip()
             if not unit_code:
                 return None, None
             found = self.units.get((facility, unit_code))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,18 @@ def wait_for(what: str, check: Any, timeout: float = 60.0, every: float = 0.05) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}: last {got!r}")
         time.sleep(every)
+
+
+def logged(data: Path) -> dict[str, int]:
+    """Events in the event log by type, read straight from its segments: a batch stored twice
+    or a refused batch that reached disk shows here even where a KPI would not (lab_tat_stat
+    keeps the first order and result of an order id, so its n cannot see a duplicate)."""
+    counts: dict[str, int] = {}
+    for segment in sorted((data / "events").glob("events-*.ndjson")):
+        for line in segment.read_bytes().splitlines():
+            kind = orjson.loads(line)["type"]
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def report_n(server: Server, kpi: str, start: datetime, end: datetime) -> int:

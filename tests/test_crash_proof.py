@@ -17,7 +17,8 @@ Expected, from the definition of the STAT turnaround KPI (kpi_defs/lab_tat_stat.
 observation per STAT order id with a final result, keyed by order_id): every pair is AA'd in
 the end, so the facility's live `n` and the period report's `n` are both exactly the number of
 pairs — 8 senders x PAIRS_PER_SENDER. A lost accepted event makes n smaller, a double count
-larger (n counts observations, and a pair counted twice would be two).
+larger. n alone cannot see a message stored twice (the KPI keeps the first order and result of
+an order id), so the event log itself is read too: every order and result event exactly once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.labserver import (
     control_id,
     exchange,
     facility_n,
+    logged,
     order,
     report_n,
     result,
@@ -169,6 +171,8 @@ def test_every_aad_pair_is_counted_once_across_24_sigkills(tmp_path: Path) -> No
             raise AssertionError(f"live n is {seen[-1]}, not {total_pairs}") from None
         start, end = first - timedelta(hours=1), now + timedelta(hours=1)
         assert report_n(server, "lab_tat_stat", start, end) == total_pairs
+        stored = logged(tmp_path / "data")  # each message's events once in the log, no more, no less
+        assert (stored.get("lab.order"), stored.get("lab.result")) == (total_pairs, total_pairs), stored
         # the live value holds still (not climbing past the total: nothing counted twice later)
         assert facility_n(server, "lab_tat_stat") == total_pairs
         metrics = httpx.get(server.url("/metrics"), timeout=10).text

@@ -67,7 +67,14 @@ def test_the_cap_keeps_the_newest_and_retention_deletes_the_old(tmp_path: Path) 
     store.prune_now()
     assert [r[0] for r in stored_rows(path)] == list(range(951, 1001))
     assert dropped("retention") - before == 50
+
+    with sqlite3.connect(path) as db:  # all of them past retention: the table empties
+        db.execute("UPDATE dead_letters SET received_time = ?", (old,))
+    store.prune_now()
+    assert stored_rows(path) == []
     store.close()
+    # an id is never given twice: 1001 onwards, not 1 again, though the table is empty
+    assert DeadLetterStore(path).add("hl7v2", "AR", b"raw") == 1001
 
 
 def test_a_full_disk_holds_letters_in_memory_and_stores_them_when_space_returns(small_disk: Path) -> None:

@@ -12,7 +12,7 @@ fills the filesystem with a ballast file while sending, and then frees it. Promi
 - the log is not corrupt: a SIGKILL and a start afterwards read it whole
   (carescore_eventlog_corrupt_lines_total 0), with the same counts.
 
-And a corrupt line written into the middle of a sealed segment (a bad sector) is quarantined
+And a corrupt line written into the middle of a segment (a bad sector) is quarantined
 with a metric at the next start, never a failed start.
 """
 
@@ -31,6 +31,7 @@ from tests.labserver import (
     control_id,
     exchange,
     facility_n,
+    logged,
     order,
     report_n,
     result,
@@ -102,6 +103,8 @@ def test_a_full_disk_answers_ae_loses_nothing_and_counts_nothing_twice(
         wait_for(f"live n == {total} after restart", lambda: facility_n(server, "lab_tat_stat") == total)
         start, end = now - timedelta(hours=2), now + timedelta(hours=1)
         assert report_n(server, "lab_tat_stat", start, end) == total
+        stored = logged(small_disk / "data")  # each message's events once in the log, no more, no less
+        assert (stored.get("lab.order"), stored.get("lab.result")) == (total, total), stored
         assert "carescore_eventlog_corrupt_lines_total 0.0" in httpx.get(server.url("/metrics")).text
     finally:
         server.stop()

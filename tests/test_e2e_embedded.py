@@ -34,8 +34,11 @@ def admit(visit: str, unit: str, when: datetime) -> str:
     return m.adt("A01", when, where, admit=when)
 
 
-def stat_pair(order: str, unit: str, ordered: datetime, tat_minutes: float) -> tuple[str, str]:
-    where = m.Visit(PATIENT, "I", m.Location(unit, "", "1", "DEMO"), "V9", "DEMO")
+def stat_pair(
+    order: str, unit: str, ordered: datetime, tat_minutes: float, where: m.Visit | None = None
+) -> tuple[str, str]:
+    """A STAT troponin order and its final result tat_minutes later, on `unit` (or at `where`)."""
+    where = where or m.Visit(PATIENT, "I", m.Location(unit, "", "1", "DEMO"), "V9", "DEMO")
     test = ("6598-7", "Troponin T")
     return (
         m.lab_order(ordered, where, order, test, "S"),

@@ -30,7 +30,7 @@ from connectors.hl7v2.parser import Message, is_batch, parse, split_batch
 from connectors.hl7v2.receiver import decode
 from engine.config import Settings
 from engine.runtime.serve import Service
-from tests.test_e2e_embedded import api, value_of, wait_for
+from tests.test_e2e_embedded import api, stat_pair, value_of, wait_for
 from tests.test_hl7_connector import frame
 from tests.test_hl7_corpus import _acks, corpus
 
@@ -453,23 +453,6 @@ async def test_every_unused_corpus_trigger_is_aa_under_accept_and_ar_201_under_r
 # -- (e) control characters in codes -------------------------------------------------------------
 
 
-def stat_pair(order: str, where: m.Visit, ordered: datetime) -> tuple[str, str]:
-    test = ("6598-7", "Troponin T")
-    result = m.lab_result(
-        ordered + timedelta(minutes=30),
-        where,
-        order,
-        test,
-        "S",
-        ordered=ordered,
-        collected=ordered + timedelta(minutes=5),
-        received=ordered + timedelta(minutes=10),
-        value="30",
-        units="ng/L",
-    )
-    return m.lab_order(ordered, where, order, test, "S"), result
-
-
 async def test_escaped_control_characters_never_reach_unit_codes_labels_or_acks(
     settings_for: Callable[..., Settings],
 ) -> None:
@@ -486,7 +469,7 @@ async def test_escaped_control_characters_never_reach_unit_codes_labels_or_acks(
         # PV1-3 with a TAB and no facility: the facility is MSH-4, which ends in \X0D\
         ward = m.Visit(PATIENT, "I", m.Location("4W\\X09\\", "1", "7", ""), "VC3", "DEMO\\X0D\\")
         async with MLLPClient("127.0.0.1", port) as client:
-            for order, result in (stat_pair("OC1", ed, start), stat_pair("OC2", new, start)):
+            for order, result in (stat_pair("OC1", "", start, 30, ed), stat_pair("OC2", "", start, 30, new)):
                 assert ack_code(await client.send(order)) == "AA"
                 assert ack_code(await client.send(result)) == "AA"
             admit = m.adt("A01", NOW, ward, admit=NOW)

@@ -110,3 +110,8 @@ def test_a_made_up_facility_going_quiet_pages_nobody() -> None:
     watch.observe([made_up, ours], now=1000.0)
     fired = watch.check(now=2000.0)
     assert [c.place[0] for c in fired] == ["DEMO"]  # our feed's outage is paged, the made-up one's not
+
+    per_unit = FeedWatch([rule.model_copy(update={"per": "unit"})], facilities={"DEMO"})
+    made_up_unit = ours.model_copy(update={"unit": "NEWWARD", "department": None})
+    per_unit.observe([made_up_unit, ours], now=1000.0)
+    assert [c.place[2] for c in per_unit.check(now=2000.0)] == ["4W"]  # not the made-up unit

@@ -9,12 +9,12 @@ pre-2.5 location field) is filled too, for older receivers.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from connectors.hl7v2.parser import DEFAULT_ENCODING, Encoding, Message
+from engine.codes import CONTROLS
 
 ERROR_TEXT = {
     0: "Message accepted",
@@ -42,15 +42,12 @@ def _stamp() -> str:
     return str(_last_stamp[1])
 
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def _escape(text: str, enc: Encoding) -> str:
     """Our text in a field: delimiters escaped, control characters (a reason may quote what
     the sender wrote, unescaped) as spaces: a 0x1C or 0x0B in an ACK would end or restart
     its MLLP frame, a CR a segment."""
     if not text.isprintable():
-        text = _CONTROLS.sub(" ", text)
+        text = CONTROLS.sub(" ", text)
     esc = enc.escape
     if not esc:  # the sender declared no escape character: drop delimiters from our text
         for ch in (enc.field, enc.component, enc.subcomponent, enc.repetition):

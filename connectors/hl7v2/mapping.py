@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from connectors.hl7v2.dtm import parse_dtm
 from connectors.hl7v2.parser import Message, Segment
 from connectors.orders import OrderMemory
+from engine.codes import clean_code
 from engine.events import EncounterEvent, EventBase, FinanceEvent, LabEvent, NurseCallEvent, ProcedureEvent
 from engine.places import PlaceIndex, Places, UnknownPlace
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
@@ -28,7 +29,6 @@ from engine.vocabulary import HL7_PRIORITY, hl7_disposition, hl7_patient_class
 
 SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8")
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _UNPRINTABLE_RAW = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BYTES = bytes([*range(0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])  # not CR, LF
 _MARK_CONTROLS = bytes.maketrans(_CONTROL_BYTES, bytes(len(_CONTROL_BYTES)))
@@ -48,16 +48,6 @@ def may_hold_controls(msg: Message) -> bool:
     if not esc or raw.find(esc, 8) < 0:  # none past MSH-2 (^~\\&): most messages
         return False
     return esc + "X" in raw or esc + "." in raw
-
-
-def clean_code(value: str) -> str:
-    """An identifier or code as it may reach the engine: runs of control characters (C0,
-    DEL, C1 and the Unicode line/paragraph separators, whether sent raw or as an escape such
-    as \\X0A\\) become one space, ends trimmed. These values end up in metric labels, REST
-    answers and email subjects, where a line break forges a line or a header."""
-    if value.isprintable():  # nearly always: one C call
-        return value
-    return _UNPRINTABLE.sub(" ", value).strip()
 
 
 class MappingError(ValueError):
@@ -577,7 +567,9 @@ class _Mapper:
         place = self.place(pv1)
         department_code = clean_code(ft1.first(13)) if ft1 is not None else ""
         if department_code:
-            department, unit = self.ctx.index.resolve(place["facility"], department_code)
+            department, unit = self.ctx.index.resolve(
+                place["facility"], department_code, admit=False
+            )  # a probe
             if unit is not None and department is not None:
                 return {"facility": place["facility"], "department": department, "unit": unit, "bed": None}
         return place

@@ -28,13 +28,13 @@ from connectors.hl7v2.mapping import (
     UNUSED_TRIGGERS,
     MapContext,
     MappingError,
-    clean_code,
     map_message,
     message_key,
 )
 from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
 from connectors.metrics import HL7_DUPLICATES, HL7_MESSAGES
 from engine.bus import EventSink, Published, StorageUnavailable
+from engine.codes import clean_code
 from engine.events import EventBase
 
 log = logging.getLogger(__name__)

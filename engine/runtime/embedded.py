@@ -10,7 +10,6 @@ after it (or the whole log, if the KPI definitions changed since the snapshot).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -59,12 +58,23 @@ windows close as the data goes by, as they do live, so state holds the open wind
 (not every pane since the first event) and history is written as it would have been."""
 
 
+def _find_prctl() -> Any:
+    """prctl, looked up once in the parent: a child forked from a process with threads must not
+    go through the dynamic loader (another thread may have held its lock at the fork)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
 def _die_with(parent: int) -> None:
     """A snapshot child killed with its parent (Linux PR_SET_PDEATHSIG): left alive, it could
     replace the snapshot a restarted process has written since with an older one."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
