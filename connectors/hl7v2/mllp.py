@@ -285,21 +285,28 @@ class MLLPServer:
             await asyncio.sleep(period)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.frame_age(now) > self.frame_timeout:
-                    self.unfinished(
-                        conn.decoder,
-                        f"frame incomplete {self.frame_timeout:g} s after its first byte (frame_timeout)",
-                        kind="frame_timeout",
-                    )
-                    conn.decoder = FrameDecoder(self.max_message_bytes)
-                    conn.close()
-                elif conn.idle_for(now) > self.idle_timeout:
-                    self.unfinished(conn.decoder, "connection idle past the timeout inside a frame")
-                    conn.decoder = FrameDecoder(self.max_message_bytes)
-                    log.info("mllp connection idle, closing", extra={"idle_timeout": self.idle_timeout})
-                    conn.close()
+                try:
+                    self._reap(conn, now)
+                except Exception:  # one connection's trouble must not end the timeouts for all
+                    log.exception("mllp: closing a timed-out connection failed")
             if self._refused_unlogged and now - self._refusal_logged_at >= REFUSAL_LOG_EVERY:
                 self._log_refusals(now)
+
+    def _reap(self, conn: _Connection, now: float) -> None:
+        """Close a connection past its frame or idle timeout (its partial frame kept)."""
+        if conn.frame_age(now) > self.frame_timeout:
+            self.unfinished(
+                conn.decoder,
+                f"frame incomplete {self.frame_timeout:g} s after its first byte (frame_timeout)",
+                kind="frame_timeout",
+            )
+            conn.decoder = FrameDecoder(self.max_message_bytes)
+            conn.close()
+        elif conn.idle_for(now) > self.idle_timeout:
+            self.unfinished(conn.decoder, "connection idle past the timeout inside a frame")
+            conn.decoder = FrameDecoder(self.max_message_bytes)
+            log.info("mllp connection idle, closing", extra={"idle_timeout": self.idle_timeout})
+            conn.close()
 
     def refused(self) -> None:
         """A connection beyond max_connections was closed: count it; warn at once for the
