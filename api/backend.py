@@ -8,12 +8,12 @@ from typing import Any, Protocol
 
 from alerts.service import AlertService
 from connectors.deadletters import DeadLetterStore
+from engine.board import KpiBoard
 from engine.config import ScorecardSettings
 from engine.definitions import Catalogue
 from engine.history import History
 from engine.places import Places
 from engine.reports import Level, ReportRow
-from engine.runtime.state import KpiBoard
 
 
 class Backend(Protocol):

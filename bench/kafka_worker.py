@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.mllp_e2e import free_port
 from bench.report import write_section
 from bench.workload import hospital, stream
+from carescore.transports.kafka.topics import ensure_topics, events_topic
 from engine.config import REPO_ROOT, KafkaSettings
 from engine.events import dump_event
-from engine.runtime.kafka.topics import ensure_topics, events_topic
 
 EVENTS = 400_000
 BATCH = 50
@@ -221,7 +221,7 @@ def run_workers(count: int, bootstrap: str, prefix: str, folder: Path, places: o
                 [
                     sys.executable,
                     "-m",
-                    "engine.cli",
+                    "carescore.cli",
                     "worker",
                     "--config",
                     str(config),
@@ -330,7 +330,7 @@ each) from 8 hospitals of 3 units, one hospital per partition of an {PARTITIONS}
 events topic on a local broker (deploy/kafka/kafka.sh: Kafka from Maven Central, Java 17),
 produced before any reader starts, twice: one event per record ({len(rows[1]):,} records), and
 runs of up to {BATCH} consecutive events of a hospital per record ({len(rows[BATCH]):,} records),
-the shape the gateway's group commit writes under load (engine/runtime/kafka/sink.py).
+the shape the gateway's group commit writes under load (carescore/transports/kafka/sink.py).
 
 A worker is a real `carescore worker` process with default settings (full KPI catalogue,
 checkpoint every 20,000 events into the changelog table, records acknowledged after their

@@ -35,7 +35,7 @@ from bench.mllp_e2e import free_port
 from bench.report import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
-CARESCORE = [sys.executable, "-m", "engine.cli"]
+CARESCORE = [sys.executable, "-m", "carescore.cli"]
 
 
 def start(config: Path, api_port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:

@@ -10,7 +10,7 @@
    interface engines do), each recording, per message, the time from writing the frame to
    reading its ACK. Reported: messages, messages/s over the whole replay (first send to last
    ACK), ACK latency p50/p99/max, ACKs that are not AA, and from /metrics at the end the longest
-   event-loop stall (engine/runtime/loopwatch.py): while the loop is blocked, every connection
+   event-loop stall (carescore/loopwatch.py): while the loop is blocked, every connection
    waits for its ACK.
 2. Harness ceiling. The same senders and files against an ACK-only MLLP server (asyncio, its
    own process, no parsing beyond MSH-10): what 8 stop-and-wait connections can reach on this

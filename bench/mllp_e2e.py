@@ -165,7 +165,7 @@ def run(window: int, use_go: bool) -> dict[str, float]:
             "CARESCORE_DATA_DIR": data,
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run"],
+            [sys.executable, "-m", "carescore.cli", "run"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -83,7 +83,7 @@ def settings_for(tmp_path: Path, places: Places) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def service(settings_for: Callable[..., Settings]) -> AsyncIterator[Any]:
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     svc = Service(settings_for())
     await svc.start()

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from carescore.transports.kafka.topics import ensure_topics, events_topic, samples_topic
 from connectors.demo.hospital import DemoHospital
 from connectors.hl7v2.mapping import MapContext, map_message
 from connectors.hl7v2.parser import parse
@@ -26,7 +27,6 @@ from engine.core import Engine
 from engine.definitions import load_catalogue
 from engine.events import EventBase, dump_event, dump_events
 from engine.places import Places
-from engine.runtime.kafka.topics import ensure_topics, events_topic, samples_topic
 from engine.samples import Sample, load_samples
 from tests.conftest import DEMO_PLACES
 
@@ -196,7 +196,7 @@ class Worker:
         self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         metrics = self.metrics_url.split("/")[2]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker", "--config", str(config), "--metrics", metrics],
+            [sys.executable, "-m", "carescore.cli", "worker", "--config", str(config), "--metrics", metrics],
             cwd=REPO_ROOT,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,

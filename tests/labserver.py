@@ -78,7 +78,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "carescore.cli", "run", "--config", str(self.config)],
             cwd=ROOT,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

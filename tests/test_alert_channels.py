@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from alerts.channels.alertmanager import AlertmanagerChannel
+from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.runtime.serve import Service
 from tests.alerting import ICU, free_port, make_rig
 from tests.test_e2e_embedded import now, stat_pair, wait_for
 

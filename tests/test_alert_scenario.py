@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from carescore.transports.embedded import EmbeddedRuntime
 from engine.config import REPO_ROOT
 from engine.events import EncounterEvent, EventBase, LabEvent, NurseCallEvent
-from engine.runtime.embedded import EmbeddedRuntime
 from tests.alerting import Clock
 
 START = datetime(2026, 3, 2, 7, 30, tzinfo=UTC)

@@ -61,7 +61,7 @@ def settings_doc(data: Path, api: int = 0) -> dict[str, Any]:
 
 
 def carescore(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "carescore.cli", *args]
 
 
 def until_healthy(proc: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def recovered(log: Path) -> list[dict[str, Any]]:
 
 
 async def live_replay(settings: Settings, messages: list[mh.Message]) -> dict[str, Any]:
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     svc = Service(settings)
     await svc.start()

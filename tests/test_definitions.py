@@ -84,7 +84,7 @@ def test_bad_duration_and_duplicate_ids(tmp_path: Path) -> None:
 
 def test_kpi_check_command(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "kpi", "check", str(REPO_ROOT / "kpi_defs")],
+        [sys.executable, "-m", "carescore.cli", "kpi", "check", str(REPO_ROOT / "kpi_defs")],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -94,7 +94,7 @@ def test_kpi_check_command(tmp_path: Path) -> None:
     assert "lab_tat_stat" in ok.stdout
     bad = write(tmp_path, GOOD.replace("direction: lower_is_better", "direction: down"))
     fail = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "kpi", "check", str(bad)],
+        [sys.executable, "-m", "carescore.cli", "kpi", "check", str(bad)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -119,7 +119,7 @@ def test_kpi_check_fails_on_a_kpi_without_standard_or_deviations(tmp_path: Path)
 
     def check() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "engine.cli", "kpi", "check", str(folder)],
+            [sys.executable, "-m", "carescore.cli", "kpi", "check", str(folder)],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,

@@ -98,7 +98,7 @@ async def test_carescore_run_with_the_demo_fires_an_alert_within_a_minute(tmp_pa
         "CARESCORE_DEMO": "1",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run"],
+        [sys.executable, "-m", "carescore.cli", "run"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

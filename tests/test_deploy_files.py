@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.cli import build_parser
+from carescore.cli import build_parser
 from engine.config import REPO_ROOT, load_settings
 
 DEPLOY = REPO_ROOT / "deploy"

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
 from connectors.hl7v2.parser import parse
 from engine.config import Settings
-from engine.runtime.serve import Service
 
 PATIENT = m.Patient("MRN1", "Doe", "Jane", "19700101", "F")
 

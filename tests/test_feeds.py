@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from carescore.serve import Service
 from connectors.feeds.docs import render_markdown
 from connectors.feeds.schemas import FEEDS
 from engine.config import REPO_ROOT
-from engine.runtime.serve import Service
 
 EXAMPLES = REPO_ROOT / "deploy" / "examples" / "feeds"
 CONTENT = {".csv": "text/csv", ".json": "application/json", ".ndjson": "application/x-ndjson"}

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.runtime.serve import Service
+from carescore.serve import Service
 from tests.conftest import needs_testdata
 
 FHIR = {"Content-Type": "application/fhir+json"}

@@ -27,9 +27,9 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from carescore.serve import Service
 from engine.config import Settings
 from engine.places import Places
-from engine.runtime.serve import Service
 
 GOLDEN = Path(__file__).parent / "golden"
 MLLP_SEND = Path(sys.executable).parent / "mllp_send"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
 from connectors.hl7v2.mapping import MapContext, map_message
@@ -20,7 +21,6 @@ from connectors.hl7v2.parser import parse
 from engine.config import Settings
 from engine.events import FinanceEvent, NurseCallEvent
 from engine.places import Places
-from engine.runtime.serve import Service
 
 PATIENT = m.Patient("MRN5", "Roe", "Ann", "19600101", "F")
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -14,12 +14,12 @@ import hl7
 import orjson
 import pytest
 
+from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
 from connectors.hl7v2.mapping import MapContext, MappingError, map_message
 from connectors.hl7v2.parser import HL7ParseError, is_batch, parse, split_batch
 from connectors.hl7v2.receiver import decode
 from engine.config import Settings
-from engine.runtime.serve import Service
 from tests.conftest import needs_testdata
 
 

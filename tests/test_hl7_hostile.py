@@ -23,13 +23,13 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from carescore.serve import Service
 from connectors.hl7v2 import mapping
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
 from connectors.hl7v2.parser import Message, is_batch, parse, split_batch
 from connectors.hl7v2.receiver import decode
 from engine.config import Settings
-from engine.runtime.serve import Service
 from tests.test_e2e_embedded import api, stat_pair, value_of, wait_for
 from tests.test_hl7_connector import frame
 from tests.test_hl7_corpus import _acks, corpus

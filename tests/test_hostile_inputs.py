@@ -34,11 +34,11 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from carescore.serve import Service
 from connectors.feeds.reader import read_rows
 from connectors.feeds.schemas import FEEDS
 from connectors.hl7v2 import messages as m
 from engine.config import REPO_ROOT
-from engine.runtime.serve import Service
 from tests.alerting import free_port
 from tests.conftest import DEMO_PLACES
 
@@ -91,7 +91,7 @@ def carescore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     log = root / "carescore.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "carescore.cli", "run", "--config", str(config)],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,

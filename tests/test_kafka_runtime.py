@@ -137,11 +137,11 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
 
     from aiokafka import AIOKafkaConsumer
 
+    from carescore.serve import Service
+    from carescore.transports.kafka.topics import events_topic
     from connectors.hl7v2 import messages as m
     from connectors.hl7v2.client import MLLPClient, ack_code
     from engine.events import parse_events
-    from engine.runtime.kafka.topics import events_topic
-    from engine.runtime.serve import Service
     from tests.alerting import free_port
     from tests.kafka import KAFKA_SH
 
@@ -218,10 +218,10 @@ async def test_the_gateway_batches_events_in_order_and_stores_a_repeated_message
     repeating a row) is stored once and answered `duplicate` the second time."""
     from aiokafka import AIOKafkaConsumer
 
+    from carescore.transports.kafka.sink import KafkaSink
+    from carescore.transports.kafka.topics import events_topic
     from engine.bus import Published
     from engine.events import parse_events
-    from engine.runtime.kafka.sink import KafkaSink
-    from engine.runtime.kafka.topics import events_topic
 
     settings, _ = await kafka_settings(kafka_broker, tmp_path)
     events = hospital_events(hours=1, facilities=("DEMO", "EAST"))[:300]
@@ -270,7 +270,7 @@ async def test_records_gone_from_the_topic_are_a_counted_gap_not_a_stall(
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-    from engine.runtime.kafka.topics import events_topic
+    from carescore.transports.kafka.topics import events_topic
 
     settings, config = await kafka_settings(kafka_broker, tmp_path, partitions=1)
     events = hospital_events(hours=1, facilities=("DEMO",))
@@ -305,7 +305,7 @@ def test_a_worker_whose_metrics_port_is_taken_says_what_to_do(tmp_path: Path) ->
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "worker", "--metrics", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "carescore.cli", "worker", "--metrics", f"127.0.0.1:{port}"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

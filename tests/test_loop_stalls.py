@@ -1,4 +1,4 @@
-"""A tick that closes 100,000 windows does not hold up the ACKs (engine/runtime/embedded.py
+"""A tick that closes 100,000 windows does not hold up the ACKs (carescore/transports/embedded.py
 tick_async: windows close in slices with the event loop served in between, history is written
 on its own thread, the snapshot from a forked child).
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from engine.config import Settings
 from engine.events import EVENT_TYPES
-from engine.runtime.serve import Service
 
 WINDOWS = 100_000
 PROBE = {

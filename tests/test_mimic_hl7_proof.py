@@ -151,7 +151,7 @@ async def send_all(port: int, messages: list[mh.Message]) -> dict[str, Any]:
 async def run_replay(
     settings: Settings, messages: list[mh.Message], periods: list[tuple[datetime, datetime]]
 ) -> dict[str, Any]:
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     svc = Service(settings)
     await svc.start()

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import yaml
 
+from carescore.serve import Service
 from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.messages import Location, Patient, Visit, adt
 from engine.config import REPO_ROOT
 from engine.eventlog import EventLog
-from engine.runtime.serve import Service
 from tests.conftest import DEMO_PLACES, needs_testdata
 
 
@@ -39,7 +39,7 @@ def admit(visit: str, unit: str, when: datetime, facility: str = "DEMO") -> str:
 
 def carescore(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        [sys.executable, "-m", "carescore.cli", *map(str, args)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

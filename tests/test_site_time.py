@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from carescore.transports.embedded import catalogue_fingerprint
 from connectors.feeds.mapping import FeedMapper
 from connectors.feeds.schemas import FEEDS
 from connectors.hl7v2.mapping import MapContext, map_message
@@ -33,7 +34,6 @@ from engine.eventframe import frame_from_records
 from engine.events import EventBase, dump_event
 from engine.places import Places
 from engine.reports import Reporter
-from engine.runtime.embedded import catalogue_fingerprint
 from engine.windows import CalendarClock, FixedClock, PaneClock
 
 NY = ZoneInfo("America/New_York")
@@ -375,7 +375,7 @@ def test_thirty_days_to_a_readmission_are_the_sites_calendar_days() -> None:
 
 # -- wiring --------------------------------------------------------------------------------------
 def test_the_site_timezone_reaches_the_engine_and_the_snapshot_fingerprint(tmp_path: Any) -> None:
-    from engine.runtime.kafka.worker import restore_partition
+    from carescore.transports.kafka.worker import restore_partition
 
     settings = Settings.model_validate({"timezone": "America/New_York", "data_dir": tmp_path})
     part = restore_partition(None, SHIPPED, settings, "f")
@@ -399,7 +399,7 @@ async def test_a_running_carescore_in_new_york_counts_its_calendar_month(
 
     import httpx
 
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     now = datetime.now(NY).replace(microsecond=0)
     first = now.replace(day=1, hour=0, minute=0, second=0)

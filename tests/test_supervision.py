@@ -2,7 +2,7 @@
 
 Before: any component that raised (the inbox on a bad folder, the delivery loop, the tick)
 made the service stop MLLP and the API with it. Now only the HTTP server's death stops the
-process; the rest are restarted (engine/runtime/supervisor.py) and shown on /readyz and
+process; the rest are restarted (carescore/supervisor.py) and shown on /readyz and
 /metrics.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
+from carescore.supervisor import ComponentState, Supervisor
 from engine.config import Settings
-from engine.runtime.supervisor import ComponentState, Supervisor
 
 
 async def test_a_component_that_raises_is_restarted_with_growing_delays_until_it_runs() -> None:
@@ -67,7 +67,7 @@ async def test_a_failing_component_degrades_the_service_instead_of_stopping_it(
     file's and every scan's error) on its first two runs. MLLP and the API go on; /readyz
     names the inbox as degraded with its error and restarts, /metrics counts them; after the
     backoff it runs again and /readyz is clean."""
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     svc = Service(settings_for(feeds={"poll": 0.05, "inbox": tmp_path / "inbox"}))
     real_run, runs = svc.watcher.run, []

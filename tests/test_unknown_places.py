@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
 from engine.config import Settings
-from engine.runtime.serve import Service
 
 PATIENT = m.Patient("MRN1", "Doe", "Jane", "19700101", "F")
 

@@ -115,7 +115,7 @@ def socket_run(connections: int, work: Path) -> tuple[list[str], bool]:
     log = work / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "carescore.cli", "run", "--config", str(config)],
             cwd=ROOT,
             stdout=out,
             stderr=out,

@@ -45,7 +45,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics is not None:
         settings.runtime.kafka.worker_metrics = args.metrics
     setup_logging(settings.log_level)
-    from engine.runtime.kafka.worker import run_worker
+    from carescore.transports.kafka.worker import run_worker
 
     run_worker(settings)
     return 0
@@ -54,15 +54,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level)
-    from engine.runtime.serve import Service
+    from carescore.serve import Service
 
     asyncio.run(Service(settings).run())
     return 0
 
 
 def cmd_import_mimic(args: argparse.Namespace) -> int:
+    from carescore.transports.embedded import EmbeddedRuntime
     from connectors.feeds.mimic import mimic_events
-    from engine.runtime.embedded import EmbeddedRuntime
 
     settings = _settings(args)
     setup_logging("WARNING")
@@ -102,7 +102,7 @@ def _progress(stored: int, duplicates: int, started: float, final: bool = False)
 
 def _offline(args: argparse.Namespace, work: Any) -> Any:
     """Run one offline job (an import, a replay) over the data folder."""
-    from engine.runtime.offline import Offline
+    from carescore.offline import Offline
 
     settings = _settings(args)
     setup_logging("WARNING")

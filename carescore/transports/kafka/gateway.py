@@ -19,7 +19,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from api.problems import Problem
+from carescore.alerting import build_alert_service
+from carescore.supervisor import ComponentState
+from carescore.transports.kafka.sink import KafkaSink
+from carescore.transports.kafka.topics import ensure_topics, samples_topic
 from connectors.deadletters import DeadLetterStore
+from engine.board import KpiBoard
 from engine.bus import Published
 from engine.config import Settings
 from engine.core import Engine
@@ -27,11 +32,6 @@ from engine.definitions import load_catalogue
 from engine.events import EventBase
 from engine.history import History
 from engine.reports import Level, ReportRow
-from engine.runtime.alerting import build_alert_service
-from engine.runtime.kafka.sink import KafkaSink
-from engine.runtime.kafka.topics import ensure_topics, samples_topic
-from engine.runtime.state import KpiBoard
-from engine.runtime.supervisor import ComponentState
 from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)

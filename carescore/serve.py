@@ -19,6 +19,9 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from carescore.loopwatch import LoopWatch
+from carescore.supervisor import Supervisor
+from carescore.transports.embedded import EmbeddedRuntime
 from connectors.feeds.http import feeds_router
 from connectors.feeds.watch import FeedWatcher
 from connectors.fhir.http import fhir_router
@@ -26,9 +29,6 @@ from connectors.hl7v2.mllp import MLLPServer
 from connectors.intake import Intake
 from connectors.replay import Replayer
 from engine.config import Settings, TLSSettings
-from engine.runtime.embedded import EmbeddedRuntime
-from engine.runtime.loopwatch import LoopWatch
-from engine.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def server_tls(tls: TLSSettings | None) -> ssl.SSLContext | None:
 
 
 def _kafka_gateway(settings: Settings) -> Any:
-    from engine.runtime.kafka.gateway import KafkaGateway
+    from carescore.transports.kafka.gateway import KafkaGateway
 
     return KafkaGateway(settings)
 

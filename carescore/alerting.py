@@ -20,10 +20,10 @@ from alerts.routes import load_routes
 from alerts.service import AlertService
 from alerts.store import AlertStore
 from connectors.deadletters import DeadLetterStore
+from engine.board import KpiBoard
 from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue
-from engine.runtime.state import KpiBoard
 
 
 def alert_event(change: dict[str, Any]) -> dict[str, Any]:

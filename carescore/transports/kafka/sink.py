@@ -22,10 +22,10 @@ from collections import OrderedDict
 
 from aiokafka import AIOKafkaProducer
 
+from carescore.transports.kafka.topics import events_topic
 from engine.bus import Published, StorageUnavailable
 from engine.config import KafkaSettings
 from engine.events import EventBase, dump_events
-from engine.runtime.kafka.topics import events_topic
 
 log = logging.getLogger(__name__)
 

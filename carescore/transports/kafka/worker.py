@@ -31,12 +31,12 @@ import faust
 import orjson
 from prometheus_client import Counter, Gauge, start_http_server
 
+from carescore.transports.embedded import catalogue_fingerprint
+from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, load_catalogue
 from engine.events import parse_events
-from engine.runtime.embedded import catalogue_fingerprint
-from engine.runtime.kafka.topics import events_topic, samples_topic
 from engine.samples import Sample, dump_samples
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def _changed(part: Partition, live: list[Sample]) -> list[Sample]:
 def run_worker(settings: Settings) -> None:
     import asyncio
 
-    from engine.runtime.kafka.topics import ensure_topics
+    from carescore.transports.kafka.topics import ensure_topics
 
     if settings.runtime.kafka.worker_metrics:
         address = settings.runtime.kafka.worker_metrics

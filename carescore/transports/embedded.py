@@ -24,7 +24,10 @@ from typing import IO, Any
 
 import orjson
 
+from carescore.alerting import build_alert_service
+from carescore.supervisor import ComponentState
 from connectors.deadletters import DeadLetterStore
+from engine.board import KpiBoard
 from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
 from engine.core import STATE_VERSION, Engine
@@ -34,9 +37,6 @@ from engine.eventlog import START, EventLog, Position
 from engine.events import EventBase
 from engine.history import History
 from engine.reports import Level, Reporter, ReportRow
-from engine.runtime.alerting import build_alert_service
-from engine.runtime.state import KpiBoard
-from engine.runtime.supervisor import ComponentState
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import orjson
 
+from carescore.transports.embedded import REPLAY_ADVANCE_EVERY, EmbeddedRuntime
 from connectors.feeds.reader import FeedFileError, detect
 from connectors.fhir.ingest import MAPPED_TYPES
 from connectors.fhir.outcome import problems
@@ -26,7 +27,6 @@ from connectors.intake import Intake
 from connectors.replay import Replayed, Replayer
 from engine.config import Settings
 from engine.progress import Progress
-from engine.runtime.embedded import REPLAY_ADVANCE_EVERY, EmbeddedRuntime
 
 IN_FLIGHT = 512  # inputs mapped and waiting for their group commit at once
 ERRORS_LISTED = 20

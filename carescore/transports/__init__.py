@@ -1,0 +1,1 @@
+"""Two ways events reach the engine: the embedded log and Kafka, behind one shell."""
