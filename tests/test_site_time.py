@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carescore.transports.embedded import catalogue_fingerprint
 from connectors.feeds.mapping import FeedMapper
 from connectors.feeds.schemas import FEEDS
 from connectors.hl7v2.mapping import MapContext, map_message
 from connectors.hl7v2.parser import parse
+from engine.checkpoint import catalogue_fingerprint
 from engine.config import REPO_ROOT, Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, KpiDefinition, WindowSpec, load_catalogue

@@ -11,33 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import fcntl
-import hashlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from carescore.alerting import build_alert_service
-from carescore.supervisor import ComponentState
-from connectors.deadletters import DeadLetterStore
-from engine.board import KpiBoard
+from carescore.shell import RuntimeShell
 from engine.bus import Published, StorageUnavailable
+from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
-from engine.core import STATE_VERSION, Engine
-from engine.definitions import Catalogue, load_catalogue
+from engine.core import Engine
+from engine.dedupe import RecentKeys, message_key_of
+from engine.definitions import Catalogue
 from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
 from engine.events import EventBase
-from engine.history import History
 from engine.reports import Level, Reporter, ReportRow
-from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -79,45 +70,12 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-class DataDirBusy(RuntimeError):
-    """Another carescore process owns this data folder."""
+class EmbeddedRuntime(RuntimeShell):
+    kind = "embedded"
 
-
-def _lock_data_dir(data: Path) -> IO[bytes]:
-    """One process per data folder: two writers would interleave the event log."""
-    handle = open(data / ".lock", "ab")  # noqa: SIM115 - held for the runtime's life
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.close()
-        raise DataDirBusy(
-            f"{data} is in use by another carescore process (stop it, or use another data_dir)"
-        ) from exc
-    return handle
-
-
-def catalogue_fingerprint(catalogue: Catalogue, timezone: str = "UTC") -> str:
-    """What a snapshot's state depends on: the state version, the KPIs, and the site's time
-    zone (day panes are its days: a snapshot from another zone is not restored)."""
-    blob = orjson.dumps(
-        [STATE_VERSION, timezone, *(k.model_dump(mode="json", by_alias=True) for k in catalogue)],
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-class EmbeddedRuntime:
     def __init__(self, settings: Settings, *, catalogue: Catalogue | None = None):
-        self.settings = settings
-        self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
-        self.places = settings.places
-        self.scorecard = settings.scorecard
-        unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
-        if unknown:
-            raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
+        super().__init__(settings, catalogue)
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_data_dir(data)
         self.engine = Engine(
             self.catalogue,
             self.places,
@@ -125,28 +83,15 @@ class EmbeddedRuntime:
             timezone=settings.timezone,
             wall_clock=True,
         )
-        self.board = KpiBoard()
-        self.history = History(data / "history.sqlite", self.engine.pane_clocks())
-        self.dead_letters = DeadLetterStore(
-            data / "deadletters.sqlite",
-            max_rows=settings.dead_letters.max_rows,
-            retention=settings.dead_letters.retention,
-        )
-        self.clock: Callable[[], float] = time.time  # tests drive time by replacing both clocks
-        self.alerts = build_alert_service(
-            settings, self.catalogue, self.engine, self.board, data, self.dead_letters
-        )
+        self._attach(self.engine)
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue, settings.timezone)
-        self.seen: dict[str, None] = {}
+        self.seen = RecentKeys(SEEN_LIMIT)
         self._reserved: set[str] = set()
         self.processed = START
-        self.started_at = time.time()
-        self.ready = False
         self._last_snapshot = 0.0
         self._snapshot_pid: int | None = None
         self._reporter: tuple[Position, Reporter] | None = None
-        self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
         self.engine_errors = 0  # events the engine raised on (counted, logged, skipped)
         self.close_every = 0  # imports: close windows every this many events (ticks do it live)
         self._since_close = 0
@@ -193,10 +138,7 @@ class EmbeddedRuntime:
         return Published.accepted
 
     def _remember(self, key: str) -> None:
-        self.seen[key] = None
-        if len(self.seen) > SEEN_LIMIT:
-            for old in list(self.seen)[: SEEN_LIMIT // 10]:
-                del self.seen[old]
+        self.seen.add(key)
 
     def _on_commit(self, events: list[EventBase], position: Position) -> None:
         self._process(events)
@@ -240,14 +182,14 @@ class EmbeddedRuntime:
         since = START
         snap = self._read_snapshot()
         if snap is not None:
-            self.engine.restore(snap["engine"])
-            self.seen = dict.fromkeys(snap["seen"])
-            since = Position(*snap["position"])
+            self.engine.restore(snap.engine)
+            self.seen = RecentKeys(SEEN_LIMIT, snap.seen)
+            since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
         for event, position in self.log.replay(since):
             self._process([event])
-            self._remember(event.source_id.rsplit("#", 1)[0])
+            self._remember(message_key_of(event.source_id))
             self.processed = position
             replayed += 1
             if replayed % REPLAY_ADVANCE_EVERY == 0:
@@ -261,18 +203,15 @@ class EmbeddedRuntime:
             },
         )
 
-    def _read_snapshot(self) -> dict[str, Any] | None:
-        if not self.snapshot_path.exists():
-            return None
+    def _read_snapshot(self) -> Checkpoint | None:
         try:
-            snap: dict[str, Any] = orjson.loads(self.snapshot_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
+            blob = self.snapshot_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
             log.warning("snapshot unreadable, replaying the whole log", extra={"error": str(exc)})
             return None
-        if snap.get("fingerprint") != self.fingerprint:
-            log.info("KPI definitions changed since the snapshot: replaying the whole log")
-            return None
-        return snap
+        return Checkpoint.decode(blob, self.fingerprint)
 
     def write_snapshot(self) -> None:
         """Write the snapshot now (on stop; tests). Ticks use snapshot_in_background()."""
@@ -317,16 +256,11 @@ class EmbeddedRuntime:
         return False
 
     def _write_snapshot_file(self) -> None:
-        snap = {
-            "fingerprint": self.fingerprint,
-            "position": self.processed.to_list(),
-            "engine": self.engine.snapshot(),
-            "seen": list(self.seen)[-SNAPSHOT_SEEN:],
-            "written_at": time.time(),
-        }
+        position, engine = self.processed.to_list(), self.engine.snapshot()
+        snap = Checkpoint(self.fingerprint, position, engine, self.seen.newest(SNAPSHOT_SEEN))
         tmp = self.snapshot_path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(orjson.dumps(snap))
+            fh.write(snap.encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.snapshot_path)
@@ -367,15 +301,10 @@ class EmbeddedRuntime:
                 log.exception("tick failed")
             await asyncio.sleep(self.settings.engine.tick)
 
-    async def close(self) -> None:
+    async def _stop_transport(self) -> None:
         await self.log.close()
         self.history.flush()
         self.write_snapshot()
-        await self.alerts.close()
-        self.alerts.store.close()
-        self.history.close()
-        self.dead_letters.close()
-        self._lock.close()
 
     # -- reports -----------------------------------------------------------------------------
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
@@ -386,17 +315,5 @@ class EmbeddedRuntime:
             self._reporter = (position, Reporter(frame, self.places, self.settings.timezone))
         return self._reporter[1].report(self.catalogue[kpi_id], start, end, by)
 
-    # -- health --------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        store = self.alerts.store_health()
-        return {
-            "status": "ok" if store["healthy"] else "degraded",
-            "alert_store": store,
-            "runtime": "embedded",
-            "events_processed": self.engine.events_processed,
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-            "kpis": len(self.catalogue),
-        }
-
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
+    def _counters(self) -> dict[str, Any]:
+        return {"events_processed": self.engine.events_processed}

@@ -11,57 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from api.problems import Problem
-from carescore.alerting import build_alert_service
-from carescore.supervisor import ComponentState
+from carescore.shell import RuntimeShell
 from carescore.transports.kafka.sink import KafkaSink
 from carescore.transports.kafka.topics import ensure_topics, samples_topic
-from connectors.deadletters import DeadLetterStore
-from engine.board import KpiBoard
 from engine.bus import Published
 from engine.config import Settings
 from engine.core import Engine
-from engine.definitions import load_catalogue
 from engine.events import EventBase
-from engine.history import History
 from engine.reports import Level, ReportRow
 from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)
 
 
-class KafkaGateway:
+class KafkaGateway(RuntimeShell):
+    kind = "kafka"
+
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.catalogue = load_catalogue(settings.kpi_defs)
-        self.places = settings.places
-        self.scorecard = settings.scorecard
-        data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
-        self.board = KpiBoard()
-        self.dead_letters = DeadLetterStore(
-            data / "deadletters.sqlite",
-            max_rows=settings.dead_letters.max_rows,
-            retention=settings.dead_letters.retention,
-        )
+        super().__init__(settings)
         self.roster = Engine(self.catalogue, self.places, timezone=settings.timezone)  # fed staffing only
-        self.history = History(data / "history.sqlite", self.roster.pane_clocks())
         self.type_sources: dict[str, set[str]] = {}
-        self.clock = time.time
-        self.alerts = build_alert_service(
-            settings, self.catalogue, self.roster, self.board, data, self.dead_letters, self._sources_of
-        )
+        self._attach(self.roster, self._sources_of)
         self.sink = KafkaSink(settings.runtime.kafka)
-        self.ready = False
-        self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
-        self.started_at = time.time()
         self.samples_seen = 0
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -128,15 +105,11 @@ class KafkaGateway:
     def tick(self, now: float | None = None) -> None:
         self.alerts.observe(list(self.board.current.values()), self.clock() if now is None else now)
 
-    async def close(self) -> None:
+    async def _stop_transport(self) -> None:
         await self.sink.close()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
-        await self.alerts.close()
-        self.alerts.store.close()
-        self.history.close()
-        self.dead_letters.close()
 
     # -- what the API asks -------------------------------------------------------------------
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
@@ -147,17 +120,5 @@ class KafkaGateway:
             "into an embedded data folder for period reports (not built for the Kafka runtime yet)",
         )
 
-    def health(self) -> dict[str, Any]:
-        store = self.alerts.store_health()
-        return {
-            "status": "ok" if store["healthy"] else "degraded",
-            "alert_store": store,
-            "runtime": "kafka",
-            "events_published": self.sink.produced,
-            "samples_received": self.samples_seen,
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-            "kpis": len(self.catalogue),
-        }
-
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
+    def _counters(self) -> dict[str, Any]:
+        return {"events_published": self.sink.produced, "samples_received": self.samples_seen}

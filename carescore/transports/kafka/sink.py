@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 
 from aiokafka import AIOKafkaProducer
 
 from carescore.transports.kafka.topics import events_topic
 from engine.bus import Published, StorageUnavailable
 from engine.config import KafkaSettings
+from engine.dedupe import RecentKeys
 from engine.events import EventBase, dump_events
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class KafkaSink:
         self.settings = settings
         self.linger = linger
         self.producer: AIOKafkaProducer | None = None
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.seen = RecentKeys(REMEMBER)
         self.produced = 0
         self.records = 0
         self.topic = events_topic(settings)
@@ -81,9 +81,7 @@ class KafkaSink:
                 if self._inflight.get(message_key) is fut:
                     del self._inflight[message_key]
             self.produced += len(events)
-        self.seen[message_key] = None
-        if len(self.seen) > REMEMBER:
-            self.seen.popitem(last=False)
+        self.seen.add(message_key)
         return Published.accepted
 
     async def _flush_soon(self) -> None:

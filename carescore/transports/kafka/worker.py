@@ -22,19 +22,17 @@ import base64
 import logging
 import os
 import time
-import zlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
 from prometheus_client import Counter, Gauge, start_http_server
 
-from carescore.transports.embedded import catalogue_fingerprint
 from carescore.transports.kafka.topics import events_topic, samples_topic
+from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
 from engine.core import Engine
+from engine.dedupe import RecentKeys
 from engine.definitions import Catalogue, load_catalogue
 from engine.events import parse_events
 from engine.samples import Sample, dump_samples
@@ -64,7 +62,7 @@ class Partition:
     engine: Engine
     offset: int = -1  # last event folded into the engine
     saved: int = -1  # last event in the latest durable checkpoint
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seen: RecentKeys = field(default_factory=lambda: RecentKeys(REMEMBER_IDS))
     facilities: set[str] = field(default_factory=set)  # whose events come to this partition
     unacked: list[Any] = field(default_factory=list)
     since_checkpoint: int = 0  # events in the unacked records
@@ -76,15 +74,11 @@ class Partition:
 
 
 def snapshot_text(part: Partition, fingerprint: str) -> str:
-    """The checkpoint as the table stores it (JSON codec: a base64 string of zlib'd JSON)."""
-    state = {
-        "fingerprint": fingerprint,
-        "offset": part.offset,
-        "engine": part.engine.snapshot(),
-        "seen": list(part.seen),
-        "facilities": sorted(part.facilities),
-    }
-    return base64.b64encode(zlib.compress(orjson.dumps(state), 1)).decode()
+    """The checkpoint (engine/checkpoint.py) as the table stores it: the Faust table's JSON codec
+    carries text, so the checkpoint's bytes go in base64."""
+    extra = {"facilities": sorted(part.facilities)}
+    checkpoint = Checkpoint(fingerprint, part.offset, part.engine.snapshot(), list(part.seen), extra)
+    return base64.b64encode(checkpoint.encode()).decode()
 
 
 def restore_partition(
@@ -98,15 +92,12 @@ def restore_partition(
         wall_clock=True,
     )
     part = Partition(engine)
-    if blob:
-        state = orjson.loads(zlib.decompress(base64.b64decode(blob)))
-        if state.get("fingerprint") == fingerprint:
-            engine.restore(state["engine"])
-            part.offset = part.saved = state["offset"]
-            part.seen = OrderedDict.fromkeys(state["seen"])
-            part.facilities = set(state["facilities"])
-        else:
-            log.warning("KPI definitions changed since the checkpoint: the partition starts empty")
+    checkpoint = Checkpoint.decode(base64.b64decode(blob), fingerprint) if blob else None
+    if checkpoint is not None:
+        engine.restore(checkpoint.engine)
+        part.offset = part.saved = checkpoint.at
+        part.seen = RecentKeys(REMEMBER_IDS, checkpoint.seen)
+        part.facilities = set(checkpoint.extra["facilities"])
     return part
 
 
@@ -227,10 +218,8 @@ def make_app(settings: Settings) -> faust.App:
                         continue
                     part.engine.process(canonical)
                     part.facilities.add(canonical.facility)
-                    part.seen[canonical.source_id] = None
+                    part.seen.add(canonical.source_id)
                     fresh += 1
-                while len(part.seen) > REMEMBER_IDS:
-                    part.seen.popitem(last=False)
                 processed.inc(fresh)
                 duplicate.inc(len(batch) - fresh)
                 part.offset = offset

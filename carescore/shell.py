@@ -1,0 +1,130 @@
+"""The runtime shell: what a running carescore owns whatever carries its events.
+
+One data folder (locked: two writers would interleave its files), the live board, the
+history of closed windows, the dead letters, the alert service, health, and the order things
+stop in. The two transports subclass it: `EmbeddedRuntime` (events through the local log into
+an engine in this process) and `KafkaGateway` (events to Kafka, samples back from workers).
+Connectors and the API see only this interface: publish, tick, report, health, close.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from carescore.alerting import build_alert_service
+from carescore.supervisor import ComponentState
+from connectors.deadletters import DeadLetterStore
+from engine.board import KpiBoard
+from engine.bus import Published
+from engine.config import Settings
+from engine.core import Engine
+from engine.definitions import Catalogue, load_catalogue
+from engine.events import EventBase
+from engine.history import History
+from engine.reports import Level, ReportRow
+from engine.yamlconf import ConfigError
+
+
+class DataDirBusy(RuntimeError):
+    """Another carescore process owns this data folder."""
+
+
+def lock_data_dir(data: Path) -> IO[bytes]:
+    """One process per data folder: two writers would interleave the event log, the history
+    and the alert store."""
+    handle = open(data / ".lock", "ab")  # noqa: SIM115 - held for the runtime's life
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise DataDirBusy(
+            f"{data} is in use by another carescore process (stop it, or use another data_dir)"
+        ) from exc
+    return handle
+
+
+class RuntimeShell:
+    kind = ""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue | None = None):
+        self.settings = settings
+        self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
+        self.places = settings.places
+        self.scorecard = settings.scorecard
+        unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
+        if unknown:
+            raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_dir(data)
+        self.board = KpiBoard()
+        self.dead_letters = DeadLetterStore(
+            data / "deadletters.sqlite",
+            max_rows=settings.dead_letters.max_rows,
+            retention=settings.dead_letters.retention,
+        )
+        self.clock: Callable[[], float] = time.time  # tests drive time by replacing it
+        self.ready = False
+        self.started_at = time.time()
+        self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
+
+    def _attach(self, engine: Engine, sources_of: Callable[[str], set[str]] | None = None) -> None:
+        """History and alerts, once the transport has the engine whose panes and roster they use."""
+        data = self.settings.data_dir
+        self.history = History(data / "history.sqlite", engine.pane_clocks())
+        self.alerts = build_alert_service(
+            self.settings, self.catalogue, engine, self.board, data, self.dead_letters, sources_of
+        )
+
+    # -- what a transport provides -------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect what the transport needs before connectors publish (nothing, embedded)."""
+
+    async def publish(self, message_key: str, events: list[EventBase]) -> Published:
+        raise NotImplementedError
+
+    async def run_ticks(self) -> None:
+        raise NotImplementedError
+
+    def tick(self, now: float | None = None) -> None:
+        raise NotImplementedError
+
+    def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
+        raise NotImplementedError
+
+    def _counters(self) -> dict[str, Any]:
+        """The transport's own figures for /healthz."""
+        return {}
+
+    async def _stop_transport(self) -> None:
+        """Stop taking input and make what was accepted durable."""
+
+    # -- the shell -----------------------------------------------------------------------------
+    async def close(self) -> None:
+        """In order: no more input (and its state made durable), alerts (their last notices and
+        changes), then the stores, and the data folder's lock last."""
+        await self._stop_transport()
+        await self.alerts.close()
+        self.alerts.store.close()
+        self.history.close()
+        self.dead_letters.close()
+        self._lock.close()
+
+    def health(self) -> dict[str, Any]:
+        store = self.alerts.store_health()
+        return {
+            "status": "ok" if store["healthy"] else "degraded",
+            "alert_store": store,
+            "runtime": self.kind,
+            **self._counters(),
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "kpis": len(self.catalogue),
+        }
+
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
