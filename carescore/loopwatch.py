@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import Gauge, Histogram
-
-LOOP_LAG = Histogram(
-    "carescore_event_loop_lag_seconds",
-    "How late a 50 ms timer on the event loop fired: time the loop was blocked by other work.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
-LOOP_STALL_MAX = Gauge(
-    "carescore_event_loop_stall_max_seconds", "The longest event-loop stall since the process started."
-)
+from carescore.metrics import LOOP_LAG, LOOP_STALL_MAX
 
 
 class LoopWatch:

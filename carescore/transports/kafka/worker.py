@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import start_http_server
 
+from carescore.metrics import (
+    WORKER_CHECKPOINTS,
+    WORKER_EVENTS,
+    WORKER_GAPS,
+    WORKER_PARTITIONS,
+    WORKER_SAMPLES,
+)
 from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
@@ -38,16 +45,6 @@ from engine.events import parse_events
 from engine.samples import Sample, dump_samples
 
 log = logging.getLogger(__name__)
-
-EVENTS = Counter(
-    "carescore_worker_events",
-    "Events read from the events topic, by outcome (processed, duplicate, in_checkpoint).",
-    ["outcome"],
-)
-CHECKPOINTS = Counter("carescore_worker_checkpoints", "Engine checkpoints made durable.")
-SAMPLES = Counter("carescore_worker_samples", "KPI samples published to the samples topic.")
-GAPS = Counter("carescore_worker_offset_gaps", "Gaps in an events partition accepted as records gone.")
-PARTITIONS = Gauge("carescore_worker_partitions", "Events partitions this worker holds an engine for.")
 
 GAP_GRACE = 10.0  # seconds a gap may take to fill after the consumer was sent back
 REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
@@ -137,7 +134,7 @@ def make_app(settings: Settings) -> faust.App:
     )
     parts: dict[int, Partition] = {}
     processed, duplicate, in_checkpoint = (
-        EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
+        WORKER_EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
     )
 
     def partition(number: int) -> Partition:
@@ -147,7 +144,7 @@ def make_app(settings: Settings) -> faust.App:
                 table.get(f"p{number}"), catalogue, settings, fingerprint
             )
             log.info("events partition %d taken: resumes after offset %d", number, part.offset)
-            PARTITIONS.set(len(parts))
+            WORKER_PARTITIONS.set(len(parts))
         return part
 
     async def checkpoint(number: int, part: Partition) -> None:
@@ -160,7 +157,7 @@ def make_app(settings: Settings) -> faust.App:
             event.ack()
         part.unacked.clear()
         part.since_checkpoint = 0
-        CHECKPOINTS.inc()
+        WORKER_CHECKPOINTS.inc()
 
     async def skipped(event: Any, part: Partition) -> bool:
         """A record arrived after a gap: the records between the engine and it never reached
@@ -191,7 +188,7 @@ def make_app(settings: Settings) -> faust.App:
                 want,
                 event.message.offset - 1,
             )
-            GAPS.inc()
+            WORKER_GAPS.inc()
             part.gap_from = -1
             return False
         await seek_back(part, now)
@@ -241,7 +238,7 @@ def make_app(settings: Settings) -> faust.App:
         for tp in revoked:
             if tp.topic == events_topic(kafka):
                 parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
-        PARTITIONS.set(len(parts))
+        WORKER_PARTITIONS.set(len(parts))
 
     @app.timer(interval=settings.engine.tick)
     async def tick() -> None:
@@ -262,7 +259,7 @@ def make_app(settings: Settings) -> faust.App:
                 for i in range(0, len(batch), SAMPLES_PER_MESSAGE):
                     chunk = batch[i : i + SAMPLES_PER_MESSAGE]
                     samples.send_soon(key=facility.encode(), value=dump_samples(chunk))
-                SAMPLES.inc(len(batch))
+                WORKER_SAMPLES.inc(len(batch))
 
     app.carescore_parts = parts  # type: ignore[attr-defined]  # tests and benchmarks look inside
     return app
