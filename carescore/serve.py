@@ -132,7 +132,7 @@ class Service:
             self.watcher.prepare()
             self._tasks.append(keep("inbox", self.watcher.run))
         if self.settings.demo.enabled and self.settings.mllp.enabled:
-            from connectors.demo.run import run_demo
+            from demo.run import run_demo
 
             demo = self.settings.demo
             self._tasks.append(
