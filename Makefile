@@ -79,7 +79,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: install
-	$(VENV)/bin/mypy carescore engine connectors alerts api
+	$(VENV)/bin/mypy carescore engine connectors alerts api demo
 
 docs: install
 	$(PY) -m connectors.feeds.docs > docs/feeds.md

@@ -29,9 +29,9 @@ import hl7
 import yaml
 
 from bench.report import write_section
-from connectors.demo.hospital import DemoHospital
 from connectors.hl7v2.mapping import MapContext, map_message
 from connectors.hl7v2.parser import parse
+from demo.hospital import DemoHospital
 from engine.config import REPO_ROOT
 from engine.places import Places
 

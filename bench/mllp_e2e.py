@@ -61,7 +61,7 @@ def messages(sender: int, count: int) -> list[bytes]:
     recent, so windows close at the pace they would in production."""
     import yaml
 
-    from connectors.demo.hospital import DemoHospital
+    from demo.hospital import DemoHospital
     from engine.places import Places
 
     config = yaml.safe_load((ROOT / "deploy" / "examples" / "carescore.yaml").read_text())

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,43 +60,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import_mimic(args: argparse.Namespace) -> int:
-    from carescore.transports.embedded import EmbeddedRuntime
-    from connectors.feeds.mimic import mimic_events
+    from carescore.offline import import_mimic
 
     settings = _settings(args)
     setup_logging("WARNING")
-    runtime = EmbeddedRuntime(settings)
-    started = time.monotonic()
-    batch: list[Any] = []
-    stored = duplicates = 0
-    try:
-        for event in mimic_events(Path(args.directory)):
-            batch.append(event)
-            if len(batch) == 5000:
-                stored, duplicates = _flush(runtime, batch, stored, duplicates)
-                batch = []
-                _progress(stored, duplicates, started)
-        if batch:
-            stored, duplicates = _flush(runtime, batch, stored, duplicates)
-        _progress(stored, duplicates, started, final=True)
-    finally:
-        asyncio.run(runtime.close())
+    import_mimic(settings, Path(args.directory))
     return 0
-
-
-def _flush(runtime: Any, batch: list[Any], stored: int, duplicates: int) -> tuple[int, int]:
-    from engine.bus import Published
-
-    key = f"import:{batch[0].source_id}:{batch[-1].source_id}"
-    if runtime.ingest_now(key, batch) is Published.duplicate:
-        return stored, duplicates + len(batch)
-    return stored + len(batch), duplicates
-
-
-def _progress(stored: int, duplicates: int, started: float, final: bool = False) -> None:
-    elapsed = max(time.monotonic() - started, 1e-9)
-    line = f"{stored:,} events stored, {duplicates:,} already there, {stored / elapsed:,.0f} events/s"
-    print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 
 def _offline(args: argparse.Namespace, work: Any) -> Any:

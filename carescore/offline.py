@@ -1,8 +1,9 @@
 """The connectors without a server: backfill imports and dead-letter replay, straight into
 the data folder (carescore itself must not be running on it: the folder is locked).
 
-Everything goes through the same connector code as live traffic, so an import validates,
-maps, de-duplicates and dead-letters exactly as MLLP, POST /fhir and the feed upload do.
+Everything goes through the same connector code and the same pipeline
+(connectors/pipeline.py) as live traffic, so an import validates, maps, de-duplicates and
+dead-letters exactly as MLLP, POST /fhir and the feed upload do.
 Backfilled history is exact in period reports (/api/v1/reports); rolling windows that had
 already closed count those events as late rather than reopening.
 """
@@ -10,6 +11,8 @@ already closed count those events as late rather than reopening.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,13 +22,17 @@ from typing import TextIO
 import orjson
 
 from carescore.transports.embedded import REPLAY_ADVANCE_EVERY, EmbeddedRuntime
+from connectors.feeds.ingest import FeedReport
 from connectors.feeds.reader import FeedFileError, detect
 from connectors.fhir.ingest import MAPPED_TYPES
 from connectors.fhir.outcome import problems
 from connectors.hl7v2.receiver import decode
 from connectors.intake import Intake
+from connectors.pipeline import Pipeline
 from connectors.replay import Replayed, Replayer
+from engine.bus import Published
 from engine.config import Settings
+from engine.events import EventBase
 from engine.progress import Progress
 
 IN_FLIGHT = 512  # inputs mapped and waiting for their group commit at once
@@ -108,8 +115,8 @@ class Offline:
             if kind is not None and kind not in MAPPED_TYPES:
                 return "skipped (no KPI data)", 0, None
             posted = await self.intake.fhir.post_counted(payload)
-            if posted.status >= 300:
-                return "rejected", 0, f"{posted.status} {problems(posted.answer)}"
+            if not posted.taken:
+                return "rejected", 0, f"{posted.code} {problems(posted.answer)}"
             if not posted.events:
                 return "accepted (no KPI events)", 0, None
             return ("accepted" if posted.new else "already stored"), posted.new, None
@@ -129,8 +136,8 @@ class Offline:
 
         async def handle(where: str, payload: bytes) -> tuple[str, int, str | None]:
             outcome = await self.intake.hl7.handle(decode(payload))
-            if outcome.ack != "AA":
-                return "rejected", 0, f"{outcome.ack}: {outcome.text}"
+            if not outcome.taken:
+                return "rejected", 0, f"{outcome.code}: {outcome.text}"
             if outcome.duplicate:
                 return "already stored", 0, None
             return "accepted", outcome.events, None
@@ -146,19 +153,19 @@ class Offline:
         for path in paths:
             body = path.read_bytes()
             try:
-                result = await self.intake.feeds.ingest(feed, body, detect(None, path.name, body), path.name)
+                taken = await self.intake.feeds.ingest(feed, body, detect(None, path.name, body), path.name)
             except FeedFileError as exc:
                 summary.reject(str(path), str(exc))
                 progress.advance(rejected=1)
                 continue
-            summary.counts["rows accepted"] += result.accepted
-            summary.counts["rows already stored"] += result.duplicates
-            summary.events += result.events
-            for problem in result.errors:
-                field_name = f"{problem.field}: " if problem.field else ""
-                summary.reject(f"{path}:{problem.line}", field_name + problem.message)
-            summary.counts["rejected"] += result.rejected - len(result.errors)
-            progress.advance(events=result.events, rejected=result.rejected)
+            report: FeedReport = taken.answer
+            summary.counts["rows accepted"] += report.accepted
+            summary.counts["rows already stored"] += report.duplicates
+            summary.events += report.events
+            for problem in report.errors:
+                summary.reject(f"{path}:{problem.line}", problem.describe())
+            summary.counts["rejected"] += report.rejected - len(report.errors)
+            progress.advance(events=report.events, rejected=report.rejected)
         summary.seconds = progress.close()
         return summary
 
@@ -167,6 +174,49 @@ class Offline:
         store = self.runtime.dead_letters
         letters = store.select(ids, source, include_replayed)
         return await Replayer(self.settings, self.runtime, store).replay(letters)
+
+
+# -- MIMIC-IV tabular import ----------------------------------------------------------------
+MIMIC_BATCH = 5000
+
+
+def import_mimic(settings: Settings, folder: Path) -> None:
+    """`carescore import mimic`: the MIMIC-IV tables as events (connectors/feeds/mimic.py),
+    stored through the pipeline a batch at a time without an event loop (one commit each;
+    a batch imported again is a duplicate)."""
+    from connectors.feeds.mimic import mimic_events  # polars: only for this command
+
+    runtime = EmbeddedRuntime(settings)
+    pipeline = Pipeline(runtime, runtime.dead_letters)
+    started = time.monotonic()
+    batch: list[EventBase] = []
+    stored = duplicates = 0
+
+    def flush() -> None:
+        nonlocal stored, duplicates
+        if pipeline.store_now(batch) is Published.duplicate:
+            duplicates += len(batch)
+        else:
+            stored += len(batch)
+
+    try:
+        for event in mimic_events(folder):
+            batch.append(event)
+            if len(batch) == MIMIC_BATCH:
+                flush()
+                batch = []
+                _mimic_progress(stored, duplicates, started)
+        if batch:
+            flush()
+        _mimic_progress(stored, duplicates, started, final=True)
+    finally:
+        asyncio.run(runtime.close())
+
+
+def _mimic_progress(stored: int, duplicates: int, started: float, final: bool = False) -> None:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    line = f"{stored:,} events stored, {duplicates:,} already there, {stored / elapsed:,.0f} events/s"
+    print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 
 def _expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:

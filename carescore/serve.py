@@ -78,7 +78,7 @@ class Service:
             frame_timeout=settings.mllp.frame_timeout,
             max_connections=settings.mllp.max_connections,
             ssl_context=server_tls(settings.mllp.tls),
-            on_unusable=self._keep_unusable,
+            on_unusable=self.intake.keep_unusable,
         )
         replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
         self.app = create_app(self.runtime, replayer)  # type: ignore[arg-type]
@@ -98,9 +98,6 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
         self.supervisor = Supervisor(self.runtime.components)
-
-    def _keep_unusable(self, raw: bytes, reason: str) -> None:
-        self.runtime.dead_letters.add("mllp", reason, raw)
 
     @property
     def api_port(self) -> int:
@@ -132,7 +129,7 @@ class Service:
             self.watcher.prepare()
             self._tasks.append(keep("inbox", self.watcher.run))
         if self.settings.demo.enabled and self.settings.mllp.enabled:
-            from connectors.demo.run import run_demo
+            from demo.run import run_demo
 
             demo = self.settings.demo
             self._tasks.append(

@@ -1,5 +1,5 @@
-"""Every connector over one sink: what `carescore run` serves, and what the import and
-dead-letter replay commands drive without a server."""
+"""Every connector over one sink and one pipeline (connectors/pipeline.py): what `carescore
+run` serves, and what the import and dead-letter replay commands drive without a server."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from connectors.feeds.ingest import FeedIngest
 from connectors.fhir.ingest import FHIRIngest
 from connectors.hl7v2.mapping import MapContext
 from connectors.hl7v2.receiver import HL7Receiver
+from connectors.pipeline import Pipeline
 from engine.bus import EventSink
 from engine.config import Settings
 
 
 class Intake:
     def __init__(self, settings: Settings, sink: EventSink, dead_letters: DeadLetterStore):
+        self.pipeline = Pipeline(sink, dead_letters)
         zone = settings.zone
         index = settings.places.index()
         self.hl7 = HL7Receiver(
@@ -27,3 +29,8 @@ class Intake:
             sink, dead_letters, index, zone, settings.fhir, settings.engine.bounds(), settings.fhir_limits
         )
         self.feeds = FeedIngest(sink, dead_letters, index, zone, settings.engine.bounds())
+
+    def keep_unusable(self, raw: bytes, reason: str) -> None:
+        """MLLP data that is no message at all (junk between frames, an oversize or cut-off
+        frame): kept as an "mllp" dead letter, replayable as HL7 once the sender is fixed."""
+        self.pipeline.keep("mllp", reason, raw, what="unusable MLLP data")

@@ -54,20 +54,20 @@ class Replayer:
         return done
 
     async def _one(self, letter: DeadLetter) -> tuple[bool, str]:
+        """The letter through its connector (the one pipeline), and what became of it."""
         if letter.source in ("hl7v2", "mllp"):
-            outcome = await self.intake.hl7.handle(decode(letter.raw))
-            if outcome.ack != "AA":
-                return False, f"{outcome.ack}: {outcome.text}"
+            result = await self.intake.hl7.handle(decode(letter.raw))
+            if not result.taken:
+                return False, f"{result.code}: {result.text}"
             return (
                 True,
-                "AA: duplicate, already stored" if outcome.duplicate else f"AA: {outcome.events} event(s)",
+                "AA: duplicate, already stored" if result.duplicate else f"AA: {result.events} event(s)",
             )
         if letter.source == "fhir":
-            status, body = await self.intake.fhir.post(letter.raw)
-            if status >= 300:
-                return False, f"{status}: {problems(body)}"
-            first = (body.get("issue") or [{}])[0].get("diagnostics", "")
-            return True, f"{status}: {first}"
+            result = await self.intake.fhir.post_counted(letter.raw)
+            if not result.taken:
+                return False, f"{result.code}: {problems(result.answer)}"
+            return True, f"{result.code}: {result.text}"
         if letter.source.startswith("feed:"):
             feed = letter.source.split(":", 1)[1]
             try:
@@ -76,8 +76,7 @@ class Replayer:
                 )
             except (FeedFileError, KeyError) as exc:
                 return False, str(exc)
-            if result.rejected:
-                error = result.errors[0]
-                return False, f"{error.field + ': ' if error.field else ''}{error.message}"
-            return True, "duplicate, already stored" if result.duplicates else f"{result.events} event(s)"
+            if not result.taken:
+                return False, result.text
+            return True, "duplicate, already stored" if result.duplicate else f"{result.events} event(s)"
         return False, f"no connector replays source {letter.source!r}"

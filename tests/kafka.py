@@ -19,9 +19,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carescore.transports.kafka.topics import ensure_topics, events_topic, samples_topic
-from connectors.demo.hospital import DemoHospital
 from connectors.hl7v2.mapping import MapContext, map_message
 from connectors.hl7v2.parser import parse
+from demo.hospital import DemoHospital
 from engine.config import REPO_ROOT, Settings
 from engine.core import Engine
 from engine.definitions import load_catalogue

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.demo.hospital import DemoHospital
 from connectors.hl7v2.mapping import MapContext, map_message
 from connectors.hl7v2.parser import parse
+from demo.hospital import DemoHospital
 from engine.config import REPO_ROOT
 from engine.core import Engine
 from engine.definitions import load_catalogue
@@ -136,9 +136,9 @@ def test_the_demo_gives_every_kpi_a_value(places: Places) -> None:
     a calendar-month KPI is the month so far, and on the 1st the back office has not yet sent
     the month's first day (device days and ledger lines come after the day ends)."""
     now = NOW + 14 * 86400  # 2026-06-15 12:00 UTC
-    from connectors.demo.backoffice import BackOffice
     from connectors.feeds.mapping import FeedMapper
     from connectors.feeds.schemas import FEEDS
+    from demo.backoffice import BackOffice
 
     catalogue = load_catalogue(REPO_ROOT / "kpi_defs")
     engine = Engine(catalogue, places)

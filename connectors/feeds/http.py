@@ -1,6 +1,8 @@
 """HTTP upload of feed files: POST /api/v1/feeds/{feed} with a CSV, JSON or NDJSON body.
 
-One route per feed, so each row schema is published in the OpenAPI document.
+One route per feed, so each row schema is published in the OpenAPI document. Refusals are
+answered here as RFC 9457 problem details (application/problem+json, the body the API gives
+every error), so the connector needs nothing of the API package.
 """
 
 from __future__ import annotations
@@ -10,16 +12,35 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.problems import PROBLEM_JSON, Problem
-from connectors.feeds.ingest import FeedIngest
+from connectors.feeds.ingest import FeedIngest, FeedReport
 from connectors.feeds.reader import FeedFileError, detect
 from connectors.feeds.schemas import FEEDS, FeedRow, columns
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class UploadRefused(Exception):
+    """An upload answered with a problem: status, title, detail and extra members."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.status = status
+        self.body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            **extra,
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status, media_type=PROBLEM_JSON)
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(
+        raise UploadRefused(
             413, "Upload too large", f"{declared} bytes; the limit is {limit} (feeds.max_upload_bytes)"
         )
     chunks: list[bytes] = []
@@ -27,7 +48,7 @@ async def read_limited(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Problem(413, "Upload too large", f"over {limit} bytes (feeds.max_upload_bytes)")
+            raise UploadRefused(413, "Upload too large", f"over {limit} bytes (feeds.max_upload_bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -92,23 +113,20 @@ def feeds_router(ingest: FeedIngest, max_bytes: int) -> APIRouter:
 
 def _upload(ingest: FeedIngest, feed: str, max_bytes: int) -> Any:
     async def upload(request: Request, filename: str | None = None) -> JSONResponse:
-        body = await read_limited(request, max_bytes)
-        fmt = detect(request.headers.get("content-type"), filename, body)
         try:
-            result = await ingest.ingest(feed, body, fmt, filename)
-        except FeedFileError as exc:
-            raise Problem(422, "Unreadable feed file", str(exc), feed=feed) from None
-        answer = result.as_dict()
-        if result.rejected and not (result.accepted or result.duplicates):
-            detail = f"none of the {result.rows} rows could be used; see errors"
-            body_out = {
-                "type": "about:blank",
-                "title": "No usable rows",
-                "status": 422,
-                "detail": detail,
-                **answer,
-            }
-            return JSONResponse(body_out, status_code=422, media_type=PROBLEM_JSON)
+            body = await read_limited(request, max_bytes)
+            fmt = detect(request.headers.get("content-type"), filename, body)
+            try:
+                result = await ingest.ingest(feed, body, fmt, filename)
+            except FeedFileError as exc:
+                raise UploadRefused(422, "Unreadable feed file", str(exc), feed=feed) from None
+            report: FeedReport = result.answer
+            answer = report.as_dict()
+            if result.code == "422":  # no row in it was usable
+                detail = f"none of the {report.rows} rows could be used; see errors"
+                raise UploadRefused(422, "No usable rows", detail, **answer)
+        except UploadRefused as refused:
+            return refused.response()
         return JSONResponse(answer)
 
     return upload

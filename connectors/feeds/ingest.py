@@ -1,5 +1,6 @@
 """One feed file in, a row-by-row account out: good rows stored, bad rows reported with
-their line and kept as dead letters (replayable after a fix), nothing silently dropped."""
+their line and kept as dead letters (replayable after a fix), nothing silently dropped.
+Storing, dead letters and counting go through the one pipeline (connectors/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from datetime import UTC, datetime, tzinfo
 from itertools import islice
 from typing import Any
 
-from prometheus_client import Counter
 from pydantic import ValidationError
 
 from connectors.deadletters import DeadLetterStore
 from connectors.feeds.mapping import FeedMapper, RowError
 from connectors.feeds.reader import FeedFileError, Format, RawRow, read_rows
 from connectors.feeds.schemas import FEEDS, FeedRow
+from connectors.metrics import FEED_ROWS
+from connectors.pipeline import Pipeline, Result, counted
 from engine.bus import EventSink, Published
 from engine.events import EventBase
 from engine.places import PlaceIndex
@@ -26,7 +28,6 @@ from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 
 log = logging.getLogger(__name__)
 
-FEED_ROWS = Counter("carescore_feed_rows", "Feed rows received, by feed and outcome.", ["feed", "outcome"])
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json", "ndjson": "application/x-ndjson"}
 ERRORS_SHOWN = 1000
 BATCH_ROWS = 500  # rows prepared on a worker thread, then published on the loop, at a time
@@ -48,6 +49,9 @@ class RowProblem:
     message: str
     dead_letter: int | None = None
 
+    def describe(self) -> str:
+        return f"{self.field + ': ' if self.field else ''}{self.message}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "line": self.line,
@@ -58,7 +62,9 @@ class RowProblem:
 
 
 @dataclass
-class FeedResult:
+class FeedReport:
+    """A feed file's account, row by row: what the uploader reads (the answer of its Result)."""
+
     feed: str
     file: str | None
     rows: int = 0
@@ -82,6 +88,21 @@ class FeedResult:
             "errors_not_shown": len(self.errors) - len(shown),
         }
 
+    def result(self) -> Result:
+        """The file as the pipeline's Result: 422 when no row in it was usable; taken when no
+        row was rejected; duplicate when rows of it had been stored before; events and new
+        are the events stored now."""
+        usable = not self.rejected or bool(self.accepted or self.duplicates)
+        return Result(
+            "200" if usable else "422",
+            not self.rejected,
+            self.errors[0].describe() if self.errors else "",
+            self.events,
+            self.events,
+            bool(self.duplicates),
+            answer=self,
+        )
+
 
 class FeedIngest:
     def __init__(
@@ -92,14 +113,14 @@ class FeedIngest:
         zone: tzinfo,
         bounds: TimeBounds = DEFAULT_BOUNDS,
     ):
-        self.sink = sink
-        self.dead_letters = dead_letters
+        self.pipeline = Pipeline(sink, dead_letters)
         self.index = index
         self.zone = zone
         self.bounds = bounds
 
-    async def ingest(self, feed: str, body: bytes, fmt: Format, filename: str | None = None) -> FeedResult:
-        """Raises UnknownFeed, or FeedFileError when the file as a whole cannot be read.
+    async def ingest(self, feed: str, body: bytes, fmt: Format, filename: str | None = None) -> Result:
+        """The file's Result (its answer the FeedReport). Raises UnknownFeed, or FeedFileError
+        when the file as a whole cannot be read.
 
         Reading, validating and mapping rows (and keeping bad ones as dead letters) run on a
         worker thread, a batch at a time: a 50 MB upload would otherwise hold the event loop,
@@ -112,7 +133,7 @@ class FeedIngest:
             raise UnknownFeed(feed)
         known = set(model.model_fields)
         required = {n for n, f in model.model_fields.items() if f.is_required()}
-        result = FeedResult(feed, filename)
+        result = FeedReport(feed, filename)
         mapper = FeedMapper(self.index, self.zone, datetime.now(UTC), self.bounds)
         rows = await asyncio.to_thread(read_rows, body, fmt, known, required)  # whole-file errors
         in_flight: list[tuple[RawRow, list[asyncio.Future[Published]]]] = []
@@ -124,25 +145,25 @@ class FeedIngest:
                     result.rejected += 1
                     result.errors.append(outcome)
                 else:
-                    published.append((raw, [self._publish(e) for e in outcome]))
+                    published.append((raw, self.pipeline.publish_each(outcome)))
             await self._settle(result, in_flight, fmt)
             in_flight = published
         await self._settle(result, in_flight, fmt)
-        FEED_ROWS.labels(feed, "accepted").inc(result.accepted)
-        FEED_ROWS.labels(feed, "duplicate").inc(result.duplicates)
-        FEED_ROWS.labels(feed, "rejected").inc(result.rejected)
+        counted(FEED_ROWS, feed, "accepted").inc(result.accepted)
+        counted(FEED_ROWS, feed, "duplicate").inc(result.duplicates)
+        counted(FEED_ROWS, feed, "rejected").inc(result.rejected)
         log.info(
             "feed file taken",
             extra={k: v for k, v in result.as_dict().items() if k not in ("errors", "errors_not_shown")},
         )
-        return result
+        return result.result()
 
     def _prepare(
         self,
         rows: Iterator[RawRow],
         model: type[FeedRow],
         mapper: FeedMapper,
-        result: FeedResult,
+        result: FeedReport,
         fmt: Format,
     ) -> list[tuple[RawRow, list[EventBase] | RowProblem]]:
         """The next batch of rows, each with its events or its problem (on a worker thread:
@@ -156,7 +177,7 @@ class FeedIngest:
         return batch
 
     async def _settle(
-        self, result: FeedResult, in_flight: list[tuple[RawRow, list[asyncio.Future[Published]]]], fmt: Format
+        self, result: FeedReport, in_flight: list[tuple[RawRow, list[asyncio.Future[Published]]]], fmt: Format
     ) -> None:
         """Wait until a batch's rows are stored and count them."""
         for raw, futures in in_flight:
@@ -185,22 +206,15 @@ class FeedIngest:
             raise RowError(where, message) from None
         return mapper.events(row)
 
-    def _publish(self, event: EventBase) -> asyncio.Future[Published]:
-        nowait = getattr(self.sink, "publish_nowait", None)
-        if nowait is not None:
-            return nowait(event.source_id, [event])  # type: ignore[no-any-return]
-        return asyncio.ensure_future(self.sink.publish(event.source_id, [event]))
-
-    def _reject(self, result: FeedResult, raw: RawRow, where: str | None, message: str, fmt: Format) -> None:
+    def _reject(self, result: FeedReport, raw: RawRow, where: str | None, message: str, fmt: Format) -> None:
         result.rejected += 1
         result.errors.append(self._keep(result, raw, where, message, fmt))
 
     def _keep(
-        self, result: FeedResult, raw: RawRow, where: str | None, message: str, fmt: Format
+        self, result: FeedReport, raw: RawRow, where: str | None, message: str, fmt: Format
     ) -> RowProblem:
         """Keep a rejected row as a dead letter (the store is thread-safe); its problem."""
         reason = f"line {raw.line}: {where + ': ' if where else ''}{message}"
-        letter = None
         body, kind = raw.raw, fmt
         if fmt != "csv":  # one JSON object per letter, replayable as NDJSON on its own
             kind = "ndjson"
@@ -209,13 +223,15 @@ class FeedIngest:
             except (RecursionError, ValueError):  # nested near the limit: the row's own text
                 body = raw.raw
             body = body.replace("\r", " ").replace("\n", " ")  # JSON needs no line breaks
-        try:
-            letter = self.dead_letters.add(
-                f"feed:{result.feed}", reason, body, detail=result.file, content_type=CONTENT_TYPES[kind]
-            )
-        except Exception:
-            log.exception("could not keep a rejected feed row in the dead-letter store")
+        letter = self.pipeline.keep(
+            f"feed:{result.feed}",
+            reason,
+            body,
+            what="feed row",
+            detail=result.file,
+            content_type=CONTENT_TYPES[kind],
+        )
         return RowProblem(raw.line, where, message, letter)
 
 
-__all__ = ["FeedFileError", "FeedIngest", "FeedResult", "UnknownFeed"]
+__all__ = ["FeedFileError", "FeedIngest", "FeedReport", "UnknownFeed"]

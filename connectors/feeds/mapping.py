@@ -20,6 +20,8 @@ from connectors.feeds.schemas import (
     StaffingRow,
     When,
 )
+from connectors.pipeline import InputRejected
+from connectors.places import PlaceLookup
 from engine import hcahps
 from engine.events import (
     EventBase,
@@ -29,7 +31,7 @@ from engine.events import (
     QualityEvent,
     StaffingEvent,
 )
-from engine.places import PlaceIndex
+from engine.places import PlaceIndex, UnknownPlace
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 from engine.vocabulary import DIRECT_CARE_ROLES, INJURY_FALL_LEVELS, LICENSED_ROLES, canonical_role
 
@@ -64,11 +66,12 @@ def _a_year_after(day: date) -> date:
         return day.replace(year=day.year + 1, day=28) + timedelta(days=1)
 
 
-class RowError(ValueError):
-    """A row that validated but cannot be placed or timed; `field` names the column."""
+class RowError(InputRejected):
+    """A row that validated but cannot be placed or timed (the pipeline's InputRejected);
+    `field` names the column."""
 
     def __init__(self, field: str | None, message: str):
-        super().__init__(message)
+        super().__init__(message, field)
         self.field = field
         self.message = message
 
@@ -78,6 +81,7 @@ class FeedMapper:
         self, index: PlaceIndex, zone: tzinfo, received: datetime, bounds: TimeBounds = DEFAULT_BOUNDS
     ):
         self.index = index
+        self.places = PlaceLookup(index)
         self.zone = zone
         self.received = received
         self.bounds = bounds
@@ -100,14 +104,10 @@ class FeedMapper:
         return moment
 
     def base(self, row: FeedRow, kind: str, when: datetime, key: Any) -> dict[str, Any]:
-        facility = self.index.facility_id(row.facility, admit=False) or "UNKNOWN"
-        if self.index.units and row.facility and facility not in {f for f, _ in self.index.units}:
-            known = ", ".join(sorted({f for f, _ in self.index.units}))
-            raise RowError("facility", f"facility {row.facility!r} is not configured (known: {known})")
-        department, unit = self.index.resolve(facility, row.unit, admit=False)
-        if self.index.units and department is None:
-            known = ", ".join(sorted(u for f, u in self.index.units if f == facility))
-            raise RowError("unit", f"unit {row.unit!r} is not a unit of {facility} (known: {known})")
+        try:  # a feed refuses every place that is not configured (a file is sent again)
+            place = self.places.locate(row.facility, row.unit, strict=True)
+        except UnknownPlace as exc:
+            raise RowError(exc.kind, str(exc)) from None
         digest = hashlib.sha1(repr(key).encode()).hexdigest()[:20]
         return {
             "type": kind,
@@ -115,9 +115,7 @@ class FeedMapper:
             "received_time": self.received,
             "source": "feed",
             "source_id": f"feed:{row.feed}:{digest}:{kind}",
-            "facility": facility,
-            "department": department,
-            "unit": unit,
+            **place,
         }
 
     # -- feeds -------------------------------------------------------------------------------
@@ -167,10 +165,12 @@ class FeedMapper:
                 raise RowError("hire_date", f"hire_date {row.hire_date} is after the separation")
             fields["first_year"] = when.date() < _a_year_after(row.hire_date)
         if row.from_unit is not None:
-            facility = self.index.facility_id(row.facility, admit=False) or "UNKNOWN"
-            department, unit = self.index.resolve(facility, row.from_unit, admit=False)
-            if self.index.units and department is None:
-                raise RowError("from_unit", f"unit {row.from_unit!r} is not a unit of {facility}")
+            facility = self.places.facility(row.facility, admit=False, fallback="UNKNOWN")
+            assert facility is not None
+            try:
+                department, unit = self.places.unit(facility, row.from_unit, strict=True, name_known=False)
+            except UnknownPlace as exc:
+                raise RowError("from_unit", str(exc)) from None
             fields.update(prior_department=department, prior_unit=unit)
         kind = f"hr.{row.event}"
         return [HREvent(**self.base(row, kind, when, _key(row, ADDED_HR_COLUMNS)), **fields)]

@@ -148,7 +148,7 @@ class FeedWatcher:
             self._fail(path, feed, exc, signature)
             return True
         INBOX_FILES.labels("taken").inc()
-        self._file_away(path, "done", result.as_dict(), signature)
+        self._file_away(path, "done", result.answer.as_dict(), signature)
         return True
 
     def _fail(self, path: Path, feed: str, exc: BaseException, signature: Signature) -> None:

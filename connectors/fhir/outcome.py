@@ -7,6 +7,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from connectors.pipeline import InputRejected
+
 Issue = dict[str, Any]
 
 # The status codes of the resources we map (required bindings in R4). fhir.resources checks
@@ -94,11 +96,13 @@ def outcome(issues: list[Issue]) -> dict[str, Any]:
     }
 
 
-class FHIRInputError(ValueError):
-    """The payload cannot be taken; carries the issues to answer with (4xx)."""
+class FHIRInputError(InputRejected):
+    """The payload cannot be taken (the pipeline's InputRejected); carries the status and the
+    issues to answer with (4xx); `where` is the first issue's element path."""
 
     def __init__(self, status: int, issues: list[Issue]):
-        super().__init__("; ".join(i["diagnostics"] for i in issues))
+        where = next((i["expression"][0] for i in issues if i.get("expression")), None)
+        super().__init__("; ".join(i["diagnostics"] for i in issues), where)
         self.status = status
         self.issues = issues
 

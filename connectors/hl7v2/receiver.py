@@ -1,4 +1,5 @@
-"""One HL7 v2 message in, one ACK out: decode, parse, map, store, acknowledge.
+"""One HL7 v2 message in, one ACK out: decode, parse, map, store (connectors/pipeline.py),
+acknowledge.
 
 AA only after the sink says the events are durable. AR when the message cannot be read or
 is of a type/version we do not take; AE when its content is wrong or it cannot be stored
@@ -16,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
-
-from prometheus_client import Counter
+from typing import Literal
 
 from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.ack import build_ack
@@ -32,38 +31,17 @@ from connectors.hl7v2.mapping import (
     message_key,
 )
 from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
-from connectors.metrics import HL7_DUPLICATES, HL7_MESSAGES
+from connectors.metrics import HL7_DUPLICATES, HL7_INTERNAL_ERRORS, HL7_MESSAGES, HL7_UNUSED
+from connectors.pipeline import Pipeline, Result, counted
 from engine.bus import EventSink, Published, StorageUnavailable
 from engine.codes import clean_code
-from engine.events import EventBase
 
 log = logging.getLogger(__name__)
 
-HL7_UNUSED = Counter(
-    "carescore_hl7_unused",
-    "HL7 v2 messages of a trigger event no KPI uses, acknowledged AA without events "
-    "(hl7.unused_triggers: accept), by type.",
-    ["type"],
-)
-HL7_INTERNAL_ERRORS = Counter(
-    "carescore_hl7_internal_errors",
-    "HL7 v2 messages answered AE 207 because of an unexpected error (a bug) while mapping or "
-    "storing them; each is a dead letter.",
-    ["stage"],
-)
 INTERNAL_ERROR_TEXT = "internal error while processing this message; it is kept for replay"
 """What the sender reads: nothing of the message or the exception (either may hold PHI)."""
 
 UnusedTriggers = Literal["accept", "reject"]
-
-
-class Outcome(NamedTuple):
-    ack: str  # AA, AE, AR
-    text: str
-    events: int
-    duplicate: bool
-    dead_letter: int | None
-    reply: str
 
 
 def reply_type(msg: Message) -> str | None:
@@ -78,16 +56,6 @@ def decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-_COUNTERS: dict[tuple[str, str], Any] = {}
-
-
-def _counted(ack: str, mtype: str) -> Any:
-    child = _COUNTERS.get((ack, mtype))
-    if child is None:
-        child = _COUNTERS[(ack, mtype)] = HL7_MESSAGES.labels(ack, mtype)
-    return child
-
-
 class HL7Receiver:
     def __init__(
         self,
@@ -97,8 +65,7 @@ class HL7Receiver:
         allowed_facilities: list[str] | None = None,
         unused_triggers: UnusedTriggers = "accept",
     ):
-        self.sink = sink
-        self.dead_letters = dead_letters
+        self.pipeline = Pipeline(sink, dead_letters)
         self.context = context
         self.allowed = frozenset(allowed_facilities) if allowed_facilities else None
         self.unused_triggers: UnusedTriggers = unused_triggers
@@ -110,23 +77,23 @@ class HL7Receiver:
         if is_batch(text):
             return asyncio.ensure_future(self._batch(text))
         outcome = self.receive(text)
-        if isinstance(outcome, Outcome):
-            return outcome.reply
+        if isinstance(outcome, Result):
+            return outcome.answer  # type: ignore[no-any-return]
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        outcome.add_done_callback(lambda done: reply.set_result(done.result().reply))
+        outcome.add_done_callback(lambda done: reply.set_result(done.result().answer))
         return reply
 
     async def _batch(self, text: str) -> str:
-        replies = [(await self.handle(m)).reply for m in split_batch(text)]
+        replies = [(await self.handle(m)).answer for m in split_batch(text)]
         now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         return f"BHS|^~\\&|CARESCORE||||{now}\r" + "".join(replies) + f"BTS|{len(replies)}\r"
 
-    async def handle(self, text: str) -> Outcome:
+    async def handle(self, text: str) -> Result:
         """One message to its outcome (tests, batches, replays)."""
         outcome = self.receive(text)
-        return outcome if isinstance(outcome, Outcome) else await outcome
+        return outcome if isinstance(outcome, Result) else await outcome
 
-    def receive(self, text: str) -> Outcome | asyncio.Future[Outcome]:
+    def receive(self, text: str) -> Result | asyncio.Future[Result]:
         """Parse, map and hand the events to the sink. Rejections are decided now; an
         accepted message's outcome is a future that resolves when the sink has stored it.
         Never raises: an unexpected error is this message's AE 207, not the connection's end."""
@@ -142,7 +109,7 @@ class HL7Receiver:
         except Exception as exc:
             return self._internal_error(msg, text, "map", exc)
 
-    def _receive(self, msg: Message, text: str) -> Outcome | asyncio.Future[Outcome]:
+    def _receive(self, msg: Message, text: str) -> Result | asyncio.Future[Result]:
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
         if self.allowed is not None and clean_code(msg.sending_facility) not in self.allowed:
             reason = f"sending facility {msg.sending_facility!r} (MSH-4) is not on this listener's allow-list"
@@ -157,8 +124,8 @@ class HL7Receiver:
             )
         if not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS:
             return self._unused(msg, mtype)
-        stored = self._store(message_key(msg), events)
-        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        stored = self.pipeline.publish(message_key(msg), events)
+        outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: asyncio.Future[Published]) -> None:
             try:
@@ -172,7 +139,7 @@ class HL7Receiver:
 
     def _stored(
         self, msg: Message, text: str, mtype: str, count: int, result: asyncio.Future[Published]
-    ) -> Outcome:
+    ) -> Result:
         try:
             published = result.result()
         except StorageUnavailable as exc:
@@ -183,22 +150,22 @@ class HL7Receiver:
         duplicate = published is Published.duplicate
         if duplicate:
             HL7_DUPLICATES.inc()
-        _counted("AA", mtype).inc()
+        counted(HL7_MESSAGES, "AA", mtype).inc()
         note = "duplicate: already stored" if duplicate else ""
         ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
-        return Outcome("AA", note, count, duplicate, None, ack)
+        return Result("AA", True, note, count, 0 if duplicate else count, duplicate, None, ack)
 
-    def _unused(self, msg: Message, mtype: str) -> Outcome:
+    def _unused(self, msg: Message, mtype: str) -> Result:
         """AA for a trigger no KPI uses: nothing to store, so nothing to wait for."""
         kind = f"{msg.message_type}^{msg.trigger}"  # bounded: only UNUSED_TRIGGERS get here
         HL7_UNUSED.labels(kind).inc()
-        _counted("AA", mtype).inc()
+        counted(HL7_MESSAGES, "AA", mtype).inc()
         log.debug("hl7 message of an unused trigger acknowledged", extra={"type": kind})
         note = "accepted; no KPI uses this trigger event"
         ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
-        return Outcome("AA", note, 0, False, None, ack)
+        return Result("AA", True, note, answer=ack)
 
-    def _internal_error(self, msg: Message | None, text: str, stage: str, exc: BaseException) -> Outcome:
+    def _internal_error(self, msg: Message | None, text: str, stage: str, exc: BaseException) -> Result:
         """AE 207 for a message that met a bug: logged with its traceback (for us), kept as a
         dead letter (for replay once fixed), counted; the sender only reads that it was an
         internal error."""
@@ -216,13 +183,6 @@ class HL7Receiver:
         kept = f"internal error ({type(exc).__name__} at {where}, while {doing}); replay once fixed"
         return self._reject(msg, text, "AE", INTERNAL_ERROR_TEXT, 207, None, None, None, mtype, kept=kept)
 
-    def _store(self, key: str, events: list[EventBase]) -> asyncio.Future[Published]:
-        """The sink's future, without a coroutine per message when the sink offers one."""
-        nowait = getattr(self.sink, "publish_nowait", None)
-        if nowait is not None:
-            return nowait(key, events)  # type: ignore[no-any-return]
-        return asyncio.ensure_future(self.sink.publish(key, events))
-
     def _reject(
         self,
         msg: Message | None,
@@ -236,17 +196,14 @@ class HL7Receiver:
         mtype: str = "unreadable",
         *,
         kept: str | None = None,
-    ) -> Outcome:
+    ) -> Result:
         """AE/AR: counted, kept as a dead letter (with `kept` as its reason when the sender
         should read less than the operator), logged, answered with an ERR segment."""
-        _counted(code, mtype).inc()
+        counted(HL7_MESSAGES, code, mtype).inc()
         where = f"{segment}-{field}" if segment and field else (segment or "message")
-        try:
-            why = f"{code} {error_code}: {kept or reason}"
-            letter = self.dead_letters.add("hl7v2", why, text, detail=where)
-        except Exception:  # the ACK still goes out; the log says what was lost
-            log.exception("could not keep a rejected HL7 message in the dead-letter store")
-            letter = None
+        why = f"{code} {error_code}: {kept or reason}"
+        # the ACK goes out even when the store would not keep it; the log says what was lost
+        letter = self.pipeline.keep("hl7v2", why, text, what="HL7 message", detail=where)
         control = msg.control_id if msg is not None else None
         log.info(
             "hl7 message rejected",
@@ -269,7 +226,7 @@ class HL7Receiver:
             field=field,
             component=component,
         )
-        return Outcome(code, reason, 0, False, letter, reply)
+        return Result(code, False, reason, dead_letter=letter, answer=reply)
 
 
 def _raised_at(exc: BaseException) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.demo.backoffice import BackOffice
-from connectors.demo.hospital import DemoHospital
 from connectors.hl7v2.client import MLLPClient, ack_code
+from demo.backoffice import BackOffice
+from demo.hospital import DemoHospital
 from engine.places import Places
 
 log = logging.getLogger(__name__)

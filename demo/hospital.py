@@ -17,8 +17,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from connectors.demo.sim import Simulation, at_time
 from connectors.hl7v2 import messages as m
+from demo.sim import Simulation, at_time
 from engine.places import Places
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from connectors.demo.sim import Simulation, at_time
+from demo.sim import Simulation, at_time
 from engine.places import Places, Unit
 
 DAY = 86400.0
@@ -410,7 +410,7 @@ class BackOffice(Simulation):
             )
             rows.extend(self._revenue(date, uid, unit, occupied))
             # procedure costs where the EMR's procedures are done (the bedside: about 2.4 a day
-            # per ICU patient, 0.6 elsewhere, as connectors/demo/hospital.py charges them)
+            # per ICU patient, 0.6 elsewhere, as demo/hospital.py charges them)
             rows.extend(self._procedure_costs(date, uid, unit, occupied, *self._billed(day)))
             if unit.type == "ed":
                 continue
@@ -464,7 +464,7 @@ class BackOffice(Simulation):
     def _procedure_costs(
         self, date: str, uid: str, unit: Unit, occupied: float, history: float, live: float
     ) -> list[Row]:
-        """Procedure costs where the EMR's procedures are done (connectors/demo/hospital.py: per
+        """Procedure costs where the EMR's procedures are done (demo/hospital.py: per
         patient-day 0.5 in the ICU and 0.08 on wards in its history, 2.4 and 0.58 live), 450-750
         each; the ED's few are not costed."""
         icu = unit.type == "icu"
