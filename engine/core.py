@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 
 from engine.aggregates import Finalizer
-from engine.definitions import (
-    Catalogue,
+from engine.definitions.catalogue import Catalogue
+from engine.definitions.kpi import KpiDefinition
+from engine.definitions.measures import (
     DurationMeasure,
     EventMeasure,
-    KpiDefinition,
     LevelMeasure,
     RatioMeasure,
     ReadmissionMeasure,

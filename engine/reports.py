@@ -18,21 +18,20 @@ from typing import Any, Literal
 
 import polars as pl
 
-from engine.definitions import (
+from engine.definitions.kpi import KpiDefinition, quantile_of
+from engine.definitions.match import Match
+from engine.definitions.measures import (
     TIME_UNITS,
     DurationMeasure,
     EventMeasure,
     EventPart,
-    KpiDefinition,
     LevelMeasure,
     LevelPart,
-    Match,
     RatioMeasure,
     ReadmissionMeasure,
     StaffingRatioMeasure,
     StayMeasure,
     TopBoxMeasure,
-    quantile_of,
 )
 from engine.events import EVENT_TYPES, EventBase, parse_event
 from engine.hcahps import composite_score, items_of

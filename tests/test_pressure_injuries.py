@@ -19,7 +19,8 @@ from connectors.feeds.mapping import FeedMapper
 from connectors.feeds.schemas import QualityRow
 from engine.config import REPO_ROOT
 from engine.core import Engine
-from engine.definitions import EventPart, RatioMeasure, load_catalogue
+from engine.definitions import load_catalogue
+from engine.definitions.measures import EventPart, RatioMeasure
 from engine.eventframe import frame_from_records
 from engine.events import EncounterEvent, EventBase
 from engine.places import Places

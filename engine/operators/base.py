@@ -15,7 +15,7 @@ from time import perf_counter
 from typing import Any
 
 from engine.aggregates import Acc, Finalizer
-from engine.definitions import KpiDefinition
+from engine.definitions.kpi import KpiDefinition
 from engine.events import EventBase
 from engine.operators.levelseries import LevelTable
 from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt

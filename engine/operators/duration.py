@@ -32,7 +32,8 @@ from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
-from engine.definitions import TIME_UNITS, DurationMeasure, Match
+from engine.definitions.match import Match
+from engine.definitions.measures import TIME_UNITS, DurationMeasure
 from engine.events import EVENT_TYPES, EventBase
 from engine.operators.base import Handler, Hint, Output, compile_where, hint_of
 from engine.operators.values import ValueOperator
