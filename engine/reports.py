@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from engine.census import CensusTracker
 from engine.definitions.kpi import KpiDefinition
 from engine.definitions.measures import (
     DurationMeasure,
@@ -37,7 +38,7 @@ from engine.definitions.measures import (
 )
 from engine.events import EVENT_TYPES, EventBase, parse_event
 from engine.hcahps import composite_score, items_of
-from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
+from engine.levels import BedTracker, StaffTracker
 from engine.operators.readmission import Cohort
 from engine.operators.staffratio import Result, profile, rollup_result, unit_result
 from engine.operators.stay import replay_observations
@@ -54,6 +55,7 @@ from engine.report_rows import (
     sorted_rows,
     value_rows,
 )
+from engine.roster import RosterTracker
 from engine.samples import Group, rollups
 from engine.windows import zone_of
 
