@@ -1,6 +1,6 @@
 """Closed windows, kept: the KPI history behind /kpis/{id}/history and the trend.
 
-Stored as runs (engine/operators/base.py, Runs): one row per KPI, place and stretch of
+Stored as runs (engine/operators/runs.py, Runs): one row per KPI, place and stretch of
 consecutive windows with the same result, so history costs what the data costs: a row where
 a place had data and its result changed, none for windows with no data and none for a step
 that changed nothing. Rows: for each KPI and each place (unit, department, facility) with
