@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.definitions.match import Match, Strict, require_field
 from engine.durations import Duration
-from engine.hcahps import DOMAINS as HCAHPS_DOMAINS
+from engine.hcahps_survey import DOMAINS as HCAHPS_DOMAINS
 from engine.vocabulary import DIED, LEFT_AMA, TRANSFER_ACUTE, PatientClassList
 
 TimeUnit = Literal["seconds", "minutes", "hours", "days"]
