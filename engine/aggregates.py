@@ -12,7 +12,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.definitions import quantile_of
+from engine.definitions.kpi import quantile_of
 from engine.hcahps import composite_score
 
 

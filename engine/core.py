@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 
 from engine.aggregates import Finalizer
-from engine.definitions import (
-    Catalogue,
+from engine.census import CensusTracker
+from engine.definitions.catalogue import Catalogue
+from engine.definitions.kpi import KpiDefinition
+from engine.definitions.measures import (
     DurationMeasure,
     EventMeasure,
-    KpiDefinition,
     LevelMeasure,
     RatioMeasure,
     ReadmissionMeasure,
@@ -31,7 +32,7 @@ from engine.definitions import (
 )
 from engine.events import EventBase
 from engine.history import windows_of
-from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
+from engine.levels import BedTracker, StaffTracker
 from engine.operators.base import Handler, Hint, Operator, Output
 from engine.operators.duration import DurationOperator
 from engine.operators.events import EventValueOperator
@@ -42,6 +43,7 @@ from engine.operators.staffratio import StaffingRatioOperator
 from engine.operators.stay import StayOperator
 from engine.operators.topbox import TopBoxOperator
 from engine.places import Places
+from engine.roster import RosterTracker
 from engine.samples import GroupKey, Sample
 from engine.windows import PaneClock, zone_of
 from engine.yamlconf import ConfigError
@@ -310,7 +312,7 @@ class Engine:
 
     def advance(self, now: float, deadline: float | None = None) -> list[Sample]:
         """Close every window the watermarks have passed; returns the closed windows as runs
-        (engine/operators/base.py Runs; windows() lists them one by one). deadline
+        (engine/operators/runs.py Runs; windows() lists them one by one). deadline
         (time.perf_counter()): stop there and set `behind`; call again to go on."""
         out: list[Sample] = []
         adt_sources = self.type_sources.get("encounter.register", set()) | self.type_sources.get(

@@ -1,6 +1,6 @@
 """Closed windows, kept: the KPI history behind /kpis/{id}/history and the trend.
 
-Stored as runs (engine/operators/base.py, Runs): one row per KPI, place and stretch of
+Stored as runs (engine/operators/runs.py, Runs): one row per KPI, place and stretch of
 consecutive windows with the same result, so history costs what the data costs: a row where
 a place had data and its result changed, none for windows with no data and none for a step
 that changed nothing. Rows: for each KPI and each place (unit, department, facility) with
@@ -16,8 +16,6 @@ file from before runs (table `samples`, one row per window) is converted when op
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.samples import Group, Sample, Window, ts_to_dt
+from engine.sqlite import SQLiteFile
 from engine.windows import PaneClock
 
 SCHEMA = """
@@ -78,19 +77,12 @@ class History:
     one is answered row by row."""
 
     def __init__(self, path: Path, clocks: Mapping[str, PaneClock] | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.clocks = dict(clocks or {})
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._series: dict[SeriesKey, int] = {
-            (k, f, d, u): i
-            for i, k, f, d, u in self._db.execute("SELECT id, kpi, facility, department, unit FROM series")
-        }
-        old = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'samples'").fetchone()
-        if old:
+        # NORMAL: a commit lost to a power cut is closed again by the replay
+        self._file = SQLiteFile(path, synchronous="NORMAL")
+        self._file.script(SCHEMA)
+        self._series: dict[SeriesKey, int] = self._load_series()
+        if self._file.query("SELECT name FROM sqlite_master WHERE name = 'samples'"):
             self._migrate()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         self._written: Future[None] | None = None
@@ -114,34 +106,31 @@ class History:
 
     def _migrate(self) -> None:
         """A history written before runs (table samples, ISO text, one row per window)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        columns = {row[1] for row in self._file.query("PRAGMA table_info(samples)")}
         until = _iso_epoch("o.until") if "until" in columns else "NULL"
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute(
+        with self._file.transaction() as db:
+            db.execute(
                 "INSERT OR IGNORE INTO series (kpi, facility, department, unit) "
                 "SELECT DISTINCT kpi, facility, department, unit FROM samples"
             )
-            self._db.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO runs SELECT s.id, "
                 f"{_iso_epoch('o.window_end')}, {_iso_epoch('o.window_start')}, "
                 f"coalesce({until}, {_iso_epoch('o.window_end')}), o.value, o.numerator, o.denominator, o.n, "
                 f"o.status, {_iso_epoch('o.as_of')} FROM samples o JOIN series s USING "
                 "(kpi, facility, department, unit)"
             )
-            self._db.execute("DROP TABLE samples")
-            self._db.execute("COMMIT")
-            self._series = {
-                (k, f, d, u): i
-                for i, k, f, d, u in self._db.execute(
-                    "SELECT id, kpi, facility, department, unit FROM series"
-                )
-            }
+            db.execute("DROP TABLE samples")
+        self._series = self._load_series()
+
+    def _load_series(self) -> dict[SeriesKey, int]:
+        rows = self._file.query("SELECT id, kpi, facility, department, unit FROM series")
+        return {(k, f, d, u): i for i, k, f, d, u in rows}
 
     def _series_id(self, key: SeriesKey) -> int:
         found = self._series.get(key)
         if found is None:
-            cur = self._db.execute(
+            cur = self._file.db.execute(
                 "INSERT INTO series (kpi, facility, department, unit) VALUES (?,?,?,?)", key
             )
             found = self._series[key] = int(cur.lastrowid or 0)
@@ -151,8 +140,17 @@ class History:
         final = [s for s in samples if s.final]
         if not final:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._file.lock:
+            given = len(self._series)
+            try:
+                self._write(final)
+            except BaseException:
+                for key in list(self._series)[given:]:  # their rows were rolled back with the batch
+                    del self._series[key]
+                raise
+
+    def _write(self, final: list[Sample]) -> None:
+        with self._file.transaction() as db:
             rows = [
                 (
                     self._series_id((s.kpi, s.group.facility, s.group.department or "", s.group.unit or "")),
@@ -168,13 +166,11 @@ class History:
                 )
                 for s in final
             ]
-            self._db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-            self._db.execute("COMMIT")
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
     def rows(self) -> int:
         """Stored rows (runs), for the storage figures."""
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
+        return int(self._file.query("SELECT count(*) FROM runs")[0][0])
 
     def query(
         self,
@@ -216,8 +212,7 @@ class History:
         else:
             sql += " ORDER BY r.until DESC LIMIT ?"
             args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        rows = self._file.query(sql, args)
         windows: dict[tuple[str, str, str, str], Sample] = {}
         for r in rows:
             for sample in self._expand(r, start, end, limit):
@@ -252,8 +247,7 @@ class History:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
 
 def windows_of(

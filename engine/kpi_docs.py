@@ -4,7 +4,8 @@ follows and what carescore does differently (`make docs`; a test fails when it i
 from __future__ import annotations
 
 from engine.config import REPO_ROOT
-from engine.definitions import PERSPECTIVE_TITLES, Catalogue, Perspective, load_catalogue
+from engine.definitions.catalogue import Catalogue, load_catalogue
+from engine.definitions.kpi import PERSPECTIVE_TITLES, Perspective
 
 
 def _one_line(text: str) -> str:

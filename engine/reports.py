@@ -7,104 +7,59 @@ tests hold the two implementations against each other. What is shared is only th
 derivation of levels from ADT/roster/HR moves (the census trackers), which is replayed
 here over the logged events, because those rules (cancels undo, transfers move) are
 domain rules, not windowing.
+
+Here: the levels replayed from the log and each measure's frame; the event measures'
+pairing and counting rules are in engine/report_events.py, the folding of a frame into
+rows per unit, department or facility in engine/report_rows.py. ReportRow and Level are
+importable from here (the API and the runtimes use them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
-from engine.definitions import (
-    TIME_UNITS,
+from engine.census import CensusTracker
+from engine.definitions.kpi import KpiDefinition
+from engine.definitions.measures import (
     DurationMeasure,
     EventMeasure,
     EventPart,
-    KpiDefinition,
     LevelMeasure,
     LevelPart,
-    Match,
     RatioMeasure,
     ReadmissionMeasure,
     StaffingRatioMeasure,
     StayMeasure,
     TopBoxMeasure,
-    quantile_of,
 )
 from engine.events import EVENT_TYPES, EventBase, parse_event
 from engine.hcahps import composite_score, items_of
-from engine.levels import BedTracker, CensusTracker, RosterTracker, StaffTracker
+from engine.levels import BedTracker, StaffTracker
 from engine.operators.readmission import Cohort
 from engine.operators.staffratio import Result, profile, rollup_result, unit_result
 from engine.operators.stay import replay_observations
 from engine.places import Places
+from engine.report_events import counted, durations, event_values, ts_seconds
+from engine.report_rows import (
+    LEVEL_COLUMNS,
+    Level,
+    ReportRow,
+    keyed,
+    level_of,
+    ratio_rows,
+    row_group,
+    sorted_rows,
+    value_rows,
+)
+from engine.roster import RosterTracker
 from engine.samples import Group, rollups
 from engine.windows import zone_of
 
-Level = Literal["unit", "department", "facility"]
-LEVEL_COLUMNS: dict[str, list[str]] = {
-    "unit": ["facility", "department", "unit"],
-    "department": ["facility", "department"],
-    "facility": ["facility"],
-}
-PLACE = ["facility", "department", "unit"]
-YEAR = 365.0 * 86400.0
 LEVEL_UNITS = {"days": 86400.0, "hours": 3600.0}
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    group: Group
-    value: float | None
-    numerator: float | None
-    denominator: float | None
-    n: int
-    status: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "group": self.group.model_dump(),
-            "value": self.value,
-            "numerator": self.numerator,
-            "denominator": self.denominator,
-            "n": self.n,
-            "status": self.status,
-        }
-
-
-def _ts(column: str) -> pl.Expr:
-    return pl.col(column).dt.epoch("us").cast(pl.Float64) / 1e6
-
-
-def _matching(frame: pl.DataFrame, match: Match) -> pl.DataFrame:
-    expr = pl.col("type") == match.event
-    for name, expected in match.where.items():
-        options = expected if isinstance(expected, list) else [expected]
-        if frame.schema.get(name) == pl.Float64:  # where: {scale_max: 5} on a float field
-            options = [float(o) for o in options]
-        expr = expr & pl.col(name).is_in(options)
-    return frame.filter(expr)
-
-
-def _agrees(start: Match, end: Match) -> pl.Expr:
-    """End events that do not contradict the start's filter: the start's filter fields that
-    the end event also has and the end does not filter itself are empty or allowed."""
-    expr = pl.lit(True)
-    if start.event == end.event:
-        return expr
-    end_fields = EVENT_TYPES[end.event].model_fields
-    for name, expected in start.where.items():
-        if name in end_fields and name not in end.where:
-            options = expected if isinstance(expected, list) else [expected]
-            expr = expr & (pl.col(name).is_null() | pl.col(name).is_in(options))
-    return expr
-
-
-def _places(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select("facility", "department", "unit")
 
 
 class Reporter:
@@ -117,11 +72,18 @@ class Reporter:
     def __init__(
         self, frame: pl.DataFrame, places: Places | None = None, timezone: str | tzinfo | None = None
     ):
-        self.frame = frame.with_columns(ts=_ts("event_time"))
+        self.frame = frame.with_columns(ts=ts_seconds("event_time"))
         self.places = places or Places()
         self.zone = zone_of(timezone)
         self._levels: pl.DataFrame | None = None
         self._positioned: pl.DataFrame | None = None
+
+    @property
+    def positioned(self) -> pl.DataFrame:
+        """The log with its row index `_pos`: log order breaks ties, as arrival order does."""
+        if self._positioned is None:
+            self._positioned = self.frame.with_row_index("_pos")
+        return self._positioned
 
     # -- levels ------------------------------------------------------------------------------
     def levels(self) -> pl.DataFrame:
@@ -173,84 +135,6 @@ class Reporter:
         )
 
     # -- per measure: a frame of (facility, department, unit, value) or (.., num, den) -----------
-    def _first_per_key(
-        self, matches: list[Match], key: str, time: str, prefix: str, start: Match | None = None
-    ) -> pl.DataFrame:
-        """The earliest event per key matching any of `matches`, with its time and place (ties:
-        the one logged first, as the stream takes the first to arrive). With `start`, end
-        events that contradict the start's filter (a routine result for a STAT start) are left
-        out, as the stream leaves them out."""
-        if self._positioned is None:
-            self._positioned = self.frame.with_row_index("_pos")  # log order breaks ties
-        parts = []
-        for match in matches:
-            rows = _matching(self._positioned, match)
-            if start is not None:
-                rows = rows.filter(_agrees(start, match))
-            parts.append(rows.filter(pl.col(key).is_not_null()).select(key, "ts", "_pos", *PLACE))
-        return (
-            pl.concat(parts)
-            .sort("ts", "_pos")
-            .group_by(key, maintain_order=True)
-            .first()
-            .select(key, pl.col("ts").alias(time), *[pl.col(c).alias(f"{prefix}{c}") for c in PLACE])
-        )
-
-    def _durations(self, m: DurationMeasure, start: float, end: float) -> pl.DataFrame:
-        """The stream's rules (engine/operators/duration.py) over the log: per key the earliest
-        start, end (of any end event) and cancel; an end past the interval's life
-        (expire_after) does not end it; a cancel before the end, or with no end within the
-        life, drops it. Values: ended intervals whose end is in [start, end); with count_open
-        also intervals that expire in the period (at their life) and intervals still open at
-        the period's end past the timeout (at their age then)."""
-        life = float(m.expire_after)
-        per = TIME_UNITS[m.unit]
-        starts = self._first_per_key([m.start], m.key, "t0", "s_")
-        ends = self._first_per_key(m.ends, m.key, "t1", "e_", start=m.start)
-        cancels = (
-            self._first_per_key([m.cancel], m.key, "tc", "c_").select(m.key, "tc")
-            if m.cancel is not None
-            else pl.DataFrame(schema={m.key: pl.Utf8, "tc": pl.Float64})
-        )
-        keyed = starts.join(ends, on=m.key, how="left").join(cancels, on=m.key, how="left")
-        t0, t1, tc = pl.col("t0"), pl.col("t1"), pl.col("tc")
-        ended = t1.is_not_null() & (t1 <= t0 + life)  # an end within the interval's life
-        keyed = keyed.with_columns(
-            ended=ended.fill_null(False),
-            dropped=pl.when(ended).then(tc < t1).otherwise(tc <= t0 + life).fill_null(False),
-        )
-        side = "s_" if m.attribute_to == "start" else "e_"
-        starts_at = [pl.col(f"s_{c}").alias(c) for c in PLACE]
-        values = keyed.filter(
-            pl.col("ended") & ~pl.col("dropped") & (t1 >= t0) & (t1 >= start) & (t1 < end)
-        ).select(*[pl.col(f"{side}{c}").alias(c) for c in PLACE], ((t1 - t0) / per).alias("value"))
-        if not m.count_open:
-            return values
-        parts = [values]
-        unresolved = keyed.filter(~pl.col("ended") & ~pl.col("dropped"))
-        parts.append(
-            unresolved.filter((t0 + life >= start) & (t0 + life < end)).select(
-                *starts_at, pl.lit(life / per).alias("value")
-            )
-        )
-        if m.timeout is not None:
-            still_open = (
-                (t0 > end - life)
-                & (t0 < end - float(m.timeout))
-                & (~pl.col("ended") | (t1 >= end))
-                & (tc.is_null() | (tc >= end))
-            )
-            parts.append(keyed.filter(still_open).select(*starts_at, ((end - t0) / per).alias("value")))
-        return pl.concat(parts)
-
-    def _event_values(self, m: EventMeasure, start: float, end: float) -> pl.DataFrame:
-        rows = _matching(self.frame, m).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-        if m.field is None:
-            return rows.select("facility", "department", "unit", pl.lit(1.0).alias("value"))
-        return rows.filter(pl.col(m.field).is_not_null()).select(
-            "facility", "department", "unit", pl.col(m.field).cast(pl.Float64).alias("value")
-        )
-
     def _part(self, part: EventPart | LevelPart, start: float, end: float) -> pl.DataFrame:
         if isinstance(part, LevelPart):
             integral = self._integral(part.level, start, end)
@@ -262,40 +146,9 @@ class Reporter:
                 (pl.col("integral") / scale).alias("x"),
                 pl.lit(0).alias("events"),
             )
-        rows = self._counted(part).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        rows = counted(self.positioned, part).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
         value = pl.lit(1.0) if part.field is None else pl.col(part.field).cast(pl.Float64).fill_null(0.0)
         return rows.select("facility", "department", "unit", value.alias("x"), pl.lit(1).alias("events"))
-
-    def _counted(self, part: EventPart) -> pl.DataFrame:
-        """The events a part counts (engine/operators/ratio.py): with `distinct`, each identity's
-        earliest event (ties: the one logged first), events without one all count; with
-        `unless`, not those with a pairing event of the same key and facility within its time."""
-        if self._positioned is None:
-            self._positioned = self.frame.with_row_index("_pos")
-        rows = _matching(self._positioned, part)
-        if part.distinct is not None:
-            ident = part.distinct
-            anonymous = rows.filter(pl.col(ident).is_null())
-            first = rows.filter(pl.col(ident).is_not_null()).sort("ts", "_pos").unique(ident, keep="first")
-            rows = pl.concat([anonymous, first]).sort("_pos")
-        elif part.unless is not None:
-            key, within = part.unless.key, float(part.unless.within)
-            pairs = _matching(self._positioned, part.unless).filter(pl.col(key).is_not_null())
-            paired = (
-                rows.filter(pl.col(key).is_not_null())
-                .select("_pos", "facility", pl.col(key).cast(pl.Utf8).alias("_key"), "ts")
-                .join(
-                    pairs.select(
-                        "facility", pl.col(key).cast(pl.Utf8).alias("_key"), pl.col("ts").alias("_t")
-                    ),
-                    on=["facility", "_key"],
-                )
-                .filter((pl.col("ts") - pl.col("_t")).abs() <= within)
-                .select("_pos")
-                .unique()
-            )
-            rows = rows.join(paired, on="_pos", how="anti")
-        return rows
 
     def _ratio_parts(self, m: RatioMeasure, start: float, end: float) -> pl.DataFrame:
         zero = pl.lit(0.0)
@@ -408,14 +261,14 @@ class Reporter:
             prof = profile((p0, n0), steps, start, end, kpi.levels_for(unit_type).limit)
             result = unit_result(kpi, prof, unit_type)
             for up in rollups(key):  # type: ignore[arg-type]
-                if _level_of(up) == by:
+                if level_of(up) == by:
                     per_group.setdefault(up, []).append(result)
         rows = []
         for key, parts in per_group.items():
             r = parts[0] if by == "unit" else rollup_result(kpi, parts)
             group = Group(facility=key[0], department=key[1], unit=key[2])
             rows.append(ReportRow(group, r.value, r.numerator, r.denominator, r.n, r.status))
-        return _sorted(rows)
+        return sorted_rows(rows)
 
     # -- the report ------------------------------------------------------------------------------
     def report(
@@ -424,18 +277,22 @@ class Reporter:
         a, b = start.timestamp(), end.timestamp()
         m = kpi.measure
         cols = LEVEL_COLUMNS[by]
+        units = self.places.unit_types()
         if isinstance(m, DurationMeasure | EventMeasure):
             values = (
-                self._durations(m, a, b) if isinstance(m, DurationMeasure) else self._event_values(m, a, b)
+                durations(self.positioned, m, a, b)
+                if isinstance(m, DurationMeasure)
+                else event_values(self.frame, m, a, b)
             )
-            return self._value_rows(kpi, values, cols, by)
+            return value_rows(kpi, values, cols, by, units)
         if isinstance(m, RatioMeasure):
             parts = self._ratio_parts(m, a, b)
-            return self._ratio_rows(
+            return ratio_rows(
                 kpi,
                 parts,
                 cols,
                 by,
+                units,
                 m.scale,
                 m.annualise,
                 b - a,
@@ -444,16 +301,16 @@ class Reporter:
             )
         if isinstance(m, LevelMeasure):
             parts = self._gauge_parts(m, a, b)
-            return self._ratio_rows(kpi, parts, cols, by, m.scale, False, b - a, rolls_all=m.per is None)
+            return ratio_rows(kpi, parts, cols, by, units, m.scale, False, b - a, rolls_all=m.per is None)
         if isinstance(m, StayMeasure):
-            return self._value_rows(kpi, self._stays(m, a, b), cols, by)
+            return value_rows(kpi, self._stays(m, a, b), cols, by, units)
         if isinstance(m, StaffingRatioMeasure):
             return self._staffing_rows(kpi, m, a, b, by)
         if isinstance(m, TopBoxMeasure):
             return self._top_box_rows(kpi, m, a, b, by)
         assert isinstance(m, ReadmissionMeasure)
         parts = self._readmission_parts(m, a, b)
-        return self._ratio_rows(kpi, parts, cols, by, m.scale, False, b - a, rolls_all=True)
+        return ratio_rows(kpi, parts, cols, by, units, m.scale, False, b - a, rolls_all=True)
 
     def _top_box_rows(
         self, kpi: KpiDefinition, m: TopBoxMeasure, start: float, end: float, by: Level
@@ -462,6 +319,7 @@ class Reporter:
         answers and answers pooled over the group's units (screeners, other domains' items and
         answers that do not apply have no top box here); n = distinct surveys."""
         cols = LEVEL_COLUMNS[by]
+        units = self.places.unit_types()
         answers = self.frame.filter(
             (pl.col("type") == m.event)
             & pl.col("item").is_in(sorted(items_of(m.domains)))
@@ -469,7 +327,7 @@ class Reporter:
             & (pl.col("ts") >= start)
             & (pl.col("ts") < end)
         ).with_columns(survey=pl.coalesce("survey_id", "source_id"))
-        answers = self._keyed(answers, by)
+        answers = keyed(answers, by)
         tallies = answers.group_by(*cols, "item").agg(
             pl.col("top_box").cast(pl.Float64).sum().alias("top"), pl.len().cast(pl.Float64).alias("answered")
         )
@@ -481,125 +339,7 @@ class Reporter:
             score = composite_score(counts.get(tuple(rec[c] for c in cols), {}), m.domains)
             value = None if score is None else score * m.scale
             n = int(rec["n"])
-            group = _group(rec, by)
-            status = kpi.status_of(value, n, self._unit_type(group))
+            group = row_group(rec, by)
+            status = kpi.status_of(value, n, units.get(group.key))
             rows.append(ReportRow(group, value, None, None, n, status))
-        return _sorted(rows)
-
-    def _keyed(self, frame: pl.DataFrame, by: Level) -> pl.DataFrame:
-        """Rows that belong to a group at this level (a unit report needs a unit)."""
-        if by == "unit":
-            return frame.filter(pl.col("unit").is_not_null())
-        if by == "department":
-            return frame.filter(pl.col("department").is_not_null() | pl.col("unit").is_not_null())
-        return frame
-
-    def _value_rows(
-        self, kpi: KpiDefinition, values: pl.DataFrame, cols: list[str], by: Level
-    ) -> list[ReportRow]:
-        agg = kpi.aggregate
-        q = quantile_of(agg)
-        v = pl.col("value")
-        exprs = [pl.len().alias("n")]
-        if agg == "count":
-            exprs.append(pl.len().cast(pl.Float64).alias("result"))
-        elif agg == "sum":
-            exprs.append(v.sum().alias("result"))
-        elif agg == "mean":
-            exprs += [v.mean().alias("result"), v.sum().alias("num")]
-        elif agg == "min":
-            exprs.append(v.min().alias("result"))
-        elif agg == "max":
-            exprs.append(v.max().alias("result"))
-        elif agg == "pct_within":
-            exprs += [
-                ((v <= kpi.within).sum() / pl.len() * 100.0).alias("result"),
-                (v <= kpi.within).sum().alias("num"),
-            ]
-        else:
-            assert q is not None
-            exprs.append(v.quantile(q, interpolation="linear").alias("result"))
-        grouped = self._keyed(values, by).group_by(cols).agg(exprs)
-        rows = []
-        for rec in grouped.iter_rows(named=True):
-            group = _group(rec, by)
-            value = rec["result"]
-            n = int(rec["n"])
-            num = rec.get("num")
-            den = float(n) if agg in ("mean", "pct_within") else None
-            rows.append(
-                ReportRow(
-                    group,
-                    value,
-                    None if num is None else float(num),
-                    den,
-                    n,
-                    kpi.status_of(value, n, self._unit_type(group)),
-                )
-            )
-        return _sorted(rows)
-
-    def _ratio_rows(
-        self,
-        kpi: KpiDefinition,
-        parts: pl.DataFrame,
-        cols: list[str],
-        by: Level,
-        scale: float,
-        annualise: bool,
-        span: float,
-        rolls_all: bool,
-        adjusted: bool = False,
-    ) -> list[ReportRow]:
-        if "adj_num" not in parts.columns:
-            parts = parts.with_columns(adj_num=pl.lit(0.0), adj_den=pl.lit(0.0))
-        sums = [
-            pl.col("num").sum(),
-            pl.col("den").sum(),
-            pl.col("adj_num").sum(),
-            pl.col("adj_den").sum(),
-            pl.col("events").sum(),
-        ]
-        per_unit = parts.group_by("facility", "department", "unit").agg(sums)
-        if not rolls_all and by != "unit":
-            per_unit = per_unit.filter(pl.col("den") > 0)  # units without a denominator stay out of roll-ups
-        grouped = self._keyed(per_unit, by).group_by(cols).agg(sums)
-        rows = []
-        for rec in grouped.iter_rows(named=True):
-            num, den = float(rec["num"]), float(rec["den"])
-            if num == 0 and den == 0 and not rec["events"]:
-                continue  # nothing observed here: the stream has no sample either
-            n = int(den) if not isinstance(kpi.measure, LevelMeasure) else (1 if den > 0 else 0)
-            value: float | None
-            reported: float | None = den
-            if adjusted:  # adjusted patient days: den x adj_num / adj_den (aggregates.Finalizer)
-                adj_num, adj_den = float(rec["adj_num"]), float(rec["adj_den"])
-                reported = None if adj_den == 0 else den * adj_num / adj_den
-                value = None if not reported else num / reported * scale
-            else:
-                value = None if den == 0 else num / den * scale * (YEAR / span if annualise else 1.0)
-            group = _group(rec, by)
-            status = kpi.status_of(value, n, self._unit_type(group))
-            rows.append(ReportRow(group, value, num, reported, n, status))
-        return _sorted(rows)
-
-    def _unit_type(self, group: Group) -> str | None:
-        return self.places.unit_types().get(group.key)
-
-
-def _group(rec: dict[str, Any], by: Level) -> Group:
-    return Group(
-        facility=rec["facility"],
-        department=rec.get("department") if by != "facility" else None,
-        unit=rec.get("unit") if by == "unit" else None,
-    )
-
-
-def _level_of(key: tuple[str, str | None, str | None]) -> Level:
-    if key[2] is not None:
-        return "unit"
-    return "department" if key[1] is not None else "facility"
-
-
-def _sorted(rows: list[ReportRow]) -> list[ReportRow]:
-    return sorted(rows, key=lambda r: (r.group.facility, r.group.department or "", r.group.unit or ""))
+        return sorted_rows(rows)

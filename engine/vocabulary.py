@@ -23,8 +23,8 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator
 
-from engine.hcahps import DOMAINS as HCAHPS_DOMAINS
-from engine.hcahps import ITEMS as HCAHPS_ITEMS
+from engine.hcahps_survey import DOMAINS as HCAHPS_DOMAINS
+from engine.hcahps_survey import ITEMS as HCAHPS_ITEMS
 
 # -- patient class ---------------------------------------------------------------------------
 PATIENT_CLASSES: Final = frozenset(

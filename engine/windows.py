@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from engine.definitions import WindowSpec, months_of
+from engine.definitions.window import WindowSpec, months_of
 
 DAY = 86400.0
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -38,7 +38,8 @@ import pytest
 import yaml
 
 from engine.config import REPO_ROOT, Settings
-from engine.definitions import DurationMeasure, load_catalogue
+from engine.definitions import load_catalogue
+from engine.definitions.measures import DurationMeasure
 from engine.samples import rollups
 from engine.windows import PaneClock
 from tests import mimic_hl7 as mh

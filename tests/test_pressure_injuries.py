@@ -19,11 +19,12 @@ from connectors.feeds.mapping import FeedMapper
 from connectors.feeds.schemas import QualityRow
 from engine.config import REPO_ROOT
 from engine.core import Engine
-from engine.definitions import EventPart, RatioMeasure, load_catalogue
+from engine.definitions import load_catalogue
+from engine.definitions.measures import EventPart, RatioMeasure
 from engine.eventframe import frame_from_records
 from engine.events import EncounterEvent, EventBase
 from engine.places import Places
-from engine.reports import _matching
+from engine.report_events import matching
 
 KPI = "pressure_injuries_per_1000_patient_days"
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -99,7 +100,7 @@ def test_hapi_rate_counts_stage_2_and_above_not_present_on_admission(places: Pla
     measure = catalogue.kpis[KPI].measure
     assert isinstance(measure, RatioMeasure) and isinstance(measure.numerator, EventPart)
     frame = frame_from_records([e.model_dump(mode="json") for e in events])
-    counted = _matching(frame, measure.numerator)
+    counted = matching(frame, measure.numerator)
     assert sorted(counted["stage"].to_list()) == ["2", "3", "dti", "unstageable"]
 
 

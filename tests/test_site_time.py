@@ -29,7 +29,8 @@ from connectors.hl7v2.parser import parse
 from engine.checkpoint import catalogue_fingerprint
 from engine.config import REPO_ROOT, Settings
 from engine.core import Engine
-from engine.definitions import Catalogue, KpiDefinition, WindowSpec, load_catalogue
+from engine.definitions import Catalogue, KpiDefinition, load_catalogue
+from engine.definitions.window import WindowSpec
 from engine.eventframe import frame_from_records
 from engine.events import EventBase, dump_event
 from engine.places import Places

@@ -20,60 +20,27 @@ too (at its age at the window's end), and an interval that never ends counts onc
 `expire_after` age, in the pane where it expires: a window's "% within target" then
 counts the orders never resulted as misses rather than leaving them out.
 
-The period report (engine/reports.py) implements the same rules over the event log, and a
-property test holds the two to each other.
+The period report (engine/report_events.py) implements the same rules over the event log,
+and a property test holds the two to each other. One key's record is
+engine/operators/intervals.py; which events end which starts, engine/operators/pairing.py;
+the index of overdue intervals (count_open), engine/operators/overdue.py.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
-from engine.definitions import TIME_UNITS, DurationMeasure, Match
-from engine.events import EVENT_TYPES, EventBase
-from engine.operators.base import Handler, Hint, Output, compile_where, hint_of
+from engine.definitions.measures import TIME_UNITS, DurationMeasure
+from engine.events import EventBase
+from engine.operators.base import Handler, Hint, Output, compile_where
+from engine.operators.intervals import Interval, Observation, interval_of_row, interval_row, restore_pairs
+from engine.operators.overdue import OverdueIntervals
+from engine.operators.pairing import Predicate, any_end, duration_hints, end_tests_of, never
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey, Sample
-
-Predicate = Callable[[EventBase], bool]
-Observation = tuple[GroupKey, float, float]  # place, time, value
-
-
-class Interval:
-    """What is known of one key: its earliest start, end and cancel (event time)."""
-
-    __slots__ = (
-        "cancel",
-        "end",
-        "end_place",
-        "expired",
-        "frozen",
-        "obs",
-        "start",
-        "start_place",
-        "status",
-    )
-
-    def __init__(self) -> None:
-        self.start: float | None = None
-        self.start_place: GroupKey | None = None
-        self.end: float | None = None
-        self.end_place: GroupKey | None = None
-        self.cancel: float | None = None
-        self.expired = False  # the watermark passed start + expire_after with no end
-        self.frozen = False  # restored from an old snapshot: closed, details unknown
-        self.obs: Observation | None = None  # the value this key has in the panes now
-        self.status = "waiting"  # waiting (no start), open, ended, cancelled, negative, expired
-
-    def since(self) -> float:
-        """The time it is kept by (pruned after expire_after past it)."""
-        for value in (self.start, self.end, self.cancel):
-            if value is not None:
-                return value
-        return 0.0
 
 
 class DurationOperator(ValueOperator):
@@ -92,14 +59,10 @@ class DurationOperator(ValueOperator):
         self.life = float(m.expire_after)
         self.start_ok = compile_where(m.start.where)
         # event type -> (where test, contradiction test) for each end that has that type
-        self.end_tests: dict[str, list[tuple[Predicate | None, Predicate | None]]] = {}
-        for end in m.ends:
-            self.end_tests.setdefault(end.event, []).append(
-                (compile_where(end.where), _contradiction(m.start, end))
-            )
+        self.end_tests = end_tests_of(m)
         # event type -> one test for "is this an end of a matching start" (None: every one is)
         self.end_check: dict[str, Predicate | None] = {
-            etype: _any_end(tests) for etype, tests in self.end_tests.items()
+            etype: any_end(tests) for etype, tests in self.end_tests.items()
         }
         cancel = m.cancel
         self.cancel_ok = compile_where(cancel.where) if cancel is not None else None
@@ -108,11 +71,7 @@ class DurationOperator(ValueOperator):
         if any(o.finalize.aggregate in ("min", "max") for o in outputs):
             self.keep_values = True  # a value taken back must leave the right min and max
         self.keys: dict[str, Interval] = {}
-        self.overdue: dict[str, Interval] = {}  # count_open: open past the timeout, now or before
-        # the same by start time, sorted: a closing window looks only at the intervals that can
-        # be overdue in it (entries whose key has left `overdue`, or moved, are skipped)
-        self.overdue_starts: list[tuple[float, str]] = []
-        self._overdue_at: dict[str, float] = {}
+        self.overdue = OverdueIntervals(m.timeout, self.life)  # count_open: open past the timeout
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
         # ones, at the front
@@ -135,24 +94,7 @@ class DurationOperator(ValueOperator):
         return subs
 
     def routing_hints(self) -> dict[str, Hint]:
-        m = self.measure
-        if m.start.event in self.end_tests:
-            return {}
-        hints: dict[str, Hint] = {}
-        start = hint_of(m.start.where)
-        if start is not None:
-            hints[m.start.event] = start
-        for etype in self.end_tests:
-            ends = [e for e in m.ends if e.event == etype]
-            if len(ends) != 1:
-                continue  # several ends of one type: their handler checks them all
-            (end_match,) = ends
-            end_fields = EVENT_TYPES[etype].model_fields
-            shared = {k: v for k, v in m.start.where.items() if k in end_fields and k not in end_match.where}
-            end = hint_of(shared, also_none=True) or hint_of(end_match.where)
-            if end is not None:
-                hints[etype] = end
-        return hints
+        return duration_hints(self.measure, self.end_tests)
 
     # -- events --------------------------------------------------------------------------
     def _interval(self, key: str) -> Interval:
@@ -191,7 +133,7 @@ class DurationOperator(ValueOperator):
         self._settle(key, r)
 
     def on_end(self, event: EventBase) -> None:
-        check = self.end_check.get(event.type, _never)
+        check = self.end_check.get(event.type, never)
         if check is not None and not check(event):
             return  # e.g. a routine result cannot end a STAT interval: do not wait for its start
         key = getattr(event, self.key_field)
@@ -263,31 +205,11 @@ class DurationOperator(ValueOperator):
         else:
             self.open.pop(key, None)
         if self.count_open:
-            self._note_overdue(key, r)
+            self.overdue.note(key, r)
         if status == "waiting" and r.end is not None:
             self.early_ends[key] = (r.end, r.end_place)  # type: ignore[assignment]
         elif self.early_ends:
             self.early_ends.pop(key, None)
-
-    def _note_overdue(self, key: str, r: Interval) -> None:
-        """Keep the intervals that are (or were) open past the timeout: the only ones closed
-        windows count while open (open_at), so closing a window need not walk every key."""
-        start, timeout = r.start, self.measure.timeout
-        if start is None or timeout is None:
-            self.overdue.pop(key, None)
-            return
-        resolved = start + self.life
-        if r.end is not None and r.end < resolved:
-            resolved = r.end
-        if r.cancel is not None and r.cancel < resolved:
-            resolved = r.cancel
-        if resolved > start + timeout:
-            if key not in self.overdue or self._overdue_at.get(key) != start:
-                bisect.insort(self.overdue_starts, (start, key))
-                self._overdue_at[key] = start
-            self.overdue[key] = r
-        else:
-            self.overdue.pop(key, None)
 
     # -- time ----------------------------------------------------------------------------
     def advance(self, watermark: float, deadline: float | None = None) -> list[Sample]:
@@ -329,46 +251,13 @@ class DurationOperator(ValueOperator):
                 out[place] = (values, count + 1)
         return out
 
-    def open_at(self, at: float) -> dict[GroupKey, list[float]]:
-        """Intervals open at `at` (event time) past the timeout, at their age then, by start
-        place: started before at - timeout and after at - expire_after, with no end and no
-        cancel before `at`. What has arrived since (an end at or after `at`) does not matter."""
-        timeout = self.measure.timeout
-        if timeout is None:
-            return {}
-        out: dict[GroupKey, list[float]] = {}
-        due, oldest = at - timeout, at - self.life
-        starts = self.overdue_starts
-        lo = bisect.bisect_right(starts, (oldest, "\uffff"))
-        hi = bisect.bisect_left(starts, (due, ""))
-        found: list[Interval] = []
-        if hi - lo <= len(self.overdue):  # by start time (an engine far behind holds years)
-            seen: set[str] = set()
-            for begun, key in starts[lo:hi]:
-                r = self.overdue.get(key)
-                if r is not None and r.start == begun and key not in seen:
-                    seen.add(key)
-                    found.append(r)
-        else:  # the intervals overdue now are fewer than the starts in that range
-            found = list(self.overdue.values())
-        for r in found:
-            begun = r.start  # type: ignore[assignment]
-            if begun is None or not (oldest < begun < due):
-                continue
-            if r.end is not None and r.end < at and r.end <= begun + self.life:
-                continue
-            if r.cancel is not None and r.cancel < at:
-                continue
-            out.setdefault(r.start_place, []).append((at - begun) / self.per)  # type: ignore[arg-type]
-        return out
-
     def _window_accs(
         self, start: int, end: int, until: float | None = None
     ) -> tuple[dict[GroupKey, Acc], bool]:
         accs, active = super()._window_accs(start, end, until)
         self._closing_overdue = {}
         if until is None and self.count_open:
-            for place, values in self.open_at(self.clock.start(end)).items():
+            for place, values in self.overdue.open_at(self.clock.start(end), self.per).items():
                 acc = accs.get(place)
                 if acc is None:
                     acc = accs[place] = Acc(self.keep_values)
@@ -394,14 +283,7 @@ class DurationOperator(ValueOperator):
         yield from super()._data_indices()
         if self.count_open and self.measure.timeout is not None:
             # windows where an open interval is overdue are not quiet: do not skip them
-            clock, timeout = self.clock, float(self.measure.timeout)
-            for r in self.overdue.values():
-                if r.start is None:
-                    continue
-                overdue = r.start + timeout
-                resolved = min(t for t in (r.end, r.cancel, r.start + self.life) if t is not None)
-                if resolved > overdue:
-                    yield clock.index(overdue)
+            yield from self.overdue.due_indices(self.clock)
 
     def _pure_panes(self) -> bool:
         return not self.count_open  # an open interval's age changes every window
@@ -412,29 +294,12 @@ class DurationOperator(ValueOperator):
         if not self.count_open or timeout is None:
             return ahead
         # windows where an open interval is overdue are not quiet: do not skip them
-        starts, clock = self.overdue_starts, self.clock
-        i = bisect.bisect_left(starts, (clock.start(end) - float(timeout), ""))
-        while i < len(starts):
-            begun, key = starts[i]
-            i += 1
-            r = self.overdue.get(key)
-            if r is None or r.start != begun:
-                continue
-            overdue = clock.index(begun + float(timeout))
-            if ahead is None or overdue < ahead:
-                return overdue
-            break
-        return ahead
+        return self.overdue.next_due(self.clock, end, ahead)
 
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         horizon = self.clock.start(keep_from) - self.life
-        gone = bisect.bisect_left(self.overdue_starts, (horizon, ""))
-        if gone:
-            for _, key in self.overdue_starts[:gone]:
-                if key not in self.overdue:
-                    self._overdue_at.pop(key, None)
-            del self.overdue_starts[:gone]
+        self.overdue.prune(horizon)
         stale = []
         for key, r in self.keys.items():
             if r.since() >= horizon:
@@ -442,7 +307,7 @@ class DurationOperator(ValueOperator):
             stale.append(key)
         for key in stale:
             del self.keys[key]
-            self.overdue.pop(key, None)
+            self.overdue.by_key.pop(key, None)
             if self.open.pop(key, None) is not None:
                 self.expired += 1
             self.early_ends.pop(key, None)
@@ -450,21 +315,7 @@ class DurationOperator(ValueOperator):
     # -- state ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         state = super()._state()
-        state["intervals"] = [
-            [
-                k,
-                r.start,
-                _list(r.start_place),
-                r.end,
-                _list(r.end_place),
-                r.cancel,
-                r.expired,
-                r.frozen,
-                r.status,
-                None if r.obs is None else [list(r.obs[0]), r.obs[1], r.obs[2]],
-            ]
-            for k, r in self.keys.items()
-        ]
+        state["intervals"] = [interval_row(k, r) for k, r in self.keys.items()]
         state["open_order"] = list(self.open)
         state["cancelled"] = self.cancelled
         state["negative"] = self.negative
@@ -473,93 +324,19 @@ class DurationOperator(ValueOperator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.keys, self.open, self.early_ends, self.overdue = {}, {}, {}, {}
-        self.overdue_starts, self._overdue_at = [], {}
+        self.keys, self.open, self.early_ends = {}, {}, {}
+        self.overdue = OverdueIntervals(self.measure.timeout, self.life)
         self.negative = state["negative"]
         self.expired = state["expired"]
         self.cancelled = state.get("cancelled", 0)
         if "intervals" not in state:  # a snapshot from before intervals were kept whole
-            self._restore_pairs(state)
+            restore_pairs(state, self.keys, self.open, self.early_ends)
             return
-        for k, start, sp, end, ep, cancel, expired, frozen, status, obs in state["intervals"]:
-            r = self.keys[k] = Interval()
-            r.start, r.start_place = start, _tuple(sp)
-            r.end, r.end_place = end, _tuple(ep)
-            r.cancel, r.expired, r.frozen, r.status = cancel, expired, frozen, status
-            r.obs = None if obs is None else (tuple(obs[0]), obs[1], obs[2])  # type: ignore[assignment]
+        self.keys = dict(interval_of_row(row) for row in state["intervals"])
         for k in state["open_order"]:
             self.open[k] = self.keys[k]
         for k, r in self.keys.items():
             if r.start is None and r.end is not None and not r.frozen:
                 self.early_ends[k] = (r.end, r.end_place)  # type: ignore[assignment]
             if self.count_open:
-                self._note_overdue(k, r)
-
-    def _restore_pairs(self, state: dict[str, Any]) -> None:
-        for k, ts, p in state["open"]:
-            r = self.keys[k] = Interval()
-            r.start, r.start_place, r.status = ts, tuple(p), "open"  # type: ignore[assignment]
-            self.open[k] = r
-        for k, ts, p in state["early_ends"]:
-            r = self.keys[k] = Interval()
-            r.end, r.end_place = ts, tuple(p)  # type: ignore[assignment]
-            self.early_ends[k] = (ts, r.end_place)  # type: ignore[assignment]
-        for k, ts in state["closed_keys"]:
-            r = self.keys[k] = Interval()
-            # closed before: its value stays, and nothing reopens it
-            r.end, r.frozen, r.status = ts, True, "ended"
-
-
-def _never(event: EventBase) -> bool:
-    return False
-
-
-def _any_end(tests: list[tuple[Predicate | None, Predicate | None]]) -> Predicate | None:
-    """One predicate for the ends of one event type: any of them matches and does not
-    contradict the start (None: every event of the type does)."""
-    if len(tests) == 1:
-        ok, contra = tests[0]
-        if ok is None and contra is None:
-            return None
-        if contra is None:
-            return ok
-        if ok is None:
-            return lambda event: not contra(event)
-        return lambda event: ok(event) and not contra(event)
-    return lambda event: any(
-        (ok is None or ok(event)) and (contra is None or not contra(event)) for ok, contra in tests
-    )
-
-
-def _list(place: GroupKey | None) -> list[Any] | None:
-    return None if place is None else list(place)
-
-
-def _tuple(place: list[Any] | None) -> GroupKey | None:
-    return None if place is None else tuple(place)  # type: ignore[return-value]
-
-
-def _contradiction(start: Match, end: Match) -> Predicate | None:
-    """A test for end events that say they cannot belong to a matching start: the start
-    filter's fields that the end event also carries (lab.result says its priority too),
-    unless the end has its own filter on that field (an ED registration, class emergency,
-    ends with an admission, class inpatient)."""
-    if start.event == end.event:
-        return None
-    end_fields = EVENT_TYPES[end.event].model_fields
-    checks = [
-        (name, frozenset(v if isinstance(v, list) else [v]))
-        for name, v in start.where.items()
-        if name in end_fields and name not in end.where
-    ]
-    if not checks:
-        return None
-
-    def contradicts(event: EventBase) -> bool:
-        for name, allowed in checks:
-            value = getattr(event, name)
-            if value is not None and value not in allowed:
-                return True
-        return False
-
-    return contradicts
+                self.overdue.note(k, r)

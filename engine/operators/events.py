@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import tzinfo
 
-from engine.definitions import EventMeasure
+from engine.definitions.measures import EventMeasure
 from engine.events import EventBase
 from engine.operators.base import Handler, Hint, Output, compile_where, hint_of, place_of
 from engine.operators.values import ValueOperator

@@ -11,7 +11,7 @@ from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
-from engine.definitions import LevelMeasure
+from engine.definitions.measures import LevelMeasure
 from engine.operators.base import LevelHandler, Operator, Output
 from engine.operators.levelseries import LevelTable
 from engine.samples import GroupKey, Sample

@@ -16,7 +16,7 @@ from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
-from engine.definitions import EventPart, LevelPart, RatioMeasure
+from engine.definitions.measures import EventPart, LevelPart, RatioMeasure
 from engine.events import EventBase
 from engine.operators.base import Handler, LevelHandler, Output, compile_where, place_of
 from engine.operators.levelseries import LevelTable

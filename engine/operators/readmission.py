@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import tzinfo
 from typing import Any
 
-from engine.definitions import ReadmissionMeasure
+from engine.definitions.measures import ReadmissionMeasure
 from engine.events import EncounterEvent, EventBase
 from engine.operators.base import Handler, Output, place_of
 from engine.operators.values import ValueOperator

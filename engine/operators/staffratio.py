@@ -19,7 +19,8 @@ from datetime import tzinfo
 from typing import Any, NamedTuple
 
 from engine.aggregates import Acc
-from engine.definitions import KpiDefinition, StaffingRatioMeasure
+from engine.definitions.kpi import KpiDefinition
+from engine.definitions.measures import StaffingRatioMeasure
 from engine.operators import paneindex
 from engine.operators.base import LevelHandler, Operator, Output
 from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt

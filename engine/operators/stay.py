@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import tzinfo
 from typing import Any
 
-from engine.definitions import TIME_UNITS, StayMeasure
+from engine.definitions.measures import TIME_UNITS, StayMeasure
 from engine.events import EventBase
 from engine.operators.base import Output
 from engine.operators.values import ValueOperator

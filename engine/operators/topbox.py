@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from engine.aggregates import Acc
-from engine.definitions import TopBoxMeasure
+from engine.definitions.measures import TopBoxMeasure
 from engine.events import EventBase
 from engine.hcahps import items_of
 from engine.operators.base import Handler, Hint, Output, place_of

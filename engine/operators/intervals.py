@@ -1,0 +1,107 @@
+"""One key's interval in a duration measure (an order, a call, a stay): its earliest start,
+end and cancel in event time, what it counts as now, and its form in a snapshot.
+
+The operator (engine/operators/duration.py) keeps one per key and settles it on every
+event; this module holds only the record, so a snapshot written by one version restores
+in the next (including the older form that kept open starts, early ends and closed keys
+apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.samples import GroupKey
+
+Observation = tuple[GroupKey, float, float]  # place, time, value
+
+
+class Interval:
+    """What is known of one key: its earliest start, end and cancel (event time)."""
+
+    __slots__ = (
+        "cancel",
+        "end",
+        "end_place",
+        "expired",
+        "frozen",
+        "obs",
+        "start",
+        "start_place",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.start_place: GroupKey | None = None
+        self.end: float | None = None
+        self.end_place: GroupKey | None = None
+        self.cancel: float | None = None
+        self.expired = False  # the watermark passed start + expire_after with no end
+        self.frozen = False  # restored from an old snapshot: closed, details unknown
+        self.obs: Observation | None = None  # the value this key has in the panes now
+        self.status = "waiting"  # waiting (no start), open, ended, cancelled, negative, expired
+
+    def since(self) -> float:
+        """The time it is kept by (pruned after expire_after past it)."""
+        for value in (self.start, self.end, self.cancel):
+            if value is not None:
+                return value
+        return 0.0
+
+
+def interval_row(key: str, r: Interval) -> list[Any]:
+    """An interval as a snapshot row (JSON)."""
+    return [
+        key,
+        r.start,
+        _list(r.start_place),
+        r.end,
+        _list(r.end_place),
+        r.cancel,
+        r.expired,
+        r.frozen,
+        r.status,
+        None if r.obs is None else [list(r.obs[0]), r.obs[1], r.obs[2]],
+    ]
+
+
+def interval_of_row(row: list[Any]) -> tuple[str, Interval]:
+    """A snapshot row back as (key, interval)."""
+    k, start, sp, end, ep, cancel, expired, frozen, status, obs = row
+    r = Interval()
+    r.start, r.start_place = start, _tuple(sp)
+    r.end, r.end_place = end, _tuple(ep)
+    r.cancel, r.expired, r.frozen, r.status = cancel, expired, frozen, status
+    r.obs = None if obs is None else (tuple(obs[0]), obs[1], obs[2])  # type: ignore[assignment]
+    return k, r
+
+
+def restore_pairs(
+    state: dict[str, Any],
+    keys: dict[str, Interval],
+    opened: dict[str, Interval],
+    early_ends: dict[str, tuple[float, GroupKey]],
+) -> None:
+    """A snapshot from before intervals were kept whole: open starts, ends waiting for their
+    start, and keys already closed (their value stays, and nothing reopens them)."""
+    for k, ts, p in state["open"]:
+        r = keys[k] = Interval()
+        r.start, r.start_place, r.status = ts, tuple(p), "open"  # type: ignore[assignment]
+        opened[k] = r
+    for k, ts, p in state["early_ends"]:
+        r = keys[k] = Interval()
+        r.end, r.end_place = ts, tuple(p)  # type: ignore[assignment]
+        early_ends[k] = (ts, r.end_place)  # type: ignore[assignment]
+    for k, ts in state["closed_keys"]:
+        r = keys[k] = Interval()
+        # closed before: its value stays, and nothing reopens it
+        r.end, r.frozen, r.status = ts, True, "ended"
+
+
+def _list(place: GroupKey | None) -> list[Any] | None:
+    return None if place is None else list(place)
+
+
+def _tuple(place: list[Any] | None) -> GroupKey | None:
+    return None if place is None else tuple(place)  # type: ignore[return-value]
