@@ -16,10 +16,9 @@ from typing import Literal
 from alerts.model import Change, ChangeKind, place_label
 from engine.definitions import Catalogue, Direction, KpiDefinition
 from engine.samples import GroupKey, Sample
+from engine.scorecard import worse
 
 State = Literal["ok", "pending", "firing", "clearing"]
-
-SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Evaluator:
             if not breaching:
                 track.state, track.since, track.severity = "ok", now, "ok"
                 return None
-            track.severity = max(track.severity, status, key=SEVERITY_RANK.__getitem__)
+            track.severity = worse(track.severity, status)
             return self._maybe_fire(kpi, track, sample, now)
         if sample.value is not None and cleared(kpi, sample.value, unit_type):
             if track.state == "firing":

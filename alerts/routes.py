@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.scorecard import Matchers
 from engine.yamlconf import ConfigError, load_yaml, validate_file
 
 DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.yaml"
@@ -28,11 +29,6 @@ MATCH_KEYS = ("kpi", "perspective", "facility", "department", "unit", "severity"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Matchers = dict[
-    Literal["kpi", "perspective", "facility", "department", "unit", "severity", "kind"], str | list[str]
-]
 
 
 def matches(matchers: Mapping[Any, Any], labels: Mapping[str, Any]) -> bool:

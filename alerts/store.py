@@ -10,8 +10,7 @@ longer wanted (the alert resolved or was acknowledged first) is cancelled, with 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,101 +18,9 @@ from typing import Any
 
 import orjson
 
-from alerts.db import TYPES as _TYPES
+from alerts import schema
 from alerts.db import Database, Row, Tx, open_database
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY,
-    kpi TEXT NOT NULL,
-    facility TEXT NOT NULL,
-    department TEXT,
-    unit TEXT,
-    state TEXT NOT NULL,              -- firing | resolved
-    severity TEXT NOT NULL,
-    value {real},
-    threshold {real},
-    window_start TEXT,
-    window_end TEXT,
-    n INTEGER,
-    started_at TEXT NOT NULL,
-    fired_at TEXT NOT NULL,
-    resolved_at TEXT,
-    acked_at TEXT,
-    acked_by TEXT,
-    ack_note TEXT,
-    summary TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS silences (
-    id TEXT PRIMARY KEY,
-    matchers TEXT NOT NULL,
-    starts_at {real} NOT NULL,
-    ends_at {real} NOT NULL,
-    created_by TEXT NOT NULL,
-    comment TEXT,
-    created_at TEXT NOT NULL,
-    expired_at TEXT
-);
-CREATE TABLE IF NOT EXISTS notice_alerts (
-    outbox_id BIGINT NOT NULL,
-    alert_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notice_alerts_alert ON notice_alerts (alert_id);
-CREATE TABLE IF NOT EXISTS feed_seen (
-    source TEXT NOT NULL,
-    facility TEXT NOT NULL,
-    unit TEXT NOT NULL,
-    last_seen {real} NOT NULL,
-    PRIMARY KEY (source, facility, unit)
-);
-CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, kpi);
-CREATE TABLE IF NOT EXISTS outbox (
-    id {id},
-    alert_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    payload {blob} NOT NULL,
-    created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt {real} NOT NULL DEFAULT 0,
-    delivered_at TEXT,
-    failed_at TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, failed_at, next_attempt);
-CREATE TABLE IF NOT EXISTS audit (
-    id {id},
-    at TEXT NOT NULL,
-    alert_id TEXT,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT
-);
-"""
-
-
-# Columns added after the first release: added in place to an older database.
-MIGRATIONS = {
-    "alerts": {
-        "kind": "TEXT NOT NULL DEFAULT 'kpi'",
-        "name": "TEXT",
-        "perspective": "TEXT",
-        "source": "TEXT",
-        "tier": "INTEGER NOT NULL DEFAULT 0",
-        "routed_at": "TEXT",
-        "notified_at": "TEXT",
-        "last_notified_at": "{real}",
-        "reminders": "INTEGER NOT NULL DEFAULT 0",
-    },
-    "outbox": {
-        "event": "TEXT",
-        "recipient": "TEXT",
-        "route": "TEXT",
-        "cancelled_at": "TEXT",
-        "held": "TEXT",
-    },
-}
+from alerts.model import Alert
 
 
 def now_iso() -> str:
@@ -152,16 +59,7 @@ class OutboxItem:
 class AlertStore:
     def __init__(self, target: Path | str, *, busy_timeout: float = 5.0):
         self.db: Database = open_database(target, busy_timeout)
-        types = {**_TYPES[self.db.dialect]}
-        self.db.script(SCHEMA.format(**types))
-        self._migrate(types)
-
-    def _migrate(self, types: dict[str, str]) -> None:
-        for table, columns in MIGRATIONS.items():
-            have = self.db.columns(table)
-            for column, decl in columns.items():
-                if column not in have:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**types)}")
+        schema.create(self.db)
 
     def _tx(self, statements: Sequence[tuple[str, tuple[Any, ...]]], notices: Sequence[Notice] = ()) -> None:
         with self.db.transaction() as tx:
@@ -204,25 +102,24 @@ class AlertStore:
         )
 
     # -- alerts --------------------------------------------------------------------------
-    def fire(self, alert: dict[str, Any], notices: Sequence[Notice] = ()) -> str:
+    def fire(self, alert: Alert | Mapping[str, Any], notices: Sequence[Notice] = ()) -> str:
         """Record a fired alert with its notices. Idempotent by alert id: the service retries
         a write whose reply was lost (it may have committed), and that must not fail or
         record the alert twice."""
-        alert_id = alert.get("id") or uuid.uuid4().hex
-        alert["id"] = alert_id
-        cols = ", ".join(alert)
-        marks = ", ".join("?" for _ in alert)
+        row = (alert if isinstance(alert, Alert) else Alert.from_row(alert)).as_json()
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
         with self.db.transaction() as tx:
             inserted = tx.query(
                 f"INSERT INTO alerts ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING RETURNING id",
-                tuple(alert.values()),
+                tuple(row.values()),
             )
             if inserted:
-                sql, args = self._audit(alert_id, "carescore", "fired", alert["summary"])
+                sql, args = self._audit(row["id"], "carescore", "fired", row["summary"])
                 tx.execute(sql, args)
                 for n in notices:
                     self._insert_notice(tx, n)
-        return alert_id
+        return str(row["id"])
 
     def update(
         self,
@@ -261,11 +158,11 @@ class AlertStore:
                 stmts.append((f"UPDATE alerts SET {sets} WHERE id = ?", (*change.values(), alert_id)))
         self._tx(stmts, notices)
 
-    def get(self, alert_id: str) -> dict[str, Any] | None:
+    def get(self, alert_id: str) -> Alert | None:
         rows = self.db.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))
-        return rows[0] if rows else None
+        return Alert.from_row(rows[0]) if rows else None
 
-    def query(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def query(self, state: str | None = None, limit: int = 200) -> list[Alert]:
         sql = "SELECT * FROM alerts"
         args: list[Any] = []
         if state:
@@ -273,9 +170,9 @@ class AlertStore:
             args.append(state)
         sql += " ORDER BY fired_at DESC LIMIT ?"
         args.append(limit)
-        return self.db.query(sql, args)
+        return [Alert.from_row(r) for r in self.db.query(sql, args)]
 
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[Alert]:
         return self.query("firing", limit=100000)
 
     def audit(self, alert_id: str) -> list[dict[str, Any]]:

@@ -12,8 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.backend import Backend
-
-STATUS_LEVEL = {"no_data": -1.0, "ok": 0.0, "warning": 1.0, "critical": 2.0}
+from engine.scorecard import STATUS_LEVEL
 
 
 class KpiCollector(Collector):
@@ -42,8 +41,8 @@ class KpiCollector(Collector):
 
         firing = GaugeMetricFamily("carescore_alerts_firing", "Alerts firing now, by KPI.", labels=["kpi"])
         counts: dict[str, int] = {}
-        for alert in self.backend.alerts.store.active():
-            counts[alert["kpi"]] = counts.get(alert["kpi"], 0) + 1
+        for alert in self.backend.alerts.firing():
+            counts[alert.kpi] = counts.get(alert.kpi, 0) + 1
         for kpi, count in counts.items():
             firing.add_metric([kpi], float(count))
         yield firing

@@ -1,4 +1,4 @@
-from api.app import perspective_status
+from engine.scorecard import perspective_status
 
 
 def items(*statuses: str) -> list[dict[str, str]]:

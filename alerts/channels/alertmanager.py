@@ -14,33 +14,34 @@ from typing import Any
 import httpx
 
 from alerts.channels import DeliveryError
+from alerts.model import Alert
 
 
-def am_alert(row: dict[str, Any], generator_url: str | None = None) -> dict[str, Any]:
+def am_alert(alert: Alert, generator_url: str | None = None) -> dict[str, Any]:
     labels = {
-        "alertname": row["kpi"],
-        "severity": row["severity"],
-        "facility": row["facility"],
-        "department": row.get("department"),
-        "unit": row.get("unit"),
-        "perspective": row.get("perspective"),
-        "feed": row["name"].split(":", 1)[1] if row["kpi"] == "feed_stale" and row.get("name") else None,
+        "alertname": alert.kpi,
+        "severity": alert.severity,
+        "facility": alert.facility,
+        "department": alert.department,
+        "unit": alert.unit,
+        "perspective": alert.perspective,
+        "feed": alert.name.split(":", 1)[1] if alert.kpi == "feed_stale" and alert.name else None,
         "source": "carescore",
     }
     out: dict[str, Any] = {
         "labels": {k: str(v) for k, v in labels.items() if v not in (None, "")},
         "annotations": {
-            "summary": row["summary"],
-            "value": "" if row.get("value") is None else f"{row['value']:.2f}",
-            "threshold": "" if row.get("threshold") is None else f"{row['threshold']:.2f}",
-            "carescore_alert_id": row["id"],
+            "summary": alert.summary,
+            "value": "" if alert.value is None else f"{alert.value:.2f}",
+            "threshold": "" if alert.threshold is None else f"{alert.threshold:.2f}",
+            "carescore_alert_id": alert.id,
         },
-        "startsAt": row["fired_at"],
+        "startsAt": alert.fired_at,
     }
-    if row["state"] == "resolved" and row.get("resolved_at"):
-        out["endsAt"] = row["resolved_at"]
+    if alert.state == "resolved" and alert.resolved_at:
+        out["endsAt"] = alert.resolved_at
     if generator_url:
-        out["generatorURL"] = f"{generator_url}/api/v1/alerts/{row['id']}"
+        out["generatorURL"] = f"{generator_url}/api/v1/alerts/{alert.id}"
     return out
 
 
@@ -62,12 +63,12 @@ class AlertmanagerChannel:
         self.last_sync = 0.0
         self._client: httpx.AsyncClient | None = None
 
-    async def push(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    async def push(self, alerts: list[Alert]) -> None:
+        if not alerts:
             return
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout)
-        body = [am_alert(r, self.generator_url) for r in rows]
+        body = [am_alert(a, self.generator_url) for a in alerts]
         try:
             response = await self._client.post(f"{self.url}/api/v2/alerts", json=body)
         except httpx.HTTPError as exc:

@@ -1,0 +1,84 @@
+"""KPI definitions, their live values by place, and their history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.views import BackendDep, kpi_or_404, kpi_summary, levels_json, parse_time, sample_json
+from engine.samples import Sample
+
+router = APIRouter(prefix="/api/v1/kpis", tags=["kpis"])
+
+
+def _matches(s: Sample, facility: str | None, department: str | None, unit: str | None) -> bool:
+    g = s.group
+    return (
+        (facility is None or g.facility == facility)
+        and (department is None or g.department == department)
+        and (unit is None or g.unit == unit)
+    )
+
+
+@router.get("")
+async def list_kpis(backend: BackendDep) -> dict[str, Any]:
+    return {"kpis": [kpi_summary(k) for k in backend.catalogue]}
+
+
+@router.get("/{kpi_id}")
+async def get_kpi(
+    backend: BackendDep,
+    kpi_id: str,
+    facility: str | None = None,
+    department: str | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
+    kpi = kpi_or_404(backend, kpi_id)
+    unit_types = backend.places.unit_types()
+    values = [
+        {**sample_json(s), "levels": levels_json(kpi, unit_types.get(s.group.key))}
+        for s in backend.board.for_kpi(kpi_id)
+        if _matches(s, facility, department, unit)
+    ]
+    values.sort(
+        key=lambda v: (
+            v["group"]["facility"],
+            v["group"]["department"] or "",
+            v["group"]["unit"] or "",
+        )
+    )
+    return {
+        **kpi_summary(kpi),
+        "description": kpi.description,
+        "definition": kpi.definition,
+        "for": kpi.for_,
+        "min_samples": kpi.min_samples,
+        "values": values,
+    }
+
+
+@router.get("/{kpi_id}/history")
+async def kpi_history(
+    backend: BackendDep,
+    kpi_id: str,
+    from_: str | None = Query(default=None, alias="from"),
+    to: str | None = None,
+    facility: str | None = None,
+    department: str | None = None,
+    unit: str | None = None,
+    level: str | None = Query(default=None, pattern="^(facility|department|unit)$"),
+    limit: int = Query(default=1000, ge=1, le=100000),
+) -> dict[str, Any]:
+    kpi_or_404(backend, kpi_id)
+    samples = backend.history.query(
+        kpi_id,
+        facility=facility,
+        department=department,
+        unit=unit,
+        level=level,
+        start=parse_time(from_, "from"),
+        end=parse_time(to, "to"),
+        limit=limit,
+    )
+    return {"kpi": kpi_id, "windows": [sample_json(s) for s in samples]}

@@ -1,0 +1,36 @@
+"""A KPI over a period, computed from the event log."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.problems import Problem
+from api.views import BackendDep, kpi_or_404, kpi_summary, parse_time
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+
+@router.get("/{kpi_id}")
+async def period_report(
+    backend: BackendDep,
+    kpi_id: str,
+    from_: str = Query(alias="from", description="start of the period (ISO 8601, inclusive)"),
+    to: str = Query(description="end of the period (ISO 8601, exclusive)"),
+    by: str = Query(default="unit", pattern="^(unit|department|facility)$"),
+) -> dict[str, Any]:
+    kpi = kpi_or_404(backend, kpi_id)
+    start, end = parse_time(from_, "from"), parse_time(to, "to")
+    assert start is not None and end is not None
+    if end <= start:
+        raise Problem(400, "Invalid period", f"to ({to}) must be after from ({from_})")
+    rows = await asyncio.to_thread(backend.report, kpi_id, start, end, by)  # type: ignore[arg-type]
+    return {
+        "kpi": kpi_summary(kpi),
+        "period": {"from": start.isoformat(), "to": end.isoformat()},
+        "by": by,
+        "computed_from": "event log (polars)",
+        "rows": [r.to_json() for r in rows],
+    }

@@ -1,0 +1,111 @@
+"""The Balanced Scorecard of one place: each perspective's KPIs, live, with their trend."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.backend import Backend
+from api.views import BackendDep, kpi_summary, levels_json, sample_json
+from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
+from engine.samples import GroupKey
+from engine.scorecard import perspective_status
+
+router = APIRouter(tags=["scorecard"])
+
+
+@router.get("/api/v1/scorecard")
+async def scorecard(
+    backend: BackendDep,
+    facility: str | None = None,
+    department: str | None = None,
+    unit: str | None = None,
+    trend: int | None = Query(default=None, ge=0, le=500),
+) -> dict[str, Any]:
+    settings = backend.scorecard
+    trend = settings.trend if trend is None else trend
+    facility = facility or _default_facility(backend)
+    key: GroupKey = (facility or "", department, unit)
+    unit_type = backend.places.unit_types().get(key)
+    perspectives = []
+    for persp in Perspective:
+        items = [
+            _item(backend, kpi, key, unit_type, trend)
+            for kpi in backend.catalogue
+            if kpi.perspective is persp
+        ]
+        perspectives.append(
+            {
+                "id": persp.value,
+                "title": PERSPECTIVE_TITLES[persp],
+                "status": perspective_status(items, settings.status, settings.weights),
+                "kpis": items,
+            }
+        )
+    return {
+        "group": {"facility": facility, "department": department, "unit": unit},
+        "status_rule": settings.status,
+        "as_of": datetime.now(UTC).isoformat(),
+        "perspectives": perspectives,
+        "places": _places(backend),
+    }
+
+
+def _item(
+    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int
+) -> dict[str, Any]:
+    """One KPI of the scorecard: live value and status at this place, and its last windows."""
+    facility, department, unit = key
+    live = backend.board.get(kpi.id, key)
+    past = (
+        backend.history.query(
+            kpi.id,
+            facility=facility,
+            department=department or "",
+            unit=unit or "",
+            limit=trend,
+        )
+        if trend
+        else []
+    )
+    held_to = levels_json(kpi, unit_type)  # the unit type's target, if any
+    return {
+        **kpi_summary(kpi),
+        "target": held_to["target"],
+        "thresholds": held_to["thresholds"],
+        "value": live.value if live else None,
+        "numerator": live.numerator if live else None,
+        "denominator": live.denominator if live else None,
+        "status": live.status if live else "no_data",
+        "n": live.n if live else 0,
+        "window": sample_json(live)["window"] if live else None,
+        "trend": [{"end": s.window.end.isoformat(), "value": s.value, "status": s.status} for s in past],
+    }
+
+
+def _default_facility(backend: Backend) -> str | None:
+    if backend.places.facilities:
+        return backend.places.facilities[0].id
+    for sample in backend.board.current.values():
+        return sample.group.facility
+    return None
+
+
+def _places(backend: Backend) -> list[dict[str, Any]]:
+    return [
+        {
+            "facility": f.id,
+            "name": f.name,
+            "departments": [
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "units": [{"id": u.id, "name": u.name, "beds": u.beds} for u in d.units],
+                }
+                for d in f.departments
+            ],
+        }
+        for f in backend.places.facilities
+    ]

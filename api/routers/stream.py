@@ -1,0 +1,34 @@
+"""/api/v1/stream: live KPI values and alert changes as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api.backend import Backend
+from api.views import BackendDep
+
+router = APIRouter(tags=["stream"])
+
+
+async def _events(backend: Backend, request: Request) -> AsyncIterator[bytes]:
+    with backend.board.subscribe() as queue:
+        yield b": connected\n\n"
+        while not await request.is_disconnected():
+            try:
+                message = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            yield f"event: {message['type']}\n".encode() + b"data: " + orjson.dumps(message["data"]) + b"\n\n"
+
+
+@router.get("/api/v1/stream")
+async def stream(backend: BackendDep, request: Request) -> StreamingResponse:
+    return StreamingResponse(
+        _events(backend, request), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
