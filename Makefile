@@ -15,7 +15,7 @@ help:
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down   a local Kafka broker (KRaft) on 127.0.0.1:9092 (Maven + Java 17)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
-	@echo "make lint    ruff check + format check;  make typecheck  mypy;  make docs  docs/feeds.md, docs/kpis.md"
+	@echo "make lint    ruff check + format check + import contracts;  make typecheck  mypy;  make docs  docs/feeds.md, docs/kpis.md"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
 # alert store), Prometheus (promtool checks the deploy config). Their packaged services are
@@ -45,6 +45,7 @@ run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
 
 test: install system-deps kafka-fetch
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: install kafka-fetch
@@ -73,6 +74,7 @@ kafka-down:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .
