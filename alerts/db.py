@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.sqlite import SQLiteFile
+
 Row = dict[str, Any]
 
 
@@ -63,7 +65,7 @@ def unavailable(exc: BaseException) -> bool:
 class _Serialised:
     """One connection, used from the event loop and worker threads in turn."""
 
-    _lock: threading.Lock
+    _lock: threading.Lock | threading.RLock
     _tx: Tx
 
     def _ready(self) -> None:
@@ -98,35 +100,23 @@ class SQLiteDatabase(_Serialised):
     def __init__(self, path: Path, busy_timeout: float = 5.0):
         """`busy_timeout`: how long a write waits for a lock held by another connection (a
         backup, an operator's sqlite3 shell) before it fails and the service retries later."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._tx = _SQLiteTx(self._db)
+        self._file = SQLiteFile(path, busy_timeout=busy_timeout, row_factory=sqlite3.Row)
+        self._lock = self._file.lock
+        self._tx = _SQLiteTx(self._file.db)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._tx
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._file.transaction(immediate=True):
+            yield self._tx
 
     def columns(self, table: str) -> set[str]:
         return {r["name"] for r in self.query(f"PRAGMA table_info({table})")}
 
     def script(self, ddl: str) -> None:
-        with self._lock:
-            self._db.executescript(ddl)
+        self._file.script(ddl)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
 
 def _pg(sql: str) -> str:

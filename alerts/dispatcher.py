@@ -14,27 +14,15 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter
-
 from alerts import lifecycle
 from alerts.channels import Channel, DeliveryError
 from alerts.channels.alertmanager import AlertmanagerChannel
 from alerts.db import unavailable
+from alerts.metrics import NOTICE_ERRORS, NOTIFICATIONS
 from alerts.model import Alert
 from alerts.planner import Planner
 from alerts.retry import StoreGuard, StoreUnavailable, log
 from alerts.store import AlertStore, OutboxItem
-
-NOTIFICATIONS = Counter(
-    "carescore_alert_notifications",
-    "Alert notifications by channel and outcome.",
-    ["channel", "outcome"],
-)
-NOTICE_ERRORS = Counter(
-    "carescore_alert_notice_errors",
-    "Notices whose rendering or sending raised (not a refusal by the receiver), by channel.",
-    ["channel"],
-)
 
 OnFailed = Callable[[OutboxItem, str], Any]
 

@@ -9,21 +9,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
-
 from alerts.db import unavailable
+from alerts.metrics import STORE_ERRORS, UNSTORED
 
 log = logging.getLogger("alerts.service")  # one logger for the alert service, whichever part
 
-STORE_ERRORS = Counter(
-    "carescore_alert_store_errors",
-    "Alert store reads and writes that failed (the change is kept and retried), by operation.",
-    ["operation"],
-)
-UNSTORED = Gauge(
-    "carescore_alert_changes_unstored",
-    "Alert changes held in memory because the alert store has not taken them yet.",
-)
 STORE_RETRY_MAX = 30.0  # longest wait between two attempts at a failing store
 
 

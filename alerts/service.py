@@ -25,25 +25,22 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, tzinfo
 from typing import Any
 
-from prometheus_client import Counter
-
 from alerts import lifecycle
 from alerts.channels import Channel
 from alerts.channels.alertmanager import AlertmanagerChannel
 from alerts.dispatcher import Dispatcher, OnFailed
 from alerts.evaluator import Evaluator
 from alerts.feeds import FEED_ALERT, FeedWatch
+from alerts.metrics import TRANSITIONS, UNSTORED
 from alerts.model import Alert, Change
 from alerts.people import Directory
 from alerts.planner import Gathering, Planner, Step
 from alerts.recorder import Recorder
-from alerts.retry import UNSTORED, Retry, StoreGuard, StoreUnavailable, log
+from alerts.retry import Retry, StoreGuard, StoreUnavailable, log
 from alerts.routes import RoutesConfig
 from alerts.store import AlertStore
 from engine.definitions import Catalogue
 from engine.samples import GroupKey, Sample
-
-TRANSITIONS = Counter("carescore_alert_transitions", "Alert transitions by kind.", ["kind"])
 
 DependsOn = Callable[[str], tuple[set[str], set[str]]]  # KPI id -> (sources, event types)
 

@@ -42,7 +42,7 @@ CORE_TYPES = ("ADT^", "ORM^", "ORU^R01")
 
 def workload(core_only: bool = False) -> tuple[list[str], Places]:
     places = Places.model_validate(
-        yaml.safe_load((REPO_ROOT / "deploy/examples/carescore.yaml").read_text())["places"]
+        yaml.safe_load((REPO_ROOT / "carescore/defaults.yaml").read_text())["places"]
     )
     now = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
     hospital = DemoHospital(places, seed=42)

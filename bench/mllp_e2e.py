@@ -64,7 +64,7 @@ def messages(sender: int, count: int) -> list[bytes]:
     from demo.hospital import DemoHospital
     from engine.places import Places
 
-    config = yaml.safe_load((ROOT / "deploy" / "examples" / "carescore.yaml").read_text())
+    config = yaml.safe_load((ROOT / "carescore" / "defaults.yaml").read_text())
     hospital = DemoHospital(Places.model_validate(config["places"]), seed=sender, rate=40.0)
     now = time.time()
     hospital.seed_history(now - 2 * 3600, 0)

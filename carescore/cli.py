@@ -12,31 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import DEFAULT_CONFIG, load_settings
+from carescore.settings import DEFAULT_CONFIG, settings_from
+from engine.config import Settings, packaged_kpi_defs
 from engine.definitions import Catalogue, _documents, load_catalogue
 from engine.logs import setup_logging
 from engine.yamlconf import ConfigError, load_yaml
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    settings = load_settings(Path(args.config) if args.config else None)
-    demo = os.environ.get("CARESCORE_DEMO")
-    if demo is not None:
-        settings.demo.enabled = demo.strip().lower() not in ("0", "false", "no", "off", "")
-    for env, attr in (("CARESCORE_API_PORT", "api"), ("CARESCORE_MLLP_PORT", "mllp")):
-        if os.environ.get(env):
-            getattr(settings, attr).port = int(os.environ[env])
-    if os.environ.get("CARESCORE_KAFKA"):
-        settings.runtime.kind = "kafka"
-        settings.runtime.kafka.bootstrap = os.environ["CARESCORE_KAFKA"]
-    if os.environ.get("CARESCORE_DATA_DIR"):
-        settings.data_dir = Path(os.environ["CARESCORE_DATA_DIR"]).resolve()
-    return settings
+def _settings(args: argparse.Namespace) -> Settings:
+    return settings_from(args.config)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -199,9 +187,10 @@ def cmd_kpi_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    settings = load_settings(Path(args.file))
+    settings = settings_from(args.file)
     catalogue = load_catalogue(settings.kpi_defs)
-    print(f"{args.file}: valid ({len(catalogue)} KPIs from {settings.kpi_defs}, data in {settings.data_dir})")
+    where = args.file or DEFAULT_CONFIG
+    print(f"{where}: valid ({len(catalogue)} KPIs from {settings.kpi_defs}, data in {settings.data_dir})")
     return 0
 
 
@@ -225,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     kpi = sub.add_parser("kpi", help="KPI definitions")
     kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)
     check = kpi_sub.add_parser("check", help="validate a folder of KPI definitions")
-    check.add_argument(
-        "directory", nargs="?", default=str(Path(__file__).resolve().parent.parent / "kpi_defs")
-    )
+    check.add_argument("directory", nargs="?", default=str(packaged_kpi_defs()))
     check.set_defaults(func=cmd_kpi_check)
 
     imp = sub.add_parser("import", help="bulk imports into the event log (carescore must not be running)")
@@ -272,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     ccheck = config_sub.add_parser("check", help="validate a carescore.yaml")
-    ccheck.add_argument("file", nargs="?", default=str(DEFAULT_CONFIG))
+    ccheck.add_argument("file", nargs="?", help=f"settings file (default {DEFAULT_CONFIG})")
     ccheck.set_defaults(func=cmd_config_check)
     return parser
 

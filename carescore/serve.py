@@ -17,12 +17,15 @@ import sys
 from typing import Any
 
 import uvicorn
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from api.app import create_app
+from api.problems import problem
 from carescore.loopwatch import LoopWatch
 from carescore.supervisor import Supervisor
 from carescore.transports.embedded import EmbeddedRuntime
-from connectors.feeds.http import feeds_router
+from connectors.feeds.http import UploadRefused, feeds_router
 from connectors.feeds.watch import FeedWatcher
 from connectors.fhir.http import fhir_router
 from connectors.hl7v2.mllp import MLLPServer
@@ -59,6 +62,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+async def _refused(_: Request, exc: UploadRefused) -> JSONResponse:
+    """A feed upload refused, answered as the API answers every error."""
+    return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+
 class Service:
     """The running embedded carescore: start(), then stop() (or run() until a signal)."""
 
@@ -85,6 +93,7 @@ class Service:
         self.fhir = self.intake.fhir
         self.app.include_router(fhir_router(self.fhir))
         self.app.include_router(feeds_router(self.intake.feeds, settings.feeds.max_upload_bytes))
+        self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
         self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
         config = uvicorn.Config(
             self.app,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED
+from engine.sqlite import SQLiteFile
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,13 @@ class DeadLetter:
 
 class DeadLetterStore:
     def __init__(self, path: Path, *, max_rows: int = 100_000, retention: float = 30 * 86400.0):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
         self.retention = retention
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._file = SQLiteFile(path)
+        self._lock = self._file.lock
+        self._db = self._file.db
+        self._file.script(SCHEMA)
         # ids are never given twice, also after retention emptied the table (AUTOINCREMENT's
         # sqlite_sequence keeps the highest id ever stored)
         self._next_id = 1 + int(
@@ -171,17 +170,12 @@ class DeadLetterStore:
     def _insert(self, batch: list[tuple[Any, ...]]) -> None:
         """One transaction. OR IGNORE: a batch whose COMMIT did happen though it raised is
         stored once when it is tried again."""
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(
+        with self._file.transaction() as db:
+            db.executemany(
                 "INSERT OR IGNORE INTO dead_letters (id, received_time, source, reason, detail, raw,"
                 " content_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 batch,
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def _prune(self) -> None:
         """The cap as soon as it is passed; retention every PRUNE_EVERY seconds."""
@@ -277,5 +271,4 @@ class DeadLetterStore:
         self._writer.join(10)
         if not self.flush():
             log.error("dead letters not stored at close: %d", len(self._pending))
-        with self._lock:
-            self._db.close()
+        self._file.close()

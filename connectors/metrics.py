@@ -50,3 +50,12 @@ DEAD_LETTERS_DROPPED = Counter(
     "could not be written.",
     ["why"],
 )
+MLLP_REFUSED = Counter(
+    "carescore_mllp_connections_refused",
+    "MLLP connections closed on arrival because mllp.max_connections were already open.",
+)
+INBOX_FILES = Counter(
+    "carescore_feed_inbox_files",
+    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished.",
+    ["outcome"],
+)

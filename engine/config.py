@@ -6,6 +6,7 @@ next to its KPI definitions and data folder. Errors name file, line and field.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,7 +19,13 @@ from engine.timebounds import TimeBounds
 from engine.yamlconf import ConfigError, load_yaml, validate_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "deploy" / "examples" / "carescore.yaml"
+"""The source checkout: for tests, benchmarks and `make docs`; nothing a running carescore
+reads is found through it (an installed wheel has no checkout)."""
+
+
+def packaged_kpi_defs() -> Path:
+    """The KPI catalogue shipped in the package (kpi_defs/*.yaml)."""
+    return Path(str(resources.files("kpi_defs")))
 
 
 class _Strict(BaseModel):
@@ -241,7 +248,7 @@ class RuntimeSettings(_Strict):
 
 class Settings(_Strict):
     data_dir: Path = Path("var/carescore")
-    kpi_defs: Path = REPO_ROOT / "kpi_defs"
+    kpi_defs: Path = Field(default_factory=packaged_kpi_defs)
     timezone: str = Field(
         default="UTC",
         description="the site's time zone (IANA name): HL7 and feed times that carry no offset are "
@@ -282,16 +289,16 @@ class Settings(_Strict):
         return self.feeds.inbox or self.data_dir / "inbox"
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Settings from a YAML file (relative paths resolved against its folder)."""
-    path = path or DEFAULT_CONFIG
+def load_settings(path: Path, *, base: Path | None = None) -> Settings:
+    """Settings from a YAML file; relative paths are resolved against its folder (or `base`:
+    the packaged defaults resolve against the current folder)."""
     data, lines = load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of settings"])
     settings = validate_file(Settings, path, data, lines)
-    base = path.resolve().parent
+    base = base or path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
     routes = settings.alerts.routes

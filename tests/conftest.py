@@ -17,9 +17,9 @@ from engine.places import Places
 
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
-DEMO_PLACES: dict[str, Any] = yaml.safe_load(
-    (REPO_ROOT / "deploy" / "examples" / "carescore.yaml").read_text()
-)["places"]
+DEMO_PLACES: dict[str, Any] = yaml.safe_load((REPO_ROOT / "carescore" / "defaults.yaml").read_text())[
+    "places"
+]
 
 
 def needs_testdata(sub: str) -> Path:

@@ -170,7 +170,7 @@ class Hospital:
 
 def fhir_facility() -> str:
     """FHIR resources name no facility: the mapper puts them in the default facility
-    (connectors/fhir/mapping.py FHIRMapper.place). Every scenario with FHIR files shares one."""
+    (connectors/fhir/base.py ResourceMapper.place). Every scenario with FHIR files shares one."""
     found = {s.facility["id"] for s in SCENARIOS if any(s.folder.glob("*.json"))}
     assert len(found) <= 1, f"FHIR scenarios must share one facility, not {sorted(found)}"
     return found.pop() if found else SENTINEL

@@ -608,7 +608,7 @@ def test_shipped_kpis_report_from_a_real_log(tmp_path: Any) -> None:
 
     shipped = load_catalogue(REPO_ROOT / "kpi_defs")
     places = Places.model_validate(
-        yaml.safe_load((REPO_ROOT / "deploy/examples/carescore.yaml").read_text())["places"]
+        yaml.safe_load((REPO_ROOT / "carescore/defaults.yaml").read_text())["places"]
     )
     log = EventLog(tmp_path / "events", fsync=False, segment_bytes=500)
     raw = [

@@ -1,8 +1,8 @@
 """HTTP upload of feed files: POST /api/v1/feeds/{feed} with a CSV, JSON or NDJSON body.
 
-One route per feed, so each row schema is published in the OpenAPI document. Refusals are
-answered here as RFC 9457 problem details (application/problem+json, the body the API gives
-every error), so the connector needs nothing of the API package.
+One route per feed, so each row schema is published in the OpenAPI document. A refusal is
+raised as UploadRefused; the application renders it as the API renders every error (RFC 9457
+problem details, api/problems.py), so the connector needs nothing of the API package.
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ from connectors.feeds.ingest import FeedIngest, FeedReport
 from connectors.feeds.reader import FeedFileError, detect
 from connectors.feeds.schemas import FEEDS, FeedRow, columns
 
-PROBLEM_JSON = "application/problem+json"
-
 
 class UploadRefused(Exception):
-    """An upload answered with a problem: status, title, detail and extra members."""
+    """An upload refused: status, title, detail and extra members of the problem."""
 
     def __init__(self, status: int, title: str, detail: str, **extra: Any):
         super().__init__(detail)
         self.status = status
-        self.body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            **extra,
-        }
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body, status_code=self.status, media_type=PROBLEM_JSON)
+        self.title = title
+        self.detail = detail
+        self.extra = extra
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -113,20 +104,17 @@ def feeds_router(ingest: FeedIngest, max_bytes: int) -> APIRouter:
 
 def _upload(ingest: FeedIngest, feed: str, max_bytes: int) -> Any:
     async def upload(request: Request, filename: str | None = None) -> JSONResponse:
+        body = await read_limited(request, max_bytes)
+        fmt = detect(request.headers.get("content-type"), filename, body)
         try:
-            body = await read_limited(request, max_bytes)
-            fmt = detect(request.headers.get("content-type"), filename, body)
-            try:
-                result = await ingest.ingest(feed, body, fmt, filename)
-            except FeedFileError as exc:
-                raise UploadRefused(422, "Unreadable feed file", str(exc), feed=feed) from None
-            report: FeedReport = result.answer
-            answer = report.as_dict()
-            if result.code == "422":  # no row in it was usable
-                detail = f"none of the {report.rows} rows could be used; see errors"
-                raise UploadRefused(422, "No usable rows", detail, **answer)
-        except UploadRefused as refused:
-            return refused.response()
+            result = await ingest.ingest(feed, body, fmt, filename)
+        except FeedFileError as exc:
+            raise UploadRefused(422, "Unreadable feed file", str(exc), feed=feed) from None
+        report: FeedReport = result.answer
+        answer = report.as_dict()
+        if result.code == "422":  # no row in it was usable
+            detail = f"none of the {report.rows} rows could be used; see errors"
+            raise UploadRefused(422, "No usable rows", detail, **answer)
         return JSONResponse(answer)
 
     return upload

@@ -31,20 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
-
 from connectors.feeds.ingest import FeedIngest
 from connectors.feeds.reader import EXTENSIONS, FeedFileError, detect
 from connectors.feeds.schemas import FEEDS
+from connectors.metrics import INBOX_FILES
 
 log = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
-INBOX_FILES = Counter(
-    "carescore_feed_inbox_files",
-    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished.",
-    ["outcome"],
-)
 
 Signature = tuple[int, int]  # size, modification time (ns)
 UNREADABLE: Signature = (-1, -1)  # stat itself failed

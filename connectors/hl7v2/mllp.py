@@ -25,19 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client import Counter
-
 from connectors.hl7v2.ack import build_ack
 from connectors.hl7v2.parser import Message, parse
 from connectors.hl7v2.receiver import HL7_INTERNAL_ERRORS, INTERNAL_ERROR_TEXT, decode
-from connectors.metrics import HL7_ACK_SECONDS, MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS
+from connectors.metrics import HL7_ACK_SECONDS, MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS, MLLP_REFUSED
 
 log = logging.getLogger(__name__)
 
-MLLP_REFUSED = Counter(
-    "carescore_mllp_connections_refused",
-    "MLLP connections closed on arrival because mllp.max_connections were already open.",
-)
 REFUSAL_LOG_EVERY = 60.0
 """Seconds between two warnings about refused connections (a flood logs a line a minute)."""
 
