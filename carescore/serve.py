@@ -89,12 +89,20 @@ class Service:
             on_unusable=self.intake.keep_unusable,
         )
         replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
-        self.app = create_app(self.runtime, replayer)  # type: ignore[arg-type]
+        api = settings.api
+        self.app = create_app(
+            self.runtime,  # type: ignore[arg-type]
+            replayer,
+            docs=api.docs,
+            tls=api.tls is not None,
+            trusted_hosts=api.trusted_hosts,
+        )
         self.fhir = self.intake.fhir
         self.app.include_router(fhir_router(self.fhir))
         self.app.include_router(feeds_router(self.intake.feeds, settings.feeds.max_upload_bytes))
         self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
         self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
+        tls = settings.api.tls
         config = uvicorn.Config(
             self.app,
             host=settings.api.host,
@@ -102,7 +110,12 @@ class Service:
             log_config=None,
             access_log=False,
             lifespan="off",
+            ssl_certfile=tls.cert if tls else None,
+            ssl_keyfile=tls.key if tls else None,
+            ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
         )
+        self.scheme = "https" if tls else "http"
         self.http = uvicorn.Server(config)
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
@@ -148,7 +161,7 @@ class Service:
                         self.settings.places,
                         self.settings.mllp.host,
                         self.mllp.port,
-                        f"http://{self.settings.api.host}:{self.api_port}",
+                        f"{self.scheme}://{self.settings.api.host}:{self.api_port}",
                         self.settings.data_dir / "demo-state.json",
                         seed=demo.seed,
                         rate=demo.rate,
@@ -160,7 +173,7 @@ class Service:
         log.info(
             "carescore running",
             extra={
-                "api": f"http://{self.settings.api.host}:{self.api_port}",
+                "api": f"{self.scheme}://{self.settings.api.host}:{self.api_port}",
                 "mllp": f"{self.settings.mllp.host}:{self.mllp.port}" if self.settings.mllp.enabled else None,
                 "demo": self.settings.demo.enabled,
                 "data_dir": str(self.settings.data_dir),
@@ -197,7 +210,7 @@ class Service:
         await self.stop()
 
     def banner(self) -> str:
-        base = f"http://{self.settings.api.host}:{self.api_port}"
+        base = f"{self.scheme}://{self.settings.api.host}:{self.api_port}"
         lines = [
             "",
             f"  carescore is running ({self.settings.runtime.kind} runtime)",

@@ -6,12 +6,13 @@ next to its KPI definitions and data folder. Errors name file, line and field.
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
 from engine.places import Places
@@ -59,6 +60,16 @@ class MLLPSettings(_Strict):
         default_factory=list, description="sending facilities (MSH-4.1) accepted; empty: any"
     )
     tls: TLSSettings | None = None
+    plaintext_outside_loopback: bool = Field(
+        default=False,
+        description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
+    )
+
+    @model_validator(mode="after")
+    def _encrypted_off_loopback(self) -> Self:
+        if self.enabled:
+            _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "mllp")
+        return self
 
 
 class HL7Settings(_Strict):
@@ -78,9 +89,47 @@ class DeadLetterSettings(_Strict):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach a listener bound here."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _plaintext_refused(host: str, tls: TLSSettings | None, allowed: bool, section: str) -> None:
+    """A listener reachable from the network carries PHI and credentials: TLS, or an explicit
+    statement that a TLS-terminating proxy on the same host stands in front of it."""
+    if tls is None and not allowed and not is_loopback(host):
+        raise ValueError(
+            f"{section}.host {host!r} is reachable from the network but {section}.tls is not set; "
+            f"give {section}.tls (cert, key) or, only behind a TLS-terminating proxy, set "
+            f"{section}.plaintext_outside_loopback: true"
+        )
+
+
 class APISettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    tls: TLSSettings | None = Field(default=None, description="HTTPS for the API and the scorecard page")
+    plaintext_outside_loopback: bool = Field(
+        default=False,
+        description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
+    )
+    docs: bool = Field(
+        default=False, description="serve the OpenAPI document and its pages (/openapi.json, /docs, /redoc)"
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values accepted (e.g. scorecard.hospital.org); empty: any",
+    )
+
+    @model_validator(mode="after")
+    def _encrypted_off_loopback(self) -> Self:
+        _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "api")
+        return self
 
 
 class EngineSettings(_Strict):
@@ -309,13 +358,16 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
         settings.feeds.inbox = (base / inbox).resolve()
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
-    tls = settings.mllp.tls
-    if tls is not None:
+    for section in ("mllp", "api"):
+        tls = getattr(settings, section).tls
+        if tls is None:
+            continue
         for name in ("cert", "key", "client_ca"):
             value = getattr(tls, name)
             if value is not None and not value.is_absolute():
                 setattr(tls, name, (base / value).resolve())
             if value is not None and not getattr(tls, name).exists():
-                line = lines.get(("mllp", "tls", name))
-                raise ConfigError([f"{path}:{line}: mllp.tls.{name}: {getattr(tls, name)} does not exist"])
+                line = lines.get((section, "tls", name))
+                missing = getattr(tls, name)
+                raise ConfigError([f"{path}:{line}: {section}.tls.{name}: {missing} does not exist"])
     return settings

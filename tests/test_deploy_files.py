@@ -32,7 +32,9 @@ def test_compose_commands_are_commands_carescore_accepts(service: str) -> None:
 def test_the_compose_settings_load_and_select_the_kafka_runtime(tmp_path: Path) -> None:
     """The file the image carries, with its in-image paths pointed at this checkout."""
     text = (DEPLOY / "compose" / "carescore.yaml").read_text()
-    text = text.replace("/app/", f"{REPO_ROOT}/").replace("/var/lib/carescore", str(tmp_path / "data"))
+    tls = tmp_path / "tls"
+    subprocess.run([DEPLOY / "compose" / "make-certs.sh", tls], check=True, capture_output=True)
+    text = text.replace("/var/lib/carescore", str(tmp_path / "data")).replace("/etc/carescore/tls", str(tls))
     config = tmp_path / "carescore.yaml"
     config.write_text(text)
     settings = load_settings(config)
@@ -40,15 +42,20 @@ def test_the_compose_settings_load_and_select_the_kafka_runtime(tmp_path: Path) 
     assert settings.runtime.kafka.bootstrap == "kafka:9092"
     assert settings.runtime.kafka.worker_metrics.endswith(":9101")
     assert settings.api.host == settings.mllp.host == "0.0.0.0"  # reachable from other containers
+    assert settings.api.tls is not None and settings.mllp.tls is not None  # and so encrypted
+    assert settings.api.tls.cert == settings.mllp.tls.cert == tls / "server.crt"
     assert settings.places.units()
 
 
-def test_prometheus_config_passes_promtool() -> None:
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package prometheus; `make system-deps`)")
     config = DEPLOY / "compose" / "prometheus.yml"
-    checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    subprocess.run([DEPLOY / "compose" / "make-certs.sh", tmp_path], check=True, capture_output=True)
+    here = tmp_path / "prometheus.yml"  # the CA where the container mounts it, here
+    here.write_text(config.read_text().replace("/etc/prometheus/carescore-ca.crt", str(tmp_path / "ca.crt")))
+    checked = subprocess.run([promtool, "check", "config", str(here)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     scraped = {job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]}
     assert scraped == {"carescore-gateway", "carescore-worker"}

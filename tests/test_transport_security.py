@@ -1,0 +1,146 @@
+"""TLS on every listener that leaves the machine, security headers, Host checks, /docs off.
+
+Certificates come from the deploy's own script (deploy/compose/make-certs.sh: a private CA and a
+server certificate made by openssl); the clients are real TLS clients (httpx, the MLLP client)
+that verify against that CA."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from carescore.serve import Service
+from connectors.hl7v2 import messages as m
+from connectors.hl7v2.client import MLLPClient, ack_code
+from engine.config import REPO_ROOT, Settings, load_settings
+from engine.yamlconf import ConfigError
+from tests.test_hl7_connector import NOW, visit
+
+MAKE_CERTS = REPO_ROOT / "deploy" / "compose" / "make-certs.sh"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    subprocess.run([MAKE_CERTS, folder, "localhost"], check=True, capture_output=True)
+    key, csr, crt = folder / "client.key", folder / "client.csr", folder / "client.crt"
+    request = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=lab-interface", "-keyout"]
+    subprocess.run([*request, key, "-out", csr], check=True, capture_output=True)
+    sign = [
+        "openssl",
+        "x509",
+        "-req",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-in",
+    ]  # by the same CA: an interface's
+    ca = ["-CA", folder / "ca.crt", "-CAkey", folder / "ca.key"]
+    subprocess.run([*sign, csr, *ca, "-out", crt], check=True, capture_output=True)
+    return folder
+
+
+def _trusting(pki: Path) -> ssl.SSLContext:
+    """A client that trusts only the deploy's CA."""
+    return ssl.create_default_context(cafile=str(pki / "ca.crt"))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "carescore.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("section", ["api", "mllp"])
+def test_a_network_bind_without_tls_refuses_to_start_naming_file_line_and_field(
+    tmp_path: Path, section: str
+) -> None:
+    path = _write(tmp_path, f"timezone: UTC\n{section}:\n  host: 0.0.0.0\n  port: 9999\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    text = str(refused.value)
+    assert f"{path}:2" in text  # the line of the section
+    assert f"{section}.tls is not set" in text and "0.0.0.0" in text
+
+
+def test_loopback_or_an_explicit_proxy_statement_may_go_without_tls(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path, "api:\n  host: 127.0.0.1\nmllp:\n  host: ::1\n")).api.tls is None
+    behind_proxy = "api:\n  host: 0.0.0.0\n  plaintext_outside_loopback: true\nmllp:\n  enabled: false\n"
+    assert load_settings(_write(tmp_path, behind_proxy)).api.host == "0.0.0.0"
+
+
+def test_tls_files_that_do_not_exist_are_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, "api:\n  tls:\n    cert: nope.crt\n    key: nope.key\n")
+    with pytest.raises(ConfigError, match=r"api\.tls\.cert: .*nope\.crt does not exist"):
+        load_settings(path)
+
+
+async def test_https_api_with_verified_certificate_and_security_headers(
+    settings_for: Callable[..., Settings], pki: Path
+) -> None:
+    tls = {"cert": pki / "server.crt", "key": pki / "server.key"}
+    svc = Service(settings_for(api={"port": 0, "tls": tls}, mllp={"port": 0, "tls": tls}))
+    await svc.start()
+    try:
+        url = f"https://localhost:{svc.api_port}"
+        async with httpx.AsyncClient(verify=_trusting(pki)) as client:
+            page = await client.get(f"{url}/")
+            assert page.status_code == 200
+            headers = page.headers
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+            assert "script-src 'self'" in headers["content-security-policy"]
+            assert headers["x-content-type-options"] == "nosniff"
+            assert headers["strict-transport-security"].startswith("max-age=")
+            assert (await client.get(f"{url}/docs")).status_code == 404  # off unless api.docs
+        with pytest.raises(httpx.ConnectError):  # an unknown CA is refused by a verifying client
+            async with httpx.AsyncClient() as client:
+                await client.get(f"{url}/healthz")
+        with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port gets no answer
+            async with httpx.AsyncClient() as client:
+                await client.get(f"http://127.0.0.1:{svc.api_port}/healthz", timeout=3)
+        async with MLLPClient("localhost", svc.mllp.port, ssl_context=_trusting(pki)) as mllp:
+            assert ack_code(await mllp.send(m.adt("A01", NOW, visit(), admit=NOW))) == "AA"
+    finally:
+        await svc.stop()
+
+
+async def test_api_client_certificates_when_a_client_ca_is_set(
+    settings_for: Callable[..., Settings], pki: Path
+) -> None:
+    tls = {"cert": pki / "server.crt", "key": pki / "server.key", "client_ca": pki / "ca.crt"}
+    svc = Service(settings_for(api={"port": 0, "tls": tls}))
+    await svc.start()
+    try:
+        url = f"https://localhost:{svc.api_port}/healthz"
+        with_cert = _trusting(pki)
+        with_cert.load_cert_chain(pki / "client.crt", pki / "client.key")
+        async with httpx.AsyncClient(verify=with_cert) as client:
+            assert (await client.get(url)).status_code == 200
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake fails
+            async with httpx.AsyncClient(verify=_trusting(pki)) as client:
+                await client.get(url, timeout=5)
+    finally:
+        await svc.stop()
+
+
+async def test_plain_loopback_api_has_headers_but_no_hsts_docs_on_request_and_host_checks(
+    settings_for: Callable[..., Settings],
+) -> None:
+    svc = Service(settings_for(api={"port": 0, "docs": True, "trusted_hosts": ["127.0.0.1", "localhost"]}))
+    await svc.start()
+    try:
+        base = f"http://127.0.0.1:{svc.api_port}"
+        async with httpx.AsyncClient() as client:
+            kpis = await client.get(f"{base}/api/v1/kpis")
+            assert kpis.status_code == 200 and kpis.headers["x-frame-options"] == "DENY"
+            assert "strict-transport-security" not in kpis.headers  # not over plain HTTP
+            assert (await client.get(f"{base}/docs")).status_code == 200
+            forged = await client.get(f"{base}/api/v1/kpis", headers={"host": "evil.example"})
+            assert forged.status_code == 400
+    finally:
+        await svc.stop()
