@@ -113,7 +113,7 @@ class OidcSettings(BaseModel):
     leeway: Duration = Field(default=30.0, description="clock skew allowed on exp, nbf, iat")
     jwks_cache_ttl: Duration = Field(default=600.0, description="the JWKS is fetched again after this")
     jwks_refetch_interval: Duration = Field(
-        default=30.0, description="an unknown key id refetches the JWKS at most this often"
+        default=10.0, description="an unknown key id refetches the JWKS at most this often"
     )
     algorithms: tuple[Algorithm, ...] = ("RS256", "ES256", "PS256")
     http_timeout: Duration = 5.0

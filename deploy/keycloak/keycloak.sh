@@ -8,6 +8,7 @@
 #   keycloak.sh start DIR [PORT]     start on 127.0.0.1:PORT (default 8180), data in DIR; wait until the
 #                                    realm's discovery document answers; pid in DIR/pid
 #   keycloak.sh stop DIR             stop it (SIGTERM, then SIGKILL after 30 s)
+#   keycloak.sh java                 print the JDK it runs on (exit 1, saying why, when there is none)
 #
 # Binds 127.0.0.1 only, HTTP only: a local test IdP, not a deployment. Heap: KEYCLOAK_HEAP (default
 # 512m). Java: KEYCLOAK_JAVA_HOME, else the newest JDK >= 21 under /usr/lib/jvm.
@@ -135,5 +136,6 @@ case "${1:-}" in
   fetch) fetch ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  java) find_java ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac
