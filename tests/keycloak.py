@@ -99,10 +99,10 @@ def keycloak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keycloak]:
         _unavailable("Keycloak is not fetched (make keycloak-fetch) and mvn is not there to fetch it")
     folder = tmp_path_factory.mktemp("keycloak")
     port = free_port()
-    started = subprocess.run(
-        [str(KEYCLOAK_SH), "start", str(folder), str(port)], capture_output=True, text=True, timeout=600
-    )
-    try:
+    try:  # the start too: a start cut short (timeout, ^C) leaves a pid file for stop to use
+        started = subprocess.run(
+            [str(KEYCLOAK_SH), "start", str(folder), str(port)], capture_output=True, text=True, timeout=600
+        )
         if started.returncode != 0:
             pytest.fail(f"Keycloak did not start: {started.stdout}{started.stderr}")
         yield Keycloak(url=f"http://127.0.0.1:{port}", folder=folder)
