@@ -197,12 +197,9 @@ realm["clients"] = [
         "directAccessGrantsEnabled": False,
         "serviceAccountsEnabled": False,
         "frontchannelLogout": True,
-        "redirectUris": [
-            "http://127.0.0.1/*",
-            "http://localhost/*",
-            "http://127.0.0.1:*/*",
-            "http://localhost:*/*",
-        ],
+        # Loopback redirects match on any port (RFC 8252 7.3; Keycloak does so for 127.0.0.1 and
+        # localhost), so these cover the page served on whatever port `carescore run` listens on.
+        "redirectUris": ["http://127.0.0.1/*", "http://localhost/*"],
         "webOrigins": ["+"],
         "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
         "defaultClientScopes": DEFAULT_SCOPES,
