@@ -333,6 +333,11 @@ class OidcVerifier:
         async with self._lock:
             if self._keys is not None and time.monotonic() - self._fetched_at < self.settings.jwks_cache_ttl:
                 return self._keys
+            if (
+                self._keys is not None
+                and time.monotonic() - self._tried_at < self.settings.jwks_refetch_interval
+            ):
+                return self._keys  # a refresh failed a moment ago: no request waits on the IdP again yet
             try:
                 return await self._fetch_keys()
             except OidcUnavailable:
