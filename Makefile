@@ -7,13 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install system-deps kafka-fetch kafka-up kafka-down run test bench fuzz lint format typecheck docs clean
+.PHONY: help install system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down   a local Kafka broker (KRaft) on 127.0.0.1:9092 (Maven + Java 17)"
+	@echo "make keycloak-up / keycloak-down   a local Keycloak (test realm carescore) on 127.0.0.1:8180 (Maven + Java 21+)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check + import contracts;  make typecheck  mypy;  make docs  docs/feeds.md, docs/kpis.md"
 
@@ -44,7 +45,7 @@ system-deps:
 run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
 
-test: install system-deps kafka-fetch
+test: install system-deps kafka-fetch keycloak-fetch
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
@@ -70,6 +71,17 @@ kafka-up:
 
 kafka-down:
 	deploy/kafka/kafka.sh stop $(KAFKA_DIR)
+
+KEYCLOAK_DIR ?= var/keycloak
+
+keycloak-fetch:
+	deploy/keycloak/keycloak.sh fetch
+
+keycloak-up:
+	deploy/keycloak/keycloak.sh start $(KEYCLOAK_DIR) 8180
+
+keycloak-down:
+	deploy/keycloak/keycloak.sh stop $(KEYCLOAK_DIR)
 
 lint: install
 	$(VENV)/bin/ruff check .
