@@ -18,14 +18,20 @@ with a metric at the next start, never a failed start.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from carescore.transports.embedded import EmbeddedRuntime
+from engine.bus import Published, StorageUnavailable
+from engine.config import Settings
 from tests.alerting import free_port
+from tests.helpers import lab
 from tests.labserver import (
     Server,
     control_id,
@@ -140,3 +146,30 @@ def test_a_corrupt_line_mid_segment_is_quarantined_not_a_failed_start(tmp_path: 
         wait_for("the log read past the bad line", lambda: facility_n(server, "lab_tat_stat") == 49)
     finally:
         server.stop()
+
+
+async def test_a_resend_while_the_first_copy_is_being_written_shares_its_fate(
+    small_disk: Path, settings_for: Callable[..., Settings]
+) -> None:
+    """An interface engine that times out resends the same message on a new connection while
+    the first copy may still be on its way to disk. Answering the resend AA at once (it is a
+    'duplicate') would acknowledge a message that is lost if that first write then fails; the
+    resend must wait for the first copy and share its outcome: AE both if the disk is full,
+    and once space returns the message is stored once."""
+    runtime = EmbeddedRuntime(settings_for(data_dir=small_disk / "data"))
+    try:
+        events = [lab("lab.order", 0, "RESEND1"), lab("lab.result", 9, "RESEND1")]
+        ballast = fill(small_disk, leave=0)
+        first = runtime.publish_nowait("MSG-RESEND1", events)
+        again = runtime.publish_nowait("MSG-RESEND1", events)  # before the first is written
+        assert not again.done()  # not answered ahead of the first copy
+        for copy in (first, again):
+            with pytest.raises(StorageUnavailable):
+                await asyncio.wait_for(copy, 30)
+        ballast.unlink()
+        assert await asyncio.wait_for(runtime.publish_nowait("MSG-RESEND1", events), 30) is Published.accepted
+        resent = runtime.publish_nowait("MSG-RESEND1", events)
+        assert await asyncio.wait_for(resent, 30) is Published.duplicate
+    finally:
+        await runtime.close()
+    assert logged(small_disk / "data") == {"lab.order": 1, "lab.result": 1}

@@ -87,7 +87,7 @@ class EmbeddedRuntime(RuntimeShell):
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue, settings.timezone)
         self.seen = RecentKeys(SEEN_LIMIT)
-        self._reserved: set[str] = set()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}  # appends being written, by key
         self.processed = START
         self._last_snapshot = 0.0
         self._snapshot_pid: int | None = None
@@ -103,29 +103,49 @@ class EmbeddedRuntime(RuntimeShell):
         return await self.publish_nowait(message_key, events)
 
     def publish_nowait(self, message_key: str, events: list[EventBase]) -> asyncio.Future[Published]:
-        """A future that resolves once the events are durable (or at once: a duplicate)."""
+        """A future that resolves once the events are durable (or at once: a duplicate of a
+        message already stored). A resend while the first copy is still being written waits
+        for that write: answering it AA at once would acknowledge a message that a failed
+        write or a kill before the fsync then loses."""
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Published] = loop.create_future()
-        if message_key in self.seen or message_key in self._reserved:
+        if message_key in self.seen:
             result.set_result(Published.duplicate)
+            return result
+        earlier = self._inflight.get(message_key)
+        if earlier is not None:
+
+            def after_first(first: asyncio.Future[Any]) -> None:
+                if result.done():  # the resender gave up waiting
+                    return
+                if first.cancelled() or first.exception() is not None:
+                    result.set_exception(StorageUnavailable("event log: the first copy was not stored"))
+                else:
+                    result.set_result(Published.duplicate)
+
+            earlier.add_done_callback(after_first)
             return result
         if not events:
             self._remember(message_key)
             result.set_result(Published.accepted)
             return result
-        self._reserved.add(message_key)
 
         def stored(appended: asyncio.Future[Any]) -> None:
-            self._reserved.discard(message_key)
-            exc = appended.exception()
-            if exc is not None:
-                error = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                result.set_exception(StorageUnavailable(f"event log: {error}"))
+            self._inflight.pop(message_key, None)
+            exc = None if appended.cancelled() else appended.exception()
+            if exc is None and not appended.cancelled():
+                self._remember(message_key)
+            if result.done():  # the publisher gave up waiting; the outcome stands all the same
                 return
-            self._remember(message_key)
+            if appended.cancelled() or exc is not None:
+                error = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                result.set_exception(StorageUnavailable(f"event log: {error or 'cancelled'}"))
+                return
             result.set_result(Published.accepted)
 
-        self.log.append_nowait(events).add_done_callback(stored)
+        appended = self.log.append_nowait(events)
+        self._inflight[message_key] = appended
+        appended.add_done_callback(stored)
         return result
 
     def ingest_now(self, message_key: str, events: list[EventBase]) -> Published:
