@@ -40,6 +40,7 @@ from alerts.retry import Retry, StoreGuard, StoreUnavailable, log
 from alerts.routes import RoutesConfig
 from alerts.store import AlertStore
 from engine.definitions import Catalogue
+from engine.events import EventBase
 from engine.samples import GroupKey, Sample
 
 DependsOn = Callable[[str], tuple[set[str], set[str]]]  # KPI id -> (sources, event types)
@@ -355,6 +356,14 @@ class AlertService:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
+
+    def saw(self, events: list[EventBase], now: float) -> None:
+        """Events accepted from the feeds: when each feed was last heard from (stale feeds)."""
+        self.feeds.observe(events, now)
+
+    def close_store(self) -> None:
+        """Last, after close(): the store's connection."""
+        self.store.close()
 
     async def close(self) -> None:
         """A last try at whatever the store has not taken; said loudly if it still fails."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from carescore.settings import DEFAULT_CONFIG, settings_from
+from carescore.shell import DataDirBusy
 from engine.config import Settings, packaged_kpi_defs
 from engine.definitions import Catalogue, _documents, load_catalogue
 from engine.logs import setup_logging
@@ -123,9 +124,7 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        if type(exc).__name__ != "DataDirBusy":
-            raise
+    except DataDirBusy:
         results = _replay_remote(args, ids)
     for r in results:
         print(
@@ -278,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        if type(exc).__name__ != "DataDirBusy":
-            raise
+    except DataDirBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -131,9 +131,7 @@ class Service:
 
     async def start(self) -> None:
         tune_gc()
-        starter = getattr(self.runtime, "start", None)
-        if starter is not None:
-            await starter()  # the Kafka gateway: topics and the producer
+        await self.runtime.start()  # the Kafka gateway: topics and the producer
         self.runtime.tick()
         if self.settings.mllp.enabled:
             await self.mllp.start()

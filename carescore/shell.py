@@ -110,7 +110,7 @@ class RuntimeShell:
         changes), then the stores, and the data folder's lock last."""
         await self._stop_transport()
         await self.alerts.close()
-        self.alerts.store.close()
+        self.alerts.close_store()
         self.history.close()
         self.dead_letters.close()
         self._lock.close()

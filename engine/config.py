@@ -210,7 +210,11 @@ class AlertSettings(_Strict):
 
 
 class DemoSettings(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(
+        default=False,
+        description="simulated hospital traffic into this carescore (the packaged defaults turn it on; "
+        "a settings file of one's own has it off unless it says so)",
+    )
     seed: int = 7
     rate: float = Field(default=1.0, gt=0, description="speed factor for the simulated traffic")
     backfill: Duration = Field(

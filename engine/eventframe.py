@@ -1,7 +1,7 @@
 """The event log as a polars frame: one flat schema for every event type.
 
 Sealed log segments are stored as Parquet next to their NDJSON (written when a segment
-rolls over, or by `carescore log seal`); the open segment is read from NDJSON. Either way
+rolls over, on a thread of the event log); the open segment is read from NDJSON. Either way
 the frame has the same columns: every field of every canonical event model.
 """
 

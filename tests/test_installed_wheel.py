@@ -98,3 +98,15 @@ def test_an_installed_carescore_runs_from_any_folder(installed: Path, tmp_path: 
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_only_the_packaged_defaults_start_the_demo_hospital(tmp_path: Path) -> None:
+    """Simulated patients must never mix into a real hospital's data: a settings file of one's
+    own runs without the demo unless it asks for it; `make run` (the packaged defaults) has it."""
+    from carescore.settings import DEFAULT_CONFIG
+    from engine.config import load_settings
+
+    own = tmp_path / "carescore.yaml"
+    own.write_text("timezone: UTC\n")
+    assert load_settings(own).demo.enabled is False
+    assert load_settings(DEFAULT_CONFIG, base=tmp_path).demo.enabled is True

@@ -164,7 +164,7 @@ class EmbeddedRuntime(RuntimeShell):
         self._process(events)
         self.processed = position
         try:
-            self.alerts.feeds.observe(events, self.clock())
+            self.alerts.saw(events, self.clock())
         except Exception:
             log.exception("feed staleness bookkeeping failed")
         if self.close_every:

@@ -24,11 +24,10 @@ from engine.definitions.measures import StaffingRatioMeasure
 from engine.operators import paneindex
 from engine.operators.base import LevelHandler, Operator, Output
 from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
+from engine.scorecard import STATUS_LEVEL
 
 UNSTAFFED = math.inf
 """The ratio of patients to no nurse."""
-
-STATUS_ORDER = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
 
 
 def ratio(patients: float, nurses: float) -> float:
@@ -113,7 +112,7 @@ def rollup_result(kpi: KpiDefinition, parts: list[Result]) -> Result:
     """A department or facility: as bad as its worst unit; minutes out of ratio add up."""
     worst = max(
         parts,
-        key=lambda r: (STATUS_ORDER[r.status], math.inf if r.value is None and r.n else (r.value or 0.0)),
+        key=lambda r: (STATUS_LEVEL[r.status], math.inf if r.value is None and r.n else (r.value or 0.0)),
     )
     n = sum(r.n for r in parts)
     status = worst.status if n else "no_data"

@@ -57,7 +57,7 @@ class KafkaGateway(RuntimeShell):
         result = await self.sink.publish(message_key, events)
         if result is Published.accepted and events:
             now = self.clock()
-            self.alerts.feeds.observe(events, now)
+            self.alerts.saw(events, now)
             for e in events:
                 self.type_sources.setdefault(e.type, set()).add(e.source)
                 if e.type.startswith("staffing."):
