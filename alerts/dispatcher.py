@@ -10,7 +10,6 @@ A store that fails ends the pass; what was claimed comes back when its lease run
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from alerts.model import Alert
 from alerts.planner import Planner
 from alerts.retry import StoreGuard, StoreUnavailable, log
 from alerts.store import AlertStore, OutboxItem
+from engine.backoff import backoff
 
 OnFailed = Callable[[OutboxItem, str], Any]
 
@@ -127,7 +127,7 @@ class Dispatcher:
         """Back off and try again, or give up (failed, dead letter) after max_attempts."""
         attempts = item.attempts + 1
         give_up = attempts >= self.max_attempts or not retry
-        delay = self.retry_backoff * (2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+        delay = backoff(self.retry_backoff, attempts, jitter=0.5)
         self.store.retry_later(item.id, now + delay, error, give_up)
         NOTIFICATIONS.labels(item.channel, "failed" if give_up else "retry").inc()
         if unexpected:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from alerts.db import unavailable
 from alerts.metrics import STORE_ERRORS, UNSTORED
+from engine.backoff import backoff
 
 log = logging.getLogger("alerts.service")  # one logger for the alert service, whichever part
 
@@ -34,7 +35,7 @@ class Retry:
 
     def failed(self, now: float, base: float) -> float:
         self.failures += 1
-        delay = min(base * 2 ** (self.failures - 1), STORE_RETRY_MAX)
+        delay = backoff(base, self.failures, STORE_RETRY_MAX)
         self.at = now + delay
         return delay
 

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.backoff import backoff
+
 log = logging.getLogger(__name__)
 
 FIRST_DELAY = 1.0
@@ -47,7 +49,7 @@ class Supervisor:
     async def _keep(self, name: str, run: Callable[[], Awaitable[Any]]) -> None:
         state = self.states[name]
         loop = asyncio.get_running_loop()
-        delay = self.first_delay
+        failures = 0  # in a row, without a healthy spell between
         while True:
             began = loop.time()
             try:
@@ -56,8 +58,8 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if loop.time() - began >= HEALTHY_AFTER:
-                    delay = self.first_delay
+                failures = 1 if loop.time() - began >= HEALTHY_AFTER else failures + 1
+                delay = backoff(self.first_delay, failures, MAX_DELAY)
                 state.up = False
                 state.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.error(
@@ -66,6 +68,5 @@ class Supervisor:
                     extra={"component": name, "restart_in_seconds": delay, "restarts": state.restarts},
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_DELAY)
             state.restarts += 1
             state.up = True

@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from carescore.shell import RuntimeShell
+from carescore.transports import live_engine
 from engine.bus import Published, StorageUnavailable
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
-from engine.core import Engine
 from engine.dedupe import RecentKeys, message_key_of
 from engine.definitions import Catalogue
 from engine.eventframe import log_frame
@@ -76,13 +76,7 @@ class EmbeddedRuntime(RuntimeShell):
     def __init__(self, settings: Settings, *, catalogue: Catalogue | None = None):
         super().__init__(settings, catalogue)
         data = settings.data_dir
-        self.engine = Engine(
-            self.catalogue,
-            self.places,
-            idle_timeout=settings.engine.idle_timeout,
-            timezone=settings.timezone,
-            wall_clock=True,
-        )
+        self.engine = live_engine(settings, self.catalogue)
         self._attach(self.engine)
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue, settings.timezone)

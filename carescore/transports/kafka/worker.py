@@ -35,6 +35,7 @@ from carescore.metrics import (
     WORKER_PARTITIONS,
     WORKER_SAMPLES,
 )
+from carescore.transports import live_engine
 from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
@@ -81,13 +82,7 @@ def snapshot_text(part: Partition, fingerprint: str) -> str:
 def restore_partition(
     blob: str | None, catalogue: Catalogue, settings: Settings, fingerprint: str
 ) -> Partition:
-    engine = Engine(
-        catalogue,
-        settings.places,
-        idle_timeout=settings.engine.idle_timeout,
-        timezone=settings.timezone,
-        wall_clock=True,
-    )
+    engine = live_engine(settings, catalogue)
     part = Partition(engine)
     checkpoint = Checkpoint.decode(base64.b64decode(blob), fingerprint) if blob else None
     if checkpoint is not None:
