@@ -79,11 +79,16 @@ class Result:
 
 
 # -- keys ---------------------------------------------------------------------------------
+def digest(content: str) -> str:
+    """The one content digest in keys and ids (20 hex digits): whatever a source sends, the same
+    content gives the same digest (undecodable bytes kept as surrogates count too)."""
+    return hashlib.blake2b(content.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
+
+
 def message_key(sender: str, control: str, content: str) -> str:
     """A whole message's idempotency key: who sent it, its control id and a digest of its
     content (control ids get reused, so the same id with other content is another message)."""
-    digest = hashlib.blake2b(content.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
-    return f"{sender}|{control}|{digest}"
+    return f"{sender}|{control}|{digest(content)}"
 
 
 def batch_key(events: Sequence[EventBase]) -> str:

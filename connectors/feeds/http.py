@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from connectors.feeds.ingest import FeedIngest, FeedReport
 from connectors.feeds.reader import FeedFileError, detect
 from connectors.feeds.schemas import FEEDS, FeedRow, columns
+from connectors.http_body import TooLarge, read_body
 
 
 class UploadRefused(Exception):
@@ -29,19 +30,10 @@ class UploadRefused(Exception):
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise UploadRefused(
-            413, "Upload too large", f"{declared} bytes; the limit is {limit} (feeds.max_upload_bytes)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise UploadRefused(413, "Upload too large", f"over {limit} bytes (feeds.max_upload_bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_body(request, limit)
+    except TooLarge as exc:
+        raise UploadRefused(413, "Upload too large", exc.sized("feeds.max_upload_bytes")) from None
 
 
 def _openapi(model: type[FeedRow]) -> dict[str, Any]:

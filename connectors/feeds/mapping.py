@@ -6,7 +6,6 @@ nothing new, and a staffing row sent at clock-in and again at clock-out stores i
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -20,7 +19,7 @@ from connectors.feeds.schemas import (
     StaffingRow,
     When,
 )
-from connectors.pipeline import InputRejected
+from connectors.pipeline import InputRejected, digest
 from connectors.places import PlaceLookup
 from engine import hcahps
 from engine.events import (
@@ -108,13 +107,13 @@ class FeedMapper:
             place = self.places.locate(row.facility, row.unit, strict=True)
         except UnknownPlace as exc:
             raise RowError(exc.kind, str(exc)) from None
-        digest = hashlib.sha1(repr(key).encode()).hexdigest()[:20]
+        row_digest = digest(repr(key))
         return {
             "type": kind,
             "event_time": when,
             "received_time": self.received,
             "source": "feed",
-            "source_id": f"feed:{row.feed}:{digest}:{kind}",
+            "source_id": f"feed:{row.feed}:{row_digest}:{kind}",
             **place,
         }
 

@@ -3,13 +3,13 @@ their own scale, engine/hcahps.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any
 
 from connectors.fhir.base import ResourceMapper, codes
 from connectors.fhir.outcome import FHIRInputError, issue
+from connectors.pipeline import digest
 from engine import hcahps
 from engine.events import (
     EventBase,
@@ -76,7 +76,7 @@ class Experience(ResourceMapper):
         ident = r.get("identifier")
         key = rid or (ident.get("value") if isinstance(ident, dict) else None) or r.get("_fullUrl")
         if not key:  # one survey per response even when it names itself nowhere
-            key = "#" + hashlib.sha1(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:20]
+            key = "#" + digest(json.dumps(r, sort_keys=True, default=str))
         survey = f"QuestionnaireResponse/{key}"
         common = {"type": "experience.survey", "survey_id": survey, **self.place(location)}
         events: list[EventBase] = []

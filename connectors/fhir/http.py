@@ -1,9 +1,7 @@
 """HTTP endpoints for FHIR ingest, mounted on the API by the composition root.
 
-Bodies are read against fhir_limits.max_body_bytes as they stream in: a declared
-Content-Length over the limit is answered 413 before a byte of the body is read, and a body
-that turns out larger (chunked) stops being kept at the limit, so no request can make the
-process hold more than the limit.
+Bodies are read against fhir_limits.max_body_bytes as they stream in (connectors/http_body.py):
+over it, 413 with an OperationOutcome.
 """
 
 from __future__ import annotations
@@ -14,47 +12,9 @@ from fastapi.responses import Response
 
 from connectors.fhir.ingest import FHIRIngest
 from connectors.fhir.outcome import issue
+from connectors.http_body import TooLarge, read_body
 
 FHIR_JSON = "application/fhir+json"
-# An oversized body up to this many times the limit is still received to its end (and dropped),
-# so the sender can read the 413 once it has sent it all; past that the connection is closed at
-# once, and a client still sending may see a reset instead of the answer (its TCP stack drops it).
-DRAIN_FACTOR = 4
-
-
-class TooLarge(Exception):
-    def __init__(self, detail: str, close: bool):
-        super().__init__(detail)
-        self.detail = detail
-        self.close = close
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or TooLarge once it is known to be over `limit` bytes."""
-    setting = "fhir_limits.max_body_bytes"
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        detail = f"the body is {declared} bytes; the limit is {limit} ({setting}): split the Bundle"
-        raise TooLarge(detail, close=int(declared) > DRAIN_FACTOR * limit)
-    chunks: list[bytes] = []
-    size = 0
-    stream = request.stream()
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            break
-        chunks.append(chunk)
-    else:
-        return b"".join(chunks)
-    chunks.clear()
-    ended = True
-    async for chunk in stream:  # the same stream, on from where it was left: dropped, not kept
-        size += len(chunk)
-        if size > DRAIN_FACTOR * limit:
-            ended = False
-            break
-    detail = f"the body is over {limit} bytes ({setting}): split the Bundle"
-    raise TooLarge(detail, close=not ended)
 
 
 def fhir_router(ingest: FHIRIngest) -> APIRouter:
@@ -65,7 +25,12 @@ def fhir_router(ingest: FHIRIngest) -> APIRouter:
             body = await read_body(request, ingest.limits.max_body_bytes)
         except TooLarge as exc:
             status, answer = ingest.too_large(
-                [issue("error", "too-costly", exc.detail)], resource_type or "Bundle"
+                [
+                    issue(
+                        "error", "too-costly", exc.sized("fhir_limits.max_body_bytes") + ": split the Bundle"
+                    )
+                ],
+                resource_type or "Bundle",
             )
             headers = {"Connection": "close"} if exc.close else None
             return Response(orjson.dumps(answer), status_code=status, media_type=FHIR_JSON, headers=headers)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import UTC
 from typing import Any
 
 from connectors.hl7v2.base import MapperBase, MappingError, required
 from connectors.hl7v2.parser import Segment
+from connectors.pipeline import digest
 from engine.codes import clean_code
 from engine.events import FinanceEvent, ProcedureEvent
 
@@ -51,8 +51,7 @@ class Charges(MapperBase):
             procedure_id = f"{place['facility']}|PR1-19|{namespace}|{identifier}"
         else:
             content = f"{patient}|{visit}|{code}|{when.astimezone(UTC).isoformat()}"
-            digest = hashlib.blake2b(content.encode(), digest_size=10).hexdigest()
-            procedure_id = f"{place['facility']}|{digest}"
+            procedure_id = f"{place['facility']}|{digest(content)}"
         self.add(
             ProcedureEvent,
             type="procedure.performed",
