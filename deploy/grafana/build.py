@@ -184,8 +184,10 @@ def perspective_dashboard(key: str, kpis: list[dict[str, Any]]) -> dash.Dashboar
     )
     firing = single(
         "Alerts firing",
-        'sum(carescore_alerts_firing{kpi=~"$kpi"})',
-        no_value="0",  # the family has no samples while nothing fires
+        # carescore_alerts_firing{kpi} has no sample while none of these KPIs fires: then the
+        # answer is 0, but only while carescore reports these KPIs at all (a failed scrape stays
+        # "no data", not a reassuring 0).
+        'sum(carescore_alerts_firing{kpi=~"$kpi"}) or count(carescore_kpi_status{kpi=~"$kpi"}) * 0',
     )
     value = (
         series(
@@ -447,8 +449,11 @@ def operations_dashboard() -> dash.Dashboard:
         )
         .with_row(dash.Row("Alerts"))
         .with_panel(
-            single("Alerts firing", f"sum(carescore_alerts_firing{{{inst}}})", no_value="0").span(6)
-        )  # no samples while nothing fires
+            single(  # 0 while nothing fires, as long as carescore reports KPIs (see the perspectives)
+                "Alerts firing",
+                f"sum(carescore_alerts_firing{{{inst}}}) or count(carescore_kpi_status{{{inst}}}) * 0",
+            ).span(6)
+        )
         .with_panel(
             series(
                 "Alert transitions (1h)",
@@ -466,13 +471,10 @@ def operations_dashboard() -> dash.Dashboard:
                 query(
                     f"sum by (channel, outcome) (carescore:alert_notifications:increase1h{{{inst}}})",
                     legend="{{channel}} {{outcome}}",
-                    ref="A",
                 ),
-                query(
-                    f"sum by (channel) (increase(carescore_alert_notice_errors_total{{{inst}}}[1h]))",
-                    legend="errors: {{channel}}",
-                    ref="B",
-                ),
+            ).description(
+                "delivered, retry (an attempt failed, backing off), failed (gave up after "
+                "alerts.max_attempts: a dead letter notify:<channel>), cancelled."
             )
         )
         .with_panel(
