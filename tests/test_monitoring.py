@@ -267,6 +267,7 @@ def test_every_panel_and_rule_expression_returns_data_from_a_real_prometheus(tmp
     finally:
         server.stop()
         hook_server.shutdown()
+        hook_server.server_close()
     print(
         f"\n{proven} PromQL expressions returned data ({alerts_checked} alerting rules also ran whole, "
         f"{variables} dashboard variables answered) in {took:.0f} s; "

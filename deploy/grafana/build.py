@@ -256,7 +256,7 @@ def operations_dashboard() -> dash.Dashboard:
         .refresh("30s")
         .time("now-3h", "now")
         .timezone("browser")
-        .with_variable(variable("instance", "Instance", "label_values(carescore_component_up, instance)"))
+        .with_variable(variable("instance", "Instance", 'label_values(up{job=~"carescore.*"}, instance)'))
         .with_row(dash.Row("Ingest"))
         .with_panel(
             series(
