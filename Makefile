@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help install system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs clean
+.PHONY: help install system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs dashboards clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
@@ -17,6 +17,7 @@ help:
 	@echo "make keycloak-up / keycloak-down   a local Keycloak (test realm carescore) on 127.0.0.1:8180 (Maven + Java 21+)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
 	@echo "make lint    ruff check + format check + import contracts;  make typecheck  mypy;  make docs  docs/feeds.md, docs/kpis.md"
+	@echo "make dashboards   regenerate the Grafana dashboards (deploy/grafana) and the KPI target/benchmark rules"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
 # alert store), Prometheus (promtool checks the deploy config). Their packaged services are
@@ -98,6 +99,9 @@ typecheck: install
 docs: install
 	$(PY) -m connectors.feeds.docs > docs/feeds.md
 	$(PY) -m engine.kpi_docs > docs/kpis.md
+
+dashboards: install
+	$(PY) deploy/grafana/build.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
