@@ -103,11 +103,11 @@ function renderAlerts(alerts) {
 }
 
 async function acknowledge(id) {
-  const who = window.prompt("Acknowledge as (name or role):", localStorage.getItem("carescore.ackBy") || "charge nurse");
-  if (!who) return;
-  localStorage.setItem("carescore.ackBy", who);
+  // who acknowledges is the signed-in caller (the API takes it from the credentials, not the body)
+  const note = window.prompt("Acknowledge this alert. Note (optional):", "");
+  if (note === null) return;
   const res = await fetch(`/api/v1/alerts/${id}/ack`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by: who }),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note ? { note } : {}),
   });
   if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
   refresh();
