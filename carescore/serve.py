@@ -103,6 +103,7 @@ class Service:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.auth, self.audit = build_auth(settings)  # first: a refused config opens nothing else
         self.runtime: Any = (
             EmbeddedRuntime(settings) if settings.runtime.kind == "embedded" else _kafka_gateway(settings)
         )
@@ -121,7 +122,6 @@ class Service:
         )
         replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
         api = settings.api
-        self.auth, self.audit = build_auth(settings)
         self.app = create_app(
             self.runtime,  # type: ignore[arg-type]
             replayer,
