@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,9 @@ def _replay_remote(args: argparse.Namespace, ids: list[int]) -> list[dict[str, A
     url = args.url or f"http://{settings.api.host}:{settings.api.port}"
     print(f"carescore is running on this data folder: replaying through {url}", file=sys.stderr)
     body = {"ids": ids, "source": args.source, "include_replayed": args.all}
-    response = httpx.post(f"{url}/api/v1/dead-letters/replay", json=body, timeout=600)
+    token = args.token or os.environ.get("CARESCORE_TOKEN")  # an ops or admin token, when the API wants one
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{url}/api/v1/dead-letters/replay", json=body, headers=headers, timeout=600)
     if response.status_code != 200:
         raise SystemExit(f"error: {response.status_code} {response.text}")
     return list(response.json()["replayed"])
@@ -327,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--source", help="only this source: hl7v2, mllp, fhir, feed or feed:<name>")
     replay.add_argument("--all", action="store_true", help="also letters a replay already took")
     replay.add_argument("--url", help="API of the running carescore (default from the settings)")
+    replay.add_argument(
+        "--token", help="ops/admin token for that API (default $CARESCORE_TOKEN; none on a local API)"
+    )
     replay.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
     replay.set_defaults(func=cmd_deadletter_replay)
 

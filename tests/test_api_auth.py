@@ -521,3 +521,31 @@ def test_without_an_idp_the_api_must_stay_on_the_loopback(tmp_path: Path) -> Non
 
 async def test_local_mode_banner_says_everyone_is_admin(service: Service) -> None:
     assert "sign-in     none (loopback only; every local user is admin)" in service.banner()
+
+
+async def test_the_demo_uploads_with_an_in_process_token_that_is_never_stored(tmp_path: Path) -> None:
+    """With an IdP configured the demo hospital still uploads its feeds: as an integration whose
+    token lives in the process only."""
+    from starlette.requests import Request
+
+    from api.problems import Problem
+    from api.security.auth import Auth, may
+    from api.security.tokens import TokenStore
+
+    tokens = TokenStore(tmp_path / "tokens.sqlite")
+    auth = Auth(tokens=tokens, local=False)
+    token = auth.internal_token("demo hospital", Role.INTEGRATION, "all-ingest")
+
+    def request(authorization: str | None) -> Request:
+        headers = [(b"authorization", authorization.encode())] if authorization else []
+        return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+    demo = await auth.authenticate(request(f"Bearer {token}"))
+    assert demo.roles == {"integration"} and demo.subject == "internal:demo hospital"
+    assert may(demo, P.INGEST, target="feed:staffing") and not may(demo, P.VIEW_KPIS)
+    for refused in (None, f"Bearer {token}x", "Bearer csi_guess"):
+        with pytest.raises(Problem) as caught:
+            await auth.authenticate(request(refused))
+        assert caught.value.status == 401
+    tokens.close()
+    assert token.encode() not in (tmp_path / "tokens.sqlite").read_bytes()
