@@ -113,18 +113,27 @@ async function acknowledge(id) {
   refresh();
 }
 
+// An answer's JSON, or an Error saying why not (401: this carescore wants a signed-in caller; the
+// page cannot sign in yet, so it says so instead of showing nothing).
+async function json(response) {
+  if (response.ok) return response.json();
+  if (response.status === 401) throw new Error("sign-in required (the page cannot sign in yet: use the API with a token)");
+  const problem = await response.json().catch(() => ({}));
+  throw new Error(`${response.status} ${problem.title || ""} ${problem.detail || ""}`.trim());
+}
+
 async function refresh() {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
   try {
     const [card, alerts] = await Promise.all([
-      fetch(`/api/v1/scorecard?${q}`).then((r) => r.json()),
-      fetch("/api/v1/alerts?state=firing").then((r) => r.json()),
+      fetch(`/api/v1/scorecard?${q}`).then(json),
+      fetch("/api/v1/alerts?state=firing").then(json),
     ]);
     renderScorecard(card);
     renderAlerts(alerts.alerts);
   } catch (err) {
-    $("#asof").textContent = `cannot reach carescore: ${err}`;
+    $("#asof").textContent = `cannot show the scorecard: ${err.message || err}`;
   }
 }
 
