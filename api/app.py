@@ -43,13 +43,14 @@ def create_app(
     )
     if audit_log is not None:
         app.add_middleware(AuditMiddleware, log_to=audit_log)
-    app.add_middleware(SecurityHeaders, tls=tls)
+    auth = auth or Auth(local=True)
+    app.add_middleware(SecurityHeaders, tls=tls, connect_src=auth.page_idp_origin)
     if trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)
     install(app)
     app.state.backend = backend
     app.state.replayer = replayer
-    app.state.auth = auth or Auth(local=True)
+    app.state.auth = auth
     app.state.audit = audit_log
     app.state.kpi_registry = kpi_registry(backend)
     for module in ROUTERS:

@@ -136,6 +136,11 @@ class OidcSettings(BaseModel):
         description="the IdP's issuer, exactly as in its tokens' iss, e.g. https://login.example/realms/x"
     )
     audience: str = Field(description="what the API's tokens carry in aud, e.g. carescore-api")
+    page_client_id: str | None = Field(
+        default=None,
+        description="the IdP's public client the scorecard page signs in with (authorization code + "
+        "PKCE S256; redirect URI: the page's address /), e.g. carescore-page; none: the page cannot sign in",
+    )
     jwks_url: str | None = Field(
         default=None, description="the issuer's JWKS; default: jwks_uri of its .well-known document"
     )

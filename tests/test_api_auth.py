@@ -43,6 +43,7 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/openapi.json"): OPEN,  # the API's description, for integrations
     ("GET", "/"): OPEN,  # the page's HTML, script and stylesheet hold no data
     ("GET", "/static/{name}"): OPEN,
+    ("GET", "/api/v1/sign-in"): OPEN,  # how the page signs in: asked before it can
     ("GET", "/metrics"): P.VIEW_METRICS,
     ("GET", "/api/v1/kpis"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}"): P.VIEW_KPIS,
@@ -549,3 +550,96 @@ async def test_the_demo_uploads_with_an_in_process_token_that_is_never_stored(tm
         assert caught.value.status == 401
     tokens.close()
     assert token.encode() not in (tmp_path / "tokens.sqlite").read_bytes()
+
+
+# ---- the page's sign-in (api/static/signin.js) against the real Keycloak ------------------------------
+
+HARNESS = """
+const fs = require("fs");
+const [mode, origin, stateFile, configJson, callback] = process.argv.slice(2);
+const saved = fs.existsSync(stateFile) ? JSON.parse(fs.readFileSync(stateFile, "utf8")) : {};
+globalThis.sessionStorage = {
+  getItem: (k) => (k in saved ? saved[k] : null),
+  setItem: (k, v) => { saved[k] = v; fs.writeFileSync(stateFile, JSON.stringify(saved)); },
+};
+let assigned = null;
+globalThis.location = { origin, href: origin + "/", assign: (url) => { assigned = url; } };
+require(process.env.SIGNIN_JS);
+const config = JSON.parse(configJson);
+(async () => {
+  if (mode === "begin") { await globalThis.carescoreSignIn.begin(config); console.log(assigned); }
+  else { console.log(await globalThis.carescoreSignIn.complete(config, callback)); }
+})().catch((err) => { console.error(err.message); process.exit(1); });
+"""
+
+
+def node(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    harness = tmp_path / "harness.js"
+    harness.write_text(HARNESS)
+    env = {**os.environ, "SIGNIN_JS": str(REPO_ROOT / "api" / "static" / "signin.js")}
+    return subprocess.run(["node", str(harness), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.keycloak
+async def test_the_page_signs_in_with_authorization_code_and_pkce(
+    settings_for: Callable[..., Settings], keycloak: Keycloak, tmp_path: Path
+) -> None:
+    """signin.js, run by node against the real Keycloak: the login URL it goes to carries an S256
+    challenge and a state, the code that comes back is exchanged with the verifier, and the token
+    it gets is accepted by carescore. The page's own config comes from the open /api/v1/sign-in."""
+    import html
+    import re
+    import shutil
+    from urllib.parse import parse_qs, urlsplit
+
+    if shutil.which("node") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is needed to run the page's sign-in script; CI=true")
+        pytest.skip("node is needed to run the page's sign-in script")
+    oidc = {"issuer": keycloak.issuer(), "audience": "carescore-api", "page_client_id": "carescore-page"}
+    svc = Service(settings_for(api={"port": 0, "auth": {"oidc": oidc}}))
+    await svc.start()
+    try:
+        origin = base(svc)
+        async with httpx.AsyncClient(base_url=origin, timeout=30) as client:
+            config = (await client.get("/api/v1/sign-in")).json()
+            page = await client.get("/")
+        assert config["mode"] == "oidc" and config["client_id"] == "carescore-page"
+        assert config["token_endpoint"] == keycloak.endpoint("token")
+        assert f"connect-src 'self' {keycloak.url};" in page.headers["content-security-policy"]
+
+        state_file = tmp_path / "session.json"
+        begun = node(tmp_path, "begin", origin, str(state_file), json.dumps(config))
+        assert begun.returncode == 0, begun.stderr
+        login_url = begun.stdout.strip()
+        query = parse_qs(urlsplit(login_url).query)
+        assert query["code_challenge_method"] == ["S256"] and query["redirect_uri"] == [origin + "/"]
+        assert query["client_id"] == ["carescore-page"] and "code_verifier" not in query
+        with httpx.Client(follow_redirects=False, timeout=30) as browser:
+            form_page = browser.get(login_url)
+            form = re.search(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', form_page.text)
+            assert form, form_page.text[:500]
+            cookies = "; ".join(f"{c.name}={c.value}" for c in browser.cookies.jar)  # see test_oidc._login
+            done = browser.post(
+                html.unescape(form.group(1)),
+                data={"username": "clinician-icu", "password": "clinician-pass"},
+                headers={"Cookie": cookies},
+            )
+        assert done.status_code == 302, done.text[:500]
+        callback = done.headers["location"]
+        assert callback.startswith(origin + "/?")
+
+        forged_state = callback.replace("state=", "state=x")
+        assert (
+            node(tmp_path, "complete", origin, str(state_file), json.dumps(config), forged_state).returncode
+            == 1
+        )
+        completed = node(tmp_path, "complete", origin, str(state_file), json.dumps(config), callback)
+        assert completed.returncode == 0, completed.stderr
+        token = completed.stdout.strip()
+        async with httpx.AsyncClient(base_url=origin, timeout=30) as client:
+            card = await client.get("/api/v1/scorecard", headers=bearer(token))
+            refused = await client.post("/api/v1/dead-letters/replay", json={}, headers=bearer(token))
+    finally:
+        await svc.stop()
+    assert card.status_code == 200 and refused.status_code == 403  # a clinician, signed in on the page

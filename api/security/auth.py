@@ -20,6 +20,7 @@ import math
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
@@ -70,6 +71,14 @@ class Auth:
             scope=scope,
         )
         return token
+
+    @property
+    def page_idp_origin(self) -> str | None:
+        """The IdP's origin, when the page signs in there (its token endpoint is called from the page)."""
+        if self.verifier is None or self.verifier.settings.page_client_id is None:
+            return None
+        parts = urlsplit(self.verifier.settings.issuer)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def mode(self) -> str:

@@ -160,6 +160,7 @@ class OidcVerifier:
         self._fetched_at = -math.inf  # time.monotonic() of the last successful JWKS fetch
         self._tried_at = -math.inf  # ... of the last attempt, successful or not
         self._lock = asyncio.Lock()
+        self._endpoints: dict[str, str] | None = None
         self.jwks_fetches = 0
 
     async def aclose(self) -> None:
@@ -302,6 +303,16 @@ class OidcVerifier:
         self.jwks_fetches += 1
         self._keys, self._fetched_at = keys, time.monotonic()
         return keys
+
+    async def endpoints(self) -> dict[str, str]:
+        """The issuer's authorization and token endpoints (its discovery document, fetched once)."""
+        if self._endpoints is None:
+            document = await self._get_json(self.settings.discovery_url, "discovery document")
+            wanted = ("authorization_endpoint", "token_endpoint")
+            if not all(isinstance(document.get(k), str) for k in wanted):
+                raise OidcUnavailable("the discovery document has no authorization or token endpoint")
+            self._endpoints = {k: check_idp_url(document[k], k) for k in wanted}
+        return self._endpoints
 
     async def _discover(self) -> str:
         document = await self._get_json(self.settings.discovery_url, "discovery document")

@@ -1,9 +1,23 @@
 // The scorecard page: polls /api/v1/scorecard and /api/v1/alerts, listens on /api/v1/stream.
+// With an IdP (api.auth.oidc) it signs in first (signin.js) and sends the token with every request.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 let current = { facility: null, department: null, unit: null };
 let placesLoaded = false;
+let token = null; // the access token (null in local mode: no credentials needed)
+
+// fetch with the token; a refused token (expired) signs in again.
+async function api(path, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...init, headers });
+  if (response.status === 401 && token) {
+    token = null;
+    await window.carescoreSignIn.renew();
+  }
+  return response;
+}
 
 function fmt(value, unit) {
   if (value === null || value === undefined) return "—";
@@ -106,18 +120,16 @@ async function acknowledge(id) {
   // who acknowledges is the signed-in caller (the API takes it from the credentials, not the body)
   const note = window.prompt("Acknowledge this alert. Note (optional):", "");
   if (note === null) return;
-  const res = await fetch(`/api/v1/alerts/${id}/ack`, {
+  const res = await api(`/api/v1/alerts/${id}/ack`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note ? { note } : {}),
   });
   if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
   refresh();
 }
 
-// An answer's JSON, or an Error saying why not (401: this carescore wants a signed-in caller; the
-// page cannot sign in yet, so it says so instead of showing nothing).
+// An answer's JSON, or an Error saying why not (403: the signed-in user has no role for it).
 async function json(response) {
   if (response.ok) return response.json();
-  if (response.status === 401) throw new Error("sign-in required (the page cannot sign in yet: use the API with a token)");
   const problem = await response.json().catch(() => ({}));
   throw new Error(`${response.status} ${problem.title || ""} ${problem.detail || ""}`.trim());
 }
@@ -127,8 +139,8 @@ async function refresh() {
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
   try {
     const [card, alerts] = await Promise.all([
-      fetch(`/api/v1/scorecard?${q}`).then(json),
-      fetch("/api/v1/alerts?state=firing").then(json),
+      api(`/api/v1/scorecard?${q}`).then(json),
+      api("/api/v1/alerts?state=firing").then(json),
     ]);
     renderScorecard(card);
     renderAlerts(alerts.alerts);
@@ -137,9 +149,15 @@ async function refresh() {
   }
 }
 
-refresh();
-setInterval(refresh, 5000);
-if (window.EventSource) {
-  const source = new EventSource("/api/v1/stream");
-  source.addEventListener("alert", () => refresh());
-}
+window.carescoreSignIn.start().then(
+  (signedIn) => {
+    token = signedIn;
+    refresh();
+    setInterval(refresh, 5000);
+    if (window.EventSource && !token) { // EventSource sends no Authorization: signed in, the page polls
+      const source = new EventSource("/api/v1/stream");
+      source.addEventListener("alert", () => refresh());
+    }
+  },
+  (err) => { $("#asof").textContent = `cannot sign in: ${err.message || err}`; },
+);
