@@ -13,9 +13,11 @@ from api.backend import Backend, Replayer
 from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
-from api.routers import alerts, dead_letters, kpis, ops, page, reports, scorecard, silences, stream
+from api.routers import alerts, audit, dead_letters, kpis, ops, page, reports, scorecard, silences, stream
+from api.security.audit import AuditLog, AuditMiddleware
+from api.security.auth import Auth
 
-ROUTERS = (ops, kpis, reports, scorecard, alerts, silences, dead_letters, stream, page)
+ROUTERS = (ops, kpis, reports, scorecard, alerts, silences, dead_letters, audit, stream, page)
 
 
 def create_app(
@@ -25,9 +27,13 @@ def create_app(
     docs: bool = False,
     tls: bool = False,
     trusted_hosts: list[str] | None = None,
+    auth: Auth | None = None,
+    audit_log: AuditLog | None = None,
 ) -> FastAPI:
     """docs: the interactive pages /docs and /redoc (the OpenAPI document itself is always
-    served: integrations and schema checks read it); trusted_hosts: Host values accepted."""
+    served: integrations and schema checks read it); trusted_hosts: Host values accepted;
+    auth: who may call (default: the local operator only, for a loopback API); audit_log: where
+    writes and reads of patient-level data are recorded (api/security/audit.py)."""
     app = FastAPI(
         title="carescore",
         version="0.1.0",
@@ -35,12 +41,17 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
     )
-    app.add_middleware(SecurityHeaders, tls=tls)
+    if audit_log is not None:
+        app.add_middleware(AuditMiddleware, log_to=audit_log)
+    auth = auth or Auth(local=True)
+    app.add_middleware(SecurityHeaders, tls=tls, connect_src=auth.page_idp_origin)
     if trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)
     install(app)
     app.state.backend = backend
     app.state.replayer = replayer
+    app.state.auth = auth
+    app.state.audit = audit_log
     app.state.kpi_registry = kpi_registry(backend)
     for module in ROUTERS:
         app.include_router(module.router)

@@ -25,9 +25,15 @@ HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, *, tls: bool = False):
+    """connect_src: another origin the page may call (the IdP's, for the token exchange)."""
+
+    def __init__(self, app: ASGIApp, *, tls: bool = False, connect_src: str | None = None):
         self.app = app
-        self.headers = HEADERS + ([HSTS] if tls else [])
+        headers = list(HEADERS)
+        if connect_src:
+            csp = CSP.replace("connect-src 'self'", f"connect-src 'self' {connect_src}")
+            headers[0] = (b"content-security-policy", csp.encode())
+        self.headers = headers + ([HSTS] if tls else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -6,12 +6,14 @@ carescore import feed FEED FILE...          staffing, hr, finance, experience, q
 carescore deadletter list|replay            what was rejected; send it again after a fix
 carescore kpi check [DIR]                   validate KPI definitions
 carescore config check [FILE]               validate a carescore.yaml
+carescore token create|list|revoke          integration tokens for the API
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,10 +144,85 @@ def _replay_remote(args: argparse.Namespace, ids: list[int]) -> list[dict[str, A
     url = args.url or f"http://{settings.api.host}:{settings.api.port}"
     print(f"carescore is running on this data folder: replaying through {url}", file=sys.stderr)
     body = {"ids": ids, "source": args.source, "include_replayed": args.all}
-    response = httpx.post(f"{url}/api/v1/dead-letters/replay", json=body, timeout=600)
+    token = args.token or os.environ.get("CARESCORE_TOKEN")  # an ops or admin token, when the API wants one
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{url}/api/v1/dead-letters/replay", json=body, headers=headers, timeout=600)
     if response.status_code != 200:
         raise SystemExit(f"error: {response.status_code} {response.text}")
     return list(response.json()["replayed"])
+
+
+def _token_store(args: argparse.Namespace) -> Any:
+    from api.security.tokens import TokenStore
+
+    return TokenStore(_settings(args).data_dir / "tokens.sqlite")
+
+
+def _when(moment: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return "-" if moment is None else datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from api.security.tokens import check_scope, default_scope
+    from connectors.feeds.schemas import FEEDS
+    from engine.durations import parse_duration
+
+    try:
+        scope = check_scope(args.role, args.scope or default_scope(args.role), tuple(FEEDS))
+        expires = parse_duration(args.expires) if args.expires else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = _token_store(args)
+    try:
+        info, token = store.create(args.name, args.role, scope, expires)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(token)
+    print(
+        f"token {info.id} ({info.name}): role {info.role}, scope {info.scope}, expires {_when(info.expires)}"
+        " - shown once; send it as 'Authorization: Bearer <token>'",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    store = _token_store(args)
+    tokens = store.list()
+    store.close()
+    print(
+        f"{'id':12s}  {'name':24s} {'role':11s} {'scope':16s} {'created':16s}  {'expires':16s}  "
+        f"{'last used':16s}  state"
+    )
+    for t in tokens:
+        state = f"revoked {_when(t.revoked)}" if t.revoked else "live"
+        print(
+            f"{t.id:12s}  {t.name[:24]:24s} {t.role:11s} {t.scope[:16]:16s} {_when(t.created):16s}  "
+            f"{_when(t.expires):16s}  {_when(t.last_used):16s}  {state}"
+        )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    store = _token_store(args)
+    try:
+        known = store.get(args.id)
+        if known is None:
+            print(f"error: no token {args.id!r} (carescore token list)", file=sys.stderr)
+            return 2
+        if not store.revoke(args.id):
+            print(f"token {args.id} was already revoked", file=sys.stderr)
+            return 0
+    finally:
+        store.close()
+    print(f"token {args.id} ({known.name}) revoked")
+    return 0
 
 
 def undocumented(catalogue: Catalogue) -> list[str]:
@@ -252,8 +329,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--source", help="only this source: hl7v2, mllp, fhir, feed or feed:<name>")
     replay.add_argument("--all", action="store_true", help="also letters a replay already took")
     replay.add_argument("--url", help="API of the running carescore (default from the settings)")
+    replay.add_argument(
+        "--token", help="ops/admin token for that API (default $CARESCORE_TOKEN; none on a local API)"
+    )
     replay.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
     replay.set_defaults(func=cmd_deadletter_replay)
+
+    token = sub.add_parser("token", help="integration tokens (machines calling the API)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    tcreate = token_sub.add_parser("create", help="a new token, printed once")
+    tcreate.add_argument("--name", required=True, help="who or what uses it, e.g. 'lab interface'")
+    tcreate.add_argument("--role", required=True, choices=["integration", "viewer", "ops", "admin"])
+    tcreate.add_argument(
+        "--scope",
+        help="fhir, feed:<name>, all-ingest (integration; default all-ingest), read (default for viewer) "
+        "or all (ops, admin; their default)",
+    )
+    tcreate.add_argument("--expires", help="e.g. 90d, 12h (default: never)")
+    tcreate.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    tcreate.set_defaults(func=cmd_token_create)
+    tlist = token_sub.add_parser("list", help="every token (never the secrets)")
+    tlist.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    tlist.set_defaults(func=cmd_token_list)
+    trevoke = token_sub.add_parser("revoke", help="a token stops working at once")
+    trevoke.add_argument("id", help="the token's id (carescore token list)")
+    trevoke.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    trevoke.set_defaults(func=cmd_token_revoke)
 
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -17,11 +17,16 @@ import sys
 from typing import Any
 
 import uvicorn
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.app import create_app
 from api.problems import problem
+from api.security.audit import AuditLog
+from api.security.auth import Auth, require
+from api.security.oidc import OidcVerifier
+from api.security.roles import Permission, Role
+from api.security.tokens import TokenStore
 from carescore.loopwatch import LoopWatch
 from carescore.supervisor import Supervisor
 from carescore.transports.embedded import EmbeddedRuntime
@@ -31,7 +36,8 @@ from connectors.fhir.http import fhir_router
 from connectors.hl7v2.mllp import MLLPServer
 from connectors.intake import Intake
 from connectors.replay import Replayer
-from engine.config import Settings, TLSSettings
+from engine.config import Settings, TLSSettings, is_loopback, unauthenticated_outside_loopback
+from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,31 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:
+    """Who may call the API (IdP tokens, integration tokens, the local operator) and the audit log;
+    ConfigError for an API reachable from the network with nobody signing in."""
+    refused = unauthenticated_outside_loopback(settings)
+    if refused:  # CARESCORE_DEMO=0 after the file was read
+        raise ConfigError([f"api.host: {refused}"])
+    auth_settings = settings.api.auth
+    verifier = OidcVerifier(auth_settings.oidc) if auth_settings.oidc else None
+    auth = Auth(
+        verifier=verifier,
+        tokens=TokenStore(settings.data_dir / "tokens.sqlite"),
+        local=verifier is None,
+        max_silence=auth_settings.max_silence,
+    )
+    audit = AuditLog(settings.data_dir / "audit.sqlite", retention=auth_settings.audit_retention)
+    return auth, audit
+
+
+def _ingest_target(request: Request) -> str | None:
+    """What a feed upload writes to, for token scopes: feed:<name> (the list of feeds: none)."""
+    if request.method != "POST":
+        return None
+    return "feed:" + request.url.path.rstrip("/").rsplit("/", 1)[-1]
+
+
 async def _refused(_: Request, exc: UploadRefused) -> JSONResponse:
     """A feed upload refused, answered as the API answers every error."""
     return problem(exc.status, exc.title, exc.detail, **exc.extra)
@@ -72,6 +103,7 @@ class Service:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.auth, self.audit = build_auth(settings)  # first: a refused config opens nothing else
         self.runtime: Any = (
             EmbeddedRuntime(settings) if settings.runtime.kind == "embedded" else _kafka_gateway(settings)
         )
@@ -96,10 +128,16 @@ class Service:
             docs=api.docs,
             tls=api.tls is not None,
             trusted_hosts=api.trusted_hosts,
+            auth=self.auth,
+            audit_log=self.audit,
         )
         self.fhir = self.intake.fhir
-        self.app.include_router(fhir_router(self.fhir))
-        self.app.include_router(feeds_router(self.intake.feeds, settings.feeds.max_upload_bytes))
+        fhir_ingest = require(Permission.INGEST, target=lambda _: "fhir")
+        self.app.include_router(fhir_router(self.fhir), dependencies=[Depends(fhir_ingest)])
+        self.app.include_router(
+            feeds_router(self.intake.feeds, settings.feeds.max_upload_bytes),
+            dependencies=[Depends(require(Permission.INGEST, target=_ingest_target))],
+        )
         self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
         self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
         tls = settings.api.tls
@@ -152,6 +190,8 @@ class Service:
             from demo.run import run_demo
 
             demo = self.settings.demo
+            # the demo's back office uploads feeds as an integration that lives in this process only
+            uploads = self.auth.internal_token("demo hospital", Role.INTEGRATION, "all-ingest")
             self._tasks.append(
                 keep(
                     "demo",
@@ -164,6 +204,7 @@ class Service:
                         seed=demo.seed,
                         rate=demo.rate,
                         backfill=demo.backfill,
+                        headers={"Authorization": f"Bearer {uploads}"},
                     ),
                 )
             )
@@ -193,6 +234,11 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 10)
         await self.runtime.close()
+        if self.auth.verifier is not None:
+            await self.auth.verifier.aclose()
+        if self.auth.tokens is not None:
+            self.auth.tokens.close()
+        self.audit.close()
         log.info("carescore stopped")
 
     async def run(self) -> None:
@@ -224,6 +270,10 @@ class Service:
             + (f"  inbox {self.settings.inbox}" if self.settings.feeds.watch else "")
         )
         demo = "on: simulated hospital traffic" if self.settings.demo.enabled else "off"
+        sign_in = self.auth.mode
+        if self.auth.local and not is_loopback(self.settings.api.host):
+            sign_in = "none (demo: every user is admin; simulated data only)"
+        lines.append(f"    sign-in     {sign_in}")
         lines += [
             f"    demo        {demo}",
             f"    data        {self.settings.data_dir}",

@@ -92,6 +92,7 @@ async def run_demo(
     rate: float = 1.0,
     backfill: float = 12 * 3600.0,
     clock: Callable[[], float] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Feed carescore until cancelled; save the simulation now and then."""
     now_fn = clock or time.time
@@ -104,7 +105,7 @@ async def run_demo(
     client = MLLPClient(host, port)
     sent = 0
     last_save = 0.0
-    async with httpx.AsyncClient(base_url=api, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=api, timeout=60, headers=headers) as http:
         try:
             while True:
                 now = now_fn()

@@ -10,6 +10,7 @@ import ipaddress
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -110,6 +111,101 @@ def _plaintext_refused(host: str, tls: TLSSettings | None, allowed: bool, sectio
         )
 
 
+RoleName = Literal["viewer", "clinician", "ops", "integration", "admin"]
+OidcAlgorithm = Literal["RS256", "ES256", "PS256"]
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_idp_url(value: str, what: str) -> str:
+    """An IdP address: https, or http on the loopback only (a local Keycloak in tests)."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" or (parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_NAMES):
+        if not parts.hostname:
+            raise ValueError(f"{what} {value!r} has no host")
+        return value
+    raise ValueError(f"{what} must be an https URL (http only on the loopback, for tests): {value!r}")
+
+
+class OidcSettings(BaseModel):
+    """Where bearer tokens come from and how to read them (api/security/oidc.py verifies them).
+    Durations as elsewhere: 30s, 10m, or seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(
+        description="the IdP's issuer, exactly as in its tokens' iss, e.g. https://login.example/realms/x"
+    )
+    audience: str = Field(description="what the API's tokens carry in aud, e.g. carescore-api")
+    page_client_id: str | None = Field(
+        default=None,
+        description="the IdP's public client the scorecard page signs in with (authorization code + "
+        "PKCE S256; redirect URI: the page's address /), e.g. carescore-page; none: the page cannot sign in",
+    )
+    jwks_url: str | None = Field(
+        default=None, description="the issuer's JWKS; default: jwks_uri of its .well-known document"
+    )
+    roles_claim: str = Field(
+        default="roles", description="claim with the roles; dots for nested: realm_access.roles"
+    )
+    role_map: dict[str, RoleName] = Field(
+        default_factory=dict,
+        description="IdP role or group name -> carescore role; empty: the names are carescore's own",
+    )
+    units_claim: str = Field(default="units", description="claim with the user's units (or their groups)")
+    unit_prefix: str = Field(
+        default="", description="keep only values with this prefix, without it (groups: '/units/')"
+    )
+    unit_map: dict[str, str] = Field(
+        default_factory=dict, description="IdP value (e.g. an Entra group id) -> carescore unit id"
+    )
+    name_claims: tuple[str, ...] = ("preferred_username", "name", "email")
+    leeway: Duration = Field(default=30.0, description="clock skew allowed on exp, nbf, iat")
+    jwks_cache_ttl: Duration = Field(default=600.0, description="the JWKS is fetched again after this")
+    jwks_refetch_interval: Duration = Field(
+        default=10.0, description="an unknown key id refetches the JWKS at most this often"
+    )
+    algorithms: tuple[OidcAlgorithm, ...] = ("RS256", "ES256", "PS256")
+    http_timeout: Duration = 5.0
+    max_token_bytes: int = Field(default=16384, gt=0)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return check_idp_url(value, "issuer")
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks(cls, value: str | None) -> str | None:
+        return None if value is None else check_idp_url(value, "jwks_url")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one algorithm (RS256, ES256, PS256)")
+        return value
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class AuthSettings(_Strict):
+    """Who may call the API. Without `oidc` the API must be bound to the loopback (or run the demo),
+    and a request without credentials acts as the local operator (admin); integration tokens
+    (`carescore token create`) work either way."""
+
+    oidc: OidcSettings | None = Field(
+        default=None, description="bearer JWTs from this issuer (Keycloak, Entra ID, Okta, ADFS)"
+    )
+    max_silence: Duration = Field(
+        default=24 * 3600.0, description="longest silence ops may create (admins may create longer)"
+    )
+    audit_retention: Duration = Field(
+        default=365 * 86400.0, description="audit entries older than this are deleted"
+    )
+
+
 class APISettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -125,6 +221,7 @@ class APISettings(_Strict):
         default_factory=list,
         description="Host header values accepted (e.g. scorecard.hospital.org); empty: any",
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _encrypted_off_loopback(self) -> Self:
@@ -342,6 +439,19 @@ class Settings(_Strict):
         return self.feeds.inbox or self.data_dir / "inbox"
 
 
+def unauthenticated_outside_loopback(settings: Settings) -> str | None:
+    """Why these settings must not run: an API reachable from the network with nobody signing in
+    (no api.auth.oidc) is allowed only for the demo hospital's simulated data."""
+    api = settings.api
+    if api.auth.oidc is None and not settings.demo.enabled and not is_loopback(api.host):
+        return (
+            f"api.host {api.host!r} is reachable from the network but api.auth.oidc is not set: "
+            "without an identity provider every caller would be admin; set api.auth.oidc (issuer, "
+            "audience) or bind api.host to 127.0.0.1"
+        )
+    return None
+
+
 def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     """Settings from a YAML file; relative paths are resolved against its folder (or `base`:
     the packaged defaults resolve against the current folder)."""
@@ -351,6 +461,10 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of settings"])
     settings = validate_file(Settings, path, data, lines)
+    refused = unauthenticated_outside_loopback(settings)
+    if refused:
+        line = lines.get(("api", "host")) or lines.get(("api",))
+        raise ConfigError([f"{path}:{line}: api.host: {refused}"])
     base = base or path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()

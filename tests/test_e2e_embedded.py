@@ -258,10 +258,10 @@ async def test_rest_catalogue_and_health(service: Service) -> None:
     assert {"lab_tat_stat", "bed_occupancy", "average_length_of_stay"} <= ids
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as client:
         missing = await client.get("/api/v1/kpis/nope")
-        bad = await client.post("/api/v1/alerts/x/ack", json={})
+        bad = await client.post("/api/v1/alerts/x/ack", json={"note": ["not", "a", "string"]})
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert missing.json()["detail"].startswith("no KPI with id 'nope'")
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.by"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.note"
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["clean-stop", "no-snapshot"])

@@ -1,13 +1,16 @@
-"""Alerts: list, one with its audit trail and notices, acknowledge."""
+"""Alerts: list, one with its audit trail and notices, acknowledge (clinicians: their units only;
+who acknowledged is the signed-in principal, never what the request says)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.problems import Problem
+from api.security.auth import PrincipalDep, require, require_unit
+from api.security.roles import Permission
 from api.views import BackendDep
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -27,7 +30,9 @@ NOTICE_FIELDS = (
 
 
 class AckRequest(BaseModel):
-    by: str = Field(min_length=1, max_length=200, description="who acknowledges (name or role)")
+    by: str | None = Field(
+        default=None, max_length=200, description="ignored: who acknowledges is the signed-in caller"
+    )
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -35,7 +40,7 @@ def _unknown(alert_id: str) -> Problem:
     return Problem(404, "Unknown alert", f"no alert with id {alert_id!r}")
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(require(Permission.VIEW_ALERTS))])
 async def list_alerts(
     backend: BackendDep,
     state: str | None = Query(default=None, pattern="^(firing|resolved)$"),
@@ -44,7 +49,7 @@ async def list_alerts(
     return {"alerts": [a.as_json() for a in backend.alerts.query(state, limit)]}
 
 
-@router.get("/{alert_id}")
+@router.get("/{alert_id}", dependencies=[Depends(require(Permission.VIEW_ALERTS))])
 async def get_alert(backend: BackendDep, alert_id: str) -> dict[str, Any]:
     alert = backend.alerts.get(alert_id)
     if alert is None:
@@ -53,9 +58,15 @@ async def get_alert(backend: BackendDep, alert_id: str) -> dict[str, Any]:
     return {**alert.as_json(), "audit": backend.alerts.audit(alert_id), "notices": notices}
 
 
-@router.post("/{alert_id}/ack")
-async def ack_alert(backend: BackendDep, alert_id: str, body: AckRequest) -> dict[str, Any]:
-    alert = backend.alerts.acknowledge(alert_id, body.by, body.note)
+@router.post("/{alert_id}/ack", dependencies=[Depends(require(Permission.ACK_ALERTS))])
+async def ack_alert(
+    backend: BackendDep, alert_id: str, principal: PrincipalDep, body: AckRequest | None = None
+) -> dict[str, Any]:
+    found = backend.alerts.get(alert_id)
+    if found is None:
+        raise _unknown(alert_id)
+    require_unit(principal, Permission.ACK_ALERTS, found.as_json().get("unit"))
+    alert = backend.alerts.acknowledge(alert_id, principal.name, body.note if body else None)
     if alert is None:
         raise _unknown(alert_id)
     return alert.as_json()

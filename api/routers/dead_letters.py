@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 from api.backend import Replayer
 from api.problems import Problem
+from api.security.auth import require
+from api.security.roles import Permission
 from api.views import BackendDep
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
@@ -27,7 +29,7 @@ def get_replayer(request: Request) -> Replayer | None:
     return replayer
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(require(Permission.VIEW_DEAD_LETTERS))])
 async def dead_letters(
     backend: BackendDep,
     source: str | None = None,
@@ -41,7 +43,7 @@ async def dead_letters(
     }
 
 
-@router.post("/replay")
+@router.post("/replay", dependencies=[Depends(require(Permission.REPLAY_DEAD_LETTERS))])
 async def replay_dead_letters(
     backend: BackendDep,
     replayer: Annotated[Replayer | None, Depends(get_replayer)],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
+from api.security.auth import require
+from api.security.roles import Permission
 from api.views import BackendDep, kpi_or_404, kpi_summary, levels_json, parse_time, sample_json
 from engine.samples import Sample
 
@@ -21,12 +23,12 @@ def _matches(s: Sample, facility: str | None, department: str | None, unit: str 
     )
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def list_kpis(backend: BackendDep) -> dict[str, Any]:
     return {"kpis": [kpi_summary(k) for k in backend.catalogue]}
 
 
-@router.get("/{kpi_id}")
+@router.get("/{kpi_id}", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def get_kpi(
     backend: BackendDep,
     kpi_id: str,
@@ -58,7 +60,7 @@ async def get_kpi(
     }
 
 
-@router.get("/{kpi_id}/history")
+@router.get("/{kpi_id}/history", dependencies=[Depends(require(Permission.VIEW_HISTORY))])
 async def kpi_history(
     backend: BackendDep,
     kpi_id: str,

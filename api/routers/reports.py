@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.problems import Problem
+from api.security.auth import require
+from api.security.roles import Permission
 from api.views import BackendDep, kpi_or_404, kpi_summary, parse_time
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 
-@router.get("/{kpi_id}")
+@router.get("/{kpi_id}", dependencies=[Depends(require(Permission.VIEW_REPORTS))])
 async def period_report(
     backend: BackendDep,
     kpi_id: str,

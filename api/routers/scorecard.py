@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.backend import Backend
+from api.security.auth import require
+from api.security.roles import Permission
 from api.views import BackendDep, kpi_summary, levels_json, sample_json
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
 from engine.samples import GroupKey
@@ -16,7 +18,7 @@ from engine.scorecard import perspective_status
 router = APIRouter(tags=["scorecard"])
 
 
-@router.get("/api/v1/scorecard")
+@router.get("/api/v1/scorecard", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def scorecard(
     backend: BackendDep,
     facility: str | None = None,

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from api.backend import Backend
+from api.security.auth import require
+from api.security.roles import Permission
 from api.views import BackendDep
 
 router = APIRouter(tags=["stream"])
@@ -27,7 +29,7 @@ async def _events(backend: Backend, request: Request) -> AsyncIterator[bytes]:
             yield f"event: {message['type']}\n".encode() + b"data: " + orjson.dumps(message["data"]) + b"\n\n"
 
 
-@router.get("/api/v1/stream")
+@router.get("/api/v1/stream", dependencies=[Depends(require(Permission.VIEW_STREAM))])
 async def stream(backend: BackendDep, request: Request) -> StreamingResponse:
     return StreamingResponse(
         _events(backend, request), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -27,25 +27,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 from joserfc import jws
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
 from joserfc.jwk import JWKRegistry, Key
 from joserfc.jwt import JWTClaimsRegistry
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.security.roles import Role
-from engine.durations import Duration
+from engine.config import OidcAlgorithm, OidcSettings, check_idp_url
 
 log = logging.getLogger(__name__)
 
-Algorithm = Literal["RS256", "ES256", "PS256"]
+Algorithm = OidcAlgorithm
 #: The key type each allowed algorithm needs (an RS256 token is never checked with an EC key).
 KEY_TYPE: dict[str, str] = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class TokenErrorReason(StrEnum):
@@ -74,73 +71,6 @@ class OidcUnavailable(Exception):
     """The IdP's discovery document or keys could not be fetched, and no keys are known (HTTP 503)."""
 
 
-def _check_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme == "https" or (parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK):
-        if not parts.hostname:
-            raise ValueError(f"{what} {value!r} has no host")
-        return value
-    raise ValueError(f"{what} must be an https URL (http only on the loopback, for tests): {value!r}")
-
-
-class OidcSettings(BaseModel):
-    """Where tokens come from and how to read them. Durations as elsewhere: 30s, 10m, or seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str = Field(
-        description="the IdP's issuer, exactly as in its tokens' iss, e.g. https://login.example/realms/x"
-    )
-    audience: str = Field(description="what the API's tokens carry in aud, e.g. carescore-api")
-    jwks_url: str | None = Field(
-        default=None, description="the issuer's JWKS; default: jwks_uri of its .well-known document"
-    )
-    roles_claim: str = Field(
-        default="roles", description="claim with the roles; dots for nested: realm_access.roles"
-    )
-    role_map: dict[str, Role] = Field(
-        default_factory=dict,
-        description="IdP role or group name -> carescore role; empty: the names are carescore's own",
-    )
-    units_claim: str = Field(default="units", description="claim with the user's units (or their groups)")
-    unit_prefix: str = Field(
-        default="", description="keep only values with this prefix, without it (groups: '/units/')"
-    )
-    unit_map: dict[str, str] = Field(
-        default_factory=dict, description="IdP value (e.g. an Entra group id) -> carescore unit id"
-    )
-    name_claims: tuple[str, ...] = ("preferred_username", "name", "email")
-    leeway: Duration = Field(default=30.0, description="clock skew allowed on exp, nbf, iat")
-    jwks_cache_ttl: Duration = Field(default=600.0, description="the JWKS is fetched again after this")
-    jwks_refetch_interval: Duration = Field(
-        default=10.0, description="an unknown key id refetches the JWKS at most this often"
-    )
-    algorithms: tuple[Algorithm, ...] = ("RS256", "ES256", "PS256")
-    http_timeout: Duration = 5.0
-    max_token_bytes: int = Field(default=16384, gt=0)
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return _check_url(value, "issuer")
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _jwks(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value, "jwks_url")
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one algorithm (RS256, ES256, PS256)")
-        return value
-
-    @property
-    def discovery_url(self) -> str:
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
 @dataclass(frozen=True)
 class Principal:
     """A verified caller. `roles` are carescore roles (role_map applied, unknown names dropped);
@@ -153,6 +83,9 @@ class Principal:
     issuer: str
     client_id: str | None = None
     expires_at: float = math.inf
+    #: an integration token's scope (api/security/tokens.py): fhir, feed:<name>, read, all-ingest, all;
+    #: None for IdP tokens (their roles alone decide)
+    scope: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -227,6 +160,7 @@ class OidcVerifier:
         self._fetched_at = -math.inf  # time.monotonic() of the last successful JWKS fetch
         self._tried_at = -math.inf  # ... of the last attempt, successful or not
         self._lock = asyncio.Lock()
+        self._endpoints: dict[str, str] | None = None
         self.jwks_fetches = 0
 
     async def aclose(self) -> None:
@@ -370,6 +304,16 @@ class OidcVerifier:
         self._keys, self._fetched_at = keys, time.monotonic()
         return keys
 
+    async def endpoints(self) -> dict[str, str]:
+        """The issuer's authorization and token endpoints (its discovery document, fetched once)."""
+        if self._endpoints is None:
+            document = await self._get_json(self.settings.discovery_url, "discovery document")
+            wanted = ("authorization_endpoint", "token_endpoint")
+            if not all(isinstance(document.get(k), str) for k in wanted):
+                raise OidcUnavailable("the discovery document has no authorization or token endpoint")
+            self._endpoints = {k: check_idp_url(document[k], k) for k in wanted}
+        return self._endpoints
+
     async def _discover(self) -> str:
         document = await self._get_json(self.settings.discovery_url, "discovery document")
         if document.get("issuer") != self.settings.issuer:
@@ -381,7 +325,7 @@ class OidcVerifier:
         if not isinstance(url, str):
             raise OidcUnavailable("the discovery document has no jwks_uri")
         try:
-            self._jwks_url = _check_url(url, "jwks_uri")
+            self._jwks_url = check_idp_url(url, "jwks_uri")
         except ValueError as error:
             raise OidcUnavailable(str(error)) from error
         return self._jwks_url

@@ -1,6 +1,6 @@
 """What each carescore role may do, as data (`GRANTS`), and the one question routes ask: `allowed`.
 
-    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read)
+    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics
     clinician    what a viewer may, and acknowledge alerts — for the units in their token only
     ops          what a viewer may, and silences, dead letters, replay
     integration  ingest (HL7/FHIR/feed uploads) and nothing else
@@ -60,7 +60,7 @@ _VIEW = {
 
 #: role -> {permission: scope}. The one table of who may do what.
 GRANTS: Mapping[Role, Mapping[Permission, Scope]] = {
-    Role.VIEWER: dict(_VIEW),
+    Role.VIEWER: {**_VIEW, Permission.VIEW_METRICS: Scope.ALL},  # Prometheus scrapes with a viewer token
     Role.CLINICIAN: {**_VIEW, Permission.ACK_ALERTS: Scope.OWN_UNITS},
     Role.OPS: {
         **_VIEW,

@@ -1,9 +1,23 @@
 // The scorecard page: polls /api/v1/scorecard and /api/v1/alerts, listens on /api/v1/stream.
+// With an IdP (api.auth.oidc) it signs in first (signin.js) and sends the token with every request.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 let current = { facility: null, department: null, unit: null };
 let placesLoaded = false;
+let token = null; // the access token (null in local mode: no credentials needed)
+
+// fetch with the token; a refused token (expired) signs in again.
+async function api(path, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...init, headers });
+  if (response.status === 401 && token) {
+    token = null;
+    await window.carescoreSignIn.renew();
+  }
+  return response;
+}
 
 function fmt(value, unit) {
   if (value === null || value === undefined) return "—";
@@ -103,14 +117,21 @@ function renderAlerts(alerts) {
 }
 
 async function acknowledge(id) {
-  const who = window.prompt("Acknowledge as (name or role):", localStorage.getItem("carescore.ackBy") || "charge nurse");
-  if (!who) return;
-  localStorage.setItem("carescore.ackBy", who);
-  const res = await fetch(`/api/v1/alerts/${id}/ack`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by: who }),
+  // who acknowledges is the signed-in caller (the API takes it from the credentials, not the body)
+  const note = window.prompt("Acknowledge this alert. Note (optional):", "");
+  if (note === null) return;
+  const res = await api(`/api/v1/alerts/${id}/ack`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note ? { note } : {}),
   });
   if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
   refresh();
+}
+
+// An answer's JSON, or an Error saying why not (403: the signed-in user has no role for it).
+async function json(response) {
+  if (response.ok) return response.json();
+  const problem = await response.json().catch(() => ({}));
+  throw new Error(`${response.status} ${problem.title || ""} ${problem.detail || ""}`.trim());
 }
 
 async function refresh() {
@@ -118,19 +139,25 @@ async function refresh() {
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
   try {
     const [card, alerts] = await Promise.all([
-      fetch(`/api/v1/scorecard?${q}`).then((r) => r.json()),
-      fetch("/api/v1/alerts?state=firing").then((r) => r.json()),
+      api(`/api/v1/scorecard?${q}`).then(json),
+      api("/api/v1/alerts?state=firing").then(json),
     ]);
     renderScorecard(card);
     renderAlerts(alerts.alerts);
   } catch (err) {
-    $("#asof").textContent = `cannot reach carescore: ${err}`;
+    $("#asof").textContent = `cannot show the scorecard: ${err.message || err}`;
   }
 }
 
-refresh();
-setInterval(refresh, 5000);
-if (window.EventSource) {
-  const source = new EventSource("/api/v1/stream");
-  source.addEventListener("alert", () => refresh());
-}
+window.carescoreSignIn.start().then(
+  (signedIn) => {
+    token = signedIn;
+    refresh();
+    setInterval(refresh, 5000);
+    if (window.EventSource && !token) { // EventSource sends no Authorization: signed in, the page polls
+      const source = new EventSource("/api/v1/stream");
+      source.addEventListener("alert", () => refresh());
+    }
+  },
+  (err) => { $("#asof").textContent = `cannot sign in: ${err.message || err}`; },
+);
