@@ -13,9 +13,9 @@ from api.backend import Backend, Replayer
 from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
-from api.routers import alerts, dead_letters, kpis, ops, page, reports, scorecard, silences, stream
+from api.routers import alerts, dead_letters, kpis, measures, ops, page, reports, scorecard, silences, stream
 
-ROUTERS = (ops, kpis, reports, scorecard, alerts, silences, dead_letters, stream, page)
+ROUTERS = (ops, kpis, reports, measures, scorecard, alerts, silences, dead_letters, stream, page)
 
 
 def create_app(
