@@ -19,6 +19,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from carescore.serve import Service
@@ -94,6 +95,7 @@ EXCLUDED = {
 def test_no_server_error(running: Running) -> None:
     base = f"http://127.0.0.1:{running.service.api_port}"
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    kpi_ids = [k["id"] for k in httpx.get(f"{base}/api/v1/kpis").json()["kpis"]]
     exercised: list[str] = []
     failures: list[str] = []
     examples = 0
@@ -104,7 +106,9 @@ def test_no_server_error(running: Running) -> None:
             continue
         exercised.append(f"{operation.method.upper()} {operation.path}")
 
-        @given(case=operation.as_strategy())
+        # random path ids mostly meet a 404: half the cases get a real KPI id instead, so the
+        # KPI, report and FHIR measure code runs on generated queries too
+        @given(case=operation.as_strategy(), real=st.booleans(), kpi=st.sampled_from(kpi_ids))
         @settings(
             max_examples=MAX_EXAMPLES,
             deadline=None,
@@ -113,8 +117,10 @@ def test_no_server_error(running: Running) -> None:
             suppress_health_check=list(HealthCheck),
             phases=[Phase.explicit, Phase.generate],  # no shrinking: report the first 5xx
         )
-        def run(case: schemathesis.Case) -> None:
+        def run(case: schemathesis.Case, real: bool, kpi: str) -> None:
             nonlocal examples
+            if real and "kpi_id" in (case.path_parameters or {}):
+                case.path_parameters["kpi_id"] = kpi
             examples += 1
             response = case.call_and_validate(base_url=base, checks=[not_a_server_error], timeout=30)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
