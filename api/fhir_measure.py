@@ -13,6 +13,8 @@ Scoring follows what the KPI's value is:
 FHIR R4 population counts are integers. A ratio's numerator or denominator that is not a
 whole number (patient-days from the continuous census, hours, dollars) is given exactly in
 the extension AMOUNT_URL (valueDecimal) and its count left out; whole numbers are counts.
+The numbers are the period report's own: a gauge's (bed occupancy's) numerator and
+denominator are its integrals, patient-seconds over bed-seconds, as /api/v1/reports gives them.
 """
 
 from __future__ import annotations

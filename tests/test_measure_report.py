@@ -15,7 +15,7 @@ from fhir.resources.R4B.measurereport import MeasureReport
 
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from tests.test_e2e_embedded import stat_pair
+from tests.test_e2e_embedded import admit, stat_pair
 
 # STAT order-to-final-result minutes sent per unit (orders one minute apart)
 SENT = {"ICU": [25, 35, 45, 70], "ED": [20, 90]}
@@ -23,6 +23,7 @@ SENT = {"ICU": [25, 35, 45, 70], "ED": [20, 90]}
 
 async def _send(service: Service, start: datetime) -> None:
     async with MLLPClient("127.0.0.1", service.mllp.port) as client:
+        assert ack_code(await client.send(admit("V01", "4W", start))) == "AA"
         for unit, tats in SENT.items():
             for i, tat in enumerate(tats):
                 for msg in stat_pair(f"{unit}{i}", unit, start + timedelta(minutes=i), tat):
@@ -97,6 +98,15 @@ async def test_measure_report_of_stat_labs_is_valid_r4_and_hand_checked(service:
     assert float(strata["ICU"].measureScore.value) == pytest.approx(40.0)
     assert float(strata["ED"].measureScore.value) == pytest.approx(55.0)
     assert strata["ED"].measureScore.unit == "min"
+
+    # bed_occupancy (a gauge in %: proportion), published definition: occupied bed time /
+    # staffed bed time x 100. One patient on 4W (30 beds) from start to the period's end:
+    # 120 of the period's 125 minutes: 120 / (30 x 125) x 100 = 3.2 %. The populations are the
+    # period report's integrals: 7,200 patient-seconds over 30 x 7,500 = 225,000 bed-seconds.
+    occupancy = await _report(service, "bed_occupancy", period, 1)
+    ward = _strata(occupancy.group[0])["4W"]
+    assert _counts(ward.population) == {"initial-population": 1, "numerator": 7200, "denominator": 225000}
+    assert float(ward.measureScore.value) == pytest.approx(3.2)
 
     # the day and the month forms are periods too (UTC without a site time zone)
     for day_or_month in (start.date().isoformat(), start.strftime("%Y-%m")):
