@@ -13,11 +13,23 @@ from api.backend import Backend, Replayer
 from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
-from api.routers import alerts, audit, dead_letters, kpis, ops, page, reports, scorecard, silences, stream
+from api.routers import (
+    alerts,
+    audit,
+    dead_letters,
+    kpis,
+    measures,
+    ops,
+    page,
+    reports,
+    scorecard,
+    silences,
+    stream,
+)
 from api.security.audit import AuditLog, AuditMiddleware
 from api.security.auth import Auth
 
-ROUTERS = (ops, kpis, reports, scorecard, alerts, silences, dead_letters, audit, stream, page)
+ROUTERS = (ops, kpis, reports, measures, scorecard, alerts, silences, dead_letters, audit, stream, page)
 
 
 def create_app(

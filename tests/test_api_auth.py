@@ -49,6 +49,8 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/kpis/{kpi_id}"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}/history"): P.VIEW_HISTORY,
     ("GET", "/api/v1/reports/{kpi_id}"): P.VIEW_REPORTS,
+    ("GET", "/api/v1/measures/{kpi_id}"): P.VIEW_KPIS,  # the definition, as a FHIR Measure
+    ("GET", "/api/v1/measure-reports/{kpi_id}"): P.VIEW_REPORTS,  # a period report, in FHIR
     ("GET", "/api/v1/scorecard"): P.VIEW_KPIS,
     ("GET", "/api/v1/stream"): P.VIEW_STREAM,
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
@@ -74,6 +76,7 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/reports/{kpi_id}"): {
         "params": {"from": (NOW - timedelta(days=1)).isoformat(), "to": NOW.isoformat()}
     },
+    ("GET", "/api/v1/measure-reports/{kpi_id}"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("POST", "/api/v1/alerts/{alert_id}/ack"): {"json": {}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
@@ -413,7 +416,7 @@ async def test_integration_tokens_from_the_cli_are_scoped_revocable_and_audited(
     bad = cli(config, "create", "--name", "x", "--role", "integration", "--scope", "feed:nope")
     assert bad.returncode == 2 and "unknown feed" in bad.stderr
     stored = (settings.data_dir / "tokens.sqlite").read_bytes()
-    assert fhir_token.encode() not in stored and fhir_token.split("_")[2].encode() not in stored
+    assert fhir_token.encode() not in stored and fhir_token.split("_", 2)[2].encode() not in stored
 
     svc = Service(settings)
     await svc.start()
@@ -504,7 +507,10 @@ def test_without_an_idp_the_api_must_stay_on_the_loopback(tmp_path: Path) -> Non
     path.write_text(with_idp)
     assert load_settings(path).api.auth.oidc is not None
     # CARESCORE_DEMO=0 after the file was read (the demo was on in it): the service refuses to start
-    demo_on = "api:\n  host: 0.0.0.0\n  plaintext_outside_loopback: true\nmllp:\n  enabled: false\n"
+    demo_on = (
+        "demo:\n  enabled: true\n"
+        "api:\n  host: 0.0.0.0\n  plaintext_outside_loopback: true\nmllp:\n  enabled: false\n"
+    )
     path.write_text(f"data_dir: {tmp_path / 'data'}\n{demo_on}")
     settings = load_settings(path)
     settings.demo.enabled = False

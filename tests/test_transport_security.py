@@ -70,7 +70,11 @@ def test_a_network_bind_without_tls_refuses_to_start_naming_file_line_and_field(
 
 def test_loopback_or_an_explicit_proxy_statement_may_go_without_tls(tmp_path: Path) -> None:
     assert load_settings(_write(tmp_path, "api:\n  host: 127.0.0.1\nmllp:\n  host: ::1\n")).api.tls is None
-    behind_proxy = "api:\n  host: 0.0.0.0\n  plaintext_outside_loopback: true\nmllp:\n  enabled: false\n"
+    behind_proxy = (
+        "api:\n  host: 0.0.0.0\n  plaintext_outside_loopback: true\n"
+        "  auth:\n    oidc:\n      issuer: https://idp.example/realms/x\n      audience: a\n"
+        "mllp:\n  enabled: false\n"
+    )
     assert load_settings(_write(tmp_path, behind_proxy)).api.host == "0.0.0.0"
 
 

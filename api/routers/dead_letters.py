@@ -14,10 +14,13 @@ from api.security.roles import Permission
 from api.views import BackendDep
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
+ROW_ID_MAX = 2**63 - 1  # a SQLite rowid: a larger id is a 422, not an OverflowError (500)
 
 
 class ReplayRequest(BaseModel):
-    ids: list[int] = Field(default_factory=list, description="these letters; empty: every pending one")
+    ids: list[Annotated[int, Field(ge=-ROW_ID_MAX, le=ROW_ID_MAX)]] = Field(
+        default_factory=list, description="these letters; empty: every pending one"
+    )
     source: str | None = Field(
         default=None, description="only this source (hl7v2, fhir, feed, feed:staffing)"
     )
@@ -33,7 +36,7 @@ def get_replayer(request: Request) -> Replayer | None:
 async def dead_letters(
     backend: BackendDep,
     source: str | None = None,
-    after: int = Query(default=0, ge=0),
+    after: int = Query(default=0, ge=0, le=ROW_ID_MAX),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     letters = backend.dead_letters.query(source=source, after=after, limit=limit)
