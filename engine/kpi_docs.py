@@ -1,11 +1,13 @@
 """docs/kpis.md from the KPI catalogue: each KPI's definition in one line, the standard it
-follows and what carescore does differently (`make docs`; a test fails when it is stale)."""
+follows and what carescore does differently, and the strategy map's objectives over them
+(`make docs`; a test fails when it is stale)."""
 
 from __future__ import annotations
 
 from engine.config import REPO_ROOT
 from engine.definitions.catalogue import Catalogue, load_catalogue
 from engine.definitions.kpi import PERSPECTIVE_TITLES, Perspective
+from engine.definitions.objectives import LAYER
 
 
 def _one_line(text: str) -> str:
@@ -34,7 +36,32 @@ def render_markdown(catalogue: Catalogue) -> str:
                 f"| {standard} | {deviations} |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _objectives(catalogue))
+
+
+def _objectives(catalogue: Catalogue) -> list[str]:
+    """The strategy map as a table: objectives bottom-up (learning & growth first), their KPIs
+    with weights and the objectives they drive."""
+    if not catalogue.objectives:
+        return []
+    lines = [
+        "## Strategy map",
+        "",
+        "Objectives from [`kpi_defs/objectives/`](../kpi_defs/objectives/), causes first; an",
+        "objective's status is its KPIs' weighted (or worst) status at a place, `GET /api/v1/objectives`.",
+        "",
+        "| objective | perspective | KPIs (weight) | drives |",
+        "|---|---|---|---|",
+    ]
+    for objective in sorted(catalogue.objectives.values(), key=lambda o: LAYER[o.perspective]):
+        kpis = ", ".join(f"`{k.kpi}` ({k.weight:g})" for k in objective.kpis)
+        drives = ", ".join(f"`{d}`" for d in objective.drives) or "—"
+        lines.append(
+            f"| **{_one_line(objective.name)}** (`{objective.id}`) "
+            f"| {PERSPECTIVE_TITLES[objective.perspective]} | {kpis} | {drives} |"
+        )
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

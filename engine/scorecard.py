@@ -1,5 +1,5 @@
-"""The scorecard's one severity order, how a perspective rolls its KPIs up, and the labels
-a KPI or feed alert is known by. Pure.
+"""The scorecard's one severity order, how a perspective (and a strategic objective) rolls its
+KPIs up, and the labels a KPI or feed alert is known by. Pure.
 
 Alert evaluation (which of two breaches is worse), the API's scorecard (a perspective's
 status) and /metrics (a KPI's status as a number) all read the order from here; alert routes
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+from engine.definitions.objectives import Objective
 
 MatchLabel = Literal["kpi", "perspective", "facility", "department", "unit", "severity", "kind"]
 Matchers = dict[MatchLabel, str | list[str]]
@@ -40,3 +42,10 @@ def perspective_status(items: Iterable[Mapping[str, Any]], rule: str, weights: M
     total = sum(weights.get(i["id"], 1.0) for i in rated)
     score = sum(weights.get(i["id"], 1.0) * SEVERITY[i["status"]] for i in rated) / total if total else 0.0
     return "critical" if score >= 1.5 else "warning" if score >= 0.5 else "ok"
+
+
+def objective_status(objective: Objective, statuses: Mapping[str, str]) -> str:
+    """An objective's status from its KPIs' live statuses (kpi id -> status), by the same rule
+    as a perspective's, with the objective's own weights."""
+    items = [{"id": k.kpi, "status": statuses.get(k.kpi, "no_data")} for k in objective.kpis]
+    return perspective_status(items, objective.status, objective.weights)

@@ -12,12 +12,15 @@ exposes the names used outside the engine (the API, alerts, the application shel
 
 from engine.definitions.catalogue import Catalogue, _documents, load_catalogue
 from engine.definitions.kpi import PERSPECTIVE_TITLES, Direction, KpiDefinition, Perspective
+from engine.definitions.objectives import LAYER, Objective
 
 __all__ = [
+    "LAYER",
     "PERSPECTIVE_TITLES",
     "Catalogue",
     "Direction",
     "KpiDefinition",
+    "Objective",
     "Perspective",
     "_documents",
     "load_catalogue",

@@ -1,5 +1,6 @@
 """The KPI catalogue: every definition file in kpi_defs/, loaded and validated at start,
-with every problem of every file reported at once (file and line), not the first only.
+with every problem of every file reported at once (file and line), not the first only; and
+the strategic objectives over the KPIs (kpi_defs/objectives/, engine/definitions/objectives.py).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.definitions.kpi import KpiDefinition
-from engine.yamlconf import ConfigError, describe_errors, load_yaml
+from engine.definitions.objectives import OBJECTIVES_DIR, Objective, load_objectives
+from engine.yamlconf import ConfigError, describe_errors, line_of, load_yaml
 
 
 class Catalogue(BaseModel):
-    """All KPIs, in file order, with where each came from."""
+    """All KPIs, in file order, with where each came from, and the objectives they measure."""
 
     kpis: dict[str, KpiDefinition]
     files: dict[str, Path]
+    objectives: dict[str, Objective] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.kpis.values())
@@ -42,7 +45,11 @@ def load_catalogue(directory: Path) -> Catalogue:
     """Load every *.yaml / *.yml below directory; raise ConfigError listing every problem."""
     if not directory.is_dir():
         raise ConfigError([f"{directory}: KPI definition folder does not exist"])
-    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.suffix in (".yaml", ".yml") and p.relative_to(directory).parts[0] != OBJECTIVES_DIR
+    )
     problems: list[str] = []
     kpis: dict[str, KpiDefinition] = {}
     origin: dict[str, Path] = {}
@@ -71,4 +78,24 @@ def load_catalogue(directory: Path) -> Catalogue:
         raise ConfigError(problems)
     if not kpis:
         raise ConfigError([f"{directory}: no KPI definitions (*.yaml) found"])
-    return Catalogue(kpis=kpis, files=origin)
+    problems.extend(_compliance_links(kpis, origin))
+    objectives, wrong = load_objectives(directory / OBJECTIVES_DIR, kpis)  # checked against the KPIs
+    problems.extend(wrong)
+    if problems:
+        raise ConfigError(problems)
+    return Catalogue(kpis=kpis, files=origin, objectives=objectives)
+
+
+def _compliance_links(kpis: dict[str, KpiDefinition], origin: dict[str, Path]) -> list[str]:
+    """compliance.minutes_out must name a KPI that counts minutes (aggregate minutes_over)."""
+    problems = []
+    for kpi in kpis.values():
+        name = kpi.compliance.minutes_out if kpi.compliance else None
+        counter = kpis.get(name) if name else None
+        if name and (counter is None or counter.aggregate != "minutes_over"):
+            line = line_of(load_yaml(origin[kpi.id])[1], ("compliance", "minutes_out"))
+            problems.append(
+                f"{origin[kpi.id]}:{line}: compliance.minutes_out: {name!r} is not a KPI with "
+                "aggregate minutes_over (the minutes out of compliance are counted by one)"
+            )
+    return problems

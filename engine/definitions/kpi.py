@@ -71,7 +71,24 @@ class Levels(Strict):
 class Benchmark(Strict):
     value: float | None = None
     source: str = Field(description="citation: who measured it, where, when")
+    year: int | None = Field(
+        default=None, ge=1900, le=2100, description="the year the value describes (else its publication's)"
+    )
     note: str | None = None
+
+
+class Compliance(Strict):
+    """A rule the KPI is held to by law or accreditation, not only by the hospital's own target."""
+
+    rule: str = Field(description="the rule, e.g. 22 CCR §70217(a)")
+    authority: str = Field(description="who sets and enforces it")
+    limit: float | None = Field(
+        default=None,
+        description="the limit in the KPI's unit; none where it differs by unit type (by_unit_type.limit)",
+    )
+    minutes_out: str | None = Field(
+        default=None, description="the KPI (aggregate minutes_over) that counts the minutes out of compliance"
+    )
 
 
 class Standard(Strict):
@@ -113,6 +130,7 @@ class KpiDefinition(Strict):
     )
     min_samples: int = Field(default=1, ge=0)
     benchmark: Benchmark | None = None
+    compliance: Compliance | None = None
     standard: Standard | None = Field(
         default=None, description="the published definition this KPI follows (required by kpi check)"
     )
@@ -227,6 +245,24 @@ class KpiDefinition(Strict):
                     f"{hi_name} ({hi:g}) is on the wrong side of {lo_name} ({lo:g}): with "
                     f"direction {self.direction.value} it must be {worse} it"
                 )
+
+    def legal_limit(self, unit_type: str | None) -> float | None:
+        """The compliance limit a place is held to, in the KPI's unit: the rule's own, else its
+        unit type's (the legal nurse ratio differs by unit type)."""
+        if self.compliance is not None and self.compliance.limit is not None:
+            return self.compliance.limit
+        levels = self.by_unit_type.get(unit_type) if unit_type is not None else None
+        return levels.limit if levels is not None else None
+
+    def within_limit(self, value: float | None, status: str, unit_type: str | None) -> bool | None:
+        """Whether a value is within the compliance limit (None: no limit or no value). Patients
+        with no nurse (no ratio, status critical) are out of it."""
+        limit = self.legal_limit(unit_type)
+        if limit is None:
+            return None
+        if value is None:
+            return False if status == "critical" else None
+        return value <= limit if self.direction is Direction.lower_is_better else value >= limit
 
     def status_of(self, value: float | None, n: int, unit_type: str | None = None) -> str:
         """ok / warning / critical for one value; no_data below the minimum sample size."""
