@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from engine.benchmarks import PeerBenchmark
 from engine.board import KpiBoard
 from engine.config import ScorecardSettings
 from engine.definitions import Catalogue
@@ -93,6 +94,8 @@ class Backend(Protocol):
     dead_letters: DeadLetters
     ready: bool
     scorecard: ScorecardSettings
+    peers: Mapping[str, list[PeerBenchmark]]
+    """peer benchmark sets by KPI id (scorecard.benchmarks)"""
 
     def health(self) -> dict[str, Any]: ...
 

@@ -19,6 +19,7 @@ from typing import IO, Any
 from carescore.alerting import build_alert_service
 from carescore.supervisor import ComponentState
 from connectors.deadletters import DeadLetterStore
+from engine.benchmarks import load_peer_benchmarks
 from engine.board import KpiBoard
 from engine.bus import Published
 from engine.config import Settings
@@ -59,6 +60,7 @@ class RuntimeShell:
         unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
         if unknown:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
+        self.peers = load_peer_benchmarks(settings.scorecard.benchmarks, self.catalogue.kpis)
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self._lock = lock_data_dir(data)

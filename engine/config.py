@@ -366,6 +366,10 @@ class ScorecardSettings(_Strict):
         default_factory=dict, description="KPI id -> weight for 'weighted' (default 1)"
     )
     trend: int = Field(default=12, ge=0, le=500, description="closed windows shown as the trend")
+    benchmarks: list[Path] = Field(
+        default_factory=list,
+        description="peer benchmark CSV files (kpi, value, source, year, peer_group) for /compare",
+    )
 
 
 class KafkaSettings(_Strict):
@@ -471,6 +475,9 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     routes = settings.alerts.routes
     if routes is not None and not routes.is_absolute():
         settings.alerts.routes = (base / routes).resolve()
+    settings.scorecard.benchmarks = [
+        p if p.is_absolute() else (base / p).resolve() for p in settings.scorecard.benchmarks
+    ]
     inbox = settings.feeds.inbox
     if inbox is not None and not inbox.is_absolute():
         settings.feeds.inbox = (base / inbox).resolve()
