@@ -16,9 +16,12 @@ from api.problems import install
 from api.routers import (
     alerts,
     audit,
+    compare,
+    compliance,
     dead_letters,
     kpis,
     measures,
+    objectives,
     ops,
     page,
     reports,
@@ -29,7 +32,22 @@ from api.routers import (
 from api.security.audit import AuditLog, AuditMiddleware
 from api.security.auth import Auth
 
-ROUTERS = (ops, kpis, reports, measures, scorecard, alerts, silences, dead_letters, audit, stream, page)
+ROUTERS = (
+    ops,
+    kpis,
+    reports,
+    measures,
+    scorecard,
+    objectives,
+    compare,
+    compliance,
+    alerts,
+    silences,
+    dead_letters,
+    audit,
+    stream,
+    page,
+)
 
 
 def create_app(

@@ -52,6 +52,10 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/measures/{kpi_id}"): P.VIEW_KPIS,  # the definition, as a FHIR Measure
     ("GET", "/api/v1/measure-reports/{kpi_id}"): P.VIEW_REPORTS,  # a period report, in FHIR
     ("GET", "/api/v1/scorecard"): P.VIEW_KPIS,
+    ("GET", "/api/v1/objectives"): P.VIEW_KPIS,  # the strategy map: live statuses, like the scorecard
+    ("GET", "/api/v1/objectives/{objective_id}"): P.VIEW_KPIS,
+    ("GET", "/api/v1/compare/{kpi_id}"): P.VIEW_REPORTS,  # period reports of every place
+    ("GET", "/api/v1/compliance"): P.VIEW_REPORTS,  # period reports (minutes out of compliance)
     ("GET", "/api/v1/stream"): P.VIEW_STREAM,
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
     ("GET", "/api/v1/alerts/{alert_id}"): P.VIEW_ALERTS,
@@ -77,6 +81,8 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "params": {"from": (NOW - timedelta(days=1)).isoformat(), "to": NOW.isoformat()}
     },
     ("GET", "/api/v1/measure-reports/{kpi_id}"): {"params": {"period": NOW.strftime("%Y-%m")}},
+    ("GET", "/api/v1/compare/{kpi_id}"): {"params": {"period": NOW.strftime("%Y-%m")}},
+    ("GET", "/api/v1/compliance"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("POST", "/api/v1/alerts/{alert_id}/ack"): {"json": {}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
@@ -85,6 +91,7 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
 }
 PATH_VALUES = {
     "kpi_id": "bed_occupancy",
+    "objective_id": "safe_staffing",
     "alert_id": "no-such-alert",
     "silence_id": "no-such-silence",
     "name": "scorecard.js",

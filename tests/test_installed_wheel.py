@@ -61,7 +61,12 @@ def _run(site: Path, cwd: Path, *args: str, **kw: object) -> subprocess.Popen[st
 
 
 def test_the_wheel_carries_defaults_catalogue_and_routes(installed: Path, tmp_path: Path) -> None:
-    for packaged in ("carescore/defaults.yaml", "kpi_defs/bed_occupancy.yaml", "alerts/routes.yaml"):
+    for packaged in (
+        "carescore/defaults.yaml",
+        "kpi_defs/bed_occupancy.yaml",
+        "kpi_defs/objectives/strategy.yaml",  # the strategy map: loaded with the KPIs, at start
+        "alerts/routes.yaml",
+    ):
         assert (installed / packaged).is_file(), packaged
     check = _run(installed, tmp_path, "config", "check")
     out, err = check.communicate(timeout=120)
@@ -93,6 +98,8 @@ def test_an_installed_carescore_runs_from_any_folder(installed: Path, tmp_path: 
         wait_for("carescore answers /healthz", healthy, timeout=120)
         kpis = httpx.get(f"http://127.0.0.1:{api}/api/v1/kpis", timeout=10).json()["kpis"]
         assert len(kpis) == len(list((installed / "kpi_defs").glob("*.yaml")))
+        objectives = httpx.get(f"http://127.0.0.1:{api}/api/v1/objectives", timeout=10).json()["objectives"]
+        assert objectives and all(o["kpis"] for o in objectives)  # the packaged strategy, loaded
         assert (tmp_path / "var" / "carescore" / "events").is_dir()  # the data where it was started
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from api.backend import Backend
 from api.security.auth import require
 from api.security.roles import Permission
-from api.views import BackendDep, kpi_summary, levels_json, sample_json
+from api.views import BackendDep, kpi_summary, levels_json, place_key, sample_json
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
 from engine.samples import GroupKey
 from engine.scorecard import perspective_status
@@ -28,8 +28,8 @@ async def scorecard(
 ) -> dict[str, Any]:
     settings = backend.scorecard
     trend = settings.trend if trend is None else trend
-    facility = facility or _default_facility(backend)
-    key: GroupKey = (facility or "", department, unit)
+    key = place_key(backend, facility, department, unit)
+    facility = key[0] or None
     unit_type = backend.places.unit_types().get(key)
     perspectives = []
     for persp in Perspective:
@@ -85,14 +85,6 @@ def _item(
         "window": sample_json(live)["window"] if live else None,
         "trend": [{"end": s.window.end.isoformat(), "value": s.value, "status": s.status} for s in past],
     }
-
-
-def _default_facility(backend: Backend) -> str | None:
-    if backend.places.facilities:
-        return backend.places.facilities[0].id
-    for sample in backend.board.current.values():
-        return sample.group.facility
-    return None
 
 
 def _places(backend: Backend) -> list[dict[str, Any]]:
