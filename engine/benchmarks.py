@@ -111,7 +111,7 @@ def league_table(
     rated = [r for r in rows if r.value is not None]
     unrated = [r for r in rows if r.value is None]
     sign = 1.0 if kpi.direction is Direction.lower_is_better else -1.0
-    rated.sort(key=lambda r: (sign * (r.value or 0.0), r.group.key))
+    rated.sort(key=lambda r: (sign * (r.value or 0.0), tuple(part or "" for part in r.group.key)))
     values = [r.value or 0.0 for r in rated]
     out = []
     for row in [*rated, *unrated]:

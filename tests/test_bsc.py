@@ -28,9 +28,11 @@ import yaml
 
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.benchmarks import load_peer_benchmarks
+from engine.benchmarks import league_table, load_peer_benchmarks
 from engine.config import REPO_ROOT, Settings, load_settings
 from engine.definitions import load_catalogue
+from engine.report_rows import ReportRow
+from engine.samples import Group
 from engine.yamlconf import ConfigError
 from tests.test_e2e_embedded import wait_for
 
@@ -435,3 +437,20 @@ def test_a_bad_peer_file_named_in_the_settings_stops_the_start(tmp_path: Path) -
     assert err.value.problems == [
         f"{tmp_path / 'peers.csv'}:2: peer_group: String should have at least 1 character"
     ]
+
+
+def test_tied_places_share_a_rank_and_a_place_without_department_still_sorts() -> None:
+    """Competition ranking (1, 2, 2) and the mid-rank percentile rank, worked by hand: Z is
+    better than two places, equal to itself: (2 + 0.5) / 3 = 83.3; X and Y tie: 1 better, none
+    worse, 2 equal: (0 + 1) / 3 = 33.3. Higher is better reverses the order."""
+    rows = [
+        ReportRow(Group(facility="F", department=None, unit="X"), 2.0, None, None, 1, "ok"),
+        ReportRow(Group(facility="F", department="d", unit="Y"), 2.0, None, None, 1, "ok"),
+        ReportRow(Group(facility="F", department="d", unit="Z"), 1.0, None, None, 1, "ok"),
+        ReportRow(Group(facility="F", department="d", unit="W"), None, None, None, 0, "no_data"),
+    ]
+    lower = league_table(CATALOGUE["patient_to_nurse_ratio"], rows, {})
+    assert [(r["group"]["unit"], r["rank"]) for r in lower] == [("Z", 1), ("X", 2), ("Y", 2), ("W", None)]
+    assert [r["percentile"] for r in lower[:3]] == pytest.approx([250 / 3, 100 / 3, 100 / 3])
+    higher = league_table(CATALOGUE["nurse_call_within_target"], rows, {})
+    assert [(r["group"]["unit"], r["rank"]) for r in higher] == [("X", 1), ("Y", 1), ("Z", 3), ("W", None)]
