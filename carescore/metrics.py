@@ -24,3 +24,7 @@ WORKER_CHECKPOINTS = Counter("carescore_worker_checkpoints", "Engine checkpoints
 WORKER_SAMPLES = Counter("carescore_worker_samples", "KPI samples published to the samples topic.")
 WORKER_GAPS = Counter("carescore_worker_offset_gaps", "Gaps in an events partition accepted as records gone.")
 WORKER_PARTITIONS = Gauge("carescore_worker_partitions", "Events partitions this worker holds an engine for.")
+WORKER_UNSAVED = Gauge(
+    "carescore_worker_unsaved_events",
+    "Events read since the partitions' last durable checkpoint (handed out again if this worker dies).",
+)

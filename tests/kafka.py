@@ -34,7 +34,9 @@ KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 SampleKey = tuple[str, tuple[str, str | None, str | None], str, str]
 
 
-async def kafka_settings(bootstrap: str, tmp_path: Path, **kafka: Any) -> tuple[Settings, Path]:
+async def kafka_settings(
+    bootstrap: str, tmp_path: Path, engine: dict[str, Any] | None = None, **kafka: Any
+) -> tuple[Settings, Path]:
     """Settings for one test: its own topics and consumer group on the shared broker."""
     name = f"t{uuid.uuid4().hex[:10]}"
     data = {
@@ -43,7 +45,7 @@ async def kafka_settings(bootstrap: str, tmp_path: Path, **kafka: Any) -> tuple[
         "demo": {"enabled": False},
         "mllp": {"port": 0},
         "api": {"port": 0},
-        "engine": {"tick": 0.5},
+        "engine": {"tick": 0.5, **(engine or {})},
         "runtime": {
             "kind": "kafka",
             "kafka": {"bootstrap": bootstrap, "partitions": 4, "app_id": name, "topic_prefix": name, **kafka},
@@ -119,9 +121,12 @@ async def produce(
     pause_every: int = 0,
     pause: float = 0.0,
     per_record: int = 1,
+    stamp: bool = True,
 ) -> None:
     """Events to the events topic keyed by facility: one per record, or (per_record > 1)
-    runs of a facility's consecutive events as JSON arrays, the way the gateway batches."""
+    runs of a facility's consecutive events as JSON arrays, the way the gateway batches.
+    Each is stamped received when it is sent, as the gateway stamps what it takes in (stamp
+    False: they keep the received_time they have)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all", enable_idempotence=True
     )
@@ -130,7 +135,10 @@ async def produce(
     runs: dict[str, list[EventBase]] = {}
 
     async def send(facility: str) -> None:
+        now = datetime.now(UTC)
         run = runs.pop(facility)
+        if stamp:
+            run = [e.model_copy(update={"received_time": now}) for e in run]
         value = dump_event(run[0]) if per_record == 1 else dump_events(run)
         await producer.send(topic, value, key=facility.encode())
 
@@ -186,6 +194,15 @@ async def closed_samples(
     return got
 
 
+async def until(condition: Any, timeout: float, what: str) -> None:
+    """Wait for condition() to hold, checking four times a second; fail saying what."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(0.25)
+
+
 class Worker:
     """A real `carescore worker` process, its /metrics on a port of its own."""
 
@@ -206,6 +223,13 @@ class Worker:
     def events(self, outcome: str) -> float:
         """carescore_worker_events_total{outcome=...} as the worker reports it now."""
         return self.metric("carescore_worker_events_total", outcome=outcome)
+
+    def partitions(self) -> float:
+        return self.metric("carescore_worker_partitions")
+
+    def unsaved(self) -> float:
+        """Events read since its partitions' last durable checkpoint."""
+        return self.metric("carescore_worker_unsaved_events")
 
     def gaps(self) -> float:
         return self.metric("carescore_worker_offset_gaps_total")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.kafka import Worker, closed_samples, hospital_events, kafka_settings, produce, reference
+from tests.kafka import Worker, closed_samples, hospital_events, kafka_settings, produce, reference, until
 
 pytestmark = pytest.mark.kafka
 
@@ -50,25 +50,71 @@ async def test_the_same_stream_gives_the_same_samples_as_the_embedded_engine(
     assert processed == len(events)  # its /metrics counts what it folded in
 
 
+async def test_a_worker_starting_on_a_backlog_closes_no_window_ahead_of_it(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Four hours of events, each received a second after it happened, wait in Kafka until a
+    worker starts ten minutes after the last one (a worker down for the afternoon). Every
+    source looks quiet on the wall clock: ten minutes past its last arrival, hours past its
+    first. The embedded engine took them in as they came, so its watermarks never jumped; the
+    worker must not jump them either while it reads the backlog (worker._clock), or its first
+    tick closes every window up to ~4 h ahead and drops nearly all the events as late."""
+    from datetime import UTC, datetime, timedelta
+
+    # checkpoints every 100 events: the worker waits on the broker often, so ticks come while
+    # it is still reading the backlog, as they would on a backlog too large to read in one go
+    settings, config = await kafka_settings(kafka_broker, tmp_path, snapshot_every=100)
+    events = [
+        e.model_copy(update={"received_time": datetime.fromtimestamp(e.ts, UTC) + timedelta(seconds=1)})
+        for e in hospital_events(hours=8, facilities=("DEMO", "EAST", "WEST", "NORTH", "SOUTH"))
+    ]
+    want = expected(settings, events)
+    assert len(want) > 500
+    await produce(settings, events, stamp=False)
+    worker = Worker(config, tmp_path / "worker.log")
+    try:
+        got = await closed_samples(settings, set(want), timeout=120)
+    finally:
+        worker.stop()
+    assert_same(want, got)
+
+
 async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
     kafka_broker: str, tmp_path: Path
 ) -> None:
-    settings, config = await kafka_settings(kafka_broker, tmp_path, snapshot_every=300)
+    """The first worker is SIGKILLed while it holds partitions with events read since its last
+    checkpoint (its /metrics say so just before the kill). The survivor takes them over only
+    when the group notices, about a minute later: longer than this test's 10 s idle timeout, so
+    the taken-over partitions are replayed while their sources look long quiet. Their watermarks
+    must still not run ahead of the backlog (worker._clock): a window closed ahead of it loses
+    its late events (seen: lab_tat_inlab_stat at NORTH with n 5 instead of 6)."""
+    settings, config = await kafka_settings(
+        kafka_broker, tmp_path, engine={"idle_timeout": 10}, snapshot_every=300
+    )
     events = hospital_events(hours=4, facilities=("DEMO", "EAST", "WEST", "NORTH", "SOUTH"))
     want = expected(settings, events)
     first, second = Worker(config, tmp_path / "w1.log"), Worker(config, tmp_path / "w2.log")
     try:
-        await asyncio.sleep(8)  # both in the group, partitions shared
         half = len(events) // 2
         # records of up to 7 events, as the gateway batches them
-        await produce(settings, events[:half], pause_every=2000, pause=0.5, per_record=7)
-        await asyncio.sleep(2)
+        await produce(settings, events[:2000], per_record=7)
+        await until(
+            lambda: first.partitions() > 0 and second.partitions() > 0, 120, "both workers hold partitions"
+        )
+        await produce(settings, events[2000:half], pause_every=2000, pause=0.5, per_record=7)
+        await until(
+            lambda: first.unsaved() > 0 and first.events("processed") > 0,
+            60,
+            "the first worker has read events since its last checkpoint",
+        )
+        held, unsaved = first.partitions(), first.unsaved()
         first.kill()  # SIGKILL mid-stream: no chance to checkpoint or commit
         await produce(settings, events[half:], pause_every=2000, pause=0.2, per_record=7)
-        got = await closed_samples(settings, set(want), timeout=180)
+        got = await closed_samples(settings, set(want), timeout=240)
     finally:
         first.stop()
         second.stop()
+    assert held >= 1 and unsaved > 0, (held, unsaved)
     assert_same(want, got)
 
 

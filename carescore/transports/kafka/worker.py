@@ -34,6 +34,7 @@ from carescore.metrics import (
     WORKER_GAPS,
     WORKER_PARTITIONS,
     WORKER_SAMPLES,
+    WORKER_UNSAVED,
 )
 from carescore.transports import live_engine
 from carescore.transports.kafka.topics import events_topic, samples_topic
@@ -142,6 +143,9 @@ def make_app(settings: Settings) -> faust.App:
             WORKER_PARTITIONS.set(len(parts))
         return part
 
+    def unsaved() -> None:
+        WORKER_UNSAVED.set(sum(p.since_checkpoint for p in parts.values()))
+
     async def checkpoint(number: int, part: Partition) -> None:
         """Save the engine (inside the current event's context: its partition's changelog),
         wait until it is durable, then acknowledge every event it contains."""
@@ -153,6 +157,7 @@ def make_app(settings: Settings) -> faust.App:
         part.unacked.clear()
         part.since_checkpoint = 0
         WORKER_CHECKPOINTS.inc()
+        unsaved()
 
     async def skipped(event: Any, part: Partition) -> bool:
         """A record arrived after a gap: the records between the engine and it never reached
@@ -198,6 +203,7 @@ def make_app(settings: Settings) -> faust.App:
         async for event in stream.noack().events():
             number = event.message.partition
             part = partition(number)
+            part.tp = event.message.tp
             offset = event.message.offset
             if offset > part.offset + 1 and await skipped(event, part):
                 continue
@@ -220,6 +226,8 @@ def make_app(settings: Settings) -> faust.App:
             part.since_checkpoint += len(batch)
             if part.since_checkpoint >= kafka.snapshot_every:
                 await checkpoint(number, part)
+            else:
+                WORKER_UNSAVED.inc(len(batch))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
@@ -234,6 +242,7 @@ def make_app(settings: Settings) -> faust.App:
             if tp.topic == events_topic(kafka):
                 parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
         WORKER_PARTITIONS.set(len(parts))
+        unsaved()
 
     @app.timer(interval=settings.engine.tick)
     async def tick() -> None:
@@ -244,7 +253,8 @@ def make_app(settings: Settings) -> faust.App:
                 await seek_back(part, time.monotonic())  # nothing came since: Faust dropped it
         for part in list(parts.values()):
             by_facility: dict[str, list[Sample]] = {}
-            for sample in part.engine.advance(now) + _changed(part, part.engine.live(now)):
+            clock = _clock(part, app.consumer, now)
+            for sample in part.engine.advance(clock) + _changed(part, part.engine.live(clock)):
                 # every engine knows every configured unit; a facility belongs to one partition
                 if sample.group.facility in part.facilities:
                     by_facility.setdefault(sample.group.facility, []).append(sample)
@@ -284,6 +294,23 @@ def _seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
 
     consumer.seek_to_committed = seek_to_committed
     consumer._carescore_seek = True
+
+
+def _clock(part: Partition, consumer: Any, now: float) -> float:
+    """The wall clock for a partition that has read everything in it, as the embedded engine
+    ticks; for one with records still to read (catching up, or taking over from a worker that
+    died), the time its last event was received. A source is idle only if nothing more came
+    from it: a worker that is behind does not know that, and advancing idle watermarks by the
+    wall clock there would close windows ahead of the backlog and drop the backlog's events as
+    late (seen: a partition taken over a minute after a SIGKILL lost events of a window)."""
+    try:
+        highwater = consumer.highwater(part.tp) if part.tp is not None else None
+    except AssertionError:  # aiokafka's: the partition is being revoked
+        highwater = None
+    if highwater is not None and part.offset + 1 >= highwater:
+        return now
+    arrivals = part.engine.watermarks.arrival.values()
+    return min(now, max(a.timestamp() for a in arrivals)) if arrivals else now
 
 
 def _changed(part: Partition, live: list[Sample]) -> list[Sample]:
