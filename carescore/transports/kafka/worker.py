@@ -69,7 +69,7 @@ class Partition:
     gap_since: float = 0.0
     last_seek: float = 0.0
     tp: Any = None
-    published: dict[tuple[str, Any], tuple[Any, Any]] = field(default_factory=dict)
+    published: dict[tuple[str, Any], tuple[Any, ...]] = field(default_factory=dict)
 
 
 def snapshot_text(part: Partition, fingerprint: str) -> str:
@@ -314,11 +314,14 @@ def _clock(part: Partition, consumer: Any, now: float) -> float:
 
 
 def _changed(part: Partition, live: list[Sample]) -> list[Sample]:
-    """Live samples whose value or status moved since last published."""
+    """Live samples that moved since last published: value, status, or what they count and
+    over which window (the end is the watermark, moving every tick, so it is left out). A p90
+    that stays put while its n grows is a change: the board shows n, and sending only value
+    and status left the gateway's n behind (issue 17: 140 of 270 STAT turnarounds shown)."""
     out = []
     for s in live:
         key = (s.kpi, s.group.key)
-        state = (s.value, s.status)
+        state = (s.value, s.status, s.n, s.numerator, s.denominator, s.overdue, s.window.start)
         if part.published.get(key) != state:
             part.published[key] = state
             out.append(s)
