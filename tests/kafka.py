@@ -35,9 +35,14 @@ SampleKey = tuple[str, tuple[str, str | None, str | None], str, str]
 
 
 async def kafka_settings(
-    bootstrap: str, tmp_path: Path, engine: dict[str, Any] | None = None, **kafka: Any
+    bootstrap: str,
+    tmp_path: Path,
+    engine: dict[str, Any] | None = None,
+    top: dict[str, Any] | None = None,
+    **kafka: Any,
 ) -> tuple[Settings, Path]:
-    """Settings for one test: its own topics and consumer group on the shared broker."""
+    """Settings for one test: its own topics and consumer group on the shared broker (top:
+    other top-level settings, e.g. kpi_defs or alerts)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     data = {
         "data_dir": str(tmp_path / "data"),
@@ -50,6 +55,7 @@ async def kafka_settings(
             "kind": "kafka",
             "kafka": {"bootstrap": bootstrap, "partitions": 4, "app_id": name, "topic_prefix": name, **kafka},
         },
+        **(top or {}),
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
