@@ -183,7 +183,9 @@ async def test_restarting_every_worker_resumes_from_the_changelog(kafka_broker: 
 async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     """The broker stops for 30 s while 4 senders keep sending through `carescore run` on the
     Kafka runtime: what was not stored gets no AA (AE, they send again), everything that got
-    AA is in Kafka, and ingestion resumes by itself when the broker is back."""
+    AA is in Kafka, and ingestion resumes by itself when the broker is back. A worker then
+    reads the topic: every event counted once, any copy (a timed-out publish that landed, and
+    its resend) counted by its duplicate counter."""
     import subprocess
     from datetime import UTC, datetime, timedelta
 
@@ -201,7 +203,7 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     start = [str(KAFKA_SH), "start", str(folder), str(port), str(controller)]
     subprocess.run(start, check=True, capture_output=True)
     try:
-        settings, _ = await kafka_settings(f"127.0.0.1:{port}", tmp_path, publish_timeout=2.0)
+        settings, config = await kafka_settings(f"127.0.0.1:{port}", tmp_path, publish_timeout=2.0)
         svc = Service(settings)
         await svc.start()
         acked: dict[str, int] = {}
@@ -247,11 +249,20 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
             auto_offset_reset="earliest",
         )
         await consumer.start()
-        stored: set[str] = set()
+        copies: list[str] = []  # every event's source_id, as often as Kafka holds it
         while batch := await consumer.getmany(timeout_ms=3000):
             for records in batch.values():
-                stored |= {e.source_id.split("|")[1] for r in records for e in parse_events(r.value)}
+                copies += [e.source_id for r in records for e in parse_events(r.value)]
         await consumer.stop()
+        stored = {source_id.split("|")[1] for source_id in copies}
+        # a publish that timed out during the outage may have landed after all, and its resend
+        # too: a worker reading the topic counts each event once and the copies as duplicates
+        worker = Worker(config, tmp_path / "worker.log")
+        try:
+            processed = await worker.processed_at_least(len(set(copies)), timeout=120)
+            duplicates = worker.events("duplicate")
+        finally:
+            worker.stop()
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(folder)], capture_output=True)
 
@@ -260,6 +271,8 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     assert rejected > 0  # the outage was answered with AE, not silence or AA
     missing = set(acked) - stored
     assert not missing, f"{len(missing)} messages got AA but are not in Kafka"
+    assert processed == len(set(copies))
+    assert duplicates == len(copies) - len(set(copies)), (len(copies), len(set(copies)))
 
 
 async def test_the_gateway_batches_events_in_order_and_stores_a_repeated_message_once(
