@@ -308,6 +308,9 @@ class AlertService:
         """Alerts, newest first (state: firing or resolved)."""
         return self.store.query(state, limit)
 
+    def started_between(self, start: str, end: str) -> list[Alert]:
+        return self.store.started_between(start, end)
+
     def get(self, alert_id: str) -> Alert | None:
         return self.store.get(alert_id)
 

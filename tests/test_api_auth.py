@@ -56,6 +56,7 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/objectives/{objective_id}"): P.VIEW_KPIS,
     ("GET", "/api/v1/compare/{kpi_id}"): P.VIEW_REPORTS,  # period reports of every place
     ("GET", "/api/v1/compliance"): P.VIEW_REPORTS,  # period reports (minutes out of compliance)
+    ("GET", "/api/v1/reviews/{month}"): P.VIEW_REPORTS,  # period reports and the month's alerts
     ("GET", "/api/v1/stream"): P.VIEW_STREAM,
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
     ("GET", "/api/v1/alerts/{alert_id}"): P.VIEW_ALERTS,
@@ -96,6 +97,7 @@ PATH_VALUES = {
     "silence_id": "no-such-silence",
     "name": "scorecard.js",
     "resource_type": "Encounter",
+    "month": NOW.strftime("%Y-%m"),
 }
 USERS = {  # Keycloak users (deploy/keycloak/README.md) -> the carescore roles in their tokens
     "viewer": {"viewer"},
