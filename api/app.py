@@ -26,10 +26,12 @@ from api.routers import (
     page,
     reports,
     reviews,
+    saved_views,
     scorecard,
     silences,
     stream,
 )
+from api.saved_views import ViewRows
 from api.security.audit import AuditLog, AuditMiddleware
 from api.security.auth import Auth
 
@@ -39,6 +41,7 @@ ROUTERS = (
     reports,
     measures,
     scorecard,
+    saved_views,
     objectives,
     compare,
     compliance,
@@ -61,11 +64,13 @@ def create_app(
     trusted_hosts: list[str] | None = None,
     auth: Auth | None = None,
     audit_log: AuditLog | None = None,
+    views: ViewRows | None = None,
 ) -> FastAPI:
     """docs: the interactive pages /docs and /redoc (the OpenAPI document itself is always
     served: integrations and schema checks read it); trusted_hosts: Host values accepted;
     auth: who may call (default: the local operator only, for a loopback API); audit_log: where
-    writes and reads of patient-level data are recorded (api/security/audit.py)."""
+    writes and reads of patient-level data are recorded (api/security/audit.py); views: where
+    saved scorecard views are kept (None: the built-in views only)."""
     app = FastAPI(
         title="carescore",
         version="0.1.0",
@@ -84,6 +89,7 @@ def create_app(
     app.state.replayer = replayer
     app.state.auth = auth
     app.state.audit = audit_log
+    app.state.views = views
     app.state.kpi_registry = kpi_registry(backend)
     for module in ROUTERS:
         app.include_router(module.router)

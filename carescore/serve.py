@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
+from alerts.views_store import ViewStore
 from api.app import create_app
 from api.problems import problem
 from api.security.audit import AuditLog
@@ -130,6 +131,7 @@ class Service:
             trusted_hosts=api.trusted_hosts,
             auth=self.auth,
             audit_log=self.audit,
+            views=ViewStore(self.runtime.alerts.store.db),  # saved views beside the alerts
         )
         self.fhir = self.intake.fhir
         fhir_ingest = require(Permission.INGEST, target=lambda _: "fhir")

@@ -57,6 +57,12 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/compare/{kpi_id}"): P.VIEW_REPORTS,  # period reports of every place
     ("GET", "/api/v1/compliance"): P.VIEW_REPORTS,  # period reports (minutes out of compliance)
     ("GET", "/api/v1/reviews/{month}"): P.VIEW_REPORTS,  # period reports and the month's alerts
+    ("GET", "/api/v1/views"): P.VIEW_KPIS,  # the built-in, shared and one's own scorecard views
+    ("POST", "/api/v1/views"): P.SAVE_VIEWS,  # one's own (a shared one: admin, checked in the handler)
+    ("GET", "/api/v1/views/{view_id}"): P.VIEW_KPIS,
+    ("PUT", "/api/v1/views/{view_id}"): P.SAVE_VIEWS,  # the owner's; a shared one: admin
+    ("DELETE", "/api/v1/views/{view_id}"): P.SAVE_VIEWS,
+    ("PUT", "/api/v1/views/{view_id}/landing"): P.SAVE_VIEWS,
     ("GET", "/api/v1/stream"): P.VIEW_STREAM,
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
     ("GET", "/api/v1/alerts/{alert_id}"): P.VIEW_ALERTS,
@@ -85,6 +91,8 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/compare/{kpi_id}"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("GET", "/api/v1/compliance"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("POST", "/api/v1/alerts/{alert_id}/ack"): {"json": {}},
+    ("POST", "/api/v1/views"): {"json": {"name": "matrix", "kpis": ["bed_occupancy"]}},
+    ("PUT", "/api/v1/views/{view_id}"): {"json": {"name": "matrix"}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
     ("POST", "/fhir"): {"content": b'{"resourceType": "Bundle", "type": "batch", "entry": []}'},
@@ -98,6 +106,7 @@ PATH_VALUES = {
     "name": "scorecard.js",
     "resource_type": "Encounter",
     "month": NOW.strftime("%Y-%m"),
+    "view_id": "no-such-view",
 }
 USERS = {  # Keycloak users (deploy/keycloak/README.md) -> the carescore roles in their tokens
     "viewer": {"viewer"},

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.backend import Backend
-from api.security.auth import require
+from api.review import place_of
+from api.saved_views import find, spec_of
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
 from api.views import BackendDep, kpi_summary, levels_json, place_key, sample_json
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
@@ -20,24 +22,40 @@ router = APIRouter(tags=["scorecard"])
 
 @router.get("/api/v1/scorecard", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def scorecard(
+    request: Request,
     backend: BackendDep,
+    principal: PrincipalDep,
     facility: str | None = None,
     department: str | None = None,
     unit: str | None = None,
     trend: int | None = Query(default=None, ge=0, le=500),
+    view: str | None = Query(default=None, max_length=64, description="a view's id: its KPIs and place"),
 ) -> dict[str, Any]:
+    """The scorecard of a place; with `view`, only the view's perspectives and KPIs, at its first
+    place unless a place is asked for."""
     settings = backend.scorecard
     trend = settings.trend if trend is None else trend
-    key = place_key(backend, facility, department, unit)
+    chosen = find(backend, request.app.state.views, principal, view) if view else None
+    spec = spec_of(chosen) if chosen else None
+    if spec and spec.places and facility is None and department is None and unit is None:
+        first = spec.places[0]
+        key = place_of(backend, first.facility, first.department, first.unit).key  # a unit's department
+        department, unit = key[1], key[2]
+    else:
+        key = place_key(backend, facility, department, unit)
     facility = key[0] or None
     unit_type = backend.places.unit_types().get(key)
     perspectives = []
     for persp in Perspective:
+        if spec and spec.perspectives and persp not in spec.perspectives:
+            continue
         items = [
             _item(backend, kpi, key, unit_type, trend)
             for kpi in backend.catalogue
-            if kpi.perspective is persp
+            if kpi.perspective is persp and (spec is None or spec.shows(kpi))
         ]
+        if spec and not items:
+            continue  # a view's perspective with none of its KPIs
         perspectives.append(
             {
                 "id": persp.value,
@@ -48,6 +66,7 @@ async def scorecard(
         )
     return {
         "group": {"facility": facility, "department": department, "unit": unit},
+        "view": chosen,
         "status_rule": settings.status,
         "as_of": datetime.now(UTC).isoformat(),
         "perspectives": perspectives,

@@ -1,6 +1,7 @@
 """What each carescore role may do, as data (`GRANTS`), and the one question routes ask: `allowed`.
 
-    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics
+    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics,
+                 saving their own scorecard views
     clinician    what a viewer may, and acknowledge alerts — for the units in their token only
     ops          what a viewer may, and silences, dead letters, replay
     integration  ingest (HL7/FHIR/feed uploads) and nothing else
@@ -35,6 +36,7 @@ class Permission(StrEnum):
     VIEW_REPORTS = "view_reports"
     VIEW_STREAM = "view_stream"  # SSE
     VIEW_ALERTS = "view_alerts"
+    SAVE_VIEWS = "save_views"  # one's own scorecard views (shared ones: admin)
     ACK_ALERTS = "ack_alerts"
     MANAGE_SILENCES = "manage_silences"
     VIEW_DEAD_LETTERS = "view_dead_letters"
@@ -56,6 +58,7 @@ _VIEW = {
     Permission.VIEW_REPORTS: Scope.ALL,
     Permission.VIEW_STREAM: Scope.ALL,
     Permission.VIEW_ALERTS: Scope.ALL,
+    Permission.SAVE_VIEWS: Scope.ALL,
 }
 
 #: role -> {permission: scope}. The one table of who may do what.
