@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.backend import Backend, Replayer
+from api.content_types import ContentTypeCheck
 from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
@@ -53,6 +54,7 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
     )
+    app.add_middleware(ContentTypeCheck)  # inside the audit log: a refused write is audited too
     if audit_log is not None:
         app.add_middleware(AuditMiddleware, log_to=audit_log)
     auth = auth or Auth(local=True)
