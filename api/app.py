@@ -29,6 +29,7 @@ from api.routers import (
 )
 from api.security.audit import AuditLog, AuditMiddleware
 from api.security.auth import Auth
+from api.security.ratelimit import RateLimiter
 
 ROUTERS = (ops, kpis, reports, measures, scorecard, alerts, silences, dead_letters, audit, stream, page)
 
@@ -42,11 +43,13 @@ def create_app(
     trusted_hosts: list[str] | None = None,
     auth: Auth | None = None,
     audit_log: AuditLog | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """docs: the interactive pages /docs and /redoc (the OpenAPI document itself is always
     served: integrations and schema checks read it); trusted_hosts: Host values accepted;
     auth: who may call (default: the local operator only, for a loopback API); audit_log: where
-    writes and reads of patient-level data are recorded (api/security/audit.py)."""
+    writes and reads of patient-level data are recorded (api/security/audit.py); rate_limiter:
+    requests per caller (api/security/ratelimit.py; None: unlimited)."""
     app = FastAPI(
         title="carescore",
         version="0.1.0",
@@ -66,6 +69,7 @@ def create_app(
     app.state.replayer = replayer
     app.state.auth = auth
     app.state.audit = audit_log
+    app.state.rate_limiter = rate_limiter
     app.state.kpi_registry = kpi_registry(backend)
     for module in ROUTERS:
         app.include_router(module.router)

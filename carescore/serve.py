@@ -25,6 +25,7 @@ from api.problems import problem
 from api.security.audit import AuditLog
 from api.security.auth import Auth, require
 from api.security.oidc import OidcVerifier
+from api.security.ratelimit import Limit, RateLimiter
 from api.security.roles import Permission, Role
 from api.security.tokens import TokenStore
 from carescore.loopwatch import LoopWatch
@@ -36,7 +37,13 @@ from connectors.fhir.http import fhir_router
 from connectors.hl7v2.mllp import MLLPServer
 from connectors.intake import Intake
 from connectors.replay import Replayer
-from engine.config import Settings, TLSSettings, is_loopback, unauthenticated_outside_loopback
+from engine.config import (
+    RateLimitSettings,
+    Settings,
+    TLSSettings,
+    is_loopback,
+    unauthenticated_outside_loopback,
+)
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,13 @@ def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:
     return auth, audit
 
 
+def rate_limiter(settings: RateLimitSettings) -> RateLimiter | None:
+    if not settings.enabled:
+        return None
+    ingest, reads = settings.ingest, settings.reads
+    return RateLimiter(Limit(ingest.rate, ingest.burst), Limit(reads.rate, reads.burst))
+
+
 def _ingest_target(request: Request) -> str | None:
     """What a feed upload writes to, for token scopes: feed:<name> (the list of feeds: none)."""
     if request.method != "POST":
@@ -130,6 +144,7 @@ class Service:
             trusted_hosts=api.trusted_hosts,
             auth=self.auth,
             audit_log=self.audit,
+            rate_limiter=rate_limiter(api.rate_limit),
         )
         self.fhir = self.intake.fhir
         fhir_ingest = require(Permission.INGEST, target=lambda _: "fhir")

@@ -207,6 +207,27 @@ class AuthSettings(_Strict):
     )
 
 
+class RateSettings(_Strict):
+    rate: float = Field(gt=0, description="requests per second, per caller, refilled continuously")
+    burst: int = Field(ge=1, description="requests a caller may send at once after a quiet spell")
+
+
+class RateLimitSettings(_Strict):
+    """Per caller (the signed-in principal; the client address while no credentials are accepted):
+    past the limit, 429 with Retry-After. The defaults are far above what the demo, a page or an
+    interface engine sends; they stop a runaway script."""
+
+    enabled: bool = True
+    ingest: RateSettings = Field(
+        default_factory=lambda: RateSettings(rate=500.0, burst=5000),
+        description="every write: FHIR, feed uploads, ack, silences, replay",
+    )
+    reads: RateSettings = Field(
+        default_factory=lambda: RateSettings(rate=200.0, burst=2000),
+        description="every read: KPIs, the scorecard, reports, alerts, /metrics, the stream",
+    )
+
+
 class APISettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -223,6 +244,7 @@ class APISettings(_Strict):
         description="Host header values accepted (e.g. scorecard.hospital.org); empty: any",
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _encrypted_off_loopback(self) -> Self:
