@@ -310,6 +310,8 @@ class EmailSettings(_Strict):
     @model_validator(mode="after")
     def _secret(self) -> Self:
         self.password = secret_from("password", self.password, self.password_file, self.password_env)
+        if self.password is not None and not self.starttls:
+            raise ValueError("a password is sent to the SMTP relay only over TLS: set starttls: true")
         return self
 
 

@@ -72,6 +72,7 @@ def test_secrets_come_from_a_file_the_environment_or_the_file_itself(
                 "database_file": str(database),
                 "email": {
                     "sender": "c@h.example",
+                    "starttls": True,
                     "username": "carescore",
                     "password_env": "TEST_SMTP_PASSWORD",
                 },
@@ -98,10 +99,12 @@ def test_secrets_come_from_a_file_the_environment_or_the_file_itself(
         ({"password_file": "relative/secret"}, "password_file must be an absolute path"),
         ({"password_file": "/nonexistent/carescore-secret"}, "cannot be read"),
         ({"password_env": "CARESCORE_TEST_UNSET_VARIABLE"}, "CARESCORE_TEST_UNSET_VARIABLE is not set"),
+        # RFC 3207: AUTH after STARTTLS, so the password never crosses the network in clear
+        ({"password": SMTP_PASSWORD, "starttls": False}, "only over TLS: set starttls: true"),
     ],
 )
 def test_a_secret_given_wrongly_is_a_config_error_naming_file_line_field(
-    tmp_path: Path, email: dict[str, str], expected: str
+    tmp_path: Path, email: dict[str, Any], expected: str
 ) -> None:
     config = write(tmp_path / "carescore.yaml", {"alerts": {"email": {"sender": "c@h.example", **email}}})
     with pytest.raises(ConfigError) as refused:
@@ -149,6 +152,7 @@ def config_with_secrets(root: Path, database: str, kpi_defs: Path) -> tuple[Path
                     "host": "127.0.0.1",
                     "port": free_port(),  # nobody listens: ConnectionRefusedError
                     "sender": "carescore@h.example",
+                    "starttls": True,
                     "username": "carescore",
                     "password_env": "TEST_SMTP_PASSWORD",
                 },
