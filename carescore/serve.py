@@ -14,6 +14,7 @@ import logging
 import signal
 import ssl
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -26,8 +27,9 @@ from api.problems import problem
 from api.security.audit import AuditLog
 from api.security.auth import Auth, require
 from api.security.oidc import OidcVerifier
+from api.security.ratelimit import Limit, RateLimiter
 from api.security.roles import Permission, Role
-from api.security.tokens import TokenStore
+from api.security.tokens import TokenInfo, TokenStore
 from carescore.loopwatch import LoopWatch
 from carescore.supervisor import Supervisor
 from carescore.transports.embedded import EmbeddedRuntime
@@ -37,10 +39,19 @@ from connectors.fhir.http import fhir_router
 from connectors.hl7v2.mllp import MLLPServer
 from connectors.intake import Intake
 from connectors.replay import Replayer
-from engine.config import Settings, TLSSettings, is_loopback, unauthenticated_outside_loopback
+from engine.config import (
+    RateLimitSettings,
+    Settings,
+    TLSSettings,
+    is_loopback,
+    unauthenticated_outside_loopback,
+)
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
+
+FIRST_ADMIN = "first start (demo admin)"
+FIRST_ADMIN_LIFETIME = 7 * 86400.0
 
 
 def server_tls(tls: TLSSettings | None) -> ssl.SSLContext | None:
@@ -85,6 +96,13 @@ def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:
     )
     audit = AuditLog(settings.data_dir / "audit.sqlite", retention=auth_settings.audit_retention)
     return auth, audit
+
+
+def rate_limiter(settings: RateLimitSettings) -> RateLimiter | None:
+    if not settings.enabled:
+        return None
+    ingest, reads = settings.ingest, settings.reads
+    return RateLimiter(Limit(ingest.rate, ingest.burst), Limit(reads.rate, reads.burst))
 
 
 def _ingest_target(request: Request) -> str | None:
@@ -132,6 +150,7 @@ class Service:
             auth=self.auth,
             audit_log=self.audit,
             views=ViewStore(self.runtime.alerts.store.db),  # saved views beside the alerts
+            rate_limiter=rate_limiter(api.rate_limit),
         )
         self.fhir = self.intake.fhir
         fhir_ingest = require(Permission.INGEST, target=lambda _: "fhir")
@@ -249,13 +268,28 @@ class Service:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        print(self.banner(), file=sys.stderr, flush=True)
+        print(self.banner(self.first_admin_token()), file=sys.stderr, flush=True)
         failed = asyncio.create_task(self._watch())
         await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
         failed.cancel()
         await self.stop()
 
-    def banner(self) -> str:
+    def first_admin_token(self) -> tuple[TokenInfo, str] | None:
+        """The demo's one-time admin sign-in: on the first `carescore run` of a data folder with the
+        demo, no IdP and the API on the loopback, an admin integration token for scripts, printed
+        once in the banner (never logged; only its hash is kept) and expiring in a week. Requests
+        without credentials are the local operator there anyway; the token keeps a script working
+        once real sign-in is set up, until it expires or is revoked. Never in any other mode: a
+        printed admin credential must not outlive a demo on a laptop."""
+        tokens, settings = self.auth.tokens, self.settings
+        demo_on_laptop = self.auth.local and settings.demo.enabled and is_loopback(settings.api.host)
+        if not demo_on_laptop or tokens is None:
+            return None
+        if tokens.list():  # not the first start (a revoked or expired first token counts too)
+            return None
+        return tokens.create(FIRST_ADMIN, Role.ADMIN.value, expires_in=FIRST_ADMIN_LIFETIME)
+
+    def banner(self, admin: tuple[TokenInfo, str] | None = None) -> str:
         base = f"{self.scheme}://{self.settings.api.host}:{self.api_port}"
         lines = [
             "",
@@ -276,6 +310,14 @@ class Service:
         if self.auth.local and not is_loopback(self.settings.api.host):
             sign_in = "none (demo: every user is admin; simulated data only)"
         lines.append(f"    sign-in     {sign_in}")
+        if admin is not None:
+            info, token = admin
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.expires or 0))
+            lines += [
+                f"    admin token {token}",
+                "                shown once; for scripts: Authorization: Bearer <token>",
+                f"                valid until {until}; carescore token revoke {info.id} withdraws it",
+            ]
         lines += [
             f"    demo        {demo}",
             f"    data        {self.settings.data_dir}",

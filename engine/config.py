@@ -13,10 +13,11 @@ from typing import Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from engine.durations import Duration
 from engine.places import Places
+from engine.secrets import secret_from
 from engine.timebounds import TimeBounds
 from engine.yamlconf import ConfigError, load_yaml, validate_file
 
@@ -206,6 +207,27 @@ class AuthSettings(_Strict):
     )
 
 
+class RateSettings(_Strict):
+    rate: float = Field(gt=0, description="requests per second, per caller, refilled continuously")
+    burst: int = Field(ge=1, description="requests a caller may send at once after a quiet spell")
+
+
+class RateLimitSettings(_Strict):
+    """Per caller (the signed-in principal; the client address while no credentials are accepted):
+    past the limit, 429 with Retry-After. The defaults are far above what the demo, a page or an
+    interface engine sends; they stop a runaway script."""
+
+    enabled: bool = True
+    ingest: RateSettings = Field(
+        default_factory=lambda: RateSettings(rate=500.0, burst=5000),
+        description="every write: FHIR, feed uploads, ack, silences, replay",
+    )
+    reads: RateSettings = Field(
+        default_factory=lambda: RateSettings(rate=200.0, burst=2000),
+        description="every read: KPIs, the scorecard, reports, alerts, /metrics, the stream",
+    )
+
+
 class APISettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -222,6 +244,7 @@ class APISettings(_Strict):
         description="Host header values accepted (e.g. scorecard.hospital.org); empty: any",
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _encrypted_off_loopback(self) -> Self:
@@ -251,15 +274,26 @@ class EngineSettings(_Strict):
         return TimeBounds(self.max_future, self.max_age)
 
 
+_FILE = "an absolute path to a file holding it (a Docker/Kubernetes secret), instead of the value"
+_ENV = "the environment variable holding it, instead of the value"
+
+
 class WebhookSettings(_Strict):
     name: str = "webhook"
-    url: str
+    url: str = Field(description="a token in its query string is redacted in errors and logs")
     timeout: Duration = 5.0
-    secret: str | None = Field(default=None, description="HMAC-SHA256 key for the signature header")
+    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for the signature header")
+    secret_file: Path | None = Field(default=None, description=f"secret: {_FILE}")
+    secret_env: str | None = Field(default=None, description=f"secret: {_ENV}")
     routed: bool = Field(
         default=False,
         description="false: every alert change (integrations); true: notices to people with a pager id",
     )
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        self.secret = secret_from("secret", self.secret, self.secret_file, self.secret_env)
+        return self
 
 
 class EmailSettings(_Strict):
@@ -268,8 +302,17 @@ class EmailSettings(_Strict):
     sender: str = Field(description="From: address, e.g. carescore@hospital.example")
     starttls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = Field(default=None, description=f"password: {_FILE}")
+    password_env: str | None = Field(default=None, description=f"password: {_ENV}")
     timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        self.password = secret_from("password", self.password, self.password_file, self.password_env)
+        if self.password is not None and not self.starttls:
+            raise ValueError("a password is sent to the SMTP relay only over TLS: set starttls: true")
+        return self
 
 
 class AlertmanagerSettings(_Strict):
@@ -290,10 +333,13 @@ class FeedRule(_Strict):
 
 class AlertSettings(_Strict):
     routes: Path | None = Field(default=None, description="routes.yaml (default: alerts/routes.yaml)")
-    database: str | None = Field(
+    database: SecretStr | None = Field(
         default=None,
-        description="postgresql://user@host/db to share alerts between processes (default: SQLite, data_dir)",
+        description="postgresql://user:password@host/db to share alerts between processes (default: "
+        "SQLite, data_dir); its password is redacted in errors and logs",
     )
+    database_file: Path | None = Field(default=None, description=f"database: {_FILE}")
+    database_env: str | None = Field(default=None, description=f"database: {_ENV}")
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     email: EmailSettings | None = None
     alertmanager: AlertmanagerSettings | None = None
@@ -304,6 +350,11 @@ class AlertSettings(_Strict):
     base_url: str | None = Field(default=None, description="the scorecard's address, for links in notices")
     max_attempts: int = Field(default=8, ge=1)
     retry_backoff: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        self.database = secret_from("database", self.database, self.database_file, self.database_env)
+        return self
 
 
 class DemoSettings(_Strict):

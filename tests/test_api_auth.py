@@ -95,8 +95,18 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/views/{view_id}"): {"json": {"name": "matrix"}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
-    ("POST", "/fhir"): {"content": b'{"resourceType": "Bundle", "type": "batch", "entry": []}'},
-    ("POST", "/fhir/{resource_type}"): {"content": b"{}"},
+    ("POST", "/fhir"): {
+        "content": b'{"resourceType": "Bundle", "type": "batch", "entry": []}',
+        "headers": {"Content-Type": "application/fhir+json"},
+    },
+    ("POST", "/fhir/{resource_type}"): {
+        "content": b"{}",
+        "headers": {"Content-Type": "application/fhir+json"},
+    },
+    **{
+        ("POST", f"/api/v1/feeds/{feed}"): {"content": b"x\n", "headers": {"Content-Type": "text/csv"}}
+        for feed in ("staffing", "hr", "finance", "experience", "quality")
+    },
 }
 PATH_VALUES = {
     "kpi_id": "bed_occupancy",
@@ -446,15 +456,18 @@ async def test_integration_tokens_from_the_cli_are_scoped_revocable_and_audited(
                 content=json.dumps(encounter()),
                 headers={**fhir_json, **bearer(fhir_token)},
             )
+            csv = {"Content-Type": "text/csv"}
             fhir_on_feed = await client.post(
-                "/api/v1/feeds/staffing", content=staffing_csv(), headers=bearer(fhir_token)
+                "/api/v1/feeds/staffing", content=staffing_csv(), headers={**csv, **bearer(fhir_token)}
             )
             uploaded = await client.post(
                 "/api/v1/feeds/staffing?filename=shifts.csv",
                 content=staffing_csv(),
-                headers=bearer(feed_token),
+                headers={**csv, **bearer(feed_token)},
             )
-            other_feed = await client.post("/api/v1/feeds/hr", content="x", headers=bearer(feed_token))
+            other_feed = await client.post(
+                "/api/v1/feeds/hr", content="x", headers={**csv, **bearer(feed_token)}
+            )
             feed_on_fhir = await client.post(
                 "/fhir/Encounter",
                 content=json.dumps(encounter()),
@@ -471,7 +484,7 @@ async def test_integration_tokens_from_the_cli_are_scoped_revocable_and_audited(
             revoked = cli(config, "revoke", feed_id)
             assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
             after = await client.post(
-                "/api/v1/feeds/staffing", content=staffing_csv(), headers=bearer(feed_token)
+                "/api/v1/feeds/staffing", content=staffing_csv(), headers={**csv, **bearer(feed_token)}
             )
             audit = (await client.get("/api/v1/audit", params={"limit": 100})).json()["entries"]
             since = (await client.get("/api/v1/audit", params={"principal": f"token:{feed_id}"})).json()
