@@ -53,11 +53,13 @@ class ContentTypeCheck:
             return
         route = _route(scope)
         rule = accepted(route) if route is not None else None
-        if rule is None:
-            await self.app(scope, receive, send)
-            return
-        types, required = rule
         headers = dict(scope["headers"])
+        if rule is None:  # unknown route (404 follows) or one that takes no body: none may come
+            if route is None or not _has_body(headers):
+                await self.app(scope, receive, send)
+                return
+            rule = frozenset(), False
+        types, required = rule
         given = media_type(headers.get(b"content-type", b"").decode("latin-1") or None)
         if given in types or (given is None and not required and not _has_body(headers)):
             await self.app(scope, receive, send)
@@ -81,7 +83,8 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 async def _refuse(send: Send, given: str | None, types: list[str]) -> None:
     what = f"Content-Type {given}" if given else "a body without Content-Type"
-    detail = f"{what} is not accepted here; send one of: {', '.join(types)}"
+    wanted = f"send one of: {', '.join(types)}" if types else "this request takes no body"
+    detail = f"{what} is not accepted here; {wanted}"
     if FHIR_JSON in types:
         media = FHIR_JSON
         body: dict[str, Any] = {
@@ -100,8 +103,8 @@ async def _refuse(send: Send, given: str | None, types: list[str]) -> None:
             "headers": [
                 (b"content-type", media.encode()),
                 (b"content-length", str(len(payload)).encode()),
-                (b"accept-post", ", ".join(types).encode()),
-            ],
+            ]
+            + ([(b"accept-post", ", ".join(types).encode())] if types else []),
         }
     )
     await send({"type": "http.response.body", "body": payload})
