@@ -53,7 +53,7 @@ class Route(_Strict):
     match: Matchers = Field(default_factory=dict)
     receivers: list[str] = Field(min_length=1, description="roles notified when the alert fires")
     escalate: list[Tier] = Field(default_factory=list, description="tiers, in order of `after`")
-    group_by: list[Literal["facility", "department", "unit", "kind"]] = Field(
+    group_by: list[Literal["facility", "department", "unit", "kind", "owner"]] = Field(
         default=["facility", "unit"],
         description="alerts with the same values here, firing within group_wait, go out together",
     )
@@ -74,8 +74,9 @@ class Route(_Strict):
 
 
 class Role(_Strict):
-    scope: Literal["unit", "department", "facility"] = Field(
-        description="held per unit (charge nurse), department (nurse manager) or facility"
+    scope: Literal["unit", "department", "facility", "owner"] = Field(
+        description="held per unit (charge nurse), department (nurse manager) or facility; owner: "
+        "the alert's owner (an overdue action's), fallback by facility when not in people"
     )
     roster_role: str | None = Field(
         default=None, description="the role's name in the staffing feed (default: the role's id)"

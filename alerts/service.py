@@ -35,6 +35,8 @@ from alerts.metrics import TRANSITIONS, UNSTORED
 from alerts.model import Alert, Change
 from alerts.people import Directory
 from alerts.planner import Gathering, Planner, Step
+from alerts.plans.store import PlanStore
+from alerts.plans.watch import PlanWatch
 from alerts.recorder import Recorder
 from alerts.retry import Retry, StoreGuard, StoreUnavailable, log
 from alerts.routes import RoutesConfig
@@ -97,6 +99,10 @@ class AlertService:
         self._alert_retry: dict[str, Retry] = {}  # escalation/reminder writes that failed
         self.feeds.seen.update(store.load_feeds())
         self.recorder.restore(self.evaluator, self.feeds, self.clock())
+        # action plans live in the alert store; overdue ones are alerts (alerts/plans/)
+        self.plans = PlanStore(store.db, clock)
+        self.plan_watch = PlanWatch(self.plans, catalogue)
+        self.plan_watch.restore(store.active())
 
     # -- settings the parts share (tests and the runtime change them in place) -------------
     @property
@@ -164,7 +170,7 @@ class AlertService:
     # -- evaluation ------------------------------------------------------------------------
     def observe(self, samples: list[Sample], now: float | None = None) -> list[Change]:
         now = self.clock() if now is None else now
-        changes = self.feeds.check(now)
+        changes = self.feeds.check(now) + self.plan_watch.check(now)
         if self.feeds.down:  # a KPI whose feed has stopped shows stale data: not evaluated
             fresh = []
             for s in samples:
