@@ -14,11 +14,14 @@ from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
 from api.routers import (
+    actions,
     alerts,
+    analysis,
     audit,
     compare,
     compliance,
     dead_letters,
+    initiatives,
     kpis,
     measures,
     objectives,
@@ -42,6 +45,9 @@ ROUTERS = (
     compare,
     compliance,
     alerts,
+    actions,
+    initiatives,
+    analysis,
     silences,
     dead_letters,
     audit,
