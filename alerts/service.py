@@ -28,6 +28,7 @@ from typing import Any
 from alerts import lifecycle
 from alerts.channels import Channel
 from alerts.channels.alertmanager import AlertmanagerChannel
+from alerts.db import open_database
 from alerts.dispatcher import Dispatcher, OnFailed
 from alerts.evaluator import Evaluator
 from alerts.feeds import FEED_ALERT, FeedWatch
@@ -99,8 +100,9 @@ class AlertService:
         self._alert_retry: dict[str, Retry] = {}  # escalation/reminder writes that failed
         self.feeds.seen.update(store.load_feeds())
         self.recorder.restore(self.evaluator, self.feeds, self.clock())
-        # action plans live in the alert store; overdue ones are alerts (alerts/plans/)
-        self.plans = PlanStore(store.db, clock)
+        # action plans live in the alert store's database, on a connection of their own: the API's
+        # writes and the overdue check neither wait on nor hide the alert store's faults
+        self.plans = PlanStore(open_database(store.target, store.busy_timeout), clock)
         self.plan_watch = PlanWatch(self.plans, catalogue)
         self.plan_watch.restore(store.active())
 
@@ -368,7 +370,8 @@ class AlertService:
         self.feeds.observe(events, now)
 
     def close_store(self) -> None:
-        """Last, after close(): the store's connection."""
+        """Last, after close(): the store's connections."""
+        self.plans.db.close()
         self.store.close()
 
     async def close(self) -> None:

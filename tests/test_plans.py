@@ -220,9 +220,13 @@ async def test_missed_milestone_goes_to_the_fallback_when_the_owner_has_no_conta
     assert (alert.kpi, alert.owner, alert.place) == ("milestone_missed", "Dr Ray", ("DEMO", None, None))
     # "Dr Ray" is not under people: the role's fallback for the facility (hs) hears it
     assert [p["event"] for p in rig.email.to("hs")] == ["fired"]
-    plans.update_milestone(made["id"], made["milestones"][0]["id"], {"done": True}, "admin")
+    # due a day later: not missed any more (resolved), though not done
+    later = {"due": "tomorrow", "due_ts": clock.now + 86400}
+    assert plans.update_milestone(made["id"], made["milestones"][0]["id"], later, "admin")["progress"] == 0
     await rig.step(60)
     assert rig.service.firing() == []
+    resolved = rig.service.get(alert.id)
+    assert resolved is not None and resolved.state == "resolved"
 
 
 async def test_the_default_routes_still_route_kpi_alerts_and_send_actions_to_owners(tmp_path: Path) -> None:
@@ -392,6 +396,8 @@ async def test_an_overdue_action_and_a_missed_milestone_email_their_owner_and_re
         return [m["Subject"] for to, m in mailbox.messages if address in to]
 
     fired = await wait_for(lambda: alert_of(f"action_overdue:{action['id']}", "firing"))
+    from_it = {**body, "alert_id": fired["id"]}  # an overdue action's alert is no KPI's: no action from it
+    assert problem_field(await api.post("/api/v1/actions", json=from_it)) == "alert_id"
     assert (fired["kind"], fired["owner"], fired["unit"], fired["department"]) == (
         "action",
         "nm-cc",

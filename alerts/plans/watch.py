@@ -32,6 +32,7 @@ class PlanWatch:
         self.catalogue = catalogue
         self.severity = severity
         self.firing: dict[str, GroupKey] = {}  # alert name -> place
+        self._failing = False  # said once per outage of the store, not every tick
 
     def restore(self, alerts: Iterable[Alert]) -> None:
         self.firing.update({a.alert_name: a.place for a in alerts if a.kind == PLAN_KIND})
@@ -42,8 +43,11 @@ class PlanWatch:
         try:
             late = {**self._actions(now), **self._milestones(now)}
         except Exception as exc:
-            log.warning("action plans not checked (%s: %s)", type(exc).__name__, exc)
+            if not self._failing:
+                log.warning("action plans not checked (%s: %s)", type(exc).__name__, exc)
+            self._failing = True
             return []
+        self._failing = False
         out = [change for name, change in late.items() if name not in self.firing]
         for change in out:
             self.firing[change.name] = change.place
