@@ -58,6 +58,8 @@ class OutboxItem:
 
 class AlertStore:
     def __init__(self, target: Path | str, *, busy_timeout: float = 5.0):
+        self.target = target  # the action plans open their own connection to it (alerts/plans/)
+        self.busy_timeout = busy_timeout
         self.db: Database = open_database(target, busy_timeout)
         schema.create(self.db)
 

@@ -15,11 +15,14 @@ from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
 from api.routers import (
+    actions,
     alerts,
+    analysis,
     audit,
     compare,
     compliance,
     dead_letters,
+    initiatives,
     kpis,
     measures,
     objectives,
@@ -49,6 +52,9 @@ ROUTERS = (
     compliance,
     reviews,
     alerts,
+    actions,
+    initiatives,
+    analysis,
     silences,
     dead_letters,
     audit,

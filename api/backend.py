@@ -30,8 +30,56 @@ class AlertRecord(Protocol):
     def as_json(self) -> dict[str, Any]: ...
 
 
+class Plans(Protocol):
+    """Action plans (alerts/plans/store.py): actions, initiatives with milestones, analyses per
+    KPI per period. Rows are the API's JSON; refusals raise ValueError with `field` and `status`."""
+
+    def create_action(self, fields: Mapping[str, Any], actor: str) -> dict[str, Any]: ...
+
+    def get_action(self, action_id: str) -> dict[str, Any] | None: ...
+
+    def list_actions(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def update_action(self, action_id: str, fields: Mapping[str, Any], actor: str) -> dict[str, Any]: ...
+
+    def events(self, kind: str, item_id: str) -> list[dict[str, Any]]: ...
+
+    def markers(
+        self, kpi: str, place: Mapping[str, str | None], start: float | None, end: float | None
+    ) -> list[dict[str, Any]]: ...
+
+    def create_initiative(
+        self, fields: Mapping[str, Any], milestones: Sequence[Mapping[str, Any]], actor: str
+    ) -> dict[str, Any]: ...
+
+    def get_initiative(self, initiative_id: str) -> dict[str, Any] | None: ...
+
+    def list_initiatives(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def update_initiative(
+        self, initiative_id: str, fields: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def add_milestone(
+        self, initiative_id: str, milestone: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def update_milestone(
+        self, initiative_id: str, milestone_id: str, fields: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def put_analysis(
+        self, kpi: str, period: str, place: tuple[str, str, str], text: Mapping[str, str], author: str
+    ) -> dict[str, Any]: ...
+
+    def analysis(self, kpi: str, period: str, place: tuple[str, str, str]) -> dict[str, Any]: ...
+
+
 class Alerts(Protocol):
     """The alert service, as far as the API reads and acts on it."""
+
+    @property
+    def plans(self) -> Plans: ...
 
     def query(self, state: str | None = None, limit: int = 200) -> Sequence[AlertRecord]: ...
 

@@ -67,6 +67,18 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
     ("GET", "/api/v1/alerts/{alert_id}"): P.VIEW_ALERTS,
     ("POST", "/api/v1/alerts/{alert_id}/ack"): P.ACK_ALERTS,
+    ("GET", "/api/v1/actions"): P.VIEW_KPIS,  # action plans are scorecard content, no patient data
+    ("POST", "/api/v1/actions"): P.MANAGE_ACTIONS,  # clinicians: their units' only
+    ("GET", "/api/v1/actions/{action_id}"): P.VIEW_KPIS,
+    ("PATCH", "/api/v1/actions/{action_id}"): P.MANAGE_ACTIONS,
+    ("GET", "/api/v1/initiatives"): P.VIEW_KPIS,
+    ("POST", "/api/v1/initiatives"): P.MANAGE_ACTIONS,  # names no unit: admins only
+    ("GET", "/api/v1/initiatives/{initiative_id}"): P.VIEW_KPIS,
+    ("PATCH", "/api/v1/initiatives/{initiative_id}"): P.MANAGE_ACTIONS,
+    ("POST", "/api/v1/initiatives/{initiative_id}/milestones"): P.MANAGE_ACTIONS,
+    ("PATCH", "/api/v1/initiatives/{initiative_id}/milestones/{milestone_id}"): P.MANAGE_ACTIONS,
+    ("GET", "/api/v1/kpis/{kpi_id}/analysis/{period}"): P.VIEW_KPIS,
+    ("PUT", "/api/v1/kpis/{kpi_id}/analysis/{period}"): P.MANAGE_ACTIONS,  # clinicians: their units'
     ("GET", "/api/v1/silences"): P.VIEW_ALERTS,
     ("POST", "/api/v1/silences"): P.MANAGE_SILENCES,
     ("DELETE", "/api/v1/silences/{silence_id}"): P.MANAGE_SILENCES,
@@ -93,6 +105,13 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/alerts/{alert_id}/ack"): {"json": {}},
     ("POST", "/api/v1/views"): {"json": {"name": "matrix", "kpis": ["bed_occupancy"]}},
     ("PUT", "/api/v1/views/{view_id}"): {"json": {"name": "matrix"}},
+    ("POST", "/api/v1/actions"): {"json": {}},  # 422 (body) for whoever may write
+    ("PATCH", "/api/v1/actions/{action_id}"): {"json": {}},
+    ("POST", "/api/v1/initiatives"): {"json": {}},
+    ("PATCH", "/api/v1/initiatives/{initiative_id}"): {"json": {}},
+    ("POST", "/api/v1/initiatives/{initiative_id}/milestones"): {"json": {}},
+    ("PATCH", "/api/v1/initiatives/{initiative_id}/milestones/{milestone_id}"): {"json": {}},
+    ("PUT", "/api/v1/kpis/{kpi_id}/analysis/{period}"): {"json": {}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
     ("POST", "/fhir"): {
@@ -112,6 +131,10 @@ PATH_VALUES = {
     "kpi_id": "bed_occupancy",
     "objective_id": "safe_staffing",
     "alert_id": "no-such-alert",
+    "action_id": "no-such-action",
+    "initiative_id": "no-such-initiative",
+    "milestone_id": "no-such-milestone",
+    "period": "2026-11",
     "silence_id": "no-such-silence",
     "name": "scorecard.js",
     "resource_type": "Encounter",

@@ -55,8 +55,24 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/api/v1/views"): Body(JSON, True),
     ("PUT", "/api/v1/views/{view_id}"): Body(JSON, True),
     ("PUT", "/api/v1/views/{view_id}/landing"): Body(NONE, False),  # takes no body: any is refused
+    ("POST", "/api/v1/actions"): Body(JSON, True),
+    ("PATCH", "/api/v1/actions/{action_id}"): Body(JSON, True),
+    ("POST", "/api/v1/initiatives"): Body(JSON, True),
+    ("PATCH", "/api/v1/initiatives/{initiative_id}"): Body(JSON, True),
+    ("POST", "/api/v1/initiatives/{initiative_id}/milestones"): Body(JSON, True),
+    ("PATCH", "/api/v1/initiatives/{initiative_id}/milestones/{milestone_id}"): Body(JSON, True),
+    ("PUT", "/api/v1/kpis/{kpi_id}/analysis/{period}"): Body(JSON, True),
 }
-PATHS = {"{resource_type}": "Encounter", "{alert_id}": "no-such-alert", "{view_id}": "no-such-view"}
+PATHS = {
+    "{resource_type}": "Encounter",
+    "{alert_id}": "no-such-alert",
+    "{view_id}": "no-such-view",
+    "{action_id}": "no-such-action",
+    "{initiative_id}": "no-such-initiative",
+    "{milestone_id}": "no-such-milestone",
+    "{kpi_id}": "bed_occupancy",
+    "{period}": "2026-11",
+}
 #: what a cross-site page can send without a preflight, and a plausible mistake (XML, no type)
 WRONG = [
     "text/plain",

@@ -71,16 +71,26 @@ async def kpi_history(
     unit: str | None = None,
     level: str | None = Query(default=None, pattern="^(facility|department|unit)$"),
     limit: int = Query(default=1000, ge=1, le=100000),
+    with_: str | None = Query(
+        default=None, alias="with", pattern="^actions$", description="actions: add when actions opened/closed"
+    ),
 ) -> dict[str, Any]:
     kpi_or_404(backend, kpi_id)
+    start, end = parse_time(from_, "from"), parse_time(to, "to")
     samples = backend.history.query(
         kpi_id,
         facility=facility,
         department=department,
         unit=unit,
         level=level,
-        start=parse_time(from_, "from"),
-        end=parse_time(to, "to"),
+        start=start,
+        end=end,
         limit=limit,
     )
-    return {"kpi": kpi_id, "windows": [sample_json(s) for s in samples]}
+    answer: dict[str, Any] = {"kpi": kpi_id, "windows": [sample_json(s) for s in samples]}
+    if with_ == "actions":  # markers for the chart: did the actions work?
+        place = {"facility": facility, "department": department, "unit": unit}
+        answer["actions"] = backend.alerts.plans.markers(
+            kpi_id, place, start.timestamp() if start else None, end.timestamp() if end else None
+        )
+    return answer

@@ -2,7 +2,8 @@
 
     viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics,
                  saving their own scorecard views
-    clinician    what a viewer may, and acknowledge alerts — for the units in their token only
+    clinician    what a viewer may, and acknowledge alerts, manage actions and write analyses — for the
+                 units in their token only
     ops          what a viewer may, and silences, dead letters, replay
     integration  ingest (HL7/FHIR/feed uploads) and nothing else
     admin        everything, for every unit
@@ -38,6 +39,7 @@ class Permission(StrEnum):
     VIEW_ALERTS = "view_alerts"
     SAVE_VIEWS = "save_views"  # one's own scorecard views (shared ones: admin)
     ACK_ALERTS = "ack_alerts"
+    MANAGE_ACTIONS = "manage_actions"  # actions, initiatives, analyses (action plans)
     MANAGE_SILENCES = "manage_silences"
     VIEW_DEAD_LETTERS = "view_dead_letters"
     REPLAY_DEAD_LETTERS = "replay_dead_letters"
@@ -64,7 +66,11 @@ _VIEW = {
 #: role -> {permission: scope}. The one table of who may do what.
 GRANTS: Mapping[Role, Mapping[Permission, Scope]] = {
     Role.VIEWER: {**_VIEW, Permission.VIEW_METRICS: Scope.ALL},  # Prometheus scrapes with a viewer token
-    Role.CLINICIAN: {**_VIEW, Permission.ACK_ALERTS: Scope.OWN_UNITS},
+    Role.CLINICIAN: {
+        **_VIEW,
+        Permission.ACK_ALERTS: Scope.OWN_UNITS,
+        Permission.MANAGE_ACTIONS: Scope.OWN_UNITS,  # initiatives name no unit: admins only
+    },
     Role.OPS: {
         **_VIEW,
         Permission.MANAGE_SILENCES: Scope.ALL,
