@@ -139,7 +139,13 @@ class Service:
             dependencies=[Depends(require(Permission.INGEST, target=_ingest_target))],
         )
         self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
-        self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
+        self.watcher = FeedWatcher(
+            self.intake.feeds,
+            settings.inbox,
+            settings.feeds.poll,
+            retention=settings.feeds.retention,
+            purge_every=settings.privacy.purge_every,
+        )
         tls = settings.api.tls
         config = uvicorn.Config(
             self.app,

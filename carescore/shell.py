@@ -61,12 +61,14 @@ class RuntimeShell:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)  # also a folder made before (or by another tool): it holds PHI
         self._lock = lock_data_dir(data)
         self.board = KpiBoard()
         self.dead_letters = DeadLetterStore(
             data / "deadletters.sqlite",
             max_rows=settings.dead_letters.max_rows,
             retention=settings.dead_letters.retention,
+            prune_every=settings.privacy.purge_every,
         )
         self.clock: Callable[[], float] = time.time  # tests drive time by replacing it
         self.ready = False

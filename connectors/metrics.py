@@ -56,6 +56,7 @@ MLLP_REFUSED = Counter(
 )
 INBOX_FILES = Counter(
     "carescore_feed_inbox_files",
-    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished.",
+    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished, "
+    "purged (past retention).",
     ["outcome"],
 )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from engine.durations import Duration
 from engine.places import Places
+from engine.privacy import KEY_FILE, PrivacySettings
 from engine.timebounds import TimeBounds
 from engine.yamlconf import ConfigError, load_yaml, validate_file
 
@@ -355,6 +356,9 @@ class FeedSettings(_Strict):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="largest feed upload over REST"
     )
+    retention: Duration = Field(
+        default=30 * 86400.0, description="files in the inbox's done/ and failed/ older than this are deleted"
+    )
 
 
 class ScorecardSettings(_Strict):
@@ -419,6 +423,7 @@ class Settings(_Strict):
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")
@@ -437,6 +442,10 @@ class Settings(_Strict):
     @property
     def inbox(self) -> Path:
         return self.feeds.inbox or self.data_dir / "inbox"
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return self.privacy.pseudonym_key_file or self.data_dir / KEY_FILE
 
 
 def unauthenticated_outside_loopback(settings: Settings) -> str | None:
@@ -474,6 +483,9 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     inbox = settings.feeds.inbox
     if inbox is not None and not inbox.is_absolute():
         settings.feeds.inbox = (base / inbox).resolve()
+    key_file = settings.privacy.pseudonym_key_file
+    if key_file is not None and not key_file.is_absolute():
+        settings.privacy.pseudonym_key_file = (base / key_file).resolve()
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
     for section in ("mllp", "api"):

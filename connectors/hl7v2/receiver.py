@@ -35,6 +35,7 @@ from connectors.metrics import HL7_DUPLICATES, HL7_INTERNAL_ERRORS, HL7_MESSAGES
 from connectors.pipeline import Pipeline, Result, counted
 from engine.bus import EventSink, Published, StorageUnavailable
 from engine.codes import clean_code
+from engine.privacy import Pseudonyms
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ class HL7Receiver:
         context: MapContext,
         allowed_facilities: list[str] | None = None,
         unused_triggers: UnusedTriggers = "accept",
+        pseudonyms: Pseudonyms | None = None,
     ):
-        self.pipeline = Pipeline(sink, dead_letters)
+        self.pipeline = Pipeline(sink, dead_letters, pseudonyms)
         self.context = context
         self.allowed = frozenset(allowed_facilities) if allowed_facilities else None
         self.unused_triggers: UnusedTriggers = unused_triggers
