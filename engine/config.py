@@ -19,7 +19,7 @@ from engine.durations import Duration
 from engine.places import Places
 from engine.privacy import KEY_FILE, PrivacySettings
 from engine.timebounds import TimeBounds
-from engine.yamlconf import ConfigError, load_yaml, validate_file
+from engine.yamlconf import ConfigError, line_of, load_yaml, validate_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout: for tests, benchmarks and `make docs`; nothing a running carescore
@@ -41,6 +41,13 @@ class TLSSettings(_Strict):
     client_ca: Path | None = Field(
         default=None, description="when set, senders must present a certificate signed by this CA"
     )
+
+
+class ClientFacilities(_Strict):
+    certificate: str = Field(
+        description="a client certificate's subject CN or one of its subjectAltName values (DNS, email, URI)"
+    )
+    facilities: list[str] = Field(min_length=1, description="facility ids (places) it may send for")
 
 
 class MLLPSettings(_Strict):
@@ -66,11 +73,18 @@ class MLLPSettings(_Strict):
         default=False,
         description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
     )
+    client_facilities: list[ClientFacilities] = Field(
+        default_factory=list,
+        description="with tls.client_ca: the facilities each client certificate may send for, checked on "
+        "the facility every event resolves to; a certificate named by no entry may send nothing",
+    )
 
     @model_validator(mode="after")
     def _encrypted_off_loopback(self) -> Self:
         if self.enabled:
             _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "mllp")
+        if self.client_facilities and (self.tls is None or self.tls.client_ca is None):
+            raise ValueError("mllp.client_facilities needs mllp.tls.client_ca (senders' certificates)")
         return self
 
 
@@ -474,6 +488,13 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     if refused:
         line = lines.get(("api", "host")) or lines.get(("api",))
         raise ConfigError([f"{path}:{line}: api.host: {refused}"])
+    known = {f.id for f in settings.places.facilities}
+    for i, entry in enumerate(settings.mllp.client_facilities):
+        unknown = sorted(set(entry.facilities) - known)
+        if unknown:
+            line = line_of(lines, ("mllp", "client_facilities", i, "facilities"))
+            field = f"mllp.client_facilities.{i}.facilities"
+            raise ConfigError([f"{path}:{line}: {field}: unknown facility {', '.join(unknown)}"])
     base = base or path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
