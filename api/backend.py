@@ -93,6 +93,7 @@ class Backend(Protocol):
     dead_letters: DeadLetters
     ready: bool
     scorecard: ScorecardSettings
+    small_cell_min: int  # privacy.small_cell_min: below it, viewers see patient-level values suppressed
 
     def health(self) -> dict[str, Any]: ...
 

@@ -56,6 +56,7 @@ class RuntimeShell:
         self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
         self.places = settings.places
         self.scorecard = settings.scorecard
+        self.small_cell_min = settings.privacy.small_cell_min
         unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
         if unknown:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])

@@ -47,6 +47,12 @@ class PrivacySettings(BaseModel):
         "<data_dir>/pseudonym.key, made (mode 0600, 32 random bytes) on first start when absent; "
         "gateways of one Kafka deployment need the same file",
     )
+    small_cell_min: int = Field(
+        default=11,
+        ge=1,
+        description="viewers see a patient-level KPI value computed from fewer patients than this as "
+        "suppressed (CMS cell-size policy: no cell of 1 to 10); 1 shows every value",
+    )
     purge_every: Duration = Field(
         default=3600.0,
         description="how often dead letters and inbox done/ and failed/ files past their retention "

@@ -17,9 +17,11 @@ from fastapi.responses import JSONResponse
 
 from api.fhir_measure import FHIR_JSON, measure, measure_report
 from api.problems import Problem
-from api.security.auth import require
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
-from api.views import BackendDep, kpi_or_404
+from api.views import BackendDep, hidden_below, kpi_or_404
+from engine.report_rows import ReportRow
+from engine.smallcells import too_small
 from engine.windows import zone_of
 
 router = APIRouter(prefix="/api/v1", tags=["fhir measures"])
@@ -108,6 +110,7 @@ async def get_measure(backend: BackendDep, request: Request, kpi_id: str) -> Fhi
 )
 async def get_measure_report(
     backend: BackendDep,
+    principal: PrincipalDep,
     request: Request,
     kpi_id: str,
     period: str = Query(description=PERIOD_HELP, max_length=80),
@@ -116,7 +119,13 @@ async def get_measure_report(
     start, end = parse_period(period, _zone(backend))
     by_facility = await asyncio.to_thread(backend.report, kpi_id, start, end, "facility")
     by_unit = await asyncio.to_thread(backend.report, kpi_id, start, end, "unit")
+    k = hidden_below(backend, principal)
+
+    def hidden(row: ReportRow) -> bool:
+        return k is not None and too_small(kpi, row.n, row.numerator, row.denominator, k)
+
+    url = _measure_url(request, kpi_id)
     body: dict[str, Any] = measure_report(
-        kpi, _measure_url(request, kpi_id), start, end, by_facility, by_unit, datetime.now(UTC)
+        kpi, url, start, end, by_facility, by_unit, datetime.now(UTC), hidden
     )
     return FhirResponse(body)

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from api.backend import Backend
-from api.security.auth import require
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
-from api.views import BackendDep, kpi_summary, levels_json, sample_json
+from api.views import BackendDep, hidden_below, kpi_summary, levels_json, sample_json, shown
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
-from engine.samples import GroupKey
+from engine.samples import GroupKey, Sample
 from engine.scorecard import perspective_status
 
 router = APIRouter(tags=["scorecard"])
@@ -21,6 +21,7 @@ router = APIRouter(tags=["scorecard"])
 @router.get("/api/v1/scorecard", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def scorecard(
     backend: BackendDep,
+    principal: PrincipalDep,
     facility: str | None = None,
     department: str | None = None,
     unit: str | None = None,
@@ -31,10 +32,11 @@ async def scorecard(
     facility = facility or _default_facility(backend)
     key: GroupKey = (facility or "", department, unit)
     unit_type = backend.places.unit_types().get(key)
+    k = hidden_below(backend, principal)
     perspectives = []
     for persp in Perspective:
         items = [
-            _item(backend, kpi, key, unit_type, trend)
+            _item(backend, kpi, key, unit_type, trend, k)
             for kpi in backend.catalogue
             if kpi.perspective is persp
         ]
@@ -56,9 +58,10 @@ async def scorecard(
 
 
 def _item(
-    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int
+    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int, k: int | None
 ) -> dict[str, Any]:
-    """One KPI of the scorecard: live value and status at this place, and its last windows."""
+    """One KPI of the scorecard: live value and status at this place, and its last windows (small
+    cells suppressed for whom they are hidden: `k`)."""
     facility, department, unit = key
     live = backend.board.get(kpi.id, key)
     past = (
@@ -73,7 +76,11 @@ def _item(
         else []
     )
     held_to = levels_json(kpi, unit_type)  # the unit type's target, if any
-    return {
+    trend_points = [
+        shown(kpi, {"end": s.window.end.isoformat(), "value": s.value, "status": s.status, **_cells(s)}, k)
+        for s in past
+    ]
+    item = {
         **kpi_summary(kpi),
         "target": held_to["target"],
         "thresholds": held_to["thresholds"],
@@ -83,8 +90,13 @@ def _item(
         "status": live.status if live else "no_data",
         "n": live.n if live else 0,
         "window": sample_json(live)["window"] if live else None,
-        "trend": [{"end": s.window.end.isoformat(), "value": s.value, "status": s.status} for s in past],
+        "trend": [{f: p[f] for f in ("end", "value", "status")} for p in trend_points],
     }
+    return shown(kpi, item, k)
+
+
+def _cells(s: Sample) -> dict[str, Any]:
+    return {"n": s.n, "numerator": s.numerator, "denominator": s.denominator}
 
 
 def _default_facility(backend: Backend) -> str | None:
