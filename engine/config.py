@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.kafka_security import KafkaSASL, KafkaTLS, SecurityProtocol, check_security
 from engine.places import Places
 from engine.privacy import KEY_FILE, PrivacySettings
 from engine.timebounds import TimeBounds
@@ -404,6 +405,19 @@ class KafkaSettings(_Strict):
         default="127.0.0.1:9101",
         description="host:port where `carescore worker` serves /metrics (empty: none)",
     )
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT (loopback, tests), SSL, or SASL_SSL (engine/kafka_security.py)",
+    )
+    tls: KafkaTLS | None = Field(default=None, description="CA, and client certificate for SSL/SASL_SSL")
+    sasl: KafkaSASL | None = Field(
+        default=None, description="SASL_SSL sign-in: mechanism, username, password"
+    )
+
+    @model_validator(mode="after")
+    def _secure(self) -> Self:
+        check_security(self.security_protocol, self.tls, self.sasl)
+        return self
 
 
 class RuntimeSettings(_Strict):
@@ -475,6 +489,14 @@ def unauthenticated_outside_loopback(settings: Settings) -> str | None:
     return None
 
 
+def _resolve_kafka_files(kafka: KafkaSettings, base: Path) -> None:
+    for section, names in ((kafka.tls, ("cafile", "certfile", "keyfile")), (kafka.sasl, ("password_file",))):
+        for name in names if section is not None else ():
+            value = getattr(section, name)
+            if value is not None and not value.is_absolute():
+                setattr(section, name, (base / value).resolve())
+
+
 def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     """Settings from a YAML file; relative paths are resolved against its folder (or `base`:
     the packaged defaults resolve against the current folder)."""
@@ -507,6 +529,7 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     key_file = settings.privacy.pseudonym_key_file
     if key_file is not None and not key_file.is_absolute():
         settings.privacy.pseudonym_key_file = (base / key_file).resolve()
+    _resolve_kafka_files(settings.runtime.kafka, base)
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
     for section in ("mllp", "api"):
