@@ -10,6 +10,7 @@ Connectors and the API see only this interface: publish, tick, report, health, c
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,8 @@ from engine.events import EventBase
 from engine.history import History
 from engine.reports import Level, ReportRow
 from engine.yamlconf import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class DataDirBusy(RuntimeError):
@@ -62,7 +65,10 @@ class RuntimeShell:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        data.chmod(0o700)  # also a folder made before (or by another tool): it holds PHI
+        try:
+            data.chmod(0o700)  # also a folder made before (or by another tool): it holds PHI
+        except PermissionError:  # another user's folder (a mounted volume): say so, run on
+            log.warning("data folder mode not changed to 0700 (not its owner)", extra={"data_dir": str(data)})
         self._lock = lock_data_dir(data)
         self.board = KpiBoard()
         self.dead_letters = DeadLetterStore(
