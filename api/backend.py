@@ -148,6 +148,7 @@ class Backend(Protocol):
     scorecard: ScorecardSettings
     peers: Mapping[str, list[PeerBenchmark]]
     """peer benchmark sets by KPI id (scorecard.benchmarks)"""
+    small_cell_min: int  # privacy.small_cell_min: below it, viewers see patient-level values suppressed
 
     def health(self) -> dict[str, Any]: ...
 

@@ -15,6 +15,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -36,7 +37,8 @@ from carescore.transports.embedded import EmbeddedRuntime
 from connectors.feeds.http import UploadRefused, feeds_router
 from connectors.feeds.watch import FeedWatcher
 from connectors.fhir.http import fhir_router
-from connectors.hl7v2.mllp import MLLPServer
+from connectors.hl7v2.mllp import FrameHandler, MLLPServer
+from connectors.hl7v2.senders import SenderFacilities
 from connectors.intake import Intake
 from connectors.replay import Replayer
 from engine.config import (
@@ -138,6 +140,7 @@ class Service:
             max_connections=settings.mllp.max_connections,
             ssl_context=server_tls(settings.mllp.tls),
             on_unusable=self.intake.keep_unusable,
+            handler_for=self._handler_for(settings),
         )
         replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
         api = settings.api
@@ -160,7 +163,13 @@ class Service:
             dependencies=[Depends(require(Permission.INGEST, target=_ingest_target))],
         )
         self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
-        self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
+        self.watcher = FeedWatcher(
+            self.intake.feeds,
+            settings.inbox,
+            settings.feeds.poll,
+            retention=settings.feeds.retention,
+            purge_every=settings.privacy.purge_every,
+        )
         tls = settings.api.tls
         config = uvicorn.Config(
             self.app,
@@ -179,6 +188,15 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
         self.supervisor = Supervisor(self.runtime.components)
+
+    def _handler_for(self, settings: Settings) -> Callable[[dict[str, Any] | None], FrameHandler] | None:
+        """With mllp.client_facilities: each connection's frames checked against the facilities
+        its verified client certificate may send for."""
+        entries = settings.mllp.client_facilities
+        if not entries:
+            return None
+        senders = SenderFacilities((e.certificate, e.facilities) for e in entries)
+        return lambda cert: self.receiver.for_sender(senders.sender(cert))
 
     @property
     def api_port(self) -> int:

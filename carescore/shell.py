@@ -10,6 +10,7 @@ Connectors and the API see only this interface: publish, tick, report, health, c
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +30,8 @@ from engine.events import EventBase
 from engine.history import History
 from engine.reports import Level, ReportRow
 from engine.yamlconf import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class DataDirBusy(RuntimeError):
@@ -57,18 +60,24 @@ class RuntimeShell:
         self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
         self.places = settings.places
         self.scorecard = settings.scorecard
+        self.small_cell_min = settings.privacy.small_cell_min
         unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
         if unknown:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
         self.peers = load_peer_benchmarks(settings.scorecard.benchmarks, self.catalogue.kpis)
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        try:
+            data.chmod(0o700)  # also a folder made before (or by another tool): it holds PHI
+        except PermissionError:  # another user's folder (a mounted volume): say so, run on
+            log.warning("data folder mode not changed to 0700 (not its owner)", extra={"data_dir": str(data)})
         self._lock = lock_data_dir(data)
         self.board = KpiBoard()
         self.dead_letters = DeadLetterStore(
             data / "deadletters.sqlite",
             max_rows=settings.dead_letters.max_rows,
             retention=settings.dead_letters.retention,
+            prune_every=settings.privacy.purge_every,
         )
         self.clock: Callable[[], float] = time.time  # tests drive time by replacing it
         self.ready = False

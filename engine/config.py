@@ -16,10 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.kafka_security import KafkaSASL, KafkaTLS, SecurityProtocol, check_security
 from engine.places import Places
+from engine.privacy import KEY_FILE, PrivacySettings
 from engine.secrets import secret_from
 from engine.timebounds import TimeBounds
-from engine.yamlconf import ConfigError, load_yaml, validate_file
+from engine.yamlconf import ConfigError, line_of, load_yaml, validate_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout: for tests, benchmarks and `make docs`; nothing a running carescore
@@ -41,6 +43,13 @@ class TLSSettings(_Strict):
     client_ca: Path | None = Field(
         default=None, description="when set, senders must present a certificate signed by this CA"
     )
+
+
+class ClientFacilities(_Strict):
+    certificate: str = Field(
+        description="a client certificate's subject CN or one of its subjectAltName values (DNS, email, URI)"
+    )
+    facilities: list[str] = Field(min_length=1, description="facility ids (places) it may send for")
 
 
 class MLLPSettings(_Strict):
@@ -66,11 +75,18 @@ class MLLPSettings(_Strict):
         default=False,
         description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
     )
+    client_facilities: list[ClientFacilities] = Field(
+        default_factory=list,
+        description="with tls.client_ca: the facilities each client certificate may send for, checked on "
+        "the facility every event resolves to; a certificate named by no entry may send nothing",
+    )
 
     @model_validator(mode="after")
     def _encrypted_off_loopback(self) -> Self:
         if self.enabled:
             _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "mllp")
+        if self.client_facilities and (self.tls is None or self.tls.client_ca is None):
+            raise ValueError("mllp.client_facilities needs mllp.tls.client_ca (senders' certificates)")
         return self
 
 
@@ -406,6 +422,9 @@ class FeedSettings(_Strict):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="largest feed upload over REST"
     )
+    retention: Duration = Field(
+        default=30 * 86400.0, description="files in the inbox's done/ and failed/ older than this are deleted"
+    )
 
 
 class ScorecardSettings(_Strict):
@@ -441,6 +460,19 @@ class KafkaSettings(_Strict):
         default="127.0.0.1:9101",
         description="host:port where `carescore worker` serves /metrics (empty: none)",
     )
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT (loopback, tests), SSL, or SASL_SSL (engine/kafka_security.py)",
+    )
+    tls: KafkaTLS | None = Field(default=None, description="CA, and client certificate for SSL/SASL_SSL")
+    sasl: KafkaSASL | None = Field(
+        default=None, description="SASL_SSL sign-in: mechanism, username, password"
+    )
+
+    @model_validator(mode="after")
+    def _secure(self) -> Self:
+        check_security(self.security_protocol, self.tls, self.sasl)
+        return self
 
 
 class RuntimeSettings(_Strict):
@@ -474,6 +506,7 @@ class Settings(_Strict):
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")
@@ -493,6 +526,10 @@ class Settings(_Strict):
     def inbox(self) -> Path:
         return self.feeds.inbox or self.data_dir / "inbox"
 
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return self.privacy.pseudonym_key_file or self.data_dir / KEY_FILE
+
 
 def unauthenticated_outside_loopback(settings: Settings) -> str | None:
     """Why these settings must not run: an API reachable from the network with nobody signing in
@@ -505,6 +542,14 @@ def unauthenticated_outside_loopback(settings: Settings) -> str | None:
             "audience) or bind api.host to 127.0.0.1"
         )
     return None
+
+
+def _resolve_kafka_files(kafka: KafkaSettings, base: Path) -> None:
+    for section, names in ((kafka.tls, ("cafile", "certfile", "keyfile")), (kafka.sasl, ("password_file",))):
+        for name in names if section is not None else ():
+            value = getattr(section, name)
+            if value is not None and not value.is_absolute():
+                setattr(section, name, (base / value).resolve())
 
 
 def load_settings(path: Path, *, base: Path | None = None) -> Settings:
@@ -520,6 +565,13 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     if refused:
         line = lines.get(("api", "host")) or lines.get(("api",))
         raise ConfigError([f"{path}:{line}: api.host: {refused}"])
+    known = {f.id for f in settings.places.facilities}
+    for i, entry in enumerate(settings.mllp.client_facilities):
+        unknown = sorted(set(entry.facilities) - known)
+        if unknown:
+            line = line_of(lines, ("mllp", "client_facilities", i, "facilities"))
+            field = f"mllp.client_facilities.{i}.facilities"
+            raise ConfigError([f"{path}:{line}: {field}: unknown facility {', '.join(unknown)}"])
     base = base or path.resolve().parent
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
@@ -532,6 +584,10 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     inbox = settings.feeds.inbox
     if inbox is not None and not inbox.is_absolute():
         settings.feeds.inbox = (base / inbox).resolve()
+    key_file = settings.privacy.pseudonym_key_file
+    if key_file is not None and not key_file.is_absolute():
+        settings.privacy.pseudonym_key_file = (base / key_file).resolve()
+    _resolve_kafka_files(settings.runtime.kafka, base)
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
     for section in ("mllp", "api"):

@@ -36,6 +36,7 @@ from carescore.metrics import (
     WORKER_SAMPLES,
 )
 from carescore.transports import live_engine
+from carescore.transports.kafka.security import faust_credentials
 from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
@@ -100,6 +101,7 @@ def make_app(settings: Settings) -> faust.App:
     app = faust.App(
         kafka.app_id,
         broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=faust_credentials(kafka),
         store="memory://",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication,
