@@ -41,13 +41,8 @@ from connectors.hl7v2.mllp import FrameHandler, MLLPServer
 from connectors.hl7v2.senders import SenderFacilities
 from connectors.intake import Intake
 from connectors.replay import Replayer
-from engine.config import (
-    RateLimitSettings,
-    Settings,
-    TLSSettings,
-    is_loopback,
-    unauthenticated_outside_loopback,
-)
+from engine.config import Settings, unauthenticated_outside_loopback
+from engine.config_listeners import RateLimitSettings, TLSSettings, is_loopback
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)

@@ -6,22 +6,21 @@ next to its KPI definitions and data folder. Errors name file, line and field.
 
 from __future__ import annotations
 
-import ipaddress
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from engine.config_alerts import AlertSettings
+from engine.config_listeners import APISettings, MLLPSettings, is_loopback
 from engine.durations import Duration
 from engine.kafka_security import KafkaSASL, KafkaTLS, SecurityProtocol, check_security
 from engine.places import Places
 from engine.privacy import KEY_FILE, PrivacySettings
-from engine.secrets import secret_from
 from engine.timebounds import TimeBounds
-from engine.yamlconf import ConfigError, line_of, load_yaml, validate_file
+from engine.yamlconf import ConfigError, Strict, line_of, load_yaml, validate_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout: for tests, benchmarks and `make docs`; nothing a running carescore
@@ -33,64 +32,7 @@ def packaged_kpi_defs() -> Path:
     return Path(str(resources.files("kpi_defs")))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TLSSettings(_Strict):
-    cert: Path = Field(description="PEM certificate chain of this listener")
-    key: Path = Field(description="PEM private key")
-    client_ca: Path | None = Field(
-        default=None, description="when set, senders must present a certificate signed by this CA"
-    )
-
-
-class ClientFacilities(_Strict):
-    certificate: str = Field(
-        description="a client certificate's subject CN or one of its subjectAltName values (DNS, email, URI)"
-    )
-    facilities: list[str] = Field(min_length=1, description="facility ids (places) it may send for")
-
-
-class MLLPSettings(_Strict):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=2575, ge=0, le=65535)
-    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
-    idle_timeout: Duration = Field(
-        default=300.0, description="a connection that sends nothing this long is closed"
-    )
-    frame_timeout: Duration = Field(
-        default=30.0,
-        description="a frame must be complete this long after its first byte (a slow drip is cut off)",
-    )
-    max_connections: int = Field(
-        default=256, ge=1, description="open connections at once; more are refused with a log line"
-    )
-    allowed_facilities: list[str] = Field(
-        default_factory=list, description="sending facilities (MSH-4.1) accepted; empty: any"
-    )
-    tls: TLSSettings | None = None
-    plaintext_outside_loopback: bool = Field(
-        default=False,
-        description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
-    )
-    client_facilities: list[ClientFacilities] = Field(
-        default_factory=list,
-        description="with tls.client_ca: the facilities each client certificate may send for, checked on "
-        "the facility every event resolves to; a certificate named by no entry may send nothing",
-    )
-
-    @model_validator(mode="after")
-    def _encrypted_off_loopback(self) -> Self:
-        if self.enabled:
-            _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "mllp")
-        if self.client_facilities and (self.tls is None or self.tls.client_ca is None):
-            raise ValueError("mllp.client_facilities needs mllp.tls.client_ca (senders' certificates)")
-        return self
-
-
-class HL7Settings(_Strict):
+class HL7Settings(Strict):
     unused_triggers: Literal["accept", "reject"] = Field(
         default="accept",
         description="ADT trigger events no KPI uses (A31, A45, ...): accept answers AA and counts "
@@ -98,7 +40,7 @@ class HL7Settings(_Strict):
     )
 
 
-class DeadLetterSettings(_Strict):
+class DeadLetterSettings(Strict):
     max_rows: int = Field(
         default=100_000, ge=100, description="dead letters kept; the oldest are dropped (counted) beyond it"
     )
@@ -107,168 +49,7 @@ class DeadLetterSettings(_Strict):
     )
 
 
-def is_loopback(host: str) -> bool:
-    """Only this machine can reach a listener bound here."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _plaintext_refused(host: str, tls: TLSSettings | None, allowed: bool, section: str) -> None:
-    """A listener reachable from the network carries PHI and credentials: TLS, or an explicit
-    statement that a TLS-terminating proxy on the same host stands in front of it."""
-    if tls is None and not allowed and not is_loopback(host):
-        raise ValueError(
-            f"{section}.host {host!r} is reachable from the network but {section}.tls is not set; "
-            f"give {section}.tls (cert, key) or, only behind a TLS-terminating proxy, set "
-            f"{section}.plaintext_outside_loopback: true"
-        )
-
-
-RoleName = Literal["viewer", "clinician", "ops", "integration", "admin"]
-OidcAlgorithm = Literal["RS256", "ES256", "PS256"]
-_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
-
-
-def check_idp_url(value: str, what: str) -> str:
-    """An IdP address: https, or http on the loopback only (a local Keycloak in tests)."""
-    parts = urlsplit(value)
-    if parts.scheme == "https" or (parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_NAMES):
-        if not parts.hostname:
-            raise ValueError(f"{what} {value!r} has no host")
-        return value
-    raise ValueError(f"{what} must be an https URL (http only on the loopback, for tests): {value!r}")
-
-
-class OidcSettings(BaseModel):
-    """Where bearer tokens come from and how to read them (api/security/oidc.py verifies them).
-    Durations as elsewhere: 30s, 10m, or seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str = Field(
-        description="the IdP's issuer, exactly as in its tokens' iss, e.g. https://login.example/realms/x"
-    )
-    audience: str = Field(description="what the API's tokens carry in aud, e.g. carescore-api")
-    page_client_id: str | None = Field(
-        default=None,
-        description="the IdP's public client the scorecard page signs in with (authorization code + "
-        "PKCE S256; redirect URI: the page's address /), e.g. carescore-page; none: the page cannot sign in",
-    )
-    jwks_url: str | None = Field(
-        default=None, description="the issuer's JWKS; default: jwks_uri of its .well-known document"
-    )
-    roles_claim: str = Field(
-        default="roles", description="claim with the roles; dots for nested: realm_access.roles"
-    )
-    role_map: dict[str, RoleName] = Field(
-        default_factory=dict,
-        description="IdP role or group name -> carescore role; empty: the names are carescore's own",
-    )
-    units_claim: str = Field(default="units", description="claim with the user's units (or their groups)")
-    unit_prefix: str = Field(
-        default="", description="keep only values with this prefix, without it (groups: '/units/')"
-    )
-    unit_map: dict[str, str] = Field(
-        default_factory=dict, description="IdP value (e.g. an Entra group id) -> carescore unit id"
-    )
-    name_claims: tuple[str, ...] = ("preferred_username", "name", "email")
-    leeway: Duration = Field(default=30.0, description="clock skew allowed on exp, nbf, iat")
-    jwks_cache_ttl: Duration = Field(default=600.0, description="the JWKS is fetched again after this")
-    jwks_refetch_interval: Duration = Field(
-        default=10.0, description="an unknown key id refetches the JWKS at most this often"
-    )
-    algorithms: tuple[OidcAlgorithm, ...] = ("RS256", "ES256", "PS256")
-    http_timeout: Duration = 5.0
-    max_token_bytes: int = Field(default=16384, gt=0)
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return check_idp_url(value, "issuer")
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _jwks(cls, value: str | None) -> str | None:
-        return None if value is None else check_idp_url(value, "jwks_url")
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one algorithm (RS256, ES256, PS256)")
-        return value
-
-    @property
-    def discovery_url(self) -> str:
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
-class AuthSettings(_Strict):
-    """Who may call the API. Without `oidc` the API must be bound to the loopback (or run the demo),
-    and a request without credentials acts as the local operator (admin); integration tokens
-    (`carescore token create`) work either way."""
-
-    oidc: OidcSettings | None = Field(
-        default=None, description="bearer JWTs from this issuer (Keycloak, Entra ID, Okta, ADFS)"
-    )
-    max_silence: Duration = Field(
-        default=24 * 3600.0, description="longest silence ops may create (admins may create longer)"
-    )
-    audit_retention: Duration = Field(
-        default=365 * 86400.0, description="audit entries older than this are deleted"
-    )
-
-
-class RateSettings(_Strict):
-    rate: float = Field(gt=0, description="requests per second, per caller, refilled continuously")
-    burst: int = Field(ge=1, description="requests a caller may send at once after a quiet spell")
-
-
-class RateLimitSettings(_Strict):
-    """Per caller (the signed-in principal; the client address while no credentials are accepted):
-    past the limit, 429 with Retry-After. The defaults are far above what the demo, a page or an
-    interface engine sends; they stop a runaway script."""
-
-    enabled: bool = True
-    ingest: RateSettings = Field(
-        default_factory=lambda: RateSettings(rate=500.0, burst=5000),
-        description="every write: FHIR, feed uploads, ack, silences, replay",
-    )
-    reads: RateSettings = Field(
-        default_factory=lambda: RateSettings(rate=200.0, burst=2000),
-        description="every read: KPIs, the scorecard, reports, alerts, /metrics, the stream",
-    )
-
-
-class APISettings(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    tls: TLSSettings | None = Field(default=None, description="HTTPS for the API and the scorecard page")
-    plaintext_outside_loopback: bool = Field(
-        default=False,
-        description="allow a non-loopback host without tls (only behind a TLS-terminating proxy)",
-    )
-    docs: bool = Field(
-        default=False, description="serve the OpenAPI document and its pages (/openapi.json, /docs, /redoc)"
-    )
-    trusted_hosts: list[str] = Field(
-        default_factory=list,
-        description="Host header values accepted (e.g. scorecard.hospital.org); empty: any",
-    )
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
-
-    @model_validator(mode="after")
-    def _encrypted_off_loopback(self) -> Self:
-        _plaintext_refused(self.host, self.tls, self.plaintext_outside_loopback, "api")
-        return self
-
-
-class EngineSettings(_Strict):
+class EngineSettings(Strict):
     tick: Duration = Field(default=1.0, description="how often windows close and alerts evaluate")
     idle_timeout: Duration = Field(
         default=60.0, description="a source quiet this long advances its watermark by wall clock"
@@ -290,90 +71,7 @@ class EngineSettings(_Strict):
         return TimeBounds(self.max_future, self.max_age)
 
 
-_FILE = "an absolute path to a file holding it (a Docker/Kubernetes secret), instead of the value"
-_ENV = "the environment variable holding it, instead of the value"
-
-
-class WebhookSettings(_Strict):
-    name: str = "webhook"
-    url: str = Field(description="a token in its query string is redacted in errors and logs")
-    timeout: Duration = 5.0
-    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for the signature header")
-    secret_file: Path | None = Field(default=None, description=f"secret: {_FILE}")
-    secret_env: str | None = Field(default=None, description=f"secret: {_ENV}")
-    routed: bool = Field(
-        default=False,
-        description="false: every alert change (integrations); true: notices to people with a pager id",
-    )
-
-    @model_validator(mode="after")
-    def _secret(self) -> Self:
-        self.secret = secret_from("secret", self.secret, self.secret_file, self.secret_env)
-        return self
-
-
-class EmailSettings(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=25, ge=1, le=65535)
-    sender: str = Field(description="From: address, e.g. carescore@hospital.example")
-    starttls: bool = False
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = Field(default=None, description=f"password: {_FILE}")
-    password_env: str | None = Field(default=None, description=f"password: {_ENV}")
-    timeout: Duration = 10.0
-
-    @model_validator(mode="after")
-    def _secret(self) -> Self:
-        self.password = secret_from("password", self.password, self.password_file, self.password_env)
-        if self.password is not None and not self.starttls:
-            raise ValueError("a password is sent to the SMTP relay only over TLS: set starttls: true")
-        return self
-
-
-class AlertmanagerSettings(_Strict):
-    url: str = Field(description="Alertmanager base URL, e.g. http://127.0.0.1:9093")
-    resend_every: Duration = Field(default=60.0, description="firing alerts are re-sent this often")
-
-
-class FeedRule(_Strict):
-    name: str = Field(description="what people call the feed, e.g. 'EMR HL7 interface'")
-    source: Literal["hl7v2", "fhir", "feed"]
-    events: str | None = Field(
-        default=None, description="only event types starting with this, e.g. nursecall."
-    )
-    stale_after: Duration = Field(description="quiet this long is an outage")
-    per: Literal["facility", "unit"] = Field(default="facility", description="one alert per facility or unit")
-    severity: Literal["warning", "critical"] = "critical"
-
-
-class AlertSettings(_Strict):
-    routes: Path | None = Field(default=None, description="routes.yaml (default: alerts/routes.yaml)")
-    database: SecretStr | None = Field(
-        default=None,
-        description="postgresql://user:password@host/db to share alerts between processes (default: "
-        "SQLite, data_dir); its password is redacted in errors and logs",
-    )
-    database_file: Path | None = Field(default=None, description=f"database: {_FILE}")
-    database_env: str | None = Field(default=None, description=f"database: {_ENV}")
-    webhooks: list[WebhookSettings] = Field(default_factory=list)
-    email: EmailSettings | None = None
-    alertmanager: AlertmanagerSettings | None = None
-    feeds: list[FeedRule] = Field(
-        default_factory=lambda: [FeedRule(name="HL7 v2 interface", source="hl7v2", stale_after=900.0)],
-        description="data feeds whose silence is an alert (and inhibits the KPI alerts fed by them)",
-    )
-    base_url: str | None = Field(default=None, description="the scorecard's address, for links in notices")
-    max_attempts: int = Field(default=8, ge=1)
-    retry_backoff: Duration = 1.0
-
-    @model_validator(mode="after")
-    def _secret(self) -> Self:
-        self.database = secret_from("database", self.database, self.database_file, self.database_env)
-        return self
-
-
-class DemoSettings(_Strict):
+class DemoSettings(Strict):
     enabled: bool = Field(
         default=False,
         description="simulated hospital traffic into this carescore (the packaged defaults turn it on; "
@@ -387,7 +85,7 @@ class DemoSettings(_Strict):
     )
 
 
-class FHIRSettings(_Strict):
+class FHIRSettings(Strict):
     experience_questionnaires: list[str] = Field(
         default_factory=lambda: ["hcahps", "patient-experience", "experience", "satisfaction"],
         description="QuestionnaireResponse.questionnaire containing one of these is an experience survey",
@@ -406,14 +104,14 @@ class FHIRSettings(_Strict):
     )
 
 
-class FHIRLimits(_Strict):
+class FHIRLimits(Strict):
     max_body_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, description="largest POST /fhir body; larger gets 413"
     )
     max_entries: int = Field(default=10_000, ge=1, description="most entries in one Bundle; more gets 413")
 
 
-class FeedSettings(_Strict):
+class FeedSettings(Strict):
     inbox: Path | None = Field(
         default=None, description="watched folder for feed files; default <data_dir>/inbox"
     )
@@ -427,7 +125,7 @@ class FeedSettings(_Strict):
     )
 
 
-class ScorecardSettings(_Strict):
+class ScorecardSettings(Strict):
     status: Literal["worst", "weighted"] = Field(
         default="worst",
         description="a perspective's status: the worst of its KPIs, or their weighted mean",
@@ -442,7 +140,7 @@ class ScorecardSettings(_Strict):
     )
 
 
-class KafkaSettings(_Strict):
+class KafkaSettings(Strict):
     bootstrap: str = Field(default="127.0.0.1:9092", description="the brokers, host:port[,host:port]")
     partitions: int = Field(default=8, ge=1, description="of the events topic: the most workers that help")
     replication: int = Field(
@@ -475,7 +173,7 @@ class KafkaSettings(_Strict):
         return self
 
 
-class RuntimeSettings(_Strict):
+class RuntimeSettings(Strict):
     kind: Literal["embedded", "kafka"] = Field(
         default="embedded",
         description="embedded: one process, local event log; kafka: topics and Faust workers",
@@ -483,7 +181,7 @@ class RuntimeSettings(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 
-class Settings(_Strict):
+class Settings(Strict):
     data_dir: Path = Path("var/carescore")
     kpi_defs: Path = Field(default_factory=packaged_kpi_defs)
     timezone: str = Field(

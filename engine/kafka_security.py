@@ -12,14 +12,12 @@ import os
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
+
+from engine.yamlconf import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class KafkaTLS(_Strict):
+class KafkaTLS(Strict):
     cafile: Path | None = Field(
         default=None, description="PEM CA bundle the brokers' certificates are checked against"
     )
@@ -35,7 +33,7 @@ class KafkaTLS(_Strict):
         return self
 
 
-class KafkaSASL(_Strict):
+class KafkaSASL(Strict):
     mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     username: str
     password_file: Path | None = Field(default=None, description="file holding the password (one line)")
