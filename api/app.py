@@ -19,6 +19,7 @@ from api.routers import (
     compare,
     compliance,
     dead_letters,
+    forecasts,
     kpis,
     measures,
     objectives,
@@ -35,6 +36,7 @@ from api.security.auth import Auth
 ROUTERS = (
     ops,
     kpis,
+    forecasts,
     reports,
     measures,
     scorecard,
