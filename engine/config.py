@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.forecast import ForecastSettings
 from engine.places import Places
 from engine.timebounds import TimeBounds
 from engine.yamlconf import ConfigError, load_yaml, validate_file
@@ -417,6 +418,7 @@ class Settings(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
+    forecasts: ForecastSettings = Field(default_factory=ForecastSettings)
     fhir: FHIRSettings = Field(default_factory=FHIRSettings)
     fhir_limits: FHIRLimits = Field(default_factory=FHIRLimits)
     hl7: HL7Settings = Field(default_factory=HL7Settings)
