@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from alerts.routes import load_routes
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
 from engine.config import Settings
@@ -140,3 +141,12 @@ async def test_forecast_follows_the_trend_with_nested_intervals_and_fires_before
     await history_has(api, 46)
     resolved = await wait_for(lambda: forecast_alert("resolved"), timeout=60)
     assert resolved["id"] == fired["id"]
+
+
+def test_default_routes_send_a_forecast_alert_to_the_unit_charge_nurse_only() -> None:
+    """alerts/routes.yaml: kind forecast matches its own route (charge nurse, no escalation),
+    not the KPI route that escalates to the nurse manager and the house supervisor."""
+    labels = {"kind": "forecast", "kpi": "lab_tat_stat", "perspective": "internal_process"}
+    labels |= {"facility": "DEMO", "department": "critical_care", "unit": "ICU", "severity": "warning"}
+    routes = load_routes(None).route_for(labels)
+    assert [(r.name, list(r.receivers), r.escalate) for r in routes] == [("forecast", ["charge_nurse"], [])]
