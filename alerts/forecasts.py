@@ -7,8 +7,9 @@ bound when lower is better) is compared with the threshold over the horizon. Bre
 `forecasts.for` fires the alert (with `forecasts.severity`); it resolves when the forecast no
 longer reaches the threshold, or when the KPI has reached it (its own alert has it then).
 
-check() fits a model per series (about 0.1-0.3 s each): the runtime calls it in a thread every
-`forecasts.every`, for at most `forecasts.max_series` series, never on the event loop.
+check() fits a model per series (tens to hundreds of ms each, BENCHMARKS.md): the runtime
+calls it in a thread every `forecasts.every`, for at most `forecasts.max_series` series, never
+on the event loop.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The model is statsmodels' ETS (exponential smoothing state space, Hyndman et al.
 simple (A,N,N), Holt's linear trend (A,A,N) and damped trend (A,Ad,N), the one with the
 lowest AICc kept, with the analytic 80 % and 95 % intervals of the additive-error models.
 Why statsmodels and not statsforecast: statsforecast depends on statsmodels anyway and adds
-numba, llvmlite, fugue and pyarrow (README: Forecasts). Nothing here is a home-made model:
+numba, llvmlite and fugue (README: Forecasts). Nothing here is a home-made model:
 this module only turns history into a regular series and reads the fitted model.
 
 A series is the KPI's closed windows at one place, one value per window end (the KPI's

@@ -30,7 +30,8 @@ import pytest
 from alerts.routes import load_routes
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.config import Settings
+from engine.config import Settings, load_settings
+from engine.yamlconf import ConfigError
 from tests.labserver import order, result
 from tests.test_e2e_embedded import wait_for
 
@@ -150,3 +151,18 @@ def test_default_routes_send_a_forecast_alert_to_the_unit_charge_nurse_only() ->
     labels |= {"facility": "DEMO", "department": "critical_care", "unit": "ICU", "severity": "warning"}
     routes = load_routes(None).route_for(labels)
     assert [(r.name, list(r.receivers), r.escalate) for r in routes] == [("forecast", ["charge_nurse"], [])]
+
+
+def test_a_bad_forecasts_block_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "carescore.yaml"
+    config.write_text("demo: {enabled: false}\nforecasts:\n  enabled: true\n  interval: 90\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert f"{config}:4: forecasts.interval" in str(refused.value)
+    config.write_text("forecasts:\n  horizon: soon\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert f"{config}:2: forecasts.horizon" in str(refused.value)
+    config.write_text("forecasts:\n  enabled: true\n  for: 15m\n")
+    assert load_settings(config).forecasts.for_ == 900  # 15 x 60 s
+    assert Settings().forecasts.enabled is False  # off unless the settings say so (BENCHMARKS.md)
