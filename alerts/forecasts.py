@@ -56,6 +56,7 @@ class ForecastWatch:
         self.history = history
         self.unit_types = unit_types or {}
         self.watches: dict[tuple[str, GroupKey], Watch] = {}
+        self.passes = 0  # passes completed since start
 
     def restore(self, firing: Iterable[Alert]) -> None:
         """Forecast alerts firing before a restart stay firing (no second notice)."""
@@ -103,6 +104,7 @@ class ForecastWatch:
                 continue
             if change is not None:
                 out.append(change)
+        self.passes += 1
         return out
 
     def _step(self, kpi: KpiDefinition, place: GroupKey, now: float) -> Change | None:

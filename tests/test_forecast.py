@@ -20,6 +20,7 @@ critical 75; 55 is below both, so no threshold alert can be firing while the for
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,22 +59,30 @@ async def send_labs(svc: Service, labs: list[tuple[int, float]], tag: str) -> No
 
 
 @pytest.fixture
-async def carescore(
-    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
-) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    svc = Service(
-        settings_for(
-            kpi_defs=kpi_dir(WINDOW_KPI),
-            engine={"idle_timeout": "1h"},  # windows close on event time only
-            forecasts={"enabled": True, "every": "1s", "for": "0s", "kpis": ["lab_tat_stat"]},
-        )
+def forecasting(settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]) -> Settings:
+    """Forecast alerts on for lab_tat_stat, a pass every second, firing at once (for 0s)."""
+    return settings_for(
+        kpi_defs=kpi_dir(WINDOW_KPI),
+        engine={"idle_timeout": "1h"},  # windows close on event time only
+        forecasts={"enabled": True, "every": "1s", "for": "0s", "kpis": ["lab_tat_stat"]},
     )
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    svc = Service(settings)
     await svc.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.api_port}", timeout=30) as api:
             yield svc, api
     finally:
         await svc.stop()
+
+
+@pytest.fixture
+async def carescore(forecasting: Settings) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    async with running(forecasting) as both:
+        yield both
 
 
 ICU = {"facility": "DEMO", "department": "critical_care", "unit": "ICU"}
@@ -86,6 +95,11 @@ async def history_has(api: httpx.AsyncClient, windows: int) -> list[dict[str, An
 
     found: list[dict[str, Any]] = await wait_for(ready, timeout=60)
     return found
+
+
+async def forecast_alert(api: httpx.AsyncClient, state: str | None) -> dict[str, Any] | None:
+    alerts = (await api.get("/api/v1/alerts", params={"state": state} if state else {})).json()["alerts"]
+    return next((a for a in alerts if a["kind"] == "forecast" and a["unit"] == "ICU"), None)
 
 
 async def test_forecast_follows_the_trend_with_nested_intervals_and_fires_before_the_breach(
@@ -126,11 +140,7 @@ async def test_forecast_follows_the_trend_with_nested_intervals_and_fires_before
     assert bad.status_code == 422
 
     # the forecast alert: fired before any breach (55 closed, 56 live < warning 60: no KPI alert)
-    async def forecast_alert(state: str) -> dict[str, Any] | None:
-        alerts = (await api.get("/api/v1/alerts", params={"state": state})).json()["alerts"]
-        return next((a for a in alerts if a["kind"] == "forecast" and a["unit"] == "ICU"), None)
-
-    fired = await wait_for(lambda: forecast_alert("firing"), timeout=60)
+    fired = await wait_for(lambda: forecast_alert(api, "firing"), timeout=60)
     assert fired["kpi"] == "lab_tat_stat" and fired["severity"] == "warning" and fired["threshold"] == 75
     assert "forecast to breach 75.0 min within 2h, 80 % interval" in fired["summary"]
     alerts = (await api.get("/api/v1/alerts")).json()["alerts"]
@@ -140,8 +150,30 @@ async def test_forecast_follows_the_trend_with_nested_intervals_and_fires_before
     # last resulted at B + 5 x 46 + 2 = B + 232 min, before NOW, which is B + 240..244)
     await send_labs(svc, [(i, 10) for i in range(37, 47)], "B")
     await history_has(api, 46)
-    resolved = await wait_for(lambda: forecast_alert("resolved"), timeout=60)
+    resolved = await wait_for(lambda: forecast_alert(api, "resolved"), timeout=60)
     assert resolved["id"] == fired["id"]
+
+
+async def test_a_firing_forecast_alert_survives_a_restart_and_resolves_later(forecasting: Settings) -> None:
+    """The same rising series (20..55 closed): fired, carescore stopped and started on the same
+    data folder; passes after the restart still forecast the breach, and no second alert fires
+    (the restored one is known as firing); when turnaround comes down it is that alert that
+    resolves, which only a watch that knew it was firing can do."""
+    async with running(forecasting) as (svc, api):
+        await send_labs(svc, RISING, "A")
+        fired = await wait_for(lambda: forecast_alert(api, "firing"), timeout=60)
+    async with running(forecasting) as (svc, api):
+        watch = svc.runtime.forecasts
+        await wait_for(lambda: _async(watch.passes >= 2), timeout=60)
+        alerts = (await api.get("/api/v1/alerts")).json()["alerts"]
+        assert [(a["id"], a["state"]) for a in alerts if a["kind"] == "forecast"] == [(fired["id"], "firing")]
+        await send_labs(svc, [(i, 10) for i in range(37, 47)], "B")
+        resolved = await wait_for(lambda: forecast_alert(api, "resolved"), timeout=60)
+        assert resolved["id"] == fired["id"]
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 def test_default_routes_send_a_forecast_alert_to_the_unit_charge_nurse_only() -> None:
