@@ -91,6 +91,7 @@ bench: install kafka-fetch
 	$(PY) bench/mimic_mllp.py
 	$(PY) bench/mimic_backfill.py
 	$(PY) bench/kafka_worker.py
+	$(PY) bench/forecast_backtest.py
 
 fuzz: install
 	$(PY) tests/fuzz/run.py

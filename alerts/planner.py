@@ -233,8 +233,8 @@ class Planner:
 
     # -- holding back --------------------------------------------------------------------
     def inhibited(self, alert: Alert) -> str | None:
-        """Why a KPI alert says nothing now (a feed it depends on has stopped), or None."""
-        if alert.kind != "kpi":
+        """Why a KPI or forecast alert says nothing now (a feed it depends on has stopped), or None."""
+        if alert.kind not in ("kpi", "forecast"):
             return None
         return self.stale(alert.kpi, alert.place)
 

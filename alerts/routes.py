@@ -1,7 +1,7 @@
 """Who hears about which alert: routes.yaml, validated at start.
 
     routes:       first match wins (unless continue: true); match on kpi, perspective,
-                  facility, department, unit, severity, kind (kpi | feed | action)
+                  facility, department, unit, severity, kind (kpi | feed | action | forecast)
     roles:        who holds a role: the on-shift staff with that role in the alert's unit,
                   department or facility (from the staffing feed), else a static fallback;
                   scope owner: the alert's owner (an overdue action's), else the fallback

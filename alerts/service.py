@@ -190,6 +190,18 @@ class AlertService:
             self._wake.set()
         return changes
 
+    def take(self, changes: list[Change], now: float | None = None) -> None:
+        """Changes made elsewhere (forecast alerts, alerts/forecasts.py): recorded and routed
+        like the evaluator's."""
+        if not changes:
+            return
+        now = self.clock() if now is None else now
+        for c in changes:
+            TRANSITIONS.labels(c.kind).inc()
+        self.recorder.hold(changes, now)
+        self.tick(now)
+        self._wake.set()
+
     def _stale(self, kpi: str, place: GroupKey) -> str | None:
         sources, types = self.depends_on(kpi)
         return self.feeds.inhibits(sources, types, place)

@@ -22,6 +22,7 @@ from api.routers import (
     compare,
     compliance,
     dead_letters,
+    forecasts,
     initiatives,
     kpis,
     measures,
@@ -43,6 +44,7 @@ from api.security.ratelimit import RateLimiter
 ROUTERS = (
     ops,
     kpis,
+    forecasts,
     reports,
     measures,
     scorecard,

@@ -217,6 +217,8 @@ class Service:
         self._tasks.append(keep("tick", self.runtime.run_ticks))
         self._tasks.append(keep("loopwatch", self.loop_watch.run))
         self._tasks.append(keep("alerts", self.runtime.alerts.run))
+        if self.settings.forecasts.enabled:
+            self._tasks.append(keep("forecasts", self.runtime.run_forecasts))
         if self.settings.feeds.watch:
             self.watcher.prepare()
             self._tasks.append(keep("inbox", self.watcher.run))

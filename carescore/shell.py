@@ -9,6 +9,7 @@ Connectors and the API see only this interface: publish, tick, report, health, c
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import time
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from alerts.forecasts import ForecastWatch
 from carescore.alerting import build_alert_service
 from carescore.supervisor import ComponentState
 from connectors.deadletters import DeadLetterStore
@@ -27,11 +29,14 @@ from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, load_catalogue
 from engine.events import EventBase
+from engine.forecast import MAX_GAP, MAX_POINTS
 from engine.history import History
 from engine.reports import Level, ReportRow
+from engine.samples import GroupKey, Sample
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
+FORECAST_WINDOWS = MAX_POINTS + MAX_GAP
 
 
 class DataDirBusy(RuntimeError):
@@ -91,6 +96,25 @@ class RuntimeShell:
         self.alerts = build_alert_service(
             self.settings, self.catalogue, engine, self.board, data, self.dead_letters, sources_of
         )
+        self.forecasts = ForecastWatch(
+            self.settings.forecasts, self.catalogue, self._history_of, self.places.unit_types()
+        )
+        self.forecasts.restore(self.alerts.firing())
+
+    def _history_of(self, kpi: str, place: GroupKey) -> list[Sample]:
+        """A place's closed windows of a KPI, as many as a forecast uses."""
+        level = "unit" if place[2] else "department" if place[1] else "facility"
+        f, d, u = place
+        return self.history.query(kpi, facility=f, department=d, unit=u, level=level, limit=FORECAST_WINDOWS)
+
+    async def run_forecasts(self) -> None:
+        """Forecast alerts (settings forecasts:), every `forecasts.every`, fitted in a thread."""
+        every = self.settings.forecasts.every
+        while True:
+            live = list(self.board.current)  # copied here: the loop changes the board
+            changes = await asyncio.to_thread(self.forecasts.check, self.clock(), live)
+            self.alerts.take(changes)
+            await asyncio.sleep(every)
 
     # -- what a transport provides -------------------------------------------------------------
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.config_alerts import AlertSettings
 from engine.config_listeners import APISettings, MLLPSettings, is_loopback
 from engine.durations import Duration
+from engine.forecast import ForecastSettings
 from engine.kafka_security import KafkaSASL, KafkaTLS, SecurityProtocol, check_security
 from engine.places import Places
 from engine.privacy import KEY_FILE, PrivacySettings
@@ -198,6 +199,7 @@ class Settings(Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     scorecard: ScorecardSettings = Field(default_factory=ScorecardSettings)
+    forecasts: ForecastSettings = Field(default_factory=ForecastSettings)
     fhir: FHIRSettings = Field(default_factory=FHIRSettings)
     fhir_limits: FHIRLimits = Field(default_factory=FHIRLimits)
     hl7: HL7Settings = Field(default_factory=HL7Settings)

@@ -48,6 +48,7 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/kpis"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}/history"): P.VIEW_HISTORY,
+    ("GET", "/api/v1/kpis/{kpi_id}/forecast"): P.VIEW_HISTORY,  # a model of the history
     ("GET", "/api/v1/reports/{kpi_id}"): P.VIEW_REPORTS,
     ("GET", "/api/v1/measures/{kpi_id}"): P.VIEW_KPIS,  # the definition, as a FHIR Measure
     ("GET", "/api/v1/measure-reports/{kpi_id}"): P.VIEW_REPORTS,  # a period report, in FHIR
