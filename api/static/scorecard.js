@@ -34,23 +34,6 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function sparkline(trend) {
-  const values = trend.map((t) => t.value).filter((v) => v !== null);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "trend");
-  svg.setAttribute("viewBox", "0 0 100 24");
-  if (values.length < 2) return svg;
-  const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
-  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 100},${22 - ((v - lo) / span) * 20}`);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", pts.join(" "));
-  line.setAttribute("fill", "none");
-  line.setAttribute("stroke", "#2b6cb0");
-  line.setAttribute("stroke-width", "1.5");
-  svg.append(line);
-  return svg;
-}
-
 function fillPlaces(places) {
   const select = $("#group");
   select.innerHTML = "";
@@ -87,11 +70,13 @@ function renderScorecard(card) {
       const meta = [`target ${fmt(k.target, k.unit)}`];
       if (k.benchmark && k.benchmark.value !== null) meta.push(`benchmark ${fmt(k.benchmark.value, k.unit)}`);
       meta.push(`n=${k.n}`);
+      const history = el("button", { class: "history", type: "button", "aria-label": `History of ${k.name}` }, "History");
+      history.addEventListener("click", () => window.carescoreHistory.open(k, current, api));
       box.append(
         el("div", { class: "kpi", "data-kpi": k.id },
           el("span", { class: "name" }, k.name, " ", el("span", { class: `status ${k.status}` }, k.status.replace("_", " "))),
-          el("span", { class: "value" }, shown(k)),
-          el("span", { class: "meta" }, meta.join(" · "), " ", sparkline(k.trend)))
+          el("span", { class: "value", "aria-label": `${k.name}: ${shown(k)}` }, shown(k)),
+          el("span", { class: "meta" }, meta.join(" · "), " ", history))
       );
     }
     root.append(box);
@@ -99,21 +84,30 @@ function renderScorecard(card) {
   $("#asof").textContent = `as of ${new Date(card.as_of).toLocaleTimeString()}`;
 }
 
+// Firing alerts nobody has acknowledged are the list to act on; acknowledged ones fold away.
 function renderAlerts(alerts) {
-  const list = $("#alert-list");
+  const list = $("#alert-list"), acked = $("#acked-list");
   list.innerHTML = "";
-  if (!alerts.length) { list.append(el("li", { class: "empty" }, "none")); return; }
-  for (const a of alerts) {
-    const item = el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary);
-    if (a.acked_by) {
-      item.append(el("span", { class: "acked" }, `acknowledged by ${a.acked_by}`));
-    } else {
-      const button = el("button", { class: "ack", type: "button" }, "Acknowledge");
-      button.addEventListener("click", () => acknowledge(a.id));
-      item.append(button);
-    }
-    list.append(item);
+  acked.innerHTML = "";
+  const open = alerts.filter((a) => !a.acked_by);
+  if (!open.length) list.append(el("li", { class: "empty" }, "none"));
+  for (const a of open) {
+    const button = el("button", { class: "ack", type: "button", "aria-label": `Acknowledge: ${a.summary}` }, "Acknowledge");
+    button.addEventListener("click", () => acknowledge(a.id));
+    list.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary, button));
   }
+  for (const a of alerts.filter((x) => x.acked_by)) {
+    acked.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary,
+      el("span", { class: "acked" }, `acknowledged by ${a.acked_by}`)));
+  }
+  $("#acked-count").textContent = String(alerts.length - open.length);
+}
+
+// A message the user must see (a refused acknowledgement): the alert region reads it out.
+function notify(text) {
+  const notice = $("#notice");
+  notice.textContent = text;
+  notice.hidden = !text;
 }
 
 async function acknowledge(id) {
@@ -123,7 +117,11 @@ async function acknowledge(id) {
   const res = await api(`/api/v1/alerts/${id}/ack`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note ? { note } : {}),
   });
-  if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
+  if (res.ok) notify("");
+  else {
+    const p = await res.json().catch(() => ({}));
+    notify(`Not acknowledged (${res.status} ${p.title || ""}): ${p.detail || "refused"}`);
+  }
   refresh();
 }
 
@@ -148,6 +146,8 @@ async function refresh() {
     $("#asof").textContent = `cannot show the scorecard: ${err.message || err}`;
   }
 }
+
+$("#history-close").addEventListener("click", () => window.carescoreHistory.close());
 
 window.carescoreSignIn.start().then(
   (signedIn) => {
