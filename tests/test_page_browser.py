@@ -5,7 +5,6 @@ on a tablet. Screenshots go to test-artifacts/ (CARESCORE_TEST_ARTIFACTS to put 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,30 +14,13 @@ import httpx
 import pytest
 
 from carescore.serve import Service
-from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.config import REPO_ROOT, Settings
+from engine.config import Settings
+from tests.browser import WAIT, expect, opened, send, shot
 from tests.test_e2e_embedded import admit, now, stat_pair, wait_for
 
-playwright_api = pytest.importorskip("playwright.async_api")
-expect = playwright_api.expect
+pytest_plugins = ("tests.browser",)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (make system-deps), never `playwright install`
-ARTIFACTS = Path(os.environ.get("CARESCORE_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
-WAIT = 20_000  # ms: the page polls every 5 s; a condition not met in 20 s is a failure
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is absent: `make system-deps` installs Debian's chromium")
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.fixture
@@ -52,27 +34,6 @@ async def running(
         yield svc
     finally:
         await svc.stop()
-
-
-def shot(name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS / f"{name}.png"
-
-
-async def send(svc: Service, *messages: str) -> None:
-    async with MLLPClient("127.0.0.1", svc.mllp.port) as client:
-        for message in messages:
-            assert ack_code(await client.send(message)) == "AA"
-
-
-async def opened(browser: Any, svc: Service, **context: Any) -> Any:
-    page = await (await browser.new_context(**context)).new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    await page.goto(f"http://127.0.0.1:{svc.api_port}/")
-    await expect(page.get_by_role("combobox", name="Place")).to_be_visible()
-    return page
 
 
 async def test_picking_a_unit_and_an_admission_moves_its_occupancy(browser: Any, running: Service) -> None:

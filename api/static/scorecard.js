@@ -7,16 +7,20 @@ let current = { facility: null, department: null, unit: null };
 let placesLoaded = false;
 let token = null; // the access token (null in local mode: no credentials needed)
 
-// fetch with the token; a refused token (expired) signs in again.
+// fetch with the token; a refused token (expired) is renewed once (signin.js: refresh token, else
+// sign in again) and the request sent again. Requests refused together share one renewal.
+let renewing = null;
 async function api(path, init = {}) {
-  const headers = { ...(init.headers || {}) };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...init, headers });
-  if (response.status === 401 && token) {
-    token = null;
-    await window.carescoreSignIn.renew();
-  }
-  return response;
+  const send = () => {
+    const headers = { ...(init.headers || {}) };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return fetch(path, { ...init, headers });
+  };
+  const response = await send();
+  if (response.status !== 401 || !token) return response;
+  renewing = renewing || window.carescoreSignIn.renew().finally(() => { renewing = null; });
+  token = await renewing;
+  return send();
 }
 
 function fmt(value, unit) {
