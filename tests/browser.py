@@ -1,6 +1,7 @@
 """Debian's Chromium driven by Playwright, for the page tests: `pytest_plugins = ("tests.browser",)`
 gives the `browser` fixture; opened() loads the page of a running carescore and records its script
-errors; shot() names a screenshot under test-artifacts/ (CARESCORE_TEST_ARTIFACTS elsewhere)."""
+and console errors (page.errors); shot() names a screenshot under test-artifacts/
+(CARESCORE_TEST_ARTIFACTS puts them elsewhere)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ async def opened(browser: Any, svc: Service, **context: Any) -> Any:
     page = await (await browser.new_context(**context)).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # and what the console reports as errors: a CSP refusal (uPlot's styles, a script), a failed request
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.errors = errors
     await page.goto(f"http://127.0.0.1:{svc.api_port}/")
     await expect(page.get_by_role("combobox", name="Place")).to_be_visible()
