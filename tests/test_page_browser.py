@@ -147,6 +147,10 @@ async def test_acknowledging_an_alert_by_keyboard_takes_it_off_the_list(
             break
     assert "group" in reached and reached[-1] == "ack", reached
     assert reached.index("group") < reached.index("ack")
+    # the page re-renders every 5 s: the focus stays on that alert's button through a refresh
+    shown = await page.locator("#asof").text_content()
+    await expect(page.locator("#asof")).not_to_have_text(shown or "", timeout=WAIT)
+    await expect(button).to_be_focused()
     notes: list[str] = []
 
     async def answer(dialog: Any) -> None:

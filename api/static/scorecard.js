@@ -136,6 +136,16 @@ async function json(response) {
   throw new Error(`${response.status} ${problem.title || ""} ${problem.detail || ""}`.trim());
 }
 
+// Each refresh replaces the KPI and alert buttons: the one that had the keyboard focus gets it
+// back, so a keyboard user is not thrown to the top of the page every 5 s.
+function focusedButton() {
+  const active = document.activeElement;
+  const host = active && active.tagName === "BUTTON" ? active.closest("[data-kpi], [data-alert]") : null;
+  if (!host) return null;
+  const [attr, value] = host.dataset.kpi ? ["data-kpi", host.dataset.kpi] : ["data-alert", host.dataset.alert];
+  return `[${attr}="${CSS.escape(value)}"] button.${CSS.escape(active.classList[0])}`;
+}
+
 async function refresh() {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
@@ -144,8 +154,10 @@ async function refresh() {
       api(`/api/v1/scorecard?${q}`).then(json),
       api("/api/v1/alerts?state=firing").then(json),
     ]);
+    const focused = focusedButton();
     renderScorecard(card);
     renderAlerts(alerts.alerts);
+    if (focused) document.querySelector(focused)?.focus();
   } catch (err) {
     $("#asof").textContent = `cannot show the scorecard: ${err.message || err}`;
   }
