@@ -25,9 +25,10 @@ help:
 	@echo "make dashboards   regenerate the Grafana dashboards (deploy/grafana) and the KPI target/benchmark rules"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
-# alert store), Prometheus (promtool checks the deploy config). Their packaged services are
-# stopped: tests start their own on 127.0.0.1.
-SYSTEM_PACKAGES := prometheus-alertmanager postgresql prometheus
+# alert store), Prometheus (promtool checks the deploy config), Chromium (Playwright drives the
+# scorecard page with executable_path=/usr/bin/chromium; no `playwright install`). Their
+# packaged services are stopped: tests start their own on 127.0.0.1.
+SYSTEM_PACKAGES := prometheus-alertmanager postgresql prometheus chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(PY):
