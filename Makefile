@@ -5,14 +5,19 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Every package at the version and hashes of the lock (make lock), for Python 3.11 on x86-64 Linux:
+# dev.txt for the checkout (runtime, test and dev extras); runtime.txt and build.txt (setuptools, to
+# build the wheel) for the image (deploy/Dockerfile).
+LOCK := requirements/dev.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: help install system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs dashboards clean
+.PHONY: help install lock audit system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs dashboards clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
 	@echo "make test    install what the tests need and run them"
 	@echo "make bench   run the benchmarks in bench/ and write BENCHMARKS.md"
+	@echo "make lock    regenerate requirements/*.txt (pinned, with hashes) from pyproject.toml;  make audit  pip-audit them"
 	@echo "make kafka-up / kafka-down   a local Kafka broker (KRaft) on 127.0.0.1:9092 (Maven + Java 17)"
 	@echo "make keycloak-up / keycloak-down   a local Keycloak (test realm carescore) on 127.0.0.1:8180 (Maven + Java 21+)"
 	@echo "make fuzz    fuzz the HL7 parser, receiver and MLLP framing for a few minutes (var/fuzz/report.md)"
@@ -20,20 +25,49 @@ help:
 	@echo "make dashboards   regenerate the Grafana dashboards (deploy/grafana) and the KPI target/benchmark rules"
 
 # Debian packages the tests run for real: Alertmanager (its channel), PostgreSQL (the shared
-# alert store), Prometheus (promtool checks the deploy config). Their packaged services are
-# stopped: tests start their own on 127.0.0.1.
-SYSTEM_PACKAGES := prometheus-alertmanager postgresql prometheus
+# alert store), Prometheus (promtool checks the deploy config), Chromium (Playwright drives the
+# scorecard page with executable_path=/usr/bin/chromium; no `playwright install`). Their
+# packaged services are stopped: tests start their own on 127.0.0.1.
+SYSTEM_PACKAGES := prometheus-alertmanager postgresql prometheus chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --upgrade pip "setuptools>=77"
-	$(PY) -m pip install -q -e ".[test,dev]"
+# Nothing unhashed: the lock's packages (pip and setuptools included), then carescore itself built
+# with that setuptools (no build isolation, which would fetch one unchecked). pip check fails when
+# pyproject.toml asks for something the lock does not have: run make lock.
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check || { echo "the lock is out of step with pyproject.toml: make lock"; exit 1; }
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+LOCK_FLAGS ?=
+UV_COMPILE := $(LOCK_FLAGS) --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --no-header --quiet
+
+# Regenerate the locks from pyproject.toml: pins already in them are kept (a new requirement adds
+# only what it needs); `make lock LOCK_FLAGS=--upgrade` moves everything to the newest versions
+# pyproject.toml allows. runtime.txt and build.txt are held to dev.txt's versions, so the image
+# runs what the tests ran.
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra postgres $(UV_COMPILE) -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra postgres -c requirements/dev.txt $(UV_COMPILE) -o requirements/runtime.txt
+	echo "setuptools>=77" | $(VENV)/bin/uv pip compile - -c requirements/dev.txt $(UV_COMPILE) -o requirements/build.txt
+
+# Known vulnerabilities of every locked version, from OSV (pip-audit's default source; --strict: a
+# package it cannot look up fails too). PyPI's per-release JSON, pip-audit's other source, is not
+# served through this build machine's registry access, and OSV is not reachable from it: here the
+# audit says so and is skipped; anywhere OSV answers it runs, and a vulnerability fails make test.
+audit: install
+	@if $(PY) -c "import socket; socket.create_connection(('api.osv.dev', 443), 10)" 2>/dev/null; then \
+		$(VENV)/bin/pip-audit --strict --require-hashes --disable-pip --progress-spinner off \
+			-r requirements/runtime.txt -r requirements/dev.txt; \
+	else \
+		echo "make audit: SKIPPED, the vulnerability service api.osv.dev cannot be reached from this machine"; \
+	fi
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,7 +80,7 @@ system-deps:
 run: install
 	$(VENV)/bin/carescore run $(if $(CONFIG),--config $(CONFIG))
 
-test: install system-deps kafka-fetch keycloak-fetch
+test: install audit system-deps kafka-fetch keycloak-fetch
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
@@ -58,6 +92,7 @@ bench: install kafka-fetch
 	$(PY) bench/mimic_mllp.py
 	$(PY) bench/mimic_backfill.py
 	$(PY) bench/kafka_worker.py
+	$(PY) bench/forecast_backtest.py
 
 fuzz: install
 	$(PY) tests/fuzz/run.py

@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+from engine.secrets import MASK, redact_url
 from engine.sqlite import SQLiteFile
 
 Row = dict[str, Any]
@@ -51,6 +53,10 @@ TYPES = {
         "blob": "BYTEA",
     },
 }
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The alert database could not be connected to; the message holds no password."""
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -151,7 +157,20 @@ class PostgresDatabase(_Serialised):
                 "alerts.database is PostgreSQL: install psycopg (pip install 'carescore[postgres]')"
             ) from exc
         self._lock = threading.Lock()
-        self._connect: Callable[[], Any] = lambda: psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+        def connect() -> Any:
+            """psycopg's errors name the server, not the password; the URL is redacted and any echo of
+            the password masked anyway, and the original (its traceback holds the URL) not chained."""
+            try:
+                return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+            except psycopg.Error as exc:
+                said = str(exc)
+                password = urlsplit(url).password
+                if password:
+                    said = said.replace(password, MASK)
+                raise DatabaseUnavailable(f"alerts.database {redact_url(url)}: {said.strip()}") from None
+
+        self._connect: Callable[[], Any] = connect
         self._conn = self._connect()
         self._tx = _PostgresTx(self._conn)
         self._closed = False

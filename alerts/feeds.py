@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from alerts.model import Change
-from engine.config import FeedRule
+from engine.config_alerts import FeedRule
 from engine.durations import format_duration
 from engine.events import EventBase
 from engine.samples import GroupKey

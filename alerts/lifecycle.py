@@ -50,6 +50,7 @@ def fired(c: Change, now: float) -> Alert:
         started_at=iso(c.started),
         fired_at=iso(now),
         summary=c.summary,
+        owner=c.labels.get("owner"),
     )
 
 
@@ -116,6 +117,8 @@ def restore(alert: Alert, evaluator: Evaluator, feeds: FeedWatch) -> tuple[str, 
     started = ts(alert.started_at)
     if name == UNKNOWN_PLACES_ALERT:  # resolved at the first check unless codes come again
         feeds.restored_unknown = (place, started)
+    elif alert.kind == "action":  # the plan watch takes it from the store's firing alerts
+        pass
     elif alert.kind == "feed":
         parts = name.split(":", 1)
         feed_key = (parts[1] if len(parts) > 1 else "", place[0], place[2] or "")

@@ -70,7 +70,7 @@ class Alert:
     acked_by: str | None = None
     ack_note: str | None = None
     summary: str
-    kind: str = "kpi"  # kpi | feed
+    kind: str = "kpi"  # kpi | feed | action (an overdue action or missed milestone)
     name: str | None = None  # the KPI id, or feed_stale:<source>
     perspective: str | None = None
     source: str | None = None
@@ -79,6 +79,7 @@ class Alert:
     notified_at: str | None = None  # people's first notice delivered
     last_notified_at: float | None = None
     reminders: int = 0
+    owner: str | None = None  # an action plan alert's owner (staff id), routed by scope: owner
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Alert:

@@ -37,9 +37,14 @@ class Directory:
         self.config = config
         self.roster = roster or (lambda _role: [])
 
-    def resolve(self, role_id: str, place: GroupKey) -> list[Contact]:
+    def resolve(self, role_id: str, place: GroupKey, owner: str | None = None) -> list[Contact]:
         role = self.config.roles[role_id]
         facility, department, unit = place
+        if role.scope == "owner":
+            if owner is not None and owner in self.config.people:
+                return [Contact(owner, role_id, self.config.people[owner], False)]
+            fallback = role.fallback.get(facility, [])
+            return [Contact(s, role_id, self.config.people[s], False) for s in fallback]
         wanted = {"unit": unit, "department": department, "facility": facility}[role.scope]
         if wanted is None:  # e.g. a facility-wide alert for a per-unit role: nobody in particular
             return []

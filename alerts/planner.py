@@ -80,14 +80,14 @@ class Planner:
             "event": event,
             "kind": alert.kind,
             "kpi": alert.kpi,
-            "kpi_name": kpi.name if kpi else f"Data feed stopped: {(alert.name or '').split(':', 1)[-1]}",
+            "kpi_name": kpi.name if kpi else _title(alert),
             "perspective": alert.perspective,
             "severity": alert.severity,
             "facility": alert.facility,
             "department": alert.department,
             "unit": alert.unit,
             "value": alert.value,
-            "unit_of_measure": kpi.unit if kpi else "min quiet",
+            "unit_of_measure": kpi.unit if kpi else ("min quiet" if alert.kind == "feed" else "h overdue"),
             "threshold": alert.threshold,
             "target": kpi.target if kpi else None,
             "direction": kpi.direction.value if kpi else None,
@@ -120,7 +120,7 @@ class Planner:
         who: list[str] = []
         seen: set[str] = set()
         for role in roles:
-            for contact in self.directory.resolve(role, place):
+            for contact in self.directory.resolve(role, place, alerts[0].owner):
                 if contact.staff_id in seen:
                     continue
                 seen.add(contact.staff_id)
@@ -233,8 +233,8 @@ class Planner:
 
     # -- holding back --------------------------------------------------------------------
     def inhibited(self, alert: Alert) -> str | None:
-        """Why a KPI alert says nothing now (a feed it depends on has stopped), or None."""
-        if alert.kind != "kpi":
+        """Why a KPI or forecast alert says nothing now (a feed it depends on has stopped), or None."""
+        if alert.kind not in ("kpi", "forecast"):
             return None
         return self.stale(alert.kpi, alert.place)
 
@@ -263,3 +263,11 @@ class Planner:
                     route, moment, self.zone
                 ), f"mute window ({', '.join(route.mute)})"
         return None
+
+
+def _title(alert: Alert) -> str:
+    """What a notice calls an alert that is not a KPI's: a stopped feed; an overdue action or
+    missed milestone by its summary (which one, due when: the owner must know which)."""
+    if alert.kind == "feed":
+        return f"Data feed stopped: {(alert.name or '').split(':', 1)[-1]}"
+    return alert.summary

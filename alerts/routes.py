@@ -1,9 +1,10 @@
 """Who hears about which alert: routes.yaml, validated at start.
 
     routes:       first match wins (unless continue: true); match on kpi, perspective,
-                  facility, department, unit, severity, kind (kpi | feed)
+                  facility, department, unit, severity, kind (kpi | feed | action | forecast)
     roles:        who holds a role: the on-shift staff with that role in the alert's unit,
-                  department or facility (from the staffing feed), else a static fallback
+                  department or facility (from the staffing feed), else a static fallback;
+                  scope owner: the alert's owner (an overdue action's), else the fallback
     people:       contact details by staff id (email, pager); never patient data
     mute_windows: local times when notifications wait (e.g. shift change), then go out
 
@@ -53,7 +54,7 @@ class Route(_Strict):
     match: Matchers = Field(default_factory=dict)
     receivers: list[str] = Field(min_length=1, description="roles notified when the alert fires")
     escalate: list[Tier] = Field(default_factory=list, description="tiers, in order of `after`")
-    group_by: list[Literal["facility", "department", "unit", "kind"]] = Field(
+    group_by: list[Literal["facility", "department", "unit", "kind", "owner"]] = Field(
         default=["facility", "unit"],
         description="alerts with the same values here, firing within group_wait, go out together",
     )
@@ -74,8 +75,9 @@ class Route(_Strict):
 
 
 class Role(_Strict):
-    scope: Literal["unit", "department", "facility"] = Field(
-        description="held per unit (charge nurse), department (nurse manager) or facility"
+    scope: Literal["unit", "department", "facility", "owner"] = Field(
+        description="held per unit (charge nurse), department (nurse manager) or facility; owner: "
+        "the alert's owner (an overdue action's), fallback by facility when not in people"
     )
     roster_role: str | None = Field(
         default=None, description="the role's name in the staffing feed (default: the role's id)"

@@ -88,6 +88,7 @@ MIGRATIONS = {
         "notified_at": "TEXT",
         "last_notified_at": "{real}",
         "reminders": "INTEGER NOT NULL DEFAULT 0",
+        "owner": "TEXT",
     },
     "outbox": {
         "event": "TEXT",

@@ -28,6 +28,7 @@ from typing import Any
 from alerts import lifecycle
 from alerts.channels import Channel
 from alerts.channels.alertmanager import AlertmanagerChannel
+from alerts.db import open_database
 from alerts.dispatcher import Dispatcher, OnFailed
 from alerts.evaluator import Evaluator
 from alerts.feeds import FEED_ALERT, FeedWatch
@@ -35,6 +36,8 @@ from alerts.metrics import TRANSITIONS, UNSTORED
 from alerts.model import Alert, Change
 from alerts.people import Directory
 from alerts.planner import Gathering, Planner, Step
+from alerts.plans.store import PlanStore
+from alerts.plans.watch import PlanWatch
 from alerts.recorder import Recorder
 from alerts.retry import Retry, StoreGuard, StoreUnavailable, log
 from alerts.routes import RoutesConfig
@@ -97,6 +100,11 @@ class AlertService:
         self._alert_retry: dict[str, Retry] = {}  # escalation/reminder writes that failed
         self.feeds.seen.update(store.load_feeds())
         self.recorder.restore(self.evaluator, self.feeds, self.clock())
+        # action plans live in the alert store's database, on a connection of their own: the API's
+        # writes and the overdue check neither wait on nor hide the alert store's faults
+        self.plans = PlanStore(open_database(store.target, store.busy_timeout), clock)
+        self.plan_watch = PlanWatch(self.plans, catalogue)
+        self.plan_watch.restore(store.active())
 
     # -- settings the parts share (tests and the runtime change them in place) -------------
     @property
@@ -164,7 +172,7 @@ class AlertService:
     # -- evaluation ------------------------------------------------------------------------
     def observe(self, samples: list[Sample], now: float | None = None) -> list[Change]:
         now = self.clock() if now is None else now
-        changes = self.feeds.check(now)
+        changes = self.feeds.check(now) + self.plan_watch.check(now)
         if self.feeds.down:  # a KPI whose feed has stopped shows stale data: not evaluated
             fresh = []
             for s in samples:
@@ -181,6 +189,18 @@ class AlertService:
         if changes:
             self._wake.set()
         return changes
+
+    def take(self, changes: list[Change], now: float | None = None) -> None:
+        """Changes made elsewhere (forecast alerts, alerts/forecasts.py): recorded and routed
+        like the evaluator's."""
+        if not changes:
+            return
+        now = self.clock() if now is None else now
+        for c in changes:
+            TRANSITIONS.labels(c.kind).inc()
+        self.recorder.hold(changes, now)
+        self.tick(now)
+        self._wake.set()
 
     def _stale(self, kpi: str, place: GroupKey) -> str | None:
         sources, types = self.depends_on(kpi)
@@ -308,6 +328,9 @@ class AlertService:
         """Alerts, newest first (state: firing or resolved)."""
         return self.store.query(state, limit)
 
+    def started_between(self, start: str, end: str) -> list[Alert]:
+        return self.store.started_between(start, end)
+
     def get(self, alert_id: str) -> Alert | None:
         return self.store.get(alert_id)
 
@@ -362,7 +385,8 @@ class AlertService:
         self.feeds.observe(events, now)
 
     def close_store(self) -> None:
-        """Last, after close(): the store's connection."""
+        """Last, after close(): the store's connections."""
+        self.plans.db.close()
         self.store.close()
 
     async def close(self) -> None:

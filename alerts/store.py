@@ -58,6 +58,8 @@ class OutboxItem:
 
 class AlertStore:
     def __init__(self, target: Path | str, *, busy_timeout: float = 5.0):
+        self.target = target  # the action plans open their own connection to it (alerts/plans/)
+        self.busy_timeout = busy_timeout
         self.db: Database = open_database(target, busy_timeout)
         schema.create(self.db)
 
@@ -171,6 +173,15 @@ class AlertStore:
         sql += " ORDER BY fired_at DESC LIMIT ?"
         args.append(limit)
         return [Alert.from_row(r) for r in self.db.query(sql, args)]
+
+    def started_between(self, start: str, end: str) -> list[Alert]:
+        """Alerts whose breach began in [start, end) (ISO 8601 UTC, as started_at is stored, so
+        the text order is the time order), oldest first: a period's review lists them."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE started_at >= ? AND started_at < ? ORDER BY started_at, id",
+            (start, end),
+        )
+        return [Alert.from_row(r) for r in rows]
 
     def active(self) -> list[Alert]:
         return self.query("firing", limit=100000)

@@ -10,38 +10,53 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.backend import Backend, Replayer
+from api.content_types import ContentTypeCheck
 from api.headers import SecurityHeaders
 from api.metrics import kpi_registry
 from api.problems import install
 from api.routers import (
+    actions,
     alerts,
+    analysis,
     audit,
     compare,
     compliance,
     dead_letters,
+    forecasts,
+    initiatives,
     kpis,
     measures,
     objectives,
     ops,
     page,
     reports,
+    reviews,
+    saved_views,
     scorecard,
     silences,
     stream,
 )
+from api.saved_views import ViewRows
 from api.security.audit import AuditLog, AuditMiddleware
 from api.security.auth import Auth
+from api.security.ratelimit import RateLimiter
 
 ROUTERS = (
     ops,
     kpis,
+    forecasts,
     reports,
     measures,
     scorecard,
+    saved_views,
     objectives,
     compare,
     compliance,
+    reviews,
     alerts,
+    actions,
+    initiatives,
+    analysis,
     silences,
     dead_letters,
     audit,
@@ -59,11 +74,15 @@ def create_app(
     trusted_hosts: list[str] | None = None,
     auth: Auth | None = None,
     audit_log: AuditLog | None = None,
+    views: ViewRows | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """docs: the interactive pages /docs and /redoc (the OpenAPI document itself is always
     served: integrations and schema checks read it); trusted_hosts: Host values accepted;
     auth: who may call (default: the local operator only, for a loopback API); audit_log: where
-    writes and reads of patient-level data are recorded (api/security/audit.py)."""
+    writes and reads of patient-level data are recorded (api/security/audit.py); views: where
+    saved scorecard views are kept (None: the built-in views only); rate_limiter: requests per
+    caller (api/security/ratelimit.py; None: unlimited)."""
     app = FastAPI(
         title="carescore",
         version="0.1.0",
@@ -71,6 +90,7 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
     )
+    app.add_middleware(ContentTypeCheck)  # inside the audit log: a refused write is audited too
     if audit_log is not None:
         app.add_middleware(AuditMiddleware, log_to=audit_log)
     auth = auth or Auth(local=True)
@@ -82,6 +102,8 @@ def create_app(
     app.state.replayer = replayer
     app.state.auth = auth
     app.state.audit = audit_log
+    app.state.views = views
+    app.state.rate_limiter = rate_limiter
     app.state.kpi_registry = kpi_registry(backend)
     for module in ROUTERS:
         app.include_router(module.router)

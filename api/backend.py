@@ -30,12 +30,64 @@ class AlertRecord(Protocol):
     def as_json(self) -> dict[str, Any]: ...
 
 
+class Plans(Protocol):
+    """Action plans (alerts/plans/store.py): actions, initiatives with milestones, analyses per
+    KPI per period. Rows are the API's JSON; refusals raise ValueError with `field` and `status`."""
+
+    def create_action(self, fields: Mapping[str, Any], actor: str) -> dict[str, Any]: ...
+
+    def get_action(self, action_id: str) -> dict[str, Any] | None: ...
+
+    def list_actions(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def update_action(self, action_id: str, fields: Mapping[str, Any], actor: str) -> dict[str, Any]: ...
+
+    def events(self, kind: str, item_id: str) -> list[dict[str, Any]]: ...
+
+    def markers(
+        self, kpi: str, place: Mapping[str, str | None], start: float | None, end: float | None
+    ) -> list[dict[str, Any]]: ...
+
+    def create_initiative(
+        self, fields: Mapping[str, Any], milestones: Sequence[Mapping[str, Any]], actor: str
+    ) -> dict[str, Any]: ...
+
+    def get_initiative(self, initiative_id: str) -> dict[str, Any] | None: ...
+
+    def list_initiatives(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def update_initiative(
+        self, initiative_id: str, fields: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def add_milestone(
+        self, initiative_id: str, milestone: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def update_milestone(
+        self, initiative_id: str, milestone_id: str, fields: Mapping[str, Any], actor: str
+    ) -> dict[str, Any]: ...
+
+    def put_analysis(
+        self, kpi: str, period: str, place: tuple[str, str, str], text: Mapping[str, str], author: str
+    ) -> dict[str, Any]: ...
+
+    def analysis(self, kpi: str, period: str, place: tuple[str, str, str]) -> dict[str, Any]: ...
+
+
 class Alerts(Protocol):
     """The alert service, as far as the API reads and acts on it."""
+
+    @property
+    def plans(self) -> Plans: ...
 
     def query(self, state: str | None = None, limit: int = 200) -> Sequence[AlertRecord]: ...
 
     def get(self, alert_id: str) -> AlertRecord | None: ...
+
+    def started_between(self, start: str, end: str) -> Sequence[AlertRecord]:
+        """Alerts whose breach began in [start, end) (ISO 8601 UTC), oldest first."""
+        ...
 
     def firing(self) -> Sequence[AlertRecord]: ...
 
@@ -96,6 +148,7 @@ class Backend(Protocol):
     scorecard: ScorecardSettings
     peers: Mapping[str, list[PeerBenchmark]]
     """peer benchmark sets by KPI id (scorecard.benchmarks)"""
+    small_cell_min: int  # privacy.small_cell_min: below it, viewers see patient-level values suppressed
 
     def health(self) -> dict[str, Any]: ...
 

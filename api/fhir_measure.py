@@ -20,7 +20,7 @@ denominator are its integrals, patient-seconds over bed-seconds, as /api/v1/repo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -159,7 +159,7 @@ def _population(code: str, amount: float | int | None) -> dict[str, Any]:
     return entry
 
 
-def _populations(scoring: str, row: ReportRow | None) -> list[dict[str, Any]]:
+def _counts(scoring: str, row: ReportRow | None) -> list[dict[str, Any]]:
     if row is None:
         return [_population(code, 0) for code in _population_codes(scoring)]
     if scoring == "continuous-variable":
@@ -175,7 +175,7 @@ def _populations(scoring: str, row: ReportRow | None) -> list[dict[str, Any]]:
     ]
 
 
-def _score(kpi: KpiDefinition, row: ReportRow | None) -> dict[str, Any] | None:
+def _score_of(kpi: KpiDefinition, row: ReportRow | None) -> dict[str, Any] | None:
     if row is None or row.value is None:
         return None
     return {"value": round(row.value, 6), "unit": kpi.unit, "system": UCUM, "code": ucum_code(kpi.unit)}
@@ -189,9 +189,20 @@ def measure_report(
     facility_rows: Sequence[ReportRow],
     unit_rows: Sequence[ReportRow],
     now: datetime,
+    hidden: Callable[[ReportRow], bool] = lambda _: False,
 ) -> dict[str, Any]:
-    """facility_rows and unit_rows: the period report by facility and by unit."""
+    """facility_rows and unit_rows: the period report by facility and by unit. A row `hidden`
+    says is suppressed (small cells, for viewers) is reported without counts and score."""
     scoring = scoring_of(kpi)
+
+    def _populations(scoring: str, row: ReportRow | None) -> list[dict[str, Any]]:
+        if row is not None and hidden(row):
+            return [_population(code, None) for code in _population_codes(scoring)]
+        return _counts(scoring, row)
+
+    def _score(kpi: KpiDefinition, row: ReportRow | None) -> dict[str, Any] | None:
+        return None if row is not None and hidden(row) else _score_of(kpi, row)
+
     facilities = sorted({r.group.facility for r in (*facility_rows, *unit_rows)})
     groups = []
     for facility in facilities:

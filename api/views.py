@@ -11,9 +11,34 @@ from fastapi import Depends, Request
 
 from api.backend import Backend
 from api.problems import Problem
+from api.security.auth import may
+from api.security.oidc import Principal
+from api.security.roles import Permission
 from engine.definitions import KpiDefinition
 from engine.samples import GroupKey, Sample
+from engine.smallcells import too_small
 from engine.windows import zone_of
+
+
+def hidden_below(backend: Backend, principal: Principal) -> int | None:
+    """The small-cell threshold k when this caller may not see small cells (a viewer), else None."""
+    return None if may(principal, Permission.VIEW_SMALL_CELLS) else backend.small_cell_min
+
+
+def shown(kpi: KpiDefinition, item: dict[str, Any], k: int | None) -> dict[str, Any]:
+    """A value as this caller may see it: suppressed (null, with the reason) when it rests on
+    a patient cell from 1 to k-1 (engine/smallcells.py)."""
+    if k is None or not too_small(kpi, item.get("n"), item.get("numerator"), item.get("denominator"), k):
+        return item
+    return {
+        **item,
+        "value": None,
+        "numerator": None,
+        "denominator": None,
+        "n": None,
+        "status": "suppressed",
+        "suppressed": f"computed from fewer than {k} patients (small-cell suppression)",
+    }
 
 
 def get_backend(request: Request) -> Backend:

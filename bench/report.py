@@ -54,3 +54,10 @@ def write_section(name: str, body: str) -> None:
     )
     FILE.write_text(text)
     print(block)
+
+
+def publish(name: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section, and write it into BENCHMARKS.md unless told not to."""
+    print(text)
+    if write:
+        write_section(name, text)

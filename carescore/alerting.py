@@ -24,6 +24,7 @@ from engine.board import KpiBoard
 from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue
+from engine.secrets import revealed
 
 
 def alert_event(change: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def build_alert_service(
     cfg = settings.alerts
     base_url = cfg.base_url or f"http://{settings.api.host}:{settings.api.port}"
     channels: list[Channel] = [
-        WebhookChannel(w.name, w.url, secret=w.secret, timeout=w.timeout, routed=w.routed)  # type: ignore[list-item]
+        WebhookChannel(w.name, w.url, secret=revealed(w.secret), timeout=w.timeout, routed=w.routed)  # type: ignore[list-item]
         for w in cfg.webhooks
     ]
     if cfg.email is not None:
@@ -77,7 +78,7 @@ def build_alert_service(
                 e.sender,
                 starttls=e.starttls,
                 username=e.username,
-                password=e.password,
+                password=revealed(e.password),
                 timeout=e.timeout,
                 base_url=base_url,
             )
@@ -93,7 +94,7 @@ def build_alert_service(
     departments = {(f, u.id): d for f, d, u in settings.places.units()}
     return AlertService(
         catalogue,
-        AlertStore(cfg.database or data / "alerts.sqlite"),
+        AlertStore(revealed(cfg.database) or data / "alerts.sqlite"),
         channels,
         routes=routes,
         directory=Directory(routes, engine.staff.holders),

@@ -364,7 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRIVATE_UMASK = 0o077
+"""Every file and folder carescore makes is its owner's only (0600 / 0700): the data folder
+holds dead letters with PHI, pseudonymised events and the pseudonym key."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

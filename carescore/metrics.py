@@ -4,6 +4,8 @@ api/metrics.py, so the engine itself defines none."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LOOP_LAG = Histogram(
@@ -28,3 +30,37 @@ WORKER_UNSAVED = Gauge(
     "carescore_worker_unsaved_events",
     "Events read since the partitions' last durable checkpoint (handed out again if this worker dies).",
 )
+
+WATERMARK_LAG = Gauge(
+    "carescore_watermark_lag_seconds",
+    "Wall clock minus the engine's watermark, by event source (hl7v2, fhir, feed): how long after "
+    "the fact windows fed by it close. A Kafka worker shows the worst of its partitions.",
+    ["source"],
+)
+KAFKA_CONSUMER_LAG = Gauge(
+    "carescore_kafka_consumer_lag_records",
+    "Records of an events partition not yet in this worker's engine: the partition's end offset "
+    "(high watermark) minus the next offset the engine takes.",
+    ["partition"],
+)
+_shown: dict[str, set[str]] = {}
+
+
+def show(gauge: Gauge, values: Mapping[str, float]) -> None:
+    """Set one-label gauge values and drop the labels no longer there (a partition revoked)."""
+    shown = _shown.setdefault(gauge._name, set())
+    for gone in shown - values.keys():
+        gauge.remove(gone)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+    shown.clear()
+    shown.update(values)
+
+
+def show_watermark_lags(engines: Iterable[Mapping[str, float]]) -> None:
+    """The worst watermark lag per source over this process's engines (Engine.watermark_lags)."""
+    worst: dict[str, float] = {}
+    for lags in engines:
+        for source, lag in lags.items():
+            worst[source] = max(lag, worst.get(source, 0.0))
+    show(WATERMARK_LAG, worst)

@@ -33,6 +33,7 @@ from connectors.replay import Replayed, Replayer
 from engine.bus import Published
 from engine.config import Settings
 from engine.events import EventBase
+from engine.privacy import pseudonyms_from
 from engine.progress import Progress
 
 IN_FLIGHT = 512  # inputs mapped and waiting for their group commit at once
@@ -187,7 +188,7 @@ def import_mimic(settings: Settings, folder: Path) -> None:
     from connectors.feeds.mimic import mimic_events  # polars: only for this command
 
     runtime = EmbeddedRuntime(settings)
-    pipeline = Pipeline(runtime, runtime.dead_letters)
+    pipeline = Pipeline(runtime, runtime.dead_letters, pseudonyms_from(settings.pseudonym_key_file))
     started = time.monotonic()
     batch: list[EventBase] = []
     stored = duplicates = 0

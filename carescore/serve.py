@@ -14,32 +14,41 @@ import logging
 import signal
 import ssl
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
+from alerts.views_store import ViewStore
 from api.app import create_app
 from api.problems import problem
 from api.security.audit import AuditLog
 from api.security.auth import Auth, require
 from api.security.oidc import OidcVerifier
+from api.security.ratelimit import Limit, RateLimiter
 from api.security.roles import Permission, Role
-from api.security.tokens import TokenStore
+from api.security.tokens import TokenInfo, TokenStore
 from carescore.loopwatch import LoopWatch
 from carescore.supervisor import Supervisor
 from carescore.transports.embedded import EmbeddedRuntime
 from connectors.feeds.http import UploadRefused, feeds_router
 from connectors.feeds.watch import FeedWatcher
 from connectors.fhir.http import fhir_router
-from connectors.hl7v2.mllp import MLLPServer
+from connectors.hl7v2.mllp import FrameHandler, MLLPServer
+from connectors.hl7v2.senders import SenderFacilities
 from connectors.intake import Intake
 from connectors.replay import Replayer
-from engine.config import Settings, TLSSettings, is_loopback, unauthenticated_outside_loopback
+from engine.config import Settings, unauthenticated_outside_loopback
+from engine.config_listeners import RateLimitSettings, TLSSettings, is_loopback
 from engine.yamlconf import ConfigError
 
 log = logging.getLogger(__name__)
+
+FIRST_ADMIN = "first start (demo admin)"
+FIRST_ADMIN_LIFETIME = 7 * 86400.0
 
 
 def server_tls(tls: TLSSettings | None) -> ssl.SSLContext | None:
@@ -86,6 +95,13 @@ def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:
     return auth, audit
 
 
+def rate_limiter(settings: RateLimitSettings) -> RateLimiter | None:
+    if not settings.enabled:
+        return None
+    ingest, reads = settings.ingest, settings.reads
+    return RateLimiter(Limit(ingest.rate, ingest.burst), Limit(reads.rate, reads.burst))
+
+
 def _ingest_target(request: Request) -> str | None:
     """What a feed upload writes to, for token scopes: feed:<name> (the list of feeds: none)."""
     if request.method != "POST":
@@ -119,6 +135,7 @@ class Service:
             max_connections=settings.mllp.max_connections,
             ssl_context=server_tls(settings.mllp.tls),
             on_unusable=self.intake.keep_unusable,
+            handler_for=self._handler_for(settings),
         )
         replayer = Replayer(settings, self.runtime, self.runtime.dead_letters)
         api = settings.api
@@ -130,6 +147,8 @@ class Service:
             trusted_hosts=api.trusted_hosts,
             auth=self.auth,
             audit_log=self.audit,
+            views=ViewStore(self.runtime.alerts.store.db),  # saved views beside the alerts
+            rate_limiter=rate_limiter(api.rate_limit),
         )
         self.fhir = self.intake.fhir
         fhir_ingest = require(Permission.INGEST, target=lambda _: "fhir")
@@ -139,7 +158,13 @@ class Service:
             dependencies=[Depends(require(Permission.INGEST, target=_ingest_target))],
         )
         self.app.add_exception_handler(UploadRefused, _refused)  # type: ignore[arg-type]
-        self.watcher = FeedWatcher(self.intake.feeds, settings.inbox, settings.feeds.poll)
+        self.watcher = FeedWatcher(
+            self.intake.feeds,
+            settings.inbox,
+            settings.feeds.poll,
+            retention=settings.feeds.retention,
+            purge_every=settings.privacy.purge_every,
+        )
         tls = settings.api.tls
         config = uvicorn.Config(
             self.app,
@@ -158,6 +183,15 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
         self.supervisor = Supervisor(self.runtime.components)
+
+    def _handler_for(self, settings: Settings) -> Callable[[dict[str, Any] | None], FrameHandler] | None:
+        """With mllp.client_facilities: each connection's frames checked against the facilities
+        its verified client certificate may send for."""
+        entries = settings.mllp.client_facilities
+        if not entries:
+            return None
+        senders = SenderFacilities((e.certificate, e.facilities) for e in entries)
+        return lambda cert: self.receiver.for_sender(senders.sender(cert))
 
     @property
     def api_port(self) -> int:
@@ -183,6 +217,8 @@ class Service:
         self._tasks.append(keep("tick", self.runtime.run_ticks))
         self._tasks.append(keep("loopwatch", self.loop_watch.run))
         self._tasks.append(keep("alerts", self.runtime.alerts.run))
+        if self.settings.forecasts.enabled:
+            self._tasks.append(keep("forecasts", self.runtime.run_forecasts))
         if self.settings.feeds.watch:
             self.watcher.prepare()
             self._tasks.append(keep("inbox", self.watcher.run))
@@ -247,13 +283,28 @@ class Service:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        print(self.banner(), file=sys.stderr, flush=True)
+        print(self.banner(self.first_admin_token()), file=sys.stderr, flush=True)
         failed = asyncio.create_task(self._watch())
         await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
         failed.cancel()
         await self.stop()
 
-    def banner(self) -> str:
+    def first_admin_token(self) -> tuple[TokenInfo, str] | None:
+        """The demo's one-time admin sign-in: on the first `carescore run` of a data folder with the
+        demo, no IdP and the API on the loopback, an admin integration token for scripts, printed
+        once in the banner (never logged; only its hash is kept) and expiring in a week. Requests
+        without credentials are the local operator there anyway; the token keeps a script working
+        once real sign-in is set up, until it expires or is revoked. Never in any other mode: a
+        printed admin credential must not outlive a demo on a laptop."""
+        tokens, settings = self.auth.tokens, self.settings
+        demo_on_laptop = self.auth.local and settings.demo.enabled and is_loopback(settings.api.host)
+        if not demo_on_laptop or tokens is None:
+            return None
+        if tokens.list():  # not the first start (a revoked or expired first token counts too)
+            return None
+        return tokens.create(FIRST_ADMIN, Role.ADMIN.value, expires_in=FIRST_ADMIN_LIFETIME)
+
+    def banner(self, admin: tuple[TokenInfo, str] | None = None) -> str:
         base = f"{self.scheme}://{self.settings.api.host}:{self.api_port}"
         lines = [
             "",
@@ -274,6 +325,14 @@ class Service:
         if self.auth.local and not is_loopback(self.settings.api.host):
             sign_in = "none (demo: every user is admin; simulated data only)"
         lines.append(f"    sign-in     {sign_in}")
+        if admin is not None:
+            info, token = admin
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.expires or 0))
+            lines += [
+                f"    admin token {token}",
+                "                shown once; for scripts: Authorization: Bearer <token>",
+                f"                valid until {until}; carescore token revoke {info.id} withdraws it",
+            ]
         lines += [
             f"    demo        {demo}",
             f"    data        {self.settings.data_dir}",

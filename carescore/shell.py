@@ -9,13 +9,16 @@ Connectors and the API see only this interface: publish, tick, report, health, c
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from alerts.forecasts import ForecastWatch
 from carescore.alerting import build_alert_service
 from carescore.supervisor import ComponentState
 from connectors.deadletters import DeadLetterStore
@@ -26,9 +29,14 @@ from engine.config import Settings
 from engine.core import Engine
 from engine.definitions import Catalogue, load_catalogue
 from engine.events import EventBase
+from engine.forecast import MAX_GAP, MAX_POINTS
 from engine.history import History
 from engine.reports import Level, ReportRow
+from engine.samples import GroupKey, Sample
 from engine.yamlconf import ConfigError
+
+log = logging.getLogger(__name__)
+FORECAST_WINDOWS = MAX_POINTS + MAX_GAP
 
 
 class DataDirBusy(RuntimeError):
@@ -57,18 +65,24 @@ class RuntimeShell:
         self.catalogue = catalogue or load_catalogue(settings.kpi_defs)
         self.places = settings.places
         self.scorecard = settings.scorecard
+        self.small_cell_min = settings.privacy.small_cell_min
         unknown = sorted(set(settings.scorecard.weights) - set(self.catalogue.kpis))
         if unknown:
             raise ConfigError([f"scorecard.weights: unknown KPI id(s) {', '.join(unknown)}"])
         self.peers = load_peer_benchmarks(settings.scorecard.benchmarks, self.catalogue.kpis)
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        try:
+            data.chmod(0o700)  # also a folder made before (or by another tool): it holds PHI
+        except PermissionError:  # another user's folder (a mounted volume): say so, run on
+            log.warning("data folder mode not changed to 0700 (not its owner)", extra={"data_dir": str(data)})
         self._lock = lock_data_dir(data)
         self.board = KpiBoard()
         self.dead_letters = DeadLetterStore(
             data / "deadletters.sqlite",
             max_rows=settings.dead_letters.max_rows,
             retention=settings.dead_letters.retention,
+            prune_every=settings.privacy.purge_every,
         )
         self.clock: Callable[[], float] = time.time  # tests drive time by replacing it
         self.ready = False
@@ -82,6 +96,25 @@ class RuntimeShell:
         self.alerts = build_alert_service(
             self.settings, self.catalogue, engine, self.board, data, self.dead_letters, sources_of
         )
+        self.forecasts = ForecastWatch(
+            self.settings.forecasts, self.catalogue, self._history_of, self.places.unit_types()
+        )
+        self.forecasts.restore(self.alerts.firing())
+
+    def _history_of(self, kpi: str, place: GroupKey) -> list[Sample]:
+        """A place's closed windows of a KPI, as many as a forecast uses."""
+        level = "unit" if place[2] else "department" if place[1] else "facility"
+        f, d, u = place
+        return self.history.query(kpi, facility=f, department=d, unit=u, level=level, limit=FORECAST_WINDOWS)
+
+    async def run_forecasts(self) -> None:
+        """Forecast alerts (settings forecasts:), every `forecasts.every`, fitted in a thread."""
+        every = self.settings.forecasts.every
+        while True:
+            live = list(self.board.current)  # copied here: the loop changes the board
+            changes = await asyncio.to_thread(self.forecasts.check, self.clock(), live)
+            self.alerts.take(changes)
+            await asyncio.sleep(every)
 
     # -- what a transport provides -------------------------------------------------------------
     async def start(self) -> None:

@@ -34,6 +34,7 @@ MAX_PENDING = 50_000
 BATCH_EVERY = 0.1
 """Seconds the writer waits for more letters before a batch (a flood becomes few transactions)."""
 PRUNE_EVERY = 600.0
+"""Default seconds between two retention passes (privacy.purge_every), also when no letters come."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -79,10 +80,18 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    def __init__(self, path: Path, *, max_rows: int = 100_000, retention: float = 30 * 86400.0):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int = 100_000,
+        retention: float = 30 * 86400.0,
+        prune_every: float = PRUNE_EVERY,
+    ):
         self.path = path
         self.max_rows = max_rows
         self.retention = retention
+        self.prune_every = prune_every
         self._file = SQLiteFile(path)
         self._lock = self._file.lock
         self._db = self._file.db
@@ -133,7 +142,7 @@ class DeadLetterStore:
         while True:
             with self._wake:
                 if not self._pending and not self._closed:
-                    self._wake.wait(PRUNE_EVERY)  # woken by add(); else a quiet spell: prune
+                    self._wake.wait(self.prune_every)  # woken by add(); else a quiet spell: prune
                 closed = self._closed
             if closed:
                 return
@@ -178,9 +187,9 @@ class DeadLetterStore:
             )
 
     def _prune(self) -> None:
-        """The cap as soon as it is passed; retention every PRUNE_EVERY seconds."""
+        """The cap as soon as it is passed; retention every prune_every seconds."""
         now = time.time()
-        if now - self._pruned >= PRUNE_EVERY:
+        if now - self._pruned >= self.prune_every:
             self._pruned = now
             cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention)).isoformat()
             old = self._db.execute("DELETE FROM dead_letters WHERE received_time < ?", (cutoff,)).rowcount

@@ -11,11 +11,13 @@ from connectors.hl7v2.receiver import HL7Receiver
 from connectors.pipeline import Pipeline
 from engine.bus import EventSink
 from engine.config import Settings
+from engine.privacy import pseudonyms_from
 
 
 class Intake:
     def __init__(self, settings: Settings, sink: EventSink, dead_letters: DeadLetterStore):
-        self.pipeline = Pipeline(sink, dead_letters)
+        pseudonyms = pseudonyms_from(settings.pseudonym_key_file)
+        self.pipeline = Pipeline(sink, dead_letters, pseudonyms)
         zone = settings.zone
         index = settings.places.index()
         self.hl7 = HL7Receiver(
@@ -24,11 +26,21 @@ class Intake:
             MapContext(settings.places, zone, bounds=settings.engine.bounds()),
             allowed_facilities=settings.mllp.allowed_facilities,
             unused_triggers=settings.hl7.unused_triggers,
+            pseudonyms=pseudonyms,
         )
         self.fhir = FHIRIngest(
-            sink, dead_letters, index, zone, settings.fhir, settings.engine.bounds(), settings.fhir_limits
+            sink,
+            dead_letters,
+            index,
+            zone,
+            settings.fhir,
+            settings.engine.bounds(),
+            settings.fhir_limits,
+            pseudonyms=pseudonyms,
         )
-        self.feeds = FeedIngest(sink, dead_letters, index, zone, settings.engine.bounds())
+        self.feeds = FeedIngest(
+            sink, dead_letters, index, zone, settings.engine.bounds(), pseudonyms=pseudonyms
+        )
 
     def keep_unusable(self, raw: bytes, reason: str) -> None:
         """MLLP data that is no message at all (junk between frames, an oversize or cut-off

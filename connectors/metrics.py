@@ -50,12 +50,18 @@ DEAD_LETTERS_DROPPED = Counter(
     "could not be written.",
     ["why"],
 )
+HL7_FACILITY_REFUSED = Counter(
+    "carescore_hl7_facility_refused",
+    "HL7 v2 messages answered AR because an event's facility is not one the client certificate "
+    "may send for (mllp.client_facilities).",
+)
 MLLP_REFUSED = Counter(
     "carescore_mllp_connections_refused",
     "MLLP connections closed on arrival because mllp.max_connections were already open.",
 )
 INBOX_FILES = Counter(
     "carescore_feed_inbox_files",
-    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished.",
+    "Files from the watched feed folder, by outcome: taken (done/), failed (failed/), vanished, "
+    "purged (past retention).",
     ["outcome"],
 )

@@ -5,6 +5,8 @@ canonical events or raises InputRejected, and renders its own answer (an ACK wit
 OperationOutcome, a feed file's row account). Everything between mapping and answering is
 here, once:
 
+- pseudonyms: patient and encounter identifiers are replaced by keyed pseudonyms
+  (engine/privacy.py) here, before any event reaches a runtime, its log, Kafka or a snapshot;
 - keys: what makes an input the same input again (an HL7 message's facility, control id and
   content; each FHIR or feed event's own source_id; an import batch's first and last event);
 - publishing: the sink's future without a coroutine per input when the sink offers one
@@ -30,6 +32,7 @@ from typing import Any
 from connectors.deadletters import DeadLetterStore
 from engine.bus import EventSink, Published
 from engine.events import EventBase
+from engine.privacy import Pseudonyms
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +114,15 @@ def counted(metric: Any, *labels: str) -> Any:
 
 # -- the pipeline -------------------------------------------------------------------------
 class Pipeline:
-    """Every connector over one sink and one dead-letter store."""
+    """Every connector over one sink and one dead-letter store.
 
-    def __init__(self, sink: EventSink, dead_letters: DeadLetterStore):
+    `pseudonyms`: what identifiers become before they are published; None keeps them as sent
+    (mapping tests only: every composition root, connectors/intake.py, passes the key's)."""
+
+    def __init__(self, sink: EventSink, dead_letters: DeadLetterStore, pseudonyms: Pseudonyms | None = None):
         self.sink = sink
         self.dead_letters = dead_letters
+        self.pseudonyms = pseudonyms
         # the sink probe, once: a future without a coroutine per input, and a blocking publish
         self._nowait: Callable[[str, list[EventBase]], asyncio.Future[Published]] | None = getattr(
             sink, "publish_nowait", None
@@ -125,6 +132,8 @@ class Pipeline:
     def publish(self, key: str, events: list[EventBase]) -> asyncio.Future[Published]:
         """The events under one key; the future resolves when they are durable (or raises
         StorageUnavailable)."""
+        if self.pseudonyms is not None:
+            events = self.pseudonyms.apply(events)
         if self._nowait is not None:
             return self._nowait(key, events)
         return asyncio.ensure_future(self.sink.publish(key, events))
@@ -146,6 +155,8 @@ class Pipeline:
         ingest_now, same de-duplication, one commit per batch."""
         if self._now is None:
             raise TypeError(f"{type(self.sink).__name__} takes no blocking imports")
+        if self.pseudonyms is not None:
+            events = self.pseudonyms.apply(events)
         return self._now(batch_key(events), events)
 
     def keep(

@@ -307,6 +307,11 @@ class Engine:
         """The sources (hl7v2, fhir, feed) whose events this KPI has been computed from."""
         return self._sources(self.operators.index(self.by_kpi[kpi_id]))
 
+    def watermark_lags(self, now: float) -> dict[str, float]:
+        """Seconds each source's watermark (idle advance included) is behind `now`: how long
+        after the fact the windows it feeds close. Keyed by source (hl7v2, fhir, feed) only."""
+        return {s: max(0.0, now - self.watermarks.of(s, now)) for s in self.watermarks.max_ts}
+
     def watermark_of(self, kpi_id: str, now: float) -> float | None:
         return self.watermarks.min_of(self._sources(self.operators.index(self.by_kpi[kpi_id])), now)
 

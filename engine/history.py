@@ -168,6 +168,11 @@ class History:
             ]
             db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
+    def series(self) -> list[SeriesKey]:
+        """Every (KPI, facility, department, unit) with stored windows ("" for a roll-up's level)."""
+        with self._file.lock:
+            return sorted(self._series)
+
     def rows(self) -> int:
         """Stored rows (runs), for the storage figures."""
         return int(self._file.query("SELECT count(*) FROM runs")[0][0])

@@ -6,15 +6,22 @@ knows the line. This module joins the two.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 Loc = tuple[str | int, ...]
+
+
+class Strict(BaseModel):
+    """A settings model: an unknown key is an error (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):
@@ -60,6 +67,40 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         return _compose(node, (), lines, yaml.SafeLoader("")), lines
     except ConfigError as exc:
         raise ConfigError([f"{path}:{p}" for p in exc.problems]) from exc
+
+
+def loaded(paths: Iterable[Path], problems: list[str]) -> Iterator[tuple[Path, Any, dict[Loc, int]]]:
+    """Each file's data and lines; a file that cannot be read or parsed adds its problems to
+    `problems` and is left out (so every file's problems are reported at once)."""
+    for path in paths:
+        try:
+            data, lines = load_yaml(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        yield path, data, lines
+
+
+def listed(
+    directory: Path, key: str, model: type[M], problems: list[str]
+) -> Iterator[tuple[Path, dict[Loc, int], Loc, M]]:
+    """The entries of `{key: [...]}` in every *.yaml / *.yml below directory (none if it does not
+    exist), each validated as `model`: (file, its lines, the entry's location, the entry); an
+    entry that is not valid adds its problems (file:line: field: what) and is left out."""
+    files = (
+        sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml")) if directory.is_dir() else []
+    )
+    for path, data, lines in loaded(files, problems):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            problems.append(f"{path}:1: {key}: expected a mapping {{{key}: [...]}}")
+            continue
+        for i, doc in enumerate(data[key]):
+            try:
+                entry = model.model_validate(doc)
+            except ValidationError as exc:
+                problems.extend(describe_errors(path, lines, exc, (key, i), data=doc))
+                continue
+            yield path, lines, (key, i), entry
 
 
 def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:

@@ -19,7 +19,8 @@ from alerts.people import Directory
 from alerts.routes import RoutesConfig
 from alerts.service import AlertService
 from alerts.store import AlertStore
-from engine.config import REPO_ROOT, FeedRule
+from engine.config import REPO_ROOT
+from engine.config_alerts import FeedRule
 from engine.definitions import Catalogue, load_catalogue
 from engine.samples import Group, GroupKey, Sample, Window
 

@@ -15,6 +15,8 @@ import yaml
 from engine.config import REPO_ROOT, Settings
 from engine.places import Places
 
+pytest.register_assert_rewrite("tests.browser")  # a plugin whose helpers tests also import
+
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 DEMO_PLACES: dict[str, Any] = yaml.safe_load((REPO_ROOT / "carescore" / "defaults.yaml").read_text())[

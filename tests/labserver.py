@@ -26,13 +26,14 @@ def hl7_time(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S") + "+0000"
 
 
-def order(pair: str, at: datetime) -> str:
+def order(pair: str, at: datetime, facility: str = FACILITY, unit: str = "ICUL") -> str:
+    """ORM^O01 new STAT order: ORC-9 order time, TQ1-9 priority S, PV1-3 the unit."""
     t = hl7_time(at)
     return "\r".join(
         [
-            f"MSH|^~\\&|EPIC|{FACILITY}|CARESCORE|{FACILITY}|{t}||ORM^O01^ORM_O01|O{pair}|P|2.5.1",
-            f"PID|1||P{pair}^^^{FACILITY}^MR||Doe^Pat||19600101|F",
-            f"PV1|1|I|ICUL^1^01^{FACILITY}||||9901^Diaz^Omar|||CCM||||7|||9901^Diaz^Omar|IN|V{pair}",
+            f"MSH|^~\\&|EPIC|{facility}|CARESCORE|{facility}|{t}||ORM^O01^ORM_O01|O{pair}|P|2.5.1",
+            f"PID|1||P{pair}^^^{facility}^MR||Doe^Pat||19600101|F",
+            f"PV1|1|I|{unit}^1^01^{facility}||||9901^Diaz^Omar|||CCM||||7|||9901^Diaz^Omar|IN|V{pair}",
             f"ORC|NW|L{pair}^EPIC|||||||{t}",
             f"TQ1|1||||||{t}||S",
             f"OBR|1|L{pair}^EPIC||2823-3^Potassium^LN",
@@ -40,13 +41,14 @@ def order(pair: str, at: datetime) -> str:
     )
 
 
-def result(pair: str, ordered: datetime, at: datetime) -> str:
+def result(pair: str, ordered: datetime, at: datetime, facility: str = FACILITY, unit: str = "ICUL") -> str:
+    """ORU^R01 final result (OBR-25 F), OBR-22 the report time."""
     t, o = hl7_time(at), hl7_time(ordered)
     return "\r".join(
         [
-            f"MSH|^~\\&|LIS|{FACILITY}|CARESCORE|{FACILITY}|{t}||ORU^R01^ORU_R01|R{pair}|P|2.5.1",
-            f"PID|1||P{pair}^^^{FACILITY}^MR||Doe^Pat||19600101|F",
-            f"PV1|1|I|ICUL^1^01^{FACILITY}||||9901^Diaz^Omar|||CCM||||7|||9901^Diaz^Omar|IN|V{pair}",
+            f"MSH|^~\\&|LIS|{facility}|CARESCORE|{facility}|{t}||ORU^R01^ORU_R01|R{pair}|P|2.5.1",
+            f"PID|1||P{pair}^^^{facility}^MR||Doe^Pat||19600101|F",
+            f"PV1|1|I|{unit}^1^01^{facility}||||9901^Diaz^Omar|||CCM||||7|||9901^Diaz^Omar|IN|V{pair}",
             f"ORC|RE|L{pair}^EPIC|S{pair}^LIS",
             f"OBR|1|L{pair}^EPIC|S{pair}^LIS|2823-3^Potassium^LN|||{o}|||||||{o}||9901^Diaz^Omar||||||{t}||CH|F",
             f"TQ1|1||||||{o}||S",

@@ -30,7 +30,8 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def start_postgres() -> Iterator[str]:
+def start_postgres(password: str | None = None) -> Iterator[str]:
+    """password: the user carescore needs it (SCRAM-SHA-256 for every connection); None: trust."""
     bin_dir = _binaries()
     folder = Path(tempfile.mkdtemp(prefix="carescore-pg-"))
     data = folder / "data"
@@ -38,9 +39,16 @@ def start_postgres() -> Iterator[str]:
         shutil.chown(folder, "postgres", "postgres")
     port = free_port()
     run = {"check": True, "capture_output": True}
-    subprocess.run(
-        _as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", "carescore", "--auth=trust"]), **run
-    )  # type: ignore[call-overload]
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "carescore", "--auth=trust"]
+    if password is not None:
+        pwfile = folder / "pw"
+        pwfile.write_text(password)
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        initdb[-1] = "--auth=scram-sha-256"
+        initdb.append(f"--pwfile={pwfile}")
+    subprocess.run(_as_owner(initdb), **run)  # type: ignore[call-overload]
+    user = f"carescore:{password}" if password is not None else "carescore"
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
         _as_owner(
@@ -61,9 +69,9 @@ def start_postgres() -> Iterator[str]:
     try:
         import psycopg
 
-        with psycopg.connect(f"postgresql://carescore@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(f"postgresql://{user}@127.0.0.1:{port}/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE alerts")
-        yield f"postgresql://carescore@127.0.0.1:{port}/alerts"
+        yield f"postgresql://{user}@127.0.0.1:{port}/alerts"
     finally:
         subprocess.run(
             _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]), capture_output=True

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alerts.store import AlertStore
-from engine.config import FeedRule
+from engine.config_alerts import FeedRule
 from engine.events import LabEvent
 from tests.alerting import ICU, W4, Clock, make_rig
 

@@ -48,6 +48,7 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/kpis"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}"): P.VIEW_KPIS,
     ("GET", "/api/v1/kpis/{kpi_id}/history"): P.VIEW_HISTORY,
+    ("GET", "/api/v1/kpis/{kpi_id}/forecast"): P.VIEW_HISTORY,  # a model of the history
     ("GET", "/api/v1/reports/{kpi_id}"): P.VIEW_REPORTS,
     ("GET", "/api/v1/measures/{kpi_id}"): P.VIEW_KPIS,  # the definition, as a FHIR Measure
     ("GET", "/api/v1/measure-reports/{kpi_id}"): P.VIEW_REPORTS,  # a period report, in FHIR
@@ -56,10 +57,29 @@ RULES: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/objectives/{objective_id}"): P.VIEW_KPIS,
     ("GET", "/api/v1/compare/{kpi_id}"): P.VIEW_REPORTS,  # period reports of every place
     ("GET", "/api/v1/compliance"): P.VIEW_REPORTS,  # period reports (minutes out of compliance)
+    ("GET", "/api/v1/reviews/{month}"): P.VIEW_REPORTS,  # period reports and the month's alerts
+    ("GET", "/api/v1/views"): P.VIEW_KPIS,  # the built-in, shared and one's own scorecard views
+    ("POST", "/api/v1/views"): P.SAVE_VIEWS,  # one's own (a shared one: admin, checked in the handler)
+    ("GET", "/api/v1/views/{view_id}"): P.VIEW_KPIS,
+    ("PUT", "/api/v1/views/{view_id}"): P.SAVE_VIEWS,  # the owner's; a shared one: admin
+    ("DELETE", "/api/v1/views/{view_id}"): P.SAVE_VIEWS,
+    ("PUT", "/api/v1/views/{view_id}/landing"): P.SAVE_VIEWS,
     ("GET", "/api/v1/stream"): P.VIEW_STREAM,
     ("GET", "/api/v1/alerts"): P.VIEW_ALERTS,
     ("GET", "/api/v1/alerts/{alert_id}"): P.VIEW_ALERTS,
     ("POST", "/api/v1/alerts/{alert_id}/ack"): P.ACK_ALERTS,
+    ("GET", "/api/v1/actions"): P.VIEW_KPIS,  # action plans are scorecard content, no patient data
+    ("POST", "/api/v1/actions"): P.MANAGE_ACTIONS,  # clinicians: their units' only
+    ("GET", "/api/v1/actions/{action_id}"): P.VIEW_KPIS,
+    ("PATCH", "/api/v1/actions/{action_id}"): P.MANAGE_ACTIONS,
+    ("GET", "/api/v1/initiatives"): P.VIEW_KPIS,
+    ("POST", "/api/v1/initiatives"): P.MANAGE_ACTIONS,  # names no unit: admins only
+    ("GET", "/api/v1/initiatives/{initiative_id}"): P.VIEW_KPIS,
+    ("PATCH", "/api/v1/initiatives/{initiative_id}"): P.MANAGE_ACTIONS,
+    ("POST", "/api/v1/initiatives/{initiative_id}/milestones"): P.MANAGE_ACTIONS,
+    ("PATCH", "/api/v1/initiatives/{initiative_id}/milestones/{milestone_id}"): P.MANAGE_ACTIONS,
+    ("GET", "/api/v1/kpis/{kpi_id}/analysis/{period}"): P.VIEW_KPIS,
+    ("PUT", "/api/v1/kpis/{kpi_id}/analysis/{period}"): P.MANAGE_ACTIONS,  # clinicians: their units'
     ("GET", "/api/v1/silences"): P.VIEW_ALERTS,
     ("POST", "/api/v1/silences"): P.MANAGE_SILENCES,
     ("DELETE", "/api/v1/silences/{silence_id}"): P.MANAGE_SILENCES,
@@ -84,18 +104,43 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/compare/{kpi_id}"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("GET", "/api/v1/compliance"): {"params": {"period": NOW.strftime("%Y-%m")}},
     ("POST", "/api/v1/alerts/{alert_id}/ack"): {"json": {}},
+    ("POST", "/api/v1/views"): {"json": {"name": "matrix", "kpis": ["bed_occupancy"]}},
+    ("PUT", "/api/v1/views/{view_id}"): {"json": {"name": "matrix"}},
+    ("POST", "/api/v1/actions"): {"json": {}},  # 422 (body) for whoever may write
+    ("PATCH", "/api/v1/actions/{action_id}"): {"json": {}},
+    ("POST", "/api/v1/initiatives"): {"json": {}},
+    ("PATCH", "/api/v1/initiatives/{initiative_id}"): {"json": {}},
+    ("POST", "/api/v1/initiatives/{initiative_id}/milestones"): {"json": {}},
+    ("PATCH", "/api/v1/initiatives/{initiative_id}/milestones/{milestone_id}"): {"json": {}},
+    ("PUT", "/api/v1/kpis/{kpi_id}/analysis/{period}"): {"json": {}},
     ("POST", "/api/v1/silences"): {"json": {"matchers": {"unit": "ICU"}, "duration": "1h"}},
     ("POST", "/api/v1/dead-letters/replay"): {"json": {"ids": []}},
-    ("POST", "/fhir"): {"content": b'{"resourceType": "Bundle", "type": "batch", "entry": []}'},
-    ("POST", "/fhir/{resource_type}"): {"content": b"{}"},
+    ("POST", "/fhir"): {
+        "content": b'{"resourceType": "Bundle", "type": "batch", "entry": []}',
+        "headers": {"Content-Type": "application/fhir+json"},
+    },
+    ("POST", "/fhir/{resource_type}"): {
+        "content": b"{}",
+        "headers": {"Content-Type": "application/fhir+json"},
+    },
+    **{
+        ("POST", f"/api/v1/feeds/{feed}"): {"content": b"x\n", "headers": {"Content-Type": "text/csv"}}
+        for feed in ("staffing", "hr", "finance", "experience", "quality")
+    },
 }
 PATH_VALUES = {
     "kpi_id": "bed_occupancy",
     "objective_id": "safe_staffing",
     "alert_id": "no-such-alert",
+    "action_id": "no-such-action",
+    "initiative_id": "no-such-initiative",
+    "milestone_id": "no-such-milestone",
+    "period": "2026-11",
     "silence_id": "no-such-silence",
     "name": "scorecard.js",
     "resource_type": "Encounter",
+    "month": NOW.strftime("%Y-%m"),
+    "view_id": "no-such-view",
 }
 USERS = {  # Keycloak users (deploy/keycloak/README.md) -> the carescore roles in their tokens
     "viewer": {"viewer"},
@@ -435,15 +480,18 @@ async def test_integration_tokens_from_the_cli_are_scoped_revocable_and_audited(
                 content=json.dumps(encounter()),
                 headers={**fhir_json, **bearer(fhir_token)},
             )
+            csv = {"Content-Type": "text/csv"}
             fhir_on_feed = await client.post(
-                "/api/v1/feeds/staffing", content=staffing_csv(), headers=bearer(fhir_token)
+                "/api/v1/feeds/staffing", content=staffing_csv(), headers={**csv, **bearer(fhir_token)}
             )
             uploaded = await client.post(
                 "/api/v1/feeds/staffing?filename=shifts.csv",
                 content=staffing_csv(),
-                headers=bearer(feed_token),
+                headers={**csv, **bearer(feed_token)},
             )
-            other_feed = await client.post("/api/v1/feeds/hr", content="x", headers=bearer(feed_token))
+            other_feed = await client.post(
+                "/api/v1/feeds/hr", content="x", headers={**csv, **bearer(feed_token)}
+            )
             feed_on_fhir = await client.post(
                 "/fhir/Encounter",
                 content=json.dumps(encounter()),
@@ -460,7 +508,7 @@ async def test_integration_tokens_from_the_cli_are_scoped_revocable_and_audited(
             revoked = cli(config, "revoke", feed_id)
             assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
             after = await client.post(
-                "/api/v1/feeds/staffing", content=staffing_csv(), headers=bearer(feed_token)
+                "/api/v1/feeds/staffing", content=staffing_csv(), headers={**csv, **bearer(feed_token)}
             )
             audit = (await client.get("/api/v1/audit", params={"limit": 100})).json()["entries"]
             since = (await client.get("/api/v1/audit", params={"principal": f"token:{feed_id}"})).json()

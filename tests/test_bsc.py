@@ -86,7 +86,9 @@ async def feed(svc: Service, api: httpx.AsyncClient) -> None:
     csv = "\n".join(
         ["staff_id,role,unit,shift_start", *(f"{s},{role},{unit},{start}" for s, role, unit in ROSTER)]
     )
-    answer = await api.post("/api/v1/feeds/staffing?filename=roster.csv", content=csv)
+    answer = await api.post(
+        "/api/v1/feeds/staffing?filename=roster.csv", content=csv, headers={"Content-Type": "text/csv"}
+    )
     assert answer.status_code == 200, answer.text
     async with MLLPClient("127.0.0.1", svc.mllp.port) as client:
         for minutes, visit, unit in ADMISSIONS:

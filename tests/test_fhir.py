@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from carescore.serve import Service
+from engine.privacy import Pseudonyms, load_key
 from tests.conftest import needs_testdata
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -101,13 +102,14 @@ async def test_encounter_snapshots_are_idempotent_and_move_the_census(service: S
     first = await post(service, "/fhir/Encounter", encounter("in-progress", start))
     again = await post(service, "/fhir/Encounter", encounter("in-progress", start))
     assert (first.status_code, again.status_code) == (201, 200)  # the same admission, stored once
-    census = service.runtime.engine.census.stays["enc-1"]
+    stay = Pseudonyms(load_key(service.settings.pseudonym_key_file)).of("enc", "enc-1")  # the engine's key
+    census = service.runtime.engine.census.stays[stay]
     assert census.place == ("DEMO", "medicine", "4W")
     done = await post(service, "/fhir/Encounter", encounter("finished", start, end))
     assert done.status_code == 201
     kinds = [r["type"] for r in fhir_events(service)]
     assert kinds == ["encounter.admit", "encounter.discharge"]
-    assert service.runtime.engine.census.stays["enc-1"].place is None
+    assert service.runtime.engine.census.stays[stay].place is None
 
 
 async def test_invalid_elements_are_named_in_the_outcome(service: Service) -> None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,17 +88,27 @@ def carescore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             }
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
-    log = root / "carescore.log"
+    with spawn(config, api, mllp, root / "inbox") as running:
+        yield running
+
+
+@contextmanager
+def spawn(
+    config: Path, api: int, mllp: int, inbox: Path, env: dict[str, str] | None = None
+) -> Iterator[Running]:
+    """`carescore run --config` as a child process (output in carescore.log beside the config),
+    once its /healthz answers; SIGTERM at the end."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
+    log = config.parent / "carescore.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "carescore.cli", "run", "--config", str(config)],
             cwd=REPO_ROOT,
-            env=env,
+            env={**base_env, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    running = Running(proc, api, mllp, root / "inbox", log)
+    running = Running(proc, api, mllp, inbox, log)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -17,6 +17,7 @@ from connectors.deadletters import DeadLetterStore
 from connectors.hl7v2.messages import Location, Patient, Visit, adt
 from engine.config import REPO_ROOT
 from engine.eventlog import EventLog
+from engine.privacy import Pseudonyms, load_key
 from tests.conftest import DEMO_PLACES, needs_testdata
 
 
@@ -49,6 +50,12 @@ def carescore(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def stored(tmp_path: Path) -> list[dict[str, Any]]:
     return list(EventLog(tmp_path / "data" / "events", fsync=False).raw_records())
+
+
+def visit_pseudonym(data: Path, visit: str) -> str:
+    """What the pipeline stores for a visit number: its pseudonym under the data folder's key
+    (tests/test_privacy.py checks the HMAC itself)."""
+    return Pseudonyms(load_key(data / "pseudonym.key")).of("enc", visit)
 
 
 def test_bulk_fhir_import_shows_progress_and_a_summary_and_is_idempotent(tmp_path: Path) -> None:
@@ -97,7 +104,8 @@ def test_hl7_file_replay_takes_plain_batched_and_framed_files(tmp_path: Path) ->
     assert result.returncode == 1, result.stdout  # the broken message is reported
     assert "3 accepted" in result.stdout and "1 rejected" in result.stdout
     assert "adt.hl7:" in result.stdout and "AR" in result.stdout
-    assert sorted(e["encounter_id"] for e in stored(tmp_path)) == ["V0", "V1", "V2"]
+    visits = [visit_pseudonym(tmp_path / "data", v) for v in ("V0", "V1", "V2")]
+    assert sorted(e["encounter_id"] for e in stored(tmp_path)) == sorted(visits)
 
 
 def test_feed_import_reports_file_and_line(tmp_path: Path) -> None:
@@ -127,7 +135,7 @@ def test_dead_letters_replay_after_the_fix(tmp_path: Path) -> None:
     replay = carescore("deadletter", "replay", "--config", fixed)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "1 replayed: 1 taken" in replay.stdout
-    assert [e["encounter_id"] for e in stored(tmp_path)] == ["V7"]
+    assert [e["encounter_id"] for e in stored(tmp_path)] == [visit_pseudonym(tmp_path / "data", "V7")]
     nothing = carescore("deadletter", "replay", "--config", fixed)
     assert "0 replayed" in nothing.stdout  # closed letters are not replayed again
     letters = DeadLetterStore(tmp_path / "data" / "deadletters.sqlite").query()
@@ -154,6 +162,7 @@ async def test_replay_through_the_running_server(settings_for: Any) -> None:
         assert store.get(bad).replayed_time is None  # type: ignore[union-attr]
         assert len(store.query()) == 2  # the failed replay did not add a letter
         assert unknown.status_code == 404
-        assert any(r["encounter_id"] == "V8" for r in svc.runtime.log.raw_records())
+        v8 = visit_pseudonym(svc.settings.data_dir, "V8")
+        assert any(r["encounter_id"] == v8 for r in svc.runtime.log.raw_records())
     finally:
         await svc.stop()

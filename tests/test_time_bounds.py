@@ -149,3 +149,37 @@ async def test_a_blocked_event_loop_shows_on_metrics(service: Any) -> None:
             await asyncio.sleep(0.05)
         assert between(text) >= before + 1
         assert metric(text, "carescore_event_loop_stall_max_seconds") >= 0.5
+
+
+def test_watermark_lag_is_the_wall_clock_minus_each_sources_watermark() -> None:
+    """carescore_watermark_lag_seconds (issue 15): per source, wall clock minus the engine's
+    watermark, the idle advance included; the gauge shows the worst of a process's engines and
+    drops a source no engine has any more (a Kafka partition revoked)."""
+    from prometheus_client import REGISTRY
+
+    from carescore.metrics import show_watermark_lags
+    from engine.config import REPO_ROOT
+    from engine.core import Engine
+    from engine.definitions import load_catalogue
+    from tests.helpers import at, lab, ts
+
+    engine = Engine(load_catalogue(REPO_ROOT / "kpi_defs"), idle_timeout=60, wall_clock=True)
+    # an order stamped 08:00 that arrives at 08:05 (300 s late), over HL7
+    engine.process(lab("lab.order", 0, "A", received=at(5), priority="stat"))
+    # 10 s after it came: not idle yet (10 < 60), the watermark is still 08:00: 310 s behind
+    assert engine.watermark_lags(ts(5) + 10) == {"hl7v2": 310.0}
+    # 200 s after it came: idle for 140 s, the watermark moved to 08:02:20: 300 + 60 = 360 s behind
+    assert engine.watermark_lags(ts(5) + 200) == {"hl7v2": 360.0}
+    # a feed's row stamped 08:06:40 and received then: 100 s later it is idle 40 s, 60 s behind
+    engine.process(lab("lab.order", 400 / 60, "B", received=at(400 / 60), source="feed", priority="stat"))
+    lags = engine.watermark_lags(ts(5) + 200)
+    assert lags == {"hl7v2": 360.0, "feed": 60.0}
+
+    other = {"hl7v2": 30.0}  # a second engine (another partition) less behind
+    show_watermark_lags([lags, other])
+    value = REGISTRY.get_sample_value
+    assert value("carescore_watermark_lag_seconds", {"source": "hl7v2"}) == 360.0
+    assert value("carescore_watermark_lag_seconds", {"source": "feed"}) == 60.0
+    show_watermark_lags([other])
+    assert value("carescore_watermark_lag_seconds", {"source": "hl7v2"}) == 30.0
+    assert value("carescore_watermark_lag_seconds", {"source": "feed"}) is None

@@ -6,20 +6,26 @@ that verify against that CA."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
+from connectors.hl7v2.parser import parse
 from engine.config import REPO_ROOT, Settings, load_settings
+from engine.places import Places
 from engine.yamlconf import ConfigError
-from tests.test_hl7_connector import NOW, visit
+from tests.conftest import DEMO_PLACES
+from tests.test_hl7_connector import NOW, PATIENT, visit
 
 MAKE_CERTS = REPO_ROOT / "deploy" / "compose" / "make-certs.sh"
 
@@ -146,5 +152,82 @@ async def test_plain_loopback_api_has_headers_but_no_hsts_docs_on_request_and_ho
             assert (await client.get(f"{base}/docs")).status_code == 200
             forged = await client.get(f"{base}/api/v1/kpis", headers={"host": "evil.example"})
             assert forged.status_code == 400
+    finally:
+        await svc.stop()
+
+
+# -- MLLP client certificates tied to facilities ----------------------------------------------
+def _two_sites() -> dict[str, Any]:
+    """The demo's DEMO, and EAST with one ward (4E)."""
+    east = {"id": "EAST", "departments": [{"id": "medicine", "units": [{"id": "4E", "beds": 20}]}]}
+    return {**DEMO_PLACES, "facilities": [*DEMO_PLACES["facilities"], east]}
+
+
+def _at(site: str, unit: str, msh4: str, pl_facility: str = "") -> str:
+    """An A01 whose MSH-4 is msh4 and whose PV1-3 is unit^1^1^pl_facility."""
+    where = m.Visit(PATIENT, "I", m.Location(unit, "1", "1", pl_facility), f"V-{site}", msh4)
+    return m.adt("A01", NOW, where, admit=NOW)
+
+
+def test_client_facilities_are_validated_against_places_and_need_a_client_ca(
+    tmp_path: Path, pki: Path
+) -> None:
+    tls = f"  tls:\n    cert: {pki / 'server.crt'}\n    key: {pki / 'server.key'}\n"
+    entry = "  client_facilities:\n    - certificate: lab-interface\n      facilities: [DEMO, NOWHERE]\n"
+    with pytest.raises(ConfigError, match=r"client_ca"):
+        load_settings(_write(tmp_path, "mllp:\n" + tls + entry))
+    places = "places:\n  facilities:\n    - id: DEMO\n"  # lines 1-3; mllp from line 4
+    path = _write(tmp_path, places + "mllp:\n" + tls + f"    client_ca: {pki / 'ca.crt'}\n" + entry)
+    with pytest.raises(ConfigError) as unknown:
+        load_settings(path)
+    where = f"{path}:11: mllp.client_facilities.0.facilities"  # the line of `facilities:`
+    assert f"{where}: unknown facility NOWHERE" in str(unknown.value)
+
+
+async def test_a_client_certificate_sends_only_for_its_facilities(
+    settings_for: Callable[..., Settings], pki: Path
+) -> None:
+    """lab-interface (the certificate's CN) may send for EAST only. What counts is the facility
+    the events resolve to: PV1-3.4 when the location names one, else MSH-4 (HL7 PL.4 is the
+    location's facility; places maps both to our ids)."""
+    tls = {"cert": pki / "server.crt", "key": pki / "server.key", "client_ca": pki / "ca.crt"}
+    mllp = {
+        "port": 0,
+        "tls": tls,
+        "client_facilities": [{"certificate": "lab-interface", "facilities": ["EAST"]}],
+    }
+    svc = Service(settings_for(mllp=mllp, places=Places.model_validate(_two_sites())))
+    await svc.start()
+    refused = REGISTRY.get_sample_value("carescore_hl7_facility_refused_total") or 0.0
+    letters = len(svc.runtime.dead_letters.query())
+    try:
+        client_tls = _trusting(pki)
+        client_tls.load_cert_chain(pki / "client.crt", pki / "client.key")
+        async with MLLPClient("localhost", svc.mllp.port, ssl_context=client_tls) as client:
+            own = await client.send(_at("own", "4E", "EAST", "EAST"))
+            other = await client.send(_at("other", "4W", "DEMO", "DEMO"))
+            # MSH-4 says EAST, the location says DEMO: the events would be DEMO's
+            disguised = await client.send(_at("disguised", "4W", "EAST", "DEMO"))
+            # no facility in the location: MSH-4 decides, and names DEMO
+            by_header = await client.send(_at("header", "4W", "DEMO"))
+        assert ack_code(own) == "AA"
+        for reply, where in (
+            (other, ("PV1", "3", "4")),
+            (disguised, ("PV1", "3", "4")),
+            (by_header, ("MSH", "4", "")),
+        ):
+            assert ack_code(reply) == "AR", reply
+            err = parse(reply).first("ERR")
+            assert err is not None
+            # ERR-2 (ERL): segment^sequence^field^repetition^component
+            assert (err.get(2, 1), err.get(2, 3), err.get(2, 5)) == where
+            assert "facility DEMO" in err.get(8) and "'lab-interface'" in err.get(8)
+        assert REGISTRY.get_sample_value("carescore_hl7_facility_refused_total") == refused + 3
+        kept = svc.runtime.dead_letters.query()
+        assert len(kept) == letters + 3 and all("lab-interface" in d.reason for d in kept[-3:])
+        # without a client certificate the handshake itself fails
+        with pytest.raises((ssl.SSLError, OSError, asyncio.IncompleteReadError)):
+            async with MLLPClient("localhost", svc.mllp.port, ssl_context=_trusting(pki)) as client:
+                await client.send(_at("own", "4E", "EAST", "EAST"))
     finally:
         await svc.stop()

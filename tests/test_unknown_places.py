@@ -98,7 +98,7 @@ async def test_reject_mode_refuses_unknown_places_and_keeps_them_for_replay(
 
 def test_a_made_up_facility_going_quiet_pages_nobody() -> None:
     from alerts.feeds import FeedWatch
-    from engine.config import FeedRule
+    from engine.config_alerts import FeedRule
     from tests.helpers import enc
 
     rule = FeedRule(name="EMR ADT", source="hl7v2", events="encounter", stale_after=60)

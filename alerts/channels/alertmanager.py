@@ -15,6 +15,7 @@ import httpx
 
 from alerts.channels import DeliveryError
 from alerts.model import Alert
+from engine.secrets import redact_url
 
 
 def am_alert(alert: Alert, generator_url: str | None = None) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class AlertmanagerChannel:
     ):
         self.name = name
         self.url = url.rstrip("/")
+        self.shown = redact_url(self.url)  # basic-auth user:password in it stays out of errors
         self.timeout = timeout
         self.resend_every = resend_every
         self.generator_url = generator_url
@@ -72,9 +74,10 @@ class AlertmanagerChannel:
         try:
             response = await self._client.post(f"{self.url}/api/v2/alerts", json=body)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+            said = str(exc).replace(self.url, self.shown)
+            raise DeliveryError(f"{self.shown}: {type(exc).__name__}: {said}") from None
         if not response.is_success:
-            raise DeliveryError(f"{self.url}: HTTP {response.status_code}: {response.text[:200]}")
+            raise DeliveryError(f"{self.shown}: HTTP {response.status_code}: {response.text[:200]}")
 
     async def close(self) -> None:
         if self._client is not None:

@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from alerts.channels import DeliveryError
+from engine.secrets import redact_url
 
 # printable ASCII stays as it is (the keys carescore makes), anything else is %-escaped
 _KEY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%" and not chr(c).isalnum())
@@ -44,6 +45,7 @@ class WebhookChannel:
         self.name = name
         self.routed = routed
         self.url = url
+        self.shown = redact_url(url)  # for errors: they reach the logs and outbox.last_error (the API)
         self.secret = secret
         self.timeout = timeout
         self._client: httpx.AsyncClient | None = None
@@ -64,11 +66,12 @@ class WebhookChannel:
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+            said = str(exc).replace(self.url, self.shown)
+            raise DeliveryError(f"{self.shown}: {type(exc).__name__}: {said}") from None
         if response.is_success:
             return
         retry = response.status_code >= 500 or response.status_code in (408, 429)
-        raise DeliveryError(f"{self.url}: HTTP {response.status_code}", retry=retry)
+        raise DeliveryError(f"{self.shown}: HTTP {response.status_code}", retry=retry)
 
     def address(self, recipient: dict[str, Any]) -> str | None:
         return recipient.get("pager")

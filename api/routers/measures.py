@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.fhir_measure import FHIR_JSON, measure, measure_report
-from api.security.auth import require
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
-from api.views import PERIOD_HELP, BackendDep, kpi_or_404, parse_period, site_zone
+from api.views import PERIOD_HELP, BackendDep, hidden_below, kpi_or_404, parse_period, site_zone
+from engine.report_rows import ReportRow
+from engine.smallcells import too_small
 
 router = APIRouter(prefix="/api/v1", tags=["fhir measures"])
 
@@ -49,6 +51,7 @@ async def get_measure(backend: BackendDep, request: Request, kpi_id: str) -> Fhi
 )
 async def get_measure_report(
     backend: BackendDep,
+    principal: PrincipalDep,
     request: Request,
     kpi_id: str,
     period: str = Query(description=PERIOD_HELP, max_length=80),
@@ -57,7 +60,13 @@ async def get_measure_report(
     start, end = parse_period(period, site_zone(backend))
     by_facility = await asyncio.to_thread(backend.report, kpi_id, start, end, "facility")
     by_unit = await asyncio.to_thread(backend.report, kpi_id, start, end, "unit")
+    k = hidden_below(backend, principal)
+
+    def hidden(row: ReportRow) -> bool:
+        return k is not None and too_small(kpi, row.n, row.numerator, row.denominator, k)
+
+    url = _measure_url(request, kpi_id)
     body: dict[str, Any] = measure_report(
-        kpi, _measure_url(request, kpi_id), start, end, by_facility, by_unit, datetime.now(UTC)
+        kpi, url, start, end, by_facility, by_unit, datetime.now(UTC), hidden
     )
     return FhirResponse(body)

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from api.problems import Problem
-from api.security.auth import require
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
-from api.views import BackendDep, kpi_or_404, kpi_summary, parse_time
+from api.views import BackendDep, hidden_below, kpi_or_404, kpi_summary, parse_time, shown
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -18,6 +18,7 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 @router.get("/{kpi_id}", dependencies=[Depends(require(Permission.VIEW_REPORTS))])
 async def period_report(
     backend: BackendDep,
+    principal: PrincipalDep,
     kpi_id: str,
     from_: str = Query(alias="from", description="start of the period (ISO 8601, inclusive)"),
     to: str = Query(description="end of the period (ISO 8601, exclusive)"),
@@ -28,11 +29,12 @@ async def period_report(
     assert start is not None and end is not None
     if end <= start:
         raise Problem(400, "Invalid period", f"to ({to}) must be after from ({from_})")
+    k = hidden_below(backend, principal)
     rows = await asyncio.to_thread(backend.report, kpi_id, start, end, by)  # type: ignore[arg-type]
     return {
         "kpi": kpi_summary(kpi),
         "period": {"from": start.isoformat(), "to": end.isoformat()},
         "by": by,
         "computed_from": "event log (polars)",
-        "rows": [r.to_json() for r in rows],
+        "rows": [shown(kpi, r.to_json(), k) for r in rows],
     }

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.backend import Backend
-from api.security.auth import require
+from api.review import place_of
+from api.saved_views import find, spec_of
+from api.security.auth import PrincipalDep, require
 from api.security.roles import Permission
-from api.views import BackendDep, kpi_summary, levels_json, place_key, sample_json
+from api.views import BackendDep, hidden_below, kpi_summary, levels_json, place_key, sample_json, shown
 from engine.definitions import PERSPECTIVE_TITLES, KpiDefinition, Perspective
-from engine.samples import GroupKey
+from engine.samples import GroupKey, Sample
 from engine.scorecard import perspective_status
 
 router = APIRouter(tags=["scorecard"])
@@ -20,24 +22,41 @@ router = APIRouter(tags=["scorecard"])
 
 @router.get("/api/v1/scorecard", dependencies=[Depends(require(Permission.VIEW_KPIS))])
 async def scorecard(
+    request: Request,
     backend: BackendDep,
+    principal: PrincipalDep,
     facility: str | None = None,
     department: str | None = None,
     unit: str | None = None,
     trend: int | None = Query(default=None, ge=0, le=500),
+    view: str | None = Query(default=None, max_length=64, description="a view's id: its KPIs and place"),
 ) -> dict[str, Any]:
+    """The scorecard of a place; with `view`, only the view's perspectives and KPIs, at its first
+    place unless a place is asked for."""
     settings = backend.scorecard
     trend = settings.trend if trend is None else trend
-    key = place_key(backend, facility, department, unit)
+    chosen = find(backend, request.app.state.views, principal, view) if view else None
+    spec = spec_of(chosen) if chosen else None
+    if spec and spec.places and facility is None and department is None and unit is None:
+        first = spec.places[0]
+        key = place_of(backend, first.facility, first.department, first.unit).key  # a unit's department
+        department, unit = key[1], key[2]
+    else:
+        key = place_key(backend, facility, department, unit)
     facility = key[0] or None
     unit_type = backend.places.unit_types().get(key)
+    k = hidden_below(backend, principal)
     perspectives = []
     for persp in Perspective:
+        if spec and spec.perspectives and persp not in spec.perspectives:
+            continue
         items = [
-            _item(backend, kpi, key, unit_type, trend)
+            _item(backend, kpi, key, unit_type, trend, k)
             for kpi in backend.catalogue
-            if kpi.perspective is persp
+            if kpi.perspective is persp and (spec is None or spec.shows(kpi))
         ]
+        if spec and not items:
+            continue  # a view's perspective with none of its KPIs
         perspectives.append(
             {
                 "id": persp.value,
@@ -48,6 +67,7 @@ async def scorecard(
         )
     return {
         "group": {"facility": facility, "department": department, "unit": unit},
+        "view": chosen,
         "status_rule": settings.status,
         "as_of": datetime.now(UTC).isoformat(),
         "perspectives": perspectives,
@@ -56,9 +76,10 @@ async def scorecard(
 
 
 def _item(
-    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int
+    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int, k: int | None
 ) -> dict[str, Any]:
-    """One KPI of the scorecard: live value and status at this place, and its last windows."""
+    """One KPI of the scorecard: live value and status at this place, and its last windows (small
+    cells suppressed for whom they are hidden: `k`)."""
     facility, department, unit = key
     live = backend.board.get(kpi.id, key)
     past = (
@@ -73,7 +94,11 @@ def _item(
         else []
     )
     held_to = levels_json(kpi, unit_type)  # the unit type's target, if any
-    return {
+    trend_points = [
+        shown(kpi, {"end": s.window.end.isoformat(), "value": s.value, "status": s.status, **_cells(s)}, k)
+        for s in past
+    ]
+    item = {
         **kpi_summary(kpi),
         "target": held_to["target"],
         "thresholds": held_to["thresholds"],
@@ -83,8 +108,13 @@ def _item(
         "status": live.status if live else "no_data",
         "n": live.n if live else 0,
         "window": sample_json(live)["window"] if live else None,
-        "trend": [{"end": s.window.end.isoformat(), "value": s.value, "status": s.status} for s in past],
+        "trend": [{f: p[f] for f in ("end", "value", "status")} for p in trend_points],
     }
+    return shown(kpi, item, k)
+
+
+def _cells(s: Sample) -> dict[str, Any]:
+    return {"n": s.n, "numerator": s.numerator, "denominator": s.denominator}
 
 
 def _places(backend: Backend) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from fastapi import Depends, Request
 
 from api.problems import Problem
 from api.security.oidc import OidcUnavailable, OidcVerifier, Principal, TokenError
+from api.security.ratelimit import RateLimiter
 from api.security.roles import GRANTS, Permission, Role, Scope, allowed
 from api.security.tokens import TokenStore, scope_permits
 
@@ -133,11 +134,20 @@ def get_auth(request: Request) -> Auth:
 
 
 async def current_principal(request: Request) -> Principal:
-    """The caller (once per request; kept on request.state for the audit log)."""
+    """The caller (once per request; kept on request.state for the audit log), within its rate
+    limit: the principal's, or the client address's while no credentials are accepted."""
     known = getattr(request.state, "principal", None)
     if known is not None:
         return known  # type: ignore[no-any-return]
-    principal = await get_auth(request).authenticate(request)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    try:
+        principal = await get_auth(request).authenticate(request)
+    except Problem as refused:
+        if limiter is not None and refused.status == 401:
+            limiter.charge("address:" + (request.client.host if request.client else "-"), request.method)
+        raise
+    if limiter is not None:
+        limiter.charge(f"{principal.issuer} {principal.subject}", request.method)
     request.state.principal = principal
     return principal
 

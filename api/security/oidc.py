@@ -36,7 +36,7 @@ from joserfc.jwk import JWKRegistry, Key
 from joserfc.jwt import JWTClaimsRegistry
 
 from api.security.roles import Role
-from engine.config import OidcAlgorithm, OidcSettings, check_idp_url
+from engine.config_listeners import OidcAlgorithm, OidcSettings, check_idp_url
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,11 @@
 """What each carescore role may do, as data (`GRANTS`), and the one question routes ask: `allowed`.
 
-    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics
-    clinician    what a viewer may, and acknowledge alerts — for the units in their token only
-    ops          what a viewer may, and silences, dead letters, replay
+    viewer       the page, KPIs, history, reports, the live stream (SSE), alerts (read), /metrics,
+                 saving their own scorecard views; patient-level values from fewer than
+                 privacy.small_cell_min patients suppressed
+    clinician    what a viewer may, small cells shown, and acknowledge alerts, manage actions and
+                 write analyses — for the units in their token only
+    ops          what a viewer may, small cells shown, and silences, dead letters, replay
     integration  ingest (HL7/FHIR/feed uploads) and nothing else
     admin        everything, for every unit
 
@@ -35,7 +38,10 @@ class Permission(StrEnum):
     VIEW_REPORTS = "view_reports"
     VIEW_STREAM = "view_stream"  # SSE
     VIEW_ALERTS = "view_alerts"
+    SAVE_VIEWS = "save_views"  # one's own scorecard views (shared ones: admin)
+    VIEW_SMALL_CELLS = "view_small_cells"  # patient-level values from few patients (engine/smallcells.py)
     ACK_ALERTS = "ack_alerts"
+    MANAGE_ACTIONS = "manage_actions"  # actions, initiatives, analyses (action plans)
     MANAGE_SILENCES = "manage_silences"
     VIEW_DEAD_LETTERS = "view_dead_letters"
     REPLAY_DEAD_LETTERS = "replay_dead_letters"
@@ -56,14 +62,21 @@ _VIEW = {
     Permission.VIEW_REPORTS: Scope.ALL,
     Permission.VIEW_STREAM: Scope.ALL,
     Permission.VIEW_ALERTS: Scope.ALL,
+    Permission.SAVE_VIEWS: Scope.ALL,
 }
 
 #: role -> {permission: scope}. The one table of who may do what.
 GRANTS: Mapping[Role, Mapping[Permission, Scope]] = {
     Role.VIEWER: {**_VIEW, Permission.VIEW_METRICS: Scope.ALL},  # Prometheus scrapes with a viewer token
-    Role.CLINICIAN: {**_VIEW, Permission.ACK_ALERTS: Scope.OWN_UNITS},
+    Role.CLINICIAN: {
+        **_VIEW,
+        Permission.VIEW_SMALL_CELLS: Scope.ALL,
+        Permission.ACK_ALERTS: Scope.OWN_UNITS,
+        Permission.MANAGE_ACTIONS: Scope.OWN_UNITS,  # initiatives name no unit: admins only
+    },
     Role.OPS: {
         **_VIEW,
+        Permission.VIEW_SMALL_CELLS: Scope.ALL,
         Permission.MANAGE_SILENCES: Scope.ALL,
         Permission.VIEW_DEAD_LETTERS: Scope.ALL,
         Permission.REPLAY_DEAD_LETTERS: Scope.ALL,

@@ -7,16 +7,20 @@ let current = { facility: null, department: null, unit: null };
 let placesLoaded = false;
 let token = null; // the access token (null in local mode: no credentials needed)
 
-// fetch with the token; a refused token (expired) signs in again.
+// fetch with the token; a refused token (expired) is renewed once (signin.js: refresh token, else
+// sign in again) and the request sent again. Requests refused together share one renewal.
+let renewing = null;
 async function api(path, init = {}) {
-  const headers = { ...(init.headers || {}) };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...init, headers });
-  if (response.status === 401 && token) {
-    token = null;
-    await window.carescoreSignIn.renew();
-  }
-  return response;
+  const send = () => {
+    const headers = { ...(init.headers || {}) };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return fetch(path, { ...init, headers });
+  };
+  const response = await send();
+  if (response.status !== 401 || !token) return response;
+  renewing = renewing || window.carescoreSignIn.renew().finally(() => { renewing = null; });
+  token = await renewing;
+  return send();
 }
 
 function fmt(value, unit) {
@@ -32,23 +36,6 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
-}
-
-function sparkline(trend) {
-  const values = trend.map((t) => t.value).filter((v) => v !== null);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "trend");
-  svg.setAttribute("viewBox", "0 0 100 24");
-  if (values.length < 2) return svg;
-  const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
-  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 100},${22 - ((v - lo) / span) * 20}`);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", pts.join(" "));
-  line.setAttribute("fill", "none");
-  line.setAttribute("stroke", "#2b6cb0");
-  line.setAttribute("stroke-width", "1.5");
-  svg.append(line);
-  return svg;
 }
 
 function fillPlaces(places) {
@@ -87,11 +74,13 @@ function renderScorecard(card) {
       const meta = [`target ${fmt(k.target, k.unit)}`];
       if (k.benchmark && k.benchmark.value !== null) meta.push(`benchmark ${fmt(k.benchmark.value, k.unit)}`);
       meta.push(`n=${k.n}`);
+      const history = el("button", { class: "history", type: "button", "aria-label": `History of ${k.name}` }, "History");
+      history.addEventListener("click", () => window.carescoreHistory.open(k, current, api));
       box.append(
         el("div", { class: "kpi", "data-kpi": k.id },
           el("span", { class: "name" }, k.name, " ", el("span", { class: `status ${k.status}` }, k.status.replace("_", " "))),
-          el("span", { class: "value" }, shown(k)),
-          el("span", { class: "meta" }, meta.join(" · "), " ", sparkline(k.trend)))
+          el("span", { class: "value", "aria-label": `${k.name}: ${shown(k)}` }, shown(k)),
+          el("span", { class: "meta" }, meta.join(" · "), " ", history))
       );
     }
     root.append(box);
@@ -99,21 +88,30 @@ function renderScorecard(card) {
   $("#asof").textContent = `as of ${new Date(card.as_of).toLocaleTimeString()}`;
 }
 
+// Firing alerts nobody has acknowledged are the list to act on; acknowledged ones fold away.
 function renderAlerts(alerts) {
-  const list = $("#alert-list");
+  const list = $("#alert-list"), acked = $("#acked-list");
   list.innerHTML = "";
-  if (!alerts.length) { list.append(el("li", { class: "empty" }, "none")); return; }
-  for (const a of alerts) {
-    const item = el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary);
-    if (a.acked_by) {
-      item.append(el("span", { class: "acked" }, `acknowledged by ${a.acked_by}`));
-    } else {
-      const button = el("button", { class: "ack", type: "button" }, "Acknowledge");
-      button.addEventListener("click", () => acknowledge(a.id));
-      item.append(button);
-    }
-    list.append(item);
+  acked.innerHTML = "";
+  const open = alerts.filter((a) => !a.acked_by);
+  if (!open.length) list.append(el("li", { class: "empty" }, "none"));
+  for (const a of open) {
+    const button = el("button", { class: "ack", type: "button", "aria-label": `Acknowledge: ${a.summary}` }, "Acknowledge");
+    button.addEventListener("click", () => acknowledge(a.id));
+    list.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary, button));
   }
+  for (const a of alerts.filter((x) => x.acked_by)) {
+    acked.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary,
+      el("span", { class: "acked" }, `acknowledged by ${a.acked_by}`)));
+  }
+  $("#acked-count").textContent = String(alerts.length - open.length);
+}
+
+// A message the user must see (a refused acknowledgement): the alert region reads it out.
+function notify(text) {
+  const notice = $("#notice");
+  notice.textContent = text;
+  notice.hidden = !text;
 }
 
 async function acknowledge(id) {
@@ -123,7 +121,11 @@ async function acknowledge(id) {
   const res = await api(`/api/v1/alerts/${id}/ack`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note ? { note } : {}),
   });
-  if (!res.ok) { const p = await res.json(); window.alert(`${p.title}: ${p.detail || ""}`); }
+  if (res.ok) notify("");
+  else {
+    const p = await res.json().catch(() => ({}));
+    notify(`Not acknowledged (${res.status} ${p.title || ""}): ${p.detail || "refused"}`);
+  }
   refresh();
 }
 
@@ -134,6 +136,16 @@ async function json(response) {
   throw new Error(`${response.status} ${problem.title || ""} ${problem.detail || ""}`.trim());
 }
 
+// Each refresh replaces the KPI and alert buttons: the one that had the keyboard focus gets it
+// back, so a keyboard user is not thrown to the top of the page every 5 s.
+function focusedButton() {
+  const active = document.activeElement;
+  const host = active && active.tagName === "BUTTON" ? active.closest("[data-kpi], [data-alert]") : null;
+  if (!host) return null;
+  const [attr, value] = host.dataset.kpi ? ["data-kpi", host.dataset.kpi] : ["data-alert", host.dataset.alert];
+  return `[${attr}="${CSS.escape(value)}"] button.${CSS.escape(active.classList[0])}`;
+}
+
 async function refresh() {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
@@ -142,12 +154,16 @@ async function refresh() {
       api(`/api/v1/scorecard?${q}`).then(json),
       api("/api/v1/alerts?state=firing").then(json),
     ]);
+    const focused = focusedButton();
     renderScorecard(card);
     renderAlerts(alerts.alerts);
+    if (focused) document.querySelector(focused)?.focus();
   } catch (err) {
     $("#asof").textContent = `cannot show the scorecard: ${err.message || err}`;
   }
 }
+
+$("#history-close").addEventListener("click", () => window.carescoreHistory.close());
 
 window.carescoreSignIn.start().then(
   (signedIn) => {

@@ -2,8 +2,10 @@
 // public page client (api.auth.oidc.page_client_id). /api/v1/sign-in says whether the API wants it;
 // without an IdP (local mode) nothing happens and requests go without credentials.
 //
-// The access token lives in sessionStorage (this tab only), never in a cookie or the URL; the
-// verifier and state live there only between the redirect to the IdP and the way back.
+// The access and refresh tokens live in sessionStorage (this tab only), never in a cookie or the
+// URL; the verifier and state live there only between the redirect to the IdP and the way back.
+// An expired access token is renewed with the refresh_token grant (no page load); when the IdP
+// refuses that (session ended, refresh token expired), the page signs in again.
 "use strict";
 
 (function (global) {
@@ -36,6 +38,20 @@
     global.sessionStorage.setItem(KEY, JSON.stringify(value));
   }
 
+  // Keep what the token endpoint answered; the access token is what requests carry.
+  function save(tokens) {
+    store({ token: tokens.access_token, refresh: tokens.refresh_token || null });
+    return tokens.access_token;
+  }
+
+  async function tokenRequest(config, form) {
+    return global.fetch(config.token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ client_id: config.client_id, ...form }).toString(),
+    });
+  }
+
   function redirectUri() {
     return global.location.origin + "/";
   }
@@ -63,21 +79,14 @@
     const pending = stored();
     if (params.get("error")) throw new Error(`sign-in refused: ${params.get("error")}`);
     if (!pending.verifier || params.get("state") !== pending.state) throw new Error("sign-in: unexpected state");
-    const response = await global.fetch(config.token_endpoint, {
-      method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams({
-        grant_type: "authorization_code",
-        client_id: config.client_id,
-        code: params.get("code"),
-        redirect_uri: redirectUri(),
-        code_verifier: pending.verifier,
-      }).toString(),
+    const response = await tokenRequest(config, {
+      grant_type: "authorization_code",
+      code: params.get("code"),
+      redirect_uri: redirectUri(),
+      code_verifier: pending.verifier,
     });
     if (!response.ok) throw new Error(`sign-in: the IdP answered ${response.status}`);
-    const tokens = await response.json();
-    store({ token: tokens.access_token });
-    return tokens.access_token;
+    return save(await response.json());
   }
 
   // The page's start: the token to send (null in local mode). Signs in first when the API wants it.
@@ -96,11 +105,18 @@
     return new Promise(() => {}); // the page is being left for the IdP
   }
 
-  // The token was refused (expired): forget it and sign in again (the IdP's session makes it quick).
+  // The token was refused (expired): a new one from the refresh token, resolved without leaving the
+  // page; else forget both and sign in again (the IdP's session makes it quick; the page is left).
   async function renew() {
-    store({});
     const config = await (await global.fetch("/api/v1/sign-in")).json();
+    const { refresh } = stored();
+    if (refresh) {
+      const response = await tokenRequest(config, { grant_type: "refresh_token", refresh_token: refresh });
+      if (response.ok) return save(await response.json());
+    }
+    store({});
     await begin(config);
+    return new Promise(() => {}); // the page is being left for the IdP
   }
 
   global.carescoreSignIn = { begin, complete, start, renew, challengeOf };

@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from carescore.metrics import show_watermark_lags
 from carescore.shell import RuntimeShell
 from carescore.transports import live_engine
 from engine.bus import Published, StorageUnavailable
@@ -303,6 +304,7 @@ class EmbeddedRuntime(RuntimeShell):
             self.snapshot_in_background()
 
     def _refresh(self, now: float) -> None:
+        show_watermark_lags([self.engine.watermark_lags(now)])
         live = self.engine.live(now)
         self.board.update(live)
         self.alerts.observe(live, now)

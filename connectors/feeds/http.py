@@ -1,5 +1,8 @@
 """HTTP upload of feed files: POST /api/v1/feeds/{feed} with a CSV, JSON or NDJSON body.
 
+The body's format is its Content-Type (reader.FORMATS); each one the reader parses is declared
+in the OpenAPI document, and any other is refused with 415 by the API (api/content_types.py).
+
 One route per feed, so each row schema is published in the OpenAPI document. A refusal is
 raised as UploadRefused; the application renders it as the API renders every error (RFC 9457
 problem details, api/problems.py), so the connector needs nothing of the API package.
@@ -13,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from connectors.feeds.ingest import FeedIngest, FeedReport
-from connectors.feeds.reader import FeedFileError, detect
+from connectors.feeds.reader import FORMATS, FeedFileError, Format, detect
 from connectors.feeds.schemas import FEEDS, FeedRow, columns
 from connectors.http_body import TooLarge, read_body
 
@@ -39,17 +42,16 @@ async def read_limited(request: Request, limit: int) -> bytes:
 def _openapi(model: type[FeedRow]) -> dict[str, Any]:
     schema = model.model_json_schema()
     header = ",".join(name for name, *_ in columns(model))
+    by_format: dict[Format, dict[str, Any]] = {
+        "csv": {"schema": {"type": "string", "description": f"header line: {header}"}},
+        "json": {"schema": {"type": "array", "items": schema}},
+        "ndjson": {"schema": {"type": "string", "description": "one row object per line"}},
+    }
     return {
         "requestBody": {
             "required": True,
             "description": f"{model.title}. {(model.__doc__ or '').strip()} Columns: {header}",
-            "content": {
-                "text/csv": {"schema": {"type": "string", "description": f"header line: {header}"}},
-                "application/json": {"schema": {"type": "array", "items": schema}},
-                "application/x-ndjson": {
-                    "schema": {"type": "string", "description": "one row object per line"}
-                },
-            },
+            "content": {media: by_format[fmt] for media, fmt in FORMATS.items()},
         }
     }
 
@@ -57,6 +59,7 @@ def _openapi(model: type[FeedRow]) -> dict[str, Any]:
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "rows taken; bad rows listed in errors with their line and kept as dead letters"},
     413: {"description": "problem+json: body over feeds.max_upload_bytes"},
+    415: {"description": "problem+json: the Content-Type is not one of the formats read"},
     422: {"description": "problem+json: the file is unreadable, or no row in it was usable (errors listed)"},
 }
 

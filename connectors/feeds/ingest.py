@@ -24,6 +24,7 @@ from connectors.pipeline import Pipeline, Result, counted
 from engine.bus import EventSink, Published
 from engine.events import EventBase
 from engine.places import PlaceIndex
+from engine.privacy import Pseudonyms
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,9 @@ class FeedIngest:
         index: PlaceIndex,
         zone: tzinfo,
         bounds: TimeBounds = DEFAULT_BOUNDS,
+        pseudonyms: Pseudonyms | None = None,
     ):
-        self.pipeline = Pipeline(sink, dead_letters)
+        self.pipeline = Pipeline(sink, dead_letters, pseudonyms)
         self.index = index
         self.zone = zone
         self.bounds = bounds

@@ -7,6 +7,9 @@
                                           saying why (unreadable, nested too deeply, a folder
                                           or pipe named like a feed file, an error of ours)
 
+Files in done/ and failed/ hold what the feeds sent (PHI in some): they are deleted `retention`
+seconds after they were filed there, checked every `purge_every` seconds.
+
 A file is taken once its size and modification time have not changed for one poll, so a
 file still being copied is left alone; names starting with '.' or ending in .tmp/.part
 are ignored (write under such a name, then rename).
@@ -22,10 +25,12 @@ too (FeedIngest): the event loop stays free for MLLP and HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import stat
+import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,17 +54,31 @@ class NotARegularFile(OSError):
     (a pipe would block the reader for good, a device would never end)."""
 
 
+FILED = ("done", "failed")
+
+
 class FeedWatcher:
-    def __init__(self, ingest: FeedIngest, folder: Path, poll: float = 2.0):
+    def __init__(
+        self,
+        ingest: FeedIngest,
+        folder: Path,
+        poll: float = 2.0,
+        *,
+        retention: float = 30 * 86400.0,
+        purge_every: float = 3600.0,
+    ):
         self.ingest = ingest
         self.folder = folder
         self.poll = poll
+        self.retention = retention
+        self.purge_every = purge_every
+        self._purged = 0.0
         self._seen: dict[Path, Signature] = {}
         self._warned: set[Path] = set()
         self._stuck: dict[Path, Signature] = {}  # could not be moved away: not retaken unchanged
 
     def prepare(self) -> None:
-        for name in (*FEEDS, "done", "failed"):
+        for name in (*FEEDS, *FILED):
             (self.folder / name).mkdir(parents=True, exist_ok=True)
 
     async def run(self) -> None:
@@ -67,6 +86,9 @@ class FeedWatcher:
             try:
                 self.prepare()
                 await self.scan()
+                if time.time() - self._purged >= self.purge_every:
+                    self._purged = time.time()
+                    await asyncio.to_thread(self.purge)
             except Exception as exc:  # the folder itself (removed, unreadable): try again next poll
                 log.error("inbox scan failed; trying again", extra={"folder": str(self.folder), **_why(exc)})
             await asyncio.sleep(self.poll)
@@ -95,6 +117,23 @@ class FeedWatcher:
         self._seen = current
         self._stuck = {p: s for p, s in self._stuck.items() if current.get(p) == s}
         return taken
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete filed files (and their results) older than the retention; how many went."""
+        cutoff = (time.time() if now is None else now) - self.retention
+        gone = 0
+        for name in FILED:
+            for path in (self.folder / name).iterdir():
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        gone += 1
+                except FileNotFoundError:
+                    continue
+        if gone:
+            INBOX_FILES.labels("purged").inc(gone)
+            log.info("inbox files past their retention deleted", extra={"files": gone})
+        return gone
 
     def _candidates(self) -> list[tuple[Path, str]]:
         found: list[tuple[Path, str]] = []
@@ -174,6 +213,8 @@ class FeedWatcher:
                 extra={"file": path.name, **_why(exc)},
             )
             return False
+        with contextlib.suppress(OSError):
+            os.utime(target)  # retention counts from filing, not from when the sender wrote it
         try:
             target.with_name(target.name + ".result.json").write_text(json.dumps(report, indent=2) + "\n")
         except OSError as exc:

@@ -15,6 +15,14 @@ from connectors.fhir.outcome import issue
 from connectors.http_body import TooLarge, read_body
 
 FHIR_JSON = "application/fhir+json"
+# the body types parsed (FHIR R4 http.html: application/fhir+json; plain JSON is accepted too), as
+# declared in the OpenAPI document; any other is refused with 415 (api/content_types.py)
+BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {t: {"schema": {"type": "object"}} for t in (FHIR_JSON, "application/json")},
+    }
+}
 
 
 def fhir_router(ingest: FHIRIngest) -> APIRouter:
@@ -39,10 +47,14 @@ def fhir_router(ingest: FHIRIngest) -> APIRouter:
 
     @router.post(
         "",
+        openapi_extra=BODY,
         summary="POST a Bundle: transaction, batch, message, collection, history (notifications)",
         responses={
             400: {"description": "OperationOutcome: what is wrong, with the element's path"},
             413: {"description": "OperationOutcome: over fhir_limits.max_body_bytes or max_entries"},
+            415: {
+                "description": "OperationOutcome: the body is not application/fhir+json or application/json"
+            },
         },
     )
     async def post_bundle(request: Request) -> Response:
@@ -50,10 +62,14 @@ def fhir_router(ingest: FHIRIngest) -> APIRouter:
 
     @router.post(
         "/{resource_type}",
+        openapi_extra=BODY,
         summary="POST one resource (Encounter, ServiceRequest, Specimen, DiagnosticReport, Observation, ...)",
         responses={
             400: {"description": "OperationOutcome"},
             413: {"description": "OperationOutcome: over fhir_limits.max_body_bytes"},
+            415: {
+                "description": "OperationOutcome: the body is not application/fhir+json or application/json"
+            },
             422: {"description": "type carries no KPI data"},
         },
     )

@@ -47,6 +47,7 @@ from engine.bus import EventSink, StorageUnavailable
 from engine.config import FHIRLimits, FHIRSettings
 from engine.events import EventBase
 from engine.places import PlaceIndex
+from engine.privacy import Pseudonyms
 from engine.timebounds import DEFAULT_BOUNDS, TimeBounds
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ class FHIRIngest:
         settings: FHIRSettings | None = None,
         bounds: TimeBounds = DEFAULT_BOUNDS,
         limits: FHIRLimits | None = None,
+        pseudonyms: Pseudonyms | None = None,
     ):
-        self.pipeline = Pipeline(sink, dead_letters)
+        self.pipeline = Pipeline(sink, dead_letters, pseudonyms)
         self.index = index
         self.zone = zone
         self.settings = settings or FHIRSettings()

@@ -1,9 +1,10 @@
 """Original-mode acknowledgements (MSA-1 AA / AE / AR) with ERR segments.
 
 The ACK swaps sender and receiver (MSH-3/4 <-> MSH-5/6), echoes the inbound control id in
-MSA-2 and, for AE/AR, carries an ERR segment: ERR-2 where (segment^sequence^field^component),
-ERR-3 the HL7 table 0357 code, ERR-4 severity, ERR-8 a message for people. ERR-1 (the
-pre-2.5 location field) is filled too, for older receivers.
+MSA-2 and, for AE/AR, carries an ERR segment: ERR-2 where (ERL:
+segment^sequence^field^repetition^component), ERR-3 the HL7 table 0357 code, ERR-4
+severity, ERR-8 a message for people. ERR-1 (the pre-2.5 location field) is filled too, for
+older receivers.
 """
 
 from __future__ import annotations
@@ -119,11 +120,12 @@ def build_ack(
     segments.append(f.join(msa))
     if code != "AA":
         err_code = error_code if error_code is not None else 207
-        location = c.join(
+        location = c.join(  # ERL: segment^sequence^field^field repetition^component
             [
                 segment or "",
                 "1" if segment else "",
                 str(field) if field else "",
+                "1" if field and component else "",
                 str(component) if component else "",
             ]
         ).rstrip(c)

@@ -11,6 +11,9 @@ new one is closed at once (counted; one warning per burst, not one per connectio
 still incomplete `frame_timeout` after its first byte is cut off, so a sender dripping a byte
 a second cannot keep a connection forever (the idle timer alone restarts on every byte); and
 a handler that raises answers that one frame AE 207 instead of dropping the connection.
+
+With `handler_for`, each connection gets its own handler from the client certificate the TLS
+handshake verified (the facilities it may send for: connectors/hl7v2/senders.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from connectors.hl7v2.ack import build_ack
 from connectors.hl7v2.parser import Message, parse
@@ -131,6 +134,7 @@ class _Connection(asyncio.Protocol):
         self.frame_started: float | None = None  # first byte of the frame being read
         self.paused = False
         self.refused = False
+        self.handle: FrameHandler = server.handler
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -142,6 +146,8 @@ class _Connection(asyncio.Protocol):
             return
         self.server.connections.add(self)
         MLLP_CONNECTIONS.inc()
+        if self.server.handler_for is not None:  # the handler of who the client certificate names
+            self.handle = self.server.handler_for(transport.get_extra_info("peercert"))
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -165,7 +171,7 @@ class _Connection(asyncio.Protocol):
             reply: asyncio.Future[str | None] | str | None
             if item.kind == "message":
                 try:
-                    answer = self.server.handler(item.body)
+                    answer = self.handle(item.body)
                 except Exception as exc:
                     answer = self.server.internal_error(item.body, exc)
                 reply = answer if isinstance(answer, str) else asyncio.ensure_future(answer)  # type: ignore[assignment]
@@ -243,8 +249,10 @@ class MLLPServer:
         max_connections: int = 256,
         ssl_context: ssl.SSLContext | None = None,
         on_unusable: Callable[[bytes, str], None] | None = None,
+        handler_for: Callable[[dict[str, Any] | None], FrameHandler] | None = None,
     ):
         self.handler = handler
+        self.handler_for = handler_for
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes

@@ -15,7 +15,9 @@ uses (mapping.UNUSED_TRIGGERS) is acknowledged AA without events under
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -31,10 +33,19 @@ from connectors.hl7v2.mapping import (
     message_key,
 )
 from connectors.hl7v2.parser import HL7ParseError, Message, is_batch, parse, split_batch
-from connectors.metrics import HL7_DUPLICATES, HL7_INTERNAL_ERRORS, HL7_MESSAGES, HL7_UNUSED
+from connectors.hl7v2.senders import Sender
+from connectors.metrics import (
+    HL7_DUPLICATES,
+    HL7_FACILITY_REFUSED,
+    HL7_INTERNAL_ERRORS,
+    HL7_MESSAGES,
+    HL7_UNUSED,
+)
 from connectors.pipeline import Pipeline, Result, counted
 from engine.bus import EventSink, Published, StorageUnavailable
 from engine.codes import clean_code
+from engine.events import EventBase
+from engine.privacy import Pseudonyms
 
 log = logging.getLogger(__name__)
 
@@ -64,36 +75,42 @@ class HL7Receiver:
         context: MapContext,
         allowed_facilities: list[str] | None = None,
         unused_triggers: UnusedTriggers = "accept",
+        pseudonyms: Pseudonyms | None = None,
     ):
-        self.pipeline = Pipeline(sink, dead_letters)
+        self.pipeline = Pipeline(sink, dead_letters, pseudonyms)
         self.context = context
         self.allowed = frozenset(allowed_facilities) if allowed_facilities else None
         self.unused_triggers: UnusedTriggers = unused_triggers
 
-    def handle_frame(self, raw: bytes) -> str | asyncio.Future[str]:
+    def handle_frame(self, raw: bytes, sender: Sender | None = None) -> str | asyncio.Future[str]:
         """The reply for one MLLP frame: an ACK now (rejects), or a future ACK that resolves
-        once the events are durable; an FHS/BHS batch gets a batch of ACKs."""
+        once the events are durable; an FHS/BHS batch gets a batch of ACKs. `sender`: who the
+        connection's client certificate says it is (connectors/hl7v2/senders.py)."""
         text = decode(raw)
         if is_batch(text):
-            return asyncio.ensure_future(self._batch(text))
-        outcome = self.receive(text)
+            return asyncio.ensure_future(self._batch(text, sender))
+        outcome = self.receive(text, sender)
         if isinstance(outcome, Result):
             return outcome.answer  # type: ignore[no-any-return]
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         outcome.add_done_callback(lambda done: reply.set_result(done.result().answer))
         return reply
 
-    async def _batch(self, text: str) -> str:
-        replies = [(await self.handle(m)).answer for m in split_batch(text)]
+    def for_sender(self, sender: Sender) -> Callable[[bytes], str | asyncio.Future[str]]:
+        """The frame handler of one connection whose certificate names this sender."""
+        return functools.partial(self.handle_frame, sender=sender)
+
+    async def _batch(self, text: str, sender: Sender | None) -> str:
+        replies = [(await self.handle(m, sender)).answer for m in split_batch(text)]
         now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         return f"BHS|^~\\&|CARESCORE||||{now}\r" + "".join(replies) + f"BTS|{len(replies)}\r"
 
-    async def handle(self, text: str) -> Result:
+    async def handle(self, text: str, sender: Sender | None = None) -> Result:
         """One message to its outcome (tests, batches, replays)."""
-        outcome = self.receive(text)
+        outcome = self.receive(text, sender)
         return outcome if isinstance(outcome, Result) else await outcome
 
-    def receive(self, text: str) -> Result | asyncio.Future[Result]:
+    def receive(self, text: str, sender: Sender | None = None) -> Result | asyncio.Future[Result]:
         """Parse, map and hand the events to the sink. Rejections are decided now; an
         accepted message's outcome is a future that resolves when the sink has stored it.
         Never raises: an unexpected error is this message's AE 207, not the connection's end."""
@@ -105,11 +122,11 @@ class HL7Receiver:
                 return self._reject(
                     None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
                 )
-            return self._receive(msg, text)
+            return self._receive(msg, text, sender)
         except Exception as exc:
             return self._internal_error(msg, text, "map", exc)
 
-    def _receive(self, msg: Message, text: str) -> Result | asyncio.Future[Result]:
+    def _receive(self, msg: Message, text: str, sender: Sender | None) -> Result | asyncio.Future[Result]:
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
         if self.allowed is not None and clean_code(msg.sending_facility) not in self.allowed:
             reason = f"sending facility {msg.sending_facility!r} (MSH-4) is not on this listener's allow-list"
@@ -122,6 +139,10 @@ class HL7Receiver:
             return self._reject(
                 msg, text, exc.ack, exc.reason, exc.code, exc.segment, exc.field, exc.component, mtype
             )
+        if sender is not None:
+            refused = self._outside_sender(msg, text, mtype, sender, events)
+            if refused is not None:
+                return refused
         if not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS:
             return self._unused(msg, mtype)
         stored = self.pipeline.publish(message_key(msg), events)
@@ -154,6 +175,24 @@ class HL7Receiver:
         note = "duplicate: already stored" if duplicate else ""
         ack = build_ack(msg, "AA", text=note, reply_type=reply_type(msg))
         return Result("AA", True, note, count, 0 if duplicate else count, duplicate, None, ack)
+
+    def _outside_sender(
+        self, msg: Message, text: str, mtype: str, sender: Sender, events: list[EventBase]
+    ) -> Result | None:
+        """AR for events of a facility the sender's certificate does not cover; the ERR names
+        where the facility came from (PV1-3.4 when the location names one, else MSH-4)."""
+        outside = sorted({e.facility for e in events} - sender.facilities)
+        if not outside:
+            return None
+        HL7_FACILITY_REFUSED.inc()
+        pv1 = msg.first("PV1")
+        located = pv1 is not None and clean_code(pv1.get(3, 4)) != ""
+        segment, field, component = ("PV1", 3, 4) if located else ("MSH", 4, None)
+        reason = (
+            f"facility {outside[0]} ({segment}-{field}{'.4' if located else ''}) is not one the client "
+            f"certificate {sender.name!r} may send for"
+        )
+        return self._reject(msg, text, "AR", reason, 207, segment, field, component, mtype)
 
     def _unused(self, msg: Message, mtype: str) -> Result:
         """AA for a trigger no KPI uses: nothing to store, so nothing to wait for."""

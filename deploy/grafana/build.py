@@ -382,6 +382,17 @@ def operations_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             series(
+                "Watermark lag, by source (how late windows close)",
+                "s",
+                # each runtime's engines (the embedded one, each worker's partitions) by source
+                query(
+                    f"max by (instance, source) (carescore_watermark_lag_seconds{{{inst}}})",
+                    legend="{{source}} {{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            series(
                 "Components up and restarts",
                 "short",
                 query(f"carescore_component_up{{{inst}}}", legend="up: {{component}}", ref="A"),
@@ -444,6 +455,18 @@ def operations_dashboard() -> dash.Dashboard:
                     f"sum(increase(carescore_worker_offset_gaps_total{{{inst}}}[1h]))",
                     legend="offset gaps/1h",
                     ref="D",
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Kafka consumer lag, by events partition (records)",
+                "short",
+                # only `carescore worker` processes have it (tests/test_monitoring.py proves it
+                # against a real worker): no series here means no worker, not no lag
+                query(
+                    f"max by (partition) (carescore_kafka_consumer_lag_records{{{inst}}})",
+                    legend="partition {{partition}}",
                 ),
             )
         )

@@ -5,7 +5,9 @@
 #   kafka.sh start DIR [PORT] [CTRL_PORT]  format DIR (once), start, wait until ready; pid in DIR/pid
 #   kafka.sh stop DIR                      stop it (SIGTERM, then SIGKILL after 30 s)
 #
-# Binds 127.0.0.1 only. Heap: KAFKA_HEAP (default 512m).
+# Binds 127.0.0.1 only. Heap: KAFKA_HEAP (default 512m). KAFKA_EXTRA_PROPERTIES: a file appended
+# to server.properties (later keys win: SSL/SASL_SSL listeners); KAFKA_SCRAM: a SCRAM user made
+# when DIR is formatted, e.g. 'SCRAM-SHA-512=[name=carescore,password=...]'.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LIB="$HERE/lib"
@@ -31,9 +33,12 @@ start() {
   fi
   sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$ctrl|g" -e "s|@LOG_DIRS@|$dir/data|g" \
       "$HERE/server.properties.in" > "$dir/server.properties"
+  if [ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]; then cat "$KAFKA_EXTRA_PROPERTIES" >> "$dir/server.properties"; fi
+  local scram=()
+  if [ -n "${KAFKA_SCRAM:-}" ]; then scram=(--add-scram "$KAFKA_SCRAM"); fi
   if [ ! -f "$dir/data/meta.properties" ]; then
     java_cmd kafka.tools.StorageTool format -t "$(java_cmd kafka.tools.StorageTool random-uuid)" \
-        -c "$dir/server.properties" > "$dir/format.log" 2>&1
+        -c "$dir/server.properties" "${scram[@]}" > "$dir/format.log" 2>&1
   fi
   nohup java -Xms"$HEAP" -Xmx"$HEAP" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
       -cp "$LIB/*" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 &
@@ -67,5 +72,5 @@ case "${1:-}" in
   fetch) fetch ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

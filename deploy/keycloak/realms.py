@@ -184,27 +184,38 @@ realm["groups"] = [
 # No clientScopes here: Keycloak then creates its built-in ones (basic carries `sub`). The carescore
 # claims (aud carescore-api, roles, units) are mappers on each client that calls the API.
 DEFAULT_SCOPES = ["profile", "email", "web-origins", "basic", "acr"]
+PAGE = {
+    "clientId": "carescore-page",
+    "name": "carescore scorecard page",
+    "description": "The scorecard page: authorization code + PKCE (S256), public client.",
+    "enabled": True,
+    "publicClient": True,
+    "protocol": "openid-connect",
+    "standardFlowEnabled": True,
+    "implicitFlowEnabled": False,
+    "directAccessGrantsEnabled": False,
+    "serviceAccountsEnabled": False,
+    "frontchannelLogout": True,
+    # Loopback redirects match on any port (RFC 8252 7.3; Keycloak does so for 127.0.0.1 and
+    # localhost), so these cover the page served on whatever port `carescore run` listens on.
+    "redirectUris": ["http://127.0.0.1/*", "http://localhost/*"],
+    # The page's script posts the code to the token endpoint, so its origin needs CORS. "+" (the
+    # redirect URIs' origins) has no port and matches no page; the page's port is chosen per run
+    # here, so this TEST realm allows any origin. A hospital's IdP lists the page's one origin.
+    "webOrigins": ["*"],
+    "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
+    "defaultClientScopes": DEFAULT_SCOPES,
+    "protocolMappers": scope_mappers("carescore-api"),
+    "optionalClientScopes": ["offline_access"],
+}
 realm["clients"] = [
+    PAGE,
     {
-        "clientId": "carescore-page",
-        "name": "carescore scorecard page",
-        "description": "The scorecard page: authorization code + PKCE (S256), public client.",
-        "enabled": True,
-        "publicClient": True,
-        "protocol": "openid-connect",
-        "standardFlowEnabled": True,
-        "implicitFlowEnabled": False,
-        "directAccessGrantsEnabled": False,
-        "serviceAccountsEnabled": False,
-        "frontchannelLogout": True,
-        # Loopback redirects match on any port (RFC 8252 7.3; Keycloak does so for 127.0.0.1 and
-        # localhost), so these cover the page served on whatever port `carescore run` listens on.
-        "redirectUris": ["http://127.0.0.1/*", "http://localhost/*"],
-        "webOrigins": ["+"],
-        "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
-        "defaultClientScopes": DEFAULT_SCOPES,
-        "protocolMappers": scope_mappers("carescore-api"),
-        "optionalClientScopes": ["offline_access"],
+        **PAGE,
+        "clientId": "carescore-page-short",
+        "name": "carescore scorecard page, 4 s access tokens (TEST ONLY)",
+        "description": "TEST ONLY: the page client, access tokens expire after 4 s (refresh tests).",
+        "attributes": {**PAGE["attributes"], "access.token.lifespan": "4"},
     },
     {
         "clientId": "carescore-tests",

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from engine.definitions.kpi import KpiDefinition
 from engine.definitions.objectives import OBJECTIVES_DIR, Objective, load_objectives
-from engine.yamlconf import ConfigError, describe_errors, line_of, load_yaml
+from engine.definitions.views import VIEWS_DIR, BuiltinView, load_views
+from engine.yamlconf import ConfigError, describe_errors, line_of, load_yaml, loaded
 
 
 class Catalogue(BaseModel):
@@ -21,6 +22,7 @@ class Catalogue(BaseModel):
     kpis: dict[str, KpiDefinition]
     files: dict[str, Path]
     objectives: dict[str, Objective] = {}
+    views: dict[str, BuiltinView] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.kpis.values())
@@ -48,17 +50,13 @@ def load_catalogue(directory: Path) -> Catalogue:
     files = sorted(
         p
         for p in directory.rglob("*")
-        if p.suffix in (".yaml", ".yml") and p.relative_to(directory).parts[0] != OBJECTIVES_DIR
+        if p.suffix in (".yaml", ".yml")
+        and p.relative_to(directory).parts[0] not in (OBJECTIVES_DIR, VIEWS_DIR)
     )
     problems: list[str] = []
     kpis: dict[str, KpiDefinition] = {}
     origin: dict[str, Path] = {}
-    for path in files:
-        try:
-            data, lines = load_yaml(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
+    for path, data, lines in loaded(files, problems):
         if data is None:
             problems.append(f"{path}: file is empty")
             continue
@@ -81,9 +79,11 @@ def load_catalogue(directory: Path) -> Catalogue:
     problems.extend(_compliance_links(kpis, origin))
     objectives, wrong = load_objectives(directory / OBJECTIVES_DIR, kpis)  # checked against the KPIs
     problems.extend(wrong)
+    views, wrong = load_views(directory / VIEWS_DIR, kpis)  # the built-in views, checked too
+    problems.extend(wrong)
     if problems:
         raise ConfigError(problems)
-    return Catalogue(kpis=kpis, files=origin, objectives=objectives)
+    return Catalogue(kpis=kpis, files=origin, objectives=objectives, views=views)
 
 
 def _compliance_links(kpis: dict[str, KpiDefinition], origin: dict[str, Path]) -> list[str]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from engine.definitions.kpi import KpiDefinition, Perspective
 from engine.definitions.match import Strict
-from engine.yamlconf import ConfigError, Loc, describe_errors, load_yaml
+from engine.yamlconf import Loc, listed
 
 LAYER: dict[Perspective, int] = {
     Perspective.learning_growth: 0,
@@ -52,10 +52,6 @@ class Objective(Strict):
         return {k.kpi: k.weight for k in self.kpis}
 
 
-def _files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
-
-
 def load_objectives(
     directory: Path, kpis: dict[str, KpiDefinition]
 ) -> tuple[dict[str, Objective], list[str]]:
@@ -64,30 +60,15 @@ def load_objectives(
     problems: list[str] = []
     found: dict[str, Objective] = {}
     where: dict[str, tuple[Path, dict[Loc, int], Loc]] = {}
-    for path in _files(directory) if directory.is_dir() else []:
-        try:
-            data, lines = load_yaml(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+    for path, lines, prefix, objective in listed(directory, "objectives", Objective, problems):
+        if objective.id in found:
+            line = lines.get((*prefix, "id"))
+            problems.append(
+                f"{path}:{line}: {_field(prefix, 'id')}: objective {objective.id!r} is defined twice"
+            )
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("objectives"), list):
-            problems.append(f"{path}:1: objectives: expected a mapping {{objectives: [...]}}")
-            continue
-        for i, doc in enumerate(data["objectives"]):
-            prefix: Loc = ("objectives", i)
-            try:
-                objective = Objective.model_validate(doc)
-            except ValidationError as exc:
-                problems.extend(describe_errors(path, lines, exc, prefix, data=doc))
-                continue
-            if objective.id in found:
-                line = lines.get((*prefix, "id"))
-                problems.append(
-                    f"{path}:{line}: {_field(prefix, 'id')}: objective {objective.id!r} is defined twice"
-                )
-                continue
-            found[objective.id] = objective
-            where[objective.id] = (path, lines, prefix)
+        found[objective.id] = objective
+        where[objective.id] = (path, lines, prefix)
     for objective in found.values():
         problems.extend(_check(objective, found, kpis, *where[objective.id]))
     problems.extend(_cycles(found, where))

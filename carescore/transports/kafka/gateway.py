@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from api.problems import Problem
 from carescore.shell import RuntimeShell
+from carescore.transports.kafka.security import client_options
 from carescore.transports.kafka.sink import KafkaSink
 from carescore.transports.kafka.topics import ensure_topics, samples_topic
 from engine.bus import Published
@@ -75,6 +76,7 @@ class KafkaGateway(RuntimeShell):
             group_id=None,
             auto_offset_reset="earliest",
             fetch_max_bytes=16 * 1024 * 1024,
+            **client_options(kafka),
         )
         await consumer.start()
         last_tick = 0.0

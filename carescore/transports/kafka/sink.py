@@ -21,6 +21,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
+from carescore.transports.kafka.security import client_options
 from carescore.transports.kafka.topics import events_topic
 from engine.bus import Published, StorageUnavailable
 from engine.config import KafkaSettings
@@ -53,6 +54,7 @@ class KafkaSink:
             enable_idempotence=True,
             linger_ms=2,
             request_timeout_ms=int(self.settings.publish_timeout * 1000),
+            **client_options(self.settings),
         )
         await self.producer.start()
 

@@ -16,6 +16,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from carescore.transports.kafka.security import client_options
 from engine.config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
         NewTopic(samples_topic(settings), settings.partitions, settings.replication),
     ]
     for attempt in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client_options(settings))
         try:
             await admin.start()
             existing = set(await admin.list_topics())

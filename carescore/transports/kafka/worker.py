@@ -29,14 +29,18 @@ import faust
 from prometheus_client import start_http_server
 
 from carescore.metrics import (
+    KAFKA_CONSUMER_LAG,
     WORKER_CHECKPOINTS,
     WORKER_EVENTS,
     WORKER_GAPS,
     WORKER_PARTITIONS,
     WORKER_SAMPLES,
     WORKER_UNSAVED,
+    show,
+    show_watermark_lags,
 )
 from carescore.transports import live_engine
+from carescore.transports.kafka.security import faust_credentials
 from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
@@ -101,6 +105,7 @@ def make_app(settings: Settings) -> faust.App:
     app = faust.App(
         kafka.app_id,
         broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=faust_credentials(kafka),
         store="memory://",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication,
@@ -265,9 +270,26 @@ def make_app(settings: Settings) -> faust.App:
                     chunk = batch[i : i + SAMPLES_PER_MESSAGE]
                     samples.send_soon(key=facility.encode(), value=dump_samples(chunk))
                 WORKER_SAMPLES.inc(len(batch))
+        show_watermark_lags(part.engine.watermark_lags(now) for part in parts.values())
+        show(KAFKA_CONSUMER_LAG, _consumer_lags(app.consumer, parts))
 
     app.carescore_parts = parts  # type: ignore[attr-defined]  # tests and benchmarks look inside
     return app
+
+
+def _consumer_lags(consumer: Any, parts: dict[int, Partition]) -> dict[str, float]:
+    """Per events partition held: its end offset as aiokafka last fetched it (the high watermark)
+    minus the next offset the engine takes. Not the consumer's position (it runs ahead by what
+    Faust buffered) nor the committed offset (it waits for a checkpoint): what is not counted yet."""
+    lags = {}
+    for number, part in list(parts.items()):
+        try:
+            end = consumer.highwater(part.tp) if part.tp is not None else None
+        except AssertionError:  # aiokafka's "Partition is not assigned": revoked, being dropped
+            continue
+        if end is not None:
+            lags[str(number)] = float(max(0, end - (part.offset + 1)))
+    return lags
 
 
 def _seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
