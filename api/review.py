@@ -139,10 +139,14 @@ class Review:
         items = {kpi.id: self.kpi(kpi) for kpi in backend.catalogue}
         statuses = {k: i["status"] for k, i in items.items()}
         settings = backend.scorecard
+        _, department, unit = self.place.key
+        held = [
+            o for o in backend.catalogue.objectives.values() if o.held_at(department, unit, self.unit_type)
+        ]
         perspectives = []
         for persp in Perspective:
             kpis = [items[k.id] for k in backend.catalogue if k.perspective is persp]
-            objectives = [o for o in backend.catalogue.objectives.values() if o.perspective is persp]
+            objectives = [o for o in held if o.perspective is persp]
             perspectives.append(
                 {
                     "id": persp.value,

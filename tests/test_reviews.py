@@ -155,8 +155,15 @@ async def test_alerts_that_began_in_the_month_at_the_place(
     month = alert["started_at"][:7]  # the month the breach began (UTC site)
     icu = await review_json(api, month, unit="ICU")
     assert fired["ICU"] in [a["id"] for a in icu["alerts"]]
+
+    # the cascade: the ICU's own objective (unit type icu) is in the ICU's review only
+    def objective_ids(review: dict[str, Any]) -> set[str]:
+        return {o["id"] for p in review["perspectives"] for o in p["objectives"]}
+
+    assert "safe_icu_staffing" in objective_ids(icu) and "skilled_nursing_workforce" in objective_ids(icu)
     facility = await review_json(api, month)
     assert fired["ICU"] in [a["id"] for a in facility["alerts"]]
+    assert "safe_icu_staffing" not in objective_ids(facility)
     assert fired["ICU"] not in [a["id"] for a in (await review_json(api, month, unit="4W"))["alerts"]]
     before = datetime.fromisoformat(alert["started_at"]).replace(day=1) - timedelta(days=1)
     assert fired["ICU"] not in [a["id"] for a in (await review_json(api, before.strftime("%Y-%m")))["alerts"]]
