@@ -47,6 +47,7 @@ WINDOW_KPI = {
     "lab_tat_stat": {
         "window": {"kind": "tumbling", "size": "5m", "grace": "1m"},
         "min_samples": 1,
+        "forecast": None,  # the settings' forecasts: block alone (the packaged KPI has its own)
     }
 }
 
@@ -232,7 +233,9 @@ def test_which_kpis_are_watched_and_with_what() -> None:
     """forecast.enabled decides when given; else forecasts.kpis (None: every KPI); the rest of
     the KPI's block is taken over the settings' one, field by field."""
     catalogue = load_catalogue(REPO_ROOT / "kpi_defs")
-    kpi = catalogue.kpis["lab_tat_stat"]
+    packaged = catalogue.kpis["lab_tat_stat"]  # its own block: watched at warning, 1 h ahead
+    assert ForecastWatch(ForecastSettings(kpis=[]), catalogue, lambda k, p: []).watched(packaged)
+    kpi = packaged.model_copy(update={"forecast": None})
     on, off = (kpi.model_copy(update={"forecast": KpiForecast(enabled=e)}) for e in (True, False))
     partial = kpi.model_copy(update={"forecast": KpiForecast.model_validate({"horizon": "30m"})})
     listed = ForecastWatch(ForecastSettings(kpis=["lab_tat_stat"]), catalogue, lambda k, p: [])
