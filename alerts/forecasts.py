@@ -1,6 +1,9 @@
 """Forecast alerts: a KPI forecast to breach its threshold within the horizon is an alert of its
 own kind ("forecast"), before the breach, through the same routes, silences and store.
 
+A KPI's YAML may carry `forecast:` (enabled, horizon, interval, level, for) over the settings'
+block for that KPI alone (settings_for); `forecasts.enabled` stays the switch for all of them.
+
 Per (KPI, place) with a threshold at `forecasts.level`: the KPI's closed windows are forecast
 (engine/forecast.py) and the bound of the chosen prediction interval on the bad side (the upper
 bound when lower is better) is compared with the threshold over the horizon. Breaching for
@@ -57,6 +60,23 @@ class ForecastWatch:
         self.unit_types = unit_types or {}
         self.watches: dict[tuple[str, GroupKey], Watch] = {}
         self.passes = 0  # passes completed since start
+        self._own: dict[str, ForecastSettings] = {}
+
+    def settings_for(self, kpi: KpiDefinition) -> ForecastSettings:
+        """The settings' forecasts: block with what the KPI's own `forecast:` gives over it."""
+        if kpi.id not in self._own:
+            given = kpi.forecast
+            fields = ("horizon", "interval", "level", "for_")
+            own = {f: getattr(given, f) for f in fields if given and getattr(given, f) is not None}
+            self._own[kpi.id] = self.settings.model_copy(update=own)
+        return self._own[kpi.id]
+
+    def watched(self, kpi: KpiDefinition) -> bool:
+        """The KPI's own `forecast.enabled` if it says, else whether forecasts.kpis lists it (or
+        lists nothing: every KPI)."""
+        if kpi.forecast is not None and kpi.forecast.enabled is not None:
+            return kpi.forecast.enabled
+        return self.settings.kpis is None or kpi.id in self.settings.kpis
 
     def restore(self, firing: Iterable[Alert]) -> None:
         """Forecast alerts firing before a restart stay firing (no second notice)."""
@@ -69,7 +89,6 @@ class ForecastWatch:
         """The series forecast in one pass, from the (KPI, place) pairs with live values: KPIs
         with the watched threshold at the levels they alert on, at most max_series of them
         (firing ones first, so they can resolve)."""
-        wanted = set(self.settings.kpis) if self.settings.kpis is not None else None
         out: list[tuple[KpiDefinition, GroupKey]] = []
         seen: set[tuple[str, GroupKey]] = set()
         pairs = [k for k, w in self.watches.items() if w.state != "ok"] + sorted(
@@ -77,7 +96,7 @@ class ForecastWatch:
         )
         for kpi_id, place in pairs:
             kpi = self.catalogue.kpis.get(kpi_id)
-            if kpi is None or (kpi_id, place) in seen or (wanted is not None and kpi_id not in wanted):
+            if kpi is None or (kpi_id, place) in seen or not self.watched(kpi):
                 continue
             level = "unit" if place[2] else "department" if place[1] else "facility"
             if level not in kpi.alert_on or self._threshold(kpi, place) is None:
@@ -90,7 +109,7 @@ class ForecastWatch:
 
     def _threshold(self, kpi: KpiDefinition, place: GroupKey) -> float | None:
         thresholds = kpi.levels_for(self.unit_types.get(place)).thresholds
-        return thresholds.critical if self.settings.level == "critical" else thresholds.warning
+        return thresholds.critical if self.settings_for(kpi).level == "critical" else thresholds.warning
 
     def check(self, now: float, live: Iterable[tuple[str, GroupKey]]) -> list[Change]:
         """One pass: the changes (fired, resolved) of every series forecast. `live`: the
@@ -110,13 +129,14 @@ class ForecastWatch:
     def _step(self, kpi: KpiDefinition, place: GroupKey, now: float) -> Change | None:
         threshold = self._threshold(kpi, place)
         assert threshold is not None  # series() keeps only places with one
+        own = self.settings_for(kpi)
         try:
-            fc = forecast(self.history(kpi.id, place), self.settings.horizon)
+            fc = forecast(self.history(kpi.id, place), own.horizon)
         except TooShort:
             return None  # no forecast is neither a breach nor the end of one
         lower = kpi.direction is Direction.lower_is_better
         reached = fc.last_value >= threshold if lower else fc.last_value <= threshold
-        hit = None if reached else first_breach(fc, threshold, lower, self.settings.interval)
+        hit = None if reached else first_breach(fc, threshold, lower, own.interval)
         watch = self.watches.setdefault((kpi.id, place), Watch())
         if hit is None:
             if watch.state == "firing":
@@ -127,7 +147,7 @@ class ForecastWatch:
             return None
         if watch.state == "ok":
             watch.state, watch.since = "pending", now
-        if watch.state == "pending" and now - watch.since >= self.settings.for_:
+        if watch.state == "pending" and now - watch.since >= own.for_:
             watch.state = "firing"
             return self._change("fired", kpi, place, watch, fc, threshold, hit, None)
         return None
@@ -143,7 +163,7 @@ class ForecastWatch:
         point: Point | None,
         why: str | None,
     ) -> Change:
-        s = self.settings
+        s = self.settings_for(kpi)
         severity = s.severity if kind == "fired" else "ok"
         where = place_label(place)
         within = format_duration(s.horizon)

@@ -45,7 +45,7 @@ class Plans(Protocol):
     def events(self, kind: str, item_id: str) -> list[dict[str, Any]]: ...
 
     def markers(
-        self, kpi: str, place: Mapping[str, str | None], start: float | None, end: float | None
+        self, kpi: str | None, place: Mapping[str, str | None], start: float | None, end: float | None
     ) -> list[dict[str, Any]]: ...
 
     def create_initiative(
@@ -73,6 +73,8 @@ class Plans(Protocol):
     ) -> dict[str, Any]: ...
 
     def analysis(self, kpi: str, period: str, place: tuple[str, str, str]) -> dict[str, Any]: ...
+
+    def analyses(self, period: str, place: tuple[str, str, str]) -> list[dict[str, Any]]: ...
 
 
 class Alerts(Protocol):

@@ -3,7 +3,10 @@
 Every KPI's value for the month from the period report over the event log (backend.report), the
 previous month's beside it and the target it is held to; grouped by perspective and by the
 objectives that each KPI measures; every KPI that fell short of its target with its trend over
-the last months; the alerts whose breach began in the month. Rendered by api/review_render.py.
+the last months; the alerts whose breach began in the month; the actions opened and closed in
+the month at the place or within it, and the analyses written for the month at the place (what
+happened, why, what next: the commentary the meeting reads beside the numbers). Rendered by
+api/review_render.py.
 
 A KPI fell short when its month's value is on the wrong side of its target (the place's unit
 type's target, else the KPI's); a KPI with no target falls short when its month's status is a
@@ -136,10 +139,14 @@ class Review:
         items = {kpi.id: self.kpi(kpi) for kpi in backend.catalogue}
         statuses = {k: i["status"] for k, i in items.items()}
         settings = backend.scorecard
+        _, department, unit = self.place.key
+        held = [
+            o for o in backend.catalogue.objectives.values() if o.held_at(department, unit, self.unit_type)
+        ]
         perspectives = []
         for persp in Perspective:
             kpis = [items[k.id] for k in backend.catalogue if k.perspective is persp]
-            objectives = [o for o in backend.catalogue.objectives.values() if o.perspective is persp]
+            objectives = [o for o in held if o.perspective is persp]
             perspectives.append(
                 {
                     "id": persp.value,
@@ -172,21 +179,45 @@ class Review:
             "perspectives": perspectives,
             "shortfalls": shortfalls,
             "alerts": self.alerts(start, end),
+            "actions": self.actions(start, end),
+            "analyses": self.analyses(),
         }
+
+    def _within(self) -> dict[str, str | None]:
+        """The place as column filters: a facility holds its departments' and units' items."""
+        facility, department, unit = self.place.key
+        level = self.place.level
+        return {
+            "facility": facility,
+            "department": department if level != "facility" else None,
+            "unit": unit if level == "unit" else None,
+        }
+
+    def actions(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
+        """Actions at this place (or within it) opened, and closed (done or cancelled), in the month."""
+        marks = self.backend.alerts.plans.markers(None, self._within(), start.timestamp(), end.timestamp())
+        return {
+            "opened": [m for m in marks if m["event"] == "opened"],
+            "closed": [m for m in marks if m["event"].startswith("closed")],
+        }
+
+    def analyses(self) -> list[dict[str, Any]]:
+        """The month's analyses of this place itself (not its units'), the current version of each."""
+        where = self._within()
+        key = (where["facility"] or "", where["department"] or "", where["unit"] or "")
+        names = {k.id: k.name for k in self.backend.catalogue}
+        found = self.backend.alerts.plans.analyses(self.month, key)
+        return [{**a, "name": names.get(a["kpi"], a["kpi"])} for a in found]
 
     def alerts(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Alerts at this place (or within it) whose breach began in the month."""
         found = self.backend.alerts.started_between(
             start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat()
         )
-        facility, department, unit = self.place.key
+        where = {k: v for k, v in self._within().items() if v is not None}
         out = []
         for alert in found:
             a = alert.as_json()
-            within = a["facility"] == facility and (
-                self.place.level == "facility"
-                or (a["department"] == department and (self.place.level == "department" or a["unit"] == unit))
-            )
-            if within:
+            if all(a[k] == v for k, v in where.items()):
                 out.append(a)
         return out

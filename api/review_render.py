@@ -41,7 +41,13 @@ CSP = (
 )
 """The HTML review's own policy: its inline stylesheet (by hash) and its data: charts, nothing else."""
 
-SECTIONS = ("Scorecard", "Fell short of target", "Alerts fired in the month")
+SECTIONS = (
+    "Scorecard",
+    "Fell short of target",
+    "Alerts fired in the month",
+    "Actions opened and closed in the month",
+    "Analysis",
+)
 
 
 def fmt(value: float | None) -> str:
@@ -107,6 +113,35 @@ def _alert_row(a: dict[str, Any]) -> list[str]:
     return [a["started_at"][:16].replace("T", " "), a["kpi"], place, a["severity"], a["state"], a["summary"]]
 
 
+ACTION_HEAD = ["When (UTC)", "Event", "Action", "KPI", "Place", "Owner", "Status now"]
+
+
+def _action_rows(review: dict[str, Any]) -> list[list[str]]:
+    """Opened and closed in one table, in time order."""
+    marks = sorted(review["actions"]["opened"] + review["actions"]["closed"], key=lambda m: m["at"])
+    return [
+        [
+            m["at"][:16].replace("T", " "),
+            m["event"],
+            m["title"],
+            m["kpi"],
+            m["unit"] or m["department"] or m["facility"],
+            m["owner"],
+            m["status"],
+        ]
+        for m in marks
+    ]
+
+
+def _analysis_lines(a: dict[str, Any]) -> list[str]:
+    return [
+        f"{a['name']} (version {a['version']}, {a['author']}, {a['at'][:10]})",
+        f"What happened: {a['happened']}",
+        f"Why: {a['why']}",
+        f"What next: {a['next']}",
+    ]
+
+
 def _objectives_line(persp: dict[str, Any]) -> str:
     return "; ".join(f"{o['name']} ({o['status']}): {', '.join(o['kpis'])}" for o in persp["objectives"])
 
@@ -155,6 +190,19 @@ def to_html(review: dict[str, Any]) -> str:
             "<tr>" + "".join(f"<td>{e(c)}</td>" for c in _alert_row(a)) + "</tr>" for a in review["alerts"]
         ]
         out.append("</table>")
+    out.append(f"<h2>{SECTIONS[3]}</h2>")
+    if rows := _action_rows(review):
+        out.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in ACTION_HEAD) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        out.append("</table>")
+    else:
+        out.append("<p>No action was opened or closed in the month.</p>")
+    out.append(f"<h2>{SECTIONS[4]}</h2>")
+    if not review["analyses"]:
+        out.append("<p>No analysis was written for the month.</p>")
+    for a in review["analyses"]:
+        head, *lines = _analysis_lines(a)
+        out.append(f"<h3>{e(head)}</h3>" + "".join(f"<p>{e(line)}</p>" for line in lines))
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -208,6 +256,19 @@ def to_pdf(review: dict[str, Any]) -> bytes:
     else:
         alert_widths = [w * mm for w in (26, 34, 16, 16, 16, 62)]
         story.append(_table([ALERT_HEAD, *(_alert_row(a) for a in review["alerts"])], alert_widths, small))
+    story.append(Paragraph(SECTIONS[3], styles["Heading1"]))
+    if rows := _action_rows(review):
+        action_widths = [w * mm for w in (24, 22, 46, 30, 16, 22, 20)]
+        story.append(_table([ACTION_HEAD, *rows], action_widths, small))
+    else:
+        story.append(Paragraph("No action was opened or closed in the month.", styles["BodyText"]))
+    story.append(Paragraph(SECTIONS[4], styles["Heading1"]))
+    if not review["analyses"]:
+        story.append(Paragraph("No analysis was written for the month.", styles["BodyText"]))
+    for a in review["analyses"]:
+        head, *lines = _analysis_lines(a)
+        story.append(Paragraph(html.escape(head), styles["Heading3"]))
+        story += [Paragraph(html.escape(line), styles["BodyText"]) for line in lines]
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=12 * mm, rightMargin=12 * mm, title=title)
     doc.build(story)

@@ -240,6 +240,7 @@ class Service:
                         seed=demo.seed,
                         rate=demo.rate,
                         backfill=demo.backfill,
+                        scenarios=demo.scenarios,
                         headers={"Authorization": f"Bearer {uploads}"},
                     ),
                 )

@@ -16,12 +16,13 @@ patients (stays, beds, the HL7 envelope), admissions, labs, nurse_calls and bill
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from demo.admissions import Admissions
 from demo.billing import PROCEDURES, Billing
-from demo.labs import ROUTINE_TESTS, STAT_TESTS, Labs
+from demo.labs import BACKLOG_RAMP, ROUTINE_TESTS, STAT_TESTS, Labs
 from demo.nurse_calls import NurseCalls
 from demo.patients import FAMILY, GIVEN, Stay
 from engine.places import Places
@@ -60,9 +61,11 @@ class DemoHospital(Admissions, Labs, NurseCalls, Billing):
         self.busy: dict[str, int] = {}  # unit -> nurse calls still to be answered slowly
 
     # -- setup ---------------------------------------------------------------------------
-    def seed_history(self, now: float, backfill: float) -> None:
+    def seed_history(self, now: float, backfill: float, scenarios: Sequence[str] = ()) -> None:
         """A month of past stays bed by bed (length of stay, patient days, readmissions), the
-        census of today, then live traffic from now - backfill."""
+        census of today, then live traffic from now - backfill; and the scenarios asked for
+        (stat_backlog, demo/labs.py), which replace the first STAT slowdown on the ICU (a step
+        there would breach before the backlog does) and delay the random ones until it is over."""
         start = now - backfill
         for unit_id, unit in self.units.items():
             if unit.type == "ed":
@@ -94,6 +97,10 @@ class DemoHospital(Admissions, Labs, NurseCalls, Billing):
         self.at(start + 180, "call_rounds")
         self.at(start + 240, "procedure_rounds")
         self.at(now + self.rng.uniform(15, 30) * 60, "call_surge")
+        if "stat_backlog" in scenarios and self.icu:
+            self.stat_backlog(self.icu[0], now)
+            self.at(now + BACKLOG_RAMP + self.rng.uniform(25, 40) * 60, "slowdown")
+            return
         if self.icu:
             # The first slowdown: ICU STAT results that come back just after start, 85-100 min late,
             # in a busy ICU hour (a trauma admission): with the hour's other STAT results the ICU

@@ -1,6 +1,13 @@
 """The lab as the EMR sees it: STAT and routine orders (ORM^O01) and their results
 (ORU^R01). Now and then a unit's lab goes slow, so STAT turnaround breaches and alerts fire
 and later resolve; that is what makes the demo's alerting visible.
+
+The scenario `stat_backlog` (demo.scenarios) is a breach that builds up, what a forecast alert
+is for: a busy ICU orders a STAT test every 2 minutes from 3 hours before the demo starts
+(enough for its STAT p90, which needs 20 results an hour, and for the 24 closed windows a
+forecast needs); until the start they come back in about 30 minutes, then an analyser is down
+and the backlog builds: over the next 90 minutes each order's turnaround grows from 30 to 90
+minutes, after which the lab is back to normal.
 """
 
 from __future__ import annotations
@@ -26,8 +33,27 @@ ROUTINE_TESTS = [
 ]
 
 
+BACKLOG_BASELINE = 3 * 3600.0
+"""stat_backlog: the busy ICU's STAT orders with normal turnaround before the demo starts."""
+BACKLOG_RAMP = 90 * 60.0
+"""stat_backlog: how long the turnaround grows after the start, from 30 to 90 minutes."""
+BACKLOG_EVERY = 120.0
+
+
 class Labs(PatientRecords):
     slow: dict[str, int]  # unit -> STAT orders still to come back slow
+
+    def stat_backlog(self, unit: str, start: float) -> None:
+        """Schedule the scenario (see above) on `unit`, the backlog building from `start`."""
+        t = start - BACKLOG_BASELINE
+        while t < start + BACKLOG_RAMP:
+            self.at(t, "backlog_order", unit=unit, start=start)
+            t += BACKLOG_EVERY
+
+    def _backlog_order(self, ts: float, unit: str, start: float) -> list[str]:
+        grown = max(0.0, ts - start) / BACKLOG_RAMP  # 0 before the start, 1 at the ramp's end
+        tat = (30 + 60 * grown) * 60 * self.rng.uniform(0.95, 1.05)
+        return self._stat_order(ts, unit, slow_until=ts + tat)
 
     def _lab_rounds(self, ts: float) -> list[str]:
         """Every 20 minutes: some inpatients get routine labs, ICU patients STAT ones."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ class DemoPeers:
                 self.backoffice.load(state["backoffice"])
                 self.resumed = True
 
-    def seed(self, now: float, backfill: float) -> None:
-        self.hospital.seed_history(now, backfill)
+    def seed(self, now: float, backfill: float, scenarios: Sequence[str] = ()) -> None:
+        self.hospital.seed_history(now, backfill, scenarios)
         self.backoffice.seed_history(now, billing_from=now - backfill)
 
     def save(self) -> None:
@@ -91,6 +91,7 @@ async def run_demo(
     seed: int = 7,
     rate: float = 1.0,
     backfill: float = 12 * 3600.0,
+    scenarios: Sequence[str] = (),
     clock: Callable[[], float] | None = None,
     headers: dict[str, str] | None = None,
 ) -> None:
@@ -100,7 +101,7 @@ async def run_demo(
     if peers.resumed:
         log.info("demo hospital resumed", extra={"patients": len(peers.hospital.stays)})
     else:
-        peers.seed(now_fn(), backfill)
+        peers.seed(now_fn(), backfill, scenarios)
         log.info("demo hospital starting: backfilling history", extra={"hours": round(backfill / 3600, 1)})
     client = MLLPClient(host, port)
     sent = 0

@@ -84,6 +84,11 @@ class DemoSettings(Strict):
         default=12 * 3600.0,
         description="hours of live traffic simulated at first start (a month of stays and feeds is always)",
     )
+    scenarios: list[Literal["stat_backlog"]] = Field(
+        default_factory=list,
+        description="seeded scenarios at first start: stat_backlog, ICU STAT turnaround building up for "
+        "90 minutes from the start (demo/labs.py), which a forecast alert sees coming",
+    )
 
 
 class FHIRSettings(Strict):

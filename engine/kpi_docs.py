@@ -49,16 +49,25 @@ def _objectives(catalogue: Catalogue) -> list[str]:
         "",
         "Objectives from [`kpi_defs/objectives/`](../kpi_defs/objectives/), causes first; an",
         "objective's status is its KPIs' weighted (or worst) status at a place, `GET /api/v1/objectives`.",
+        "A department's or unit's own objective (held at its places) supports a wider one: its status",
+        "there counts in that objective's roll-up with the weight given.",
         "",
-        "| objective | perspective | KPIs (weight) | drives |",
-        "|---|---|---|---|",
+        "| objective | perspective | held by | KPIs (weight) | drives | supports (weight) |",
+        "|---|---|---|---|---|---|",
     ]
     for objective in sorted(catalogue.objectives.values(), key=lambda o: LAYER[o.perspective]):
         kpis = ", ".join(f"`{k.kpi}` ({k.weight:g})" for k in objective.kpis)
         drives = ", ".join(f"`{d}`" for d in objective.drives) or "—"
+        held = (
+            "hospital"
+            if objective.level == "facility"
+            else f"{objective.level}: {', '.join(objective.places)}"
+        )
+        up = objective.supports
+        supports = f"`{up.objective}` ({up.weight:g})" if up else "—"
         lines.append(
             f"| **{_one_line(objective.name)}** (`{objective.id}`) "
-            f"| {PERSPECTIVE_TITLES[objective.perspective]} | {kpis} | {drives} |"
+            f"| {PERSPECTIVE_TITLES[objective.perspective]} | {held} | {kpis} | {drives} | {supports} |"
         )
     lines.append("")
     return lines

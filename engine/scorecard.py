@@ -44,8 +44,15 @@ def perspective_status(items: Iterable[Mapping[str, Any]], rule: str, weights: M
     return "critical" if score >= 1.5 else "warning" if score >= 0.5 else "ok"
 
 
-def objective_status(objective: Objective, statuses: Mapping[str, str]) -> str:
+def objective_status(
+    objective: Objective, statuses: Mapping[str, str], supporting: Iterable[tuple[str, str, float]] = ()
+) -> str:
     """An objective's status from its KPIs' live statuses (kpi id -> status), by the same rule
-    as a perspective's, with the objective's own weights."""
+    as a perspective's, with the objective's own weights; a cascaded objective's `supporting`
+    objectives (label, status, weight), one per place that holds them, count as items too."""
     items = [{"id": k.kpi, "status": statuses.get(k.kpi, "no_data")} for k in objective.kpis]
-    return perspective_status(items, objective.status, objective.weights)
+    weights = dict(objective.weights)
+    for label, status, weight in supporting:
+        items.append({"id": label, "status": status})
+        weights[label] = weight
+    return perspective_status(items, objective.status, weights)

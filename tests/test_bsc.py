@@ -116,6 +116,33 @@ objectives:
     name: no falls data in this scenario
     perspective: patient
     kpis: [{kpi: falls_per_1000_patient_days}]
+  # a cascade: the hospital's workforce objective, supported by the ICU's (every unit of type icu)
+  # and medicine's own staffing objectives, medicine's supported by 4W's
+  - id: workforce
+    name: hospital objective, its own KPI without data here
+    perspective: learning_growth
+    kpis: [{kpi: training_hours_per_nurse}]
+  - id: icu_staffing
+    name: Safe ICU staffing
+    perspective: internal_process
+    level: unit
+    places: [icu]
+    kpis: [{kpi: patient_to_nurse_ratio}]
+    supports: {objective: workforce, weight: 2}
+  - id: medicine_staffing
+    name: Medicine staffed to ratio
+    perspective: internal_process
+    level: department
+    places: [medicine]
+    kpis: [{kpi: patient_to_nurse_ratio}]
+    supports: {objective: workforce}
+  - id: ward_beds
+    name: 4W's beds
+    perspective: internal_process
+    level: unit
+    places: [4W]
+    kpis: [{kpi: bed_occupancy}]
+    supports: {objective: medicine_staffing, weight: 3}
 """
 
 
@@ -193,6 +220,73 @@ async def test_objectives_roll_their_kpis_up_with_their_weights(hospital: Any) -
     )
     missing = await api.get("/api/v1/objectives/no_such_objective")
     assert missing.status_code == 404 and "no_such_objective" in missing.json()["detail"]
+
+
+async def test_department_and_unit_objectives_roll_up_into_the_hospitals(hospital: Any) -> None:
+    """Statuses by hand (ok 0, warning 1, critical 2; weighted mean, >= 1.5 critical, >= 0.5
+    warning; items without data do not count), with the ICU at 3 patients per nurse (critical
+    over 2.01), 4W at 2 and 3E at 1 (ok), occupancy ok everywhere."""
+    _, api = hospital
+    await _objectives(api, facility="DEMO", department="critical_care", unit="ICU")  # settled
+    hospital_wide = await _objectives(api, facility="DEMO")
+    by_id = {o["id"]: o for o in hospital_wide["objectives"]}
+    # the hospital's scorecard lists its own objectives, not the departments' or units'
+    assert set(by_id) == {"occupancy_heavy", "ratio_heavy", "worst_of_two", "harm_free", "workforce"}
+    workforce = by_id["workforce"]
+    # supported by icu_staffing at the ICU (its ratio 3: critical) with weight 2 and by
+    # medicine_staffing at medicine (ratio ok; 4W's beds ok: ok) with weight 1; its own KPI has
+    # no data: (2 x 2 + 1 x 0) / 3 = 1.33 -> warning (the worst would be critical)
+    supported = {
+        (s["objective"], s["group"]["department"], s["group"]["unit"]): s for s in workforce["supported_by"]
+    }
+    assert {k: (s["status"], s["weight"]) for k, s in supported.items()} == {
+        ("icu_staffing", "critical_care", "ICU"): ("critical", 2),
+        ("medicine_staffing", "medicine", None): ("ok", 1),
+    }
+    assert workforce["kpis"][0]["status"] == "no_data" and workforce["status"] == "warning"
+
+    # the department's scorecard: the hospital's objectives at medicine, and its own
+    medicine = await _objectives(api, facility="DEMO", department="medicine")
+    own = {o["id"]: o for o in medicine["objectives"]}
+    assert set(own) == {
+        "occupancy_heavy",
+        "ratio_heavy",
+        "worst_of_two",
+        "harm_free",
+        "workforce",
+        "medicine_staffing",
+    }
+    staffing = own["medicine_staffing"]
+    assert (staffing["level"], staffing["places"]) == ("department", ["medicine"])
+    # its ratio at medicine ok (0) and 4W's beds ok (0), weight 3: ok
+    assert staffing["kpis"][0]["status"] == "ok" and staffing["status"] == "ok"
+    assert [
+        (s["objective"], s["group"]["unit"], s["status"], s["weight"]) for s in staffing["supported_by"]
+    ] == [("ward_beds", "4W", "ok", 3)]
+    # its contribution: to the hospital's workforce objective, warning at the hospital
+    assert staffing["supports"] == {
+        "objective": "workforce",
+        "name": "hospital objective, its own KPI without data here",
+        "weight": 1,
+        "status": "warning",
+        "group": {"facility": "DEMO", "department": None, "unit": None},
+    }
+    # within medicine only medicine's own staffing supports workforce: ok
+    assert own["workforce"]["status"] == "ok" and len(own["workforce"]["supported_by"]) == 1
+
+    # critical care: the ICU's objective supports workforce there alone: critical
+    care = await _objectives(api, facility="DEMO", department="critical_care")
+    care_by_id = {o["id"]: o for o in care["objectives"]}
+    assert "icu_staffing" not in care_by_id and care_by_id["workforce"]["status"] == "critical"
+    # the ICU's scorecard holds its own objective (by its unit type, icu), critical
+    icu = await _objectives(api, facility="DEMO", department="critical_care", unit="ICU")
+    icu_by_id = {o["id"]: o for o in icu["objectives"]}
+    assert icu_by_id["icu_staffing"]["status"] == "critical"
+    assert icu_by_id["icu_staffing"]["supports"]["status"] == "warning"  # the hospital's workforce
+    assert "medicine_staffing" not in icu_by_id and "ward_beds" not in icu_by_id
+    # a unit asked for without its department: the department is looked up
+    alone = (await api.get("/api/v1/objectives", params={"unit": "4W"})).json()
+    assert {"medicine_staffing", "ward_beds"} <= {o["id"] for o in alone["objectives"]}
 
 
 async def test_league_table_ranks_places_best_first_against_target_benchmark_and_peers(
@@ -291,14 +385,27 @@ async def test_the_packaged_strategy_map_over_http(service: Any) -> None:
     data = yaml.safe_load((REPO_ROOT / "kpi_defs" / "objectives" / "strategy.yaml").read_text())
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as api:
         body = (await api.get("/api/v1/objectives")).json()
-    assert [o["id"] for o in body["objectives"]] == [o["id"] for o in data["objectives"]]
+        icu = (await api.get("/api/v1/objectives", params={"unit": "ICU"})).json()
+    hospitals = [o for o in data["objectives"] if "level" not in o]  # the ICU's is a unit's
+    assert [o["id"] for o in body["objectives"]] == [o["id"] for o in hospitals]
     assert {(e["from"], e["to"]) for e in body["edges"]} == {
-        (o["id"], d) for o in data["objectives"] for d in o.get("drives", [])
+        (o["id"], d) for o in hospitals for d in o.get("drives", [])
     }
     # no events: every KPI is no_data but bed occupancy, 0 patients in 78 staffed beds = 0 % (ok),
     # so patient flow is ok (KPIs without data do not count) and every other objective no_data
     statuses = {o["id"]: o["status"] for o in body["objectives"]}
-    assert statuses == {o["id"]: "ok" if o["id"] == "patient_flow" else "no_data" for o in data["objectives"]}
+    assert statuses == {o["id"]: "ok" if o["id"] == "patient_flow" else "no_data" for o in hospitals}
+    # the cascade: the ICU's own "Safe ICU staffing" supports the nursing workforce objective
+    workforce = next(o for o in body["objectives"] if o["id"] == "skilled_nursing_workforce")
+    assert [(s["objective"], s["group"]["unit"]) for s in workforce["supported_by"]] == [
+        ("safe_icu_staffing", "ICU")
+    ]
+    safe_icu = next(o for o in icu["objectives"] if o["id"] == "safe_icu_staffing")
+    assert (safe_icu["level"], safe_icu["places"], safe_icu["supports"]["objective"]) == (
+        "unit",
+        ["icu"],
+        "skilled_nursing_workforce",
+    )
     assert [p["id"] for p in body["perspectives"]] == [
         "learning_growth",
         "internal_process",
@@ -359,14 +466,20 @@ objectives:
 """
 
 
-def test_objective_errors_name_file_line_and_field(tmp_path: Path) -> None:
+def strategy_problems(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
+    """The packaged KPIs with this strategy file: where it is, and the problems loading finds."""
     defs = tmp_path / "kpi_defs"
     shutil.copytree(REPO_ROOT / "kpi_defs", defs)
     path = defs / "objectives" / "strategy.yaml"
-    path.write_text(BROKEN)
+    path.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_catalogue(defs)
-    assert sorted(err.value.problems) == sorted(
+    return path, err.value.problems
+
+
+def test_objective_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path, problems = strategy_problems(tmp_path, BROKEN)
+    assert sorted(problems) == sorted(
         [
             f"{path}:7: objectives.0.kpis.1.kpi: unknown KPI 'no_such_kpi'",
             f"{path}:8: objectives.0.drives.1: unknown objective 'nowhere'",
@@ -381,6 +494,59 @@ def test_objective_errors_name_file_line_and_field(tmp_path: Path) -> None:
             f"{path}:28: objectives.4.drives.0: drives in a circle: circle_a -> circle_b -> circle_a",
             # grow -> flow -> grow is a circle too (besides pointing down)
             f"{path}:14: objectives.1.drives.0: drives in a circle: grow -> flow -> grow",
+        ]
+    )
+
+
+CASCADE_BROKEN = """\
+objectives:
+  - id: hospital
+    name: H
+    perspective: learning_growth
+    kpis: [{kpi: training_hours_per_nurse}]
+    places: [medicine]
+  - id: dept
+    name: D
+    perspective: internal_process
+    level: department
+    kpis: [{kpi: patient_to_nurse_ratio}]
+    supports: {objective: nowhere}
+  - id: unit_a
+    name: U
+    perspective: internal_process
+    level: unit
+    places: [ICU]
+    kpis: [{kpi: patient_to_nurse_ratio}]
+    supports: {objective: unit_b, weight: 2}
+  - id: unit_b
+    name: V
+    perspective: internal_process
+    level: unit
+    places: [icu]
+    kpis: [{kpi: patient_to_nurse_ratio}]
+  - id: bad_level
+    name: W
+    perspective: internal_process
+    level: ward
+    places: [4W]
+    kpis: [{kpi: patient_to_nurse_ratio}]
+    supports: {objective: hospital, weight: 0}
+"""
+
+
+def test_cascade_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path, problems = strategy_problems(tmp_path, CASCADE_BROKEN)
+    assert sorted(problems) == sorted(
+        [
+            f"{path}:6: objectives.0.places: a facility objective is the hospital's: it names no places "
+            "(or give a level)",
+            # no places: the line of the objective itself
+            f"{path}:7: objectives.1.places: a department objective names the places that hold it",
+            f"{path}:12: objectives.1.supports.objective: unknown objective 'nowhere'",
+            f"{path}:19: objectives.2.supports.objective: 'unit_a' (unit) cannot support 'unit_b' (unit): "
+            "an objective supports one of a wider level (unit -> department -> facility)",
+            f"{path}:29: objectives.4.level: Input should be 'facility', 'department' or 'unit'",
+            f"{path}:32: objectives.4.supports.weight: Input should be greater than 0",
         ]
     )
 

@@ -28,10 +28,14 @@ from typing import Any
 import httpx
 import pytest
 
+from alerts.forecasts import ForecastWatch
 from alerts.routes import load_routes
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.config import Settings, load_settings
+from engine.config import REPO_ROOT, Settings, load_settings
+from engine.definitions import load_catalogue
+from engine.definitions.kpi import KpiForecast
+from engine.forecast import ForecastSettings
 from engine.yamlconf import ConfigError
 from tests.labserver import order, result
 from tests.test_e2e_embedded import wait_for
@@ -43,6 +47,7 @@ WINDOW_KPI = {
     "lab_tat_stat": {
         "window": {"kind": "tumbling", "size": "5m", "grace": "1m"},
         "min_samples": 1,
+        "forecast": None,  # the settings' forecasts: block alone (the packaged KPI has its own)
     }
 }
 
@@ -198,3 +203,58 @@ def test_a_bad_forecasts_block_is_refused_naming_file_line_and_field(tmp_path: P
     config.write_text("forecasts:\n  enabled: true\n  for: 15m\n")
     assert load_settings(config).forecasts.for_ == 900  # 15 x 60 s
     assert Settings().forecasts.enabled is False  # off unless the settings say so (BENCHMARKS.md)
+
+
+async def test_a_kpis_own_forecast_block_overrides_the_settings(
+    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
+) -> None:
+    """The settings watch no KPI (kpis: []) and wait an hour (for: 1h); lab_tat_stat's own
+    `forecast:` enables it and fires at once, looking 1 h ahead at the warning threshold with the
+    95 % interval. By hand: the closed windows rise 20..55 by 1 per 5-minute window, so Holt's
+    mean reaches warning 60 five windows (25 min) ahead (a damped trend later, and the upper 95 %
+    bound, above the mean, sooner): forecast to breach 60 within 1 h, while 55 and the live 56
+    are below it (no KPI alert)."""
+    own = {"enabled": True, "horizon": "1h", "interval": 95, "level": "warning", "for": "0s"}
+    settings = settings_for(
+        kpi_defs=kpi_dir({"lab_tat_stat": {**WINDOW_KPI["lab_tat_stat"], "forecast": own}}),
+        engine={"idle_timeout": "1h"},
+        forecasts={"enabled": True, "every": "1s", "for": "1h", "kpis": []},
+    )
+    async with running(settings) as (svc, api):
+        await send_labs(svc, RISING, "A")
+        fired = await wait_for(lambda: forecast_alert(api, "firing"), timeout=60)
+        assert fired["threshold"] == 60 and fired["severity"] == "warning"  # severity: the settings'
+        assert "forecast to breach 60.0 min within 1h, 95 % interval" in fired["summary"]
+        alerts = (await api.get("/api/v1/alerts")).json()["alerts"]
+        assert not [a for a in alerts if a["kind"] == "kpi" and a["kpi"] == "lab_tat_stat"]
+
+
+def test_which_kpis_are_watched_and_with_what() -> None:
+    """forecast.enabled decides when given; else forecasts.kpis (None: every KPI); the rest of
+    the KPI's block is taken over the settings' one, field by field."""
+    catalogue = load_catalogue(REPO_ROOT / "kpi_defs")
+    packaged = catalogue.kpis["lab_tat_stat"]  # its own block: watched at warning, 1 h ahead
+    assert ForecastWatch(ForecastSettings(kpis=[]), catalogue, lambda k, p: []).watched(packaged)
+    kpi = packaged.model_copy(update={"forecast": None})
+    on, off = (kpi.model_copy(update={"forecast": KpiForecast(enabled=e)}) for e in (True, False))
+    partial = kpi.model_copy(update={"forecast": KpiForecast.model_validate({"horizon": "30m"})})
+    listed = ForecastWatch(ForecastSettings(kpis=["lab_tat_stat"]), catalogue, lambda k, p: [])
+    nobody = ForecastWatch(ForecastSettings(kpis=[]), catalogue, lambda k, p: [])
+    every = ForecastWatch(ForecastSettings(), catalogue, lambda k, p: [])
+    assert [w.watched(kpi) for w in (listed, nobody, every)] == [True, False, True]
+    assert [w.watched(on) for w in (listed, nobody, every)] == [True, True, True]
+    assert [w.watched(off) for w in (listed, nobody, every)] == [False, False, False]
+    mixed = every.settings_for(partial)
+    assert (mixed.horizon, mixed.for_, mixed.interval, mixed.level) == (1800, 600, 80, "critical")
+
+
+def test_a_bad_forecast_block_in_a_kpi_names_file_line_and_field(kpi_dir: Callable[..., Path]) -> None:
+    defs = kpi_dir({"lab_tat_stat": {"forecast": {"interval": 90, "horizon": "soon", "when": 1}}})
+    path = next(p for p in defs.rglob("lab_tat_stat.yaml"))
+    lines = path.read_text().splitlines()
+    with pytest.raises(ConfigError) as refused:
+        load_catalogue(defs)
+    problems = "\n".join(refused.value.problems)
+    for field in ("interval", "horizon", "when"):
+        line = next(n for n, text in enumerate(lines, 1) if text.strip().startswith(f"{field}:"))
+        assert f"{path}:{line}: forecast.{field}" in problems, (field, problems)

@@ -165,6 +165,15 @@ def test_initiative_progress_and_analysis_versions_in_the_store(target: str) -> 
     assert [(v["version"], v["author"]) for v in found["versions"]] == [(2, "Dr Ray"), (1, "NM Lee")]
     assert found["current"]["next"] == "and a tube station"
     assert plans.analysis("lab_tat_stat", "2026-11", ("DEMO", "", ""))["current"] is None  # facility: none
+    # the monthly review's analyses: the current version of each KPI's, at exactly that place
+    plans.put_analysis("bed_occupancy", "2026-11", place, text, "NM Lee")
+    plans.put_analysis("bed_occupancy", "2026-10", place, text, "NM Lee")  # another month
+    month = plans.analyses("2026-11", place)
+    assert [(a["kpi"], a["version"], a["next"]) for a in month] == [
+        ("bed_occupancy", 1, "second one 07-09"),
+        ("lab_tat_stat", 2, "and a tube station"),
+    ]
+    assert plans.analyses("2026-11", ("DEMO", "", "")) == []
 
 
 # ---- overdue actions as alerts to their owner (the alert service, on a clock the test moves) ------

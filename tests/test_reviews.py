@@ -155,8 +155,15 @@ async def test_alerts_that_began_in_the_month_at_the_place(
     month = alert["started_at"][:7]  # the month the breach began (UTC site)
     icu = await review_json(api, month, unit="ICU")
     assert fired["ICU"] in [a["id"] for a in icu["alerts"]]
+
+    # the cascade: the ICU's own objective (unit type icu) is in the ICU's review only
+    def objective_ids(review: dict[str, Any]) -> set[str]:
+        return {o["id"] for p in review["perspectives"] for o in p["objectives"]}
+
+    assert "safe_icu_staffing" in objective_ids(icu) and "skilled_nursing_workforce" in objective_ids(icu)
     facility = await review_json(api, month)
     assert fired["ICU"] in [a["id"] for a in facility["alerts"]]
+    assert "safe_icu_staffing" not in objective_ids(facility)
     assert fired["ICU"] not in [a["id"] for a in (await review_json(api, month, unit="4W"))["alerts"]]
     before = datetime.fromisoformat(alert["started_at"]).replace(day=1) - timedelta(days=1)
     assert fired["ICU"] not in [a["id"] for a in (await review_json(api, before.strftime("%Y-%m")))["alerts"]]
@@ -248,3 +255,67 @@ async def test_a_month_that_is_not_a_month_is_a_422(
         answer = await api.get(f"/api/v1/reviews/{bad}")
         assert answer.status_code == 422, (bad, answer.text)
     assert (await api.get(f"/api/v1/reviews/{M}", params={"format": "docx"})).status_code == 422
+
+
+async def test_actions_opened_and_closed_and_the_analysis_at_the_place(
+    hospital: tuple[Service, httpx.AsyncClient, dict[str, str]],
+) -> None:
+    """An action from the ICU alert, opened and done now; an action at 4W opened now and left
+    open; an analysis of 4W's length of stay for month M. Each review shows what belongs to its
+    place and month: the facility holds its units' actions, a unit only its own; an analysis is
+    of the place it was written for (4W's is not the facility's)."""
+    _, api, fired = hospital
+    due = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
+    body = {"title": "Second phlebotomist 07-09", "alert_id": fired["ICU"], "owner": "nm-cc", "due": due}
+    icu = (await api.post("/api/v1/actions", json=body)).json()
+    done = await api.patch(f"/api/v1/actions/{icu['id']}", json={"status": "done"})
+    assert done.status_code == 200, done.text
+    ward = {"title": "Discharge before noon huddle", "kpi": "average_length_of_stay", "unit": "4W"}
+    w4 = (await api.post("/api/v1/actions", json={**ward, "owner": "nm-4w", "due": due})).json()
+    now_month = icu["created_at"][:7]  # the site's time zone is UTC here
+    text = {"happened": "Five long stays", "why": "Awaiting rehab beds", "next": "Weekly bed huddle"}
+    put = await api.put(f"/api/v1/kpis/average_length_of_stay/analysis/{M}", params={"unit": "4W"}, json=text)
+    assert put.status_code == 200, put.text
+
+    at_icu = (await review_json(api, now_month, unit="ICU"))["actions"]
+    assert [(m["action_id"], m["event"]) for m in at_icu["opened"]] == [(icu["id"], "opened")]
+    assert [(m["action_id"], m["event"], m["status"]) for m in at_icu["closed"]] == [
+        (icu["id"], "closed (done)", "done")
+    ]
+    assert at_icu["opened"][0]["kpi"] == "lab_tat_stat" and at_icu["opened"][0]["owner"] == "nm-cc"
+    at_4w = (await review_json(api, now_month, unit="4W"))["actions"]
+    assert [m["action_id"] for m in at_4w["opened"]] == [w4["id"]] and at_4w["closed"] == []
+    at_facility = (await review_json(api, now_month))["actions"]
+    assert {m["action_id"] for m in at_facility["opened"]} == {icu["id"], w4["id"]}
+    assert [m["action_id"] for m in at_facility["closed"]] == [icu["id"]]
+    month_m = await review_json(api, M, unit="4W")  # two months back: no action then
+    assert month_m["actions"] == {"opened": [], "closed": []}
+    [analysis] = month_m["analyses"]
+    assert (analysis["kpi"], analysis["name"], analysis["version"]) == (
+        "average_length_of_stay",
+        "Average length of stay",
+        1,
+    )
+    assert (analysis["happened"], analysis["why"], analysis["next"]) == tuple(text.values())
+    assert (await review_json(api, M))["analyses"] == []  # the facility's own: none written
+    assert (await review_json(api, now_month, unit="4W"))["analyses"] == []  # another month
+
+    # in the HTML and in the PDF's text
+    page = (await api.get(f"/api/v1/reviews/{now_month}", params={"format": "html"})).text
+    assert "Actions opened and closed in the month" in page and "Second phlebotomist 07-09" in page
+    assert "closed (done)" in page and "Discharge before noon huddle" in page
+    pdf = (await api.get(f"/api/v1/reviews/{M}", params={"unit": "4W", "format": "pdf"})).content
+    flat = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    for expected in (
+        "Actions opened and closed in the month",
+        "No action was opened or closed in the month.",
+        "Analysis",
+        "What happened: Five long stays",
+        "Why: Awaiting rehab beds",
+        "What next: Weekly bed huddle",
+    ):
+        assert expected in flat, expected
+    pdf = (await api.get(f"/api/v1/reviews/{now_month}", params={"unit": "ICU", "format": "pdf"})).content
+    flat = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "Second phlebotomist 07-09" in flat and "closed (done)" in flat
+    assert "No analysis was written for the month." in flat

@@ -154,11 +154,15 @@ class PlanStore:
         return self.get_action(action_id) or {}
 
     def markers(
-        self, kpi: str, place: Mapping[str, str | None], start: float | None, end: float | None
+        self, kpi: str | None, place: Mapping[str, str | None], start: float | None, end: float | None
     ) -> list[dict[str, Any]]:
-        """When actions on this KPI (at this place) were opened, closed and reopened, in time order."""
-        where = ["e.item_kind = 'action'", "a.kpi = ?"]
-        args: list[Any] = [kpi]
+        """When actions on this KPI (every KPI: None) at this place or within it were opened,
+        closed and reopened, in time order: the history chart's markers, the review's actions."""
+        where = ["e.item_kind = 'action'"]
+        args: list[Any] = []
+        if kpi is not None:
+            where.append("a.kpi = ?")
+            args.append(kpi)
         for column, value in place.items():
             if value is not None:
                 where.append(f"a.{column} = ?")
@@ -170,7 +174,8 @@ class PlanStore:
             where.append("e.at_ts < ?")
             args.append(end)
         rows = self.db.query(
-            "SELECT e.at, e.what, e.changes, a.id, a.title, a.facility, a.department, a.unit"
+            "SELECT e.at, e.what, e.changes, a.id, a.title, a.kpi, a.owner, a.status, a.facility,"
+            " a.department, a.unit"
             " FROM plan_events e JOIN actions a ON a.id = e.item_id"
             f" WHERE {' AND '.join(where)} ORDER BY e.at_ts, e.id",
             args,
@@ -186,10 +191,8 @@ class PlanStore:
                 marker = "reopened"
             else:
                 continue
-            place_of = {"facility": r["facility"], "department": r["department"], "unit": r["unit"]}
-            out.append(
-                {"at": r["at"], "event": marker, "action_id": r["id"], "title": r["title"], **place_of}
-            )
+            about = {k: r[k] for k in ("title", "kpi", "owner", "status", "facility", "department", "unit")}
+            out.append({"at": r["at"], "event": marker, "action_id": r["id"], **about})
         return out
 
     # -- initiatives -------------------------------------------------------------------------
@@ -359,6 +362,17 @@ class PlanStore:
                 ),
             )
         return self.analysis(kpi, period, place)
+
+    def analyses(self, period: str, place: tuple[str, str, str]) -> list[dict[str, Any]]:
+        """The current version of every KPI's analysis of `period` at exactly `place`, by KPI."""
+        return self.db.query(
+            "SELECT a.kpi, a.version, a.happened, a.why, a.next, a.author, a.at FROM analyses a"
+            " WHERE a.period = ? AND a.facility = ? AND a.department = ? AND a.unit = ? AND a.version ="
+            " (SELECT MAX(b.version) FROM analyses b WHERE b.kpi = a.kpi AND b.period = a.period"
+            " AND b.facility = a.facility AND b.department = a.department AND b.unit = a.unit)"
+            " ORDER BY a.kpi",
+            (period, *place),
+        )
 
     def analysis(self, kpi: str, period: str, place: tuple[str, str, str]) -> dict[str, Any]:
         """The versions, newest first (an empty list: none written)."""

@@ -98,6 +98,22 @@ class Standard(Strict):
     source: str = Field(description="who publishes it, document and section or measure id, year")
 
 
+class KpiForecast(Strict):
+    """This KPI's forecast alerts, over the settings' `forecasts:` block (what is not given here
+    is taken from there); forecasts.enabled stays the switch for all of them."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="true: watched whatever forecasts.kpis lists; false: never; unset: as it says",
+    )
+    horizon: Duration | None = Field(default=None, gt=0, description="how far ahead a breach is looked for")
+    interval: Literal[80, 95] | None = Field(
+        default=None, description="the prediction interval whose bound counts"
+    )
+    level: Literal["warning", "critical"] | None = Field(default=None, description="the threshold watched")
+    for_: Duration | None = Field(default=None, alias="for", description="forecast to breach this long first")
+
+
 class KpiDefinition(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     name: str
@@ -131,6 +147,7 @@ class KpiDefinition(Strict):
     min_samples: int = Field(default=1, ge=0)
     benchmark: Benchmark | None = None
     compliance: Compliance | None = None
+    forecast: KpiForecast | None = Field(default=None, description="its forecast alerts (see KpiForecast)")
     standard: Standard | None = Field(
         default=None, description="the published definition this KPI follows (required by kpi check)"
     )

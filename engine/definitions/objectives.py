@@ -5,6 +5,12 @@ objectives by cause and effect from the bottom up: learning & growth drives the 
 processes, which drive what patients get, which drives the financial results. An objective is
 measured by KPIs of its own perspective, with weights, and `drives:` names the objectives it is
 a cause of: the arrows go up (or across), never down, and never round in a circle.
+
+Scorecards cascade (Kaplan & Norton, "Alignment", 2006): a department or a unit has objectives of
+its own (`level`, held at the `places` named) that each `supports:` one objective of a wider
+level with a weight; the wider objective's status rolls its supporting objectives' statuses up
+with its own KPIs (engine/scorecard.py), so the ICU's "safe ICU staffing" counts in the
+hospital's "build a skilled and engaged nursing workforce".
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pydantic import Field
 
 from engine.definitions.kpi import KpiDefinition, Perspective
 from engine.definitions.match import Strict
-from engine.yamlconf import Loc, listed
+from engine.yamlconf import Loc, line_of, listed
 
 LAYER: dict[Perspective, int] = {
     Perspective.learning_growth: 0,
@@ -35,6 +41,16 @@ class WeightedKpi(Strict):
     weight: float = Field(default=1.0, gt=0, description="share in the objective's weighted status")
 
 
+Level = Literal["facility", "department", "unit"]
+WIDTH: dict[str, int] = {"unit": 0, "department": 1, "facility": 2}
+"""An objective supports one of a wider level only: a unit's a department's or the hospital's."""
+
+
+class Supports(Strict):
+    objective: str = Field(description="the wider objective this one contributes to")
+    weight: float = Field(default=1.0, gt=0, description="its share in that objective's weighted status")
+
+
 class Objective(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     name: str
@@ -46,6 +62,20 @@ class Objective(Strict):
         default="weighted",
         description="its KPIs' weighted mean severity (engine/scorecard.py), or their worst",
     )
+    level: Level = Field(default="facility", description="whose scorecard holds it")
+    places: list[str] = Field(
+        default_factory=list,
+        description="where it is held: department ids (level department), unit ids or unit types (unit)",
+    )
+    supports: Supports | None = Field(default=None, description="the wider objective it rolls up into")
+
+    def held_at(self, department: str | None, unit: str | None, unit_type: str | None) -> bool:
+        """Whether a place (a unit with its type, a department, or the facility: None) holds it."""
+        if self.level == "facility":
+            return True
+        if self.level == "department":
+            return department in self.places
+        return unit is not None and (unit in self.places or unit_type in self.places)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -110,6 +140,31 @@ def _check(
                 f"{at}: {objective.id!r} ({objective.perspective.value}) cannot drive {target!r} "
                 f"({effect.perspective.value}): a strategy map's causes sit below their effects "
                 "(learning_growth -> internal_process -> patient -> financial)"
+            )
+    problems.extend(_cascade(objective, objectives, path, lines, prefix))
+    return problems
+
+
+def _cascade(
+    objective: Objective, objectives: dict[str, Objective], path: Path, lines: dict[Loc, int], prefix: Loc
+) -> list[str]:
+    """Places name where a department or unit objective is held; supports point to a wider level."""
+    problems = []
+    at = f"{path}:{line_of(lines, (*prefix, 'places'))}: {_field(prefix, 'places')}"
+    if objective.level == "facility" and objective.places:
+        problems.append(f"{at}: a facility objective is the hospital's: it names no places (or give a level)")
+    if objective.level != "facility" and not objective.places:
+        problems.append(f"{at}: a {objective.level} objective names the places that hold it")
+    if objective.supports is not None:
+        loc = (*prefix, "supports", "objective")
+        at = f"{path}:{lines.get(loc)}: {_field(loc)}"
+        wider = objectives.get(objective.supports.objective)
+        if wider is None:
+            problems.append(f"{at}: unknown objective {objective.supports.objective!r}")
+        elif WIDTH[wider.level] <= WIDTH[objective.level]:
+            problems.append(
+                f"{at}: {objective.id!r} ({objective.level}) cannot support {wider.id!r} ({wider.level}): "
+                "an objective supports one of a wider level (unit -> department -> facility)"
             )
     return problems
 
