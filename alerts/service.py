@@ -41,6 +41,7 @@ from alerts.plans.watch import PlanWatch
 from alerts.recorder import Recorder
 from alerts.retry import Retry, StoreGuard, StoreUnavailable, log
 from alerts.routes import RoutesConfig
+from alerts.service_parts import PartsView
 from alerts.store import AlertStore
 from engine.definitions import Catalogue
 from engine.events import EventBase
@@ -49,7 +50,7 @@ from engine.samples import GroupKey, Sample
 DependsOn = Callable[[str], tuple[set[str], set[str]]]  # KPI id -> (sources, event types)
 
 
-class AlertService:
+class AlertService(PartsView):
     def __init__(
         self,
         catalogue: Catalogue,
@@ -105,61 +106,6 @@ class AlertService:
         self.plans = PlanStore(open_database(store.target, store.busy_timeout), clock)
         self.plan_watch = PlanWatch(self.plans, catalogue)
         self.plan_watch.restore(store.active())
-
-    # -- settings the parts share (tests and the runtime change them in place) -------------
-    @property
-    def channels(self) -> dict[str, Channel]:
-        return self.planner.channels
-
-    @channels.setter
-    def channels(self, channels: dict[str, Channel]) -> None:
-        self.planner.channels = channels
-
-    @property
-    def syncs(self) -> list[AlertmanagerChannel]:
-        return self.dispatcher.syncs
-
-    @property
-    def max_attempts(self) -> int:
-        return self.dispatcher.max_attempts
-
-    @max_attempts.setter
-    def max_attempts(self, attempts: int) -> None:
-        self.dispatcher.max_attempts = attempts
-
-    @property
-    def on_failed(self) -> OnFailed:
-        return self.dispatcher.on_failed
-
-    @on_failed.setter
-    def on_failed(self, on_failed: OnFailed) -> None:
-        self.dispatcher.on_failed = on_failed
-
-    # -- store health ----------------------------------------------------------------------
-    @property
-    def store_failing_since(self) -> float | None:
-        return self.guard.failing_since
-
-    @property
-    def store_healthy(self) -> bool:
-        """False from a failed store operation until every held change has been stored."""
-        return self.guard.failing_since is None
-
-    @property
-    def unstored(self) -> int:
-        """Alert changes held in memory, waiting for the store."""
-        return len(self.recorder.unstored)
-
-    def store_health(self) -> dict[str, Any]:
-        """For /healthz: is every alert change stored, and since when not."""
-        return {
-            "healthy": self.store_healthy,
-            "failing_since": self.store_failing_since,
-            "unstored_changes": self.unstored,
-        }
-
-    def _store_ok(self) -> None:
-        self.guard.ok(bool(self._alert_retry) or self.planner.retrying)
 
     def _announce(self, kind: str, alert: Alert | Mapping[str, Any]) -> None:
         """on_change (the live stream) must not undo a transition already stored."""
