@@ -6,15 +6,19 @@ over real HTTP or a value worked by hand. Screenshots go to test-artifacts/ (the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from carescore.serve import Service
+from engine.config import Settings
 from tests.browser import WAIT, expect, opened, send, shot
 from tests.test_e2e_embedded import admit, now, stat_pair, wait_for
+from tests.test_forecast import ICU, RISING, WINDOW_KPI, history_has, send_labs
 
 pytest_plugins = ("tests.browser",)
 
@@ -248,3 +252,56 @@ async def test_analysis_league_table_compliance_and_review_link(browser: Any, ru
     await link.click()
     await page.wait_for_url(f"**/api/v1/reviews/{month}?*")
     await page.screenshot(path=shot("monthly-review-html"))
+
+
+async def test_history_chart_draws_the_forecast_after_the_last_point(
+    browser: Any, settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
+) -> None:
+    """tests/test_forecast.py's rising STAT series on ICU (one 5-minute window each, 20 + i min for
+    window i; 36 closed windows, enough for the 24 a forecast needs) seen on the page's chart."""
+    svc = Service(settings_for(kpi_defs=kpi_dir(WINDOW_KPI), engine={"idle_timeout": "1h"}))
+    await svc.start()
+    try:
+        await send_labs(svc, RISING, "P")
+        async with client(svc) as http:
+            windows = await history_has(http, 36)
+            page = await opened(browser, svc)
+            await page.get_by_role("combobox", name="Place").select_option(label="—— Intensive Care Unit")
+            await page.get_by_role("button", name="History of STAT lab turnaround (p90)").click()
+            dialog = page.get_by_role("dialog", name="History: STAT lab turnaround (p90)")
+            await expect(dialog.locator("canvas")).to_be_visible()
+            await expect(dialog).to_contain_text("with its 80 % interval", timeout=WAIT)
+            api = (
+                await http.get("/api/v1/kpis/lab_tat_stat/forecast", params={**ICU, "horizon": "2h"})
+            ).json()
+        chart = await page.evaluate(
+            """() => {
+            const u = window.carescoreHistory.state.chart;
+            return { labels: u.series.map((s) => s.label), data: u.data.map((d) => Array.from(d)) };
+        }"""
+        )
+        labels = chart["labels"]
+        mean, upper, lower = (
+            chart["data"][labels.index(name)] for name in ("forecast", "80 % upper", "80 % lower")
+        )
+        values = chart["data"][1]
+        # the closed windows (20..55) and the live one (56), each x without a forecast point
+        assert [v for v in values if v is not None][: len(windows)] == [
+            pytest.approx(w["value"]) for w in windows
+        ]
+        # the forecast's 24 points (2 h of 5-minute windows), each where the chart has no value
+        assert len(api["points"]) == 24
+        assert [v for v in mean if v is not None] == [pytest.approx(p["mean"]) for p in api["points"]]
+        assert [v for v in upper if v is not None] == [pytest.approx(p["upper80"]) for p in api["points"]]
+        assert [v for v in lower if v is not None] == [pytest.approx(p["lower80"]) for p in api["points"]]
+        assert all(v is None for m, v in zip(mean, values, strict=True) if m is not None)
+        # all after the last closed window
+        xs = chart["data"][0]
+        first = next(i for i, m in enumerate(mean) if m is not None)
+        assert xs[first] > max(xs[i] for i, v in enumerate(values[: len(windows)]) if v is not None)
+        # a rising series: the mean goes on above the last closed value, 55 min
+        assert mean[-1] > 55
+        await dialog.screenshot(path=shot("history-forecast"))
+        assert page.errors == []
+    finally:
+        await svc.stop()

@@ -103,17 +103,20 @@
     const windows = history.windows.filter((w) => w.value !== null);
     const forecast = await forecastOf(kpi, place, api, windows.length);
     state.markers = history.actions || [];
-    const xs = windows.map((w) => Date.parse(w.window.end) / 1000);
-    const ys = windows.map((w) => w.value);
-    if (kpi.value !== null && kpi.value !== undefined) { xs.push(Date.now() / 1000); ys.push(kpi.value); }
-    const measured = xs.length;
-    // the forecast's points follow the measured ones on the same x axis (uPlot aligns every series)
-    const ahead = forecast.points.filter((p) => Date.parse(p.at) / 1000 > (xs[measured - 1] ?? 0));
-    xs.push(...ahead.map((p) => Date.parse(p.at) / 1000));
-    const tail = (values) => xs.map((_, i) => (i < measured ? null : values[i - measured]));
+    // one row per x: the closed windows, the live value (now) and the forecast's points after the
+    // last closed window, in time order (uPlot aligns every series on one x array)
+    const rows = windows.map((w) => ({ x: Date.parse(w.window.end) / 1000, v: w.value }));
+    const lastClosed = rows.length ? rows[rows.length - 1].x : 0;
+    if (kpi.value !== null && kpi.value !== undefined) rows.push({ x: Date.now() / 1000, v: kpi.value });
+    const ahead = forecast.points.filter((p) => Date.parse(p.at) / 1000 > lastClosed);
+    rows.push(...ahead.map((p) => ({ x: Date.parse(p.at) / 1000, f: p })));
+    rows.sort((a, b) => a.x - b.x);
+    const xs = rows.map((r) => r.x);
+    const ys = rows.filter((r) => "v" in r).map((r) => r.v);
+    const of = (key) => rows.map((r) => (r.f ? r.f[key] : null));
     const flat = (v) => xs.map(() => v);
-    const series = [{}, { label: `value (${kpi.unit})`, stroke: "#2b6cb0", width: 2, points: { show: true, size: 6 } }];
-    const data = [xs, ys.concat(ahead.map(() => null))];
+    const series = [{}, { label: `value (${kpi.unit})`, stroke: "#2b6cb0", width: 2, spanGaps: true, points: { show: true, size: 6 } }];
+    const data = [xs, rows.map((r) => ("v" in r ? r.v : null))];
     for (const [name, v] of [["target", kpi.target], ["warning", kpi.thresholds.warning], ["critical", kpi.thresholds.critical]]) {
       if (v === null) continue;
       series.push({ label: name, stroke: LINE[name], width: 1.5, dash: [6, 4], points: { show: false } });
@@ -122,10 +125,10 @@
     const bandsDrawn = [];
     if (ahead.length) {
       const first = series.length;
-      series.push({ label: "forecast", stroke: "#6b46c1", width: 2, dash: [3, 3], points: { show: false } },
-        { label: "80 % upper", stroke: "rgba(107, 70, 193, 0.4)", width: 1, points: { show: false } },
-        { label: "80 % lower", stroke: "rgba(107, 70, 193, 0.4)", width: 1, points: { show: false } });
-      data.push(tail(ahead.map((p) => p.mean)), tail(ahead.map((p) => p.upper80)), tail(ahead.map((p) => p.lower80)));
+      series.push({ label: "forecast", stroke: "#6b46c1", width: 2, dash: [3, 3], spanGaps: true, points: { show: false } },
+        { label: "80 % upper", stroke: "rgba(107, 70, 193, 0.4)", width: 1, spanGaps: true, points: { show: false } },
+        { label: "80 % lower", stroke: "rgba(107, 70, 193, 0.4)", width: 1, spanGaps: true, points: { show: false } });
+      data.push(of("mean"), of("upper80"), of("lower80"));
       bandsDrawn.push({ series: [first + 1, first + 2], fill: "rgba(107, 70, 193, 0.15)" });
     }
     const opened = state.markers.filter((m) => !m.event.startsWith("closed")).length;
