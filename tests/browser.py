@@ -6,7 +6,7 @@ and console errors (page.errors); shot() names a screenshot under test-artifacts
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from carescore.serve import Service
 from connectors.hl7v2.client import MLLPClient, ack_code
-from engine.config import REPO_ROOT
+from engine.config import REPO_ROOT, Settings
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
@@ -34,6 +34,20 @@ async def browser() -> AsyncIterator[Any]:
             yield chromium
         finally:
             await chromium.close()
+
+
+@pytest.fixture
+async def running(
+    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
+) -> AsyncIterator[Service]:
+    """A carescore whose STAT turnaround alert fires after 1 s and 3 results (the shipped `for`
+    and p90 sample are long), for the page tests that make an alert over MLLP."""
+    svc = Service(settings_for(kpi_defs=kpi_dir({"lab_tat_stat": {"for": "1s", "min_samples": 3}})))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
 
 
 def shot(name: str) -> Path:

@@ -5,9 +5,8 @@ on a tablet. Screenshots go to test-artifacts/ (CARESCORE_TEST_ARTIFACTS to put 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,19 +20,6 @@ from tests.test_e2e_embedded import admit, now, stat_pair, wait_for
 pytest_plugins = ("tests.browser",)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-async def running(
-    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
-) -> AsyncIterator[Service]:
-    # the STAT turnaround alert after 1 s and 3 results (the shipped `for` and p90 sample are long)
-    svc = Service(settings_for(kpi_defs=kpi_dir({"lab_tat_stat": {"for": "1s", "min_samples": 3}})))
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
 
 
 async def test_picking_a_unit_and_an_admission_moves_its_occupancy(browser: Any, running: Service) -> None:

@@ -5,6 +5,7 @@
 const $ = (sel) => document.querySelector(sel);
 let current = { facility: null, department: null, unit: null };
 let placesLoaded = false;
+let view = ""; // the saved view shown ("" = every KPI); the page opens on the caller's landing view
 let token = null; // the access token (null in local mode: no credentials needed)
 
 // fetch with the token; a refused token (expired) is renewed once (signin.js: refresh token, else
@@ -29,14 +30,7 @@ function fmt(value, unit) {
   return `${value.toFixed(digits)}${unit === "%" ? "%" : " " + unit}`;
 }
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
+const { el } = window.carescoreDom;
 
 function fillPlaces(places) {
   const select = $("#group");
@@ -75,7 +69,7 @@ function renderScorecard(card) {
       if (k.benchmark && k.benchmark.value !== null) meta.push(`benchmark ${fmt(k.benchmark.value, k.unit)}`);
       meta.push(`n=${k.n}`);
       const history = el("button", { class: "history", type: "button", "aria-label": `History of ${k.name}` }, "History");
-      history.addEventListener("click", () => window.carescoreHistory.open(k, current, api));
+      history.addEventListener("click", () => window.carescorePanel.open(k, current, window.carescorePeriod.month(), api));
       box.append(
         el("div", { class: "kpi", "data-kpi": k.id },
           el("span", { class: "name" }, k.name, " ", el("span", { class: `status ${k.status}` }, k.status.replace("_", " "))),
@@ -98,7 +92,9 @@ function renderAlerts(alerts) {
   for (const a of open) {
     const button = el("button", { class: "ack", type: "button", "aria-label": `Acknowledge: ${a.summary}` }, "Acknowledge");
     button.addEventListener("click", () => acknowledge(a.id));
-    list.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary, button));
+    const act = el("button", { class: "act", type: "button", "aria-label": `Create action: ${a.summary}` }, "Create action");
+    act.addEventListener("click", () => window.carescoreActions.create({ alert_id: a.id, summary: a.summary }, api));
+    list.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary, button, act));
   }
   for (const a of alerts.filter((x) => x.acked_by)) {
     acked.append(el("li", { "data-alert": a.id }, el("span", { class: `status ${a.severity}` }, a.severity), a.summary,
@@ -149,6 +145,11 @@ function focusedButton() {
 async function refresh() {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(current)) if (v) q.set(k, v);
+  if (view) q.set("view", view);
+  window.carescorePeriod.links(current);
+  window.carescoreStrategy.show(current, api);
+  window.carescoreActions.refresh(api);
+  window.carescorePeriod.compliance(api);
   try {
     const [card, alerts] = await Promise.all([
       api(`/api/v1/scorecard?${q}`).then(json),
@@ -163,12 +164,40 @@ async function refresh() {
   }
 }
 
+// The saved views (/api/v1/views) in the View picker, opened on the caller's landing view.
+async function loadViews() {
+  const res = await api("/api/v1/views");
+  if (!res.ok) return;
+  const body = await res.json();
+  const select = $("#view");
+  for (const v of body.views) select.append(el("option", { value: v.id, title: v.description || "" }, v.name));
+  view = body.landing || "";
+  select.value = view;
+}
+
+$("#view").addEventListener("change", () => {
+  view = $("#view").value;
+  $("#landing").textContent = "Make this my landing view";
+  refresh();
+});
+$("#landing").addEventListener("click", async () => {
+  if (!view) { notify("Choose a view first: the landing view is one of the saved views."); return; }
+  const res = await api(`/api/v1/views/${encodeURIComponent(view)}/landing`, { method: "PUT" });
+  if (res.ok) notify("");
+  else {
+    const p = await res.json().catch(() => ({}));
+    notify(`Landing view not saved (${res.status} ${p.title || ""}): ${p.detail || "refused"}`);
+  }
+  $("#landing").textContent = res.ok ? "Landing view saved" : "Make this my landing view";
+});
+$("#month").addEventListener("change", () => refresh());
+
 $("#history-close").addEventListener("click", () => window.carescoreHistory.close());
 
 window.carescoreSignIn.start().then(
   (signedIn) => {
     token = signedIn;
-    refresh();
+    loadViews().finally(refresh);
     setInterval(refresh, 5000);
     if (window.EventSource && !token) { // EventSource sends no Authorization: signed in, the page polls
       const source = new EventSource("/api/v1/stream");
