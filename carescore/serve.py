@@ -265,6 +265,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.mllp.stop()
+        self.runtime.board.end_subscriptions()
         self.http.should_exit = True
         for task in self._tasks:
             if task.get_name() == "http":

@@ -47,6 +47,12 @@ class KpiBoard:
             if queue.qsize() < 1000:
                 queue.put_nowait(message)
 
+    def end_subscriptions(self) -> None:
+        """Tell every subscriber the stream is over (on shutdown), so a server-sent-events
+        response ends at once instead of holding the HTTP server's graceful stop open."""
+        for queue in list(self._subscribers):
+            queue.put_nowait({"type": "end", "data": {}})
+
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any]]]:
         """A queue of what is published from now on, until the with-block ends. (A queue, not

@@ -238,3 +238,31 @@ async def _stream_sees_a_fired_alert(service: Service) -> None:
         "critical",
         "firing",
     )
+
+
+async def test_stopping_the_service_ends_an_open_stream_cleanly(settings_for: Any) -> None:
+    """A page left open must not hold shutdown: on stop the stream's response ends with its
+    last chunk (the client reads to the end without a protocol error) instead of being cut
+    when the HTTP server's graceful wait gives up."""
+    service = Service(settings_for())
+    await service.start()
+    connected = asyncio.Event()
+    lines: list[str] = []
+
+    async def listen() -> None:
+        base = f"http://127.0.0.1:{service.api_port}"
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=60) as client,
+            client.stream("GET", "/api/v1/stream") as response,
+        ):
+            async for line in response.aiter_lines():
+                lines.append(line)
+                connected.set()
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+    finally:
+        await service.stop()
+    await asyncio.wait_for(listener, 30)  # raises httpx.RemoteProtocolError if the stream was cut
+    assert lines[0] == ": connected"

@@ -26,6 +26,8 @@ async def _events(backend: Backend, request: Request, k: int | None) -> AsyncIte
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if message["type"] == "end":
+                return
             data = message["data"]
             kpi = backend.catalogue.kpis.get(data.get("kpi", "")) if message["type"] == "kpi" else None
             if kpi is not None:
