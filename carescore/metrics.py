@@ -37,6 +37,18 @@ WATERMARK_LAG = Gauge(
     "the fact windows fed by it close. A Kafka worker shows the worst of its partitions.",
     ["source"],
 )
+ARCHIVE_ROWS = Counter(
+    "carescore_archive_rows",
+    "Events written to the Parquet archive (records read again after a crash count again).",
+)
+ARCHIVE_FILES = Counter(
+    "carescore_archive_files", "Parquet files written to the archive, by kind (part, merged).", ["kind"]
+)
+ARCHIVE_LAG = Gauge(
+    "carescore_archive_lag_records",
+    "Records of an events partition not yet in a committed archive file (end offset minus committed).",
+    ["partition"],
+)
 KAFKA_CONSUMER_LAG = Gauge(
     "carescore_kafka_consumer_lag_records",
     "Records of an events partition not yet in this worker's engine: the partition's end offset "

@@ -215,6 +215,8 @@ class Service:
             await asyncio.sleep(0.02)
         keep = self.supervisor.start
         self._tasks.append(keep("tick", self.runtime.run_ticks))
+        for name, run in self.runtime.background().items():
+            self._tasks.append(keep(name, run))
         self._tasks.append(keep("loopwatch", self.loop_watch.run))
         self._tasks.append(keep("alerts", self.runtime.alerts.run))
         if self.settings.forecasts.enabled:

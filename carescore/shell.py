@@ -13,7 +13,7 @@ import asyncio
 import fcntl
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -128,6 +128,10 @@ class RuntimeShell:
 
     def tick(self, now: float | None = None) -> None:
         raise NotImplementedError
+
+    def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The transport's own long-running parts, each kept running by the supervisor."""
+        return {}
 
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
         raise NotImplementedError

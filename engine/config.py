@@ -146,6 +146,22 @@ class ScorecardSettings(Strict):
     )
 
 
+class ArchiveSettings(Strict):
+    """The copy of the events topic that period reports read on the Kafka runtime (archiver.py)."""
+
+    enabled: bool = Field(default=True, description="the gateway archives the events topic to Parquet")
+    path: Path | None = Field(
+        default=None, description="folder of the Parquet files; default <data_dir>/archive"
+    )
+    flush_every: Duration = Field(
+        default=2.0, description="at most this long between reading an event and its file (then the commit)"
+    )
+    max_rows: int = Field(default=50_000, ge=1, description="rows buffered before a flush comes sooner")
+    compact_at: int = Field(
+        default=24, ge=2, description="part files in one partition-hour before they are merged into one"
+    )
+
+
 class KafkaSettings(Strict):
     bootstrap: str = Field(default="127.0.0.1:9092", description="the brokers, host:port[,host:port]")
     partitions: int = Field(default=8, ge=1, description="of the events topic: the most workers that help")
@@ -171,6 +187,10 @@ class KafkaSettings(Strict):
     tls: KafkaTLS | None = Field(default=None, description="CA, and client certificate for SSL/SASL_SSL")
     sasl: KafkaSASL | None = Field(
         default=None, description="SASL_SSL sign-in: mechanism, username, password"
+    )
+    archive: ArchiveSettings = Field(
+        default_factory=ArchiveSettings,
+        description="events to Parquet for period reports (consumer group <app_id>.archiver)",
     )
 
     @model_validator(mode="after")
@@ -230,6 +250,10 @@ class Settings(Strict):
     @property
     def inbox(self) -> Path:
         return self.feeds.inbox or self.data_dir / "inbox"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.runtime.kafka.archive.path or self.data_dir / "archive"
 
     @property
     def pseudonym_key_file(self) -> Path:
@@ -293,6 +317,9 @@ def load_settings(path: Path, *, base: Path | None = None) -> Settings:
     if key_file is not None and not key_file.is_absolute():
         settings.privacy.pseudonym_key_file = (base / key_file).resolve()
     _resolve_kafka_files(settings.runtime.kafka, base)
+    archive = settings.runtime.kafka.archive
+    if archive.path is not None and not archive.path.is_absolute():
+        archive.path = (base / archive.path).resolve()
     if "kpi_defs" in data and not settings.kpi_defs.is_absolute():
         settings.kpi_defs = (base / settings.kpi_defs).resolve()
     for section in ("mllp", "api"):

@@ -120,6 +120,10 @@ def _conform(frame: pl.DataFrame) -> pl.DataFrame:
     in the current column order, so old and new segments stack."""
     if list(frame.columns) == list(SCHEMA):
         return frame
-    return frame.select(
-        [pl.col(n) if n in frame.columns else pl.lit(None, dtype=t).alias(n) for n, t in SCHEMA.items()]
-    )
+    return frame.select(conformed(frame.columns))
+
+
+def conformed(columns: list[str]) -> list[pl.Expr]:
+    """The log's columns in order from a frame that has these (others left out, missing ones
+    empty): a frame written before an event model gained a field stacks with newer ones."""
+    return [pl.col(n) if n in columns else pl.lit(None, dtype=t).alias(n) for n, t in SCHEMA.items()]

@@ -2,7 +2,8 @@
 FHIR, feeds) publish to Kafka, KPI samples from the workers fill the board, the history
 and the alert service, and the API serves them.
 
-Events do not pass through an engine here: the workers compute KPIs. The gateway keeps
+Events do not pass through an engine here: the workers compute KPIs. Period reports read
+the archive of the events topic that this process's archiver writes (archiver.py). The gateway keeps
 only what routing needs — the on-shift roster from the staffing events it publishes, and
 which sources feed which KPIs — in an Engine it gives staffing events alone.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +20,16 @@ from aiokafka import AIOKafkaConsumer
 
 from api.problems import Problem
 from carescore.shell import RuntimeShell
+from carescore.transports.kafka.archiver import Archiver
 from carescore.transports.kafka.security import client_options
 from carescore.transports.kafka.sink import KafkaSink
 from carescore.transports.kafka.topics import ensure_topics, samples_topic
 from engine.bus import Published
 from engine.config import Settings
 from engine.core import Engine
+from engine.event_archive import archive_frame, fingerprint
 from engine.events import EventBase
-from engine.reports import Level, ReportRow
+from engine.reports import Level, Reporter, ReportRow
 from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,11 @@ class KafkaGateway(RuntimeShell):
         self.sink = KafkaSink(settings.runtime.kafka)
         self.samples_seen = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self.archiver = Archiver(settings) if settings.runtime.kafka.archive.enabled else None
+        self._reporter: tuple[Any, Reporter] | None = None
+
+    def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {"archive": self.archiver.run} if self.archiver is not None else {}
 
     def _sources_of(self, kpi: str) -> set[str]:
         out: set[str] = set()
@@ -115,12 +124,22 @@ class KafkaGateway(RuntimeShell):
 
     # -- what the API asks -------------------------------------------------------------------
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
-        raise Problem(
-            501,
-            "Period reports need the event log",
-            "on the Kafka runtime the events live in Kafka; run `carescore import` of an event export "
-            "into an embedded data folder for period reports (not built for the Kafka runtime yet)",
-        )
+        """A period report from the archive's Parquet files (archiver.py) with the embedded
+        runtime's Reporter; the frame is reused until the archive changes."""
+        if self.archiver is None:
+            raise Problem(
+                501,
+                "Period reports need the event archive",
+                "runtime.kafka.archive.enabled is false: this gateway keeps no copy of the events",
+            )
+        root = self.settings.archive_path
+        held = fingerprint(root)
+        if self._reporter is None or self._reporter[0] != held:
+            self._reporter = (held, Reporter(archive_frame(root), self.places, self.settings.timezone))
+        return self._reporter[1].report(self.catalogue[kpi_id], start, end, by)
 
     def _counters(self) -> dict[str, Any]:
-        return {"events_published": self.sink.produced, "samples_received": self.samples_seen}
+        counters = {"events_published": self.sink.produced, "samples_received": self.samples_seen}
+        if self.archiver is not None:
+            counters["events_archived"] = self.archiver.rows
+        return counters
