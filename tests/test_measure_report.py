@@ -163,16 +163,18 @@ def test_ucum_codes() -> None:
     assert ucum_code("%") == "%" and ucum_code("min") == "min" and ucum_code("h") == "h"
 
 
-async def test_kafka_runtime_answers_the_reports_501(
+async def test_a_kafka_gateway_without_its_archive_answers_the_reports_501(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On the Kafka runtime backend.report is the gateway's: the MeasureReport gives its 501
-    (the gateway's own method, called unbound: it does not touch the gateway's state)."""
+    """On the Kafka runtime backend.report is the gateway's, which reads its event archive; with
+    the archive turned off (runtime.kafka.archive.enabled false) the MeasureReport gives its 501
+    (the gateway's own method, called unbound: it touches nothing of the gateway but that)."""
     from carescore.transports.kafka.gateway import KafkaGateway
 
     backend = service.app.state.backend
+    monkeypatch.setattr(backend, "archiver", None, raising=False)
     monkeypatch.setattr(backend, "report", lambda *a: KafkaGateway.report(backend, *a))
     measure = await _get(service, "/api/v1/measure-reports/lab_tat_stat", period="2026-11")
     report = await _get(service, "/api/v1/reports/lab_tat_stat", **{"from": "2026-11-01", "to": "2026-12-01"})
     assert measure.status_code == report.status_code == 501
-    assert measure.json()["title"] == report.json()["title"] == "Period reports need the event log"
+    assert measure.json()["title"] == report.json()["title"] == "Period reports need the event archive"
