@@ -87,6 +87,7 @@ test: install audit system-deps kafka-fetch keycloak-fetch
 bench: install kafka-fetch
 	$(PY) bench/engine_throughput.py
 	$(PY) bench/engine_memory.py
+	$(PY) bench/kafka_archive.py
 	$(PY) bench/hl7_parse.py
 	$(PY) bench/mllp_e2e.py
 	$(PY) bench/mimic_mllp.py

@@ -62,6 +62,8 @@ class Archiver:
     async def run(self) -> None:
         """Read, write, commit, until cancelled (the supervisor restarts it if it fails)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("p*/*/*.tmp"):  # a write a kill cut short: never renamed, never read
+            stale.unlink(missing_ok=True)
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.kafka.bootstrap,
             group_id=archive_group(self.settings),
