@@ -57,3 +57,15 @@ def test_an_empty_archive_is_an_empty_log(tmp_path: Path) -> None:
     frame = archive_frame(tmp_path / "none")
     assert len(frame) == 0 and frame.schema == log_frame([]).schema
     assert isinstance(frame, pl.DataFrame)
+
+
+def test_the_archive_folder_defaults_inside_the_data_folder(tmp_path: Path) -> None:
+    from engine.config import Settings, load_settings
+
+    config = tmp_path / "conf" / "carescore.yaml"
+    config.parent.mkdir()
+    config.write_text("data_dir: data\n")
+    assert load_settings(config).archive_path == tmp_path / "conf" / "data" / "archive"
+    config.write_text("data_dir: data\nruntime: {kafka: {archive: {path: ../shared/archive}}}\n")
+    assert load_settings(config).archive_path == tmp_path / "shared" / "archive"  # next to the config
+    assert Settings().runtime.kafka.archive.enabled
