@@ -2,10 +2,10 @@
 FHIR, feeds) publish to Kafka, KPI samples from the workers fill the board, the history
 and the alert service, and the API serves them.
 
-Events do not pass through an engine here: the workers compute KPIs. Period reports read
-the archive of the events topic that this process's archiver writes (archiver.py). The gateway keeps
+Events do not pass through an engine here: the workers compute KPIs. The gateway keeps
 only what routing needs — the on-shift roster from the staffing events it publishes, and
-which sources feed which KPIs — in an Engine it gives staffing events alone.
+which sources feed which KPIs — in an Engine it gives staffing events alone. Period reports
+read the Parquet copy of the events topic that this process's archiver writes (archiver.py).
 """
 
 from __future__ import annotations
