@@ -216,7 +216,7 @@ class Service:
         keep = self.supervisor.start
         self._tasks.append(keep("tick", self.runtime.run_ticks))
         self._tasks.append(keep("loopwatch", self.loop_watch.run))
-        self._tasks.append(keep("alerts", self.runtime.alerts.run))
+        self._tasks.append(keep("alerts", self.runtime.run_alerts))
         if self.settings.forecasts.enabled:
             self._tasks.append(keep("forecasts", self.runtime.run_forecasts))
         if self.settings.feeds.watch:
