@@ -97,7 +97,6 @@ class AlertService(PartsView):
             on_failed=on_failed,
         )
         self.recorder = Recorder(store, self.planner, self.guard, self.dispatcher.sync_now, self._announce)
-        self.fence: Callable[[], bool] = lambda: True  # still the leader? asked before each delivery batch
         self._wake = asyncio.Event()
         self._alert_retry: dict[str, Retry] = {}  # escalation/reminder writes that failed
         self.feeds.seen.update(store.load_feeds())

@@ -6,6 +6,7 @@ for real: tests/test_alert_failover.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -18,19 +19,23 @@ TAT = "lab_tat_stat"
 TWO_ROUTES = two_routes("10m")  # the charge nurse at once, the nurse manager after 10 minutes
 
 
-def test_one_holder_and_the_lock_passes_when_its_session_ends(pg: str) -> None:
-    first, second = AdvisoryLock(pg), AdvisoryLock(pg)
-    assert first.acquire() and first.held()
-    assert not second.acquire() and not second.held()  # PostgreSQL says no: one holder
-    assert first.acquire()  # asking again while holding it: still held
+def end_lock_session(pg: str) -> None:
+    """PostgreSQL ends the session holding the alert lock (pg_terminate_backend): a real fault."""
     with psycopg.connect(pg, autocommit=True) as admin:
         (holder,) = admin.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND (classid::bigint << 32) + objid::bigint = %s",
             (LOCK_KEY,),
         ).fetchall()
-        # the leader's session ends under it (as when its process dies or its network drops)
         admin.execute("SELECT pg_terminate_backend(%s)", holder)
+
+
+def test_one_holder_and_the_lock_passes_when_its_session_ends(pg: str) -> None:
+    first, second = AdvisoryLock(pg), AdvisoryLock(pg)
+    assert first.acquire() and first.held()
+    assert not second.acquire() and not second.held()  # PostgreSQL says no: one holder
+    assert first.acquire()  # asking again while holding it: still held
+    end_lock_session(pg)  # as when the leader's process dies or its network drops
     assert not first.held()  # the fence: the lock's connection is gone, so is the lead
     assert second.acquire() and second.held()
     assert not first.acquire()  # the old leader, reconnected, is a follower now
@@ -70,3 +75,38 @@ async def test_takeover_sends_what_the_dead_leader_had_not_and_nothing_twice(tmp
     assert len(keys) == len(set(keys)) == 4  # fired to cn, fired to nm, resolved to both
     (alert,) = b.service.store.query()  # one alert for the episode, not one per leader
     assert alert.state == "resolved"
+
+
+async def test_a_leader_that_loses_its_lock_mid_batch_sends_nothing_more(tmp_path: Path, pg: str) -> None:
+    """Leader A claims the alert's two first notices (charge nurse, manager: both routes with
+    group_wait 0) in one batch; its lock session ends right after the first is sent. The fence
+    before each notice stops A there: the second stays in the outbox, claimed. B, leader now,
+    sends it once the 60 s claim lease has run out. Two notices, each sent once."""
+    clock = Clock()
+    lock_a, lock_b = AdvisoryLock(pg), AdvisoryLock(pg)
+    assert lock_a.acquire()
+    a = make_rig(tmp_path / "a", routes=two_routes("0s"), store=AlertStore(pg), clock=clock)
+    a.service.fence = lock_a.held
+    send = a.email.send
+
+    async def send_then_lose_the_lock(payload: dict[str, Any], key: str) -> None:
+        await send(payload, key)
+        end_lock_session(pg)
+
+    setattr(a.email, "send", send_then_lose_the_lock)  # noqa: B010 - replaces the bound method
+    await a.step(0, a.sample(TAT, 90))
+    await a.step(60, a.sample(TAT, 90))  # fired (for 30 s): both notices queued and claimed
+    assert len(a.email.sent) == 1 and not lock_a.held()
+    assert lock_b.acquire()
+    b = make_rig(tmp_path / "b", routes=two_routes("0s"), store=AlertStore(pg), clock=clock)
+    b.service.fence = lock_b.held
+    b.service.resume(clock.now)
+    await b.step(30, b.sample(TAT, 90))
+    assert b.email.sent == []  # A's claim holds for 60 s: what it might be sending is not sent twice
+    await b.step(31, b.sample(TAT, 90))
+    keys = [k for k, _ in a.email.sent + b.email.sent]
+    assert len(keys) == len(set(keys)) == 2
+    staff = {p["recipient"]["staff_id"] for _, p in a.email.sent + b.email.sent}
+    assert staff == {"cn-icu", "nm-cc"}
+    assert not lock_a.acquire()  # the old leader, back, follows
+    lock_b.release()

@@ -128,7 +128,7 @@ class KafkaGateway(RuntimeShell):
 
     # -- leadership ----------------------------------------------------------------------------
     def _still_leading(self) -> bool:
-        """The fence before each delivery batch: the lock's connection still answers."""
+        """The fence before each tick, delivery pass and notice: the lock's connection answers."""
         if self.leading and not self.leadership.held():
             self._step_down()
         return self.leading
