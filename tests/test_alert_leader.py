@@ -12,7 +12,9 @@ import psycopg
 
 from alerts.leader import LOCK_KEY, AdvisoryLock, SoleLeader, leadership_for
 from alerts.store import AlertStore
+from engine.config_alerts import FeedRule
 from tests.alerting import ICU, Clock, make_rig, two_routes
+from tests.test_alert_rules import lab
 
 TAT = "lab_tat_stat"
 
@@ -110,3 +112,26 @@ async def test_a_leader_that_loses_its_lock_mid_batch_sends_nothing_more(tmp_pat
     assert staff == {"cn-icu", "nm-cc"}
     assert not lock_a.acquire()  # the old leader, back, follows
     lock_b.release()
+
+
+async def test_the_leader_hears_of_a_feed_only_the_follower_takes(tmp_path: Path, pg: str) -> None:
+    """The HL7 interface sends to gateway B (a follower); A leads. While B hears it each minute
+    and shares that through the store, A raises no feed alert; once B hears nothing, A fires
+    it after stale_after (15 min): its last-seen time came from B. Without the sharing A would
+    never arm the rule (a feed never seen is no outage) and never fire."""
+    rule = FeedRule(name="EMR HL7", source="hl7v2", stale_after=900)
+    clock = Clock()
+    a = make_rig(tmp_path / "a", feeds=[rule], store=AlertStore(pg), clock=clock)
+    b = make_rig(tmp_path / "b", feeds=[rule], store=AlertStore(pg), clock=clock)
+    for _ in range(20):
+        b.service.saw([lab("ICU", clock.now)], clock.now)
+        b.service.save_feeds()
+        a.service.share_feeds()
+        await a.step(60)
+    assert a.service.store.active() == []
+    for _ in range(16):  # B hears nothing more: quiet 16 min > 15 at the end
+        b.service.save_feeds()
+        a.service.share_feeds()
+        await a.step(60)
+    (feed,) = a.service.store.active()
+    assert (feed.kind, feed.facility) == ("feed", "DEMO")
