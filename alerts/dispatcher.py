@@ -47,6 +47,9 @@ class Dispatcher:
         self.retry_backoff = retry_backoff
         self.on_failed: OnFailed = on_failed or (lambda _item, _error: None)
         self.sync_now: list[str] = []  # alerts changed since Alertmanager was last told
+        # still the one to deliver? (several processes, one leader: alerts/leader.py) asked
+        # before each notice, so a leader that lost its lock sends nothing more it claimed
+        self.fence: Callable[[], bool] = lambda: True
 
     @property
     def channels(self) -> dict[str, Channel]:
@@ -58,6 +61,8 @@ class Dispatcher:
         sent = 0
         try:
             for item in self.store.due(now):
+                if not self.fence():  # the rest of the claim goes to the new leader after its lease
+                    return sent
                 sent += await self._deliver(item, now)
         except StoreUnavailable:
             return sent

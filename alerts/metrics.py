@@ -28,3 +28,9 @@ UNSTORED = Gauge(
     "carescore_alert_changes_unstored",
     "Alert changes held in memory because the alert store has not taken them yet.",
 )
+
+LEADER = Gauge(
+    "carescore_alert_leader",
+    "1 while this process evaluates alerts and delivers notices (the leader among gateways "
+    "sharing the alert store), 0 while another does.",
+)

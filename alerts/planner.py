@@ -142,9 +142,12 @@ class Planner:
         return notices, who
 
     # -- grouping ------------------------------------------------------------------------
-    def gather(self, alert: Alert, event: str, now: float) -> None:
-        """Hold a firing alert for its routes' group_wait, with others of the same group."""
+    def gather(self, alert: Alert, event: str, now: float, told: set[str] | None = None) -> None:
+        """Hold a firing alert for its routes' group_wait, with others of the same group
+        (`told`: routes whose notices are queued already, after a restart or takeover)."""
         for route in self.routes.route_for(alert.labels):
+            if told and route.name in told:
+                continue
             key = (route.name, event, tuple(alert.get(k) for k in route.group_by))
             group = self.gathering.get(key)
             if group is None:

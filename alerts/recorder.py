@@ -50,11 +50,10 @@ class Recorder:
 
     def restore(self, evaluator: Evaluator, feeds: FeedWatch, now: float) -> None:
         """Alerts firing before a restart stay firing (no second notice for the episode);
-        a firing alert nobody was told about yet is gathered again."""
+        a firing alert is gathered again for each route whose notice was not queued yet."""
         for alert in self.store.active():
             self.active[lifecycle.restore(alert, evaluator, feeds)] = alert.id
-            if alert.routed_at is None:
-                self.planner.gather(alert, "fired", now)
+            self.planner.gather(alert, "fired", now, self.store.routes_told(alert.id))
 
     def hold(self, changes: list[Change], now: float) -> None:
         """Changes that happened now, to be recorded by the next drain()."""

@@ -107,6 +107,31 @@ class AlertService(PartsView):
         self.plan_watch = PlanWatch(self.plans, catalogue)
         self.plan_watch.restore(store.active())
 
+    def resume(self, now: float | None = None) -> None:
+        """Take over evaluation from the shared store, another process having evaluated until
+        now: firing alerts stay firing (no second notice), each is gathered again for the
+        routes whose notice is not queued yet, and a breach only pending starts over."""
+        now = self.clock() if now is None else now
+        self.evaluator = Evaluator(self.catalogue, self.evaluator.unit_types)
+        self.recorder.active.clear()
+        self.recorder.unstored.clear()  # evaluated under a lead since lost: evaluated again
+        self.planner.gathering.clear()
+        self._alert_retry.clear()
+        self.feeds.down.clear()
+        self.feeds.restored_unknown = None
+        self.share_feeds()
+        self.recorder.restore(self.evaluator, self.feeds, now)
+        self.plan_watch.firing.clear()
+        self.plan_watch.restore(self.store.active())
+
+    def share_feeds(self) -> None:
+        """Feeds heard here to the store, and those heard by other processes from it (each
+        gateway takes some of the traffic; the leader judges which feeds went quiet)."""
+        self.save_feeds()
+        for key, last in self.store.load_feeds().items():
+            if last > self.feeds.seen.get(key, 0.0):
+                self.feeds.seen[key] = last
+
     def _announce(self, kind: str, alert: Alert | Mapping[str, Any]) -> None:
         """on_change (the live stream) must not undo a transition already stored."""
         row = alert.as_json() if isinstance(alert, Alert) else dict(alert)
@@ -296,6 +321,8 @@ class AlertService(PartsView):
         claimed comes back when its lease runs out."""
         now = self.clock()
         if not self.guard.retry.ready(now):
+            return 0
+        if not self.fence():  # the lead was lost: another process may be delivering now
             return 0
         failures = self.guard.failures
         sent = await self.dispatcher.deliver_due(now)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from alerts.channels import Channel
@@ -28,6 +29,15 @@ class PartsView:
     @channels.setter
     def channels(self, channels: dict[str, Channel]) -> None:
         self.planner.channels = channels
+
+    @property
+    def fence(self) -> Callable[[], bool]:
+        """Still the leader? Asked before each delivery pass and each notice."""
+        return self.dispatcher.fence
+
+    @fence.setter
+    def fence(self, fence: Callable[[], bool]) -> None:
+        self.dispatcher.fence = fence
 
     @property
     def syncs(self) -> list[AlertmanagerChannel]:

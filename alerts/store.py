@@ -205,6 +205,15 @@ class AlertStore:
         )
         return [(r["channel"], r["recipient"]) for r in rows]
 
+    def routes_told(self, alert_id: str) -> set[str]:
+        """Routes whose first notice about this alert is queued (a restart gathers the others)."""
+        rows = self.db.query(
+            "SELECT DISTINCT o.route FROM outbox o JOIN notice_alerts n ON n.outbox_id = o.id"
+            " WHERE n.alert_id = ? AND o.event = 'fired' AND o.route IS NOT NULL",
+            (alert_id,),
+        )
+        return {r["route"] for r in rows}
+
     # -- outbox --------------------------------------------------------------------------
     def _items(self, rows: list[Row]) -> list[OutboxItem]:
         out = []
@@ -349,11 +358,14 @@ class AlertStore:
 
     # -- feeds -----------------------------------------------------------------------------
     def save_feeds(self, seen: dict[tuple[str, str, str], float]) -> None:
+        """The later of the stored and the given time: several gateways each hear some feeds."""
         with self.db.transaction() as tx:
             for (source, facility, unit), last in seen.items():
                 tx.execute(
                     "INSERT INTO feed_seen (source, facility, unit, last_seen) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (source, facility, unit) DO UPDATE SET last_seen = excluded.last_seen",
+                    " ON CONFLICT (source, facility, unit) DO UPDATE SET last_seen = CASE"
+                    " WHEN excluded.last_seen > feed_seen.last_seen THEN excluded.last_seen"
+                    " ELSE feed_seen.last_seen END",
                     (source, facility, unit, last),
                 )
 

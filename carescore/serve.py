@@ -218,7 +218,7 @@ class Service:
         for name, run in self.runtime.background().items():
             self._tasks.append(keep(name, run))
         self._tasks.append(keep("loopwatch", self.loop_watch.run))
-        self._tasks.append(keep("alerts", self.runtime.alerts.run))
+        self._tasks.append(keep("alerts", self.runtime.run_alerts))
         if self.settings.forecasts.enabled:
             self._tasks.append(keep("forecasts", self.runtime.run_forecasts))
         if self.settings.feeds.watch:

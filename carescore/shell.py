@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from alerts.forecasts import ForecastWatch
+from alerts.metrics import LEADER
 from carescore.alerting import build_alert_service
 from carescore.supervisor import ComponentState
 from connectors.deadletters import DeadLetterStore
@@ -88,6 +89,16 @@ class RuntimeShell:
         self.ready = False
         self.started_at = time.time()
         self.components: dict[str, ComponentState] = {}  # the supervisor's, on /readyz and /metrics
+        self.leading = True  # evaluates alerts and delivers notices (a Kafka gateway: while it leads)
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    @leading.setter
+    def leading(self, leading: bool) -> None:
+        self._leading = leading
+        LEADER.set(1 if leading else 0)
 
     def _attach(self, engine: Engine, sources_of: Callable[[str], set[str]] | None = None) -> None:
         """History and alerts, once the transport has the engine whose panes and roster they use."""
@@ -112,8 +123,9 @@ class RuntimeShell:
         every = self.settings.forecasts.every
         while True:
             live = list(self.board.current)  # copied here: the loop changes the board
-            changes = await asyncio.to_thread(self.forecasts.check, self.clock(), live)
-            self.alerts.take(changes)
+            if self.leading:
+                changes = await asyncio.to_thread(self.forecasts.check, self.clock(), live)
+                self.alerts.take(changes)
             await asyncio.sleep(every)
 
     # -- what a transport provides -------------------------------------------------------------
@@ -132,6 +144,10 @@ class RuntimeShell:
     def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """The transport's own long-running parts, each kept running by the supervisor."""
         return {}
+
+    async def run_alerts(self) -> None:
+        """Deliver notices until cancelled (a Kafka gateway: while it leads)."""
+        await self.alerts.run()
 
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
         raise NotImplementedError
@@ -160,6 +176,7 @@ class RuntimeShell:
             "status": "ok" if store["healthy"] else "degraded",
             "alert_store": store,
             "runtime": self.kind,
+            "alerting": "leader" if self.leading else "follower",
             **self._counters(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "kpis": len(self.catalogue),

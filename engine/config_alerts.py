@@ -75,7 +75,8 @@ class AlertSettings(Strict):
     database: SecretStr | None = Field(
         default=None,
         description="postgresql://user:password@host/db to share alerts between processes (default: "
-        "SQLite, data_dir); its password is redacted in errors and logs",
+        "SQLite, data_dir); needed for several Kafka gateways (the holder of its advisory lock "
+        "evaluates alerts); its password is redacted in errors and logs",
     )
     database_file: Path | None = Field(default=None, description=f"database: {_FILE}")
     database_env: str | None = Field(default=None, description=f"database: {_ENV}")

@@ -174,3 +174,19 @@ class Mailbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
         return "250 OK"
+
+
+def two_routes(manager_wait: str) -> str:
+    """routes.yaml for KPI alerts: the ICU charge nurse hears at once, the nurse manager after
+    `manager_wait` of gathering (a notice still due while the first is sent)."""
+    return f"""
+routes:
+  - {{name: unit, match: {{kind: kpi}}, receivers: [charge_nurse], group_wait: 0s, continue: true}}
+  - {{name: manager, match: {{kind: kpi}}, receivers: [nurse_manager], group_wait: {manager_wait}}}
+roles:
+  charge_nurse: {{scope: unit, fallback: {{ICU: [cn-icu]}}}}
+  nurse_manager: {{scope: department, fallback: {{critical_care: [nm-cc]}}}}
+people:
+  cn-icu: {{name: ICU charge, email: cn-icu@ward.example}}
+  nm-cc: {{name: CC manager, email: nm-cc@ward.example}}
+"""

@@ -120,6 +120,20 @@ def postgres_url() -> Iterator[str]:
     yield from start_postgres()
 
 
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[str]:
+    """A fresh database per test on the session's PostgreSQL server."""
+    import uuid
+
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Apache Kafka broker (KRaft, one node) started by deploy/kafka/kafka.sh for the

@@ -5,28 +5,13 @@ processes claiming due notices never both send one."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import psycopg
-import pytest
 
 from alerts.store import AlertStore, Notice
 from tests.alerting import ICU, Clock, make_rig
 
 TAT = "lab_tat_stat"
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[str]:
-    """A fresh database per test on the session's server."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def test_escalation_ack_and_audit_on_postgres(tmp_path: Path, pg: str) -> None:

@@ -507,6 +507,16 @@ def operations_dashboard() -> dash.Dashboard:
                 query(f"carescore_alert_changes_unstored{{{inst}}}", legend="{{instance}}"),
             )
         )
+        .with_panel(
+            series(
+                "Alert leader (1: evaluates alerts and sends notices)",
+                "short",
+                query(f"carescore_alert_leader{{{inst}}}", legend="{{instance}}"),
+            ).description(
+                "Of gateways sharing a PostgreSQL alert store exactly one shows 1 (the holder of "
+                "its advisory lock); an embedded carescore always leads."
+            )
+        )
     )
 
 

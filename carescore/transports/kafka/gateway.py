@@ -6,18 +6,25 @@ Events do not pass through an engine here: the workers compute KPIs. The gateway
 only what routing needs — the on-shift roster from the staffing events it publishes, and
 which sources feed which KPIs — in an Engine it gives staffing events alone. Period reports
 read the Parquet copy of the events topic that this process's archiver writes (archiver.py).
+
+Several gateways may run (each takes input and serves the API); the one holding the alert
+database's advisory lock (alerts/leader.py) evaluates alerts and delivers notices, the others
+try for the lock every second and take over from the shared store when it is released.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from alerts.leader import Leadership, leadership_for
 from api.problems import Problem
 from carescore.shell import RuntimeShell
 from carescore.transports.kafka.archiver import Archiver
@@ -34,6 +41,9 @@ from engine.samples import Sample, load_samples
 
 log = logging.getLogger(__name__)
 
+LEAD_EVERY = 1.0  # how often a follower tries for the lead, and a leader checks it still holds it
+SHARE_FEEDS_EVERY = 5.0  # how often feed last-seen times go through the shared store
+
 
 class KafkaGateway(RuntimeShell):
     kind = "kafka"
@@ -48,6 +58,14 @@ class KafkaGateway(RuntimeShell):
         self._consumer: AIOKafkaConsumer | None = None
         self.archiver = Archiver(settings) if settings.runtime.kafka.archive.enabled else None
         self._reporter: tuple[Any, Reporter] | None = None
+        self.leadership: Leadership = leadership_for(self.alerts.store.target)
+        self.alerts.fence = self._still_leading
+        self.leading = False  # until the lead is taken (at once with SQLite: one gateway alone)
+        if not self.leadership.shared:
+            log.warning(
+                "alerts.database is SQLite: this gateway evaluates alerts on its own; run one "
+                "gateway, or set alerts.database to PostgreSQL to run several (one leads)"
+            )
 
     def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
         return {"archive": self.archiver.run} if self.archiver is not None else {}
@@ -104,7 +122,7 @@ class KafkaGateway(RuntimeShell):
                 if closed:
                     self.history.add(closed)
                 now = self.clock()
-                if now - last_tick >= self.settings.engine.tick:
+                if self.leading and now - last_tick >= self.settings.engine.tick and self._still_leading():
                     last_tick = now
                     try:
                         self.alerts.observe(list(self.board.current.values()), now)
@@ -114,7 +132,62 @@ class KafkaGateway(RuntimeShell):
             await consumer.stop()
 
     def tick(self, now: float | None = None) -> None:
-        self.alerts.observe(list(self.board.current.values()), self.clock() if now is None else now)
+        if self.leading:
+            self.alerts.observe(list(self.board.current.values()), self.clock() if now is None else now)
+
+    # -- leadership ----------------------------------------------------------------------------
+    def _still_leading(self) -> bool:
+        """The fence before each tick, delivery pass and notice: the lock's connection answers."""
+        if self.leading and not self.leadership.held():
+            self._step_down()
+        return self.leading
+
+    def _step_down(self) -> None:
+        self.leading = False
+        log.error("alert leadership lost: this gateway stops evaluating alerts and delivering notices")
+
+    async def run_alerts(self) -> None:
+        """Lead (evaluate and deliver) while holding the lock; follow (try for it every
+        second) otherwise. Feed last-seen times go through the store either way."""
+        delivery: asyncio.Task[None] | None = None
+        shared = 0.0
+        try:
+            while True:
+                if self.leading:
+                    self._still_leading()
+                elif self.leadership.acquire():
+                    self.alerts.resume(self.clock())  # the shared store's state, before any tick
+                    self.forecasts.restore(self.alerts.firing())
+                    self.leading = True
+                    log.warning("alert leadership taken: this gateway evaluates alerts and delivers notices")
+                if self.leading and delivery is None:
+                    delivery = asyncio.create_task(self.alerts.run(), name="alert delivery")
+                if not self.leading and delivery is not None:
+                    delivery.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await delivery
+                    delivery = None
+                if delivery is not None and delivery.done():
+                    delivery.result()  # raises why it stopped: the supervisor restarts this loop
+                if self.leadership.shared and time.monotonic() - shared >= SHARE_FEEDS_EVERY:
+                    shared = time.monotonic()
+                    try:
+                        if self.leading:
+                            self.alerts.share_feeds()
+                        else:
+                            self.alerts.save_feeds()
+                    except Exception as exc:
+                        log.warning("feed last-seen times not shared (%s: %s)", type(exc).__name__, exc)
+                await asyncio.sleep(LEAD_EVERY)
+        finally:
+            if delivery is not None:
+                delivery.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await delivery
+
+    async def close(self) -> None:
+        await super().close()
+        self.leadership.release()  # after the last notices: another gateway takes over now
 
     async def _stop_transport(self) -> None:
         await self.sink.close()
