@@ -165,16 +165,8 @@ class RatioOperator(ValueOperator):
         for side, part in (("num", self.measure.numerator), ("den", self.measure.denominator)):
             if isinstance(part, LevelPart):
                 table = self.levels[side]
-                subs[part.level] = self._level_handler(table, subs.get(part.level))
+                subs[part.level] = self._level_feed(table, subs.get(part.level))
         return subs
-
-    def _level_handler(self, table: LevelTable, other: LevelHandler | None) -> LevelHandler:
-        def handle(key: GroupKey, ts: float, delta: float) -> None:
-            self._level_delta(table, key, ts, delta)
-            if other is not None:
-                other(key, ts, delta)
-
-        return handle
 
     def _level_value(
         self, part: LevelPart, table: LevelTable, key: GroupKey, start: int, end: int, until: float | None

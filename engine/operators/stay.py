@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import tzinfo
+from operator import itemgetter
 from typing import Any
 
 from engine.definitions.measures import TIME_UNITS, StayMeasure
@@ -38,6 +39,7 @@ DAY = 86400.0
 ADMITTED_CLASSES = frozenset({"inpatient", "obstetrics", "newborn"})
 
 Observation = tuple[float, GroupKey, float]  # ts, place, value
+_place_of = itemgetter(2)  # of a fact
 
 
 class StayRule:
@@ -50,6 +52,8 @@ class StayRule:
         self.classes = frozenset(measure.patient_classes)
         self.types = frozenset(measure.unit_types)
         self.per = TIME_UNITS[measure.unit]
+        # the places of those types: is a stay ever on one, tested for every ADT change
+        self.typed = frozenset(k for k, t in unit_types.items() if t in self.types)
 
     def observations(
         self, key: str, stay: Stay, book: StayBook, before: list[Observation] | None = None
@@ -59,9 +63,7 @@ class StayRule:
             if not before and stay.discharged() is None:
                 return []  # an open stay has no length yet (the common case)
             return self._hospital(stay)
-        if not before and not any(
-            f[2] is not None and self.unit_types.get(f[2]) in self.types for f in stay.facts
-        ):
+        if not before and self.typed.isdisjoint(map(_place_of, stay.facts)):
             return []  # never on a unit of these types
         return self._visits(key, stay, book)
 
