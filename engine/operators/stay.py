@@ -234,10 +234,15 @@ class StayOperator(ValueOperator):
         keys = {key}
         if self.measure.span == "unit_type" and stay.patient:
             keys |= self.book.by_patient.get(stay.patient, set())  # linked visits may change too
+        typed = self.rule.typed if self.measure.span == "unit_type" else None
         for k in keys:
             target = self.book.stays.get(k)
-            if target is not None:
-                self._settle(k, target)
+            if target is None:
+                continue
+            never_there = typed is not None and typed.isdisjoint(map(_place_of, target.facts))
+            if never_there and k not in self.observed:
+                continue  # never on a unit of the types, nothing observed: _settle would find nothing
+            self._settle(k, target)
 
     def _settle(self, key: str, stay: Stay) -> None:
         old = self.observed.get(key, [])
