@@ -148,16 +148,20 @@ class DurationOperator(ValueOperator):
         key = getattr(event, self.key_field)
         if key is None:
             return
+        ts = event.ts
+        place = event.place
         r = self.keys.get(key)
         if r is None:
+            # what _settle concludes for a key seen first at its end: it waits for its start
             r = self.keys[key] = Interval()
-        elif r.frozen:
+            r.end, r.end_place = ts, place
+            self.early_ends[key] = (ts, place)
             return
-        ts = event.ts
+        if r.frozen:
+            return
         end = r.end
         if end is not None and ts >= end:
             return  # a later end (a corrected result, the call ending after its answer)
-        place = event.place
         r.end, r.end_place = ts, place
         start = r.start
         if (
