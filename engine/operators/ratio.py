@@ -155,8 +155,10 @@ class RatioOperator(ValueOperator):
                     self._contribute(side, place, t, value, -1.0)  # counted before its pair came
                 else:
                     keep.append((place, t, value))
-            self.pending[side][pair] = keep
-            self._stale = self._stale or not keep
+            if keep:
+                self.pending[side][pair] = keep
+            else:
+                del self.pending[side][pair]  # as the next sweep would: nothing left to take back
 
         return handle
 
