@@ -56,13 +56,15 @@ NO_STATE: State = (None, None, False)
 class Stay:
     """One encounter: its patient and its facts."""
 
-    __slots__ = ("facts", "mark", "patient", "steps")
+    __slots__ = ("facts", "mark", "memo", "patient", "steps", "version")
 
     def __init__(self, patient: str | None = None) -> None:
         self.patient = patient
         self.facts: list[Fact] = []
         self.steps: list[Any] = []  # what the owner derived from the facts last time
         self.mark: Any = None  # the owner's note of how far `steps` went (not in snapshots)
+        self.version = 0  # bumped on every change of the facts (StayBook._changed)
+        self.memo: dict[Any, tuple[int, Any]] | None = None  # readers' results at a version
 
     def timeline(self) -> Iterator[tuple[float, str, GroupKey | None, str | None, bool, GroupKey | None]]:
         """(ts, fact kind, place, class, on leave) after each fact, in time order, and the
@@ -137,6 +139,7 @@ class StayBook:
         self._changed(key, stay)
 
     def _changed(self, key: str, stay: Stay) -> None:
+        stay.version += 1
         for listener in self.listeners:
             listener(key, stay)
         ended = stay.discharged()

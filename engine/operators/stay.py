@@ -110,7 +110,21 @@ class StayRule:
     def _segments(self, key: str, stay: Stay) -> list[list[Any]]:
         """One encounter's spells on units of the types: [enter, leave (None: still there),
         place, decision (first moment in an admitted class there), admitted on leaving,
-        left by discharge, encounter]."""
+        left by discharge, encounter]. Kept on the stay until its facts change: the ED
+        operators (boarding, LOS admitted, LOS discharged) all ask for the same ones, for
+        every encounter of the patient, on every ADT change. The lists are not to be changed."""
+        memo = stay.memo
+        if memo is None:
+            memo = stay.memo = {}
+        sig = (self.types, id(self.unit_types))
+        found = memo.get(sig)
+        if found is not None and found[0] == stay.version:
+            return found[1]  # type: ignore[no-any-return]
+        spells = self._spells(key, stay)
+        memo[sig] = (stay.version, spells)
+        return spells
+
+    def _spells(self, key: str, stay: Stay) -> list[list[Any]]:
         out: list[list[Any]] = []
         spell: list[Any] | None = None
         for ts, _kind, place, cls, _away, _named in stay.timeline():
