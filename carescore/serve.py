@@ -68,13 +68,17 @@ def _kafka_gateway(settings: Settings) -> Any:
     return KafkaGateway(settings)
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The collector's thresholds while serving (bench/engine_throughput.py measures with them too)."""
+
+
 def tune_gc() -> None:
     """Freeze what start-up built (recovered state, catalogue) out of the collector's scans
     and collect young objects less often: each message makes many short-lived objects, and
     full collections over a large engine state otherwise cost more than the work itself."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:

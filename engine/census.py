@@ -18,7 +18,15 @@ from engine.events import EventBase
 from engine.levels import Emit
 from engine.places import CensusRules
 from engine.samples import GroupKey
-from engine.stays import DISCHARGE, Stay, StayBook
+from engine.stays import DISCHARGE, NO_STATE, Stay, StayBook, after_fact
+
+
+def _apart(old: list[tuple[float, str, GroupKey, int]], tail: list[tuple[float, str, GroupKey, int]]) -> bool:
+    """Whether the steps in `tail` come after every step in `old` (steps are in time order)
+    and no two of them are at the same time, level and place (nothing nets out)."""
+    if old and old[-1][0] >= tail[0][0]:
+        return False
+    return len(tail) == 1 or len({step[:3] for step in tail}) == len(tail)
 
 
 class CensusTracker:
@@ -60,32 +68,50 @@ class CensusTracker:
         return out
 
     def _derive(self, stay: Stay) -> tuple[list[tuple[float, str, GroupKey, int]], bool]:
-        """The stay's level steps, and whether it ends outside the census (it can expire)."""
-        steps: list[tuple[float, str, GroupKey, int]] = []
-        before: list[tuple[str, GroupKey]] = []
-        place: GroupKey | None = None
-        cls: str | None = None
-        for ts, _kind, place, cls, away, _named in stay.timeline():
-            after = self._members(place, cls, away)
+        """The stay's level steps, and whether it ends outside the census (it can expire).
+        A fact added after all the others (the common case) only adds its own steps to those
+        of the facts before it: Stay.mark keeps where the last derivation ended."""
+        facts = stay.facts
+        mark = stay.mark
+        if mark is not None and len(facts) == mark[0] + 1 and (not mark[0] or facts[-2] is mark[1]):
+            state, before = mark[2], mark[3]
+            steps = list(stay.steps)
+            begin = mark[0]
+        else:
+            state, before, steps, begin = NO_STATE, [], [], 0
+        for fact in facts[begin:]:
+            state = after_fact(state, fact)
+            after = self._members(*state)
             if before != after:
+                ts = fact[0]
                 steps.extend((ts, lvl, p, -1) for lvl, p in before if (lvl, p) not in after)
                 steps.extend((ts, lvl, p, 1) for lvl, p in after if (lvl, p) not in before)
             before = after
+        stay.mark = (len(facts), facts[-1] if facts else None, state, before)
+        place, cls, _ = state
         return steps, place is not None and cls not in self.census_classes
 
     def _settle(self, key: str, stay: Stay) -> None:
         """Recompute the stay's steps from its facts; emit what changed."""
-        new, outside = self._derive(stay)
         old = stay.steps
+        new, outside = self._derive(stay)
         if new != old:
-            diff: Counter[tuple[float, str, GroupKey]] = Counter()
-            for ts, lvl, p, d in old:
-                diff[(ts, lvl, p)] -= d
-            for ts, lvl, p, d in new:
-                diff[(ts, lvl, p)] += d
-            for (ts, lvl, p), d in diff.items():
-                if d:
+            n = len(old)
+            tail = new[n:]
+            if tail and _apart(old, tail) and new[:n] == old:
+                # only steps after all the old ones, each its own (time, level, place): they
+                # are the difference, in the order the full difference below gives them
+                for ts, lvl, p, d in tail:
                     self.emit(lvl, p, ts, d)
+            else:
+                diff: Counter[tuple[float, str, GroupKey]] = Counter()
+                for ts, lvl, p, d in old:
+                    diff[(ts, lvl, p)] -= d
+                for ts, lvl, p, d in new:
+                    diff[(ts, lvl, p)] += d
+                for (ts, lvl, p), d in diff.items():
+                    if d:
+                        self.emit(lvl, p, ts, d)
             stay.steps = new
         self.expiring.pop(key, None)
         if outside:

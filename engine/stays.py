@@ -30,34 +30,49 @@ def _fact_time(fact: Fact) -> float:
     return fact[0]
 
 
+State = tuple[GroupKey | None, str | None, bool]  # place, patient class, on leave
+
+
+def after_fact(state: State, fact: Fact) -> State:
+    """(place, class, on leave) after one more fact."""
+    place, cls, away = state
+    _, kind, where, klass = fact
+    if klass is not None:
+        cls = klass
+    if kind == DISCHARGE:
+        return None, cls, False
+    if kind == LEAVE:
+        return place, cls, place is not None
+    if kind == RETURN:
+        return place, cls, False
+    if where is not None and (kind in (ARRIVE, MOVE) or place is not None):
+        return where, cls, away
+    return place, cls, away
+
+
+NO_STATE: State = (None, None, False)
+
+
 class Stay:
     """One encounter: its patient and its facts."""
 
-    __slots__ = ("facts", "patient", "steps")
+    __slots__ = ("facts", "mark", "memo", "patient", "steps", "version")
 
     def __init__(self, patient: str | None = None) -> None:
         self.patient = patient
         self.facts: list[Fact] = []
         self.steps: list[Any] = []  # what the owner derived from the facts last time
+        self.mark: Any = None  # the owner's note of how far `steps` went (not in snapshots)
+        self.version = 0  # bumped on every change of the facts (StayBook._changed)
+        self.memo: dict[Any, tuple[int, Any]] | None = None  # readers' results at a version
 
     def timeline(self) -> Iterator[tuple[float, str, GroupKey | None, str | None, bool, GroupKey | None]]:
         """(ts, fact kind, place, class, on leave) after each fact, in time order, and the
         place the fact itself named (a discharge names the unit discharged from)."""
-        place: GroupKey | None = None
-        cls: str | None = None
-        away = False
-        for ts, kind, where, klass in self.facts:  # kept in time order (StayBook.add)
-            if klass is not None:
-                cls = klass
-            if kind == DISCHARGE:
-                place, away = None, False
-            elif kind == LEAVE:
-                away = place is not None
-            elif kind == RETURN:
-                away = False
-            elif where is not None and (kind in (ARRIVE, MOVE) or place is not None):
-                place = where
-            yield ts, kind, place, cls, away, where
+        state = NO_STATE
+        for fact in self.facts:  # kept in time order (StayBook.add)
+            state = after_fact(state, fact)
+            yield fact[0], fact[1], state[0], state[1], state[2], fact[2]
 
     def state(self) -> tuple[GroupKey | None, str | None, bool]:
         """(place, class, on leave) after every fact."""
@@ -124,6 +139,7 @@ class StayBook:
         self._changed(key, stay)
 
     def _changed(self, key: str, stay: Stay) -> None:
+        stay.version += 1
         for listener in self.listeners:
             listener(key, stay)
         ended = stay.discharged()

@@ -175,6 +175,24 @@ class Operator:
         if table.add(key, checked, ts, delta, base_index):
             self.known.add(key)
 
+    def _level_feed(self, table: LevelTable, then: LevelHandler | None = None) -> LevelHandler:
+        """A level handler into `table`: _level_delta with its common case inlined (a census
+        change reaches every operator over patient-days, one call each), then `then`."""
+        pane, index, level_delta = self.clock.pane, self.clock.index, self._level_delta
+
+        def handle(key: GroupKey, ts: float, delta: float) -> None:
+            series = table.series.get(key)
+            idx = int(ts // pane) if pane else index(ts)
+            first, closed = self.first_index, self.closed_upto
+            if series and first is not None and idx >= first and (closed is None or idx >= closed):
+                series.add(idx, ts, delta)
+            else:
+                level_delta(table, key, ts, delta)
+            if then is not None:
+                then(key, ts, delta)
+
+        return handle
+
     # -- closing windows -----------------------------------------------------------------
     def advance(self, watermark: float, deadline: float | None = None) -> list[Sample]:
         """deadline (time.perf_counter()): stop closing there, with `behind` set; the next

@@ -117,19 +117,28 @@ class DurationOperator(ValueOperator):
             return
         place = event.place
         self.known.add(place)
+        ts = event.ts
         r = self.keys.get(key)
+        fresh = r is None
         if r is None:
             r = self.keys[key] = Interval()
         elif r.frozen:
             return
-        ts = event.ts
-        if r.start is not None and ts >= r.start:
+        elif r.start is not None and ts >= r.start:
             return  # a resent order: the first time stands
         r.start, r.start_place = ts, place
         if self.count_open:
             idx = self.clock.index(ts)
             if self.first_index is None or idx < self.first_index:
                 self.first_index = idx  # closed windows may count it while open
+        if fresh:
+            # the common case, what _settle concludes for a key seen first at its start: open,
+            # no value yet (nor in open or early_ends before)
+            r.status = "open"
+            self.open[key] = r
+            if self.count_open:
+                self.overdue.note(key, r)
+            return
         self._settle(key, r)
 
     def on_end(self, event: EventBase) -> None:
@@ -139,16 +148,42 @@ class DurationOperator(ValueOperator):
         key = getattr(event, self.key_field)
         if key is None:
             return
+        ts = event.ts
+        place = event.place
         r = self.keys.get(key)
         if r is None:
+            # what _settle concludes for a key seen first at its end: it waits for its start
             r = self.keys[key] = Interval()
-        elif r.frozen:
+            r.end, r.end_place = ts, place
+            self.early_ends[key] = (ts, place)
             return
-        ts = event.ts
+        if r.frozen:
+            return
         end = r.end
         if end is not None and ts >= end:
             return  # a later end (a corrected result, the call ending after its answer)
-        r.end, r.end_place = ts, event.place
+        r.end, r.end_place = ts, place
+        start = r.start
+        if (
+            r.status == "open"
+            and end is None
+            and r.cancel is None
+            and r.obs is None
+            and start is not None
+            and start <= ts <= start + self.life
+        ):
+            # the common case, what _settle concludes for the first end of an open interval
+            # within its life: ended, its duration observed
+            obs = (r.start_place if self.by_start else place, ts, (ts - start) / self.per)
+            self.observe(*obs)  # type: ignore[arg-type]
+            r.obs = obs  # type: ignore[assignment]
+            r.status = "ended"
+            self.open.pop(key, None)
+            if self.count_open:
+                self.overdue.note(key, r)
+            if self.early_ends:
+                self.early_ends.pop(key, None)
+            return
         self._settle(key, r)
 
     def on_cancel(self, event: EventBase) -> None:

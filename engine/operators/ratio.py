@@ -11,6 +11,7 @@ the denominator by a ratio of two more sums (adjusted patient days).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
 from typing import Any
@@ -45,6 +46,10 @@ class RatioOperator(ValueOperator):
         # and the pairing events seen (their times)
         self.pending: dict[str, dict[tuple[str, str], list[tuple[GroupKey, float, float]]]] = {}
         self.pairs: dict[str, dict[tuple[str, str], list[float]]] = {}
+        # the instant the last sweep of identities and pairs kept from; stale: something it
+        # would take away was added since (else the next sweep from there would change nothing)
+        self._kept = -math.inf
+        self._stale = False
         m = self.measure
         for side, part in (("num", m.numerator), ("den", m.denominator)):
             if isinstance(part, EventPart):
@@ -111,6 +116,7 @@ class RatioOperator(ValueOperator):
                             return  # the same occurrence again: it counted once already
                         contribute(side, first[0], first[1], first[2], -1.0)  # an earlier report of it
                     seen[identity] = (place, ts, value)
+                    self._stale = self._stale or ts < self._kept
             elif unless is not None:
                 paired = getattr(event, unless.key)
                 if paired is not None:
@@ -119,6 +125,7 @@ class RatioOperator(ValueOperator):
                     if any(abs(ts - t) <= within for t in self.pairs[side].get(pair, ())):
                         return  # e.g. a separation with a hire next to it: a transfer
                     self.pending[side].setdefault(pair, []).append((place, ts, value))
+                    self._stale = self._stale or ts < self._kept
             contribute(side, place, ts, value)
 
         return handle
@@ -138,6 +145,7 @@ class RatioOperator(ValueOperator):
             pair = (event.facility, str(paired))
             ts = event.ts
             self.pairs[side].setdefault(pair, []).append(ts)
+            self._stale = self._stale or ts < self._kept - within
             counted = self.pending[side].get(pair)
             if not counted:
                 return
@@ -147,7 +155,10 @@ class RatioOperator(ValueOperator):
                     self._contribute(side, place, t, value, -1.0)  # counted before its pair came
                 else:
                     keep.append((place, t, value))
-            self.pending[side][pair] = keep
+            if keep:
+                self.pending[side][pair] = keep
+            else:
+                del self.pending[side][pair]  # as the next sweep would: nothing left to take back
 
         return handle
 
@@ -165,16 +176,8 @@ class RatioOperator(ValueOperator):
         for side, part in (("num", self.measure.numerator), ("den", self.measure.denominator)):
             if isinstance(part, LevelPart):
                 table = self.levels[side]
-                subs[part.level] = self._level_handler(table, subs.get(part.level))
+                subs[part.level] = self._level_feed(table, subs.get(part.level))
         return subs
-
-    def _level_handler(self, table: LevelTable, other: LevelHandler | None) -> LevelHandler:
-        def handle(key: GroupKey, ts: float, delta: float) -> None:
-            self._level_delta(table, key, ts, delta)
-            if other is not None:
-                other(key, ts, delta)
-
-        return handle
 
     def _level_value(
         self, part: LevelPart, table: LevelTable, key: GroupKey, start: int, end: int, until: float | None
@@ -241,6 +244,9 @@ class RatioOperator(ValueOperator):
         if self.clock.cumulative:
             return  # every pane is still counted: identities and pairs are kept for good
         kept = self.clock.start(keep_from)
+        if kept == self._kept and not self._stale:
+            return  # swept from here already, nothing older added since
+        self._kept, self._stale = kept, False
         for seen in self.first_seen.values():
             for identity in [i for i, (_, ts, _) in seen.items() if ts < kept]:
                 del seen[identity]
@@ -278,6 +284,7 @@ class RatioOperator(ValueOperator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
+        self._kept, self._stale = -math.inf, False
         for side, table_state in state["levels"].items():
             self.levels[side].restore(table_state)
         for side, seen in state.get("first_seen", {}).items():

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import tzinfo
+from operator import itemgetter
 from typing import Any
 
 from engine.definitions.measures import TIME_UNITS, StayMeasure
@@ -38,6 +39,7 @@ DAY = 86400.0
 ADMITTED_CLASSES = frozenset({"inpatient", "obstetrics", "newborn"})
 
 Observation = tuple[float, GroupKey, float]  # ts, place, value
+_place_of = itemgetter(2)  # of a fact
 
 
 class StayRule:
@@ -50,6 +52,8 @@ class StayRule:
         self.classes = frozenset(measure.patient_classes)
         self.types = frozenset(measure.unit_types)
         self.per = TIME_UNITS[measure.unit]
+        # the places of those types: is a stay ever on one, tested for every ADT change
+        self.typed = frozenset(k for k, t in unit_types.items() if t in self.types)
 
     def observations(
         self, key: str, stay: Stay, book: StayBook, before: list[Observation] | None = None
@@ -59,9 +63,7 @@ class StayRule:
             if not before and stay.discharged() is None:
                 return []  # an open stay has no length yet (the common case)
             return self._hospital(stay)
-        if not before and not any(
-            f[2] is not None and self.unit_types.get(f[2]) in self.types for f in stay.facts
-        ):
+        if not before and self.typed.isdisjoint(map(_place_of, stay.facts)):
             return []  # never on a unit of these types
         return self._visits(key, stay, book)
 
@@ -108,7 +110,21 @@ class StayRule:
     def _segments(self, key: str, stay: Stay) -> list[list[Any]]:
         """One encounter's spells on units of the types: [enter, leave (None: still there),
         place, decision (first moment in an admitted class there), admitted on leaving,
-        left by discharge, encounter]."""
+        left by discharge, encounter]. Kept on the stay until its facts change: the ED
+        operators (boarding, LOS admitted, LOS discharged) all ask for the same ones, for
+        every encounter of the patient, on every ADT change. The lists are not to be changed."""
+        memo = stay.memo
+        if memo is None:
+            memo = stay.memo = {}
+        sig = (self.types, id(self.unit_types))
+        found = memo.get(sig)
+        if found is not None and found[0] == stay.version:
+            return found[1]  # type: ignore[no-any-return]
+        spells = self._spells(key, stay)
+        memo[sig] = (stay.version, spells)
+        return spells
+
+    def _spells(self, key: str, stay: Stay) -> list[list[Any]]:
         out: list[list[Any]] = []
         spell: list[Any] | None = None
         for ts, _kind, place, cls, _away, _named in stay.timeline():
@@ -232,10 +248,15 @@ class StayOperator(ValueOperator):
         keys = {key}
         if self.measure.span == "unit_type" and stay.patient:
             keys |= self.book.by_patient.get(stay.patient, set())  # linked visits may change too
+        typed = self.rule.typed if self.measure.span == "unit_type" else None
         for k in keys:
             target = self.book.stays.get(k)
-            if target is not None:
-                self._settle(k, target)
+            if target is None:
+                continue
+            never_there = typed is not None and typed.isdisjoint(map(_place_of, target.facts))
+            if never_there and k not in self.observed:
+                continue  # never on a unit of the types, nothing observed: _settle would find nothing
+            self._settle(k, target)
 
     def _settle(self, key: str, stay: Stay) -> None:
         old = self.observed.get(key, [])
