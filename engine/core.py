@@ -248,8 +248,10 @@ class Engine:
         adt_types = set(self.census.handlers())
         for op in self.operators:
             types = set()
-            if isinstance(op, StayOperator):  # fed by the census's stays, not by its own copy
-                op.attach(self.census.book)
+            tallies = op.stay_tallies() if isinstance(op, StayOperator | RatioOperator) else []
+            for tally in tallies:  # fed by the census's stays, not by their own copy
+                tally.attach(self.census.book)
+            if tallies:
                 types |= adt_types
             hints = op.routing_hints()
             for etype, handler in op.subscriptions().items():

@@ -135,7 +135,11 @@ class Reporter:
         )
 
     # -- per measure: a frame of (facility, department, unit, value) or (.., num, den) -----------
-    def _part(self, part: EventPart | LevelPart, start: float, end: float) -> pl.DataFrame:
+    def _part(self, part: EventPart | LevelPart | StayMeasure, start: float, end: float) -> pl.DataFrame:
+        if isinstance(part, StayMeasure):  # each stay or visit counts one
+            visits = self._stays(part, start, end)
+            one = pl.lit(1.0).alias("x")
+            return visits.select("facility", "department", "unit", one, pl.lit(1).alias("events"))
         if isinstance(part, LevelPart):
             integral = self._integral(part.level, start, end)
             scale = (end - start) if part.as_ == "average" else LEVEL_UNITS[part.as_]

@@ -12,7 +12,7 @@ real parser and mapping. Times: minutes after 2026-03-01 08:00 UTC.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -147,3 +147,29 @@ def test_left_without_being_seen_follows_op22(places: Places) -> None:
         send(adt("A03", arrive + 90, visit, "ED", pclass="E", disposition=disposition), arrive + 90)
     rate = send.live("ed_lwbs_rate", clock(3, 14), "ED")
     assert (rate.value, rate.numerator, rate.denominator) == (pytest.approx(10.0), 1, 10)
+
+
+def test_left_without_being_seen_takes_back_a_cancelled_registration(places: Places) -> None:
+    send = Feed(places)
+    # 4 ED visits (one LWBS) and a fifth registration cancelled as entered in error (A11) after
+    # the engine restarted from its snapshot: a cancelled registration is no ED patient, so
+    # OP-22 = 1 / 4 = 25 % (without the cancel: 1 / 5 = 20 %), live and in the period report
+    for i in range(4):
+        visit, arrive = f"C{i}", clock(3, 8) + 20 * i
+        send(adt("A04", arrive, visit, "ED", pclass="E"), arrive)
+        send(
+            adt("A03", arrive + 60, visit, "ED", pclass="E", disposition="LWBS" if i == 0 else "01"),
+            arrive + 60,
+        )
+    send(adt("A04", clock(3, 9), "C9", "ED", pclass="E"), clock(3, 9))
+    send(adt("A03", clock(3, 11), "C9", "ED", pclass="E", disposition="01"), clock(3, 11))
+    rate = send.live("ed_lwbs_rate", clock(3, 12), "ED")
+    assert (rate.numerator, rate.denominator) == (1, 5)
+    restarted = Engine(CATALOGUE, places)
+    restarted.restore(orjson.loads(orjson.dumps(send.engine.snapshot())))
+    send.engine = restarted
+    send(adt("A11", clock(3, 11) + 5, "C9", "ED", pclass="E"), clock(3, 11) + 5)
+    rate = send.live("ed_lwbs_rate", clock(3, 12), "ED")
+    assert (rate.value, rate.numerator, rate.denominator) == (pytest.approx(25.0), 1, 4)
+    end = datetime(2026, 3, 3, 12, tzinfo=UTC)
+    send.report_equals_stream("ed_lwbs_rate", end - timedelta(days=7), end, clock(3, 14))
