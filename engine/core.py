@@ -45,6 +45,7 @@ from engine.operators.topbox import TopBoxOperator
 from engine.places import Places
 from engine.roster import RosterTracker
 from engine.samples import GroupKey, Sample
+from engine.stays import PLACED_BY_ENCOUNTER
 from engine.windows import PaneClock, zone_of
 from engine.yamlconf import ConfigError
 
@@ -248,8 +249,8 @@ class Engine:
         adt_types = set(self.census.handlers())
         for op in self.operators:
             types = set()
-            if isinstance(op, StayOperator):  # fed by the census's stays, not by its own copy
-                op.attach(self.census.book)
+            for tally in op.stay_tallies() if isinstance(op, StayOperator | RatioOperator) else []:
+                tally.attach(self.census.book)  # fed by the census's stays, not by their own copy
                 types |= adt_types
             hints = op.routing_hints()
             for etype, handler in op.subscriptions().items():
@@ -276,6 +277,8 @@ class Engine:
     def process(self, event: EventBase) -> None:
         source = event.source
         etype = event.type
+        if etype in PLACED_BY_ENCOUNTER and event.unit is None:
+            event = self.census.book.place_by_encounter(event)
         ts = event.ts
         wm = self.watermarks
         if ts > wm.max_ts.get(source, -math.inf):

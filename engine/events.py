@@ -181,6 +181,11 @@ class NurseCallEvent(EventBase):
     call_id: str
     priority: str = "normal"
     patient_id: str | None = None
+    encounter_id: str | None = Field(
+        default=None,
+        description="the patient's encounter: a call that names no unit counts at the unit the "
+        "encounter is on at the call's time (engine/stays.py StayBook.place_by_encounter)",
+    )
 
 
 class StaffingEvent(EventBase):

@@ -57,6 +57,7 @@ from engine.report_rows import (
 )
 from engine.roster import RosterTracker
 from engine.samples import Group, rollups
+from engine.stays import PLACED_BY_ENCOUNTER
 from engine.windows import zone_of
 
 LEVEL_UNITS = {"days": 86400.0, "hours": 3600.0}
@@ -77,6 +78,38 @@ class Reporter:
         self.zone = zone_of(timezone)
         self._levels: pl.DataFrame | None = None
         self._positioned: pl.DataFrame | None = None
+        self._census = CensusTracker(lambda *_: None)
+        self._place_by_encounter()
+
+    def _place_by_encounter(self) -> None:
+        """Nurse calls that name their encounter but no unit, at the encounter's unit then, as
+        the stream places them (StayBook.place_by_encounter) over the logged stays."""
+        if "encounter_id" not in self.frame.columns:
+            return
+        todo = self.frame.with_row_index("_row").filter(
+            pl.col("type").is_in(list(PLACED_BY_ENCOUNTER))
+            & pl.col("unit").is_null()
+            & pl.col("encounter_id").is_not_null()
+        )
+        if todo.is_empty():
+            return
+        self.levels()  # replays the census: its stays
+        fills = []
+        for record in todo.drop("ts").iter_rows(named=True):
+            event = parse_event({k: v for k, v in record.items() if v is not None and k != "_row"})
+            placed = self._census.book.place_by_encounter(event)
+            if placed is not event:
+                fills.append((record["_row"], placed.department, placed.unit))
+        schema = {"_row": pl.UInt32, "_department": pl.Utf8, "_unit": pl.Utf8}
+        fill = pl.DataFrame(fills, schema=schema, orient="row")
+        self.frame = (
+            self.frame.with_row_index("_row")
+            .join(fill, on="_row", how="left")
+            .with_columns(
+                department=pl.coalesce("_department", "department"), unit=pl.coalesce("_unit", "unit")
+            )
+            .drop("_row", "_department", "_unit")
+        )
 
     @property
     def positioned(self) -> pl.DataFrame:
@@ -95,7 +128,7 @@ class Reporter:
                 rows.append((level, key[0], key[1], key[2], ts, delta))
 
             routes: dict[str, Any] = {}
-            census = CensusTracker(emit, self.places.census, self.places.unit_types())
+            census = self._census = CensusTracker(emit, self.places.census, self.places.unit_types())
             routes.update(census.handlers())
             routes.update(StaffTracker(emit).handlers())
             routes.update(RosterTracker(emit).handlers())
@@ -135,7 +168,11 @@ class Reporter:
         )
 
     # -- per measure: a frame of (facility, department, unit, value) or (.., num, den) -----------
-    def _part(self, part: EventPart | LevelPart, start: float, end: float) -> pl.DataFrame:
+    def _part(self, part: EventPart | LevelPart | StayMeasure, start: float, end: float) -> pl.DataFrame:
+        if isinstance(part, StayMeasure):  # each stay or visit counts one
+            visits = self._stays(part, start, end)
+            one = pl.lit(1.0).alias("x")
+            return visits.select("facility", "department", "unit", one, pl.lit(1).alias("events"))
         if isinstance(part, LevelPart):
             integral = self._integral(part.level, start, end)
             scale = (end - start) if part.as_ == "average" else LEVEL_UNITS[part.as_]

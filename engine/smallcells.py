@@ -19,7 +19,7 @@ derived by subtraction across places (a facility's value minus its other units')
 from __future__ import annotations
 
 from engine.definitions import KpiDefinition
-from engine.definitions.measures import EventMeasure, EventPart, RatioMeasure
+from engine.definitions.measures import EventMeasure, EventPart, RatioMeasure, StayMeasure
 
 DEFAULT_MIN_CELL = 11
 PATIENT_FAMILIES = frozenset({"encounter", "lab", "nursecall", "experience", "quality", "procedure"})
@@ -27,6 +27,8 @@ _BY_N = frozenset({"stay", "duration", "top_box"})
 
 
 def _counts_patients(part: object) -> bool:
+    if isinstance(part, StayMeasure):
+        return True  # stays or visits: patients
     return isinstance(part, EventPart) and part.kind == "count" and _family(part.event) in PATIENT_FAMILIES
 
 

@@ -21,6 +21,11 @@ from engine.samples import GroupKey
 DISCHARGED_RETENTION = 14 * 86400.0
 """How long a discharged stay is remembered (for A13 cancel discharge, late messages)."""
 
+PLACED_BY_ENCOUNTER = frozenset(
+    f"nursecall.{phase}" for phase in ("placed", "acknowledged", "arrived", "ended", "cancelled")
+)
+"""Events that, naming no unit, take their encounter's (StayBook.place_by_encounter)."""
+
 ARRIVE, MOVE, CLASS, LEAVE, RETURN, DISCHARGE = "arrive", "move", "class", "leave", "return", "discharge"
 
 Fact = tuple[float, str, GroupKey | None, str | None]  # ts, kind, place, patient class
@@ -81,6 +86,15 @@ class Stay:
             last = (place, cls, away)
         return last
 
+    def place_at(self, ts: float) -> GroupKey | None:
+        """Where the patient was at ts (None: not yet arrived, or discharged)."""
+        place: GroupKey | None = None
+        for when, _, where, _, _, _ in self.timeline():
+            if when > ts:
+                break
+            place = where
+        return place
+
     @property
     def place(self) -> GroupKey | None:
         """Where the patient is now (None once discharged)."""
@@ -125,6 +139,17 @@ class StayBook:
             "encounter.leave_start": self._leave,
             "encounter.leave_end": self._return,
         }
+
+    def place_by_encounter(self, event: EventBase) -> EventBase:
+        """An event that names its encounter but no unit (a FHIR Communication nurse call),
+        placed at the unit the encounter was on at the event's time, as far as the encounter's
+        facts known now say; unchanged when the encounter is unknown here or was on no unit."""
+        key = getattr(event, "encounter_id", None)
+        stay = self.stays.get(key) if key is not None else None
+        place = stay.place_at(event.ts) if stay is not None else None
+        if place is None or place[0] != event.facility:
+            return event
+        return event.replacing({"department": place[1], "unit": place[2], "place": place})
 
     def add(self, key: str, fact: Fact, patient: str | None = None) -> None:
         """Record a fact (also used for facts derived from time passing, e.g. an expiry)."""

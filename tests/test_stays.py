@@ -12,7 +12,7 @@ real parser and mapping. Times: minutes after 2026-03-01 08:00 UTC.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -147,3 +147,92 @@ def test_left_without_being_seen_follows_op22(places: Places) -> None:
         send(adt("A03", arrive + 90, visit, "ED", pclass="E", disposition=disposition), arrive + 90)
     rate = send.live("ed_lwbs_rate", clock(3, 14), "ED")
     assert (rate.value, rate.numerator, rate.denominator) == (pytest.approx(10.0), 1, 10)
+
+
+def test_left_without_being_seen_takes_back_a_cancelled_registration(places: Places) -> None:
+    send = Feed(places)
+    # 4 ED visits (one LWBS) and a fifth registration cancelled as entered in error (A11) after
+    # the engine restarted from its snapshot: a cancelled registration is no ED patient, so
+    # OP-22 = 1 / 4 = 25 % (without the cancel: 1 / 5 = 20 %), live and in the period report
+    for i in range(4):
+        visit, arrive = f"C{i}", clock(3, 8) + 20 * i
+        send(adt("A04", arrive, visit, "ED", pclass="E"), arrive)
+        send(
+            adt("A03", arrive + 60, visit, "ED", pclass="E", disposition="LWBS" if i == 0 else "01"),
+            arrive + 60,
+        )
+    send(adt("A04", clock(3, 9), "C9", "ED", pclass="E"), clock(3, 9))
+    send(adt("A03", clock(3, 11), "C9", "ED", pclass="E", disposition="01"), clock(3, 11))
+    rate = send.live("ed_lwbs_rate", clock(3, 12), "ED")
+    assert (rate.numerator, rate.denominator) == (1, 5)
+    restarted = Engine(CATALOGUE, places)
+    restarted.restore(orjson.loads(orjson.dumps(send.engine.snapshot())))
+    send.engine = restarted
+    send(adt("A11", clock(3, 11) + 5, "C9", "ED", pclass="E"), clock(3, 11) + 5)
+    rate = send.live("ed_lwbs_rate", clock(3, 12), "ED")
+    assert (rate.value, rate.numerator, rate.denominator) == (pytest.approx(25.0), 1, 4)
+    end = datetime(2026, 3, 3, 12, tzinfo=UTC)
+    send.report_equals_stream("ed_lwbs_rate", end - timedelta(days=7), end, clock(3, 14))
+
+
+def test_fhir_communication_nurse_call_counts_at_its_encounters_unit(places: Places) -> None:
+    from connectors.fhir.mapping import FHIRMapper
+    from engine.config import FHIRSettings
+
+    fhir = FHIRMapper(places.index(), UTC, FHIRSettings())
+    fhir.received = at(200)
+    send = Feed(places)
+
+    def post(resource: dict[str, object]) -> None:
+        events, _ = fhir.map(resource)
+        for event in events:
+            send.engine.process(event)
+            send.log.append(event)
+
+    def iso(minutes: float) -> str:
+        return at(minutes).isoformat()
+
+    # Encounter e1: inpatient on 4W from +0, moved to the ICU at +60 (FHIR location history)
+    post(
+        {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "status": "in-progress",
+            "class": {"code": "IMP"},
+            "subject": {"reference": "Patient/p1"},
+            "period": {"start": iso(0)},
+            "location": [
+                {"location": {"reference": "Location/4W"}, "period": {"start": iso(0), "end": iso(60)}},
+                {"location": {"reference": "Location/ICU"}, "period": {"start": iso(60)}},
+            ],
+        }
+    )
+
+    def call(cid: str, sent: float, encounter: str) -> None:
+        post(
+            {
+                "resourceType": "Communication",
+                "id": cid,
+                "status": "completed",
+                "category": [{"coding": [{"code": "nurse-call"}]}],
+                "subject": {"reference": "Patient/p1"},
+                "encounter": {"reference": f"Encounter/{encounter}"},
+                "sent": iso(sent),
+                "received": iso(sent + 2),
+            }
+        )
+
+    # c1 before the move: 4W; c2 after it: ICU; c3 names an encounter carescore never saw:
+    # the facility only. Each answered in 2 minutes: 100 % within 3 minutes, n 1 on 4W and
+    # ICU, n 3 at the facility (window: the 60 minutes up to +80)
+    call("c1", 50, "e1")
+    call("c2", 70, "e1")
+    call("c3", 72, "e-unknown")
+    assert {e.unit for e in send.log if e.type == "nursecall.placed"} == {None}  # FHIR: no unit
+    live = send.engine.live(at(80).timestamp())
+    assert [pick(live, "nurse_call_within_target", u).n for u in ("4W", "ICU")] == [1, 1]
+    facility = [s for s in live if s.kpi == "nurse_call_within_target" and s.group.department is None]
+    assert [s.n for s in facility] == [3]
+    reporter = Reporter(frame_from_records([orjson.loads(dump_event(e)) for e in send.log]), places)
+    rows = reporter.report(CATALOGUE["nurse_call_within_target"], at(20), at(80), "unit")
+    assert sorted((r.group.unit, r.n) for r in rows if r.group.unit) == [("4W", 1), ("ICU", 1)]

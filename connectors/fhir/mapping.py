@@ -18,7 +18,8 @@ versions of an Encounter is stored once. What maps to what:
 - QuestionnaireResponse of an experience questionnaire -> experience.survey per answer;
   HCAHPS items (by linkId) scored on their own scale (engine/hcahps.py), one survey per response.
 - Task / Communication with a nurse-call code -> nursecall placed / acknowledged / ended /
-  cancelled (see _Task: a completed call is a response, not a withdrawal).
+  cancelled (see _Task: a completed call is a response, not a withdrawal); its encounter ->
+  encounter_id, so a call without a location counts at the encounter's unit (engine/stays.py).
 - Location of physical type bed -> bed.status (operationalStatus: closed beds leave the
   staffed-bed count).
 Other resource types carry no KPI data: inside a Bundle they are skipped and reported.

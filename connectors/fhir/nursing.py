@@ -28,12 +28,14 @@ class Nursing(ResourceMapper):
         response at that time when nothing acknowledged it earlier. cancelled and
         entered-in-error withdraw the call (nursecall.cancelled). rejected (a caregiver
         declined it) and failed do not answer the call: it stays open, overdue, then expires.
-        FHIR has no staff-presence element: nursecall.arrived does not come from FHIR."""
+        FHIR has no staff-presence element: nursecall.arrived does not come from FHIR. A Task
+        without a location counts at its encounter's unit, as a Communication does."""
         if not self._is_call([r.get("code")]):
             return [], [f"Task/{r.get('id')}: not a nurse call (code not in fhir.nurse_call_codes)"]
         common = {
             "call_id": f"Task/{r.get('id')}",
             "patient_id": ref_id(r.get("for")),
+            "encounter_id": ref_id(r.get("encounter")),
             "priority": r.get("priority") or "normal",
             **self.place(r.get("location")),
         }
@@ -65,7 +67,9 @@ class Nursing(ResourceMapper):
     def _Communication(self, r: dict[str, Any]) -> tuple[list[EventBase], list[str]]:
         """A nurse call as a Communication: sent -> placed, received -> acknowledged (the
         only response time a Communication carries: when the call reached its recipient),
-        entered-in-error -> cancelled."""
+        entered-in-error -> cancelled. A Communication has no location: it counts at the unit
+        its encounter is on then (the engine knows the stays: engine/stays.py), else at the
+        facility."""
         if not self._is_call(list(r.get("category") or [])):
             return [], [
                 f"Communication/{r.get('id')}: not a nurse call (category not in fhir.nurse_call_codes)"
@@ -76,6 +80,7 @@ class Nursing(ResourceMapper):
         common = {
             "call_id": f"Communication/{r.get('id')}",
             "patient_id": ref_id(r.get("subject")),
+            "encounter_id": ref_id(r.get("encounter")),  # the engine places it at its unit
             **self.place(),
         }
         events: list[EventBase] = [

@@ -228,7 +228,10 @@ class LevelPart(Strict):
     )
 
 
-Part = Annotated[EventPart | LevelPart, Field(discriminator="kind")]
+Part = Annotated[EventPart | LevelPart | StayMeasure, Field(discriminator="kind")]
+"""A `stay` part counts the stays or visits its rule observes, one each at its end (ED visits
+ended, for a rate per ED visit): derived from the encounters' facts, so a cancelled
+registration (A11) is taken back as it is from every stay KPI."""
 
 
 class Adjustment(Strict):

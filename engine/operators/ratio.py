@@ -5,7 +5,8 @@ Complaints per 1,000 patient-days, cost per patient day, overtime % of worked ho
 CLABSI per 1,000 line-days, annual turnover: all are sum(numerator) / sum(denominator),
 rolled up the same way (a hospital ratio is the sum over the sum, never a mean of units).
 An event part can count each occurrence once (`distinct`) or leave out events paired with
-another (`unless`); `minus` subtracts events from the numerator (margins) and `adjust` scales
+another (`unless`); a `stay` part counts stays or visits from the encounters' facts, so a
+cancel (A11) takes its count back; `minus` subtracts events from the numerator (margins) and `adjust` scales
 the denominator by a ratio of two more sums (adjusted patient days).
 """
 
@@ -17,10 +18,11 @@ from datetime import tzinfo
 from typing import Any
 
 from engine.aggregates import Acc
-from engine.definitions.measures import EventPart, LevelPart, RatioMeasure
+from engine.definitions.measures import EventPart, LevelPart, RatioMeasure, StayMeasure
 from engine.events import EventBase
 from engine.operators.base import Handler, LevelHandler, Output, compile_where, place_of
 from engine.operators.levelseries import LevelTable
+from engine.operators.stay import Observation, StayRule, StayTally
 from engine.operators.values import ValueOperator
 from engine.samples import GroupKey
 
@@ -50,10 +52,14 @@ class RatioOperator(ValueOperator):
         # would take away was added since (else the next sweep from there would change nothing)
         self._kept = -math.inf
         self._stale = False
+        self.tallies: dict[str, StayTally] = {}  # side -> its stays (fed by the census's book)
+        self._swept_at: int | None = None
         m = self.measure
         for side, part in (("num", m.numerator), ("den", m.denominator)):
             if isinstance(part, EventPart):
                 self._add_part(side, part)
+            elif isinstance(part, StayMeasure):
+                self.tallies[side] = StayTally(StayRule(part, self.unit_types, zone), self._stay_diff(side))
             else:
                 self.levels[side] = LevelTable()
         if m.minus is not None:
@@ -93,6 +99,18 @@ class RatioOperator(ValueOperator):
             acc.adj_den += v
         if sign < 0 and acc.n == 0 and not (acc.num or acc.den or acc.adj_num or acc.adj_den):
             del self.panes[key][idx]  # nothing left of it: no sample for it either
+
+    def stay_tallies(self) -> list[StayTally]:
+        return list(self.tallies.values())
+
+    def _stay_diff(self, side: str) -> Callable[[list[Observation], list[Observation]], None]:
+        def diff(gone: list[Observation], came: list[Observation]) -> None:
+            for ts, place, _ in gone:
+                self._contribute(side, place, ts, 1.0, -1.0)
+            for ts, place, _ in came:
+                self._contribute(side, place, ts, 1.0)
+
+        return diff
 
     def _event_handler(self, side: str, part: EventPart) -> Handler:
         accept = compile_where(part.where)
@@ -241,6 +259,10 @@ class RatioOperator(ValueOperator):
         super()._prune(keep_from)
         for table in self.levels.values():
             table.fold(keep_from)
+        if keep_from != self._swept_at:  # the book forgets old stays (census prune): so do we
+            self._swept_at = keep_from
+            for tally in self.tallies.values():
+                tally.sweep()
         if self.clock.cumulative:
             return  # every pane is still counted: identities and pairs are kept for good
         kept = self.clock.start(keep_from)
@@ -267,6 +289,7 @@ class RatioOperator(ValueOperator):
     def _state(self) -> dict[str, Any]:
         state = super()._state()
         state["levels"] = {side: table.to_state() for side, table in self.levels.items()}
+        state["stays"] = {side: tally.to_state() for side, tally in self.tallies.items()}
         state["first_seen"] = {
             side: {i: [list(p), ts, v] for i, (p, ts, v) in seen.items()}
             for side, seen in self.first_seen.items()
@@ -287,6 +310,8 @@ class RatioOperator(ValueOperator):
         self._kept, self._stale = -math.inf, False
         for side, table_state in state["levels"].items():
             self.levels[side].restore(table_state)
+        for side, observed in state.get("stays", {}).items():
+            self.tallies[side].restore(observed)
         for side, seen in state.get("first_seen", {}).items():
             self.first_seen[side] = {i: (tuple(p), ts, v) for i, (p, ts, v) in seen.items()}  # type: ignore[misc]
         for side, pending in state.get("pending", {}).items():

@@ -222,33 +222,29 @@ class StayRule:
         return (leave, place, (leave - begin) / self.per)
 
 
-class StayOperator(ValueOperator):
-    """Keeps what each stay of the engine's shared StayBook (the census's) gives this KPI;
-    the book calls back on every change (engine/core.py attaches it)."""
+Diff = Callable[[list[Observation], list[Observation]], None]  # (taken back, added)
 
-    measure: StayMeasure
 
-    def __init__(
-        self,
-        outputs: list[Output],
-        unit_types: dict[GroupKey, str] | None = None,
-        zone: tzinfo | None = None,
-    ):
-        super().__init__(outputs, unit_types, zone)
-        self.rule = StayRule(self.measure, self.unit_types, zone)
+class StayTally:
+    """What one rule observes of every stay in a book, kept current as the book changes: each
+    change recomputes the stays it touches and reports only the difference to `on_diff`. The
+    stay KPIs, the stay parts of ratios and the period report all follow stays through one."""
+
+    def __init__(self, rule: StayRule, on_diff: Diff | None = None):
+        self.rule = rule
+        self.on_diff = on_diff
         self.book = StayBook()
         self.observed: dict[str, list[Observation]] = {}
-        self._swept_at: int | None = None
 
     def attach(self, book: StayBook) -> None:
         self.book = book
-        book.listeners.append(self._changed)
+        book.listeners.append(self.changed)
 
-    def _changed(self, key: str, stay: Stay) -> None:
+    def changed(self, key: str, stay: Stay) -> None:
         keys = {key}
-        if self.measure.span == "unit_type" and stay.patient:
+        if self.rule.m.span == "unit_type" and stay.patient:
             keys |= self.book.by_patient.get(stay.patient, set())  # linked visits may change too
-        typed = self.rule.typed if self.measure.span == "unit_type" else None
+        typed = self.rule.typed if self.rule.m.span == "unit_type" else None
         for k in keys:
             target = self.book.stays.get(k)
             if target is None:
@@ -263,33 +259,69 @@ class StayOperator(ValueOperator):
         new = self.rule.observations(key, stay, self.book, old)
         if new == old:
             return
-        gone = Counter(old) - Counter(new)
-        came = Counter(new) - Counter(old)
-        for ts, place, value in gone.elements():
-            self.unobserve(place, ts, value)
-        for ts, place, value in came.elements():
-            self.observe(place, ts, value)
-            self.known.add(place)
+        if self.on_diff is not None:
+            before, after = Counter(old), Counter(new)
+            self.on_diff(list((before - after).elements()), list((after - before).elements()))
         if new:
             self.observed[key] = new
         else:
             self.observed.pop(key, None)
 
+    def all(self) -> list[Observation]:
+        return [obs for found in self.observed.values() for obs in found]
+
+    def sweep(self) -> None:
+        """Forget the stays the book forgot (census prune)."""
+        for key in [k for k in self.observed if k not in self.book.stays]:
+            del self.observed[key]
+
+    def to_state(self) -> dict[str, Any]:
+        return {k: [[t, list(p), v] for t, p, v in obs] for k, obs in self.observed.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.observed = {k: [(t, tuple(p), v) for t, p, v in obs] for k, obs in state.items()}  # type: ignore[misc]
+
+
+class StayOperator(ValueOperator):
+    """Keeps what each stay of the engine's shared StayBook (the census's) gives this KPI;
+    the book calls back on every change (engine/core.py attaches it)."""
+
+    measure: StayMeasure
+
+    def __init__(
+        self,
+        outputs: list[Output],
+        unit_types: dict[GroupKey, str] | None = None,
+        zone: tzinfo | None = None,
+    ):
+        super().__init__(outputs, unit_types, zone)
+        self.tally = StayTally(StayRule(self.measure, self.unit_types, zone), self._diff)
+        self._swept_at: int | None = None
+
+    def stay_tallies(self) -> list[StayTally]:
+        return [self.tally]
+
+    def _diff(self, gone: list[Observation], came: list[Observation]) -> None:
+        for ts, place, value in gone:
+            self.unobserve(place, ts, value)
+        for ts, place, value in came:
+            self.observe(place, ts, value)
+            self.known.add(place)
+
     def _prune(self, keep_from: int) -> None:
         super()._prune(keep_from)
         if keep_from != self._swept_at:  # the book forgets old stays (census prune): so do we
             self._swept_at = keep_from
-            for key in [k for k in self.observed if k not in self.book.stays]:
-                del self.observed[key]
+            self.tally.sweep()
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
-        state["observed"] = {k: [[t, list(p), v] for t, p, v in obs] for k, obs in self.observed.items()}
+        state["observed"] = self.tally.to_state()
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.observed = {k: [(t, tuple(p), v) for t, p, v in obs] for k, obs in state["observed"].items()}  # type: ignore[misc]
+        self.tally.restore(state["observed"])
 
 
 def replay_observations(
@@ -300,23 +332,11 @@ def replay_observations(
 ) -> list[Observation]:
     """Every observation the stream would keep, for the period report: the same rule over
     the logged encounter events (events() yields them in log order)."""
-    rule = StayRule(measure, unit_types, zone)
-    current: dict[str, list[Observation]] = {}
-
-    def changed(key: str, stay: Stay) -> None:
-        keys = {key}
-        if measure.span == "unit_type" and stay.patient:
-            keys |= book.by_patient.get(stay.patient, set())
-        for k in keys:
-            target = book.stays.get(k)
-            if target is not None:
-                current[k] = rule.observations(k, target, book, current.get(k))
-        if not stay.facts:
-            current.pop(key, None)
-
-    book = StayBook(changed)
+    tally = StayTally(StayRule(measure, unit_types, zone))
+    book = StayBook()
+    tally.attach(book)
     routes = book.handlers()
     for event in events():
         if isinstance(event, EventBase) and event.type in routes:
             routes[event.type](event)
-    return [obs for found in current.values() for obs in found]
+    return tally.all()
