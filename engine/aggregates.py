@@ -72,9 +72,10 @@ class Acc:
         self.total += other.total
         self.lo = min(self.lo, other.lo)
         self.hi = max(self.hi, other.hi)
-        if self.values is not None and other.values is not None:
+        if self.values is not None and other.values:
+            # a copy of one sorted list is sorted: a unit's total then needs no sort of its own
+            self.is_sorted = other.is_sorted and not self.values
             self.values.extend(other.values)
-            self.is_sorted = False
         self.num += other.num
         self.den += other.den
         self.adj_num += other.adj_num

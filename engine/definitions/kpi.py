@@ -285,7 +285,9 @@ class KpiDefinition(Strict):
         """ok / warning / critical for one value; no_data below the minimum sample size."""
         if value is None or n < self.min_samples:
             return "no_data"
-        thresholds = self.levels_for(unit_type).thresholds
+        # levels_for's thresholds, without building a Levels model for every sample
+        own = self.by_unit_type.get(unit_type) if unit_type is not None else None
+        thresholds = own.thresholds if own is not None else self.thresholds
         crit, warn = thresholds.critical, thresholds.warning
         if self.direction is Direction.lower_is_better:
             if crit is not None and value >= crit:

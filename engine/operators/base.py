@@ -295,6 +295,8 @@ class Operator:
         totals: dict[GroupKey, Acc] = {}
         late: dict[GroupKey, int] = {}
         for key, acc in accs.items():
+            if acc.values:
+                acc.sorted_values()  # roll-ups then merge one sorted run per unit, not one per pane
             for up in rollups(key):
                 if up != key and not self._rolls_up(acc):
                     continue
