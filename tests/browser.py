@@ -71,3 +71,11 @@ async def opened(browser: Any, svc: Service, **context: Any) -> Any:
     await page.goto(f"http://127.0.0.1:{svc.api_port}/")
     await expect(page.get_by_role("combobox", name="Place")).to_be_visible()
     return page
+
+
+async def drawn(page: Any) -> None:
+    """Wait until the history chart has drawn (uPlot commits its scales after a microtask:
+    read before that, a scale may still be the data's own extent)."""
+    await page.wait_for_function(
+        "() => { const s = window.carescoreHistory.state; return s.chart !== null && s.drawn === s.chart; }"
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from carescore.serve import Service
 from engine.config import Settings
-from tests.browser import WAIT, expect, opened, send, shot
+from tests.browser import WAIT, drawn, expect, opened, send, shot
 from tests.test_e2e_embedded import admit, now, stat_pair, wait_for
 
 pytest_plugins = ("tests.browser",)
@@ -70,6 +70,7 @@ async def test_history_chart_draws_values_target_and_threshold_bands(browser: An
     dialog = page.get_by_role("dialog", name="History: Bed occupancy")
     await expect(dialog).to_be_visible()
     await expect(dialog.locator("canvas")).to_be_visible()
+    await drawn(page)
     chart = await page.evaluate(
         """() => {
         const u = window.carescoreHistory.state.chart;

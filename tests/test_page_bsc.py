@@ -16,7 +16,7 @@ import pytest
 
 from carescore.serve import Service
 from engine.config import Settings
-from tests.browser import WAIT, expect, opened, send, shot
+from tests.browser import WAIT, drawn, expect, opened, send, shot
 from tests.test_e2e_embedded import admit, now, stat_pair, wait_for
 from tests.test_forecast import ICU, RISING, WINDOW_KPI, history_has, send_labs
 
@@ -274,6 +274,7 @@ async def test_history_chart_draws_the_forecast_after_the_last_point(
             api = (
                 await http.get("/api/v1/kpis/lab_tat_stat/forecast", params={**ICU, "horizon": "2h"})
             ).json()
+        await drawn(page)
         chart = await page.evaluate(
             """() => {
             const u = window.carescoreHistory.state.chart;

@@ -8,7 +8,7 @@
   const LINE = { target: "#1b7f3b", warning: "#b7791f", critical: "#c53030" };
   const NEEDED = 24; // closed windows a forecast is fitted on at least (GET .../forecast, else 422)
   const MARK = { opened: "#2b6cb0", closed: "#1b7f3b" };
-  const state = { chart: null, markers: [] };
+  const state = { chart: null, drawn: null, markers: [] };
 
   // The value ranges that make a status (as the engine's status_of): lower_is_better is warning
   // from `warning` and critical from `critical` up; higher_is_better the same, downwards.
@@ -147,7 +147,8 @@
         y: { range: () => yRange(ys.concat(ahead.flatMap((p) => [p.lower80, p.upper80])), kpi) },
       },
       axes: [{}, { label: kpi.unit, size: 60 }],
-      hooks: { drawClear: [(u) => shade(u, bands)], draw: [(u) => mark(u, state.markers)] },
+      // state.drawn: the chart whose scales and paths are committed (uPlot commits after a microtask)
+      hooks: { drawClear: [(u) => shade(u, bands)], draw: [(u) => mark(u, state.markers), (u) => { state.drawn = u; }] },
     };
     state.chart = new global.uPlot(opts, data, box);
     box.querySelector("canvas").setAttribute("aria-label", note.textContent);
