@@ -7,6 +7,7 @@ carescore deadletter list|replay            what was rejected; send it again aft
 carescore kpi check [DIR]                   validate KPI definitions
 carescore config check [FILE]               validate a carescore.yaml
 carescore token create|list|revoke          integration tokens for the API
+carescore remap --source S --from T --to T  map a range of a raw topic again (Kafka runtime)
 """
 
 from __future__ import annotations
@@ -47,6 +48,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     from carescore.serve import Service
 
     asyncio.run(Service(settings).run())
+    return 0
+
+
+def _moment(text: str, zone: Any) -> Any:
+    """An ISO 8601 time; without an offset, in the hospital's time zone."""
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
+def cmd_remap(args: argparse.Namespace) -> int:
+    import json
+
+    from carescore.transports.kafka.remap import remap
+    from engine.durations import parse_duration
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    if settings.runtime.kind != "kafka":
+        print("error: remap reads the raw topics of runtime.kind: kafka", file=sys.stderr)
+        return 2
+    start, end = _moment(args.start, settings.zone), _moment(args.end, settings.zone)
+    if end <= start:
+        print("error: --to must be after --from", file=sys.stderr)
+        return 2
+    lookback = parse_duration(args.lookback) if args.lookback else settings.runtime.kafka.raw.retention
+    try:
+        report = asyncio.run(remap(settings, args.source, start, end, lookback))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=2), flush=True)
     return 0
 
 
@@ -286,6 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", metavar="HOST:PORT", help="serve /metrics here ('' for none; default from settings)"
     )
     worker.set_defaults(func=cmd_worker)
+
+    remap = sub.add_parser(
+        "remap",
+        help="map raw inbound messages of a time range again and publish the events that adds (Kafka)",
+    )
+    remap.add_argument("--source", required=True, choices=["hl7", "fhir", "feeds"], help="which raw topic")
+    remap.add_argument("--from", dest="start", required=True, metavar="ISO", help="received at or after")
+    remap.add_argument("--to", dest="end", required=True, metavar="ISO", help="received before")
+    remap.add_argument(
+        "--lookback",
+        metavar="DURATION",
+        help="how far before --from the events topic is read for ids already published "
+        "(default runtime.kafka.raw.retention)",
+    )
+    remap.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
+    remap.set_defaults(func=cmd_remap)
 
     kpi = sub.add_parser("kpi", help="KPI definitions")
     kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)
