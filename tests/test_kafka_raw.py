@@ -228,3 +228,51 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
         assert (again["unchanged"], again["new"]) == (2, 0)
     finally:
         await gateway.stop()
+
+
+async def set_max_bytes(kafka: KafkaSettings, topic: str, limit: int) -> None:
+    """The topic's max.message.bytes, changed on the running broker; back once it reads so."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        change = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(limit)})
+        await admin.alter_configs([change])
+    finally:
+        await admin.close()
+    deadline = time.monotonic() + 30
+    while (await topic_config(kafka, topic))["max.message.bytes"] != str(limit):
+        assert time.monotonic() < deadline, "the broker did not take the new max.message.bytes"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_input_whose_raw_record_the_broker_refuses_is_not_accepted(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """The raw topics refuse records over 200 bytes (max.message.bytes, set on the running
+    broker; the events topic keeps its limit): an HL7 message (about 400 bytes) is answered AE
+    and a FHIR Task 503, as when its events cannot be stored, and neither is in a raw topic.
+    The limit lifted, the same message sent again is AA (its events a duplicate of the first
+    try's, which the broker did take) and its raw record is there, once."""
+    settings, _ = await kafka_settings(kafka_broker, tmp_path, raw={"enabled": True}, publish_timeout=3)
+    kafka = settings.runtime.kafka
+    for source in ("hl7", "fhir"):
+        await set_max_bytes(kafka, raw_topic(kafka, source), 200)
+    gateway = Service(settings)
+    await gateway.start()
+    try:
+        order = stat_pair("O1", "ICU", datetime.now(UTC) - timedelta(hours=1), 30)[0]
+        assert len(order) > 200
+        call = task("T1", "nurse-call", datetime.now(UTC) - timedelta(hours=1))
+        async with MLLPClient("127.0.0.1", gateway.mllp.port) as client:
+            assert ack_code(await client.send(order)) == "AE"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.api_port}") as http:
+                refused = await http.post("/fhir/Task", content=call, headers=FHIR)
+                assert refused.status_code == 503, refused.text
+            assert await everything(kafka, raw_topic(kafka, "hl7")) == []
+            assert await everything(kafka, raw_topic(kafka, "fhir")) == []
+            await set_max_bytes(kafka, raw_topic(kafka, "hl7"), kafka.raw.max_bytes)
+            ack = await client.send(order)
+            assert ack_code(ack) == "AA" and "duplicate" in ack
+        assert [r.value for r in await everything(kafka, raw_topic(kafka, "hl7"))] == [order.encode()]
+    finally:
+        await gateway.stop()
