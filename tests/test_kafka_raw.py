@@ -126,9 +126,11 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
     In the raw topics: the two HL7 messages, the two Tasks, the one file, byte for byte.
     Remap of HL7 with the same mapping: 2 messages, 4 events (order: lab.order; result with
     OBR-7, -14 and -22: lab.collect, lab.receive, lab.result), all 4 already published, 0 new.
-    Remap of FHIR after the fix `nurse_call_codes += bed-call`: 2 events, the nurse call's
-    unchanged, the bed call's placed event new (1), published with its original receive
-    time; a second remap finds it published: 0 new. Remap of feeds: 3 events, 0 new."""
+    Remap of FHIR after two fixes, `nurse_call_codes += bed-call` and 4W's department renamed
+    medicine -> medsurg: 2 events; the nurse call's placed event changed (its department) and
+    not published again, the bed call's new (1), published with medsurg and its original
+    receive time; a second remap finds it published: 1 unchanged, 1 changed, 0 new. Remap of
+    feeds: 3 events, 0 new."""
     settings, config = await kafka_settings(kafka_broker, tmp_path, raw={"enabled": True, "retention": "1d"})
     kafka = settings.runtime.kafka
     for source in ("hl7", "fhir", "feeds"):  # one day (86,400,000 ms), not Kafka's forever
@@ -206,26 +208,33 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
 
         fixed = yaml.safe_load(config.read_text())
         fixed["fhir"] = {"nurse_call_codes": ["nurse-call", "bed-call"]}
+        medicine = fixed["places"]["facilities"][0]["departments"][1]
+        assert medicine["id"] == "medicine" and medicine["units"][0]["id"] == "4W"
+        medicine["id"] = "medsurg"  # 4W's department renamed: the nurse call's event changes
         fixed_config = tmp_path / "fixed.yaml"
         fixed_config.write_text(yaml.safe_dump(fixed))
         first = await remap(fixed_config, "fhir", began, ended)
         assert (first["messages"], first["events"], first["unchanged"], first["changed"], first["new"]) == (
             2,
             2,
-            1,
             0,
+            1,
             1,
         )
         (new_id,) = first["new_ids"]
-        assert new_id.startswith("fhir:Task/T2:placed")
+        (changed_id,) = first["changed_ids"]
+        assert new_id.startswith("fhir:Task/T2:placed") and changed_id.startswith("fhir:Task/T1:placed")
         after = await everything(kafka, events_topic(kafka))
         added = [e for r in after for e in orjson.loads(r.value) if e["source_id"] == new_id]
         assert len(added) == 1 and sum(len(orjson.loads(r.value)) for r in after) == before + 1
         assert added[0]["type"] == "nursecall.placed" and added[0]["patient_id"].startswith("pt-")
+        assert added[0]["department"] == "medsurg"
+        kept = [e for r in after for e in orjson.loads(r.value) if e["source_id"] == changed_id]
+        assert [e["department"] for e in kept] == ["medicine"]  # as first counted: not corrected
         received = datetime.fromisoformat(added[0]["received_time"]).timestamp()
         assert received * 1000 == pytest.approx(fhir[1].timestamp, abs=1)  # when it came, not now
         again = await remap(fixed_config, "fhir", began, ended)
-        assert (again["unchanged"], again["new"]) == (2, 0)
+        assert (again["unchanged"], again["changed"], again["new"]) == (1, 1, 0)
     finally:
         await gateway.stop()
 
