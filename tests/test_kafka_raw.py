@@ -117,14 +117,15 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
     kafka_broker: str, tmp_path: Path
 ) -> None:
     """Sent: an ORM order (latin-1 bytes: the patient is Müller) and its ORU result over MLLP,
-    and an ORM of a message type carescore does not take (AR); a nurse-call Task (201, one
+    an A09 (a trigger no KPI uses: AA, no events) and an ORM of a message type carescore does
+    not take (AR); a nurse-call Task (201, one
     event: placed), a Task whose code is not in fhir.nurse_call_codes (200, no event) and a
     body that is not JSON (400); a quality feed file of two rows, three events (a fall with
     injury is a quality.fall and a quality.fall_injury; a pressure injury one event) and one
     whose only row names no known unit (422).
 
-    In the raw topics: the two HL7 messages, the two Tasks, the one file, byte for byte.
-    Remap of HL7 with the same mapping: 2 messages, 4 events (order: lab.order; result with
+    In the raw topics: the three HL7 messages, the two Tasks, the one file, byte for byte.
+    Remap of HL7 with the same mapping: 3 messages, 4 events (order: lab.order; result with
     OBR-7, -14 and -22: lab.collect, lab.receive, lab.result), all 4 already published, 0 new.
     Remap of FHIR after two fixes, `nurse_call_codes += bed-call` and 4W's department renamed
     medicine -> medsurg: 2 events; the nurse call's placed event changed (its department) and
@@ -144,10 +145,12 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
         where = m.Visit(patient, "I", m.Location("ICU", "", "1", "DEMO"), "V7", "DEMO")
         order_text, result_text = stat_pair("O1", "ICU", ordered, 30, where)
         order, result = order_text.encode("latin-1"), result_text.encode()
+        tracking = m.adt("A09", ordered, where).encode()  # patient departing, tracking: no KPI uses it
         unknown = stat_pair("O2", "ICU", ordered, 30, where)[0].replace("ORM^O01^ORM_O01", "ZZZ^Z01^ZZZ_Z01")
         async with MLLPClient("127.0.0.1", gateway.mllp.port) as client:
             assert ack_code(await client.send(order)) == "AA"
             assert ack_code(await client.send(result)) == "AA"
+            assert ack_code(await client.send(tracking)) == "AA"  # no events: nothing else to wait for
             assert ack_code(await client.send(unknown)) == "AR"
 
         call, bed_call = task("T1", "nurse-call", ordered), task("T2", "bed-call", ordered)
@@ -170,8 +173,8 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
         ended = time.time()
 
         hl7 = await everything(kafka, raw_topic(kafka, "hl7"))
-        assert [r.value for r in hl7] == [order, result]  # the AR'd message is not there
-        assert [r.key for r in hl7] == [b"DEMO", b"DEMO"]
+        assert [r.value for r in hl7] == [order, result, tracking]  # the AR'd message is not there
+        assert [r.key for r in hl7] == [b"DEMO", b"DEMO", b"DEMO"]
         for r in hl7:
             h = headers(r)
             assert began * 1000 <= r.timestamp == int(h["received"]) <= ended * 1000
@@ -195,8 +198,8 @@ async def test_accepted_inputs_are_kept_as_received_and_a_remap_publishes_only_n
         assert {
             k: same[k] for k in ("messages", "accepted", "rejected", "events", "unchanged", "changed", "new")
         } == {
-            "messages": 2,
-            "accepted": 2,
+            "messages": 3,
+            "accepted": 3,
             "rejected": 0,
             "events": 4,
             "unchanged": 4,

@@ -161,11 +161,12 @@ class HL7Receiver:
             refused = self._outside_sender(msg, text, mtype, sender, events)
             if refused is not None:
                 return refused
-        if not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS:
+        unused = not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS
+        if unused and not self.pipeline.keeps_raw:
             return self._unused(msg, mtype)
         key = message_key(msg)
         record = None
-        if self.pipeline.keeps_raw:
+        if self.pipeline.keeps_raw:  # kept as received, also a trigger no KPI uses yet: remap
             record = RawInput(
                 "hl7",
                 raw if raw is not None else text.encode("utf-8", "surrogateescape"),
@@ -175,18 +176,30 @@ class HL7Receiver:
                 key,
                 events[0].facility if events else clean_code(msg.sending_facility) or None,
             )
-        stored = self.pipeline.publish(key, events, record)
+        stored: asyncio.Future[Published]
+        if unused and record is not None:
+            stored = asyncio.ensure_future(self._record_only(record))
+        else:
+            stored = self.pipeline.publish(key, events, record)
         outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: asyncio.Future[Published]) -> None:
             try:
-                outcome.set_result(self._stored(msg, text, mtype, len(events), result))
+                if unused and result.exception() is None:
+                    outcome.set_result(self._unused(msg, mtype))
+                else:
+                    outcome.set_result(self._stored(msg, text, mtype, len(events), result))
             except Exception as exc:  # a bug here would leave the sender waiting forever
                 if not outcome.done():
                     outcome.set_result(self._internal_error(msg, text, "store", exc))
 
         stored.add_done_callback(done)
         return outcome
+
+    async def _record_only(self, record: RawInput) -> Published:
+        """A message with no events to store: only its raw record."""
+        await self.pipeline.record(record)
+        return Published.accepted
 
     def _stored(
         self, msg: Message, text: str, mtype: str, count: int, result: asyncio.Future[Published]
