@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from carescore.cli_remap import add_remap
 from carescore.settings import DEFAULT_CONFIG, settings_from
 from carescore.shell import DataDirBusy
 from engine.config import Settings, packaged_kpi_defs
@@ -48,39 +49,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from carescore.serve import Service
 
     asyncio.run(Service(settings).run())
-    return 0
-
-
-def _moment(text: str, zone: Any) -> Any:
-    """An ISO 8601 time; without an offset, in the hospital's time zone."""
-    from datetime import datetime
-
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
-
-
-def cmd_remap(args: argparse.Namespace) -> int:
-    import json
-
-    from carescore.transports.kafka.remap import remap
-    from engine.durations import parse_duration
-
-    settings = _settings(args)
-    setup_logging("WARNING")
-    if settings.runtime.kind != "kafka":
-        print("error: remap reads the raw topics of runtime.kind: kafka", file=sys.stderr)
-        return 2
-    start, end = _moment(args.start, settings.zone), _moment(args.end, settings.zone)
-    if end <= start:
-        print("error: --to must be after --from", file=sys.stderr)
-        return 2
-    lookback = parse_duration(args.lookback) if args.lookback else settings.runtime.kafka.raw.retention
-    try:
-        report = asyncio.run(remap(settings, args.source, start, end, lookback))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.as_dict(), indent=2), flush=True)
     return 0
 
 
@@ -321,21 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    remap = sub.add_parser(
-        "remap",
-        help="map raw inbound messages of a time range again and publish the events that adds (Kafka)",
-    )
-    remap.add_argument("--source", required=True, choices=["hl7", "fhir", "feeds"], help="which raw topic")
-    remap.add_argument("--from", dest="start", required=True, metavar="ISO", help="received at or after")
-    remap.add_argument("--to", dest="end", required=True, metavar="ISO", help="received before")
-    remap.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        help="how far before --from the events topic is read for ids already published "
-        "(default runtime.kafka.raw.retention)",
-    )
-    remap.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG})")
-    remap.set_defaults(func=cmd_remap)
+    add_remap(sub)
 
     kpi = sub.add_parser("kpi", help="KPI definitions")
     kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)
