@@ -7,6 +7,7 @@ carescore deadletter list|replay            what was rejected; send it again aft
 carescore kpi check [DIR]                   validate KPI definitions
 carescore config check [FILE]               validate a carescore.yaml
 carescore token create|list|revoke          integration tokens for the API
+carescore remap --source S --from T --to T  map a range of a raw topic again (Kafka runtime)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from carescore.cli_remap import add_remap
 from carescore.settings import DEFAULT_CONFIG, settings_from
 from carescore.shell import DataDirBusy
 from engine.config import Settings, packaged_kpi_defs
@@ -286,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", metavar="HOST:PORT", help="serve /metrics here ('' for none; default from settings)"
     )
     worker.set_defaults(func=cmd_worker)
+
+    add_remap(sub)
 
     kpi = sub.add_parser("kpi", help="KPI definitions")
     kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)

@@ -11,6 +11,10 @@ here, once:
   content; each FHIR or feed event's own source_id; an import batch's first and last event);
 - publishing: the sink's future without a coroutine per input when the sink offers one
   (`publish_nowait`, probed once), or its blocking `ingest_now` for loop-less bulk imports;
+- raw records: an accepted input exactly as received (`RawInput`) goes to a sink that keeps
+  them (`keeps_raw` and `publish_raw`: the Kafka runtime's raw topics) before it is answered,
+  with its events (`publish(..., raw=)`: an HL7 message) or after them (`record`: a FHIR
+  request, a feed file); a raw record that cannot be stored fails the input like its events;
 - dead letters: a rejected input is kept raw with its reason; a store that cannot take it
   is logged, never the sender's problem;
 - metrics: each connector's counters, with their labelled children cached;
@@ -25,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.deadletters import DeadLetterStore
-from engine.bus import EventSink, Published
+from engine.bus import EventSink, Published, RawInput
 from engine.events import EventBase
 from engine.privacy import Pseudonyms
 
@@ -128,15 +132,43 @@ class Pipeline:
             sink, "publish_nowait", None
         )
         self._now: Callable[[str, list[EventBase]], Published] | None = getattr(sink, "ingest_now", None)
+        self._raw: Callable[[RawInput], Awaitable[None]] | None = (
+            getattr(sink, "publish_raw", None) if getattr(sink, "keeps_raw", False) else None
+        )
 
-    def publish(self, key: str, events: list[EventBase]) -> asyncio.Future[Published]:
+    @property
+    def keeps_raw(self) -> bool:
+        return self._raw is not None
+
+    def publish(
+        self, key: str, events: list[EventBase], raw: RawInput | None = None
+    ) -> asyncio.Future[Published]:
         """The events under one key; the future resolves when they are durable (or raises
-        StorageUnavailable)."""
+        StorageUnavailable). With `raw`, only when the raw record is durable too."""
         if self.pseudonyms is not None:
             events = self.pseudonyms.apply(events)
         if self._nowait is not None:
-            return self._nowait(key, events)
-        return asyncio.ensure_future(self.sink.publish(key, events))
+            stored = self._nowait(key, events)
+        else:
+            stored = asyncio.ensure_future(self.sink.publish(key, events))
+        if raw is None or self._raw is None:
+            return stored
+        return asyncio.ensure_future(self._with_raw(stored, self._raw(raw)))
+
+    @staticmethod
+    async def _with_raw(stored: asyncio.Future[Published], kept: Awaitable[None]) -> Published:
+        """Both at once; the first failure (the other's is retrieved, not left unread)."""
+        published, raw = await asyncio.gather(stored, kept, return_exceptions=True)
+        for outcome in (published, raw):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(published, Published)
+        return published
+
+    async def record(self, raw: RawInput) -> None:
+        """An accepted input's raw record, when the sink keeps them; raises StorageUnavailable."""
+        if self._raw is not None:
+            await self._raw(raw)
 
     def publish_each(self, events: list[EventBase]) -> list[asyncio.Future[Published]]:
         """Each event under its own key (its source_id): an input sent again stores nothing

@@ -162,6 +162,25 @@ class ArchiveSettings(Strict):
     )
 
 
+class RawTopicSettings(Strict):
+    """The raw inbound topics <prefix>.raw.hl7/.fhir/.feeds: every accepted input as received,
+    for audit and `carescore remap`. They hold PHI as sent (names, MRNs), so they are opt-in."""
+
+    enabled: bool = Field(
+        default=False, description="publish every accepted input, as received, to <prefix>.raw.*"
+    )
+    retention: Duration = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="the raw topics' retention.ms: how far back a remap can reach (holds PHI)",
+    )
+    max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="largest raw record (the topics' max.message.bytes); covers fhir_limits.max_body_bytes",
+    )
+
+
 class KafkaSettings(Strict):
     bootstrap: str = Field(default="127.0.0.1:9092", description="the brokers, host:port[,host:port]")
     partitions: int = Field(default=8, ge=1, description="of the events topic: the most workers that help")
@@ -191,6 +210,10 @@ class KafkaSettings(Strict):
     archive: ArchiveSettings = Field(
         default_factory=ArchiveSettings,
         description="events to Parquet for period reports (consumer group <app_id>.archiver)",
+    )
+    raw: RawTopicSettings = Field(
+        default_factory=RawTopicSettings,
+        description="raw inbound topics (PHI as received) for audit and `carescore remap`",
     )
 
     @model_validator(mode="after")

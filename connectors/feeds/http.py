@@ -19,6 +19,7 @@ from connectors.feeds.ingest import FeedIngest, FeedReport
 from connectors.feeds.reader import FORMATS, FeedFileError, Format, detect
 from connectors.feeds.schemas import FEEDS, FeedRow, columns
 from connectors.http_body import TooLarge, read_body
+from engine.bus import StorageUnavailable
 
 
 class UploadRefused(Exception):
@@ -105,6 +106,10 @@ def _upload(ingest: FeedIngest, feed: str, max_bytes: int) -> Any:
             result = await ingest.ingest(feed, body, fmt, filename)
         except FeedFileError as exc:
             raise UploadRefused(422, "Unreadable feed file", str(exc), feed=feed) from None
+        except StorageUnavailable as exc:
+            raise UploadRefused(
+                503, "Could not store the file now", f"{exc}; send it again", feed=feed
+            ) from None
         report: FeedReport = result.answer
         answer = report.as_dict()
         if result.code == "422":  # no row in it was usable

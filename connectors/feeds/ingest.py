@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -20,8 +21,8 @@ from connectors.feeds.mapping import FeedMapper, RowError
 from connectors.feeds.reader import FeedFileError, Format, RawRow, read_rows
 from connectors.feeds.schemas import FEEDS, FeedRow
 from connectors.metrics import FEED_ROWS
-from connectors.pipeline import Pipeline, Result, counted
-from engine.bus import EventSink, Published
+from connectors.pipeline import Pipeline, Result, counted, digest
+from engine.bus import EventSink, Published, RawInput
 from engine.events import EventBase
 from engine.places import PlaceIndex
 from engine.privacy import Pseudonyms
@@ -129,7 +130,10 @@ class FeedIngest:
         and with it every MLLP ACK and HTTP answer, for seconds. Publishing
         stays on the loop (the sink is not thread-safe); a batch is being stored while the
         next is prepared, and no more than two are in flight, so event-log commits stay small.
+        A file with a stored row is kept as received in the raw topic (when the sink keeps raw
+        records) before its account is returned; if that fails, StorageUnavailable.
         """
+        received = time.time()
         model = FEEDS.get(feed)
         if model is None:
             raise UnknownFeed(feed)
@@ -151,6 +155,11 @@ class FeedIngest:
             await self._settle(result, in_flight, fmt)
             in_flight = published
         await self._settle(result, in_flight, fmt)
+        if (result.accepted or result.duplicates) and self.pipeline.keeps_raw:
+            detail = json.dumps({"feed": feed, "format": fmt, "file": filename})
+            key = f"feed:{feed}:{digest(body.decode('utf-8', 'surrogateescape'))}"
+            whole = RawInput("feeds", body, CONTENT_TYPES[fmt], f"feed:{feed}", received, key, detail=detail)
+            await self.pipeline.record(whole)  # StorageUnavailable: the uploader is told to send again
         counted(FEED_ROWS, feed, "accepted").inc(result.accepted)
         counted(FEED_ROWS, feed, "duplicate").inc(result.duplicates)
         counted(FEED_ROWS, feed, "rejected").inc(result.rejected)

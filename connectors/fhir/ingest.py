@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -42,8 +43,8 @@ from connectors.fhir.notifications import Notifications
 from connectors.fhir.outcome import FHIRInputError, Issue, issue, outcome
 from connectors.metrics import FHIR_RESOURCES, NOTIFICATION_GAPS
 from connectors.orders import OrderMemory
-from connectors.pipeline import Pipeline, Result, counted
-from engine.bus import EventSink, StorageUnavailable
+from connectors.pipeline import Pipeline, Result, counted, digest
+from engine.bus import EventSink, RawInput, StorageUnavailable
 from engine.config import FHIRLimits, FHIRSettings
 from engine.events import EventBase
 from engine.places import PlaceIndex
@@ -104,7 +105,30 @@ class FHIRIngest:
 
     async def post_counted(self, body: bytes, resource_type: str | None = None) -> Result:
         """post() as the pipeline's Result, with how many new events it stored (the bulk
-        import and the dead-letter replay count them)."""
+        import and the dead-letter replay count them). A request answered 2xx is kept as
+        received in the raw topic (when the sink keeps raw records) before it is answered;
+        if that fails, 503 like a failed store (its events, stored, are duplicates when resent)."""
+        received = time.time()
+        result = await self._post_counted(body, resource_type)
+        if not result.taken or not self.pipeline.keeps_raw:
+            return result
+        raw = RawInput(
+            "fhir",
+            body,
+            "application/fhir+json",
+            f"fhir:{resource_type or 'Bundle'}",
+            received,
+            f"fhir:{digest(body.decode('utf-8', 'surrogateescape'))}",
+            detail=resource_type or "",
+        )
+        try:
+            await self.pipeline.record(raw)
+        except StorageUnavailable as exc:
+            issues = [issue("error", "transient", f"{exc}; resend later")]
+            return answered(*self._refuse(body, 503, issues, resource_type or "Bundle"))
+        return result
+
+    async def _post_counted(self, body: bytes, resource_type: str | None) -> Result:
 
         def refuse(status: int, issues: list[Issue], kind: str) -> Result:
             return answered(*self._refuse(body, status, issues, kind))

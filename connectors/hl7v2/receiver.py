@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -42,7 +43,7 @@ from connectors.metrics import (
     HL7_UNUSED,
 )
 from connectors.pipeline import Pipeline, Result, counted
-from engine.bus import EventSink, Published, StorageUnavailable
+from engine.bus import EventSink, Published, RawInput, StorageUnavailable
 from engine.codes import clean_code
 from engine.events import EventBase
 from engine.privacy import Pseudonyms
@@ -57,6 +58,15 @@ UnusedTriggers = Literal["accept", "reject"]
 
 def reply_type(msg: Message) -> str | None:
     return REPLY_TYPES.get((msg.message_type, msg.trigger))
+
+
+def codec_of(raw: bytes) -> str:
+    """The codec `decode` reads these bytes with (its text encodes back to them)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
 
 
 def decode(raw: bytes) -> str:
@@ -88,8 +98,8 @@ class HL7Receiver:
         connection's client certificate says it is (connectors/hl7v2/senders.py)."""
         text = decode(raw)
         if is_batch(text):
-            return asyncio.ensure_future(self._batch(text, sender))
-        outcome = self.receive(text, sender)
+            return asyncio.ensure_future(self._batch(text, sender, codec_of(raw)))
+        outcome = self.receive(text, sender, raw)
         if isinstance(outcome, Result):
             return outcome.answer  # type: ignore[no-any-return]
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -100,8 +110,11 @@ class HL7Receiver:
         """The frame handler of one connection whose certificate names this sender."""
         return functools.partial(self.handle_frame, sender=sender)
 
-    async def _batch(self, text: str, sender: Sender | None) -> str:
-        replies = [(await self.handle(m, sender)).answer for m in split_batch(text)]
+    async def _batch(self, text: str, sender: Sender | None, codec: str) -> str:
+        replies = []
+        for m in split_batch(text):
+            outcome = self.receive(m, sender, m.encode(codec))
+            replies.append((outcome if isinstance(outcome, Result) else await outcome).answer)
         now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         return f"BHS|^~\\&|CARESCORE||||{now}\r" + "".join(replies) + f"BTS|{len(replies)}\r"
 
@@ -110,9 +123,12 @@ class HL7Receiver:
         outcome = self.receive(text, sender)
         return outcome if isinstance(outcome, Result) else await outcome
 
-    def receive(self, text: str, sender: Sender | None = None) -> Result | asyncio.Future[Result]:
+    def receive(
+        self, text: str, sender: Sender | None = None, raw: bytes | None = None
+    ) -> Result | asyncio.Future[Result]:
         """Parse, map and hand the events to the sink. Rejections are decided now; an
-        accepted message's outcome is a future that resolves when the sink has stored it.
+        accepted message's outcome is a future that resolves when the sink has stored it (and
+        the message's raw record, `raw` the bytes as received: its text as UTF-8 if not given).
         Never raises: an unexpected error is this message's AE 207, not the connection's end."""
         msg: Message | None = None
         try:
@@ -122,11 +138,13 @@ class HL7Receiver:
                 return self._reject(
                     None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
                 )
-            return self._receive(msg, text, sender)
+            return self._receive(msg, text, sender, raw)
         except Exception as exc:
             return self._internal_error(msg, text, "map", exc)
 
-    def _receive(self, msg: Message, text: str, sender: Sender | None) -> Result | asyncio.Future[Result]:
+    def _receive(
+        self, msg: Message, text: str, sender: Sender | None, raw: bytes | None
+    ) -> Result | asyncio.Future[Result]:
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
         if self.allowed is not None and clean_code(msg.sending_facility) not in self.allowed:
             reason = f"sending facility {msg.sending_facility!r} (MSH-4) is not on this listener's allow-list"
@@ -143,20 +161,45 @@ class HL7Receiver:
             refused = self._outside_sender(msg, text, mtype, sender, events)
             if refused is not None:
                 return refused
-        if not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS:
+        unused = not events and (msg.message_type, msg.trigger) in UNUSED_TRIGGERS
+        if unused and not self.pipeline.keeps_raw:
             return self._unused(msg, mtype)
-        stored = self.pipeline.publish(message_key(msg), events)
+        key = message_key(msg)
+        record = None
+        if self.pipeline.keeps_raw:  # kept as received, also a trigger no KPI uses yet: remap
+            record = RawInput(
+                "hl7",
+                raw if raw is not None else text.encode("utf-8", "surrogateescape"),
+                "x-application/hl7-v2+er7",
+                "mllp" if raw is not None else "hl7v2",
+                time.time(),
+                key,
+                events[0].facility if events else clean_code(msg.sending_facility) or None,
+            )
+        stored: asyncio.Future[Published]
+        if unused and record is not None:
+            stored = asyncio.ensure_future(self._record_only(record))
+        else:
+            stored = self.pipeline.publish(key, events, record)
         outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: asyncio.Future[Published]) -> None:
             try:
-                outcome.set_result(self._stored(msg, text, mtype, len(events), result))
+                if unused and result.exception() is None:
+                    outcome.set_result(self._unused(msg, mtype))
+                else:
+                    outcome.set_result(self._stored(msg, text, mtype, len(events), result))
             except Exception as exc:  # a bug here would leave the sender waiting forever
                 if not outcome.done():
                     outcome.set_result(self._internal_error(msg, text, "store", exc))
 
         stored.add_done_callback(done)
         return outcome
+
+    async def _record_only(self, record: RawInput) -> Published:
+        """A message with no events to store: only its raw record."""
+        await self.pipeline.record(record)
+        return Published.accepted
 
     def _stored(
         self, msg: Message, text: str, mtype: str, count: int, result: asyncio.Future[Published]

@@ -31,7 +31,7 @@ from carescore.transports.kafka.archiver import Archiver
 from carescore.transports.kafka.security import client_options
 from carescore.transports.kafka.sink import KafkaSink
 from carescore.transports.kafka.topics import ensure_topics, samples_topic
-from engine.bus import Published
+from engine.bus import Published, RawInput
 from engine.config import Settings
 from engine.core import Engine
 from engine.event_archive import archive_frame, fingerprint
@@ -54,6 +54,7 @@ class KafkaGateway(RuntimeShell):
         self.type_sources: dict[str, set[str]] = {}
         self._attach(self.roster, self._sources_of)
         self.sink = KafkaSink(settings.runtime.kafka)
+        self.keeps_raw = self.sink.keeps_raw  # the connectors' pipeline asks (raw topics)
         self.samples_seen = 0
         self._consumer: AIOKafkaConsumer | None = None
         self.archiver = Archiver(settings) if settings.runtime.kafka.archive.enabled else None
@@ -91,6 +92,9 @@ class KafkaGateway(RuntimeShell):
                 if e.type.startswith("staffing."):
                     self.roster.process(e)
         return result
+
+    async def publish_raw(self, raw: RawInput) -> None:
+        await self.sink.publish_raw(raw)
 
     # -- samples from the workers ------------------------------------------------------------
     async def run_ticks(self) -> None:
@@ -213,6 +217,8 @@ class KafkaGateway(RuntimeShell):
 
     def _counters(self) -> dict[str, Any]:
         counters = {"events_published": self.sink.produced, "samples_received": self.samples_seen}
+        if self.sink.keeps_raw:
+            counters["raw_records_published"] = self.sink.raw_records
         if self.archiver is not None:
             counters["events_archived"] = self.archiver.rows
         return counters

@@ -11,6 +11,10 @@ at most.
 
 A message sent again after a lost ACK is recognised here by its key while this process
 remembers it; the workers also drop an event whose source_id they have already counted.
+
+With runtime.kafka.raw.enabled the connectors' pipeline hands each accepted input, as
+received, to `publish_raw` before it answers: one record in `<prefix>.raw.<source>`, stamped
+with the receive time (what `carescore remap` seeks by) and acknowledged like the events.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import logging
 from aiokafka import AIOKafkaProducer
 
 from carescore.transports.kafka.security import client_options
-from carescore.transports.kafka.topics import events_topic
-from engine.bus import Published, StorageUnavailable
+from carescore.transports.kafka.topics import events_topic, raw_topic
+from engine.bus import Published, RawInput, StorageUnavailable
 from engine.config import KafkaSettings
 from engine.dedupe import RecentKeys
 from engine.events import EventBase, dump_events
@@ -42,6 +46,8 @@ class KafkaSink:
         self.seen = RecentKeys(REMEMBER)
         self.produced = 0
         self.records = 0
+        self.raw_records = 0
+        self.keeps_raw = settings.raw.enabled  # the pipeline asks: publish_raw only then
         self.topic = events_topic(settings)
         self._pending: list[tuple[list[EventBase], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -54,6 +60,7 @@ class KafkaSink:
             enable_idempotence=True,
             linger_ms=2,
             request_timeout_ms=int(self.settings.publish_timeout * 1000),
+            max_request_size=self.settings.raw.max_bytes if self.keeps_raw else 1024 * 1024,
             **client_options(self.settings),
         )
         await self.producer.start()
@@ -85,6 +92,37 @@ class KafkaSink:
             self.produced += len(events)
         self.seen.add(message_key)
         return Published.accepted
+
+    async def publish_raw(self, raw: RawInput) -> None:
+        """One accepted input as received, acknowledged by all in-sync replicas, or
+        StorageUnavailable (its sender is then answered as if the events had failed)."""
+        if self.producer is None:
+            raise StorageUnavailable("the Kafka producer is not started")
+        headers = [
+            ("received", str(int(raw.received * 1000)).encode()),
+            ("connector", raw.connector.encode()),
+            ("content-type", raw.content_type.encode()),
+            ("key", raw.key.encode("utf-8", "surrogateescape")),
+            ("detail", raw.detail.encode("utf-8", "surrogateescape")),
+        ]
+        producer = self.producer
+
+        async def send() -> None:
+            sent = await producer.send(
+                raw_topic(self.settings, raw.source),
+                raw.body,
+                key=raw.facility.encode() if raw.facility else None,
+                headers=headers,
+                timestamp_ms=int(raw.received * 1000),
+            )
+            await sent
+
+        try:
+            await asyncio.wait_for(send(), self.settings.publish_timeout)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            raise StorageUnavailable(f"Kafka did not acknowledge the raw record: {why}") from exc
+        self.raw_records += 1
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.linger)
