@@ -31,6 +31,7 @@ from connectors.hl7v2.client import MLLPClient, ack_code
 from engine.config import Settings
 from tests.alerting import ICU, ROUTES, T0, Clock, make_rig
 from tests.test_e2e_embedded import stat_pair, wait_for
+from tests.test_forecast import running
 
 if TYPE_CHECKING:
     from tests.keycloak import Keycloak
@@ -261,18 +262,12 @@ async def hospital(
     routes = tmp_path / "routes.yaml"
     routes.write_text(OWNER_ROUTES)
     port, _ = smtp
-    svc = Service(
-        settings_for(
-            kpi_defs=kpi_dir({"lab_tat_stat": {"for": "1s", "min_samples": 3}}),
-            alerts={"routes": routes, "email": {"host": "127.0.0.1", "port": port, "sender": "cs@x.invalid"}},
-        )
+    settings = settings_for(
+        kpi_defs=kpi_dir({"lab_tat_stat": {"for": "1s", "min_samples": 3}}),
+        alerts={"routes": routes, "email": {"host": "127.0.0.1", "port": port, "sender": "cs@x.invalid"}},
     )
-    await svc.start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.api_port}", timeout=30) as api:
-            yield svc, api
-    finally:
-        await svc.stop()
+    async with running(settings) as (svc, api):
+        yield svc, api
 
 
 async def fire_stat_alert(svc: Service, api: httpx.AsyncClient, unit: str) -> dict[str, Any]:
