@@ -3,15 +3,15 @@
 Both runtimes drive it the same way: `process(event)` for each canonical event in log
 order, `advance(now)` on a timer (returns closed-window samples), `live(now)` for the
 current values. Watermarks are kept per source (hl7v2, fhir, feed); an operator's windows
-close on the slowest source that has fed it, and a source that has gone quiet advances
-with the wall clock after `idle_timeout`, so quiet units' windows still close.
+close on the slowest source that has fed it (engine/watermarks.py: a quiet source advances
+with the wall clock after `idle_timeout`, and no watermark moves back).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any
 
 import orjson
@@ -46,46 +46,9 @@ from engine.places import Places
 from engine.roster import RosterTracker
 from engine.samples import GroupKey, Sample
 from engine.stays import PLACED_BY_ENCOUNTER
+from engine.watermarks import Watermarks
 from engine.windows import PaneClock, zone_of
 from engine.yamlconf import ConfigError
-
-
-class Watermarks:
-    """Per-source event-time progress, with a wall-clock idle advance.
-
-    The last arrival is kept as the event's received_time and turned into seconds only when
-    a watermark is asked for: the per-event cost stays one comparison and one store.
-    """
-
-    def __init__(self, idle_timeout: float, capped: bool = False):
-        self.idle_timeout = idle_timeout
-        self.capped = capped  # no source moves its watermark past the wall clock
-        self.max_ts: dict[str, float] = {}
-        self.arrival: dict[str, datetime] = {}
-
-    def observe(self, source: str, ts: float, arrival: datetime) -> None:
-        if ts > self.max_ts.get(source, -math.inf):
-            self.max_ts[source] = ts
-        self.arrival[source] = arrival
-
-    def of(self, source: str, now: float) -> float:
-        quiet = now - self.arrival[source].timestamp() - self.idle_timeout
-        mark = self.max_ts[source] + max(0.0, quiet)
-        if self.capped and mark > now:
-            return now  # one event stamped ahead (years, or a skewed clock) closes nothing ahead of now
-        return mark
-
-    def min_of(self, sources: set[str] | frozenset[str], now: float) -> float | None:
-        known = [self.of(s, now) for s in sources if s in self.max_ts]
-        return min(known) if known else None
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"max_ts": self.max_ts, "arrival": {k: v.isoformat() for k, v in self.arrival.items()}}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.max_ts = dict(state["max_ts"])
-        self.arrival = {k: datetime.fromisoformat(v) for k, v in state["arrival"].items()}
-
 
 STATE_VERSION = 6
 """Bumped when the snapshot's shape or meaning changes: an older snapshot is not restored, the

@@ -224,6 +224,29 @@ def test_an_empty_unit_is_no_data_not_a_breach(hospital: Hospital) -> None:
     assert sample.status == "no_data"
 
 
+def test_a_department_whose_patient_days_are_taken_back_shows_no_data(hospital: Hospital) -> None:
+    """A level above a unit is the sum of its units that have patient-days. When a late
+    discharge takes the only patient-days of the month back, the department must say no data:
+    before, it kept the last value it had on the board (a CI run showed medicine at 1.5
+    patient-days for a month in which nobody had been in house)."""
+    h = hospital
+    h.hl7(adt("A01", -2 * 1440, "V40", "4W"), -2 * 1440)  # admitted 27 Feb 08:00, still in house
+    # live on 1 Mar (the month so far): V40 in house through the whole live window -> its
+    # length in hours / 24 patient-days in medicine (about 10 / 24)
+    before = h.live("cost_per_patient_day", 120, None, "medicine")
+    hours = (before.window.end - before.window.start).total_seconds() / 3600
+    assert hours > 9 and before.denominator == pytest.approx(hours / 24)
+    h.hl7(adt("A03", -1440, "V40", "4W"), 130)  # the discharge, 28 Feb 08:00, arrives late
+    # live at 1 Mar 11:00: nobody was in house in March -> 4W and medicine have no patient-days
+    unit = h.live("cost_per_patient_day", 180, "4W")
+    # the live window stays March's: a late event after a quiet spell does not take the
+    # source's watermark (advanced with the wall clock) back to February
+    assert unit.window.start == datetime(2026, 3, 1, tzinfo=UTC)
+    assert (unit.denominator, unit.status) == (0, "no_data")
+    department = h.live("cost_per_patient_day", 180, None, "medicine")
+    assert (department.denominator, department.n, department.status) == (0, 0, "no_data")
+
+
 def test_an_ed_registration_without_discharge_leaves_after_a_day(hospital: Hospital) -> None:
     h = hospital
     staff(h, "N1", "RN", "ED", 0)

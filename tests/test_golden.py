@@ -276,7 +276,7 @@ def assert_fhir_taken(name: str, answer: dict[str, Any]) -> None:
 
 async def advance_watermarks(hospital: Hospital) -> None:
     """Bring the FHIR and feed sources' watermarks to T, as a minute of quiet does in
-    production (engine/core.py Watermarks: a source quiet for idle_timeout advances with the
+    production (engine/watermarks.py: a source quiet for idle_timeout advances with the
     wall clock). A KPI fed by several sources is live up to the slowest one's watermark: without
     this, a FHIR feed whose last event is at T-5m would hold back the HL7 lab results of the
     last five minutes. Both events are inert: a charge line (no KPI reads finance.charge) and a

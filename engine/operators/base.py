@@ -299,6 +299,10 @@ class Operator:
                 acc.sorted_values()  # roll-ups then merge one sorted run per unit, not one per pane
             for up in rollups(key):
                 if up != key and not self._rolls_up(acc):
+                    if not final and up not in totals:
+                        # live: the level above shows no data rather than keeping its last
+                        # value on the board (its units may all have lost their denominator)
+                        totals[up] = Acc(keep)
                     continue
                 total = totals.get(up)
                 if total is None:
