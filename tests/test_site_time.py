@@ -277,8 +277,11 @@ def test_the_spring_forward_day_is_a_23_hour_window_from_local_midnight() -> Non
     # the report for the same day, asked in local time, equals the stream
     row = run.report("mean_census", "4W", local("2026-03-08T00:00"), local("2026-03-09T00:00"))
     assert (row.value, row.numerator, row.denominator) == (1.0, 23 * HOUR, 23 * HOUR)
-    # live, mid-morning on March 9: the open window started at local midnight (04:00 UTC)
-    live = run.live("patient_hours", "4W", utc("2026-03-09T14:00"))
+    # live, mid-morning on March 9 (a run that has got that far: watermarks never go back):
+    # the open window started at local midnight (04:00 UTC)
+    live = Run(census_kpi(), events, utc("2026-03-09T14:00")).live(
+        "patient_hours", "4W", utc("2026-03-09T14:00")
+    )
     assert live.window.start == utc("2026-03-09T04:00")
     assert live.numerator == pytest.approx(10.0)  # 10 patient-hours so far
 
