@@ -68,6 +68,7 @@ def _kafka_gateway(settings: Settings) -> Any:
     return KafkaGateway(settings)
 
 
+STOP_WAIT = 10.0  # seconds stop() waits for each cancelled component
 GC_THRESHOLDS = (50_000, 20, 100)
 """The collector's thresholds while serving (bench/engine_throughput.py measures with them too)."""
 
@@ -268,8 +269,13 @@ class Service:
             if task.get_name() == "http":
                 continue
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # bounded: a CI run once waited here for good on a cancelled tick task that went
+            # on ticking; a component that ignores its cancel must not hold the shutdown
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not done:
+                log.error("a component did not stop when cancelled", extra={"component": task.get_name()})
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("a component failed while stopping", exc_info=task.exception())
         await self.mllp.stop()
         self.runtime.board.end_subscriptions()
         self.http.should_exit = True
