@@ -58,7 +58,7 @@ async def test_a_worker_starting_on_a_backlog_closes_no_window_ahead_of_it(
     worker starts ten minutes after the last one (a worker down for the afternoon). Every
     source looks quiet on the wall clock: ten minutes past its last arrival, hours past its
     first. The embedded engine took them in as they came, so its watermarks never jumped; the
-    worker must not jump them either while it reads the backlog (worker._clock), or its first
+    worker must not jump them either while it reads the backlog (worker._backlog_clock), or its first
     tick closes every window up to ~4 h ahead and drops nearly all the events as late."""
     from datetime import UTC, datetime, timedelta
 
@@ -86,7 +86,7 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
     """The first worker is SIGKILLed while it holds partitions with events read since its last
     checkpoint (its /metrics say so just before the kill). The survivor takes them over only
     when the group notices, about a minute later: longer than this test's 10 s idle timeout, so
-    the taken-over partitions are replayed while their sources look quiet (worker._clock keeps
+    the taken-over partitions are replayed while their sources look quiet (worker._backlog_clock keeps
     their watermarks at the backlog). A minute of quiet is less than lab windows' 2 min grace,
     so a jump this size closes nothing early: the test that fails when watermarks jump ahead
     of a backlog is test_a_worker_starting_on_a_backlog_closes_no_window_ahead_of_it."""

@@ -50,20 +50,10 @@ class Interval:
         return 0.0
 
 
-def interval_row(key: str, r: Interval) -> list[Any]:
-    """An interval as a snapshot row (JSON)."""
-    return [
-        key,
-        r.start,
-        _list(r.start_place),
-        r.end,
-        _list(r.end_place),
-        r.cancel,
-        r.expired,
-        r.frozen,
-        r.status,
-        None if r.obs is None else [list(r.obs[0]), r.obs[1], r.obs[2]],
-    ]
+def interval_row(key: str, r: Interval) -> tuple[Any, ...]:
+    """An interval as a snapshot row (orjson writes the tuples, places included, as arrays:
+    a worker's checkpoint serialises every open interval of every engine)."""
+    return (key, r.start, r.start_place, r.end, r.end_place, r.cancel, r.expired, r.frozen, r.status, r.obs)
 
 
 def interval_of_row(row: list[Any]) -> tuple[str, Interval]:
@@ -97,10 +87,6 @@ def restore_pairs(
         r = keys[k] = Interval()
         # closed before: its value stays, and nothing reopens it
         r.end, r.frozen, r.status = ts, True, "ended"
-
-
-def _list(place: GroupKey | None) -> list[Any] | None:
-    return None if place is None else list(place)
 
 
 def _tuple(place: list[Any] | None) -> GroupKey | None:

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 GAP_GRACE = 10.0  # seconds a gap may take to fill after the consumer was sent back
 REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
 MAX_MESSAGE = 16 * 1024 * 1024
+LIVE_WHILE_BEHIND = 10.0  # seconds between live values of a partition reading a backlog
 SAMPLES_PER_MESSAGE = 500  # ~250 KB: a worker catching up closes thousands of windows per tick
 
 
@@ -74,6 +75,7 @@ class Partition:
     last_seek: float = 0.0
     tp: Any = None
     published: dict[tuple[str, Any], tuple[Any, ...]] = field(default_factory=dict)
+    live_at: float = 0.0  # when its live values were last computed (time.monotonic)
 
 
 def snapshot_text(part: Partition, fingerprint: str) -> str:
@@ -258,8 +260,17 @@ def make_app(settings: Settings) -> faust.App:
                 await seek_back(part, time.monotonic())  # nothing came since: Faust dropped it
         for part in list(parts.values()):
             by_facility: dict[str, list[Sample]] = {}
-            clock = _clock(part, app.consumer, now)
-            for sample in part.engine.advance(clock) + _changed(part, part.engine.live(clock)):
+            caught_up = _caught_up(part, app.consumer)
+            clock = now if caught_up else _backlog_clock(part, now)
+            out = part.engine.advance(clock)
+            if caught_up or time.monotonic() - part.live_at >= LIVE_WHILE_BEHIND:
+                # live values of a partition still reading its backlog are stale by the next
+                # tick: computing them for every engine every second cost a worker catching up
+                # about a tenth of its time (bench/kafka_worker.py); the board gets them every
+                # LIVE_WHILE_BEHIND seconds then, and every tick once the partition is read
+                part.live_at = time.monotonic()
+                out += _changed(part, part.engine.live(clock))
+            for sample in out:
                 # every engine knows every configured unit; a facility belongs to one partition
                 if sample.group.facility in part.facilities:
                     by_facility.setdefault(sample.group.facility, []).append(sample)
@@ -318,20 +329,23 @@ def _seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
     consumer._carescore_seek = True
 
 
-def _clock(part: Partition, consumer: Any, now: float) -> float:
-    """The wall clock for a partition that has read everything in it, as the embedded engine
-    ticks; for one with records still to read (catching up, or taking over from a worker that
-    died), the time its last event was received. A source is idle only if nothing more came
-    from it: a worker that is behind does not know that, and advancing idle watermarks by the
-    wall clock there would close windows ahead of the backlog and drop the backlog's events as
-    late (a worker started on a four-hour backlog received hours before closed nearly every
-    window ahead of it: tests/test_kafka_runtime.py)."""
+def _caught_up(part: Partition, consumer: Any) -> bool:
+    """Whether the partition's engine has taken every record the consumer last saw in it."""
     try:
         highwater = consumer.highwater(part.tp) if part.tp is not None else None
     except AssertionError:  # aiokafka's: the partition is being revoked
         highwater = None
-    if highwater is not None and part.offset + 1 >= highwater:
-        return now
+    return highwater is not None and part.offset + 1 >= highwater
+
+
+def _backlog_clock(part: Partition, now: float) -> float:
+    """The clock of a partition with records still to read (catching up, or taking over from
+    a worker that died): the time its last event was received, where a caught-up one ticks on
+    the wall clock as the embedded engine does. A source is idle only if nothing more came
+    from it: a worker that is behind does not know that, and advancing idle watermarks by the
+    wall clock there would close windows ahead of the backlog and drop the backlog's events as
+    late (a worker started on a four-hour backlog received hours before closed nearly every
+    window ahead of it: tests/test_kafka_runtime.py)."""
     arrivals = part.engine.watermarks.arrival.values()
     return min(now, max(a.timestamp() for a in arrivals)) if arrivals else now
 
