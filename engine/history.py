@@ -16,6 +16,7 @@ file from before runs (table `samples`, one row per window) is converted when op
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -86,23 +87,47 @@ class History:
             self._migrate()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         self._written: Future[None] | None = None
+        self._pending: list[Sample] = []  # handed to add_later(), not yet taken by a write
+        self._pending_lock = threading.Lock()
+        self._draining = False  # a write that will take _pending is queued
 
     def add_later(self, samples: list[Sample]) -> None:
         """add() on the history's own thread, in order: a runtime's event loop does not wait
-        for the disk (a failure is logged there and the windows come again on replay)."""
-        if samples:
-            self._written = self._writer.submit(self._add_logged, samples)
+        for the disk (a failure is logged there and the windows come again on replay).
+        Batches handed in while a write is queued go into that write: one transaction
+        however many ticks it covers, so the writer does not fall behind the closing."""
+        if not samples:
+            return
+        with self._pending_lock:
+            self._pending.extend(samples)
+            if self._draining:
+                return
+            self._draining = True
+        self._written = self._writer.submit(self._drain)
 
-    def _add_logged(self, samples: list[Sample]) -> None:
+    def _drain(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            self._draining = False
         try:
-            self.add(samples)
+            self.add(batch)
         except Exception:
-            log.exception("history write failed", extra={"samples": len(samples)})
+            log.exception("history write failed", extra={"samples": len(batch)})
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""
         if self._written is not None:
             self._written.result()
+
+    def query_later(self, kpi: str, **where: Any) -> Future[list[Sample]]:
+        """query() on the history's own thread, after every write handed to add_later()
+        before it: an answer holds every window the engine has closed (the board and the
+        history agree), and the caller's event loop does not wait for the disk."""
+        return self._writer.submit(self.query, kpi, **where)
+
+    def queries_later(self, kpis: list[str], **where: Any) -> Future[dict[str, list[Sample]]]:
+        """query_later() for several KPIs at one place, in one turn of the history's thread."""
+        return self._writer.submit(lambda: {kpi: self.query(kpi, **where) for kpi in kpis})
 
     def _migrate(self) -> None:
         """A history written before runs (table samples, ISO text, one row per window)."""

@@ -36,14 +36,14 @@ def kpi_forecast(  # a plain def: FastAPI runs it in its thread pool, the fit st
         raise Problem(422, "Invalid horizon", "the horizon must be longer than zero")
     key = place_key(backend, facility, department, unit)
     level = "unit" if key[2] else "department" if key[1] else "facility"
-    history = backend.history.query(
+    history = backend.history.query_later(  # after the windows closed so far are written
         kpi_id,
         facility=key[0],
         department=key[1],
         unit=key[2],
         level=level,
         limit=MAX_POINTS + MAX_GAP,
-    )
+    ).result()
     try:
         fc = forecast(history, ahead)
     except TooShort as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -89,15 +90,17 @@ async def kpi_history(
 ) -> dict[str, Any]:
     kpi = kpi_or_404(backend, kpi_id)
     start, end = parse_time(from_, "from"), parse_time(to, "to")
-    samples = backend.history.query(
-        kpi_id,
-        facility=facility,
-        department=department,
-        unit=unit,
-        level=level,
-        start=start,
-        end=end,
-        limit=limit,
+    samples = await asyncio.wrap_future(
+        backend.history.query_later(
+            kpi_id,
+            facility=facility,
+            department=department,
+            unit=unit,
+            level=level,
+            start=start,
+            end=end,
+            limit=limit,
+        )
     )
     k = hidden_below(backend, principal)
     answer: dict[str, Any] = {"kpi": kpi_id, "windows": [shown(kpi, sample_json(s), k) for s in samples]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,14 +47,33 @@ async def scorecard(
     facility = key[0] or None
     unit_type = backend.places.unit_types().get(key)
     k = hidden_below(backend, principal)
+    shown_kpis = [
+        kpi
+        for kpi in backend.catalogue
+        if (spec is None or spec.shows(kpi))
+        and not (spec and spec.perspectives and kpi.perspective not in spec.perspectives)
+    ]
+    trends = (
+        await asyncio.wrap_future(
+            backend.history.queries_later(
+                [kpi.id for kpi in shown_kpis],
+                facility=key[0],
+                department=key[1] or "",
+                unit=key[2] or "",
+                limit=trend,
+            )
+        )
+        if trend
+        else {}
+    )
     perspectives = []
     for persp in Perspective:
         if spec and spec.perspectives and persp not in spec.perspectives:
             continue
         items = [
-            _item(backend, kpi, key, unit_type, trend, k)
-            for kpi in backend.catalogue
-            if kpi.perspective is persp and (spec is None or spec.shows(kpi))
+            _item(backend, kpi, key, unit_type, trends.get(kpi.id, []), k)
+            for kpi in shown_kpis
+            if kpi.perspective is persp
         ]
         if spec and not items:
             continue  # a view's perspective with none of its KPIs
@@ -76,23 +96,16 @@ async def scorecard(
 
 
 def _item(
-    backend: Backend, kpi: KpiDefinition, key: GroupKey, unit_type: str | None, trend: int, k: int | None
+    backend: Backend,
+    kpi: KpiDefinition,
+    key: GroupKey,
+    unit_type: str | None,
+    past: list[Sample],
+    k: int | None,
 ) -> dict[str, Any]:
-    """One KPI of the scorecard: live value and status at this place, and its last windows (small
-    cells suppressed for whom they are hidden: `k`)."""
-    facility, department, unit = key
+    """One KPI of the scorecard: live value and status at this place, and its last windows `past`
+    (small cells suppressed for whom they are hidden: `k`)."""
     live = backend.board.get(kpi.id, key)
-    past = (
-        backend.history.query(
-            kpi.id,
-            facility=facility,
-            department=department or "",
-            unit=unit or "",
-            limit=trend,
-        )
-        if trend
-        else []
-    )
     held_to = levels_json(kpi, unit_type)  # the unit type's target, if any
     trend_points = [
         shown(kpi, {"end": s.window.end.isoformat(), "value": s.value, "status": s.status, **_cells(s)}, k)

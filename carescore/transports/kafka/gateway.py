@@ -124,7 +124,7 @@ class KafkaGateway(RuntimeShell):
                             else:
                                 self.board.update([sample])
                 if closed:
-                    self.history.add(closed)
+                    self.history.add_later(closed)  # the loop reads on while it is written
                 now = self.clock()
                 if self.leading and now - last_tick >= self.settings.engine.tick and self._still_leading():
                     last_tick = now
