@@ -8,7 +8,7 @@ Reference: a bare loop doing one dict update per event over the same events, sam
 The prepared events are moved out of the garbage collector's way (gc.freeze) before
 timing: they are input, not engine state. The engine runs twice per round: with Python's
 default collector thresholds (the figure the target and the history refer to), and with the
-thresholds `carescore run` and `carescore worker` set (carescore/serve.py GC_THRESHOLDS).
+thresholds `carescore run` and `carescore worker` set (carescore/gctune.py GC_THRESHOLDS).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import write_section
 from bench.workload import hospital, stream
-from carescore.serve import GC_THRESHOLDS
+from carescore.gctune import GC_THRESHOLDS
 from engine.config import REPO_ROOT
 from engine.core import Engine
 from engine.definitions import load_catalogue
@@ -92,7 +92,7 @@ def main() -> None:
 closed every {TICK_EVERY:,} events, live values at the end; {ROUNDS} rounds, fresh events each.
 Each round runs the engine twice: with Python's default collector thresholds (the engine row,
 the ratio the issues set and track), then with the thresholds `carescore run` and `carescore
-worker` set at start (carescore/serve.py GC_THRESHOLDS: young objects collected less often).
+worker` set at start (carescore/gctune.py GC_THRESHOLDS: young objects collected less often).
 
 | measure | median | min | max |
 |---|---|---|---|

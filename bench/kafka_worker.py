@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.mllp_e2e import free_port
 from bench.report import write_section
 from bench.workload import hospital, stream
+from carescore.gctune import GC_THRESHOLDS
 from carescore.transports import live_engine
 from carescore.transports.kafka.topics import ensure_topics, events_topic
 from engine.config import REPO_ROOT, KafkaSettings, Settings
@@ -195,6 +196,8 @@ def embedded_engine(events: list[tuple[bytes, bytes, float]], places: object) ->
     parsed = [e for _, value, _ in events for e in parse_events(value)]
     gc.collect()
     gc.freeze()
+    default = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         started = time.perf_counter()
         tick = started + 1.0
@@ -208,6 +211,7 @@ def embedded_engine(events: list[tuple[bytes, bytes, float]], places: object) ->
         engine.live(time.time())
         return len(parsed) / (time.perf_counter() - started)
     finally:
+        gc.set_threshold(*default)
         gc.unfreeze()
 
 
@@ -400,7 +404,8 @@ checkpoint, KPI samples to the samples topic); its rate is read from its /metric
 moment the first worker is processing until the last event is processed (with more than one
 worker this includes the rebalances as the others join). The embedded engine is one
 `Engine` of `carescore run` over the same 400,000 events, closing windows and computing live
-values once a second. Ratios are to the bare aiokafka consumer reading the same topic and to
+values once a second; both run with the collector settings `carescore run` and `carescore
+worker` set (carescore/gctune.py). Ratios are to the bare aiokafka consumer reading the same topic and to
 the embedded engine, all in the same run. CPU is each process's user + system time over the
 measured interval (from /proc), in cores.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import ssl
@@ -31,6 +30,7 @@ from api.security.oidc import OidcVerifier
 from api.security.ratelimit import Limit, RateLimiter
 from api.security.roles import Permission, Role
 from api.security.tokens import TokenInfo, TokenStore
+from carescore.gctune import tune_gc
 from carescore.loopwatch import LoopWatch
 from carescore.supervisor import Supervisor
 from carescore.transports.embedded import EmbeddedRuntime
@@ -69,17 +69,6 @@ def _kafka_gateway(settings: Settings) -> Any:
 
 
 STOP_WAIT = 10.0  # seconds stop() waits for each cancelled component
-GC_THRESHOLDS = (50_000, 20, 100)
-"""The collector's thresholds while serving (bench/engine_throughput.py measures with them too)."""
-
-
-def tune_gc() -> None:
-    """Freeze what start-up built (recovered state, catalogue) out of the collector's scans
-    and collect young objects less often: each message makes many short-lived objects, and
-    full collections over a large engine state otherwise cost more than the work itself."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_auth(settings: Settings) -> tuple[Auth, AuditLog]:

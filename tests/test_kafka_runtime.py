@@ -2,7 +2,8 @@
 `carescore worker` processes: the same KPI samples as the embedded engine, a SIGKILLed
 worker's partitions taken over with nothing lost or counted twice, a SIGKILLed worker's
 restart resuming from the changelog, a backlog read without closing windows ahead of it,
-and MLLP senders riding out a 30-second broker outage."""
+MLLP senders riding out a 30-second broker outage, and a worker stopping on SIGTERM while
+the broker is down."""
 
 from __future__ import annotations
 
@@ -278,6 +279,49 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} messages got AA but are not in Kafka"
     assert processed == len(set(copies))
     assert duplicates == len(copies) - len(set(copies)), (len(copies), len(set(copies)))
+
+
+async def test_a_worker_stops_on_sigterm_with_the_broker_down_and_loses_nothing(tmp_path: Path) -> None:
+    """SIGTERM while the broker is down: Faust's graceful stop waits for the broker (a worker
+    kept running, reconnecting, for minutes). It exits after worker.STOP_DEADLINE with status
+    STOPPED_HARD, and the next worker redoes exactly the events read after the checkpoints:
+    none lost, none counted twice."""
+    import subprocess
+
+    from carescore.transports.kafka.worker import STOP_DEADLINE, STOPPED_HARD
+    from tests.alerting import free_port
+    from tests.kafka import KAFKA_SH
+
+    folder, port, controller = tmp_path / "broker", free_port(), free_port()
+    start = [str(KAFKA_SH), "start", str(folder), str(port), str(controller)]
+    subprocess.run(start, check=True, capture_output=True)
+    try:
+        settings, config = await kafka_settings(f"127.0.0.1:{port}", tmp_path, snapshot_every=40)
+        events = hospital_events(hours=1)  # ~300 events, 3 facilities
+        await produce(settings, events, per_record=5)
+        first = Worker(config, tmp_path / "w1.log")
+        try:
+            await until(lambda: first.events("processed") >= len(events), 120, "every event read")
+            unsaved = first.unsaved()  # read since their partition's last checkpoint
+            subprocess.run([str(KAFKA_SH), "stop", str(folder)], check=True, capture_output=True)
+            first.proc.terminate()
+            status = first.proc.wait(timeout=STOP_DEADLINE + 45)  # raises if it is still running
+        finally:
+            first.stop()
+        subprocess.run(start, check=True, capture_output=True)
+        second = Worker(config, tmp_path / "w2.log")
+        try:
+            redone = await second.processed_at_least(int(unsaved), timeout=180)
+            duplicates = second.events("duplicate")
+        finally:
+            second.stop()
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(folder)], capture_output=True)
+    assert status == STOPPED_HARD, status
+    assert "worker not stopped" in (tmp_path / "w1.log").read_text()
+    # checkpoints were taken (every 40 events of a partition) and some events came after the last of them
+    assert 0 < unsaved < len(events), (unsaved, len(events))
+    assert redone == unsaved and duplicates == 0, (redone, unsaved, duplicates)
 
 
 async def test_the_gateway_batches_events_in_order_and_stores_a_repeated_message_once(

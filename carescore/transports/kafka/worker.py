@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import faust
 from prometheus_client import start_http_server
 
+from carescore.gctune import tune_gc
 from carescore.metrics import (
     KAFKA_CONSUMER_LAG,
     WORKER_CHECKPOINTS,
@@ -57,6 +60,8 @@ REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events
 MAX_MESSAGE = 16 * 1024 * 1024
 LIVE_WHILE_BEHIND = 10.0  # seconds between live values of a partition reading a backlog
 SAMPLES_PER_MESSAGE = 500  # ~250 KB: a worker catching up closes thousands of windows per tick
+STOP_DEADLINE = 15.0  # seconds from SIGTERM/SIGINT to exit, broker or no broker
+STOPPED_HARD = 3  # the exit status when the deadline ended it
 
 
 @dataclass
@@ -382,5 +387,37 @@ def run_worker(settings: Settings) -> None:
             ) from exc
     asyncio.run(ensure_topics(settings.runtime.kafka))
     app = make_app(settings)
-    worker = faust.Worker(app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True)
+    tune_gc()
+    worker = BoundedStopWorker(
+        app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True
+    )
     worker.execute_from_commandline()
+
+
+class BoundedStopWorker(faust.Worker):
+    """faust.Worker whose stop on SIGTERM or SIGINT takes at most STOP_DEADLINE seconds.
+
+    Faust's graceful stop waits for the broker (offset commits, the producer's flush): with
+    the broker down a worker ignored SIGTERM for minutes, spinning on reconnects. Past the
+    deadline the process exits at once. Nothing is lost by that: records are acknowledged
+    only after a durable checkpoint holds them, so whoever owns the partition next redoes
+    exactly what came after it."""
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            timer = threading.Timer(STOP_DEADLINE, _exit_now, args=(signal.name,))
+            timer.daemon = True
+            timer.start()
+        super()._schedule_shutdown(signal)
+
+
+def _exit_now(why: str) -> None:
+    log.error(
+        "worker not stopped %.0f s after %s (is the broker reachable?): exiting now; the events "
+        "after each partition's last checkpoint are redone by its next owner",
+        STOP_DEADLINE,
+        why,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(STOPPED_HARD)
