@@ -11,11 +11,14 @@ gateway's group commit writes them under load). On each, one after the other:
   Python consumer can take records off this broker at all;
 - a Faust agent that only counts and acknowledges records: Faust's own ceiling;
 - one worker (a real `carescore worker` process, default settings: checkpoint every 20,000
-  events, acks after the checkpoint), and on the batched topic also two workers in one group.
+  events, acks after the checkpoint), and on the batched topic also two and four workers in
+  one group;
+and, before any of them, one embedded engine (`carescore run`'s) over the same events, the
+baseline the issue holds a worker to.
 A worker's rate comes from its /metrics (carescore_worker_events_total), polled every
 0.25 s: the topic's events not yet processed when the first worker starts processing, over
 the time from then until the last one is processed. Start-up is not counted; checkpoints,
-acks, publishing samples and, with two workers, the rebalance when the second joins (and the
+acks, publishing samples and, with several workers, the rebalances as the others join (and the
 events after the last checkpoint that the new owner of a partition does again) are.
 """
 

@@ -403,12 +403,12 @@ class BoundedStopWorker(faust.Worker):
     only after a durable checkpoint holds them, so whoever owns the partition next redoes
     exactly what came after it."""
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
         if not self._signal_stop_time:
-            timer = threading.Timer(STOP_DEADLINE, _exit_now, args=(signal.name,))
+            timer = threading.Timer(STOP_DEADLINE, _exit_now, args=(sig.name,))
             timer.daemon = True
             timer.start()
-        super()._schedule_shutdown(signal)
+        super()._schedule_shutdown(sig)
 
 
 def _exit_now(why: str) -> None:
