@@ -283,12 +283,12 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
 
 async def test_a_worker_stops_on_sigterm_with_the_broker_down_and_loses_nothing(tmp_path: Path) -> None:
     """SIGTERM while the broker is down: Faust's graceful stop waits for the broker (a worker
-    kept running, reconnecting, for minutes). It exits after worker.STOP_DEADLINE with status
+    kept running, reconnecting, for minutes). It exits after stopping.STOP_DEADLINE with status
     STOPPED_HARD, and the next worker redoes exactly the events read after the checkpoints:
     none lost, none counted twice."""
     import subprocess
 
-    from carescore.transports.kafka.worker import STOP_DEADLINE, STOPPED_HARD
+    from carescore.transports.kafka.stopping import STOP_DEADLINE, STOPPED_HARD
     from tests.alerting import free_port
     from tests.kafka import KAFKA_SH
 

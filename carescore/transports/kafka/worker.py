@@ -21,8 +21,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,13 +42,14 @@ from carescore.metrics import (
 )
 from carescore.transports import live_engine
 from carescore.transports.kafka.security import faust_credentials
+from carescore.transports.kafka.stopping import BoundedStopWorker
 from carescore.transports.kafka.topics import events_topic, samples_topic
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
 from engine.core import Engine
 from engine.dedupe import RecentKeys
 from engine.definitions import Catalogue, load_catalogue
-from engine.events import parse_events
+from engine.events import EventBase, parse_events
 from engine.samples import Sample, dump_samples
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events
 MAX_MESSAGE = 16 * 1024 * 1024
 LIVE_WHILE_BEHIND = 10.0  # seconds between live values of a partition reading a backlog
 SAMPLES_PER_MESSAGE = 500  # ~250 KB: a worker catching up closes thousands of windows per tick
-STOP_DEADLINE = 15.0  # seconds from SIGTERM/SIGINT to exit, broker or no broker
-STOPPED_HARD = 3  # the exit status when the deadline ended it
 
 
 @dataclass
@@ -89,6 +86,20 @@ def snapshot_text(part: Partition, fingerprint: str) -> str:
     extra = {"facilities": sorted(part.facilities)}
     checkpoint = Checkpoint(fingerprint, part.offset, part.engine.snapshot(), list(part.seen), extra)
     return base64.b64encode(checkpoint.encode()).decode()
+
+
+def fold(part: Partition, batch: list[EventBase]) -> int:
+    """A record's events into the partition's engine, but those already counted (same
+    source_id: resent); how many were new."""
+    fresh = 0
+    for event in batch:
+        if event.source_id in part.seen:
+            continue
+        part.engine.process(event)
+        part.facilities.add(event.facility)
+        part.seen.add(event.source_id)
+        fresh += 1
+    return fresh
 
 
 def restore_partition(
@@ -222,14 +233,7 @@ def make_app(settings: Settings) -> faust.App:
             part.unacked.append(event)
             batch = parse_events(event.value)
             if offset > part.offset:  # not already in the checkpoint this engine came from
-                fresh = 0
-                for canonical in batch:
-                    if canonical.source_id in part.seen:
-                        continue
-                    part.engine.process(canonical)
-                    part.facilities.add(canonical.facility)
-                    part.seen.add(canonical.source_id)
-                    fresh += 1
+                fresh = fold(part, batch)
                 processed.inc(fresh)
                 duplicate.inc(len(batch) - fresh)
                 part.offset = offset
@@ -392,32 +396,3 @@ def run_worker(settings: Settings) -> None:
         app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True
     )
     worker.execute_from_commandline()
-
-
-class BoundedStopWorker(faust.Worker):
-    """faust.Worker whose stop on SIGTERM or SIGINT takes at most STOP_DEADLINE seconds.
-
-    Faust's graceful stop waits for the broker (offset commits, the producer's flush): with
-    the broker down a worker ignored SIGTERM for minutes, spinning on reconnects. Past the
-    deadline the process exits at once. Nothing is lost by that: records are acknowledged
-    only after a durable checkpoint holds them, so whoever owns the partition next redoes
-    exactly what came after it."""
-
-    def _schedule_shutdown(self, sig: signal.Signals) -> None:
-        if not self._signal_stop_time:
-            timer = threading.Timer(STOP_DEADLINE, _exit_now, args=(sig.name,))
-            timer.daemon = True
-            timer.start()
-        super()._schedule_shutdown(sig)
-
-
-def _exit_now(why: str) -> None:
-    log.error(
-        "worker not stopped %.0f s after %s (is the broker reachable?): exiting now; the events "
-        "after each partition's last checkpoint are redone by its next owner",
-        STOP_DEADLINE,
-        why,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(STOPPED_HARD)
