@@ -14,7 +14,9 @@ gateway's group commit writes them under load). On each, one after the other:
   events, acks after the checkpoint), and on the batched topic also two and four workers in
   one group;
 and, before any of them, one embedded engine (`carescore run`'s) over the same events, the
-baseline the issue holds a worker to.
+baseline the issue holds a worker to; and the worker's own work on the batched records in
+this process, without Kafka or Faust (`worker_alone`), which shows what Faust and the Kafka
+clients add.
 A worker's rate comes from its /metrics (carescore_worker_events_total), polled every
 0.25 s: the topic's events not yet processed when the first worker starts processing, over
 the time from then until the last one is processed. Start-up is not counted; checkpoints,
@@ -51,6 +53,8 @@ from bench.workload import hospital, stream
 from carescore.gctune import GC_THRESHOLDS
 from carescore.transports import live_engine
 from carescore.transports.kafka.topics import ensure_topics, events_topic
+from carescore.transports.kafka.worker import LIVE_WHILE_BEHIND, Partition, _changed, fold, snapshot_text
+from engine.checkpoint import catalogue_fingerprint
 from engine.config import REPO_ROOT, KafkaSettings, Settings
 from engine.definitions import load_catalogue
 from engine.events import dump_event, parse_events
@@ -225,6 +229,59 @@ def decoding(rows: list[tuple[bytes, bytes]]) -> float:
     return (time.perf_counter() - started) / count
 
 
+def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float, dict[str, float]]:
+    """The worker's own work on the same records without Kafka or Faust, in this process:
+    per record, decode, the source_id check and the engine (run_engine's loop); a checkpoint
+    (snapshot_text, not sent) every 20,000 events of a partition; once a second every
+    engine's windows closed, and live values every LIVE_WHILE_BEHIND seconds as a worker
+    reading a backlog computes them. Events/s and seconds per event of each part."""
+    settings = Settings.model_validate({"places": places, "demo": {"enabled": False}})
+    catalogue = load_catalogue(settings.kpi_defs)
+    fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
+    every = KafkaSettings.model_fields["snapshot_every"].default
+    parts = {key: Partition(live_engine(settings, catalogue)) for key in {k for k, _ in rows}}
+    spent = dict.fromkeys(("decode", "engine", "checkpoints", "tick"), 0.0)
+    clock = time.perf_counter
+    gc.collect()
+    gc.freeze()
+    default = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        started = clock()
+        tick = started + 1.0
+        count = 0
+        for key, value in rows:
+            part = parts[key]
+            t0 = clock()
+            batch = parse_events(value)
+            t1 = clock()
+            fold(part, batch)
+            part.offset += 1
+            part.since_checkpoint += len(batch)
+            count += len(batch)
+            t2 = clock()
+            if part.since_checkpoint >= every:
+                snapshot_text(part, fingerprint)
+                part.since_checkpoint = 0
+            t3 = clock()
+            if t3 >= tick:
+                now = time.time()
+                for p in parts.values():
+                    p.engine.advance(now)
+                    if time.monotonic() - p.live_at >= LIVE_WHILE_BEHIND:
+                        p.live_at = time.monotonic()
+                        _changed(p, p.engine.live(now))
+                tick = clock() + 1.0
+            t4 = clock()
+            for part_name, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                spent[part_name] += took
+        elapsed = clock() - started
+    finally:
+        gc.set_threshold(*default)
+        gc.unfreeze()
+    return count / elapsed, {k: v / count for k, v in spent.items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its waited-for children, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -323,6 +380,7 @@ def run_workers(
 
 
 WORKERS = (1, 2, 4)
+OWN_WORK = "worker's own work without Kafka or Faust (no reader)"
 
 
 async def main() -> None:
@@ -335,6 +393,7 @@ async def main() -> None:
     results: dict[str, tuple[float, float]] = {}  # reader -> (events/s, records/s)
     notes: dict[str, str] = {}
     decode = 0.0
+    alone: tuple[float, dict[str, float]] = (0.0, {})
     try:
         names = facilities()
         places = hospital(3, names).model_dump(mode="json", exclude_none=True)
@@ -350,6 +409,7 @@ async def main() -> None:
             n = len(rows[per_record])
             if per_record == BATCH:
                 decode = decoding(rows[per_record])
+                alone = worker_alone(rows[per_record], places)
             bare = min([await bare_consumer(bootstrap, events_topic(kafka), n) for _ in range(2)])
             results[f"bare aiokafka consumer, {per_record}/record"] = (len(events) / bare, n / bare)
             secs = run_bare_faust(bootstrap, events_topic(kafka), f"{prefix}-faust", n, folder)
@@ -369,9 +429,11 @@ async def main() -> None:
                         else ""
                     )
                 )
+        own = f"{OWN_WORK}, {BATCH}/record"  # last: no reader, no bare consumer to compare with
+        results[own] = (alone[0], alone[0] * len(rows[BATCH]) / len(events))
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(folder / "broker")], check=False)
-    write_section("kafka-worker", report(events, rows, results, notes, embedded, decode))
+    write_section("kafka-worker", report(events, rows, results, notes, embedded, decode, alone[1]))
 
 
 def report(
@@ -381,6 +443,7 @@ def report(
     notes: dict[str, str],
     embedded: float,
     decode: float,
+    alone: dict[str, float],
 ) -> str:
     size = sum(len(v) for _, v, _ in events) / len(events)
     table = [f"| embedded engine (same events, parsed before timing) | {embedded:,.0f} | - | - | 1.000 |"]
@@ -388,9 +451,12 @@ def report(
         bare = results[f"bare aiokafka consumer, {per_record}/record"][0]
         for reader, (ev, rec) in results.items():
             if reader.endswith(f", {per_record}/record"):
-                table.append(f"| {reader} | {ev:,.0f} | {rec:,.0f} | {ev / bare:.3f} | {ev / embedded:.3f} |")
+                versus = "-" if reader.startswith(OWN_WORK) else f"{ev / bare:.3f}"
+                table.append(f"| {reader} | {ev:,.0f} | {rec:,.0f} | {versus} | {ev / embedded:.3f} |")
     lines = "\n".join(table)
-    one = results[f"1 worker, {BATCH}/record"][0] / embedded
+    worker = results[f"1 worker, {BATCH}/record"][0]
+    own = results[f"{OWN_WORK}, {BATCH}/record"][0]
+    one = worker / embedded
     listed = "\n".join(f"- {k}: {v}" for k, v in notes.items())
     return f"""## Kafka runtime: Faust workers end to end (issue 17)
 
@@ -421,16 +487,24 @@ measured interval (from /proc), in cores.
 One worker, {BATCH} events/record: **{one:.2f}** of the embedded engine (target 0.5).
 
 What limits it, per event at {BATCH} events/record: the embedded engine takes
-{1e6 / embedded:.1f} µs, one worker {1e6 / results[f"1 worker, {BATCH}/record"][0]:.1f} µs. Of the
-difference, Faust alone (the agent that only counts records) takes
-{1e6 / results[f"Faust agent counting records, {BATCH}/record"][0]:.1f} µs, validating each event read back
-(pydantic's validate_json, measured in this run) {decode * 1e6:.1f} µs; the rest is the
-checkpoints (every engine's whole state, zlib'd, every 20,000 events of a partition), the
-changelog and samples producers and eight engines' window closing instead of one. Tried and
-dropped: a decoder that trusts the gateway's records (orjson and unvalidated models) was
-slower than pydantic-core's validation (8.4 against 7.0 µs per event); live values of a
-partition still reading its backlog are computed every 10 s instead of every second
-(a tenth of the worker's time in a model of its loop).
+{1e6 / embedded:.1f} µs, one worker {1e6 / worker:.1f} µs. The worker's own work on the same
+records, in one process without Kafka or Faust (bench's `worker_alone`: the worker's loop, its
+checkpoints and ticks), takes {1e6 / own:.1f} µs ({own / embedded:.2f} of the embedded engine):
+decoding {alone["decode"] * 1e6:.1f} (pydantic's validate_json; {decode * 1e6:.1f} µs in a loop that
+only decodes), engine {alone["engine"] * 1e6:.1f}, checkpoints {alone["checkpoints"] * 1e6:.1f} (every
+engine's whole state as zlib'd JSON every 20,000 events of a partition), ticks {alone["tick"] * 1e6:.1f}.
+The remaining {1e6 / worker - 1e6 / own:.1f} µs are Faust's
+delivery and the Kafka clients (fetching, the changelog and samples producers); the agent that
+only counts records alone takes {1e6 / results[f"Faust agent counting records, {BATCH}/record"][0]:.1f} µs.
+0.5 of the embedded engine leaves {2e6 / embedded:.1f} µs per event: with the worker's own work at
+{1e6 / own:.1f}, that is {max(0.0, 2e6 / embedded - 1e6 / own):.1f} µs for Faust's delivery and the Kafka
+clients, against the {1e6 / worker - 1e6 / own:.1f} measured.
+Tried: derived fields (epoch time, place) set after validation instead of in pydantic's
+model_post_init (decoding alone 7.1 -> 6.0 µs per event; kept); a decoder
+that trusts the gateway's records (orjson and unvalidated models): 5.5 against 7.8 µs per event,
+dropped, as it would take records off the topic unchecked; live values of a partition still
+reading its backlog are computed every 10 s instead of every second (a tenth of the worker's
+time in a model of its loop; kept).
 
 Faust hands each record to an agent through `Consumer._drain_messages`, which awaits
 `wait_first(callback, suspend_flow)` - four asyncio tasks per record - so an agent that does
