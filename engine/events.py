@@ -97,7 +97,8 @@ class EventBase(BaseModel):
     @lazy
     def place(self) -> tuple[str, str | None, str | None]:
         """(facility, department, unit): the key every operator groups by."""
-        return (self.facility, self.department, self.unit)
+        place = (self.facility, self.department, self.unit)
+        return _PLACES.setdefault(place, place)
 
     @property
     def family(self) -> str:
