@@ -268,33 +268,41 @@ def make_app(settings: Settings) -> faust.App:
             if part.gap_from == part.offset + 1 and waited > 1.0:
                 await seek_back(part, time.monotonic())  # nothing came since: Faust dropped it
         for part in list(parts.values()):
-            by_facility: dict[str, list[Sample]] = {}
             caught_up = _caught_up(part, app.consumer)
             clock = now if caught_up else _backlog_clock(part, now)
-            out = part.engine.advance(clock)
-            if caught_up or time.monotonic() - part.live_at >= LIVE_WHILE_BEHIND:
-                # live values of a partition still reading its backlog are stale by the next
-                # tick: computing them for every engine every second cost a worker catching up
-                # about a tenth of its time (bench/kafka_worker.py); the board gets them every
-                # LIVE_WHILE_BEHIND seconds then, and every tick once the partition is read
-                part.live_at = time.monotonic()
-                out += _changed(part, part.engine.live(clock))
-            for sample in out:
-                # every engine knows every configured unit; a facility belongs to one partition
-                if sample.group.facility in part.facilities:
-                    by_facility.setdefault(sample.group.facility, []).append(sample)
             # Queued without yielding: a checkpoint can only come after these windows are in the
             # producer's buffer, and it flushes that buffer before acknowledging anything.
-            for facility, batch in by_facility.items():
-                for i in range(0, len(batch), SAMPLES_PER_MESSAGE):
-                    chunk = batch[i : i + SAMPLES_PER_MESSAGE]
-                    samples.send_soon(key=facility.encode(), value=dump_samples(chunk))
-                WORKER_SAMPLES.inc(len(batch))
+            for facility, values in samples_due(part, clock, caught_up):
+                samples.send_soon(key=facility.encode(), value=values)
         show_watermark_lags(part.engine.watermark_lags(now) for part in parts.values())
         show(KAFKA_CONSUMER_LAG, _consumer_lags(app.consumer, parts))
 
     app.carescore_parts = parts  # type: ignore[attr-defined]  # tests and benchmarks look inside
     return app
+
+
+def samples_due(part: Partition, clock: float, caught_up: bool) -> list[tuple[str, bytes]]:
+    """What a tick publishes for one partition, as (facility, samples topic message): the
+    windows its watermarks have passed by `clock`, and the live values that changed."""
+    out = part.engine.advance(clock)
+    if caught_up or time.monotonic() - part.live_at >= LIVE_WHILE_BEHIND:
+        # live values of a partition still reading its backlog are stale by the next tick:
+        # computing them for every engine every second cost a worker catching up about a
+        # tenth of its time (bench/kafka_worker.py); the board gets them every
+        # LIVE_WHILE_BEHIND seconds then, and every tick once the partition is read
+        part.live_at = time.monotonic()
+        out += _changed(part, part.engine.live(clock))
+    by_facility: dict[str, list[Sample]] = {}
+    for sample in out:
+        # every engine knows every configured unit; a facility belongs to one partition
+        if sample.group.facility in part.facilities:
+            by_facility.setdefault(sample.group.facility, []).append(sample)
+    messages = []
+    for facility, batch in by_facility.items():
+        for i in range(0, len(batch), SAMPLES_PER_MESSAGE):
+            messages.append((facility, dump_samples(batch[i : i + SAMPLES_PER_MESSAGE])))
+        WORKER_SAMPLES.inc(len(batch))
+    return messages
 
 
 def _consumer_lags(consumer: Any, parts: dict[int, Partition]) -> dict[str, float]:
