@@ -53,7 +53,13 @@ from bench.workload import hospital, stream
 from carescore.gctune import GC_THRESHOLDS
 from carescore.transports import live_engine
 from carescore.transports.kafka.topics import ensure_topics, events_topic
-from carescore.transports.kafka.worker import LIVE_WHILE_BEHIND, Partition, _changed, fold, snapshot_text
+from carescore.transports.kafka.worker import (
+    Partition,
+    _backlog_clock,
+    fold,
+    samples_due,
+    snapshot_text,
+)
 from engine.checkpoint import catalogue_fingerprint
 from engine.config import REPO_ROOT, KafkaSettings, Settings
 from engine.definitions import load_catalogue
@@ -197,9 +203,14 @@ def run_bare_faust(bootstrap: str, topic: str, app_id: str, records: int, folder
 def embedded_engine(events: list[tuple[bytes, bytes, float]], places: object) -> float:
     """Events/s of one embedded engine (carescore run's) over the same events, parsed before
     timing (its connectors hand it objects), closing windows and computing live values once
-    a second of wall time as the embedded runtime's tick does."""
+    a second of wall time as the embedded runtime's tick does. Its clock is the latest
+    arrival's (the worker's backlog clock), which a live feed's wall clock keeps up with: the
+    stream is replayed here hours in seconds, and the wall clock would find every source
+    quiet for hours at the first tick and drop most of what follows as late (it did, up to
+    44,492 events of one KPI, before this clock)."""
     settings = Settings.model_validate({"places": places, "demo": {"enabled": False}})
     engine = live_engine(settings, load_catalogue(settings.kpi_defs))
+    whole = Partition(engine)  # for its clock: see below
     parsed = [e for _, value, _ in events for e in parse_events(value)]
     gc.collect()
     gc.freeze()
@@ -211,11 +222,13 @@ def embedded_engine(events: list[tuple[bytes, bytes, float]], places: object) ->
         for event in parsed:
             engine.process(event)
             if time.perf_counter() >= tick:
-                engine.advance(time.time())
-                engine.live(time.time())
+                now = _backlog_clock(whole, time.time())
+                engine.advance(now)
+                engine.live(now)
                 tick = time.perf_counter() + 1.0
-        engine.advance(time.time())
-        engine.live(time.time())
+        now = _backlog_clock(whole, time.time())
+        engine.advance(now)
+        engine.live(now)
         return len(parsed) / (time.perf_counter() - started)
     finally:
         gc.set_threshold(*default)
@@ -233,8 +246,9 @@ def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float
     """The worker's own work on the same records without Kafka or Faust, in this process:
     per record, decode, the source_id check and the engine (run_engine's loop); a checkpoint
     (snapshot_text, not sent) every 20,000 events of a partition; once a second every
-    engine's windows closed, and live values every LIVE_WHILE_BEHIND seconds as a worker
-    reading a backlog computes them. Events/s and seconds per event of each part."""
+    partition's samples_due on its backlog clock, as a worker reading a backlog ticks (windows
+    closed, live values every LIVE_WHILE_BEHIND seconds, samples serialised, not sent).
+    Events/s and seconds per event of each part."""
     settings = Settings.model_validate({"places": places, "demo": {"enabled": False}})
     catalogue = load_catalogue(settings.kpi_defs)
     fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
@@ -267,10 +281,7 @@ def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float
             if t3 >= tick:
                 now = time.time()
                 for p in parts.values():
-                    p.engine.advance(now)
-                    if time.monotonic() - p.live_at >= LIVE_WHILE_BEHIND:
-                        p.live_at = time.monotonic()
-                        _changed(p, p.engine.live(now))
+                    samples_due(p, _backlog_clock(p, now), caught_up=False)
                 tick = clock() + 1.0
             t4 = clock()
             for part_name, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
@@ -500,11 +511,11 @@ only counts records alone takes {1e6 / results[f"Faust agent counting records, {
 {1e6 / own:.1f}, that is {max(0.0, 2e6 / embedded - 1e6 / own):.1f} µs for Faust's delivery and the Kafka
 clients, against the {1e6 / worker - 1e6 / own:.1f} measured.
 Tried: derived fields (epoch time, place) set after validation instead of in pydantic's
-model_post_init (decoding alone 7.1 -> 6.0 µs per event; kept); a decoder
-that trusts the gateway's records (orjson and unvalidated models): 5.5 against 7.8 µs per event,
-dropped, as it would take records off the topic unchecked; live values of a partition still
-reading its backlog are computed every 10 s instead of every second (a tenth of the worker's
-time in a model of its loop; kept).
+model_post_init (in a loop that only decodes, 7.1 -> 6.0 µs per event, 2026-12-01; kept); a
+decoder that trusts the gateway's records (orjson and unvalidated models): 5.5 against 7.8 µs per
+event before that change, dropped, as it would take records off the topic unchecked; live values
+of a partition still reading its backlog are computed every 10 s instead of every second (a
+tenth of the worker's time in a model of its loop; kept).
 
 Faust hands each record to an agent through `Consumer._drain_messages`, which awaits
 `wait_first(callback, suspend_flow)` - four asyncio tasks per record - so an agent that does
