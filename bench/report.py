@@ -35,10 +35,13 @@ def machine() -> str:
     except (OSError, ValueError, IndexError):
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    # code changed since that commit (BENCHMARKS.md aside, which `make bench` itself rewrites)
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!BENCHMARKS.md"], cwd=ROOT)
     build = "Debian's build" if str(sys.base_prefix) == "/usr" else f"built under {sys.base_prefix}"
     return (
         f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()} ({build}); commit {commit.stdout.strip() or 'unknown'}; "
+        f"Python {platform.python_version()} ({build}); commit {commit.stdout.strip() or 'unknown'}"
+        f"{' with uncommitted changes' if changed.returncode == 1 else ''}; "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
     )
 
