@@ -4,9 +4,11 @@ Faust's Consumer._drain_messages awaits `wait_first(callback(message), suspend_f
 for every record (wait_first adds tasks for the consumer's stopped and crashed events too),
 which cost about a seventh of a worker's time on batched records (issue 17 item 5). While
 flow is not suspended, DirectDelivery awaits the callback itself. What that changes: a
-callback blocked on a full stream buffer when a rebalance starts is no longer abandoned, so
-its record can reach the agent after the rebalance; the worker drops records of partitions
-it no longer owns (worker.py, run_engine) and recognises stale offsets of those it does.
+callback already running when a rebalance suspends flow is finished instead of cancelled
+(the drain task waits for it; Faust's flow control and the stream's queue are released by
+the rebalance itself, and the worker's stop cancels the drain task). A record it delivers
+then is still skipped by Faust's stream, which drops records of an older generation; the
+worker's own check of the partitions it owns (worker.py, run_engine) is a backstop.
 """
 
 from __future__ import annotations

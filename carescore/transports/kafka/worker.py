@@ -229,7 +229,7 @@ def make_app(settings: Settings) -> faust.App:
         async for event in stream.noack().events():
             number = event.message.partition
             if number not in owned:
-                continue  # fetched before a rebalance took the partition away (delivery.py)
+                continue  # backstop: Faust's stream already skips an older generation's records
             part = partition(number)
             part.tp = event.message.tp
             offset = event.message.offset
