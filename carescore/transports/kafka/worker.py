@@ -41,7 +41,6 @@ from carescore.metrics import (
     show_watermark_lags,
 )
 from carescore.transports import live_engine
-from carescore.transports.kafka.delivery import use_direct_delivery
 from carescore.transports.kafka.security import faust_credentials
 from carescore.transports.kafka.stopping import BoundedStopWorker
 from carescore.transports.kafka.topics import events_topic, samples_topic
@@ -121,7 +120,6 @@ def make_app(settings: Settings) -> faust.App:
     kafka = settings.runtime.kafka
     catalogue = load_catalogue(settings.kpi_defs)
     fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
-    use_direct_delivery()
     app = faust.App(
         kafka.app_id,
         broker=f"kafka://{kafka.bootstrap}",
@@ -154,7 +152,6 @@ def make_app(settings: Settings) -> faust.App:
         extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE)},
     )
     parts: dict[int, Partition] = {}
-    owned: set[int] = set()  # events partitions assigned to this worker now
     processed, duplicate, in_checkpoint = (
         WORKER_EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
     )
@@ -228,8 +225,6 @@ def make_app(settings: Settings) -> faust.App:
     async def run_engine(stream: Any) -> None:
         async for event in stream.noack().events():
             number = event.message.partition
-            if number not in owned:
-                continue  # backstop: Faust's stream already skips an older generation's records
             part = partition(number)
             part.tp = event.message.tp
             offset = event.message.offset
@@ -252,7 +247,6 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
-        owned.update(tp.partition for tp in assigned if tp.topic == events_topic(kafka))
         _seek_uncommitted_to_start(app.consumer, events_topic(kafka))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -262,7 +256,6 @@ def make_app(settings: Settings) -> faust.App:
             part.since_checkpoint = 0
         for tp in revoked:
             if tp.topic == events_topic(kafka):
-                owned.discard(tp.partition)
                 parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
         WORKER_PARTITIONS.set(len(parts))
         unsaved()
