@@ -108,20 +108,38 @@ def load_key(path: Path) -> bytes:
     try:
         key = path.read_bytes().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return path.read_bytes().strip()
-        key = secrets.token_hex(MIN_KEY_BYTES).encode()
+        return _new_key(path)
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("the pseudonym key file can be read by others (chmod 600)", extra={"file": str(path)})
+    return key
+
+
+def _new_key(path: Path) -> bytes:
+    """A new random key at `path`, whole or not at all: written and fsync'd under a private
+    temporary name, then linked into place. A process killed while making it (at its first
+    start) leaves no key rather than an empty file that every later start refuses as too short;
+    of two processes making it at once, the second uses the first's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(MIN_KEY_BYTES).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         with os.fdopen(fd, "wb") as out:
             out.write(key + b"\n")
             out.flush()
             os.fsync(out.fileno())
-        log.warning("made a new pseudonym key; back it up apart from the data", extra={"file": str(path)})
-        return key
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("the pseudonym key file can be read by others (chmod 600)", extra={"file": str(path)})
+        try:
+            os.link(tmp, path)  # atomic, and refuses to replace a key another process made
+        except FileExistsError:
+            return path.read_bytes().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the new name survives a power cut too
+    finally:
+        os.close(directory)
+    log.warning("made a new pseudonym key; back it up apart from the data", extra={"file": str(path)})
     return key
 
 

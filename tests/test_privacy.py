@@ -25,6 +25,7 @@ from engine.events import EncounterEvent
 from engine.privacy import Pseudonyms, load_key, pseudonyms_from
 from engine.yamlconf import ConfigError
 from tests.labserver import FACILITY, Server, exchange, wait_for, write_config
+from tests.smalldisk import fill
 
 MRN = "MRN-4471-2093"
 VISITS = ("VN-8812-0001", "VN-8812-0002")
@@ -85,6 +86,22 @@ def test_key_file_is_made_private_once_and_reused(tmp_path: Path) -> None:
     short.write_text("too short\n")
     with pytest.raises(ConfigError, match=r"privacy.pseudonym_key_file: .*short.key: .*at least 32 bytes"):
         pseudonyms_from(short)
+
+
+def test_a_key_that_could_not_be_written_whole_is_not_left_half_made(small_disk: Path) -> None:
+    """The key is made at the first start. A disk that fills (or a kill) while it is written
+    must not leave an empty key file behind: every later start would refuse it as too short,
+    and the service would not come up again until someone deleted it by hand."""
+    path = small_disk / "data" / "pseudonym.key"
+    path.parent.mkdir()
+    ballast = fill(small_disk, leave=0)
+    with pytest.raises(ConfigError, match=r"privacy.pseudonym_key_file: .*pseudonym.key: .*No space left"):
+        pseudonyms_from(path)
+    assert list(path.parent.iterdir()) == []  # no key, and no temporary file either
+    ballast.unlink()
+    key = load_key(path)  # the next start makes it
+    assert len(key) == 64 and load_key(path) == key
+    assert list(path.parent.iterdir()) == [path]
 
 
 def readable(path: Path) -> bytes:
