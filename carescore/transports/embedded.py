@@ -158,6 +158,12 @@ class EmbeddedRuntime(RuntimeShell):
     def _on_commit(self, events: list[EventBase], position: Position) -> None:
         self._process(events)
         self.processed = position
+        # the keys with their events, not when the appenders hear (a callback later): a tick
+        # can fork a snapshot in between, and a snapshot holding events but not their keys
+        # would store them again when a sender that never got its ACK resends after a kill
+        remember = self.seen.add
+        for event in events:
+            remember(message_key_of(event.source_id))
         try:
             self.alerts.saw(events, self.clock())
         except Exception:

@@ -1,0 +1,60 @@
+"""A snapshot knows the messages whose events it holds.
+
+The embedded runtime forks its snapshot from a tick, and a tick can run between a commit of
+the event log (the engine has the events, the snapshot's position is past them) and the
+callbacks that tell the appenders their messages are stored. If the process is SIGKILLed
+before the next snapshot, the restart replays the log only after that position: a message
+whose key the snapshot lacks is stored a second time when its sender, which never got the
+ACK, sends it again.
+
+The test takes the snapshot at exactly that moment (synchronously, as the forked child sees
+the state), abandons the runtime as a kill would (nothing flushed or closed), starts a new
+one on the same folder and resends: a duplicate, and the log holds the message once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from carescore.transports.embedded import EmbeddedRuntime
+from engine.bus import Published
+from engine.config import Settings
+from engine.eventlog import Position
+from engine.events import EventBase
+from tests.helpers import lab
+from tests.labserver import logged
+
+
+def message(key: str) -> list[EventBase]:
+    """An order and its result as an HL7 message maps them: source ids `<message key>#n`."""
+    events = [lab("lab.order", 0, "SNAP1"), lab("lab.result", 9, "SNAP1")]
+    return [e.model_copy(update={"source_id": f"{key}#{n}"}) for n, e in enumerate(events)]
+
+
+async def test_a_snapshot_between_a_commit_and_its_acks_knows_the_messages(
+    settings_for: Callable[..., Settings],
+) -> None:
+    settings = settings_for()
+    first = EmbeddedRuntime(settings)
+    committed = first.log.on_commit
+    assert committed is not None
+
+    def commit_then_snapshot(events: list[EventBase], position: Position) -> None:
+        committed(events, position)
+        first.write_snapshot()  # a tick's fork before the appenders' callbacks have run
+
+    first.log.on_commit = commit_then_snapshot
+    key = "LIS|R0001|0123456789abcdef0123"
+    assert await asyncio.wait_for(first.publish_nowait(key, message(key)), 30) is Published.accepted
+    # killed: nothing closed or flushed, only the folder's lock given up as the kernel would
+    first._lock.close()
+
+    second = EmbeddedRuntime(settings)
+    try:
+        again = await asyncio.wait_for(second.publish_nowait(key, message(key)), 30)
+        assert again is Published.duplicate
+        assert second.engine.events_processed == 2
+    finally:
+        await second.close()
+    assert logged(settings.data_dir) == {"lab.order": 1, "lab.result": 1}
