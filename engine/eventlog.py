@@ -3,8 +3,9 @@
 Append-only NDJSON segments. An append returns only after the bytes are written and
 fsync'd, so an HL7 AA can follow it; appends that arrive while an fsync is running are
 written together in the next one (group commit), which keeps the ACK latency low when many
-senders are busy. A crash can at worst leave a torn last line, which replay skips and
-truncates. A write or fsync that fails (disk full, I/O error) is cut back off the segment
+senders are busy. A crash can at worst leave the last append cut short, also between two
+lines of one message; the start cuts the log back to the last whole message (MESSAGE_END).
+A write or fsync that fails (disk full, I/O error) is cut back off the segment
 before the appenders hear of it: what was refused never reaches the log later, and the next
 batch does not land after half a line. A line that cannot be read in the middle of a segment
 (a disk fault) is copied to quarantine.ndjson and counted, never a failed start.
@@ -29,6 +30,16 @@ from engine.events import EventBase, dump_event, parse_event
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+
+MESSAGE_END = b" \n"
+"""How every append (one message's events, or one import batch) ends: a space before its last
+newline, which JSON readers ignore. A process killed inside write() leaves the file cut at any
+byte, between two lines of one message too (a lab result is three events). Cut back only to
+the last whole line, the message's first events were replayed and its key counted as stored:
+the sender's resend, never acknowledged, was answered "duplicate" and the result was lost."""
+
+FORMAT_FILE = "format"
+"""Present in an event log folder whose appends end with MESSAGE_END (written on first start)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -92,17 +103,46 @@ class EventLog:
         return [self._path(s) for s in self.segments()]
 
     def _repair_tail(self) -> None:
-        """Cut a torn last line left by a crash mid-write (it was never acknowledged)."""
+        """Cut what a crash left of an append not written whole (never acknowledged): back to
+        the end of the last whole message. A folder from before messages were marked is cut
+        back to its last whole line, as then, and that line marked as a message's end."""
+        marked = (self.directory / FORMAT_FILE).exists()
         path = self._path(self._segment)
-        if not path.exists() or path.stat().st_size == 0:
-            return
-        with open(path, "rb+") as fh:
-            data = fh.read()
-            if data.endswith(b"\n"):
-                return
-            cut = data.rfind(b"\n") + 1
-            log.warning("event log %s: removing a torn last record (%d bytes)", path, len(data) - cut)
-            fh.truncate(cut)
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if marked:
+                    found = data.rfind(MESSAGE_END)
+                    cut = found + len(MESSAGE_END) if found >= 0 else 0
+                else:
+                    cut = data.rfind(b"\n") + 1
+                if cut < len(data):
+                    log.warning("event log %s: cutting an append cut short (%d bytes)", path, len(data) - cut)
+                    fh.truncate(cut)
+                if not marked and cut and not data[:cut].endswith(MESSAGE_END):
+                    fh.seek(cut - 1)  # its last newline becomes MESSAGE_END
+                    fh.write(MESSAGE_END)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        if not marked:
+            self._mark_folder()
+
+    def _mark_folder(self) -> None:
+        """FORMAT_FILE, written whole (temporary file, fsync, rename) after the segment's repair."""
+        tmp = self.directory / f"{FORMAT_FILE}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(b"appends end with a space before their last newline\n")
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / FORMAT_FILE)
+        if self.fsync:
+            folder = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     @property
     def position(self) -> Position:
@@ -195,7 +235,7 @@ class EventLog:
 
     def append_now(self, events: list[EventBase]) -> Position:
         """Blocking append + fsync (CLI imports, tests)."""
-        pos = self._write_durable(b"".join(dump_event(e) + b"\n" for e in events))
+        pos = self._write_durable(_blob(events))
         self.appended_events += len(events)
         self.commits += 1
         if self.on_commit is not None:
@@ -212,7 +252,7 @@ class EventLog:
         """A future of the position after these events, resolved once they are durable."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Position] = loop.create_future()
-        self._pending.append((events, b"".join(dump_event(e) + b"\n" for e in events), fut))
+        self._pending.append((events, _blob(events), fut))
         self.appended_events += len(events)
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
@@ -320,3 +360,8 @@ class EventLog:
                             yield orjson.loads(line)
                         except orjson.JSONDecodeError:
                             continue  # quarantined by replay
+
+
+def _blob(events: list[EventBase]) -> bytes:
+    """One append as written: a line per event, the last ending with MESSAGE_END."""
+    return b"\n".join([dump_event(e) for e in events]) + MESSAGE_END

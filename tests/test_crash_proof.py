@@ -102,6 +102,16 @@ class Sender(threading.Thread):
                 sock.close()
 
 
+def problems(server: Server) -> list[str]:
+    """The /metrics lines that count events the engine raised on or found late."""
+    metrics = httpx.get(server.url("/metrics"), timeout=10).text
+    return [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("carescore_engine_event_errors") or ("late" in line and "lab_tat_stat" in line)
+    ]
+
+
 @pytest.mark.timeout(900)
 def test_every_aad_pair_is_counted_once_across_24_sigkills(tmp_path: Path) -> None:
     mllp, api = free_port(), free_port()
@@ -167,8 +177,13 @@ def test_every_aad_pair_is_counted_once_across_24_sigkills(tmp_path: Path) -> No
                 lambda: seen.append(facility_n(server, "lab_tat_stat")) or seen[-1] == total_pairs,
                 timeout=60,
             )
-        except AssertionError:
-            raise AssertionError(f"live n is {seen[-1]}, not {total_pairs}") from None
+        except AssertionError:  # where the pair went: the log, the period report, the live state
+            raise AssertionError(
+                f"live n is {seen[-1]}, not {total_pairs}; the log holds "
+                f"{logged(tmp_path / 'data')}, the period report says "
+                f"{report_n(server, 'lab_tat_stat', first - timedelta(hours=1), now + timedelta(hours=1))}, "
+                f"engine errors and late events: {problems(server)}"
+            ) from None
         start, end = first - timedelta(hours=1), now + timedelta(hours=1)
         assert report_n(server, "lab_tat_stat", start, end) == total_pairs
         stored = logged(tmp_path / "data")  # each message's events once in the log, no more, no less
