@@ -19,8 +19,18 @@ LOOP_STALL_MAX = Gauge(
 
 WORKER_EVENTS = Counter(
     "carescore_worker_events",
-    "Events read from the events topic, by outcome (processed, duplicate, in_checkpoint).",
+    "Events read from the events topic, by outcome (processed, duplicate, in_checkpoint, refused: "
+    "an event time outside engine.max_future / max_age of its arrival).",
     ["outcome"],
+)
+WORKER_REFUSED = WORKER_EVENTS.labels("refused")  # made here: its series exists (0) from the start
+WORKER_UNREADABLE = Counter(
+    "carescore_worker_unreadable_records", "Records of the events topic that are not JSON events (skipped)."
+)
+WORKER_ENGINE_ERRORS = Counter(
+    "carescore_worker_engine_errors",
+    "Events a worker's engine raised on (logged, skipped; the others go on): the embedded "
+    "runtime's carescore_engine_event_errors.",
 )
 WORKER_CHECKPOINTS = Counter("carescore_worker_checkpoints", "Engine checkpoints made durable.")
 WORKER_SAMPLES = Counter("carescore_worker_samples", "KPI samples published to the samples topic.")

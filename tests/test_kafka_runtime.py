@@ -131,7 +131,7 @@ async def test_a_worker_joining_mid_stream_takes_partitions_without_losing_recor
     """The second worker arrives while the first is busy and before any checkpoint (no
     partition has a committed offset yet). Faust drops what it fetched during a rebalance and
     does not seek back partitions without a committed offset; the worker starts those from
-    the beginning (worker._seek_uncommitted_to_start). This test does not hit that race
+    the beginning (rebalance.seek_uncommitted_to_start). This test does not hit that race
     every run; `make bench` (two workers starting apart on 400,000 events) lost whole
     partitions without the fix."""
     settings, config = await kafka_settings(kafka_broker, tmp_path, snapshot_every=100_000)

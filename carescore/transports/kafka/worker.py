@@ -32,6 +32,7 @@ from carescore.gctune import tune_gc
 from carescore.metrics import (
     KAFKA_CONSUMER_LAG,
     WORKER_CHECKPOINTS,
+    WORKER_ENGINE_ERRORS,
     WORKER_EVENTS,
     WORKER_GAPS,
     WORKER_PARTITIONS,
@@ -41,6 +42,8 @@ from carescore.metrics import (
     show_watermark_lags,
 )
 from carescore.transports import live_engine
+from carescore.transports.kafka.rebalance import seek_uncommitted_to_start
+from carescore.transports.kafka.records import read_record
 from carescore.transports.kafka.security import faust_credentials
 from carescore.transports.kafka.stopping import BoundedStopWorker
 from carescore.transports.kafka.topics import events_topic, samples_topic
@@ -49,7 +52,7 @@ from engine.config import Settings
 from engine.core import Engine
 from engine.dedupe import RecentKeys
 from engine.definitions import Catalogue, load_catalogue
-from engine.events import EventBase, parse_events
+from engine.events import EventBase
 from engine.samples import Sample, dump_samples
 
 log = logging.getLogger(__name__)
@@ -90,12 +93,17 @@ def snapshot_text(part: Partition, fingerprint: str) -> str:
 
 def fold(part: Partition, batch: list[EventBase]) -> int:
     """A record's events into the partition's engine, but those already counted (same
-    source_id: resent); how many were new."""
+    source_id: resent); how many were new. An event the engine raises on is logged and
+    counted (carescore_worker_engine_errors) and the rest go in, as in the embedded runtime."""
     fresh = 0
     for event in batch:
         if event.source_id in part.seen:
             continue
-        part.engine.process(event)
+        try:
+            part.engine.process(event)
+        except Exception:
+            WORKER_ENGINE_ERRORS.inc()
+            log.exception("the engine could not process an event", extra={"event_type": event.type})
         part.facilities.add(event.facility)
         part.seen.add(event.source_id)
         fresh += 1
@@ -152,6 +160,7 @@ def make_app(settings: Settings) -> faust.App:
         extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE)},
     )
     parts: dict[int, Partition] = {}
+    bounds = settings.engine.bounds()
     processed, duplicate, in_checkpoint = (
         WORKER_EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
     )
@@ -231,7 +240,7 @@ def make_app(settings: Settings) -> faust.App:
             if offset > part.offset + 1 and await skipped(event, part):
                 continue
             part.unacked.append(event)
-            batch = parse_events(event.value)
+            batch = read_record(event.value, bounds, number, offset)
             if offset > part.offset:  # not already in the checkpoint this engine came from
                 fresh = fold(part, batch)
                 processed.inc(fresh)
@@ -247,7 +256,7 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
-        _seek_uncommitted_to_start(app.consumer, events_topic(kafka))
+        seek_uncommitted_to_start(app.consumer, events_topic(kafka))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -270,9 +279,14 @@ def make_app(settings: Settings) -> faust.App:
         for part in list(parts.values()):
             caught_up = _caught_up(part, app.consumer)
             clock = now if caught_up else _backlog_clock(part, now)
+            try:
+                due = samples_due(part, clock, caught_up)
+            except Exception:  # one partition's failure must not stop the others' ticks
+                log.exception("tick failed for events partition %s", getattr(part.tp, "partition", "?"))
+                continue
             # Queued without yielding: a checkpoint can only come after these windows are in the
             # producer's buffer, and it flushes that buffer before acknowledging anything.
-            for facility, values in samples_due(part, clock, caught_up):
+            for facility, values in due:
                 samples.send_soon(key=facility.encode(), value=values)
         show_watermark_lags(part.engine.watermark_lags(now) for part in parts.values())
         show(KAFKA_CONSUMER_LAG, _consumer_lags(app.consumer, parts))
@@ -318,32 +332,6 @@ def _consumer_lags(consumer: Any, parts: dict[int, Partition]) -> dict[str, floa
         if end is not None:
             lags[str(number)] = float(max(0, end - (part.offset + 1)))
     return lags
-
-
-def _seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
-    """Faust (0.15) fetches while a rebalance recovers tables, discards what it fetched, and
-    then seeks each partition back to its committed offset, but aiokafka skips that seek for
-    a partition without a committed offset (or with 0). Such a partition, taken over from a
-    worker that had not yet checkpointed it, would silently lose everything fetched during
-    recovery; with two workers starting a few seconds apart, whole partitions were lost.
-    Here those partitions go back to their beginning instead."""
-    if getattr(consumer, "_carescore_seek", False):
-        return
-    faust_seek = consumer.seek_to_committed
-
-    async def seek_to_committed() -> dict[Any, Any]:
-        committed = dict(await faust_seek())
-        uncommitted = [tp for tp, at in committed.items() if tp.topic == topic and (not at or at <= 0)]
-        if uncommitted:
-            await consumer._thread.seek_to_beginning(*uncommitted)
-            log.info(
-                "events partitions %s have no committed offset: they start at their beginning",
-                sorted(tp.partition for tp in uncommitted),
-            )
-        return committed
-
-    consumer.seek_to_committed = seek_to_committed
-    consumer._carescore_seek = True
 
 
 def _caught_up(part: Partition, consumer: Any) -> bool:
