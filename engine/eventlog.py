@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.dedupe import message_key_of
 from engine.events import EventBase, dump_event, parse_event
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ the last whole line, the message's first events were replayed and its key counte
 the sender's resend, never acknowledged, was answered "duplicate" and the result was lost."""
 
 FORMAT_FILE = "format"
-"""Present in an event log folder whose appends end with MESSAGE_END (written on first start)."""
+"""In an event log folder whose appends end with MESSAGE_END: from which segment and offset
+(`{"marked_from": [segment, offset]}`; before it, lines an earlier version wrote)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -104,45 +106,62 @@ class EventLog:
 
     def _repair_tail(self) -> None:
         """Cut what a crash left of an append not written whole (never acknowledged): back to
-        the end of the last whole message. A folder from before messages were marked is cut
-        back to its last whole line, as then, and that line marked as a message's end."""
-        marked = (self.directory / FORMAT_FILE).exists()
+        the end of the last whole message. What an earlier version wrote (plain newlines) stays
+        whole line by line, as it did then: from before the folder was marked (FORMAT_FILE holds
+        where marking began), and after it if that version ran here again (lines of two or more
+        messages after the last mark: a cut append is part of one message)."""
         path = self._path(self._segment)
-        if path.exists() and path.stat().st_size > 0:
+        marked_from = self._marked_from()
+        data = path.read_bytes() if path.exists() else b""
+        found = data.rfind(MESSAGE_END)
+        whole = found + len(MESSAGE_END) if found >= 0 else 0
+        if marked_from is None or marked_from[0] != self._segment:
+            floor = 0 if marked_from is not None else data.rfind(b"\n") + 1
+        else:
+            floor = min(marked_from[1], len(data))
+        whole = max(whole, floor)
+        lines = data[whole : data.rfind(b"\n") + 1]
+        unmarked = marked_from is None or len(_messages(lines)) >= 2
+        if unmarked and lines:  # an earlier version's lines (see above): whole as they are
+            whole += len(lines)
+        if whole < len(data):
+            log.warning("event log %s: cutting an append cut short (%d bytes)", path, len(data) - whole)
             with open(path, "rb+") as fh:
-                data = fh.read()
-                if marked:
-                    found = data.rfind(MESSAGE_END)
-                    cut = found + len(MESSAGE_END) if found >= 0 else 0
-                else:
-                    cut = data.rfind(b"\n") + 1
-                if cut < len(data):
-                    log.warning("event log %s: cutting an append cut short (%d bytes)", path, len(data) - cut)
-                    fh.truncate(cut)
-                if not marked and cut and not data[:cut].endswith(MESSAGE_END):
-                    fh.seek(cut - 1)  # its last newline becomes MESSAGE_END
-                    fh.write(MESSAGE_END)
+                fh.truncate(whole)
                 if self.fsync:
-                    fh.flush()
                     os.fsync(fh.fileno())
-        if not marked:
-            self._mark_folder()
+        if marked_from is None or (unmarked and lines):
+            self._mark_folder(self._segment, whole)
 
-    def _mark_folder(self) -> None:
-        """FORMAT_FILE, written whole (temporary file, fsync, rename) after the segment's repair."""
+    def _marked_from(self) -> tuple[int, int] | None:
+        try:
+            at = orjson.loads((self.directory / FORMAT_FILE).read_bytes())["marked_from"]
+        except FileNotFoundError:
+            return None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return (0, 0)  # written by this version, half: marks began at its first start
+        return int(at[0]), int(at[1])
+
+    def _mark_folder(self, segment: int, offset: int) -> None:
+        """FORMAT_FILE (written whole: temporary file, fsync, rename): appends end with
+        MESSAGE_END from this segment and offset on. A disk too full for it is logged, not a
+        failed start: the folder is marked at the next start instead."""
         tmp = self.directory / f"{FORMAT_FILE}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(b"appends end with a space before their last newline\n")
-            fh.flush()
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(orjson.dumps({"marked_from": [segment, offset]}) + b"\n")
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, self.directory / FORMAT_FILE)
             if self.fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, self.directory / FORMAT_FILE)
-        if self.fsync:
-            folder = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+                folder = os.open(self.directory, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
+        except OSError as exc:
+            log.error("event log %s: could not write %s: %s", self.directory, FORMAT_FILE, exc)
 
     @property
     def position(self) -> Position:
@@ -364,4 +383,17 @@ class EventLog:
 
 def _blob(events: list[EventBase]) -> bytes:
     """One append as written: a line per event, the last ending with MESSAGE_END."""
+    if not events:
+        raise ValueError("an append holds at least one event")
     return b"\n".join([dump_event(e) for e in events]) + MESSAGE_END
+
+
+def _messages(lines: bytes) -> set[str]:
+    """The messages (keys) these complete lines belong to; unreadable lines name none."""
+    keys = set()
+    for line in lines.splitlines():
+        try:
+            keys.add(message_key_of(orjson.loads(line)["source_id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            continue
+    return keys

@@ -109,21 +109,35 @@ async def test_a_log_from_before_messages_were_marked_keeps_every_whole_line(
     settings_for: Callable[..., Settings],
 ) -> None:
     """A folder written by an earlier version (lines end with a plain newline, no format file)
-    and left with a torn last line: its whole lines stay, as they did then, on this start and
-    on every later one (its last line becomes a message's end, the folder is marked)."""
+    and left with a torn last line: its whole lines stay, as they did then, and their bytes are
+    not touched (a snapshot of that version points into them), on this start and every later
+    one; and lines such a version writes after this one ran (a rollback, then this version
+    again) stay too."""
     settings = settings_for()
-    the_order = mapped(settings, order("00002", ORDERED))
-    the_result = mapped(settings, result("00002", ORDERED, ORDERED + timedelta(minutes=12)))
-    old = b"".join(dump_event(e) + b"\n" for e in the_order[1] + the_result[1])
+    order_one = mapped(settings, order("00002", ORDERED))
+    result_one = mapped(settings, result("00002", ORDERED, ORDERED + timedelta(minutes=12)))
+    old = b"".join(dump_event(e) + b"\n" for e in order_one[1] + result_one[1])
     segment(settings.data_dir).parent.mkdir(parents=True)
     segment(settings.data_dir).write_bytes(old + old[:100])  # and a torn line
     for _ in range(2):
         runtime = EmbeddedRuntime(settings)
         try:
             assert facility_n(runtime) == 1
-            assert await store(runtime, the_result) is Published.duplicate
+            assert runtime.log.corrupt_lines == 0
+            assert await store(runtime, result_one) is Published.duplicate
         finally:
             await runtime.close()
-        stored = logged(settings.data_dir)
-        assert stored == {"lab.order": 1, "lab.collect": 1, "lab.receive": 1, "lab.result": 1}, stored
-    assert segment(settings.data_dir).read_bytes() == old[:-1] + b" \n"
+        assert segment(settings.data_dir).read_bytes() == old
+    # the earlier version again (a rollback): two more messages, plain newlines
+    order_two = mapped(settings, order("00003", ORDERED))
+    result_two = mapped(settings, result("00003", ORDERED, ORDERED + timedelta(minutes=12)))
+    with open(segment(settings.data_dir), "ab") as fh:
+        fh.write(b"".join(dump_event(e) + b"\n" for e in order_two[1] + result_two[1]))
+    runtime = EmbeddedRuntime(settings)
+    try:
+        assert facility_n(runtime) == 2
+        assert await store(runtime, result_two) is Published.duplicate
+    finally:
+        await runtime.close()
+    stored = logged(settings.data_dir)
+    assert stored == {"lab.order": 2, "lab.collect": 2, "lab.receive": 2, "lab.result": 2}, stored
