@@ -9,9 +9,10 @@ engine.max_future ahead of its arrival (engine/timebounds.py). A worker is held 
 - a record that is not JSON, and one that is JSON but not events, are counted
   (carescore_worker_unreadable_records_total) and skipped; the worker goes on with the next
   record of the partition and does not meet them again after a checkpoint;
-- an event of the year 1 (valid JSON, a valid event, stamped received now) is refused by the
-  time bounds and counted (carescore_worker_events_total{outcome="refused"}): taken into the
-  engine, every tick raised "year 0 is out of range" and its partition's windows never closed;
+- an event of the year 1 (valid JSON, a valid event), stamped received now or in the year 1, is
+  refused by the time bounds and counted (carescore_worker_events_total{outcome="refused"}):
+  taken into the engine, every tick raised "year 0 is out of range" and its partition's windows
+  never closed;
 
 and every real event around them is processed once, the closed windows equal to the embedded
 engine's over the real events alone (the reference, computed by tests/kafka.py's reference
@@ -46,12 +47,15 @@ async def test_records_no_gateway_writes_are_counted_and_skipped(kafka_broker: s
             "source_id": "ancient#0",
         }
     )
+    # a year-1 event stamped as received in the year 1 too: the stamp is the producer's
+    stamped = ancient.model_copy(update={"received_time": ancient.event_time, "source_id": "stamped#0"})
     await produce(settings, events[:half])
     producer = AIOKafkaProducer(bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all")
     await producer.start()
     try:
         not_json, not_events = b"\x00 not json", b'[{"type": "lab.order"}]'
-        for value in (not_json, not_events, dump_events([ancient]), dump_event(ancient)):
+        records = (not_json, not_events, dump_events([ancient]), dump_event(ancient), dump_event(stamped))
+        for value in records:
             await producer.send_and_wait(events_topic(settings.runtime.kafka), value, key=b"DEMO")
     finally:
         await producer.stop()
@@ -69,4 +73,4 @@ async def test_records_no_gateway_writes_are_counted_and_skipped(kafka_broker: s
     assert running
     assert_same(want, got)
     assert processed == len(events)
-    assert (unreadable, refused) == (2, 2)
+    assert (unreadable, refused) == (2, 3)

@@ -7,13 +7,15 @@ must not stop its partition: raised in the agent, it killed the worker, and agai
 restart, the partition stuck behind it for good. The embedded runtime counts an unreadable
 line of its log and reads on; a worker does the same with a record. An event time further
 from its arrival than the connectors allow (engine.max_future ahead, engine.max_age behind:
-engine/timebounds.py) is refused the same way; one of the year 1 made every tick raise
+engine/timebounds.py) is refused the same way, and so is an arrival (the gateway's stamp)
+before 1970 or ahead of this worker's clock: one event of the year 1 made every tick raise
 ("year 0 is out of range"), and its partition's windows never closed again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 from pydantic import ValidationError
@@ -41,31 +43,42 @@ def read_record(value: bytes, bounds: TimeBounds, partition: int, offset: int) -
         )
         return []
     future, age = bounds.max_future, bounds.max_age
+    latest = time.time() + future
     for event in batch:
-        ahead = event.ts - event.received_time.timestamp()
-        if ahead > future or -ahead > age:
+        arrival = event.received_time.timestamp()
+        ahead = event.ts - arrival
+        if ahead > future or -ahead > age or not 0 <= arrival <= latest:
             return _within(batch, bounds, partition, offset)
     return batch
 
 
 def _within(batch: list[EventBase], bounds: TimeBounds, partition: int, offset: int) -> list[EventBase]:
+    """The events within the bounds; each other one counted and logged by its type only (its
+    times are the record's content)."""
     kept = []
+    latest = time.time() + bounds.max_future
     for event in batch:
-        problem = bounds.problem(event.event_time, event.received_time)
-        if problem is None:
+        arrival = event.received_time.timestamp()
+        if bounds.problem(event.event_time, event.received_time) is None and 0 <= arrival <= latest:
             kept.append(event)
             continue
         WORKER_REFUSED.inc()
-        log.error("events partition %d offset %d: an event is refused: %s", partition, offset, problem)
+        log.error(
+            "events partition %d offset %d: a %s event is refused: its time is further from its arrival "
+            "than engine.max_future / engine.max_age allow, or its arrival is not between 1970 and now",
+            partition,
+            offset,
+            event.type,
+        )
     return kept
 
 
 def _why(exc: ValueError | TypeError) -> str:
-    """What was wrong, without the input (pydantic's message quotes it)."""
+    """What was wrong, without the input: pydantic's messages and locations can quote it (a
+    tag's value, an unknown key's name), so only its error types."""
     if isinstance(exc, ValidationError):
-        first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return f"{exc.error_count()} error(s), first at {where or 'the record'}: {first['msg']}"
+        kinds = sorted({error["type"] for error in exc.errors(include_input=False, include_url=False)})
+        return f"{exc.error_count()} error(s) of type {', '.join(kinds)}"
     if isinstance(exc, orjson.JSONDecodeError):
         return f"not JSON at byte {exc.pos}"
     return "no value" if isinstance(exc, TypeError) else type(exc).__name__

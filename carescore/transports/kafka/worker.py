@@ -103,7 +103,10 @@ def fold(part: Partition, batch: list[EventBase]) -> int:
             part.engine.process(event)
         except Exception:
             WORKER_ENGINE_ERRORS.inc()
-            log.exception("the engine could not process an event", extra={"event_type": event.type})
+            log.exception(
+                "the engine could not process an event",
+                extra={"event_type": event.type, "partition": getattr(part.tp, "partition", None)},
+            )
         part.facilities.add(event.facility)
         part.seen.add(event.source_id)
         fresh += 1
