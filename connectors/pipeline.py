@@ -35,6 +35,7 @@ from typing import Any
 
 from connectors.deadletters import DeadLetterStore
 from engine.bus import EventSink, Published, RawInput
+from engine.dedupe import batch_key as import_key
 from engine.events import EventBase
 from engine.privacy import Pseudonyms
 
@@ -99,8 +100,8 @@ def message_key(sender: str, control: str, content: str) -> str:
 
 
 def batch_key(events: Sequence[EventBase]) -> str:
-    """An import batch's key: its first and last event (a batch imported again is a duplicate)."""
-    return f"import:{events[0].source_id}:{events[-1].source_id}"
+    """An import batch's key (engine/dedupe.py): a batch imported again is a duplicate."""
+    return import_key(events[0].source_id, events[-1].source_id)
 
 
 # -- metrics ------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ def message_key_of(source_id: str) -> str:
     return source_id.rsplit("#", 1)[0]
 
 
+def batch_key(first_source_id: str, last_source_id: str) -> str:
+    """An import batch's key: its first and last event (a batch imported again is a duplicate).
+    A batch is one append of the event log, so a restart rebuilds it from the log."""
+    return f"import:{first_source_id}:{last_source_id}"
+
+
 class RecentKeys:
     """An insertion-ordered set of at most `limit` keys; adding past the limit forgets the
     oldest `limit // 10` at once (one slice, not a pop per add)."""

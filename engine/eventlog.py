@@ -328,8 +328,9 @@ class EventLog:
         os.close(self._fd)
 
     # -- reading -------------------------------------------------------------------------
-    def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position]]:
-        """Every event after `since`, in log order, with the position after it."""
+    def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position, bool]]:
+        """Every event after `since`, in log order, with the position after it and whether it
+        ends its append (MESSAGE_END: a message, or an import batch)."""
         for segment in self.segments():
             if segment < since.segment:
                 continue
@@ -347,7 +348,7 @@ class EventLog:
                     except ValueError:  # orjson and pydantic errors both are
                         self._quarantine(line, Position(segment, start))
                         continue
-                    yield event, Position(segment, offset)
+                    yield event, Position(segment, offset), line.endswith(MESSAGE_END)
 
     def _quarantine(self, line: bytes, where: Position) -> None:
         """Keep an unreadable line aside (with where it was) and go on: one bad sector must

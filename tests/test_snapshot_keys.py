@@ -1,4 +1,5 @@
-"""A snapshot knows the messages whose events it holds.
+"""A restart knows exactly what was stored: a snapshot the messages whose events it holds, the
+log the import batches after it.
 
 The embedded runtime forks its snapshot from a tick, and a tick can run between a commit of
 the event log (the engine has the events, the snapshot's position is past them) and the
@@ -18,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 
 from carescore.transports.embedded import EmbeddedRuntime
+from connectors.pipeline import batch_key
 from engine.bus import Published
 from engine.config import Settings
 from engine.eventlog import Position
@@ -58,3 +60,25 @@ async def test_a_snapshot_between_a_commit_and_its_acks_knows_the_messages(
     finally:
         await second.close()
     assert logged(settings.data_dir) == {"lab.order": 1, "lab.result": 1}
+
+
+def test_an_import_cut_off_before_its_snapshot_and_run_again_stores_each_batch_once(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """`carescore import` stores a file in batches (one append each, under the batch's key) and
+    snapshots at its end. Killed before that and run again, its batches already in the log are
+    duplicates: the restart rebuilds their keys from the log (before, only the events' message
+    keys came back, and every batch since the last snapshot was stored a second time)."""
+    settings = settings_for()
+    batches = [[lab("lab.order", 0, f"IMP{n}"), lab("lab.result", 9, f"IMP{n}")] for n in range(3)]
+    first = EmbeddedRuntime(settings)
+    for batch in batches:
+        assert first.ingest_now(batch_key(batch), batch) is Published.accepted
+    first._lock.close()  # killed: no snapshot, nothing closed
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert [again.ingest_now(batch_key(b), b) for b in batches] == [Published.duplicate] * 3
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 3}

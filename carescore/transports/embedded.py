@@ -24,7 +24,7 @@ from carescore.transports import live_engine
 from engine.bus import Published, StorageUnavailable
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
-from engine.dedupe import RecentKeys, message_key_of
+from engine.dedupe import RecentKeys, batch_key, message_key_of
 from engine.definitions import Catalogue
 from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
@@ -208,9 +208,14 @@ class EmbeddedRuntime(RuntimeShell):
             since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
-        for event, position in self.log.replay(since):
+        first: str | None = None  # the first event of the append being replayed
+        for event, position, ends in self.log.replay(since):
             self._process([event])
             self._remember(message_key_of(event.source_id))
+            first = first or event.source_id
+            if ends:  # an import batch's key too: the same batch imported again is a duplicate
+                self._remember(batch_key(first, event.source_id))
+                first = None
             self.processed = position
             replayed += 1
             if replayed % REPLAY_ADVANCE_EVERY == 0:
