@@ -52,6 +52,7 @@ from bench.report import write_section
 from bench.workload import hospital, stream
 from carescore.gctune import GC_THRESHOLDS
 from carescore.transports import live_engine
+from carescore.transports.kafka.records import read_record
 from carescore.transports.kafka.topics import ensure_topics, events_topic
 from carescore.transports.kafka.worker import (
     Partition,
@@ -244,7 +245,8 @@ def decoding(rows: list[tuple[bytes, bytes]]) -> float:
 
 def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float, dict[str, float]]:
     """The worker's own work on the same records without Kafka or Faust, in this process:
-    per record, decode, the source_id check and the engine (run_engine's loop); a checkpoint
+    per record, decode with the time bounds (read_record), the source_id check and the engine
+    (run_engine's loop); a checkpoint
     (snapshot_text, not sent) every 20,000 events of a partition; once a second every
     partition's samples_due on its backlog clock, as a worker reading a backlog ticks (windows
     closed, live values every LIVE_WHILE_BEHIND seconds, samples serialised, not sent).
@@ -253,6 +255,7 @@ def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float
     catalogue = load_catalogue(settings.kpi_defs)
     fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
     every = KafkaSettings.model_fields["snapshot_every"].default
+    bounds = settings.engine.bounds()
     parts = {key: Partition(live_engine(settings, catalogue)) for key in {k for k, _ in rows}}
     spent = dict.fromkeys(("decode", "engine", "checkpoints", "tick"), 0.0)
     clock = time.perf_counter
@@ -267,7 +270,7 @@ def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float
         for key, value in rows:
             part = parts[key]
             t0 = clock()
-            batch = parse_events(value)
+            batch = read_record(value, bounds, 0, count)  # decode and the time bounds, as run_engine
             t1 = clock()
             fold(part, batch)
             part.offset += 1
