@@ -21,6 +21,7 @@ engine, not by the worker's code).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,3 +75,15 @@ async def test_records_no_gateway_writes_are_counted_and_skipped(kafka_broker: s
     assert_same(want, got)
     assert processed == len(events)
     assert (unreadable, refused) == (2, 3)
+    # the worker logs as carescore does, JSON lines, at its log level (INFO), whatever Faust's
+    # own start does to the root logger (it had replaced the handler: text, WARNING only)
+    text = (tmp_path / "worker.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    ours = [e for e in lines if e["logger"].startswith("carescore.transports.kafka")]
+    taken = [e for e in ours if e["level"] == "info" and " taken: resumes after offset " in e["message"]]
+    assert taken, text[-2000:]
+    skipped = [e for e in ours if e["level"] == "error" and "skipped" in e["message"]]
+    refusals = [e for e in ours if e["level"] == "error" and "refused" in e["message"]]
+    assert (len(skipped), len(refusals)) == (2, 3), text[-2000:]
+    assert "not json" not in text  # what a record held is never logged
+    assert "\x1b[?25" not in text  # no terminal spinner codes in a service's log

@@ -1,4 +1,5 @@
-"""How a `carescore worker` stops: within a deadline, whether or not the broker answers."""
+"""The `carescore worker` process under Faust: it stops within a deadline, whether or not
+the broker answers, and it logs as every carescore process does (JSON lines on stderr)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 
 import faust
+
+from engine.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,20 @@ class BoundedStopWorker(faust.Worker):
     deadline the process exits at once. Nothing is lost by that: records are acknowledged
     only after a durable checkpoint holds them, so whoever owns the partition next redoes
     exactly what came after it."""
+
+    def __init__(self, *args: Any, log_level: str = "INFO", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.carescore_log_level = log_level
+        self.spinner = None  # a terminal spinner writes cursor codes into a service's log
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Faust's start replaces the root logger's handlers with its own coloured text at its
+        own level (WARNING unless CARESCORE_FAUST_LOGLEVEL): carescore's records came out as
+        text, and those at INFO (a partition taken, from which offset) not at all. The JSON
+        handler goes back at the configured level; Faust, mode and aiokafka keep Faust's."""
+        setup_logging(self.carescore_log_level)
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(level)
 
     def _schedule_shutdown(self, sig: signal.Signals) -> None:
         if not self._signal_stop_time:

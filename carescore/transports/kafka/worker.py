@@ -392,6 +392,9 @@ def run_worker(settings: Settings) -> None:
     app = make_app(settings)
     tune_gc()
     worker = BoundedStopWorker(
-        app, loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"), quiet=True
+        app,
+        loglevel=os.environ.get("CARESCORE_FAUST_LOGLEVEL", "WARNING"),
+        quiet=True,
+        log_level=settings.log_level,
     )
     worker.execute_from_commandline()
