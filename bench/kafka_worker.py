@@ -523,7 +523,9 @@ tenth of the worker's time in a model of its loop; kept).
 Faust hands each record to an agent through `Consumer._drain_messages`, which awaits
 `wait_first(callback, suspend_flow)` - four asyncio tasks per record - so an agent that does
 nothing but count tops out at the records/s above, whatever the record holds. Hence records
-carry batches of events. The broker (JVM), the workers and this script share the machine's
+carry batches of events, and a worker's consumer hands over a record whose callback does not
+wait without those tasks, giving the loop one turn instead (carescore/transports/kafka/delivery.py;
+the counting agent above is stock Faust). The broker (JVM), the workers and this script share the machine's
 {os.cpu_count()} cores: with two or four workers the processes compete for those cores (the
 CPU figures above), so those rows are what this machine gives, not what workers on cores of
 their own give.

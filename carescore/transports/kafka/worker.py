@@ -42,6 +42,7 @@ from carescore.metrics import (
     show_watermark_lags,
 )
 from carescore.transports import live_engine
+from carescore.transports.kafka.delivery import use_direct_delivery
 from carescore.transports.kafka.rebalance import seek_uncommitted_to_start
 from carescore.transports.kafka.records import read_record
 from carescore.transports.kafka.security import faust_credentials
@@ -131,6 +132,7 @@ def make_app(settings: Settings) -> faust.App:
     kafka = settings.runtime.kafka
     catalogue = load_catalogue(settings.kpi_defs)
     fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
+    use_direct_delivery()
     app = faust.App(
         kafka.app_id,
         broker=f"kafka://{kafka.bootstrap}",
