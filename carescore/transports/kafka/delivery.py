@@ -9,14 +9,14 @@ stream buffer, which Faust keeps from filling by pausing the partition first.
 
 DirectDelivery runs the callback's first step itself. If that finishes it, the record is
 delivered with no task at all, and the drain loop gives the event loop one turn before the
-next record, as Faust's tasks did (Faust's own loop yields only every 100 records), so a
-rebalance's callbacks still run between two records. If the callback waits (on Faust's
-flow control, on a full buffer, on the producer), the rest of it becomes a task and goes
-through Faust's own wait_first with the suspend_flow wait, exactly as Faust does it, so a
-rebalance abandons it as Faust would. (A first version awaited such a callback to its end: one stopped by a
-rebalance then waited for the recovery to resume the flow, while the recovery waited for the
-drain loop it held to deliver the changelogs. CI once saw a restarted worker stuck short of
-its events; here it happened one run in three on a busy machine.)
+next record (Faust's own loop yields only every 100 records; its tasks gave about three turns
+a record), so callbacks waiting on the loop, a rebalance's among them, still run between
+records; getmany checks the flow and the generation before each record it hands over.
+If the callback waits (on Faust's flow control, on a full buffer, on the producer), the rest
+of it becomes a task and goes through Faust's own wait_first with the suspend_flow wait, as
+Faust does it, so a rebalance abandons it as Faust would. (A first version awaited such a
+callback to its end, holding the drain loop, and with it the changelogs a recovery reads,
+until the flow resumed.)
 
 The first step runs as the drain task: nothing in Faust's on_message path (the conductor,
 mode's flow control and queues, asyncio's Queue and Lock) records the current task or sets
@@ -30,6 +30,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from faust.transport.drivers import aiokafka as driver
+from mode.services import WaitResults
 
 
 class DirectDelivery(driver.Consumer):  # type: ignore[misc]
@@ -41,11 +42,11 @@ class DirectDelivery(driver.Consumer):  # type: ignore[misc]
                     waits_on = record.send(None)
                 except StopIteration:
                     suspended.close()  # never started: nothing to cancel
-                    # delivered. Give the loop its turn, as Faust's tasks did for every record:
-                    # a rebalance's callbacks then run between two records, and getmany sees
-                    # the flow stopped before it hands over the next
+                    # delivered. Give the loop a turn, as Faust's tasks did for every record:
+                    # a rebalance's callbacks then run between records, and getmany sees the
+                    # flow stopped before it hands over the next
                     await asyncio.sleep(0)
-                    return None  # _drain_messages ignores what wait_first returns
+                    return WaitResults([record], [None], False)  # what mode's would say
                 except BaseException:
                     suspended.close()
                     raise  # as Faust's wait_first raises the callback's exception
@@ -78,6 +79,19 @@ class Resumed(Coroutine[Any, Any, Any]):
 
     def close(self) -> None:
         self.coro.close()
+
+    # what asyncio's and mode's task dumps read: where the callback waits
+    @property
+    def cr_frame(self) -> Any:
+        return getattr(self.coro, "cr_frame", None)
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self.coro, "cr_await", None)
+
+    @property
+    def cr_code(self) -> Any:
+        return getattr(self.coro, "cr_code", None)
 
     def __await__(self) -> Any:
         return self
