@@ -37,7 +37,6 @@ from carescore.metrics import (
     WORKER_GAPS,
     WORKER_PARTITIONS,
     WORKER_SAMPLES,
-    WORKER_STALLS,
     WORKER_UNSAVED,
     show,
     show_watermark_lags,
@@ -60,7 +59,6 @@ from engine.samples import Sample, dump_samples
 log = logging.getLogger(__name__)
 
 GAP_GRACE = 10.0  # seconds a gap may take to fill after the consumer was sent back
-STALL_AFTER = 10.0  # seconds a partition with records left may go without one reaching the agent
 REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
 MAX_MESSAGE = 16 * 1024 * 1024
 LIVE_WHILE_BEHIND = 10.0  # seconds between live values of a partition reading a backlog
@@ -167,7 +165,6 @@ def make_app(settings: Settings) -> faust.App:
         extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE)},
     )
     parts: dict[int, Partition] = {}
-    heard: dict[int, float] = {}  # events partition -> when a record of it last reached the agent
     bounds = settings.engine.bounds()
     processed, duplicate, in_checkpoint = (
         WORKER_EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
@@ -242,7 +239,6 @@ def make_app(settings: Settings) -> faust.App:
     async def run_engine(stream: Any) -> None:
         async for event in stream.noack().events():
             number = event.message.partition
-            heard[number] = time.monotonic()
             part = partition(number)
             part.tp = event.message.tp
             offset = event.message.offset
@@ -266,9 +262,6 @@ def make_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
         seek_uncommitted_to_start(app.consumer, events_topic(kafka))
-        for tp in assigned:
-            if tp.topic == events_topic(kafka):
-                heard[tp.partition] = time.monotonic()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -278,52 +271,8 @@ def make_app(settings: Settings) -> faust.App:
         for tp in revoked:
             if tp.topic == events_topic(kafka):
                 parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
-                heard.pop(tp.partition, None)
         WORKER_PARTITIONS.set(len(parts))
         unsaved()
-
-    async def resume_stalled() -> None:
-        """Send the consumer back for a partition whose records stopped reaching the agent
-        though the topic holds more of them.
-
-        Faust's stream drops a record fetched before a rebalance or recovery finished (its
-        generation is not the app's, or the flow was stopped) and counts on the seek to the
-        committed offsets that follows to fetch it again; a record fetched before that seek
-        but handed over after it is gone for good. With traffic behind it, the next record
-        shows the gap (see skipped); the last records of a quiet partition have nothing
-        behind them. A restarted worker on a busy machine stopped short that way (the SIGTERM
-        test of tests/test_kafka_runtime.py, with stock Faust and with direct delivery: the
-        fetcher had handed over offsets the agent never saw). Sending it back when nothing
-        was in flight costs fetching those records again, which the engine skips by offset."""
-        if app.in_recovery or not app.flow_control.is_active():
-            return  # Faust seeks every partition itself when the flow resumes
-        topic, now = events_topic(kafka), time.monotonic()
-        for tp in app.consumer.assignment():
-            last = heard.get(tp.partition)
-            if tp.topic != topic or last is None or now - last < STALL_AFTER:
-                continue
-            try:
-                highwater = app.consumer.highwater(tp)
-            except AssertionError:  # aiokafka's: the partition is being revoked
-                continue
-            if not highwater or (tp.partition in parts and parts[tp.partition].offset + 1 >= highwater):
-                continue  # nothing read from it yet, or nothing left to read
-            part = partition(tp.partition)  # restored from its checkpoint if no record came yet
-            part.tp = tp
-            if part.offset + 1 >= highwater:
-                continue
-            heard[tp.partition] = now
-            WORKER_STALLS.inc()
-            log.warning(
-                "events partition %d: no record reached the engine for %.0f s, offsets %d-%d are "
-                "in the topic; consumer sent back",
-                tp.partition,
-                now - last,
-                part.offset + 1,
-                highwater - 1,
-            )
-            part.last_seek = now
-            await app.consumer.seek(tp, part.offset + 1)
 
     @app.timer(interval=settings.engine.tick)
     async def tick() -> None:
@@ -332,7 +281,6 @@ def make_app(settings: Settings) -> faust.App:
             waited = time.monotonic() - part.last_seek
             if part.gap_from == part.offset + 1 and waited > 1.0:
                 await seek_back(part, time.monotonic())  # nothing came since: Faust dropped it
-        await resume_stalled()
         for part in list(parts.values()):
             caught_up = _caught_up(part, app.consumer)
             clock = now if caught_up else _backlog_clock(part, now)
