@@ -177,9 +177,10 @@ async def test_an_error_in_the_callback_reaches_the_drain_loop_as_with_faust() -
 async def test_the_loop_gets_its_turn_between_two_records_delivered_directly() -> None:
     """Faust's tasks gave the event loop a turn for every record, so a rebalance's callbacks
     (scheduled from the consumer's thread) ran between two records and getmany saw the flow
-    stopped before it handed over the next. Direct delivery must keep that turn: without it
-    a busy restarted worker delivered a whole fetch into a stopped flow and its table
-    recovery never finished (tests/test_kafka_runtime.py, one run in five under load)."""
+    stopped before it handed over the next. Direct delivery keeps that turn; without it the
+    drain loop would hand over up to 100 records before a rebalance's callbacks could run.
+    (A restarted worker stopping short under load was first blamed on its absence; stock
+    Faust does that too: README, Not built yet.)"""
     consumer, turns = _consumer(), []
 
     async def on_message() -> None:
