@@ -35,6 +35,10 @@ WORKER_ENGINE_ERRORS = Counter(
 WORKER_CHECKPOINTS = Counter("carescore_worker_checkpoints", "Engine checkpoints made durable.")
 WORKER_SAMPLES = Counter("carescore_worker_samples", "KPI samples published to the samples topic.")
 WORKER_GAPS = Counter("carescore_worker_offset_gaps", "Gaps in an events partition accepted as records gone.")
+WORKER_STALLS = Counter(
+    "carescore_worker_stalled_partitions",
+    "Times the consumer was sent back for a partition whose records stopped reaching the engine.",
+)
 WORKER_PARTITIONS = Gauge("carescore_worker_partitions", "Events partitions this worker holds an engine for.")
 WORKER_UNSAVED = Gauge(
     "carescore_worker_unsaved_events",

@@ -128,17 +128,18 @@ async def produce(
     pause: float = 0.0,
     per_record: int = 1,
     stamp: bool = True,
-) -> None:
+) -> dict[int, int]:
     """Events to the events topic keyed by facility: one per record, or (per_record > 1)
     runs of a facility's consecutive events as JSON arrays, the way the gateway batches.
     Each is stamped received when it is sent, as the gateway stamps what it takes in (stamp
-    False: they keep the received_time they have)."""
+    False: they keep the received_time they have). Returns each partition's end offset after them."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
     topic = events_topic(settings.runtime.kafka)
     runs: dict[str, list[EventBase]] = {}
+    sent: list[asyncio.Future[Any]] = []
 
     async def send(facility: str) -> None:
         now = datetime.now(UTC)
@@ -146,7 +147,7 @@ async def produce(
         if stamp:
             run = [e.model_copy(update={"received_time": now}) for e in run]
         value = dump_event(run[0]) if per_record == 1 else dump_events(run)
-        await producer.send(topic, value, key=facility.encode())
+        sent.append(await producer.send(topic, value, key=facility.encode()))
 
     try:
         for i, e in enumerate(events):
@@ -163,6 +164,11 @@ async def produce(
         await producer.flush()
     finally:
         await producer.stop()
+    ends: dict[int, int] = {}
+    for done in sent:
+        meta = done.result()
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    return ends
 
 
 async def closed_samples(

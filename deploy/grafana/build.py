@@ -440,7 +440,7 @@ def operations_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             series(
-                "Worker partitions, checkpoints, samples, offset gaps",
+                "Worker partitions, checkpoints, samples, offset gaps, stalls",
                 "short",
                 query(f"sum(carescore_worker_partitions{{{inst}}})", legend="partitions held", ref="A"),
                 query(
@@ -455,6 +455,11 @@ def operations_dashboard() -> dash.Dashboard:
                     f"sum(increase(carescore_worker_offset_gaps_total{{{inst}}}[1h]))",
                     legend="offset gaps/1h",
                     ref="D",
+                ),
+                query(
+                    f"sum(increase(carescore_worker_stalled_partitions_total{{{inst}}}[1h]))",
+                    legend="partitions sent back/1h",
+                    ref="E",
                 ),
             )
         )

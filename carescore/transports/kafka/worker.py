@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from carescore.gctune import tune_gc
@@ -37,6 +38,7 @@ from carescore.metrics import (
     WORKER_GAPS,
     WORKER_PARTITIONS,
     WORKER_SAMPLES,
+    WORKER_STALLS,
     WORKER_UNSAVED,
     show,
     show_watermark_lags,
@@ -59,6 +61,7 @@ from engine.samples import Sample, dump_samples
 log = logging.getLogger(__name__)
 
 GAP_GRACE = 10.0  # seconds a gap may take to fill after the consumer was sent back
+STALL_AFTER = 10.0  # seconds aiokafka's position stands past the engine's before resume_stalled acts
 REMEMBER_IDS = 20_000  # resends come within minutes; the ids of the last events are enough
 MAX_MESSAGE = 16 * 1024 * 1024
 LIVE_WHILE_BEHIND = 10.0  # seconds between live values of a partition reading a backlog
@@ -79,6 +82,9 @@ class Partition:
     gap_from: int = -1  # first offset missing before a record that arrived (see skipped)
     gap_since: float = 0.0
     last_seek: float = 0.0
+    sent_back_from: tuple[int, int] | None = None  # (aiokafka's position, ours) at the last
+    stuck: tuple[int, int] | None = None  # (aiokafka's position, ours) while past ours
+    stuck_since: float = 0.0
     tp: Any = None
     published: dict[tuple[str, Any], tuple[Any, ...]] = field(default_factory=dict)
     live_at: float = 0.0  # when its live values were last computed (time.monotonic)
@@ -112,6 +118,37 @@ def fold(part: Partition, batch: list[EventBase]) -> int:
         part.seen.add(event.source_id)
         fresh += 1
     return fresh
+
+
+def dropped_behind(part: Partition, position: int | None) -> bool:
+    """Whether aiokafka has returned records of the partition past the engine's: its position
+    (the next offset it returns to Faust) is past the engine's next record. Not while a gap
+    is being filled (skipped() went back for it), nor again for the very state the consumer
+    was last sent back from (those records expired: aiokafka resets to where it was)."""
+    if position is None or position <= part.offset + 1:
+        return False
+    if part.gap_from > part.offset:
+        return False
+    return part.sent_back_from != (position, part.offset)
+
+
+def send_back_to(part: Partition, committed: int | None) -> int:
+    """Where the consumer goes back to: the record after the engine's, but never past Faust's
+    committed offset (Kafka's: the next to read), since records Faust has not seen
+    acknowledged would hold its commits of the partition for as long as this worker has it."""
+    return part.offset + 1 if committed is None else min(part.offset + 1, committed)
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """aiokafka's position of an assigned partition, read from the consumer thread's
+    subscription state (an int read under the GIL); None when it has none (being reset,
+    revoked, or no consumer yet)."""
+    try:
+        subscription = consumer._thread._ensure_consumer()._subscription.subscription
+        state = subscription.assignment.state_value(tp) if subscription is not None else None
+    except (AttributeError, AssertionError):  # not started, or stopping
+        return None
+    return state._position if state is not None else None  # type: ignore[no-any-return]
 
 
 def restore_partition(
@@ -165,6 +202,7 @@ def make_app(settings: Settings) -> faust.App:
         extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE)},
     )
     parts: dict[int, Partition] = {}
+    agent_idle: list[bool] = [True]  # the agent waits for a record (resume_stalled)
     bounds = settings.engine.bounds()
     processed, duplicate, in_checkpoint = (
         WORKER_EVENTS.labels(o) for o in ("processed", "duplicate", "in_checkpoint")
@@ -238,26 +276,34 @@ def make_app(settings: Settings) -> faust.App:
     @app.agent(events)
     async def run_engine(stream: Any) -> None:
         async for event in stream.noack().events():
-            number = event.message.partition
-            part = partition(number)
-            part.tp = event.message.tp
-            offset = event.message.offset
-            if offset > part.offset + 1 and await skipped(event, part):
-                continue
-            part.unacked.append(event)
-            batch = read_record(event.value, bounds, number, offset)
-            if offset > part.offset:  # not already in the checkpoint this engine came from
-                fresh = fold(part, batch)
-                processed.inc(fresh)
-                duplicate.inc(len(batch) - fresh)
-                part.offset = offset
-            else:
-                in_checkpoint.inc(len(batch))
-            part.since_checkpoint += len(batch)
-            if part.since_checkpoint >= kafka.snapshot_every:
-                await checkpoint(number, part)
-            else:
-                WORKER_UNSAVED.inc(len(batch))
+            agent_idle[0] = False
+            try:
+                await take(event)
+            finally:
+                agent_idle[0] = True
+
+    async def take(event: Any) -> None:
+        """One record into its partition's engine, checkpointing when one is due."""
+        number = event.message.partition
+        part = partition(number)
+        part.tp = event.message.tp
+        offset = event.message.offset
+        if offset > part.offset + 1 and await skipped(event, part):
+            return
+        part.unacked.append(event)
+        batch = read_record(event.value, bounds, number, offset)
+        if offset > part.offset:  # not already in the checkpoint this engine came from
+            fresh = fold(part, batch)
+            processed.inc(fresh)
+            duplicate.inc(len(batch) - fresh)
+            part.offset = offset
+        else:
+            in_checkpoint.inc(len(batch))
+        part.since_checkpoint += len(batch)
+        if part.since_checkpoint >= kafka.snapshot_every:
+            await checkpoint(number, part)
+        else:
+            WORKER_UNSAVED.inc(len(batch))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
@@ -274,6 +320,73 @@ def make_app(settings: Settings) -> faust.App:
         WORKER_PARTITIONS.set(len(parts))
         unsaved()
 
+    async def resume_stalled() -> None:
+        """Send the consumer back for a partition whose records Faust handed over but its
+        stream never delivered to the engine.
+
+        Faust's stream drops (and acknowledges) a record fetched before a rebalance or
+        recovery finished (its generation is not the app's, or the flow was stopped) and
+        counts on the seek to the committed offsets that follows to fetch it again; a record
+        fetched before that seek but handed over after it is gone for good. With traffic
+        behind it, the next record shows the gap (see skipped); the last records of a quiet
+        partition have nothing behind them. A restarted worker on a busy machine stopped
+        short that way (the SIGTERM test of tests/test_kafka_runtime.py, with stock Faust
+        and with direct delivery: the fetcher had handed over offsets the agent never saw).
+
+        A partition is sent back when, for STALL_AFTER seconds, aiokafka's position (the next
+        offset it returns to Faust) has stood past the engine's next record, and now the agent
+        waits for a record with nothing queued: so what aiokafka returned was dropped, not
+        waiting behind a busy agent, a slow checkpoint or a backlog. (A watch on Faust's own read
+        offset, which its seek to the committed offsets resets, missed a restarted worker's
+        stall under a CPU hog; aiokafka runs in a thread of its own.)
+        Never past Faust's committed offset: records it has not seen acknowledged would hold
+        its commits for the partition for as long as this worker has it; those the engine
+        already has are counted as in its checkpoint, not again."""
+        consumer: Any = app.consumer  # Faust's and aiokafka's bookkeeping below
+        if app.rebalancing or app.in_recovery or not app.flow_control.is_active():
+            for part in parts.values():
+                part.stuck = None  # the clocks start once Faust's own seek is done
+            return
+        now, topic = time.monotonic(), events_topic(kafka)
+        subscribers = app.topics._tp_index  # type: ignore[attr-defined]  # Faust's conductor: tp -> channels
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            position = _position(consumer, tp)
+            if position is None:
+                continue
+            part = partition(tp.partition)  # restored from its checkpoint if no record came yet
+            part.tp = tp
+            if not dropped_behind(part, position):
+                part.stuck = None
+                continue
+            if part.stuck != (position, part.offset):
+                part.stuck, part.stuck_since = (position, part.offset), now
+                continue
+            if now - part.stuck_since < STALL_AFTER or not agent_idle[0]:
+                continue
+            if any(not channel.queue.empty() for channel in subscribers.get(tp, ())):
+                continue  # records of it (or others) queued for the agent: not dropped
+            target = send_back_to(part, consumer._committed_offset.get(tp))
+            part.sent_back_from, part.last_seek, part.stuck = (position, part.offset), now, None
+            if part.offset < 0:  # no usable checkpoint (KPI definitions changed): rebuilt
+                log.info("events partition %d: no checkpoint to resume; read from %d", tp.partition, target)
+            else:
+                WORKER_STALLS.inc()
+                log.warning(
+                    "events partition %d: records up to %d were fetched, the engine has up to %d "
+                    "and none came for %.0f s; consumer sent back to %d",
+                    tp.partition,
+                    position - 1,
+                    part.offset,
+                    now - part.stuck_since,
+                    target,
+                )
+            try:
+                await consumer.seek(tp, target)
+            except (AssertionError, KafkaError):  # revoked while we looked: its next owner reads it
+                log.info("events partition %d: no longer held, not sent back", tp.partition)
+
     @app.timer(interval=settings.engine.tick)
     async def tick() -> None:
         now = time.time()
@@ -281,6 +394,7 @@ def make_app(settings: Settings) -> faust.App:
             waited = time.monotonic() - part.last_seek
             if part.gap_from == part.offset + 1 and waited > 1.0:
                 await seek_back(part, time.monotonic())  # nothing came since: Faust dropped it
+        await resume_stalled()
         for part in list(parts.values()):
             caught_up = _caught_up(part, app.consumer)
             clock = now if caught_up else _backlog_clock(part, now)
