@@ -518,7 +518,9 @@ model_post_init (in a loop that only decodes, 7.1 -> 6.0 µs per event, 2026-12-
 decoder that trusts the gateway's records (orjson and unvalidated models): 5.5 against 7.8 µs per
 event before that change, dropped, as it would take records off the topic unchecked; live values
 of a partition still reading its backlog are computed every 10 s instead of every second (a
-tenth of the worker's time in a model of its loop; kept).
+tenth of the worker's time in a model of its loop; kept); the epoch time of a UTC event by
+subtracting the epoch in its own tzinfo object instead of timestamp() (worker's own work 26,800
+-> 29,000 events/s, two runs of each alternating, 2026-12-02; kept).
 
 Faust hands each record to an agent through `Consumer._drain_messages`, which awaits
 `wait_first(callback, suspend_flow)` - four asyncio tasks per record - so an agent that does
