@@ -141,12 +141,12 @@ def send_back_to(part: Partition, committed: int | None) -> int:
 
 def _position(consumer: Any, tp: Any) -> int | None:
     """aiokafka's position of an assigned partition, read from the consumer thread's
-    subscription state (an int read under the GIL); None when it has none (being reset,
-    revoked, or no consumer yet)."""
+    subscription state (an int read under the GIL); None when it has none (being reset or
+    revoked). Called from the tick, which Faust starts only once the consumer runs."""
     try:
         subscription = consumer._thread._ensure_consumer()._subscription.subscription
         state = subscription.assignment.state_value(tp) if subscription is not None else None
-    except (AttributeError, AssertionError):  # not started, or stopping
+    except (AttributeError, AssertionError):  # no assignment (None) while a rebalance runs
         return None
     return state._position if state is not None else None  # type: ignore[no-any-return]
 
@@ -353,8 +353,8 @@ def make_app(settings: Settings) -> faust.App:
             if tp.topic != topic:
                 continue
             position = _position(consumer, tp)
-            if position is None:
-                continue
+            if not position:
+                continue  # none, or nothing returned from a partition never written (offset 0)
             part = partition(tp.partition)  # restored from its checkpoint if no record came yet
             part.tp = tp
             if not dropped_behind(part, position):
