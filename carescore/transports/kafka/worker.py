@@ -82,7 +82,7 @@ class Partition:
     gap_from: int = -1  # first offset missing before a record that arrived (see skipped)
     gap_since: float = 0.0
     last_seek: float = 0.0
-    sent_back_from: tuple[int, int] | None = None  # (aiokafka's position, ours) at the last
+    sent_back_from: tuple[int, int] | None = None  # (aiokafka's position, ours) at the last send-back
     stuck: tuple[int, int] | None = None  # (aiokafka's position, ours) while past ours
     stuck_since: float = 0.0
     tp: Any = None
