@@ -36,20 +36,27 @@ def _processed() -> float:
 
 
 @pytest.mark.parametrize(
-    "snapshot_every",
+    ("snapshot_every", "skip"),
     [
         # no checkpoint in the test: nothing committed, the consumer goes back to the engine
-        20_000,
+        (20_000, None),
         # checkpoints and commits as it reads: the engine is past Faust's committed offset,
         # so the consumer goes back only to that offset, and what the engine has already is
         # counted as in its checkpoint, not again
-        40,
+        (40, None),
+        # records dropped with more behind them: the next one shows the gap (skipped(), not
+        # the watch) and the consumer goes back to the record after the engine's. Faust
+        # handed over the records between its commit and the engine in this generation (they
+        # wait for the next checkpoint's acks), so its commits go on past the gap
+        (40, 2),
     ],
-    ids=["nothing-committed", "committed-behind-the-engine"],
+    ids=["nothing-committed", "committed-behind-the-engine", "gap-committed-behind-the-engine"],
 )
 async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_again(
-    kafka_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot_every: int
+    kafka_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot_every: int, skip: int | None
 ) -> None:
+    """skip None: the consumer is moved past every record of the second half (a quiet
+    partition's last records); skip n: past the first n of them only."""
     from carescore.transports.kafka import worker
     from carescore.transports.kafka.topics import events_topic
 
@@ -58,6 +65,7 @@ async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_ag
     events = hospital_events(hours=1)
     first, then = events[: len(events) // 2], events[len(events) // 2 :]
     before, stalls = _processed(), _counter("carescore_worker_stalled_partitions_total")
+    gaps = _counter("carescore_worker_offset_gaps_total")
     duplicates, in_checkpoint = _counter(*DUPLICATE), _counter(*IN_CHECKPOINT)
 
     await produce(settings, first, per_record=5)
@@ -80,9 +88,15 @@ async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_ag
         tps = [tp for tp in app.consumer.assignment() if tp.topic == topic]
         app.consumer.pause_partitions(tps)  # Faust hands over none of the second half
         ends = await produce(settings, then, per_record=5)
+        moved = 0
         for tp in tps:
-            if tp.partition in ends:  # (a partition no facility's key goes to has none)
-                await app.consumer.seek(tp, ends[tp.partition])  # past the second half
+            if tp.partition not in ends:  # (a partition no facility's key goes to has none)
+                continue
+            after = parts[tp.partition].offset + 1  # the second half's first record
+            to = ends[tp.partition] if skip is None else after + skip
+            assert to < ends[tp.partition] or skip is None, "records behind the skipped ones"
+            await app.consumer.seek(tp, to)
+            moved += 1
         app.consumer.resume_partitions(tps)
         assert _processed() - before == len(first)
 
@@ -99,10 +113,15 @@ async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_ag
         await app.stop()
     assert _processed() - before == len(events)
     assert _counter(*DUPLICATE) == duplicates  # none counted twice by source_id
-    if snapshot_every > len(events):
-        # nothing committed: the consumer went back to the record after the engine's
+    if snapshot_every > len(events) or skip is not None:
+        # nothing committed, or a gap: the consumer went back to the record after the engine's
         assert _counter(*IN_CHECKPOINT) == in_checkpoint
     else:
         assert _counter(*IN_CHECKPOINT) > in_checkpoint  # went back only as far as the commit
-    # once for each partition the consumer went past, not again while nothing new came
-    assert _counter("carescore_worker_stalled_partitions_total") - stalls == len(ends)
+    stalled = _counter("carescore_worker_stalled_partitions_total") - stalls
+    if skip is None:
+        # once for each partition the consumer went past, not again while nothing new came
+        assert stalled == moved == len(ends)
+    else:
+        assert stalled == 0  # the gap was filled from the record that showed it
+    assert _counter("carescore_worker_offset_gaps_total") == gaps  # none given up as gone
