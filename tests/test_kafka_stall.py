@@ -125,3 +125,66 @@ async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_ag
     else:
         assert stalled == 0  # the gap was filled from the record that showed it
     assert _counter("carescore_worker_offset_gaps_total") == gaps  # none given up as gone
+
+
+async def test_records_waiting_behind_a_busy_engine_are_not_fetched_again(
+    kafka_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch's guard against a false stall: the consumer stands past the engine for longer
+    than STALL_AFTER because the agent is busy (a checkpoint waits on the broker) and records
+    are queued for it, not because they were dropped. Nothing is sent back, counted twice or
+    counted as in a checkpoint. (This holds the two guards together, the agent waiting for a
+    record and nothing queued for the partition: each alone keeps the consumer where it is.)"""
+    import asyncio
+    import time
+
+    from carescore.transports.kafka import worker
+
+    monkeypatch.setattr(worker, "STALL_AFTER", 2.0)  # 10 s in production
+    settings, _ = await kafka_settings(kafka_broker, tmp_path, snapshot_every=40)
+    events = hospital_events(hours=1)
+    before, stalls = _processed(), _counter("carescore_worker_stalled_partitions_total")
+    duplicates, in_checkpoint = _counter(*DUPLICATE), _counter(*IN_CHECKPOINT)
+
+    app = worker.make_app(settings)
+    app.finalize()
+    app.in_worker = True
+    held, release = asyncio.Event(), asyncio.Event()
+    await app.start()
+    try:
+        flush = app.producer.flush
+
+        async def slow_flush() -> None:  # the first checkpoint waits until the test lets it go
+            if not release.is_set():
+                held.set()
+                await release.wait()
+            await flush()
+
+        monkeypatch.setattr(app.producer, "flush", slow_flush)
+        await produce(settings, events, per_record=5)
+        await until(held.is_set, 120, "the first checkpoint")
+        parts = app.carescore_parts
+        tick = settings.engine.tick
+
+        def watched_past_stall_after() -> bool:
+            # the watch has seen a partition's consumer past its engine for STALL_AFTER and
+            # looked again at least twice since (it runs every tick)
+            sent_back = _counter("carescore_worker_stalled_partitions_total") - stalls
+            assert not sent_back, "the consumer was sent back while the engine was busy"
+            now = time.monotonic()
+            return any(
+                p.stuck is not None and now - p.stuck_since > worker.STALL_AFTER + 2 * tick
+                for p in parts.values()
+            )
+
+        await until(watched_past_stall_after, 60, "the consumer past a busy engine for STALL_AFTER")
+        assert _processed() - before < len(events)
+        release.set()
+        await until(lambda: _processed() - before >= len(events), 120, "every event read")
+    finally:
+        release.set()  # a failed wait above must not leave the agent held while the app stops
+        await app.stop()
+    assert _processed() - before == len(events)
+    assert _counter("carescore_worker_stalled_partitions_total") == stalls  # not sent back
+    assert _counter(*DUPLICATE) == duplicates
+    assert _counter(*IN_CHECKPOINT) == in_checkpoint  # nothing read again
