@@ -14,6 +14,7 @@ its engine has not read, which is where those drops leave it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -44,10 +45,12 @@ def _processed() -> float:
         # so the consumer goes back only to that offset, and what the engine has already is
         # counted as in its checkpoint, not again
         (40, None),
-        # records dropped with more behind them: the next one shows the gap (skipped(), not
-        # the watch) and the consumer goes back to the record after the engine's. Faust
-        # handed over the records between its commit and the engine in this generation (they
-        # wait for the next checkpoint's acks), so its commits go on past the gap
+        # records dropped with more behind them: the next one shows the gap (skipped()) and
+        # the consumer goes back to the record after the engine's. Faust handed over the
+        # records between its commit and the engine in this generation (they wait for the
+        # next checkpoint's acks), so its commits go on past the gap. (After a rebalance,
+        # where the engine's checkpoint can be past records Faust has not handed over in the
+        # new generation, skipped() seeks without the committed-offset bound: not covered.)
         (40, 2),
     ],
     ids=["nothing-committed", "committed-behind-the-engine", "gap-committed-behind-the-engine"],
@@ -123,7 +126,8 @@ async def test_records_dropped_after_the_fetcher_handed_them_over_are_fetched_ag
         # once for each partition the consumer went past, not again while nothing new came
         assert stalled == moved == len(ends)
     else:
-        assert stalled == 0  # the gap was filled from the record that showed it
+        assert stalled == 0  # the gap was filled from the record that showed it (in well
+        # under STALL_AFTER, so this does not hold the watch's gap check: test_kafka_stall_rules)
     assert _counter("carescore_worker_offset_gaps_total") == gaps  # none given up as gone
 
 
@@ -154,28 +158,34 @@ async def test_records_waiting_behind_a_busy_engine_are_not_fetched_again(
     try:
         flush = app.producer.flush
 
-        async def slow_flush() -> None:  # the first checkpoint waits until the test lets it go
+        # the first checkpoint waits until the test lets it go (Faust's own commits flush too,
+        # but none come before a checkpoint: nothing is acknowledged before one)
+        async def slow_flush() -> None:
             if not release.is_set():
                 held.set()
                 await release.wait()
             await flush()
 
         monkeypatch.setattr(app.producer, "flush", slow_flush)
+        looks: list[float] = []  # the watch's looks at a partition stuck for STALL_AFTER or more
+        past = worker.dropped_behind
+
+        def dropped_behind(part: Any, position: int | None) -> bool:
+            behind = past(part, position)
+            if behind and part.stuck is not None and time.monotonic() - part.stuck_since > worker.STALL_AFTER:
+                looks.append(time.monotonic())  # the guards are looked at next, in this call
+            return behind
+
+        monkeypatch.setattr(worker, "dropped_behind", dropped_behind)
         await produce(settings, events, per_record=5)
         await until(held.is_set, 120, "the first checkpoint")
-        parts = app.carescore_parts
-        tick = settings.engine.tick
 
         def watched_past_stall_after() -> bool:
-            # the watch has seen a partition's consumer past its engine for STALL_AFTER and
-            # looked again at least twice since (it runs every tick)
+            # the watch has looked at a partition whose consumer stood past its busy engine
+            # for STALL_AFTER at least twice (once a tick), its guards each time
             sent_back = _counter("carescore_worker_stalled_partitions_total") - stalls
             assert not sent_back, "the consumer was sent back while the engine was busy"
-            now = time.monotonic()
-            return any(
-                p.stuck is not None and now - p.stuck_since > worker.STALL_AFTER + 2 * tick
-                for p in parts.values()
-            )
+            return len(looks) >= 2
 
         await until(watched_past_stall_after, 60, "the consumer past a busy engine for STALL_AFTER")
         assert _processed() - before < len(events)
