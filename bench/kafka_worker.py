@@ -534,6 +534,8 @@ engine's whole state as zlib'd JSON every 20,000 events of a partition), ticks {
 The remaining {1e6 / worker - 1e6 / own:.1f} µs are Faust's
 delivery and the Kafka clients (fetching, the changelog and samples producers); the agent that
 only counts records alone takes {1e6 / results[f"Faust agent counting records, {BATCH}/record"][0]:.1f} µs.
+(`worker_alone` runs before the rounds, not beside them: on this shared machine that split
+moves with the machine's pace between the two.)
 0.5 of the embedded engine leaves {2e6 / embedded:.1f} µs per event: with the worker's own work at
 {1e6 / own:.1f}, that is {max(0.0, 2e6 / embedded - 1e6 / own):.1f} µs for Faust's delivery and the Kafka
 clients, against the {1e6 / worker - 1e6 / own:.1f} measured.
