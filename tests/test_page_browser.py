@@ -83,8 +83,10 @@ async def test_history_chart_draws_values_target_and_threshold_bands(browser: An
     assert chart["data"][1] == [pytest.approx(w["value"]) for w in windows] + [pytest.approx(10.0)]
     assert set(chart["data"][2]) == {85} and set(chart["data"][3]) == {95} and set(chart["data"][4]) == {100}
     assert chart["axes"] == 2
-    # y from 0 (percentages are not negative) to past the critical line (100 + 10 % of the span)
-    assert chart["y"][0] == 0 and chart["y"][1] > 100
+    # every value in view with a margin, never below 0 (percentages are not negative), up past
+    # the critical line (100 + 10 % of the span). The low end is 0 only when the margin reaches
+    # it: a first (partial) hour near 10 % put it at 0.47 once in CI, 0.60 and 0.45 before
+    assert 0 <= chart["y"][0] < min(w["value"] for w in windows) and chart["y"][1] > 100
 
     # the bands are painted: warning (95 to 100) amber, critical (from 100) red, ok (below 95) bare
     colours = await page.evaluate(
