@@ -68,7 +68,8 @@ from carescore.transports.kafka.worker import (
 from engine.checkpoint import catalogue_fingerprint
 from engine.config import REPO_ROOT, KafkaSettings, Settings
 from engine.definitions import load_catalogue
-from engine.events import dump_event, parse_events
+from engine.event_decoder import parse_events
+from engine.events import dump_event
 
 EVENTS = 400_000
 BATCH = 50

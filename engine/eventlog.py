@@ -26,7 +26,8 @@ from pathlib import Path
 import orjson
 
 from engine.dedupe import message_key_of
-from engine.events import EventBase, dump_event, parse_event
+from engine.event_decoder import parse_event
+from engine.events import EventBase, dump_event
 
 log = logging.getLogger(__name__)
 

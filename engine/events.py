@@ -86,7 +86,7 @@ class EventBase(BaseModel):
         return event
 
     # ts and place are derived when an event is built by a connector (trusted) or read back
-    # (parse_event(s)), so the engine's per-event work starts from numbers; an event built
+    # (engine/event_decoder.py), so the engine's per-event work starts from numbers; an event built
     # any other way derives them on first read. model_copy() keeps them: never change
     # event_time or the place with model_copy(update=...).
 
@@ -356,8 +356,6 @@ def _types_of(model: type[EventBase]) -> tuple[str, ...]:
 
 EVENT_TYPES: dict[str, type[EventBase]] = {t: m for m in EVENT_MODELS for t in _types_of(m)}
 
-_event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
-
 
 def _utc_zones() -> tuple[tzinfo, ...]:
     """The UTC tzinfo objects every parsed or built datetime shares: the standard library's,
@@ -395,31 +393,6 @@ def _derive(values: dict[str, Any]) -> None:
     values["ts"] = epoch_seconds(values["event_time"])
     place = (values["facility"], values["department"], values["unit"])
     values["place"] = _PLACES.setdefault(place, place)
-
-
-def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
-    """Validate one serialised event (dict or JSON) back into its model."""
-    if isinstance(data, bytes | str):
-        event = _event_adapter.validate_json(data)
-    else:
-        event = _event_adapter.validate_python(data)
-    _derive(event.__dict__)
-    return event  # type: ignore[no-any-return]
-
-
-_event_list_adapter: TypeAdapter[Any] = TypeAdapter(list[Event])
-
-
-def parse_events(data: bytes | str) -> list[EventBase]:
-    """One record of the Kafka events topic: a JSON array of events, or a single event."""
-    events = (
-        _event_list_adapter.validate_json(data)
-        if data[:1] in (b"[", "[")
-        else [_event_adapter.validate_json(data)]
-    )
-    for event in events:
-        _derive(event.__dict__)
-    return events  # type: ignore[no-any-return]
 
 
 _DERIVED = frozenset({"ts", "place"})

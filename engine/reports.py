@@ -36,7 +36,8 @@ from engine.definitions.measures import (
     StayMeasure,
     TopBoxMeasure,
 )
-from engine.events import EVENT_TYPES, EventBase, parse_event
+from engine.event_decoder import parse_event
+from engine.events import EVENT_TYPES, EventBase
 from engine.hcahps import composite_score, items_of
 from engine.levels import BedTracker, StaffTracker
 from engine.operators.readmission import Cohort

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.events import epoch_seconds, parse_event, parse_events
+from engine.event_decoder import parse_event, parse_events
+from engine.events import epoch_seconds
 
 # 2026-03-08 is 20,520 days after 1970-01-01 (56 years, 14 of them leap years: 56*365 + 14 =
 # 20,454 days to 2026-01-01, then 31 + 28 + 7 = 66 more): 20,520 * 86,400 = 1,772,928,000.

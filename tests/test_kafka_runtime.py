@@ -201,7 +201,7 @@ async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     from carescore.transports.kafka.topics import events_topic
     from connectors.hl7v2 import messages as m
     from connectors.hl7v2.client import MLLPClient, ack_code
-    from engine.events import parse_events
+    from engine.event_decoder import parse_events
     from tests.alerting import free_port
     from tests.kafka import KAFKA_SH
 
@@ -335,7 +335,7 @@ async def test_the_gateway_batches_events_in_order_and_stores_a_repeated_message
     from carescore.transports.kafka.sink import KafkaSink
     from carescore.transports.kafka.topics import events_topic
     from engine.bus import Published
-    from engine.events import parse_events
+    from engine.event_decoder import parse_events
 
     settings, _ = await kafka_settings(kafka_broker, tmp_path)
     events = hospital_events(hours=1, facilities=("DEMO", "EAST"))[:300]

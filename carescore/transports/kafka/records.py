@@ -22,7 +22,8 @@ import orjson
 from pydantic import ValidationError
 
 from carescore.metrics import WORKER_REFUSED, WORKER_UNREADABLE
-from engine.events import EventBase, parse_events
+from engine.event_decoder import parse_events
+from engine.events import EventBase
 from engine.timebounds import TimeBounds
 
 log = logging.getLogger(__name__)
