@@ -9,14 +9,17 @@ built from the structs' fields without validating them again.
 
 msgspec is stricter than pydantic's lax mode (no numbers or dates as strings, no booleans
 as "yes"), so whatever it refuses goes to pydantic, which gives the answer (its event or its
-ValidationError, as before): what is accepted, and how, stays pydantic's, but for one thing:
-a time written with more than six digits of a second is rounded to the microsecond here and
-cut by pydantic (carescore writes six at most; looking for longer ones cost more than the
-decoding). tests/test_event_decoder.py holds both to each other.
+ValidationError, as before): what is accepted, and the values read, stay pydantic's. Not the
+same: a time written with more than six digits of a second is rounded to the microsecond
+here and cut by pydantic (carescore writes six at most; looking for longer ones cost more
+than the decoding); times carry the standard library's timezone objects, not pydantic's
+TzInfo (same offsets; tzname() differs); every field counts as set, as in
+EventBase.trusted. tests/test_event_decoder.py holds both to each other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from datetime import datetime
@@ -25,15 +28,15 @@ from typing import Any, Literal, Union
 import msgspec
 from pydantic import AwareDatetime, TypeAdapter
 
-from engine.events import EVENT_MODELS, Event, EventBase, _derive, _types_of
+from engine.events import EVENT_MODELS, Event, EventBase, derive, types_of
 
 _AWARE = typing.Annotated[datetime, msgspec.Meta(tz=True)]
-_PLAIN = (str, float, bool, int, type(None))
+_PLAIN = (str, float, bool, type(None))
 
 
 def _mirror(annotation: Any) -> Any:
     """The msgspec type that accepts what `annotation` accepts strictly. A field of another
-    kind fails the import, so a new field cannot slip past validation."""
+    kind fails the import (see _structs for constraints, aliases and validators)."""
     if annotation is AwareDatetime:
         return _AWARE
     origin = typing.get_origin(annotation)
@@ -49,13 +52,14 @@ def _structs() -> list[type[msgspec.Struct]]:
     model's in the model's order, so an event's __dict__ has pydantic's order."""
     found = []
     for model in EVENT_MODELS:
+        _only_types(model)
         fields: list[Any] = []
         for name, info in model.model_fields.items():
             if name == "type":  # the tag
                 continue
             kind = _mirror(info.annotation)
             fields.append((name, kind) if info.is_required() else (name, kind, info.default))
-        for type_ in _types_of(model):
+        for type_ in types_of(model):
             struct = msgspec.defstruct(
                 "Struct_" + type_.replace(".", "_"),
                 fields,
@@ -68,14 +72,25 @@ def _structs() -> list[type[msgspec.Struct]]:
     return found
 
 
-_MODELS = {type_: (model, set(model.model_fields)) for model in EVENT_MODELS for type_ in _types_of(model)}
+def _only_types(model: type[EventBase]) -> None:
+    """Fail the import for what a struct cannot mirror: a field's constraints (ge, max_length),
+    alias or default factory, a validator, or a configuration other than EventBase's."""
+    decorators = model.__pydantic_decorators__
+    validators = any(getattr(decorators, f.name) for f in dataclasses.fields(decorators))
+    if validators or model.model_config != EventBase.model_config:
+        raise TypeError(f"engine/event_decoder.py cannot mirror {model.__name__}: config or validators")
+    for name, info in model.model_fields.items():
+        if info.metadata or info.alias or info.default_factory is not None:
+            raise TypeError(f"engine/event_decoder.py cannot mirror {model.__name__}.{name}")
+
+
+_MODELS = {type_: model for model in EVENT_MODELS for type_ in types_of(model)}
 _ANY = Union[tuple(_structs())]  # type: ignore[valid-type]  # noqa: UP007
 _ONE = msgspec.json.Decoder(_ANY)
 _MANY = msgspec.json.Decoder(list[_ANY])  # type: ignore[valid-type]
 _KEEP = (datetime,)
 _adapter: TypeAdapter[Any] = TypeAdapter(Event)
 _list_adapter: TypeAdapter[Any] = TypeAdapter(list[Event])
-_set = object.__setattr__
 
 
 def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
@@ -85,7 +100,7 @@ def parse_event(data: dict[str, Any] | bytes | str) -> EventBase:
     else:
         fast = _decode(data, many=False)
         event = fast[0] if fast is not None else _adapter.validate_json(data)
-    _derive(event.__dict__)
+    derive(event.__dict__)
     return event  # type: ignore[no-any-return]
 
 
@@ -96,7 +111,7 @@ def parse_events(data: bytes | str) -> list[EventBase]:
     if events is None:
         events = _list_adapter.validate_json(data) if many else [_adapter.validate_json(data)]
     for event in events:
-        _derive(event.__dict__)
+        derive(event.__dict__)
     return events
 
 
@@ -105,16 +120,10 @@ def _decode(data: bytes | str, many: bool) -> list[EventBase] | None:
     refuses it: then pydantic decides."""
     try:
         structs = _MANY.decode(data) if many else [_ONE.decode(data)]
-    except msgspec.MsgspecError:
+    except Exception:  # msgspec's errors, RecursionError (deep nesting), UnicodeEncodeError: pydantic's call
         return None
     events = []
     # every field, the tag first (pydantic's order), datetimes kept as they are: one C call
     for values in msgspec.to_builtins(structs, builtin_types=_KEEP):
-        model, every_field = _MODELS[values["type"]]
-        event = model.__new__(model)
-        _set(event, "__dict__", values)
-        _set(event, "__pydantic_fields_set__", every_field)  # as EventBase.trusted: all count as set
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        events.append(event)
+        events.append(_MODELS[values["type"]].checked(values))
     return events

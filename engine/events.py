@@ -63,16 +63,25 @@ class EventBase(BaseModel):
             defaults = _DEFAULTS[cls] = {
                 name: info.default for name, info in cls.model_fields.items() if not info.is_required()
             }
-            _ALL_SET[cls] = set(cls.model_fields)
         values = defaults.copy()
         values.update(fields)
+        event = cls.checked(values)
+        derive(values)
+        return event
+
+    @classmethod
+    def checked(cls, values: dict[str, Any]) -> Self:
+        """An event over values already checked (by the connector's own code, or a decoder's
+        validation), every field present: nothing is validated, filled in or derived."""
         event = cls.__new__(cls)
         _set(event, "__dict__", values)
         # every field counts as set (frozen models never change it; nothing reads it)
-        _set(event, "__pydantic_fields_set__", _ALL_SET[cls])
+        fields_set = _ALL_SET.get(cls)
+        if fields_set is None:
+            fields_set = _ALL_SET[cls] = set(cls.model_fields)
+        _set(event, "__pydantic_fields_set__", fields_set)
         _set(event, "__pydantic_extra__", None)
         _set(event, "__pydantic_private__", None)
-        _derive(values)
         return event
 
     def replacing(self, fields: dict[str, Any]) -> Self:
@@ -350,18 +359,18 @@ EVENT_MODELS: tuple[type[EventBase], ...] = (
 )
 
 
-def _types_of(model: type[EventBase]) -> tuple[str, ...]:
+def types_of(model: type[EventBase]) -> tuple[str, ...]:
     return tuple(model.model_fields["type"].annotation.__args__)  # type: ignore[union-attr]
 
 
-EVENT_TYPES: dict[str, type[EventBase]] = {t: m for m in EVENT_MODELS for t in _types_of(m)}
+EVENT_TYPES: dict[str, type[EventBase]] = {t: m for m in EVENT_MODELS for t in types_of(m)}
 
 
 def _utc_zones() -> tuple[tzinfo, ...]:
-    """The UTC tzinfo objects every parsed or built datetime shares: the standard library's,
-    and pydantic's if it hands out one object for every UTC time it parses."""
+    """pydantic's UTC tzinfo, if it hands out one object for every UTC time it parses (the
+    standard library's UTC is taken first in epoch_seconds)."""
     parse = TypeAdapter(AwareDatetime).validate_python
-    zones: tuple[tzinfo, ...] = (UTC,)
+    zones: tuple[tzinfo, ...] = ()
     ours, again = parse("2000-01-01T00:00:00Z").tzinfo, parse("2001-01-01T00:00:00+00:00").tzinfo
     if ours is not None and ours is again:
         zones += (ours,)
@@ -369,7 +378,7 @@ def _utc_zones() -> tuple[tzinfo, ...]:
 
 
 _EPOCHS = {id(zone): (zone, datetime.fromtimestamp(0, zone)) for zone in _utc_zones()}
-"""1970-01-01T00:00Z in each shared UTC tzinfo object, by the object's id."""
+"""1970-01-01T00:00Z in pydantic's shared UTC tzinfo object, by the object's id."""
 
 
 def epoch_seconds(when: datetime) -> float:
@@ -390,7 +399,7 @@ def epoch_seconds(when: datetime) -> float:
     return when.timestamp()
 
 
-def _derive(values: dict[str, Any]) -> None:
+def derive(values: dict[str, Any]) -> None:
     """ts and place into an event's __dict__. Done here rather than in model_post_init: with
     pydantic calling that hook, validating an event read back took 7.1 µs, validating then
     deriving here 6.0 (bench/kafka_worker.py's records)."""
