@@ -186,6 +186,64 @@ async def test_restarting_every_worker_resumes_from_the_changelog(kafka_broker: 
     assert processed == len(events) - half + unsaved, (half, len(events), unsaved, counts)
 
 
+async def test_a_restarted_worker_closes_the_windows_of_partitions_that_get_no_new_record(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Every event of every partition is in a checkpoint and committed, then the worker dies
+    before any tick (its tick is an hour): none of the closed windows was published. Its
+    successor gets no new record, so only the stall watch's restore (the partition's engine
+    from its checkpoint, before any record) lets its ticks close and publish them; it reads
+    nothing from the events topic."""
+    import yaml
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from carescore.transports.kafka.topics import events_topic
+
+    settings, config = await kafka_settings(
+        kafka_broker, tmp_path, engine={"tick": 3600}, snapshot_every=1
+    )  # a checkpoint after every record, and no tick
+    events = hospital_events(hours=2)
+    want = expected(settings, events)
+    assert len(want) > 100
+    ends = await produce(settings, events, per_record=50)
+    kafka = settings.runtime.kafka
+    first = Worker(config, tmp_path / "w1.log")
+    group = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, group_id=kafka.app_id, enable_auto_commit=False
+    )
+    await group.start()
+    try:
+
+        async def committed() -> dict[int, int]:
+            return {
+                p: await group.committed(TopicPartition(events_topic(kafka), p)) or 0
+                for p in range(kafka.partitions)
+            }
+
+        await until(lambda: first.events("processed") >= len(events), 90, "every event is processed")
+        deadline = asyncio.get_running_loop().time() + 60
+        while (done := await committed()) != {p: ends.get(p, 0) for p in range(kafka.partitions)}:
+            assert asyncio.get_running_loop().time() < deadline, (done, ends)
+            await asyncio.sleep(0.25)
+        assert first.unsaved() == 0 and first.metric("carescore_worker_samples_total") == 0
+        first.kill()
+    finally:
+        await group.stop()
+        first.stop()
+    ticking = tmp_path / "ticking.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["engine"]["tick"] = 0.5
+    ticking.write_text(yaml.safe_dump(data))
+    again = Worker(ticking, tmp_path / "w2.log")
+    try:
+        got = await closed_samples(settings, set(want), timeout=120)
+        read = {o: again.events(o) for o in ("processed", "in_checkpoint", "duplicate")}
+    finally:
+        again.stop()
+    assert_same(want, got)
+    assert read == {"processed": 0, "in_checkpoint": 0, "duplicate": 0}, read  # nothing read again
+
+
 async def test_mllp_senders_ride_out_a_broker_outage(tmp_path: Path) -> None:
     """The broker stops for 30 s while 4 senders keep sending through `carescore run` on the
     Kafka runtime: what was not stored gets no AA (AE, they send again), everything that got
