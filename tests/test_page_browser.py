@@ -69,7 +69,7 @@ async def test_history_chart_draws_values_target_and_threshold_bands(browser: An
     await page.get_by_role("button", name="History of Bed occupancy").click()
     dialog = page.get_by_role("dialog", name="History: Bed occupancy")
     await expect(dialog).to_be_visible()
-    await expect(dialog.locator("canvas")).to_be_visible()
+    await expect(dialog.locator("canvas")).to_be_visible(timeout=WAIT)  # its history is fetched first
     await drawn(page)
     chart = await page.evaluate(
         """() => {
@@ -186,7 +186,7 @@ async def test_tablet_layout_has_no_horizontal_overflow(
         await page.screenshot(path=shot("scorecard-tablet"))  # the first screen: docs/img/scorecard.png
         await page.get_by_role("button", name="History of Bed occupancy").click()
         dialog = page.get_by_role("dialog", name="History: Bed occupancy")
-        await expect(dialog.locator("canvas")).to_be_visible()
+        await expect(dialog.locator("canvas")).to_be_visible(timeout=WAIT)  # its history is fetched first
         box = await dialog.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 768, box
         await page.screenshot(path=shot("scorecard-tablet-history"))
