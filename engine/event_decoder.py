@@ -74,13 +74,15 @@ def _structs() -> list[type[msgspec.Struct]]:
 
 def _only_types(model: type[EventBase]) -> None:
     """Fail the import for what a struct cannot mirror: a field's constraints (ge, max_length),
-    alias or default factory, a validator, or a configuration other than EventBase's."""
+    alias or default factory, a validator or model_post_init, or a configuration other than
+    EventBase's."""
     decorators = model.__pydantic_decorators__
     validators = any(getattr(decorators, f.name) for f in dataclasses.fields(decorators))
-    if validators or model.model_config != EventBase.model_config:
+    post_init = model.model_post_init is not EventBase.model_post_init
+    if validators or post_init or model.model_config != EventBase.model_config:
         raise TypeError(f"engine/event_decoder.py cannot mirror {model.__name__}: config or validators")
     for name, info in model.model_fields.items():
-        if info.metadata or info.alias or info.default_factory is not None:
+        if info.metadata or info.alias or info.validation_alias or info.default_factory is not None:
             raise TypeError(f"engine/event_decoder.py cannot mirror {model.__name__}.{name}")
 
 
