@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 import msgspec
 from pydantic import AwareDatetime, TypeAdapter
 
-from engine.events import EVENT_MODELS, Event, EventBase, derive, types_of
+from engine.events import EVENT_MODELS, EVENT_TYPES, Event, EventBase, derive, types_of
 
 _AWARE = typing.Annotated[datetime, msgspec.Meta(tz=True)]
 _PLAIN = (str, float, bool, type(None))
@@ -86,7 +86,6 @@ def _only_types(model: type[EventBase]) -> None:
             raise TypeError(f"engine/event_decoder.py cannot mirror {model.__name__}.{name}")
 
 
-_MODELS = {type_: model for model in EVENT_MODELS for type_ in types_of(model)}
 _ANY = Union[tuple(_structs())]  # type: ignore[valid-type]  # noqa: UP007
 _ONE = msgspec.json.Decoder(_ANY)
 _MANY = msgspec.json.Decoder(list[_ANY])  # type: ignore[valid-type]
@@ -127,5 +126,5 @@ def _decode(data: bytes | str, many: bool) -> list[EventBase] | None:
     events = []
     # every field, the tag first (pydantic's order), datetimes kept as they are: one C call
     for values in msgspec.to_builtins(structs, builtin_types=_KEEP):
-        events.append(_MODELS[values["type"]].checked(values))
+        events.append(EVENT_TYPES[values["type"]].checked(values))
     return events
