@@ -170,6 +170,7 @@ def bare_faust(bootstrap: str, topic: str, app_id: str, records: int) -> None:
         app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="carescore-bare-faust-"),
         web_enabled=False,
         topic_partitions=PARTITIONS,
     )

@@ -226,7 +226,7 @@ class Worker:
         metrics = self.metrics_url.split("/")[2]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "carescore.cli", "worker", "--config", str(config), "--metrics", metrics],
-            cwd=REPO_ROOT,
+            cwd=config.parent,  # whatever it writes outside its data folder shows up beside its config
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -50,6 +50,9 @@ async def test_the_same_stream_gives_the_same_samples_as_the_embedded_engine(
         worker.stop()
     assert_same(want, got)
     assert processed == len(events)  # its /metrics counts what it folded in
+    # Faust's folder is in the data folder, not in the directory the worker was started from
+    assert (settings.data_dir / "faust").is_dir()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith("-data")]
 
 
 async def test_a_worker_starting_on_a_backlog_closes_no_window_ahead_of_it(

@@ -170,8 +170,13 @@ def make_app(settings: Settings) -> faust.App:
     catalogue = load_catalogue(settings.kpi_defs)
     fingerprint = catalogue_fingerprint(catalogue, settings.timezone)
     use_direct_delivery()
+    # Faust makes its folder (empty with the memory store) in the working directory unless
+    # told; a worker keeps everything it writes in its data folder.
+    faust_dir = settings.data_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = faust.App(
         kafka.app_id,
+        datadir=str(faust_dir),
         broker=f"kafka://{kafka.bootstrap}",
         broker_credentials=faust_credentials(kafka),
         store="memory://",
