@@ -195,6 +195,14 @@ class KafkaSettings(Strict):
         default=20_000, ge=1, description="events between engine checkpoints (a crash redoes at most these)"
     )
     publish_timeout: Duration = Field(default=5.0, description="a connector waits this long for acks=all")
+    session_timeout: Duration = Field(
+        default=60.0,
+        ge=6.0,
+        le=1800.0,
+        description="a worker that stops answering (killed, frozen, cut off) keeps its partitions "
+        "this long before the group gives them to another: the fail-over time (the broker takes "
+        "6 s to 30 min: group.min/max.session.timeout.ms)",
+    )
     worker_metrics: str = Field(
         default="127.0.0.1:9101",
         description="host:port where `carescore worker` serves /metrics (empty: none)",

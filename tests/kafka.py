@@ -53,7 +53,14 @@ async def kafka_settings(
         "engine": {"tick": 0.5, **(engine or {})},
         "runtime": {
             "kind": "kafka",
-            "kafka": {"bootstrap": bootstrap, "partitions": 4, "app_id": name, "topic_prefix": name, **kafka},
+            "kafka": {
+                "bootstrap": bootstrap,
+                "partitions": 4,
+                "app_id": name,
+                "topic_prefix": name,
+                "session_timeout": 10,  # a killed worker's partitions move after 10 s, not 60
+                **kafka,
+            },
         },
         **(top or {}),
     }

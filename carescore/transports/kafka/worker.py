@@ -188,6 +188,9 @@ def make_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=MAX_MESSAGE,
         stream_buffer_maxsize=8192,
         broker_commit_interval=1.0,
+        broker_session_timeout=kafka.session_timeout,
+        # Kafka's rule of thumb: a third of the session timeout at most (Faust's default 3 s)
+        broker_heartbeat_interval=min(3.0, kafka.session_timeout / 3),
         # A rebalance must not wait for our unacknowledged events (they wait for the next
         # checkpoint): whoever owns the partition next starts after the last checkpoint.
         stream_wait_empty=False,
