@@ -24,6 +24,24 @@ DEMO_PLACES: dict[str, Any] = yaml.safe_load((REPO_ROOT / "carescore" / "default
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test`'s two workers (pytest-xdist, --dist loadgroup) what is built once is
+    used on one worker: the tests of the shared Kafka broker and of Keycloak each on one, and a
+    module's tests that share a module-scoped fixture (the MIMIC backfill, ...) on one, so it is
+    not built twice."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = next((server for server in ("kafka_broker", "keycloak") if server in fixtures), None)
+        if group is None:
+            info = getattr(item, "_fixtureinfo", None)
+            defs = info.name2fixturedefs.values() if info is not None else ()
+            if any(d and d[-1].scope in ("module", "package") for d in defs):
+                group = item.nodeid.split("::")[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def needs_testdata(sub: str) -> Path:
     """The corpus folder (tests read ../shared/testdata, never a copy). Absent, the test is
     skipped with the reason on a developer's machine, but fails under CI (CI=true): a CI run

@@ -320,6 +320,7 @@ def finance_json(rows: int, tag: str, pad: int = 0) -> bytes:
     return ("[\n" + ",\n".join(lines) + "\n]\n").encode()
 
 
+@pytest.mark.serial  # times against itself: a neighbouring test's load would be in it
 def test_json_feed_reading_grows_linearly() -> None:
     """4x the rows must cost about 4x the time (quadratic: about 16x; measured before the fix:
     2,000 rows 0.12 s, 16,000 rows 7.5 s). Best of three each, so one stall of the shared
@@ -344,6 +345,7 @@ def test_json_feed_reading_grows_linearly() -> None:
     )
 
 
+@pytest.mark.serial  # times against itself: a neighbouring test's load would be in it
 async def test_json_feed_upload_grows_linearly(carescore: Running) -> None:
     """The same over HTTP, end to end (read, validate, map, store): N and 4N distinct rows."""
 
@@ -398,6 +400,7 @@ async def probe_during(base: str, work: Awaitable[Any]) -> tuple[Any, float, lis
     return result, took, delays
 
 
+@pytest.mark.serial  # times against itself: a neighbouring test's load would be in it
 async def test_a_50_mb_json_upload_keeps_the_loop_answering(carescore: Running) -> None:
     """50 MB of JSON rows (100,000 rows of ~500 bytes) is taken whole, and while it is read,
     validated and stored /healthz answers: its slowest answer is a small fraction of the

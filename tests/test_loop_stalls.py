@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from carescore.serve import Service
@@ -65,6 +66,7 @@ async def sender(port: int, stop: asyncio.Event, acks: list[tuple[float, float, 
         writer.close()
 
 
+@pytest.mark.serial  # an ACK's latency: a neighbouring test's load would be in it
 async def test_a_tick_closing_100000_windows_does_not_delay_an_ack(
     settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
 ) -> None:
