@@ -31,8 +31,10 @@ events after the last checkpoint that the new owner of a partition does again) a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,11 +168,13 @@ def bare_faust(bootstrap: str, topic: str, app_id: str, records: int) -> None:
     Runs as its own process (`--bare-faust`); prints the seconds it took."""
     import faust
 
+    datadir = tempfile.mkdtemp(prefix="carescore-bare-faust-")
+    atexit.register(shutil.rmtree, datadir, True)
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
-        datadir=tempfile.mkdtemp(prefix="carescore-bare-faust-"),
+        datadir=datadir,
         web_enabled=False,
         topic_partitions=PARTITIONS,
     )

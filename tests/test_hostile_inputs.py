@@ -576,6 +576,7 @@ async def test_fhir_nested_json_is_400_and_the_next_bundle_is_taken(carescore: R
     carescore.alive()
 
 
+@pytest.mark.serial  # times against itself: a neighbouring test's load would be in it
 async def test_a_large_bundle_is_validated_off_the_loop(service: Service) -> None:
     """10,000 Patients in one collection Bundle (the default max_entries): fhir.resources validation
     takes a while; /healthz keeps answering meanwhile (on the loop it would wait for all)."""

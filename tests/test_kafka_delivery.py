@@ -229,3 +229,31 @@ async def test_a_waiting_callback_shows_where_it_waits_in_a_task_dump() -> None:
     assert [frame.f_code.co_name for frame in task.get_stack()] == ["waits"]
     flow.set()
     await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("session_timeout", [6, 60, 1800])
+async def test_every_allowed_session_timeout_reaches_the_kafka_consumer(
+    tmp_path: Path, session_timeout: int
+) -> None:
+    """runtime.kafka.session_timeout, anywhere in the 6 s - 30 min the setting allows, becomes
+    the consumer's session timeout. Faust refuses one longer than its request timeout (90 s by
+    default) when it makes the consumer, at the worker's start: make_app raises the request
+    timeout with it. The heartbeat stays within a third of the session. No broker: the
+    consumer is made as the worker makes it, never started."""
+    from carescore.transports.kafka.worker import make_app
+    from engine.config import Settings
+
+    kafka = {"bootstrap": "127.0.0.1:1", "app_id": "session-test", "session_timeout": session_timeout}
+    settings = Settings.model_validate(
+        {
+            "data_dir": str(tmp_path / "{data}"),
+            "demo": {"enabled": False},
+            "runtime": {"kind": "kafka", "kafka": kafka},
+        }
+    )
+    app = make_app(settings)
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._session_timeout_ms == session_timeout * 1000
+    assert consumer._heartbeat_interval_ms <= session_timeout * 1000 / 3
+    await consumer.stop()
+    assert (tmp_path / "{data}" / "faust").is_dir()  # a data folder whose name has braces

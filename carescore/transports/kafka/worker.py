@@ -176,7 +176,7 @@ def make_app(settings: Settings) -> faust.App:
     faust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = faust.App(
         kafka.app_id,
-        datadir=str(faust_dir),
+        datadir=str(faust_dir).replace("{", "{{").replace("}", "}}"),  # Faust formats it
         broker=f"kafka://{kafka.bootstrap}",
         broker_credentials=faust_credentials(kafka),
         store="memory://",
@@ -189,6 +189,8 @@ def make_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=8192,
         broker_commit_interval=1.0,
         broker_session_timeout=kafka.session_timeout,
+        # Faust refuses a session timeout longer than the request timeout (its default 90 s)
+        broker_request_timeout=max(90.0, kafka.session_timeout + 30.0),
         # Kafka's rule of thumb: a third of the session timeout at most (Faust's default 3 s)
         broker_heartbeat_interval=min(3.0, kafka.session_timeout / 3),
         # A rebalance must not wait for our unacknowledged events (they wait for the next
