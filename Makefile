@@ -86,7 +86,7 @@ test: install audit system-deps kafka-fetch keycloak-fetch
 	@# The tests that time the server against itself (marked serial) then run alone: a neighbour's
 	@# load would be in their figures. Both parts run; either failing fails make test.
 	status=0; \
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not serial" || status=$$?; \
+	$(PY) -m pytest -n 2 --dist loadscope -m "not serial" || status=$$?; \
 	$(PY) -m pytest -m serial || status=$$?; \
 	exit $$status
 

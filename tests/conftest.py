@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,22 +25,32 @@ DEMO_PLACES: dict[str, Any] = yaml.safe_load((REPO_ROOT / "carescore" / "default
 ]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `make test`'s two workers (pytest-xdist, --dist loadgroup) what is built once is
-    used on one worker: the tests of the shared Kafka broker and of Keycloak each on one, and a
-    module's tests that share a module-scoped fixture (the MIMIC backfill, ...) on one, so it is
-    not built twice."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        group = next((server for server in ("kafka_broker", "keycloak") if server in fixtures), None)
-        if group is None:
-            info = getattr(item, "_fixtureinfo", None)
-            defs = info.name2fixturedefs.values() if info is not None else ()
-            if any(d and d[-1].scope in ("module", "package") for d in defs):
-                group = item.nodeid.split("::")[0]
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+# session fixtures that start a server, and how a test file shows it uses one
+SHARED_SERVERS = {"kafka_broker": r"\bkafka_broker\b", "keycloak": r"\btests\.keycloak\b"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test`'s scheduling (pytest-xdist `--dist loadscope`): a test file is a unit, so a
+    module-scoped fixture (the MIMIC backfill, ...) is built once, and every file that names a
+    shared server's fixture is one unit, so one Kafka broker and one Keycloak start, not one
+    per worker. (xdist's loadgroup marks do not work under pytest 9.2: they rename the test by
+    an attribute pytest no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    names: dict[str, str] = {}
+
+    class SharedServerScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path not in names:
+                text = (REPO_ROOT / path).read_text() if (REPO_ROOT / path).is_file() else ""
+                server = next((s for s, used in SHARED_SERVERS.items() if re.search(used, text)), None)
+                names[path] = server or path
+            return names[path]
+
+    return SharedServerScheduling(config, log)
 
 
 def needs_testdata(sub: str) -> Path:
