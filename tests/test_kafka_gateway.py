@@ -80,7 +80,6 @@ async def send_all(svc: Service, messages: list[str]) -> None:
             assert ack_code(await client.send(text)) == "AA"
 
 
-@pytest.mark.serial  # caught up within two ticks: a neighbouring test's load would be in it
 async def test_live_values_on_kafka_equal_the_embedded_ones_when_the_stream_stops(
     kafka_broker: str, tmp_path: Path
 ) -> None:
