@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from engine.events import EVENT_TYPES, EventBase
+from engine.events import EVENT_TYPES, EventBase, derive
 from engine.places import Places
 
 UNIT_TYPES = ["icu", "med_surg", "med_surg", "telemetry", "step_down", "ed", "med_surg", "pediatrics"]
@@ -30,7 +30,10 @@ def hospital(units: int = 24, facilities: tuple[str, ...] = ("BENCH",)) -> Place
 
 def stream(n: int, places: Places, seed: int = 1, spacing: float = 0.05) -> list[EventBase]:
     """n events in time order: ADT, lab orders/collections/results, nurse calls, staffing,
-    finance, experience, HR and quality events in roughly a live hospital's proportions."""
+    finance, experience, HR and quality events in roughly a live hospital's proportions.
+    Built as the engine receives events in every runtime: validated, with ts and place
+    derived (connectors build them with EventBase.trusted, the log and Kafka readers with
+    engine/event_decoder.py; both derive them), so the engine is timed without that work."""
     rng = random.Random(seed)
     units = [(f, d, u.id) for f, d, u in places.units()]
     t0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -122,19 +125,19 @@ def stream(n: int, places: Places, seed: int = 1, spacing: float = 0.05) -> list
                 "score": rng.uniform(1, 5),
             }
         family = kind.split(".")[0]
-        events.append(
-            EVENT_TYPES[kind].model_validate(
-                {
-                    "type": kind,
-                    "event_time": when,
-                    "received_time": when,
-                    "source": "hl7v2" if family in ("encounter", "lab", "nursecall") else "feed",
-                    "source_id": f"b{counter}",
-                    "facility": place[0],
-                    "department": place[1],
-                    "unit": place[2],
-                    **fields,
-                }
-            )
+        event = EVENT_TYPES[kind].model_validate(
+            {
+                "type": kind,
+                "event_time": when,
+                "received_time": when,
+                "source": "hl7v2" if family in ("encounter", "lab", "nursecall") else "feed",
+                "source_id": f"b{counter}",
+                "facility": place[0],
+                "department": place[1],
+                "unit": place[2],
+                **fields,
+            }
         )
+        derive(event.__dict__)
+        events.append(event)
     return events
