@@ -67,10 +67,11 @@ class CensusTracker:
             out.append(("patients", place))
         return out
 
-    def _derive(self, stay: Stay) -> tuple[list[tuple[float, str, GroupKey, int]], bool]:
-        """The stay's level steps, and whether it ends outside the census (it can expire).
-        A fact added after all the others (the common case) only adds its own steps to those
-        of the facts before it: Stay.mark keeps where the last derivation ended."""
+    def _derive(self, stay: Stay) -> tuple[list[tuple[float, str, GroupKey, int]], bool, bool]:
+        """The stay's level steps, whether it ends outside the census (it can expire), and
+        whether the steps only add to the old ones. A fact added after all the others (the
+        common case) only adds its own steps to those of the facts before it: Stay.mark keeps
+        where the last derivation ended."""
         facts = stay.facts
         mark = stay.mark
         if mark is not None and len(facts) == mark[0] + 1 and (not mark[0] or facts[-2] is mark[1]):
@@ -79,6 +80,7 @@ class CensusTracker:
             begin = mark[0]
         else:
             state, before, steps, begin = NO_STATE, [], [], 0
+        added = bool(begin)
         for fact in facts[begin:]:
             state = after_fact(state, fact)
             after = self._members(*state)
@@ -89,16 +91,16 @@ class CensusTracker:
             before = after
         stay.mark = (len(facts), facts[-1] if facts else None, state, before)
         place, cls, _ = state
-        return steps, place is not None and cls not in self.census_classes
+        return steps, place is not None and cls not in self.census_classes, added
 
     def _settle(self, key: str, stay: Stay) -> None:
         """Recompute the stay's steps from its facts; emit what changed."""
         old = stay.steps
-        new, outside = self._derive(stay)
-        if new != old:
-            n = len(old)
+        new, outside, added = self._derive(stay)
+        n = len(old)
+        if (len(new) > n) if added else (new != old):
             tail = new[n:]
-            if tail and _apart(old, tail) and new[:n] == old:
+            if tail and _apart(old, tail) and (added or new[:n] == old):
                 # only steps after all the old ones, each its own (time, level, place): they
                 # are the difference, in the order the full difference below gives them
                 for ts, lvl, p, d in tail:

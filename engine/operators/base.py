@@ -387,14 +387,29 @@ def hint_of(where: dict[str, Any], also_none: bool = False) -> Hint | None:
     return None
 
 
-def compile_where(where: dict[str, Any]) -> Callable[[EventBase], bool] | None:
-    """A fast predicate for a Match's `where` (None when it accepts everything)."""
-    if not where:
+Tests = list[tuple[str, frozenset[Any]]]
+"""A conjunction of membership tests: each field's value is in its set."""
+
+
+def where_tests(where: dict[str, Any]) -> Tests:
+    """A Match's `where` as membership tests (a list value: any of them)."""
+    return [(name, frozenset(v if isinstance(v, list) else [v])) for name, v in where.items()]
+
+
+def all_in(tests: Tests) -> Callable[[EventBase], bool] | None:
+    """One fast predicate for a conjunction of membership tests (None: no test, all pass).
+    One and two tests get their own lambda: this runs on every event an operator is sent."""
+    if not tests:
         return None
-    tests: list[tuple[str, frozenset[Any]]] = []
-    for name, expected in where.items():
-        tests.append((name, frozenset(expected if isinstance(expected, list) else [expected])))
     if len(tests) == 1:
         ((field, allowed),) = tests
         return lambda ev: getattr(ev, field) in allowed
+    if len(tests) == 2:
+        (f1, a1), (f2, a2) = tests
+        return lambda ev: getattr(ev, f1) in a1 and getattr(ev, f2) in a2
     return lambda ev: all(getattr(ev, n) in o for n, o in tests)
+
+
+def compile_where(where: dict[str, Any]) -> Callable[[EventBase], bool] | None:
+    """A fast predicate for a Match's `where` (None when it accepts everything)."""
+    return all_in(where_tests(where))

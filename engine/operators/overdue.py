@@ -43,7 +43,11 @@ class OverdueIntervals:
             resolved = r.cancel
         if resolved > start + timeout:
             if key not in self.by_key or self.at.get(key) != start:
-                bisect.insort(self.starts, (start, key))
+                entry, starts = (start, key), self.starts
+                if not starts or starts[-1] <= entry:
+                    starts.append(entry)  # starts come in about time order: mostly the last
+                else:
+                    bisect.insort(starts, entry)
                 self.at[key] = start
             self.by_key[key] = r
         else:

@@ -10,17 +10,18 @@ from collections.abc import Callable
 from engine.definitions.match import Match
 from engine.definitions.measures import DurationMeasure
 from engine.events import EVENT_TYPES, EventBase
-from engine.operators.base import Hint, compile_where, hint_of
+from engine.operators.base import Hint, Tests, all_in, hint_of, where_tests
 
 Predicate = Callable[[EventBase], bool]
-EndTests = dict[str, list[tuple[Predicate | None, Predicate | None]]]
+EndTests = dict[str, list[Tests]]
 
 
 def end_tests_of(m: DurationMeasure) -> EndTests:
-    """Event type -> (where test, contradiction test) for each end that has that type."""
+    """Event type -> for each end that has that type, the membership tests an event must
+    pass to end a matching start: the end's own filter, and no contradiction of the start's."""
     tests: EndTests = {}
     for end in m.ends:
-        tests.setdefault(end.event, []).append((compile_where(end.where), contradiction(m.start, end)))
+        tests.setdefault(end.event, []).append(where_tests(end.where) + consistent(m.start, end))
     return tests
 
 
@@ -49,44 +50,25 @@ def never(event: EventBase) -> bool:
     return False
 
 
-def any_end(tests: list[tuple[Predicate | None, Predicate | None]]) -> Predicate | None:
+def any_end(tests: list[Tests]) -> Predicate | None:
     """One predicate for the ends of one event type: any of them matches and does not
     contradict the start (None: every event of the type does)."""
-    if len(tests) == 1:
-        ok, contra = tests[0]
-        if ok is None and contra is None:
-            return None
-        if contra is None:
-            return ok
-        if ok is None:
-            return lambda event: not contra(event)
-        return lambda event: ok(event) and not contra(event)
-    return lambda event: any(
-        (ok is None or ok(event)) and (contra is None or not contra(event)) for ok, contra in tests
-    )
+    checks = [all_in(t) for t in tests]
+    if len(checks) == 1 or None in checks:
+        return checks[0] if len(checks) == 1 else None
+    return lambda event: any(check(event) for check in checks)  # type: ignore[misc]
 
 
-def contradiction(start: Match, end: Match) -> Predicate | None:
-    """A test for end events that say they cannot belong to a matching start: the start
-    filter's fields that the end event also carries (lab.result says its priority too),
-    unless the end has its own filter on that field (an ED registration, class emergency,
-    ends with an admission, class inpatient)."""
+def consistent(start: Match, end: Match) -> Tests:
+    """What end events must not contradict of a matching start: the start filter's fields
+    that the end event also carries (lab.result says its priority too), unless the end has
+    its own filter on that field (an ED registration, class emergency, ends with an
+    admission, class inpatient). An end that leaves the field empty says nothing."""
     if start.event == end.event:
-        return None
+        return []
     end_fields = EVENT_TYPES[end.event].model_fields
-    checks = [
-        (name, frozenset(v if isinstance(v, list) else [v]))
-        for name, v in start.where.items()
+    return [
+        (name, allowed | {None})
+        for name, allowed in where_tests(start.where)
         if name in end_fields and name not in end.where
     ]
-    if not checks:
-        return None
-
-    def contradicts(event: EventBase) -> bool:
-        for name, allowed in checks:
-            value = getattr(event, name)
-            if value is not None and value not in allowed:
-                return True
-        return False
-
-    return contradicts

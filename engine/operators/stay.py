@@ -22,7 +22,7 @@ gives the same answer as a clean feed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import tzinfo
 from operator import itemgetter
 from typing import Any
@@ -241,16 +241,22 @@ class StayTally:
         book.listeners.append(self.changed)
 
     def changed(self, key: str, stay: Stay) -> None:
-        keys = {key}
-        if self.rule.m.span == "unit_type" and stay.patient:
-            keys |= self.book.by_patient.get(stay.patient, set())  # linked visits may change too
-        typed = self.rule.typed if self.rule.m.span == "unit_type" else None
+        if self.rule.m.span != "unit_type":
+            self._settle(key, stay)
+            return
+        keys: Iterable[str] = (key,)
+        if stay.patient:
+            # linked visits may change too (the patient's keys include this one, if it was
+            # recorded with its patient; a stay withdrawn by A11 is already forgotten)
+            mine = self.book.by_patient.get(stay.patient)
+            if mine:
+                keys = mine if key in mine else (key, *mine)
+        typed = self.rule.typed
         for k in keys:
             target = self.book.stays.get(k)
             if target is None:
                 continue
-            never_there = typed is not None and typed.isdisjoint(map(_place_of, target.facts))
-            if never_there and k not in self.observed:
+            if k not in self.observed and typed.isdisjoint(map(_place_of, target.facts)):
                 continue  # never on a unit of the types, nothing observed: _settle would find nothing
             self._settle(k, target)
 
@@ -260,8 +266,11 @@ class StayTally:
         if new == old:
             return
         if self.on_diff is not None:
-            before, after = Counter(old), Counter(new)
-            self.on_diff(list((before - after).elements()), list((after - before).elements()))
+            if not old or not new:  # the common cases: a first observation, or one taken back
+                self.on_diff(old, new)
+            else:
+                before, after = Counter(old), Counter(new)
+                self.on_diff(list((before - after).elements()), list((after - before).elements()))
         if new:
             self.observed[key] = new
         else:
