@@ -36,7 +36,17 @@ from engine.aggregates import Acc
 from engine.definitions.measures import TIME_UNITS, DurationMeasure
 from engine.events import EventBase
 from engine.operators.base import Handler, Hint, Output, compile_where
-from engine.operators.intervals import Interval, Observation, interval_of_row, interval_row, restore_pairs
+from engine.operators.intervals import (
+    Interval,
+    Observation,
+    Row,
+    at_rest,
+    interval_of_row,
+    interval_row,
+    restore_pairs,
+    since,
+    woken,
+)
 from engine.operators.overdue import OverdueIntervals
 from engine.operators.pairing import Predicate, any_end, duration_hints, end_tests_of, never
 from engine.operators.values import ValueOperator
@@ -70,7 +80,7 @@ class DurationOperator(ValueOperator):
         self.count_open = m.count_open
         if any(o.finalize.aggregate in ("min", "max") for o in outputs):
             self.keep_values = True  # a value taken back must leave the right min and max
-        self.keys: dict[str, Interval] = {}
+        self.keys: dict[str, Interval | Row] = {}  # at rest (not open, not overdue): a Row
         self.overdue = OverdueIntervals(m.timeout, self.life)  # count_open: open past the timeout
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
@@ -101,6 +111,8 @@ class DurationOperator(ValueOperator):
         found = self.keys.get(key)
         if found is None:
             found = self.keys[key] = Interval()
+        elif isinstance(found, tuple):
+            found = self.keys[key] = woken(found)
         return found
 
     def on_either(self, event: EventBase) -> None:
@@ -122,6 +134,11 @@ class DurationOperator(ValueOperator):
         fresh = r is None
         if r is None:
             r = self.keys[key] = Interval()
+        elif isinstance(r, tuple):
+            begun = r[0]
+            if r[6] or (begun is not None and ts >= begun):
+                return  # frozen, or a resent order: the first time stands
+            r = self.keys[key] = woken(r)
         elif r.frozen:
             return
         elif r.start is not None and ts >= r.start:
@@ -153,10 +170,14 @@ class DurationOperator(ValueOperator):
         r = self.keys.get(key)
         if r is None:
             # what _settle concludes for a key seen first at its end: it waits for its start
-            r = self.keys[key] = Interval()
-            r.end, r.end_place = ts, place
+            self.keys[key] = (None, None, ts, place, None, False, False, "waiting", None)
             self.early_ends[key] = (ts, place)
             return
+        if isinstance(r, tuple):
+            ended = r[2]
+            if r[6] or (ended is not None and ts >= ended):
+                return  # frozen, or a later end (a corrected result, the call ending after its answer)
+            r = self.keys[key] = woken(r)
         if r.frozen:
             return
         end = r.end
@@ -183,6 +204,8 @@ class DurationOperator(ValueOperator):
                 self.overdue.note(key, r)
             if self.early_ends:
                 self.early_ends.pop(key, None)
+            if not self.count_open or key not in self.overdue.by_key:
+                self.keys[key] = (start, r.start_place, ts, place, None, False, False, "ended", obs)  # type: ignore[assignment]
             return
         self._settle(key, r)
 
@@ -245,6 +268,13 @@ class DurationOperator(ValueOperator):
             self.early_ends[key] = (r.end, r.end_place)  # type: ignore[assignment]
         elif self.early_ends:
             self.early_ends.pop(key, None)
+        self._rest(key, r)
+
+    def _rest(self, key: str, r: Interval) -> None:
+        """Keep an interval at rest as a Row: not while open (`open` holds the Interval) or in
+        the overdue index (which reads it)."""
+        if key not in self.open and key not in self.overdue.by_key:
+            self.keys[key] = at_rest(r)
 
     # -- time ----------------------------------------------------------------------------
     def advance(self, watermark: float, deadline: float | None = None) -> list[Sample]:
@@ -262,7 +292,7 @@ class DurationOperator(ValueOperator):
             if begun <= oldest:
                 due.append(key)
         for key in due:
-            r = self.keys[key]
+            r = self.open[key]  # the same Interval as in keys (open ones are never Ended)
             r.expired = True
             self.expired += 1
             self._settle(key, r)
@@ -337,7 +367,7 @@ class DurationOperator(ValueOperator):
         self.overdue.prune(horizon)
         stale = []
         for key, r in self.keys.items():
-            if r.since() >= horizon:
+            if since(r) >= horizon:
                 break
             stale.append(key)
         for key in stale:
@@ -359,19 +389,24 @@ class DurationOperator(ValueOperator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self.keys, self.open, self.early_ends = {}, {}, {}
+        self.open, self.early_ends = {}, {}
         self.overdue = OverdueIntervals(self.measure.timeout, self.life)
         self.negative = state["negative"]
         self.expired = state["expired"]
         self.cancelled = state.get("cancelled", 0)
+        keys: dict[str, Interval] = {}
         if "intervals" not in state:  # a snapshot from before intervals were kept whole
-            restore_pairs(state, self.keys, self.open, self.early_ends)
+            restore_pairs(state, keys, self.open, self.early_ends)
+            self.keys = dict(keys)
             return
-        self.keys = dict(interval_of_row(row) for row in state["intervals"])
+        keys = dict(interval_of_row(row) for row in state["intervals"])
         for k in state["open_order"]:
-            self.open[k] = self.keys[k]
-        for k, r in self.keys.items():
+            self.open[k] = keys[k]
+        for k, r in keys.items():
             if r.start is None and r.end is not None and not r.frozen:
                 self.early_ends[k] = (r.end, r.end_place)  # type: ignore[assignment]
             if self.count_open:
                 self.overdue.note(k, r)
+        self.keys = dict(keys)
+        for k, r in keys.items():
+            self._rest(k, r)
