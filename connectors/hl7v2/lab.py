@@ -76,13 +76,24 @@ class Lab(MapperBase):
                 return PRIORITIES.get(code.upper(), code.lower())
         return default
 
+    _visit: tuple[dict[str, Any], str | None, str | None] | None = None
+
+    def visit(self) -> tuple[dict[str, Any], str | None, str | None]:
+        """Place, patient and visit number from the message's PV1 and PID, which all its
+        order groups share: read once (a MIMIC result message carries about eight groups)."""
+        visit = self._visit
+        if visit is None:
+            pv1 = self.msg.first("PV1")
+            place = self.place(pv1) if pv1 is not None else self.place(None)
+            encounter_id = (pv1.first(19) or None) if pv1 is not None else None
+            visit = self._visit = (place, self.patient_id(self.msg.first("PID")), encounter_id)
+        return visit
+
     def lab_common(self, orc: Segment | None, obr: Segment | None, order: bool = False) -> dict[str, Any]:
         """order: a new order (its priority defaults to routine, HL7's default). A status
         change, receipt or result that does not state a priority takes the one its order
         stated, when carescore saw the order (MapContext.orders), else None."""
-        pv1 = self.msg.first("PV1")
-        pid = self.msg.first("PID")
-        place = self.place(pv1) if pv1 is not None else self.place(None)
+        place, patient_id, encounter_id = self.visit()
         order_id = self.order_id(orc, obr)
         memory = self.ctx.orders
         priority = self.priority(orc, obr)
@@ -94,8 +105,8 @@ class Lab(MapperBase):
             memory.remember(order_id, priority, place)
         return {
             "order_id": order_id,
-            "patient_id": self.patient_id(pid),
-            "encounter_id": (pv1.first(19) or None) if pv1 is not None else None,
+            "patient_id": patient_id,
+            "encounter_id": encounter_id,
             "priority": priority,
             "test_code": (obr.first(4) or None) if obr is not None else None,
             **place,
