@@ -284,6 +284,27 @@ def test_expired_windows_and_pairs_are_freed(engine: Engine) -> None:
     assert op.expired == 100  # type: ignore[attr-defined]
 
 
+def test_intervals_at_rest_are_forgotten_wave_after_wave(engine: Engine) -> None:
+    """Closing windows forgets an interval kept past expire_after (12 h for STAT lab
+    turnaround) once no window can use it. The check runs for every window closed and stops
+    at the oldest interval kept; a later wave must still be forgotten when its time comes."""
+    op = engine.by_kpi["lab_tat_stat"]
+
+    def wave(name: str, day: float, orders: int) -> None:
+        for i in range(orders):
+            engine.process(lab("lab.order", day + i, f"{name}{i}", priority="stat"))
+            engine.process(lab("lab.result", day + i + 30, f"{name}{i}", result_status="final"))
+        engine.advance(ts(day + orders + 60))
+
+    wave("a", 0, 50)
+    wave("b", 2 * DAY, 50)
+    assert set(op.keys) == {f"b{i}" for i in range(50)}  # type: ignore[attr-defined]
+    wave("c", 5 * DAY, 1)
+    assert set(op.keys) == {"c0"}  # type: ignore[attr-defined]
+    wave("d", 8 * DAY, 1)
+    assert set(op.keys) == {"d0"}  # type: ignore[attr-defined]
+
+
 def test_a_resent_order_after_its_result_does_not_open_a_second_interval(engine: Engine) -> None:
     engine.process(lab("lab.order", 0, "o1", priority="stat"))
     engine.process(lab("lab.result", 20, "o1", result_status="final"))

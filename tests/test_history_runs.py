@@ -7,9 +7,13 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from engine.core import Engine
 from engine.history import History
 from engine.places import Places
+from engine.samples import Group, Sample, Window, computed, lasting
 from tests.helpers import T0, at, enc, ts
 from tests.test_engine_operators import ev, kpi
 
@@ -134,3 +138,21 @@ def test_a_query_answers_every_window_handed_in_before_it_and_writes_do_not_queu
     # one write took what came while the disk was busy (the first may have begun before)
     assert writes <= 2, writes
     history.close()
+
+
+def test_samples_built_without_validation_are_the_samples_validation_builds() -> None:
+    """Closing windows builds samples unvalidated (engine/samples.py computed, lasting): they
+    must equal, and serialise as, what pydantic's validation makes of the same values, ints
+    turned into floats included; a count that is not a whole number is still refused."""
+    group = Group(facility="F", department="D", unit="U")
+    window = Window(start=at(0), end=at(60))
+    values = dict(kpi="k", group=group, window=window, value=3, numerator=3, denominator=None, n=3)
+    made = computed(**values, status="warning", as_of=at(61), final=True)  # type: ignore[arg-type]
+    validated = Sample(**values, status="warning", as_of=at(61), final=True)  # type: ignore[arg-type]
+    assert made == validated and made.model_dump_json() == validated.model_dump_json()
+    assert type(made.value) is float and type(made.numerator) is float
+    run = lasting(made, at(120))
+    assert run == validated.model_copy(update={"until": at(120)}) and made.until is None
+    assert run.model_dump_json() == validated.model_copy(update={"until": at(120)}).model_dump_json()
+    with pytest.raises(ValidationError):
+        computed("k", group, window, 1.0, None, None, 2.5, "ok", at(61), True)  # type: ignore[arg-type]

@@ -281,7 +281,9 @@ class KpiDefinition(Strict):
             return False if status == "critical" else None
         return value <= limit if self.direction is Direction.lower_is_better else value >= limit
 
-    def status_of(self, value: float | None, n: int, unit_type: str | None = None) -> str:
+    def status_of(
+        self, value: float | None, n: int, unit_type: str | None = None
+    ) -> Literal["ok", "warning", "critical", "no_data"]:
         """ok / warning / critical for one value; no_data below the minimum sample size."""
         if value is None or n < self.min_samples:
             return "no_data"

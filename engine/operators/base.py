@@ -19,7 +19,7 @@ from engine.definitions.kpi import KpiDefinition
 from engine.events import EventBase
 from engine.operators.levelseries import LevelTable
 from engine.operators.runs import Runs
-from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
+from engine.samples import GroupKey, Sample, Window, computed, group_of, rollups, ts_to_dt
 from engine.windows import PaneClock
 
 Handler = Callable[[EventBase], None]
@@ -329,18 +329,8 @@ class Operator:
                     result = (value, num, den, n, status)
                     if runs.extend((kpi.id, key), result, closing, window.end):
                         continue  # the same as the window before: its run grows, no new sample
-                sample = Sample(
-                    kpi=kpi.id,
-                    group=group,
-                    window=window,
-                    value=value,
-                    numerator=num,
-                    denominator=den,
-                    n=n,
-                    status=status,  # type: ignore[arg-type]
-                    as_of=stamp,
-                    final=final,
-                    overdue=late.get(key, 0),
+                sample = computed(
+                    kpi.id, group, window, value, num, den, n, status, stamp, final, late.get(key, 0)
                 )
                 if closing is not None:
                     runs.begin(sample, result, closing)

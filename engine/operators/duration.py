@@ -28,6 +28,7 @@ the index of overdue intervals (count_open), engine/operators/overdue.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Any
@@ -81,6 +82,8 @@ class DurationOperator(ValueOperator):
         if any(o.finalize.aggregate in ("min", "max") for o in outputs):
             self.keep_values = True  # a value taken back must leave the right min and max
         self.keys: dict[str, Interval | Row] = {}  # at rest (not open, not overdue): a Row
+        self.pruned = 0  # keys deleted from the front of `keys` since it was last compacted
+        self.prune_at = -math.inf  # the first key's since(): nothing is stale before it
         self.overdue = OverdueIntervals(m.timeout, self.life)  # count_open: open past the timeout
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
@@ -365,17 +368,30 @@ class DurationOperator(ValueOperator):
         super()._prune(keep_from)
         horizon = self.clock.start(keep_from) - self.life
         self.overdue.prune(horizon)
+        if horizon <= self.prune_at:
+            return  # called for every window closed: most find the oldest key still kept
         stale = []
         for key, r in self.keys.items():
-            if since(r) >= horizon:
+            kept = since(r)
+            if kept >= horizon:
+                self.prune_at = kept  # (should its since() move earlier, it is pruned late)
                 break
             stale.append(key)
+        else:
+            self.prune_at = -math.inf
         for key in stale:
             del self.keys[key]
             self.overdue.by_key.pop(key, None)
             if self.open.pop(key, None) is not None:
                 self.expired += 1
             self.early_ends.pop(key, None)
+        self.pruned += len(stale)
+        if self.pruned > len(self.keys):
+            # a dict keeps deleted entries in its table until it grows, and iteration walks
+            # them: the loop above, run for every window closed, would walk every key pruned
+            # since (a backfill closing years of windows spent most of its time there)
+            self.keys = dict(self.keys)
+            self.pruned = 0
 
     # -- state ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -390,6 +406,7 @@ class DurationOperator(ValueOperator):
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
         self.open, self.early_ends = {}, {}
+        self.pruned, self.prune_at = 0, -math.inf
         self.overdue = OverdueIntervals(self.measure.timeout, self.life)
         self.negative = state["negative"]
         self.expired = state["expired"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.samples import GroupKey, Sample
+from engine.samples import GroupKey, Sample, lasting
 
 
 class Runs:
@@ -58,7 +58,7 @@ class Runs:
     @staticmethod
     def _row(run: list[Any]) -> Sample:
         first, until = run[2], run[3]
-        return first if until == first.window.end else first.model_copy(update={"until": until})
+        return first if until == first.window.end else lasting(first, until)
 
     def hold(self, end_index: int, until_index: int, until: datetime) -> None:
         """Every run that reached the window ending at end_index goes on, unchanged, to the

@@ -23,7 +23,7 @@ from engine.definitions.kpi import KpiDefinition
 from engine.definitions.measures import StaffingRatioMeasure
 from engine.operators import paneindex
 from engine.operators.base import LevelHandler, Operator, Output
-from engine.samples import GroupKey, Sample, Window, group_of, rollups, ts_to_dt
+from engine.samples import GroupKey, Sample, Status, Window, computed, group_of, rollups, ts_to_dt
 from engine.scorecard import STATUS_LEVEL
 
 UNSTAFFED = math.inf
@@ -93,7 +93,7 @@ class Result(NamedTuple):
     numerator: float | None
     denominator: float | None
     n: int
-    status: str
+    status: Status
 
 
 def unit_result(kpi: KpiDefinition, prof: RatioProfile, unit_type: str | None) -> Result:
@@ -123,17 +123,17 @@ def rollup_result(kpi: KpiDefinition, parts: list[Result]) -> Result:
 
 
 def _sample(kpi: KpiDefinition, key: GroupKey, r: Result, window: Window, stamp: Any, final: bool) -> Sample:
-    return Sample(
-        kpi=kpi.id,
-        group=group_of(key),
-        window=window,
-        value=r.value,
-        numerator=r.numerator,
-        denominator=r.denominator,
-        n=r.n,
-        status=r.status,  # type: ignore[arg-type]
-        as_of=stamp,
-        final=final,
+    return computed(
+        kpi.id,
+        group_of(key),
+        window,
+        r.value,
+        r.numerator,
+        r.denominator,
+        r.n,
+        r.status,
+        stamp,
+        final,
     )
 
 
