@@ -124,6 +124,7 @@ class StayBook:
         self.stays: dict[str, Stay] = {}
         self.by_patient: dict[str, set[str]] = {}
         self.discharges: dict[str, float] = {}  # encounter -> discharge ts, oldest first
+        self.forgotten = 0  # stays forgotten so far: what follows the book sweeps when it grows
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
@@ -240,6 +241,7 @@ class StayBook:
         self._cancel_last(event, (DISCHARGE,))
 
     def _forget(self, key: str) -> None:
+        self.forgotten += 1
         stay = self.stays.pop(key, None)
         self.discharges.pop(key, None)
         if stay is not None and stay.patient:

@@ -236,3 +236,28 @@ def test_fhir_communication_nurse_call_counts_at_its_encounters_unit(places: Pla
     reporter = Reporter(frame_from_records([orjson.loads(dump_event(e)) for e in send.log]), places)
     rows = reporter.report(CATALOGUE["nurse_call_within_target"], at(20), at(80), "unit")
     assert sorted((r.group.unit, r.n) for r in rows if r.group.unit) == [("4W", 1), ("ICU", 1)]
+
+
+def test_stays_the_census_forgets_leave_the_stay_kpis_too(places: Places) -> None:
+    """A discharged stay is remembered 14 days (engine/stays.py DISCHARGED_RETENTION, for a
+    late A13 cancel discharge), then forgotten by the census and by every stay KPI with it;
+    each later forgotten stay too, wave after wave."""
+    send = Feed(places)
+    alos = send.engine.by_kpi["average_length_of_stay"]
+
+    def kept() -> set[str]:
+        return set(alos.tally.observed)  # type: ignore[attr-defined]
+
+    def admit(visit: str, day: int) -> None:
+        send(adt("A01", clock(day, 8), visit, "4W"), clock(day, 8))
+        for hour in (9, 10):  # the next advance closes windows: the forgotten stays go then
+            send.engine.advance(at(clock(day, hour)).timestamp())
+
+    send(adt("A01", clock(1, 8), "V1", "4W"), clock(1, 8))
+    send(adt("A03", clock(2, 8), "V1", "4W", disposition="01"), clock(2, 8))
+    send(adt("A01", clock(15, 8), "V2", "4W"), clock(15, 8))
+    send(adt("A03", clock(16, 8), "V2", "4W", disposition="01"), clock(16, 8))
+    admit("V3", 25)  # 03-25: V1 (out 03-02) is 23 days gone, V2 (out 03-16) 9 days
+    assert kept() == {"V2"}  # (a stay still in hospital is observed at its discharge)
+    admit("V4", 31)  # 03-31: V2 is 15 days gone
+    assert kept() == set()

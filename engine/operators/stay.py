@@ -235,6 +235,7 @@ class StayTally:
         self.on_diff = on_diff
         self.book = StayBook()
         self.observed: dict[str, list[Observation]] = {}
+        self.swept = -1  # the book's `forgotten` at the last sweep
 
     def attach(self, book: StayBook) -> None:
         self.book = book
@@ -280,7 +281,11 @@ class StayTally:
         return [obs for found in self.observed.values() for obs in found]
 
     def sweep(self) -> None:
-        """Forget the stays the book forgot (census prune)."""
+        """Forget the stays the book forgot (census prune). Called for every window closed:
+        a walk of every stay only when the book has forgotten one since."""
+        if self.book.forgotten == self.swept:
+            return
+        self.swept = self.book.forgotten
         for key in [k for k in self.observed if k not in self.book.stays]:
             del self.observed[key]
 
@@ -289,6 +294,7 @@ class StayTally:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.observed = {k: [(t, tuple(p), v) for t, p, v in obs] for k, obs in state.items()}  # type: ignore[misc]
+        self.swept = -1
 
 
 class StayOperator(ValueOperator):

@@ -29,6 +29,7 @@ class ValueOperator(Operator):
         # pane indices in a heap per unit: pruning takes the oldest panes off the top instead
         # of scanning them all for every closed window (years of panes after a backfill)
         self.order: dict[GroupKey, list[int]] = {}
+        self.tops: dict[GroupKey, int] = {}  # the highest pane index made per unit
         self.indices: list[int] = []  # every pane index with data, sorted (the next data: bisect)
         self._indexed: set[int] = set()
         self._left: set[int] = set()  # the panes with data pruned last
@@ -99,6 +100,8 @@ class ValueOperator(Operator):
         if acc is None:
             acc = panes[idx] = Acc(self.keep_values)
             heapq.heappush(self.order.setdefault(key, []), idx)
+            if idx > self.tops.get(key, -1):
+                self.tops[key] = idx
             if idx not in self._indexed:
                 self._indexed.add(idx)
                 paneindex.add(self.indices, idx)
@@ -110,12 +113,20 @@ class ValueOperator(Operator):
         keep = self.keep_values
         out: dict[GroupKey, Acc] = {}
         active = False
+        cumulative = self.clock.cumulative
+        tops, order = self.tops, self.order
         for key, panes in self.panes.items():
             acc: Acc | None = None
-            base = self.base.get(key)
-            if base is not None and self.clock.cumulative:
+            base = self.base.get(key) if cumulative else None
+            if base is not None:
                 acc = Acc(keep)
                 acc.merge(base)
+            else:
+                # no pane of this unit in [start, end): skipped (its heap's top is at or below its
+                # lowest pane, `tops` its highest); most units, in most windows a backfill closes
+                heap = order.get(key)
+                if not heap or heap[0] >= end or tops[key] < start:
+                    continue
             if end - start < len(panes):  # the window's panes, not every pane kept
                 found = [p for p in map(panes.get, range(start, end)) if p is not None]
             else:
@@ -186,6 +197,7 @@ class ValueOperator(Operator):
         for key, idx, acc in state["panes"]:
             self.panes.setdefault(tuple(key), {})[idx] = Acc.from_state(acc)  # type: ignore[index]
         self.order = {key: sorted(panes) for key, panes in self.panes.items()}  # a sorted list is a heap
+        self.tops = {key: max(panes) for key, panes in self.panes.items() if panes}
         self._indexed = {i for panes in self.panes.values() for i in panes}
         self.indices = sorted(self._indexed)
         self.base = {tuple(k): Acc.from_state(a) for k, a in state["base"]}  # type: ignore[misc]
