@@ -84,7 +84,9 @@ def computed(
     """A sample of values the engine computed itself, built without validation (as
     EventBase.checked builds events): closing a backfill's windows made half a million
     samples, and validating them was a fifth of the time. Numbers become floats, as
-    validation makes them; a count that is not an int is validated (and refused)."""
+    validation makes them; a count that is not an int goes through validation (a whole
+    float becomes an int, anything else is refused). Every field counts as set (nothing
+    reads a sample's fields_set)."""
     if type(n) is not int:
         return Sample(
             kpi=kpi, group=group, window=window, value=value, numerator=numerator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -303,6 +304,38 @@ def test_intervals_at_rest_are_forgotten_wave_after_wave(engine: Engine) -> None
     assert set(op.keys) == {"c0"}  # type: ignore[attr-defined]
     wave("d", 8 * DAY, 1)
     assert set(op.keys) == {"d0"}  # type: ignore[attr-defined]
+
+
+def test_a_key_whose_time_moves_earlier_is_forgotten_with_those_behind_it(engine: Engine) -> None:
+    """A result that came before its order waits for it (kept by the result's time); its
+    order, arriving later with an earlier time, moves what the key is kept by back. Once
+    12 h (expire_after) of closed windows lie past it, it and the order behind it are
+    forgotten, as they would be had the order come first."""
+    op = engine.by_kpi["lab_tat_stat"]
+    engine.process(lab("lab.result", 600, "k0", result_status="final"))
+    engine.process(lab("lab.order", 1, "k1", priority="stat"))
+    engine.process(lab("lab.result", 5, "k1", result_status="final"))
+    engine.advance(ts(600))  # nothing is 12 h old yet: all kept
+    assert set(op.keys) == {"k0", "k1"}  # type: ignore[attr-defined]
+    engine.process(lab("lab.order", 0, "k0", priority="stat"))  # k0 now kept by minute 0
+    engine.process(lab("lab.order", 1000, "z", priority="stat"))
+    engine.advance(ts(1000))  # windows closed to about minute 1000: minutes 0 and 1 are past
+    assert set(op.keys) == {"z"}  # type: ignore[attr-defined]
+
+
+def test_windows_before_1970_close(engine: Engine) -> None:
+    """Event times before 1970 (negative epoch seconds, negative pane indices) are accepted
+    by default (engine.max_age: a lifetime of records) and close like any other: a STAT
+    order at 1969-12-31 20:00 resulted at 20:20 is a 20-minute turnaround."""
+    evening = (datetime(1969, 12, 31, 20, tzinfo=UTC) - T0).total_seconds() / 60
+    engine.process(lab("lab.order", evening, "old", priority="stat"))
+    engine.process(lab("lab.result", evening + 20, "old", result_status="final"))
+    closed = [
+        s
+        for s in engine.windows(engine.advance(ts(evening + 120)))
+        if s.kpi == "lab_tat_stat" and s.group.unit == "ICU" and s.value is not None
+    ]
+    assert closed and {s.value for s in closed} == {20.0}
 
 
 def test_a_resent_order_after_its_result_does_not_open_a_second_interval(engine: Engine) -> None:

@@ -69,7 +69,7 @@ class DurationOperator(ValueOperator):
         self.key_field = m.key
         self.life = float(m.expire_after)
         self.start_ok = compile_where(m.start.where)
-        # event type -> (where test, contradiction test) for each end that has that type
+        # event type -> the membership tests of each end that has that type
         self.end_tests = end_tests_of(m)
         # event type -> one test for "is this an end of a matching start" (None: every one is)
         self.end_check: dict[str, Predicate | None] = {
@@ -248,6 +248,9 @@ class DurationOperator(ValueOperator):
         return "open", None
 
     def _settle(self, key: str, r: Interval) -> None:
+        kept = r.since()
+        if kept < self.prune_at:  # an earlier start, end or cancel: _prune looks again
+            self.prune_at = kept
         status, obs = self._outcome(r)
         # (when the old value's pane is gone, that value stays: the change came too late)
         if obs != r.obs and (r.obs is None or self.unobserve(*r.obs)):
@@ -295,7 +298,7 @@ class DurationOperator(ValueOperator):
             if begun <= oldest:
                 due.append(key)
         for key in due:
-            r = self.open[key]  # the same Interval as in keys (open ones are never Ended)
+            r = self.open[key]  # the same Interval as in keys (an open one is never a Row)
             r.expired = True
             self.expired += 1
             self._settle(key, r)
@@ -374,7 +377,7 @@ class DurationOperator(ValueOperator):
         for key, r in self.keys.items():
             kept = since(r)
             if kept >= horizon:
-                self.prune_at = kept  # (should its since() move earlier, it is pruned late)
+                self.prune_at = kept  # (_settle lowers it when a key's since() moves earlier)
                 break
             stale.append(key)
         else:

@@ -29,7 +29,7 @@ class ValueOperator(Operator):
         # pane indices in a heap per unit: pruning takes the oldest panes off the top instead
         # of scanning them all for every closed window (years of panes after a backfill)
         self.order: dict[GroupKey, list[int]] = {}
-        self.tops: dict[GroupKey, int] = {}  # the highest pane index made per unit
+        self.tops: dict[GroupKey, int] = {}  # the highest pane index made per unit (kept)
         self.indices: list[int] = []  # every pane index with data, sorted (the next data: bisect)
         self._indexed: set[int] = set()
         self._left: set[int] = set()  # the panes with data pruned last
@@ -100,7 +100,8 @@ class ValueOperator(Operator):
         if acc is None:
             acc = panes[idx] = Acc(self.keep_values)
             heapq.heappush(self.order.setdefault(key, []), idx)
-            if idx > self.tops.get(key, -1):
+            top = self.tops.get(key)
+            if top is None or idx > top:  # (indices before 1970 are negative)
                 self.tops[key] = idx
             if idx not in self._indexed:
                 self._indexed.add(idx)
@@ -123,7 +124,8 @@ class ValueOperator(Operator):
                 acc.merge(base)
             else:
                 # no pane of this unit in [start, end): skipped (its heap's top is at or below its
-                # lowest pane, `tops` its highest); most units, in most windows a backfill closes
+                # lowest pane, `tops` at or above its highest); most units, in most windows a
+                # backfill closes
                 heap = order.get(key)
                 if not heap or heap[0] >= end or tops[key] < start:
                     continue
