@@ -113,8 +113,12 @@ class MapContext:
 
 
 def message_key(msg: Message) -> str:
-    """Idempotency key: sending facility + control id + content (control ids get reused)."""
-    return content_key(msg.sending_facility, msg.control_id, msg.raw)
+    """Idempotency key: sending facility + control id + content (control ids get reused).
+    Kept on the message: mapping and the receiver both need it, and it hashes the whole text."""
+    key = msg.key
+    if key is None:
+        key = msg.key = content_key(msg.sending_facility, msg.control_id, msg.raw)
+    return key
 
 
 class MapperBase:

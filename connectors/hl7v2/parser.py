@@ -224,7 +224,7 @@ class HeaderSegment(Segment):
 class Message:
     """A parsed message: segments in order, plus quick access by segment name."""
 
-    __slots__ = ("_control_id", "_facility", "enc", "message_type", "raw", "segments", "trigger")
+    __slots__ = ("_control_id", "_facility", "enc", "key", "message_type", "raw", "segments", "trigger")
 
     def __init__(self, raw: str, segments: list[Segment], enc: Encoding):
         self.raw = raw
@@ -233,6 +233,7 @@ class Message:
         self.message_type, self.trigger = segments[0].components(9, 2)
         self._control_id: str | None = None
         self._facility: str | None = None
+        self.key: str | None = None  # its idempotency key, once computed (connectors/hl7v2/base.py)
 
     @property
     def msh(self) -> Segment:
