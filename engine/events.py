@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Self
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from engine.unvalidated import unvalidated
+
 Source = Literal["hl7v2", "fhir", "feed"]
 
 
@@ -35,7 +37,6 @@ class lazy:
 
 _DEFAULTS: dict[type, dict[str, Any]] = {}
 _ALL_SET: dict[type, set[str]] = {}
-_set = object.__setattr__
 _PLACES: dict[tuple[str, str | None, str | None], tuple[str, str | None, str | None]] = {}
 """One tuple per place, shared by every event and every piece of state that names it."""
 
@@ -73,26 +74,16 @@ class EventBase(BaseModel):
     def checked(cls, values: dict[str, Any]) -> Self:
         """An event over values already checked (by the connector's own code, or a decoder's
         validation), every field present: nothing is validated, filled in or derived."""
-        event = cls.__new__(cls)
-        _set(event, "__dict__", values)
         # every field counts as set (frozen models never change it; nothing reads it)
         fields_set = _ALL_SET.get(cls)
         if fields_set is None:
             fields_set = _ALL_SET[cls] = set(cls.model_fields)
-        _set(event, "__pydantic_fields_set__", fields_set)
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        return event
+        return unvalidated(cls, values, fields_set)
 
     def replacing(self, fields: dict[str, Any]) -> Self:
         """A copy with these fields replaced, unvalidated (as `trusted`), several times cheaper
         than model_copy; never event_time or the place, whose derived values are kept."""
-        event = type(self).__new__(type(self))
-        _set(event, "__dict__", {**self.__dict__, **fields})
-        _set(event, "__pydantic_fields_set__", self.__pydantic_fields_set__)
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        return event
+        return unvalidated(type(self), {**self.__dict__, **fields}, self.__pydantic_fields_set__)
 
     # ts and place are derived when an event is built by a connector (trusted) or read back
     # (engine/event_decoder.py), so the engine's per-event work starts from numbers; an event built

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from engine.unvalidated import unvalidated
+
 Status = Literal["ok", "warning", "critical", "no_data"]
 
 GroupKey = tuple[str, str | None, str | None]
@@ -63,8 +65,7 @@ class Sample(BaseModel):
     window that ends at `until`, had the same result (one history row, not one per step)."""
 
 
-_set = object.__setattr__
-_ALL_SET = frozenset(Sample.model_fields)
+_ALL_SET = set(Sample.model_fields)  # shared by every sample built here, never changed
 
 
 def computed(
@@ -93,10 +94,8 @@ def computed(
             denominator=denominator, n=n, status=status, as_of=as_of, final=final,
             overdue=overdue, until=until,
         )  # fmt: skip
-    sample = Sample.__new__(Sample)
-    _set(
-        sample,
-        "__dict__",
+    return unvalidated(
+        Sample,
         {
             "kpi": kpi,
             "group": group,
@@ -113,22 +112,14 @@ def computed(
             "overdue": overdue,
             "until": until,
         },
+        _ALL_SET,
     )
-    _set(sample, "__pydantic_fields_set__", set(_ALL_SET))
-    _set(sample, "__pydantic_extra__", None)
-    _set(sample, "__pydantic_private__", None)
-    return sample
 
 
 def lasting(sample: Sample, until: datetime) -> Sample:
     """The sample as the first window of a run lasting until `until` (model_copy's result,
     without its deep machinery: one for every run of closed windows)."""
-    out = Sample.__new__(Sample)
-    _set(out, "__dict__", {**sample.__dict__, "until": until})
-    _set(out, "__pydantic_fields_set__", sample.__pydantic_fields_set__ | {"until"})
-    _set(out, "__pydantic_extra__", None)
-    _set(out, "__pydantic_private__", None)
-    return out
+    return unvalidated(Sample, {**sample.__dict__, "until": until}, _ALL_SET)
 
 
 _SAMPLE_LIST = TypeAdapter(list[Sample])
