@@ -178,9 +178,23 @@ async def produce(
     return ends
 
 
-async def closed_samples(
-    settings: Settings, expect: set[SampleKey], timeout: float = 120
-) -> dict[SampleKey, list[tuple[Any, ...]]]:
+class Published(dict[SampleKey, list[tuple[Any, ...]]]):
+    """Every copy of each closed window, and for each copy when it was published (the samples
+    record's Kafka timestamp, ms) and where (partition, offset): a failure names them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[SampleKey, list[tuple[int, int, int]]] = {}
+
+    def copies(self, key: SampleKey) -> list[str]:
+        return [
+            f"{value} published {datetime.fromtimestamp(ms / 1000, UTC):%H:%M:%S.%f}"
+            f" (samples {part}@{offset})"
+            for value, (ms, part, offset) in zip(self[key], self.at.get(key, []), strict=False)
+        ]
+
+
+async def closed_samples(settings: Settings, expect: set[SampleKey], timeout: float = 120) -> Published:
     """Every closed sample on the samples topic (all copies of each), read until all the
     expected windows have arrived and nothing new came for a few seconds."""
     consumer = AIOKafkaConsumer(
@@ -192,7 +206,7 @@ async def closed_samples(
     await consumer.start()
     # closed windows travel as runs (one sample for windows in a row with the same result)
     runs = Engine(load_catalogue(settings.kpi_defs), settings.places)
-    got: dict[SampleKey, list[tuple[Any, ...]]] = {}
+    got = Published()
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     try:
@@ -203,6 +217,7 @@ async def closed_samples(
                 for record in records:
                     for key, value in _closed(runs.windows(load_samples(record.value))).items():
                         got.setdefault(key, []).append(value)
+                        got.at.setdefault(key, []).append((record.timestamp, record.partition, record.offset))
                         new = True
             if new:
                 quiet_since = time.monotonic()
@@ -276,7 +291,25 @@ class Worker:
         await asyncio.sleep(2)
         return self.events("processed")
 
+    def story(self, lines: int = 60) -> str:
+        """The worker's log at info and above, its last lines: what a failure report shows
+        (partitions taken, seeks, gaps, stalls), since the log itself is gone after CI."""
+        import json
+
+        kept = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                kept.append(line[:300])
+                continue
+            if entry.get("level") != "debug":
+                when, message = entry.get("time", "")[11:23], entry.get("message", "")[:240]
+                kept.append(f"{when} {entry.get('level')} {message}")
+        return f"--- {self.log.name} (last {lines} of {len(kept)} lines)\n" + "\n".join(kept[-lines:])
+
     def kill(self) -> None:
+        self.kill_time = datetime.now(UTC)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 

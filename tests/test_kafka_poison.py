@@ -72,7 +72,7 @@ async def test_records_no_gateway_writes_are_counted_and_skipped(kafka_broker: s
     finally:
         worker.stop()
     assert running
-    assert_same(want, got)
+    assert_same(want, got, (worker,))
     assert processed == len(events)
     assert (unreadable, refused) == (2, 3)
     # the worker logs as carescore does, JSON lines, at its log level (INFO), whatever Faust's

@@ -324,9 +324,11 @@ def make_app(settings: Settings) -> faust.App:
         for part in parts.values():
             part.unacked.clear()  # the events after the checkpoint will be handed out again
             part.since_checkpoint = 0
-        for tp in revoked:
-            if tp.topic == events_topic(kafka):
-                parts.pop(tp.partition, None)  # whoever gets it next resumes from its checkpoint
+        gone = sorted(tp.partition for tp in revoked if tp.topic == events_topic(kafka))
+        for number in gone:
+            part = parts.pop(number, None)  # whoever gets it next resumes from its checkpoint
+            if part is not None:
+                log.info("events partition %d revoked after offset %d", number, part.offset)
         WORKER_PARTITIONS.set(len(parts))
         unsaved()
 
