@@ -123,13 +123,16 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
     want = expected(settings, events)
     first, second = Worker(config, tmp_path / "w1.log"), Worker(config, tmp_path / "w2.log")
     try:
-        half = len(events) // 2
+        # a third before both workers run, a third while they do, the last third after the kill
+        # (the stream is ~2,700 events; fixed counts here once made the middle third empty and
+        # sent part of the stream twice)
+        third, kill_at = len(events) // 3, 2 * len(events) // 3
         # records of up to 7 events, as the gateway batches them
-        await produce(settings, events[:2000], per_record=7)
+        await produce(settings, events[:third], per_record=7)
         await until(
             lambda: first.partitions() > 0 and second.partitions() > 0, 120, "both workers hold partitions"
         )
-        await produce(settings, events[2000:half], pause_every=2000, pause=0.5, per_record=7)
+        await produce(settings, events[third:kill_at], pause_every=300, pause=0.2, per_record=7)
         await until(
             lambda: first.unsaved() > 0 and first.events("processed") > 0,
             60,
@@ -142,7 +145,7 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
             until(lambda: second.partitions() == 4, 45, "the survivor holds all 4 partitions (session 20 s)")
         )
         try:
-            await produce(settings, events[half:], pause_every=2000, pause=0.2, per_record=7)
+            await produce(settings, events[kill_at:], pause_every=300, pause=0.2, per_record=7)
             await takeover
         finally:
             takeover.cancel()

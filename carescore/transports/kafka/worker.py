@@ -326,9 +326,8 @@ def make_app(settings: Settings) -> faust.App:
             part.since_checkpoint = 0
         gone = sorted(tp.partition for tp in revoked if tp.topic == events_topic(kafka))
         for number in gone:
-            part = parts.pop(number, None)  # whoever gets it next resumes from its checkpoint
-            if part is not None:
-                log.info("events partition %d revoked after offset %d", number, part.offset)
+            if number in parts:  # whoever gets it next resumes from its checkpoint
+                log.info("events partition %d revoked after offset %d", number, parts.pop(number).offset)
         WORKER_PARTITIONS.set(len(parts))
         unsaved()
 
