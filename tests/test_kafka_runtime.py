@@ -123,10 +123,11 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
     want = expected(settings, events)
     first, second = Worker(config, tmp_path / "w1.log"), Worker(config, tmp_path / "w2.log")
     try:
-        # a third before both workers run, a third while they do, the last third after the kill
-        # (the stream is ~2,700 events; fixed counts here once made the middle third empty and
-        # sent part of the stream twice)
+        # a third before both workers run, a third while they do, the last third after the
+        # kill, led by the quarter of the stream before the kill sent again (senders retrying
+        # what they had no answer for): the survivor counts those once
         third, kill_at = len(events) // 3, 2 * len(events) // 3
+        resent = kill_at - len(events) // 4
         # records of up to 7 events, as the gateway batches them
         await produce(settings, events[:third], per_record=7)
         await until(
@@ -145,16 +146,17 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
             until(lambda: second.partitions() == 4, 45, "the survivor holds all 4 partitions (session 20 s)")
         )
         try:
-            await produce(settings, events[kill_at:], pause_every=300, pause=0.2, per_record=7)
+            await produce(settings, events[resent:], pause_every=300, pause=0.2, per_record=7)
             await takeover
         finally:
             takeover.cancel()
         got = await closed_samples(settings, set(want), timeout=240)
-        gaps = second.gaps()
+        gaps, duplicates = second.gaps(), second.events("duplicate")
     finally:
         first.stop()
         second.stop()
     assert held >= 1 and unsaved > 0, (held, unsaved)
+    assert duplicates > 0  # the resent events reached the survivor and were dropped there
     # no records given up as gone (worker.skipped gives a seek-back GAP_GRACE seconds, then
     # goes on without them): on a slow machine that would be a loss this test must name
     assert gaps == 0
