@@ -76,6 +76,12 @@ class RosterTracker:
         self.known: Counter[tuple[GroupKey, str]] = Counter()  # people known by id in each
         self.people: dict[str, _Person] = {}
         self.budget: dict[tuple[GroupKey, str], float] = {}  # (place, role) -> budgeted positions
+        # by place, in the order rows came: the roles it has counts for, those it has budgets
+        # for, and who is on it. _levels reads one place's; walking every row and person on
+        # each HR event grew with the roster
+        self.roles_at: dict[GroupKey, dict[str, None]] = {}
+        self.budgets_at: dict[GroupKey, dict[str, None]] = {}
+        self.people_at: dict[GroupKey, dict[str, _Person]] = {}
         self.emitted: dict[tuple[str, GroupKey], float] = {}
         self.unmatched: Counter[str] = Counter()  # HR records that could not move a count
 
@@ -97,39 +103,45 @@ class RosterTracker:
         if value < 0:
             self.unmatched["below_zero"] += 1
             value = 0.0
-        self.count[key] = value
+        self._set_count(place, role, value)
+
+    def _set_count(self, place: GroupKey, role: str, value: float) -> None:
+        self.count[(place, role)] = value
+        self.roles_at.setdefault(place, {})[role] = None
 
     def _unnamed(self, place: GroupKey, role: str) -> float:
         """People in a baseline not (yet) known by id."""
         return self.count.get((place, role), 0.0) - self.known[(place, role)]
 
     def _place_person(self, staff: str, place: GroupKey, role: str, certs: list[str] | None = None) -> None:
-        self.people[staff] = _Person(place, role, certs)
+        self._drop_person(staff)  # callers drop whoever they move first: never two places
+        person = self.people[staff] = _Person(place, role, certs)
+        self.people_at.setdefault(place, {})[staff] = person
         self.known[(place, role)] += 1
 
     def _drop_person(self, staff: str) -> _Person | None:
         person = self.people.pop(staff, None)
         if person is not None:
             self.known[(person.place, person.role)] -= 1
+            self.people_at[person.place].pop(staff, None)
         return person
 
     def _levels(self, place: GroupKey) -> dict[str, float]:
         staff = rns = direct = budgeted = vacant = 0.0
-        for (where, role), n in self.count.items():
-            if where != place:
-                continue
+        for role in self.roles_at.get(place, ()):
+            n = self.count.get((place, role), 0.0)
             staff += n
             if role in REGISTERED_NURSE_ROLES:
                 rns += n
             if role in DIRECT_CARE_RN_ROLES:
                 direct += n
-        for (where, role), positions in self.budget.items():
-            if where == place and role in REGISTERED_NURSE_ROLES:
+        for role in self.budgets_at.get(place, ()):
+            if role in REGISTERED_NURSE_ROLES:
+                positions = self.budget[(place, role)]
                 budgeted += positions
                 vacant += max(0.0, positions - self.count.get((place, role), 0.0))
-        certified = sum(
-            1 for p in self.people.values() if p.place == place and p.certs and p.role in DIRECT_CARE_RN_ROLES
-        )
+        people = self.people_at.get(place, {}).values()
+        certified = sum(1 for p in people if p.certs and p.role in DIRECT_CARE_RN_ROLES)
         return {
             "staff": staff,
             "registered_nurses": rns,
@@ -257,15 +269,15 @@ class RosterTracker:
             return
         place, role = place_of(event), self._role(event)
         if role == _UNASSIGNED:  # the unit's total: people of unknown role are the rest
-            named = sum(n for (p, r), n in self.count.items() if p == place and r != _UNASSIGNED)
-            self.count[(place, _UNASSIGNED)] = max(0.0, event.headcount - named)
+            named = sum(self.count[(place, r)] for r in self.roles_at.get(place, ()) if r != _UNASSIGNED)
+            self._set_count(place, _UNASSIGNED, max(0.0, event.headcount - named))
         else:
             found = event.headcount - self.count.get((place, role), 0.0)
-            self.count[(place, role)] = event.headcount
+            self._set_count(place, role, event.headcount)
             if found > 0:  # more of this role than counted: they were among the unknown-role people
                 spare = max(0.0, self._unnamed(place, _UNASSIGNED))
                 unknown = self.count.get((place, _UNASSIGNED), 0.0)
-                self.count[(place, _UNASSIGNED)] = unknown - min(spare, found)
+                self._set_count(place, _UNASSIGNED, unknown - min(spare, found))
         self._settle(event.ts, place)
 
     def _positions(self, event: EventBase) -> None:
@@ -273,7 +285,9 @@ class RosterTracker:
         if event.positions is None:
             return
         place = place_of(event)
-        self.budget[(place, self._role(event))] = event.positions
+        role = self._role(event)
+        self.budget[(place, role)] = event.positions
+        self.budgets_at.setdefault(place, {})[role] = None
         self._settle(event.ts, place)
 
     # -- state -------------------------------------------------------------------------------
@@ -293,5 +307,12 @@ class RosterTracker:
         self.people = {k: _Person(tuple(p), r, list(c)) for k, (p, r, c) in state["people"].items()}  # type: ignore[arg-type]
         self.known = Counter((p.place, p.role) for p in self.people.values())
         self.budget = {(tuple(p), r): n for p, r, n in state["budget"]}  # type: ignore[misc]
+        self.roles_at, self.budgets_at, self.people_at = {}, {}, {}
+        for place, role in self.count:
+            self.roles_at.setdefault(place, {})[role] = None
+        for place, role in self.budget:
+            self.budgets_at.setdefault(place, {})[role] = None
+        for staff, person in self.people.items():
+            self.people_at.setdefault(person.place, {})[staff] = person
         self.emitted = {(lvl, tuple(p)): v for lvl, p, v in state["emitted"]}  # type: ignore[misc]
         self.unmatched = Counter(state["unmatched"])

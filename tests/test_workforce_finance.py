@@ -224,6 +224,47 @@ def test_certified_share_needs_a_known_rn_and_lasts_until_the_last_certification
     assert run.engine.roster.emitted.get(("staff", ("LK", "medicine", "5E")), 0.0) == 0.0
 
 
+def test_a_certified_nurse_who_moves_takes_the_certification_to_the_new_unit(catalogue: Catalogue) -> None:
+    """Certified direct-care RNs / direct-care RNs, per unit (NDNQI, Magnet).
+    Day 0: baselines of 4 RNs on 4W and 5 on 5E; E960 hired as an RN on 4W (5 on 4W).
+      day 1  E960 certified CCRN                                4W 1/5 = 20 %;  5E 0/5 = 0 %
+      day 4  E960 transferred to 5E                              4W 0/4 = 0 %;   5E 1/6 = 16.67 %
+      day 7  E960 hired again, onto 4W (a move, nobody new)      4W 1/5 = 20 %;  5E 0/5 = 0 %
+    The same engine snapshotted and restored between day 1 and day 4 gives the same windows:
+    the roster's people by unit come back with it."""
+    events = rows(
+        "hr",
+        hr("headcount", 0, "4W", role="rn", headcount=4),
+        hr("headcount", 0, "5E", role="rn", headcount=5),
+        hr("hire", 0, "4W", staff_id="E960", role="rn"),
+        hr("certification_granted", 1, "4W", staff_id="E960", role="rn", certification="CCRN"),
+        hr("transfer", 4, "5E", staff_id="E960", role="rn"),
+        hr("hire", 7, "4W", staff_id="E960", role="rn"),
+    )
+    run = Run(catalogue, events)
+    for start, share_4w, share_5e in ((2, 20.0, 0.0), (5, 0.0, 100 / 6), (8, 20.0, 0.0)):
+        run.check("certified_nurses_pct", start, start + 1, "4W", share_4w)
+        run.check("certified_nurses_pct", start, start + 1, "5E", share_5e)
+
+    restored = Engine(catalogue, PLACES)
+    later = [e for e in run.events if e.ts >= day(4).timestamp()]
+    first = Engine(catalogue, PLACES)
+    for event in run.events[: len(run.events) - len(later)]:
+        first.process(event)
+    restored.restore(orjson.loads(orjson.dumps(first.snapshot())))
+    for event in later:
+        restored.process(event)
+    quiet = END + (run.events[-1].event_time - T0) + timedelta(days=run.span + 8)
+    again = {
+        (s.group.unit, s.window.start): s.value
+        for s in restored.windows(restored.advance(quiet.timestamp()))
+        if s.kpi == "certified_nurses_pct" and s.group.unit
+    }
+    for start, share_4w, share_5e in ((5, 0.0, 100 / 6), (8, 20.0, 0.0)):
+        assert again[("4W", day(start))] == pytest.approx(share_4w)
+        assert again[("5E", day(start))] == pytest.approx(share_5e)
+
+
 # -- training hours per nurse: hours of RNs / RNs, the same roles on both sides ---------------
 def test_training_hours_and_headcount_cover_the_same_rn_roles(catalogue: Catalogue) -> None:
     """4W baseline (day 0): 10 RNs, 1 charge RN, 4 nursing assistants.
