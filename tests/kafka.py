@@ -136,38 +136,42 @@ async def produce(
     per_record: int = 1,
     stamp: bool = True,
 ) -> dict[int, int]:
-    """Events to the events topic keyed by facility: one per record, or (per_record > 1)
-    runs of a facility's consecutive events as JSON arrays, the way the gateway batches.
-    Each is stamped received when it is sent, as the gateway stamps what it takes in (stamp
-    False: they keep the received_time they have). Returns each partition's end offset after them."""
+    """Events to the events topic keyed by facility, batched as the gateway batches them
+    (carescore/transports/kafka/sink.py): the stream in consecutive groups of `per_record`
+    events (what one linger gathers), each group one record per facility holding its events
+    as a JSON array (one event alone when per_record is 1). Within a partition, events are
+    then out of time order by no more than a group spans.
+
+    Holding a facility's events until it had `per_record` of its own (as this helper once
+    did) is not what the gateway does: a quiet facility's events lagged its partition-mate's
+    by minutes of event time, past the 2 min grace, and whether a window closed between the
+    two depended on where the worker's ticks fell: the SIGKILL test failed one CI run in
+    fifteen that way (a nurse call's acknowledgement came after its window had closed).
+
+    Each event is stamped received when it is sent, as the gateway stamps what it takes in
+    (stamp False: they keep the received_time they have). Returns each partition's end
+    offset after them."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.runtime.kafka.bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
     topic = events_topic(settings.runtime.kafka)
-    runs: dict[str, list[EventBase]] = {}
     sent: list[asyncio.Future[Any]] = []
-
-    async def send(facility: str) -> None:
-        now = datetime.now(UTC)
-        run = runs.pop(facility)
-        if stamp:
-            run = [e.model_copy(update={"received_time": now}) for e in run]
-        value = dump_event(run[0]) if per_record == 1 else dump_events(run)
-        sent.append(await producer.send(topic, value, key=facility.encode()))
-
     try:
-        for i, e in enumerate(events):
-            runs.setdefault(e.facility, []).append(e)
-            if len(runs[e.facility]) >= per_record:
-                await send(e.facility)
-            if pause_every and i % pause_every == pause_every - 1:
-                for facility in list(runs):
-                    await send(facility)
+        for begin in range(0, len(events), per_record):
+            group = events[begin : begin + per_record]
+            if stamp:
+                now = datetime.now(UTC)
+                group = [e.model_copy(update={"received_time": now}) for e in group]
+            by_facility: dict[str, list[EventBase]] = {}
+            for e in group:
+                by_facility.setdefault(e.facility, []).append(e)
+            for facility, run in by_facility.items():
+                value = dump_event(run[0]) if per_record == 1 else dump_events(run)
+                sent.append(await producer.send(topic, value, key=facility.encode()))
+            if pause_every and (begin + len(group)) // pause_every > begin // pause_every:
                 await producer.flush()
                 await asyncio.sleep(pause)
-        for facility in list(runs):
-            await send(facility)
         await producer.flush()
     finally:
         await producer.stop()
