@@ -114,7 +114,7 @@ class RosterTracker:
         return self.count.get((place, role), 0.0) - self.known[(place, role)]
 
     def _place_person(self, staff: str, place: GroupKey, role: str, certs: list[str] | None = None) -> None:
-        self._drop_person(staff)  # callers drop whoever they move first: never two places
+        self._drop_person(staff)  # never on two places (nothing to do: callers drop them first)
         person = self.people[staff] = _Person(place, role, certs)
         self.people_at.setdefault(place, {})[staff] = person
         self.known[(place, role)] += 1

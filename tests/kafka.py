@@ -128,6 +128,10 @@ def _closed(samples: list[Sample]) -> dict[SampleKey, tuple[Any, ...]]:
     }
 
 
+GROUP_SPAN = 60.0
+"""Seconds of event time one produce() group may span: under the smallest grace (2 min)."""
+
+
 async def produce(
     settings: Settings,
     events: list[EventBase],
@@ -137,16 +141,17 @@ async def produce(
     stamp: bool = True,
 ) -> dict[int, int]:
     """Events to the events topic keyed by facility, batched as the gateway batches them
-    (carescore/transports/kafka/sink.py): the stream in consecutive groups of `per_record`
-    events (what one linger gathers), each group one record per facility holding its events
-    as a JSON array (one event alone when per_record is 1). Within a partition, events are
-    then out of time order by no more than a group spans.
+    (carescore/transports/kafka/sink.py): the stream in consecutive groups of up to
+    `per_record` events (what one linger gathers), each group one record per facility holding
+    its events as a JSON array (one event alone when per_record is 1). A group also ends
+    before it would span more than GROUP_SPAN of event time, as a 5 ms linger never gathers
+    minutes of it, so events in a partition are out of time order by less than any grace.
 
-    Holding a facility's events until it had `per_record` of its own (as this helper once
-    did) is not what the gateway does: a quiet facility's events lagged its partition-mate's
-    by minutes of event time, past the 2 min grace, and whether a window closed between the
-    two depended on where the worker's ticks fell: the SIGKILL test failed one CI run in
-    fifteen that way (a nurse call's acknowledgement came after its window had closed).
+    Holding each facility's events until it had `per_record` of its own (as this helper once
+    did) put one facility's events minutes of event time behind its partition-mate's, past
+    the 2 min grace, and whether a window closed between the two depended on where the
+    worker's ticks fell: the SIGKILL test failed one CI run in fifteen that way (a nurse
+    call's acknowledgement came after its window had closed).
 
     Each event is stamped received when it is sent, as the gateway stamps what it takes in
     (stamp False: they keep the received_time they have). Returns each partition's end
@@ -157,21 +162,32 @@ async def produce(
     await producer.start()
     topic = events_topic(settings.runtime.kafka)
     sent: list[asyncio.Future[Any]] = []
+
+    async def send(group: list[EventBase]) -> None:
+        if stamp:
+            now = datetime.now(UTC)
+            group = [e.model_copy(update={"received_time": now}) for e in group]
+        by_facility: dict[str, list[EventBase]] = {}
+        for e in group:
+            by_facility.setdefault(e.facility, []).append(e)
+        for facility, run in by_facility.items():
+            value = dump_event(run[0]) if per_record == 1 else dump_events(run)
+            sent.append(await producer.send(topic, value, key=facility.encode()))
+
     try:
-        for begin in range(0, len(events), per_record):
-            group = events[begin : begin + per_record]
-            if stamp:
-                now = datetime.now(UTC)
-                group = [e.model_copy(update={"received_time": now}) for e in group]
-            by_facility: dict[str, list[EventBase]] = {}
-            for e in group:
-                by_facility.setdefault(e.facility, []).append(e)
-            for facility, run in by_facility.items():
-                value = dump_event(run[0]) if per_record == 1 else dump_events(run)
-                sent.append(await producer.send(topic, value, key=facility.encode()))
-            if pause_every and (begin + len(group)) // pause_every > begin // pause_every:
+        group: list[EventBase] = []
+        for i, e in enumerate(events):
+            if group and (len(group) >= per_record or e.ts - group[0].ts > GROUP_SPAN):
+                await send(group)
+                group = []
+            group.append(e)
+            if pause_every and i % pause_every == pause_every - 1:
+                await send(group)
+                group = []
                 await producer.flush()
                 await asyncio.sleep(pause)
+        if group:
+            await send(group)
         await producer.flush()
     finally:
         await producer.stop()

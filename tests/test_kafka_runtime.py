@@ -44,7 +44,8 @@ def assert_same(want: dict[Any, Any], got: Published, workers: tuple[Worker, ...
     wrong = [k for k in want if k in got and any(v != want[k] for v in got[k])]
     if not missing and not wrong:
         return
-    report = [f"{len(missing)} windows never published, e.g. {missing[:3]}", f"{len(wrong)} windows differ"]
+    report = [f"{len(missing)} windows never published" + (f", e.g. {missing[:3]}" if missing else "")]
+    report.append(f"{len(wrong)} windows differ")
     for k in wrong[:3]:
         report += [f"{k}: want {want[k]}", *(f"  {copy}" for copy in got.copies(k))]
     for worker in workers:
@@ -123,7 +124,7 @@ async def test_a_killed_worker_loses_nothing_and_double_counts_nothing(
     want = expected(settings, events)
     first, second = Worker(config, tmp_path / "w1.log"), Worker(config, tmp_path / "w2.log")
     try:
-        # a third before both workers run, a third while they do, the last third after the
+        # a third before both workers hold partitions, a third while they do, the last third after the
         # kill, led by the quarter of the stream before the kill sent again (senders retrying
         # what they had no answer for): the survivor counts those once
         third, kill_at = len(events) // 3, 2 * len(events) // 3

@@ -230,11 +230,13 @@ def test_a_certified_nurse_who_moves_takes_the_certification_to_the_new_unit(cat
       day 1  E960 certified CCRN                                4W 1/5 = 20 %;  5E 0/5 = 0 %
       day 4  E960 transferred to 5E                              4W 0/4 = 0 %;   5E 1/6 = 16.67 %
       day 7  E960 hired again, onto 4W (a move, nobody new)      4W 1/5 = 20 %;  5E 0/5 = 0 %
-    The same engine snapshotted and restored between day 1 and day 4 gives the same windows:
-    the roster's people by unit come back with it."""
+    The same engine snapshotted and restored between day 1 and day 4 gives the same windows
+    and, at the end, the same roster levels as the engine that ran through (4W's 6 budgeted
+    RN positions among them): the roster's people and rows by unit come back with it."""
     events = rows(
         "hr",
         hr("headcount", 0, "4W", role="rn", headcount=4),
+        hr("positions", 0, "4W", role="rn", positions=6),
         hr("headcount", 0, "5E", role="rn", headcount=5),
         hr("hire", 0, "4W", staff_id="E960", role="rn"),
         hr("certification_granted", 1, "4W", staff_id="E960", role="rn", certification="CCRN"),
@@ -263,6 +265,9 @@ def test_a_certified_nurse_who_moves_takes_the_certification_to_the_new_unit(cat
     for start, share_4w, share_5e in ((5, 0.0, 100 / 6), (8, 20.0, 0.0)):
         assert again[("4W", day(start))] == pytest.approx(share_4w)
         assert again[("5E", day(start))] == pytest.approx(share_5e)
+    assert restored.roster.emitted == run.engine.roster.emitted
+    # after day 7: 4W 5 RNs on 6 positions, 1 vacant
+    assert restored.roster.emitted[("rn_vacancies", ("LK", "medicine", "4W"))] == 1.0
 
 
 # -- training hours per nurse: hours of RNs / RNs, the same roles on both sides ---------------
