@@ -95,3 +95,34 @@ def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
     sample = window[0]
     assert (sample.numerator, sample.denominator) == (5, 10)
     assert sample.value == pytest.approx(5 / 10 * 100)
+
+
+def test_a_discharge_cancelled_after_a_merge_leaves_the_surviving_patients_cohort(places: Places) -> None:
+    """CMS HWR cohort, with the identifiers an MPI cleans up: an index stay recorded under a
+    merged-away MRN belongs to the survivor (A40), and an A13 naming the survivor withdraws it.
+      C1: V1 admitted d0, discharged home d2: index d2 (under C1)
+      d3  A40: C1 merged into D1;  d3 + 1 h  A13 for V1 (PID D1): no index stay any more
+      D1: V2 admitted d6: within 30 days of V1's discharge, but V1 is no index stay: no
+          readmission
+      E1: V3 admitted d0, discharged home d2: index d2, not readmitted
+    March on 4W: 0 readmitted / 1 index stay = 0 %. (Had the A13 missed V1: 1 / 2 = 50 %.)"""
+    engine = Engine(CATALOGUE, places)
+
+    def send(text: str, minutes: float) -> None:
+        for event in map_message(parse(text), MapContext(places, received=at(minutes))):
+            engine.process(event)
+
+    send(adt("A01", 0, "V1", "4W", mrn="C1"), 0)
+    send(adt("A03", 2 * DAY, "V1", "4W", mrn="C1", disposition="01"), 2 * DAY)
+    send(merge(3 * DAY, "D1", "C1"), 3 * DAY)
+    send(adt("A13", 3 * DAY + 60, "V1", "4W", mrn="D1"), 3 * DAY + 60)
+    send(adt("A01", 6 * DAY, "V2", "4W", mrn="D1"), 6 * DAY)
+    send(adt("A01", 0, "V3", "4W", mrn="E1"), 0)
+    send(adt("A03", 2 * DAY, "V3", "4W", mrn="E1", disposition="01"), 2 * DAY)
+
+    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    [sample] = [
+        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
+    ]
+    assert (sample.numerator, sample.denominator) == (0, 1)

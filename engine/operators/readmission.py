@@ -77,6 +77,10 @@ class Cohort:
         # discharges that are not index stays by their status (death, AMA, acute transfer):
         # encounter -> (patient, ts, place), in case an A08 corrects the status
         self.left: dict[str, tuple[str, float, GroupKey]] = {}
+        # encounter -> the patients whose index stays hold it (one, but for merges and
+        # re-identified patients): an A13 or a corrected status finds its stay without a walk
+        # of the whole cohort (some 15,000 stays in a 40-unit hospital)
+        self.holders: dict[str, dict[str, None]] = {}
 
     def handlers(self) -> dict[str, Callable[[EventBase], None]]:
         return {
@@ -153,7 +157,18 @@ class Cohort:
         index = _Index(ts, place, encounter, (disposition or "") in PLANNED_READMISSION)
         stays.append(index)
         stays.sort(key=lambda i: i.ts)
+        self.holders.setdefault(encounter, {})[patient] = None
         self.emit(index.place, index.ts, 0.0, 1.0, 1)
+
+    def _release(self, encounter: str, patient: str) -> None:
+        """The patient holds no index stay of the encounter any more (if so)."""
+        if any(i.encounter == encounter for i in self.index.get(patient, ())):
+            return
+        holders = self.holders.get(encounter)
+        if holders is not None:
+            holders.pop(patient, None)
+            if not holders:
+                del self.holders[encounter]
 
     def on_cancel_discharge(self, event: EventBase) -> None:
         assert isinstance(event, EncounterEvent)
@@ -161,19 +176,23 @@ class Cohort:
         self._withdraw(event.encounter_id)
 
     def _withdraw(self, encounter: str) -> tuple[str, _Index] | None:
-        """Take an index stay (and its readmission) back out of the cohort."""
-        for patient, stays in self.index.items():
-            for index in stays:
-                if index.encounter == encounter:
-                    stays.remove(index)
-                    self.emit(index.place, index.ts, 0.0, -1.0, -1)
-                    if index.readmitted_by is not None:
-                        self.readmissions -= 1
-                        self.emit(index.place, index.ts, -1.0, 0.0, 0)
-                    if not stays:
-                        del self.index[patient]
-                    return patient, index
-        return None
+        """Take an index stay (and its readmission) back out of the cohort: of the patients
+        holding the encounter, the first in the cohort's order, as a walk of it would find."""
+        holders = self.holders.get(encounter)
+        if not holders:
+            return None
+        patient = next(iter(holders)) if len(holders) == 1 else next(p for p in self.index if p in holders)
+        stays = self.index[patient]
+        index = next(i for i in stays if i.encounter == encounter)
+        stays.remove(index)
+        self.emit(index.place, index.ts, 0.0, -1.0, -1)
+        if index.readmitted_by is not None:
+            self.readmissions -= 1
+            self.emit(index.place, index.ts, -1.0, 0.0, 0)
+        if not stays:
+            del self.index[patient]
+        self._release(encounter, patient)
+        return patient, index
 
     def on_cancel_admit(self, event: EventBase) -> None:
         """A11: an admission that never happened was no readmission."""
@@ -191,8 +210,13 @@ class Cohort:
         gone, survivor = event.other_encounter_id, event.patient_id
         if not gone or not survivor or gone == survivor or gone not in self.index:
             return
-        stays = self.index.setdefault(survivor, []) + self.index.pop(gone)
+        moved = self.index.pop(gone)
+        stays = self.index.setdefault(survivor, []) + moved
         self.index[survivor] = sorted(stays, key=lambda i: i.ts)
+        for index in moved:
+            holders = self.holders[index.encounter]
+            holders.pop(gone, None)
+            holders[survivor] = None
 
     def prune(self, before: float) -> None:
         """Forget index stays whose follow-up ended before `before`."""
@@ -203,10 +227,13 @@ class Cohort:
         self.left = {k: v for k, v in self.left.items() if v[1] >= horizon}
         for patient in list(self.index):
             stays = [i for i in self.index[patient] if i.ts >= horizon]
+            gone = {i.encounter for i in self.index[patient] if i.ts < horizon}
             if stays:
                 self.index[patient] = stays
             else:
                 del self.index[patient]
+            for encounter in gone:
+                self._release(encounter, patient)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -218,6 +245,10 @@ class Cohort:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.index = {p: [_Index.from_state(s) for s in stays] for p, stays in state["index"].items()}
+        self.holders = {}
+        for patient, stays in self.index.items():
+            for index in stays:
+                self.holders.setdefault(index.encounter, {})[patient] = None
         self.classes_seen = dict(state["classes_seen"])
         self.readmissions = state["readmissions"]
         self.left = {k: (p, ts, tuple(place)) for k, (p, ts, place) in state.get("left", {}).items()}  # type: ignore[misc]
