@@ -105,7 +105,8 @@ def test_a_discharge_cancelled_after_a_merge_leaves_the_surviving_patients_cohor
       D1: V2 admitted d6: within 30 days of V1's discharge, but V1 is no index stay: no
           readmission
       E1: V3 admitted d0, discharged home d2: index d2, not readmitted
-    March on 4W: 0 readmitted / 1 index stay = 0 %. (Had the A13 missed V1: 1 / 2 = 50 %.)"""
+    March on 4W: 0 readmitted / 1 index stay = 0 %. (Had the A13 missed V1: 1 / 2 = 50 %.)
+    It guards the cohort's encounter map across the A40, which an A13 looks the stay up in."""
     engine = Engine(CATALOGUE, places)
 
     def send(text: str, minutes: float) -> None:
@@ -126,3 +127,35 @@ def test_a_discharge_cancelled_after_a_merge_leaves_the_surviving_patients_cohor
         s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
     ]
     assert (sample.numerator, sample.denominator) == (0, 1)
+
+
+def test_a_status_corrected_after_a_merge_makes_an_index_stay_of_the_surviving_patient(
+    places: Places,
+) -> None:
+    """CMS HWR: a discharge against medical advice is no index stay; an A08 correcting the
+    status to home makes it one. If the MRN was merged in between (A40), the index stay is the
+    surviving patient's, and that patient's next admission within 30 days readmits it.
+      C2: V4 admitted d0, discharged d2 against advice (07): no index stay
+      d3  A40: C2 merged into D2;  d3 + 1 h  A08 for V4 (PID D2) corrects the status to 01:
+          index d2
+      D2: V5 admitted d6: within 30 days of V4's discharge: a readmission
+    March on 4W: 1 readmitted / 1 index stay = 100 %. (Kept under C2, the index stay would
+    never meet D2's admission: 0 / 1.)"""
+    engine = Engine(CATALOGUE, places)
+
+    def send(text: str, minutes: float) -> None:
+        for event in map_message(parse(text), MapContext(places, received=at(minutes))):
+            engine.process(event)
+
+    send(adt("A01", 0, "V4", "4W", mrn="C2"), 0)
+    send(adt("A03", 2 * DAY, "V4", "4W", mrn="C2", disposition="07"), 2 * DAY)
+    send(merge(3 * DAY, "D2", "C2"), 3 * DAY)
+    send(adt("A08", 3 * DAY + 60, "V4", "4W", mrn="D2", disposition="01"), 3 * DAY + 60)
+    send(adt("A01", 6 * DAY, "V5", "4W", mrn="D2"), 6 * DAY)
+
+    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    [sample] = [
+        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
+    ]
+    assert (sample.numerator, sample.denominator) == (1, 1)

@@ -205,10 +205,16 @@ class Cohort:
                 self.emit(index.place, index.ts, -1.0, 0.0, 0)
 
     def on_merge(self, event: EventBase) -> None:
-        """A40: the merged-away identifier's index stays now belong to the survivor."""
+        """A40: the merged-away identifier's index stays now belong to the survivor, and so do
+        its discharges that are no index stay yet (an A08 may still correct their status)."""
         assert isinstance(event, EncounterEvent)
         gone, survivor = event.other_encounter_id, event.patient_id
-        if not gone or not survivor or gone == survivor or gone not in self.index:
+        if not gone or not survivor or gone == survivor:
+            return
+        for encounter, (patient, ts, place) in list(self.left.items()):
+            if patient == gone:
+                self.left[encounter] = (survivor, ts, place)
+        if gone not in self.index:
             return
         moved = self.index.pop(gone)
         stays = self.index.setdefault(survivor, []) + moved
