@@ -10,6 +10,7 @@ field by field in tests/test_census_and_ratio.py and go through the real parser 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,21 @@ def merge(minutes: float, survivor: str, gone: str) -> str:
             f"MRG|{gone}^^^DEMO^MR",
         ]
     )
+
+
+def march_on_4w(places: Places, messages: list[tuple[str, float]]) -> Any:
+    """The readmission rate's closed March window on 4W after these ADT messages, each sent
+    through the real parser and mapping at its time (minutes), once March's follow-up is over."""
+    engine = Engine(CATALOGUE, places)
+    for text, minutes in messages:
+        for event in map_message(parse(text), MapContext(places, received=at(minutes))):
+            engine.process(event)
+    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    [sample] = [
+        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
+    ]
+    return sample
 
 
 def test_readmission_cohort_follows_the_cms_definition(places: Places) -> None:
@@ -107,25 +123,18 @@ def test_a_discharge_cancelled_after_a_merge_leaves_the_surviving_patients_cohor
       E1: V3 admitted d0, discharged home d2: index d2, not readmitted
     March on 4W: 0 readmitted / 1 index stay = 0 %. (Had the A13 missed V1: 1 / 2 = 50 %.)
     It guards the cohort's encounter map across the A40, which an A13 looks the stay up in."""
-    engine = Engine(CATALOGUE, places)
-
-    def send(text: str, minutes: float) -> None:
-        for event in map_message(parse(text), MapContext(places, received=at(minutes))):
-            engine.process(event)
-
-    send(adt("A01", 0, "V1", "4W", mrn="C1"), 0)
-    send(adt("A03", 2 * DAY, "V1", "4W", mrn="C1", disposition="01"), 2 * DAY)
-    send(merge(3 * DAY, "D1", "C1"), 3 * DAY)
-    send(adt("A13", 3 * DAY + 60, "V1", "4W", mrn="D1"), 3 * DAY + 60)
-    send(adt("A01", 6 * DAY, "V2", "4W", mrn="D1"), 6 * DAY)
-    send(adt("A01", 0, "V3", "4W", mrn="E1"), 0)
-    send(adt("A03", 2 * DAY, "V3", "4W", mrn="E1", disposition="01"), 2 * DAY)
-
-    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))
-    march = datetime(2026, 3, 1, tzinfo=UTC)
-    [sample] = [
-        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
-    ]
+    sample = march_on_4w(
+        places,
+        [
+            (adt("A01", 0, "V1", "4W", mrn="C1"), 0),
+            (adt("A03", 2 * DAY, "V1", "4W", mrn="C1", disposition="01"), 2 * DAY),
+            (merge(3 * DAY, "D1", "C1"), 3 * DAY),
+            (adt("A13", 3 * DAY + 60, "V1", "4W", mrn="D1"), 3 * DAY + 60),
+            (adt("A01", 6 * DAY, "V2", "4W", mrn="D1"), 6 * DAY),
+            (adt("A01", 0, "V3", "4W", mrn="E1"), 0),
+            (adt("A03", 2 * DAY, "V3", "4W", mrn="E1", disposition="01"), 2 * DAY),
+        ],
+    )
     assert (sample.numerator, sample.denominator) == (0, 1)
 
 
@@ -141,21 +150,14 @@ def test_a_status_corrected_after_a_merge_makes_an_index_stay_of_the_surviving_p
       D2: V5 admitted d6: within 30 days of V4's discharge: a readmission
     March on 4W: 1 readmitted / 1 index stay = 100 %. (Kept under C2, the index stay would
     never meet D2's admission: 0 / 1.)"""
-    engine = Engine(CATALOGUE, places)
-
-    def send(text: str, minutes: float) -> None:
-        for event in map_message(parse(text), MapContext(places, received=at(minutes))):
-            engine.process(event)
-
-    send(adt("A01", 0, "V4", "4W", mrn="C2"), 0)
-    send(adt("A03", 2 * DAY, "V4", "4W", mrn="C2", disposition="07"), 2 * DAY)
-    send(merge(3 * DAY, "D2", "C2"), 3 * DAY)
-    send(adt("A08", 3 * DAY + 60, "V4", "4W", mrn="D2", disposition="01"), 3 * DAY + 60)
-    send(adt("A01", 6 * DAY, "V5", "4W", mrn="D2"), 6 * DAY)
-
-    out = engine.windows(engine.advance(at(70 * DAY).timestamp()))
-    march = datetime(2026, 3, 1, tzinfo=UTC)
-    [sample] = [
-        s for s in out if s.kpi == "readmission_30d_rate" and s.group.unit == "4W" and s.window.start == march
-    ]
+    sample = march_on_4w(
+        places,
+        [
+            (adt("A01", 0, "V4", "4W", mrn="C2"), 0),
+            (adt("A03", 2 * DAY, "V4", "4W", mrn="C2", disposition="07"), 2 * DAY),
+            (merge(3 * DAY, "D2", "C2"), 3 * DAY),
+            (adt("A08", 3 * DAY + 60, "V4", "4W", mrn="D2", disposition="01"), 3 * DAY + 60),
+            (adt("A01", 6 * DAY, "V5", "4W", mrn="D2"), 6 * DAY),
+        ],
+    )
     assert (sample.numerator, sample.denominator) == (1, 1)
