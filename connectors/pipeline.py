@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.deadletters import DeadLetterStore
-from engine.bus import EventSink, Published, RawInput
+from engine.bus import EventSink, Published, RawInput, Then
 from engine.dedupe import batch_key as import_key
 from engine.events import EventBase
 from engine.privacy import Pseudonyms
@@ -129,8 +129,8 @@ class Pipeline:
         self.dead_letters = dead_letters
         self.pseudonyms = pseudonyms
         # the sink probe, once: a future without a coroutine per input, and a blocking publish
-        self._nowait: Callable[[str, list[EventBase]], asyncio.Future[Published]] | None = getattr(
-            sink, "publish_nowait", None
+        self._nowait: Callable[[str, list[EventBase], Then | None], asyncio.Future[Published]] | None = (
+            getattr(sink, "publish_nowait", None)
         )
         self._now: Callable[[str, list[EventBase]], Published] | None = getattr(sink, "ingest_now", None)
         self._raw: Callable[[RawInput], Awaitable[None]] | None = (
@@ -142,19 +142,25 @@ class Pipeline:
         return self._raw is not None
 
     def publish(
-        self, key: str, events: list[EventBase], raw: RawInput | None = None
+        self, key: str, events: list[EventBase], raw: RawInput | None = None, then: Then | None = None
     ) -> asyncio.Future[Published]:
         """The events under one key; the future resolves when they are durable (or raises
-        StorageUnavailable). With `raw`, only when the raw record is durable too."""
+        StorageUnavailable). With `raw`, only when the raw record is durable too. `then(future)`
+        once it is done: at once where the sink settles it (publish_nowait), else as a done
+        callback."""
         if self.pseudonyms is not None:
             events = self.pseudonyms.apply(events)
+        if self._nowait is not None and (raw is None or self._raw is None):
+            return self._nowait(key, events, then)
         if self._nowait is not None:
-            stored = self._nowait(key, events)
+            stored = self._nowait(key, events, None)
         else:
             stored = asyncio.ensure_future(self.sink.publish(key, events))
-        if raw is None or self._raw is None:
-            return stored
-        return asyncio.ensure_future(self._with_raw(stored, self._raw(raw)))
+        if raw is not None and self._raw is not None:
+            stored = asyncio.ensure_future(self._with_raw(stored, self._raw(raw)))
+        if then is not None:
+            stored.add_done_callback(then)
+        return stored
 
     @staticmethod
     async def _with_raw(stored: asyncio.Future[Published], kept: Awaitable[None]) -> Published:

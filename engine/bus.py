@@ -7,6 +7,8 @@ in-sync replicas), so a connector may then acknowledge its sender.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -21,6 +23,11 @@ class Published(StrEnum):
 
 class StorageUnavailable(RuntimeError):
     """The events could not be stored; the sender must not be told they were."""
+
+
+Then = Callable[["asyncio.Future[Published]"], None]
+"""Called with a publish's future as soon as it is done, in the callback that settles it: an
+ACK that waited for a done callback would wait a turn of the event loop for each one."""
 
 
 class EventSink(Protocol):

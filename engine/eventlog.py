@@ -1,14 +1,16 @@
 """The local event log: the embedded runtime's durable store of every accepted event.
 
-Append-only NDJSON segments. An append returns only after the bytes are written and
-fsync'd, so an HL7 AA can follow it; appends that arrive while an fsync is running are
-written together in the next one (group commit), which keeps the ACK latency low when many
-senders are busy. A crash can at worst leave the last append cut short, also between two
-lines of one message; the start cuts the log back to the last whole message (MESSAGE_END).
-A write or fsync that fails (disk full, I/O error) is cut back off the segment
-before the appenders hear of it: what was refused never reaches the log later, and the next
-batch does not land after half a line. A line that cannot be read in the middle of a segment
-(a disk fault) is copied to quarantine.ndjson and counted, never a failed start.
+Append-only NDJSON segments. An append returns only after the bytes are on disk, so an HL7
+AA can follow it: a segment is opened O_DSYNC (a write returns once its data and the file's
+new length are durable, as write + fdatasync in one system call). One writer thread writes;
+appends that arrive while it writes are written together in its next write (group commit),
+which keeps the ACK latency low when many senders are busy. A crash can at worst leave the
+last append cut short, also between two lines of one message; the start cuts the log back to
+the last whole message (MESSAGE_END). A write that fails (disk full, I/O error) is cut back
+off the segment before the appenders hear of it: what was refused never reaches the log
+later, and the next batch does not land after half a line. A line that cannot be read in the
+middle of a segment (a disk fault) is copied to quarantine.ndjson and counted, never a failed
+start.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -60,6 +63,10 @@ START = Position(0, 0)
 
 
 OnCommit = Callable[[list[EventBase], Position], None]
+Then = Callable[[asyncio.Future[Position]], None]
+Batch = list[tuple[list[EventBase], bytes, asyncio.Future[Position], Then | None]]
+"""Appends written together: each one's events, their bytes, the future its appender awaits
+and what to call as soon as that future is done."""
 
 
 class EventLog:
@@ -79,9 +86,12 @@ class EventLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.segment_bytes = segment_bytes
-        self._pending: list[tuple[list[EventBase], bytes, asyncio.Future[Position]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        # appends waiting for the writer thread, and what wakes it (see _run_writer)
+        self._pending: Batch = []
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
+        self._stopping = False
         self.appended_events = 0
         self.commits = 0
         self._sealing: list[threading.Thread] = []
@@ -171,8 +181,13 @@ class EventLog:
 
     # -- writing -------------------------------------------------------------------------
     def _open(self, segment: int) -> int:
-        """Unbuffered: a failed write leaves nothing in a buffer to be written later."""
-        return os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        """Unbuffered: a failed write leaves nothing in a buffer to be written later. O_DSYNC
+        (with fsync on): each write is durable when it returns, without a second call."""
+        return os.open(
+            self._path(segment),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_DSYNC if self.fsync else 0),
+            0o600,
+        )
 
     def _write(self, blob: bytes) -> Position:
         """Append blob whole, or not at all: on an error the segment is cut back to where it
@@ -268,64 +283,89 @@ class EventLog:
             return self.position
         return await self.append_nowait(events)
 
-    def append_nowait(self, events: list[EventBase]) -> asyncio.Future[Position]:
-        """A future of the position after these events, resolved once they are durable."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Position] = loop.create_future()
-        self._pending.append((events, _blob(events), fut))
+    def append_nowait(self, events: list[EventBase], then: Then | None = None) -> asyncio.Future[Position]:
+        """A future of the position after these events, resolved once they are durable;
+        `then(future)` is called right after, in the same callback (not a turn of the loop
+        later, as a done callback would be)."""
+        fut: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        blob = _blob(events)
         self.appended_events += len(events)
-        if self._writer is None or self._writer.done():
-            self._wake = asyncio.Event()
-            self._writer = asyncio.create_task(self._run_writer(), name="eventlog-writer")
-        assert self._wake is not None
-        self._wake.set()
+        with self._lock:
+            self._pending.append((events, blob, fut, then))
+            if self._writer is None:
+                self._stopping = False
+                self._writer = threading.Thread(target=self._run_writer, name="eventlog-writer", daemon=True)
+                self._writer.start()
+            self._wake.notify()
         return fut
 
-    async def _run_writer(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
+    def _run_writer(self) -> None:
+        """The writer thread: write and fsync whatever is pending, again and again (group
+        commit), then hand each batch to the loop. The next batch's write and fsync start as
+        soon as the last fsync returns, while the loop runs on_commit and answers the last
+        batch's appenders: a round trip through the loop between two fsyncs (an executor hop
+        and the wake-ups after it) made an ACK wait two fsyncs and the hops between them."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            blob = b"".join(blob for _, blob, _ in batch)
+            with self._lock:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if not self._pending:
+                    return  # stopping, nothing left
+                batch, self._pending = self._pending, []
+            loop = batch[0][2].get_loop()
             try:
-                pos = self._write(blob)
-            except OSError as exc:
-                log.error("event log write failed: %s", exc)
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                self._deliver(loop, self._committed, batch, self._write_batch(batch))
+            except Exception as exc:  # told to the appenders; the thread goes on with the next
+                if not isinstance(exc, OSError):
+                    log.exception("event log writer failed")
+                self._deliver(loop, self._failed, batch, exc)
+
+    def _write_batch(self, batch: Batch) -> Position:
+        blob = b"".join(blob for _, blob, _, _ in batch)
+        try:
+            pos = self._write(blob)
+        except OSError as exc:
+            log.error("event log write failed: %s", exc)
+            raise
+        return pos
+
+    @staticmethod
+    def _deliver(loop: asyncio.AbstractEventLoop, *call: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these appends
+            loop.call_soon_threadsafe(*call)
+
+    def _committed(self, batch: Batch, pos: Position) -> None:
+        """On the loop, in log order: on_commit, then each appender hears its events are stored."""
+        self.commits += 1
+        if self.on_commit is not None:
+            committed = [e for events, _, _, _ in batch for e in events]
             try:
-                await loop.run_in_executor(None, self._sync)
-            except OSError as exc:
-                log.error("event log fsync failed: %s", exc)
-                self._cut_back(pos.offset - len(blob))
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.commits += 1
-            if self.on_commit is not None:
-                committed = [e for events, _, _ in batch for e in events]
-                try:
-                    self.on_commit(committed, pos)
-                except Exception:  # the events are stored; replay will see them
-                    log.exception("processing committed events failed")
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_result(pos)
+                self.on_commit(committed, pos)
+            except Exception:  # the events are stored; replay will see them
+                log.exception("processing committed events failed")
+        for _, _, fut, then in batch:
+            if not fut.done():
+                fut.set_result(pos)
+                _then(then, fut)
+
+    @staticmethod
+    def _failed(batch: Batch, exc: Exception) -> None:
+        for _, _, fut, then in batch:
+            if not fut.done():
+                fut.set_exception(exc)
+                _then(then, fut)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            while self._pending:
-                await asyncio.sleep(0.01)
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        """Write what is pending, hand it to the loop, then close the segment."""
+        writer = self._writer
+        if writer is not None:
+            with self._lock:
+                self._stopping = True
+                self._wake.notify()
+            while writer.is_alive():
+                await asyncio.sleep(0.005)
+            self._writer = None
+            await asyncio.sleep(0)  # the writer's last call_soon_threadsafe calls run first
         os.close(self._fd)
 
     # -- reading -------------------------------------------------------------------------
@@ -381,6 +421,16 @@ class EventLog:
                             yield orjson.loads(line)
                         except orjson.JSONDecodeError:
                             continue  # quarantined by replay
+
+
+def _then(then: Then | None, fut: asyncio.Future[Position]) -> None:
+    """One appender's `then`, kept from the others' (as the loop keeps done callbacks apart)."""
+    if then is None:
+        return
+    try:
+        then(fut)
+    except Exception:
+        log.exception("an event log append's callback failed")
 
 
 def _blob(events: list[EventBase]) -> bytes:

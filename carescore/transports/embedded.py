@@ -21,7 +21,7 @@ from typing import Any
 from carescore.metrics import show_watermark_lags
 from carescore.shell import RuntimeShell
 from carescore.transports import live_engine
-from engine.bus import Published, StorageUnavailable
+from engine.bus import Published, StorageUnavailable, Then
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
 from engine.dedupe import RecentKeys, batch_key, message_key_of
@@ -97,32 +97,45 @@ class EmbeddedRuntime(RuntimeShell):
     async def publish(self, message_key: str, events: list[EventBase]) -> Published:
         return await self.publish_nowait(message_key, events)
 
-    def publish_nowait(self, message_key: str, events: list[EventBase]) -> asyncio.Future[Published]:
+    def publish_nowait(
+        self, message_key: str, events: list[EventBase], then: Then | None = None
+    ) -> asyncio.Future[Published]:
         """A future that resolves once the events are durable (or at once: a duplicate of a
         message already stored). A resend while the first copy is still being written waits
         for that write: answering it AA at once would acknowledge a message that a failed
-        write or a kill before the fsync then loses."""
+        write or a kill before the fsync then loses. `then(future)` runs as soon as the
+        future is done, in the same callback (a done callback would wait for a turn of the
+        loop, and an ACK waits for every such turn)."""
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Published] = loop.create_future()
+
+        def settle(value: Published | None, exc: BaseException | None = None) -> None:
+            if result.done():  # the publisher gave up waiting; the outcome stands all the same
+                return
+            if exc is not None:
+                result.set_exception(exc)
+            else:
+                result.set_result(value)  # type: ignore[arg-type]
+            if then is not None:
+                then(result)
+
         if message_key in self.seen:
-            result.set_result(Published.duplicate)
+            settle(Published.duplicate)
             return result
         earlier = self._inflight.get(message_key)
         if earlier is not None:
 
             def after_first(first: asyncio.Future[Any]) -> None:
-                if result.done():  # the resender gave up waiting
-                    return
                 if first.cancelled() or first.exception() is not None:
-                    result.set_exception(StorageUnavailable("event log: the first copy was not stored"))
+                    settle(None, StorageUnavailable("event log: the first copy was not stored"))
                 else:
-                    result.set_result(Published.duplicate)
+                    settle(Published.duplicate)
 
             earlier.add_done_callback(after_first)
             return result
         if not events:
             self._remember(message_key)
-            result.set_result(Published.accepted)
+            settle(Published.accepted)
             return result
 
         def stored(appended: asyncio.Future[Any]) -> None:
@@ -130,17 +143,13 @@ class EmbeddedRuntime(RuntimeShell):
             exc = None if appended.cancelled() else appended.exception()
             if exc is None and not appended.cancelled():
                 self._remember(message_key)
-            if result.done():  # the publisher gave up waiting; the outcome stands all the same
-                return
             if appended.cancelled() or exc is not None:
                 error = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                result.set_exception(StorageUnavailable(f"event log: {error or 'cancelled'}"))
+                settle(None, StorageUnavailable(f"event log: {error or 'cancelled'}"))
                 return
-            result.set_result(Published.accepted)
+            settle(Published.accepted)
 
-        appended = self.log.append_nowait(events)
-        self._inflight[message_key] = appended
-        appended.add_done_callback(stored)
+        self._inflight[message_key] = self.log.append_nowait(events, then=stored)
         return result
 
     def ingest_now(self, message_key: str, events: list[EventBase]) -> Published:

@@ -99,11 +99,10 @@ class HL7Receiver:
         text = decode(raw)
         if is_batch(text):
             return asyncio.ensure_future(self._batch(text, sender, codec_of(raw)))
-        outcome = self.receive(text, sender, raw)
+        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        outcome = self.receive(text, sender, raw, reply)
         if isinstance(outcome, Result):
             return outcome.answer  # type: ignore[no-any-return]
-        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        outcome.add_done_callback(lambda done: reply.set_result(done.result().answer))
         return reply
 
     def for_sender(self, sender: Sender) -> Callable[[bytes], str | asyncio.Future[str]]:
@@ -124,11 +123,16 @@ class HL7Receiver:
         return outcome if isinstance(outcome, Result) else await outcome
 
     def receive(
-        self, text: str, sender: Sender | None = None, raw: bytes | None = None
+        self,
+        text: str,
+        sender: Sender | None = None,
+        raw: bytes | None = None,
+        answer: asyncio.Future[str] | None = None,
     ) -> Result | asyncio.Future[Result]:
         """Parse, map and hand the events to the sink. Rejections are decided now; an
         accepted message's outcome is a future that resolves when the sink has stored it (and
         the message's raw record, `raw` the bytes as received: its text as UTF-8 if not given).
+        `answer`, for an accepted message: also given the ACK text, in the same callback.
         Never raises: an unexpected error is this message's AE 207, not the connection's end."""
         msg: Message | None = None
         try:
@@ -138,12 +142,17 @@ class HL7Receiver:
                 return self._reject(
                     None, text, "AR", exc.reason, 100 if exc.field is None else 102, "MSH", exc.field
                 )
-            return self._receive(msg, text, sender, raw)
+            return self._receive(msg, text, sender, raw, answer)
         except Exception as exc:
             return self._internal_error(msg, text, "map", exc)
 
     def _receive(
-        self, msg: Message, text: str, sender: Sender | None, raw: bytes | None
+        self,
+        msg: Message,
+        text: str,
+        sender: Sender | None,
+        raw: bytes | None,
+        answer: asyncio.Future[str] | None,
     ) -> Result | asyncio.Future[Result]:
         mtype = msg.message_type if msg.message_type in MESSAGE_TYPES else "other"
         if self.allowed is not None and clean_code(msg.sending_facility) not in self.allowed:
@@ -176,24 +185,25 @@ class HL7Receiver:
                 key,
                 events[0].facility if events else clean_code(msg.sending_facility) or None,
             )
-        stored: asyncio.Future[Published]
-        if unused and record is not None:
-            stored = asyncio.ensure_future(self._record_only(record))
-        else:
-            stored = self.pipeline.publish(key, events, record)
         outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: asyncio.Future[Published]) -> None:
             try:
                 if unused and result.exception() is None:
-                    outcome.set_result(self._unused(msg, mtype))
+                    finished = self._unused(msg, mtype)
                 else:
-                    outcome.set_result(self._stored(msg, text, mtype, len(events), result))
+                    finished = self._stored(msg, text, mtype, len(events), result)
             except Exception as exc:  # a bug here would leave the sender waiting forever
-                if not outcome.done():
-                    outcome.set_result(self._internal_error(msg, text, "store", exc))
+                finished = self._internal_error(msg, text, "store", exc)
+            if not outcome.done():
+                outcome.set_result(finished)
+            if answer is not None and not answer.done():
+                answer.set_result(finished.answer)
 
-        stored.add_done_callback(done)
+        if unused and record is not None:
+            asyncio.ensure_future(self._record_only(record)).add_done_callback(done)
+        else:
+            self.pipeline.publish(key, events, record, then=done)
         return outcome
 
     async def _record_only(self, record: RawInput) -> Published:
