@@ -91,7 +91,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
-        self._stopping = False
+        self._closed = False  # close() was called: appends are refused
         self.appended_events = 0
         self.commits = 0
         self._sealing: list[threading.Thread] = []
@@ -269,7 +269,7 @@ class EventLog:
             os.fsync(self._fd)
 
     def append_now(self, events: list[EventBase]) -> Position:
-        """Blocking append + fsync (CLI imports, tests)."""
+        """Blocking durable append (CLI imports, tests)."""
         pos = self._write_durable(_blob(events))
         self.appended_events += len(events)
         self.commits += 1
@@ -286,48 +286,60 @@ class EventLog:
     def append_nowait(self, events: list[EventBase], then: Then | None = None) -> asyncio.Future[Position]:
         """A future of the position after these events, resolved once they are durable;
         `then(future)` is called right after, in the same callback (not a turn of the loop
-        later, as a done callback would be)."""
+        later, as a done callback would be). After close() the future fails at once."""
         fut: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         blob = _blob(events)
-        self.appended_events += len(events)
         with self._lock:
-            self._pending.append((events, blob, fut, then))
-            if self._writer is None:
-                self._stopping = False
-                self._writer = threading.Thread(target=self._run_writer, name="eventlog-writer", daemon=True)
-                self._writer.start()
-            self._wake.notify()
+            if self._closed:
+                refused: OSError | None = OSError(errno.EBADF, "event log: closed")
+            else:
+                refused = None
+                self._pending.append((events, blob, fut, then))
+                if self._writer is None:
+                    writer = threading.Thread(target=self._run_writer, name="eventlog-writer", daemon=True)
+                    try:
+                        writer.start()
+                    except BaseException:  # no thread: the next append tries again
+                        self._pending.pop()
+                        raise
+                    self._writer = writer
+                self._wake.notify()
+        if refused is not None:
+            self._failed([(events, blob, fut, then)], refused)
+        else:
+            self.appended_events += len(events)
         return fut
 
     def _run_writer(self) -> None:
-        """The writer thread: write and fsync whatever is pending, again and again (group
-        commit), then hand each batch to the loop. The next batch's write and fsync start as
-        soon as the last fsync returns, while the loop runs on_commit and answers the last
-        batch's appenders: a round trip through the loop between two fsyncs (an executor hop
-        and the wake-ups after it) made an ACK wait two fsyncs and the hops between them."""
+        """The writer thread: write whatever is pending, again and again (group commit; each
+        write durable when it returns, O_DSYNC), then hand each batch to the loop. The next
+        batch's write starts as soon as the last one returns, while the loop runs on_commit
+        and answers the last batch's appenders: a round trip through the loop between two
+        fsyncs (an executor hop and the wake-ups after it) made an ACK wait two fsyncs and the
+        hops between them, and the fsync waited for any thread of the shared pool."""
         while True:
             with self._lock:
-                while not self._pending and not self._stopping:
+                while not self._pending and not self._closed:
                     self._wake.wait()
                 if not self._pending:
-                    return  # stopping, nothing left
+                    return  # closed, nothing left
                 batch, self._pending = self._pending, []
             loop = batch[0][2].get_loop()
             try:
-                self._deliver(loop, self._committed, batch, self._write_batch(batch))
+                pos = self._write_batch(batch)
             except Exception as exc:  # told to the appenders; the thread goes on with the next
                 if not isinstance(exc, OSError):
                     log.exception("event log writer failed")
                 self._deliver(loop, self._failed, batch, exc)
+                continue
+            self._deliver(loop, self._committed, batch, pos)
 
     def _write_batch(self, batch: Batch) -> Position:
-        blob = b"".join(blob for _, blob, _, _ in batch)
         try:
-            pos = self._write(blob)
+            return self._write(b"".join(blob for _, blob, _, _ in batch))
         except OSError as exc:
             log.error("event log write failed: %s", exc)
             raise
-        return pos
 
     @staticmethod
     def _deliver(loop: asyncio.AbstractEventLoop, *call: Any) -> None:
@@ -346,27 +358,29 @@ class EventLog:
         for _, _, fut, then in batch:
             if not fut.done():
                 fut.set_result(pos)
-                _then(then, fut)
+            _then(then, fut)  # also when its waiter cancelled it: the events are stored all the same
 
     @staticmethod
     def _failed(batch: Batch, exc: Exception) -> None:
         for _, _, fut, then in batch:
             if not fut.done():
                 fut.set_exception(exc)
-                _then(then, fut)
+            _then(then, fut)
 
     async def close(self) -> None:
-        """Write what is pending, hand it to the loop, then close the segment."""
+        """Refuse new appends, write what is pending, hand it to the loop, close the segment."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
         writer = self._writer
         if writer is not None:
-            with self._lock:
-                self._stopping = True
-                self._wake.notify()
             while writer.is_alive():
                 await asyncio.sleep(0.005)
             self._writer = None
             await asyncio.sleep(0)  # the writer's last call_soon_threadsafe calls run first
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # -- reading -------------------------------------------------------------------------
     def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position, bool]]:

@@ -11,13 +11,17 @@ thread of that pool is busy.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from carescore.transports.embedded import EmbeddedRuntime
 from engine.bus import Published
 from engine.config import Settings
+from engine.eventlog import EventLog
 from engine.events import EventBase
 from tests.helpers import lab
 from tests.labserver import logged
@@ -45,3 +49,19 @@ async def test_an_append_is_stored_while_the_default_thread_pool_is_busy(
         await asyncio.gather(*busy)
         await runtime.close()
     assert logged(tmp_path / "data") == {"lab.order": 1, "lab.result": 1}
+
+
+async def test_an_append_after_close_is_refused_and_writes_nowhere(tmp_path: Path) -> None:
+    """A late append (a connector still answering while the runtime stops) must not be
+    answered as stored, nor be written to whatever file reuses the closed descriptor."""
+    log = EventLog(tmp_path / "events")
+    await asyncio.wait_for(log.append([lab("lab.order", 0, "LATE1")]), 20)
+    await log.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o600)  # the lowest free number
+    try:
+        with pytest.raises(OSError):
+            await asyncio.wait_for(log.append([lab("lab.result", 9, "LATE1")]), 20)
+    finally:
+        os.close(other)
+    assert (tmp_path / "other").read_bytes() == b""
+    assert logged(tmp_path) == {"lab.order": 1}

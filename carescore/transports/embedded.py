@@ -41,7 +41,7 @@ SNAPSHOT_SEEN = 200_000
 
 TICK_SLICE = 0.005
 """Seconds of window closing at a time; the loop then has as long for itself (an ACK takes
-several turns of the loop: read, map, log, fsync, answer). A tick that closes many windows (a
+several turns of the loop: read, map, log, write, answer). A tick that closes many windows (a
 restart after a long stop, a burst of old data) takes twice as long and holds no ACK up."""
 
 REPLAY_ADVANCE_EVERY = 2000
@@ -117,7 +117,10 @@ class EmbeddedRuntime(RuntimeShell):
             else:
                 result.set_result(value)  # type: ignore[arg-type]
             if then is not None:
-                then(result)
+                try:
+                    then(result)
+                except Exception:  # one publisher's callback, kept from the others' and the log's
+                    log.exception("a publish callback failed")
 
         if message_key in self.seen:
             settle(Published.duplicate)
@@ -149,7 +152,9 @@ class EmbeddedRuntime(RuntimeShell):
                 return
             settle(Published.accepted)
 
-        self._inflight[message_key] = self.log.append_nowait(events, then=stored)
+        appended = self.log.append_nowait(events, then=stored)
+        if not appended.done():  # (a closed log refuses at once: nothing in flight)
+            self._inflight[message_key] = appended
         return result
 
     def ingest_now(self, message_key: str, events: list[EventBase]) -> Published:
