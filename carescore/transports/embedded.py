@@ -30,6 +30,7 @@ from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
 from engine.events import EventBase
 from engine.reports import Level, Reporter, ReportRow
+from engine.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -324,13 +325,21 @@ class EmbeddedRuntime(RuntimeShell):
             if not self.engine.behind:
                 break
             await asyncio.sleep(TICK_SLICE)
-        self._refresh(now)
+        live = self._live(now)
+        await asyncio.sleep(0)  # live values and alert evaluation, each about 5 ms: apart
+        self._show(live, now)
         if now - self._last_snapshot >= self.settings.engine.snapshot_every:
             self.snapshot_in_background()
 
     def _refresh(self, now: float) -> None:
+        self._show(self._live(now), now)
+
+    def _live(self, now: float) -> list[Sample]:
         show_watermark_lags([self.engine.watermark_lags(now)])
-        live = self.engine.live(now)
+        return self.engine.live(now)
+
+    def _show(self, live: list[Sample], now: float) -> None:
+        """The board and the alerts from these live values (computed at `now`)."""
         self.board.update(live)
         self.alerts.observe(live, now)
 
