@@ -63,8 +63,9 @@ START = Position(0, 0)
 
 
 OnCommit = Callable[[list[EventBase], Position], None]
-Then = Callable[[asyncio.Future[Position]], None]
-Batch = list[tuple[list[EventBase], bytes, asyncio.Future[Position], Then | None]]
+AppendThen = Callable[[asyncio.Future[Position]], None]
+"""What an appender has called once its append is settled (engine.bus.Then, one level down)."""
+Batch = list[tuple[list[EventBase], bytes, asyncio.Future[Position], AppendThen | None]]
 """Appends written together: each one's events, their bytes, the future its appender awaits
 and what to call as soon as that future is done."""
 
@@ -283,7 +284,9 @@ class EventLog:
             return self.position
         return await self.append_nowait(events)
 
-    def append_nowait(self, events: list[EventBase], then: Then | None = None) -> asyncio.Future[Position]:
+    def append_nowait(
+        self, events: list[EventBase], then: AppendThen | None = None
+    ) -> asyncio.Future[Position]:
         """A future of the position after these events, resolved once they are durable;
         `then(future)` is called right after, in the same callback (not a turn of the loop
         later, as a done callback would be). After close() the future fails at once."""
@@ -437,7 +440,7 @@ class EventLog:
                             continue  # quarantined by replay
 
 
-def _then(then: Then | None, fut: asyncio.Future[Position]) -> None:
+def _then(then: AppendThen | None, fut: asyncio.Future[Position]) -> None:
     """One appender's `then`, kept from the others' (as the loop keeps done callbacks apart)."""
     if then is None:
         return
