@@ -203,6 +203,7 @@ class Engine:
         self.type_sources: dict[str, set[str]] = {}
         self._source_routes: dict[str, dict[str, Dispatch | None]] = {}  # source -> type -> handlers
         self._op_types: list[set[str]] = []
+        self._op_sources: list[frozenset[str]] | None = None  # per operator; None: to work out
         self.events_processed = 0
         hinted: dict[str, list[tuple[Handler, Hint | None]]] = {}
         for tracker in (self.census, self.staff, self.roster, self.beds):
@@ -229,6 +230,7 @@ class Engine:
     def _learn(self, etype: str, source: str) -> dict[str, Dispatch | None]:
         """First event of this type from this source: note it (watermarks) and route it."""
         self.type_sources.setdefault(etype, set()).add(source)
+        self._op_sources = None
         routes = self._source_routes.setdefault(source, {})
         routes[etype] = self.dispatch.get(etype)
         return routes
@@ -260,18 +262,33 @@ class Engine:
                     handler(event)
         self.events_processed += 1
 
-    def _sources(self, index: int) -> set[str]:
-        out: set[str] = set()
-        for etype in self._op_types[index]:
-            out |= self.type_sources.get(etype, set())
-        return out
+    def _sources(self, index: int) -> frozenset[str]:
+        return self._all_sources()[index]
+
+    def _all_sources(self) -> list[frozenset[str]]:
+        """Each operator's sources, worked out again only after a new (type, source) pair:
+        a tick closes windows in slices of 2 ms, and each slice asks for all of them."""
+        found = self._op_sources
+        if found is None:
+            found = self._op_sources = [
+                frozenset(s for etype in types for s in self.type_sources.get(etype, ()))
+                for types in self._op_types
+            ]
+        return found
+
+    def _watermarks(self, now: float) -> list[float | None]:
+        """Each operator's watermark at `now` (the slowest of its sources), each source's
+        worked out once."""
+        marks = self.watermarks
+        of = {s: marks.of(s, now) for s in marks.max_ts}
+        return [min((of[s] for s in sources if s in of), default=None) for sources in self._all_sources()]
 
     def event_types_of(self, kpi_id: str) -> set[str]:
         return set(self._op_types[self.operators.index(self.by_kpi[kpi_id])])
 
     def sources_of(self, kpi_id: str) -> set[str]:
         """The sources (hl7v2, fhir, feed) whose events this KPI has been computed from."""
-        return self._sources(self.operators.index(self.by_kpi[kpi_id]))
+        return set(self._sources(self.operators.index(self.by_kpi[kpi_id])))
 
     def watermark_lags(self, now: float) -> dict[str, float]:
         """Seconds each source's watermark (idle advance included) is behind `now`: how long
@@ -292,8 +309,7 @@ class Engine:
         adt = self.watermarks.min_of(adt_sources, now)
         if adt is not None:
             self.census.expire(adt)  # before windows close, so an expiry lands in its own window
-        for i, op in enumerate(self.operators):
-            wm = self.watermarks.min_of(self._sources(i), now)
+        for op, wm in zip(self.operators, self._watermarks(now), strict=True):
             if wm is not None:
                 out.extend(op.advance(wm, deadline))
         if self.watermarks.max_ts:
@@ -309,8 +325,7 @@ class Engine:
         """Current values of every KPI, per unit and rolled up."""
         out: list[Sample] = []
         fallback = max(self.watermarks.max_ts.values(), default=None)
-        for i, op in enumerate(self.operators):
-            wm = self.watermarks.min_of(self._sources(i), now)
+        for op, wm in zip(self.operators, self._watermarks(now), strict=True):
             if wm is None:
                 wm = fallback if fallback is not None else now
             out.extend(op.live(wm))
@@ -333,6 +348,7 @@ class Engine:
         self.events_processed = snap["events_processed"]
         self.watermarks.restore(snap["watermarks"])
         self.type_sources = {k: set(v) for k, v in snap["type_sources"].items()}
+        self._op_sources = None
         self._source_routes = {}
         for etype, sources in list(self.type_sources.items()):
             for source in sources:

@@ -40,7 +40,7 @@ SEEN_LIMIT = 2_000_000
 SNAPSHOT_SEEN = 200_000
 """Keys kept across a restart: resends after a lost ACK come within minutes, not days."""
 
-TICK_SLICE = 0.005
+TICK_SLICE = 0.002
 """Seconds of window closing at a time; the loop then has as long for itself (an ACK takes
 several turns of the loop: read, map, log, write, answer). A tick that closes many windows (a
 restart after a long stop, a burst of old data) takes twice as long and holds no ACK up."""

@@ -60,8 +60,10 @@ class LevelSeries:
         return paneindex.any_within(self.order, start, end)
 
     def fold(self, keep_from: int) -> None:
-        for i in paneindex.take_before(self.order, keep_from):
-            self.base += self.panes.pop(i)[0]
+        order = self.order
+        if order and order[0] < keep_from:  # (called for every window closed: mostly nothing to fold)
+            for i in paneindex.take_before(order, keep_from):
+                self.base += self.panes.pop(i)[0]
         if self.base_index is None or keep_from > self.base_index:
             self.base_index = keep_from
 
@@ -114,7 +116,9 @@ class LevelTable:
 
     def fold(self, keep_from: int) -> None:
         for series in self.series.values():
-            series.fold(keep_from)
+            order, base_index = series.order, series.base_index
+            if (order and order[0] < keep_from) or base_index is None or keep_from > base_index:
+                series.fold(keep_from)
 
     def to_state(self) -> list[Any]:
         return [[list(k), s.to_state()] for k, s in self.series.items()]

@@ -183,12 +183,17 @@ class _Steps:
         return paneindex.any_within(self.order, start, end)
 
     def fold(self, keep_from: int) -> None:
+        order = self.order
+        if order and order[0] < keep_from:  # (called for every window closed: mostly nothing to fold)
+            self._fold(keep_from)
+        if self.base_index is None or keep_from > self.base_index:
+            self.base_index = keep_from
+
+    def _fold(self, keep_from: int) -> None:
         for i in paneindex.take_before(self.order, keep_from):
             for _, dp, dn in self.panes.pop(i):
                 self.base[0] += dp
                 self.base[1] += dn
-        if self.base_index is None or keep_from > self.base_index:
-            self.base_index = keep_from
 
 
 class StaffingRatioOperator(Operator):

@@ -159,10 +159,13 @@ class ValueOperator(Operator):
 
     def _prune(self, keep_from: int) -> None:
         gone = paneindex.take_before(self.indices, keep_from)
-        if gone:
-            # a pane with data leaves the windows when pruned: kept until the next prune
-            self._left = set(gone)
-            self._indexed.difference_update(gone)
+        if not gone:
+            # `indices` holds the index of every pane made (_acc): no pane is older than keep_from
+            # (this runs for every window closed, and in every slice of a tick, for every unit)
+            return
+        # a pane with data leaves the windows when pruned: kept until the next prune
+        self._left = set(gone)
+        self._indexed.difference_update(gone)
         for key, panes in self.panes.items():
             heap = self.order.get(key)
             if not heap or heap[0] >= keep_from:
