@@ -84,12 +84,17 @@ class LevelTable:
 
     def __init__(self) -> None:
         self.series: dict[GroupKey, LevelSeries] = {}
+        # every series is folded to this pane (None: not known). Deltas added to a series
+        # directly are at or after the operator's closed window, never before its keep_from;
+        # the other ways in (add, set_constant, restore) clear it
+        self._folded: int | None = None
 
     def get(self, key: GroupKey) -> LevelSeries | None:
         return self.series.get(key)
 
     def add(self, key: GroupKey, idx: int | None, ts: float, delta: float, base_index: int | None) -> bool:
         """Apply a delta; idx None means its panes are gone (it joins the base). True if new unit."""
+        self._folded = None
         series = self.series.get(key)
         created = series is None
         if series is None:
@@ -102,6 +107,7 @@ class LevelTable:
         return created
 
     def set_constant(self, key: GroupKey, level: float) -> None:
+        self._folded = None
         self.series[key] = LevelSeries(level, None)
 
     def indices(self) -> list[int]:
@@ -115,13 +121,17 @@ class LevelTable:
         return min(found, default=None)
 
     def fold(self, keep_from: int) -> None:
+        """Called for every window closed and at the end of every slice of a tick: mostly
+        to the same pane as the last time, with nothing to do."""
+        if keep_from == self._folded:
+            return
         for series in self.series.values():
-            order, base_index = series.order, series.base_index
-            if (order and order[0] < keep_from) or base_index is None or keep_from > base_index:
-                series.fold(keep_from)
+            series.fold(keep_from)
+        self._folded = keep_from
 
     def to_state(self) -> list[Any]:
         return [[list(k), s.to_state()] for k, s in self.series.items()]
 
     def restore(self, state: list[Any]) -> None:
+        self._folded = None
         self.series = {tuple(k): LevelSeries.from_state(s) for k, s in state}  # type: ignore[misc]
