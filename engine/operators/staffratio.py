@@ -208,6 +208,9 @@ class StaffingRatioOperator(Operator):
     ):
         super().__init__(outputs, unit_types, zone)
         self.units: dict[GroupKey, _Steps] = {}
+        # every unit is folded to this pane (None: not known); a step lands before it only in a
+        # unit's base (_Steps.add), and a new unit clears it (LevelTable._folded, the same idea)
+        self._folded: int | None = None
 
     def level_subscriptions(self) -> dict[str, LevelHandler]:
         return {self.measure.patients: self.on_patients, self.measure.nurses: self.on_nurses}
@@ -224,6 +227,7 @@ class StaffingRatioOperator(Operator):
         if steps is None:
             base = self.clock.keep_from(self.closed_upto) if self.closed_upto is not None else None
             steps = self.units[key] = _Steps(base)
+            self._folded = None
             self.known.add(key)
         steps.add(idx, ts, dp, dn)
 
@@ -326,8 +330,11 @@ class StaffingRatioOperator(Operator):
         return [i for s in self.units.values() for i in s.panes]
 
     def _prune(self, keep_from: int) -> None:
+        if keep_from == self._folded:
+            return  # (called for every window closed and every slice of a tick)
         for steps in self.units.values():
             steps.fold(keep_from)
+        self._folded = keep_from
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -345,6 +352,7 @@ class StaffingRatioOperator(Operator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.units = {}
+        self._folded = None
         for key, base, base_index, panes, *first in state["units"]:
             steps = _Steps(base_index)
             steps.base = list(base)
