@@ -278,10 +278,14 @@ class Engine:
 
     def _watermarks(self, now: float) -> list[float | None]:
         """Each operator's watermark at `now` (the slowest of its sources), each source's
-        worked out once."""
+        worked out once, and only for the sources some operator reads: Watermarks.of() holds
+        what it gives out, and a source whose events no KPI uses must not hold a watermark that
+        a later, backdated event of a used type would then start from."""
         marks = self.watermarks
-        of = {s: marks.of(s, now) for s in marks.max_ts}
-        return [min((of[s] for s in sources if s in of), default=None) for sources in self._all_sources()]
+        found = self._all_sources()
+        used = frozenset().union(*found)
+        of = {s: marks.of(s, now) for s in used if s in marks.max_ts}
+        return [min((of[s] for s in sources if s in of), default=None) for sources in found]
 
     def event_types_of(self, kpi_id: str) -> set[str]:
         return set(self._op_types[self.operators.index(self.by_kpi[kpi_id])])

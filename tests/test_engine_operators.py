@@ -271,6 +271,23 @@ def test_quiet_units_windows_close_on_the_idle_wall_clock(places: Places) -> Non
     assert closed(engine, 10 + 120) == [(0, 60, 1.0)]
 
 
+def test_a_source_whose_events_no_kpi_reads_does_not_hold_a_watermark(places: Places) -> None:
+    """A feed first sends only a type no KPI here reads (a lab order, to a catalogue of one
+    complaint count in one-minute windows), then goes quiet for two hours of ticks. Its idle
+    watermark feeds no window, so nothing may be held from it: when its complaints come,
+    stamped 08:30 and 08:40, both count, and none is late (each in its own minute)."""
+    engine = Engine(kpi({"kind": "tumbling", "size": "1m", "grace": "0s"}), places, idle_timeout=60)
+    engine.process(ev("lab.order", 0, order_id="o1"))
+    for minute in range(1, 120, 5):  # ticks while the feed is quiet
+        engine.advance(ts(minute))
+    engine.process(ev("experience.complaint", 30, received=at(120)))
+    counted = closed(engine, 120)
+    engine.process(ev("experience.complaint", 40, received=at(121)))
+    counted += closed(engine, 123)  # idle again past 60 s: its watermark passes 08:41
+    assert engine.late_events() == {"k": 0}
+    assert (30, 31, 1.0) in counted and (40, 41, 1.0) in counted
+
+
 def test_expired_windows_and_pairs_are_freed(engine: Engine) -> None:
     op = engine.by_kpi["lab_tat_stat"]
     for i in range(200):
