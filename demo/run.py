@@ -49,12 +49,21 @@ class DemoPeers:
         return min(times, default=None)
 
 
+def _unless_stopping() -> None:
+    """Before a retry: a cancel the failed call swallowed (httpx can turn one into a
+    transport error, Python 3.11's wait_for can drop one) still stops the demo."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _send_hl7(client: MLLPClient, message: str, where: str) -> None:
     for attempt in range(30):
         try:
             ack = await client.send(message)
             break
         except (ConnectionError, OSError, TimeoutError):
+            _unless_stopping()
             await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
     else:
         raise ConnectionError(f"demo: MLLP listener at {where} does not answer")
@@ -73,6 +82,7 @@ async def _upload(http: httpx.AsyncClient, rows: list[tuple[str, dict[str, Any]]
                 response = await http.post(f"/api/v1/feeds/{feed}", json=batch)
                 break
             except httpx.TransportError:
+                _unless_stopping()
                 await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
         else:
             raise ConnectionError("demo: the feed API does not answer")
