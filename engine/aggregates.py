@@ -109,16 +109,15 @@ class Acc:
     @classmethod
     def from_state(cls, state: Sequence[Any]) -> Acc:
         acc = cls()
-        acc.n, acc.total, acc.lo, acc.hi, acc.values, acc.num, acc.den = state[:7]
+        n, total, lo, hi, acc.values, num, den = state[:7]
+        acc.n, acc.total, acc.num, acc.den = n, total, num, den
+        acc.lo = math.inf if lo is None else lo
+        acc.hi = -math.inf if hi is None else hi
         if len(state) > 7:
             acc.adj_num, acc.adj_den = state[7], state[8]
         if len(state) > 9:
             acc.items = {k: list(v) for k, v in state[9]["items"].items()}
             acc.keys = set(state[9]["keys"])
-        if acc.lo is None:
-            acc.lo = math.inf
-        if acc.hi is None:
-            acc.hi = -math.inf
         return acc
 
 
