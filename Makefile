@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements/dev.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: help install lock audit system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs dashboards clean
+.PHONY: help install native lock audit system-deps kafka-fetch kafka-up kafka-down keycloak-fetch keycloak-up keycloak-down run test bench fuzz lint format typecheck docs dashboards clean
 
 help:
 	@echo "make run     start carescore with the demo hospital (CARESCORE_DEMO=0 for real feeds only)"
@@ -43,7 +43,19 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 	$(PY) -m pip check || { echo "the lock is out of step with pyproject.toml: make lock"; exit 1; }
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP)
+# The engine's hot modules compiled to C by mypyc (engine/native.py), into .native/; a no-op while
+# that build matches the sources. Where it cannot be built the engine runs as pure Python, except
+# under CI=true: the suite must run what users run.
+BUILD_PACKAGES := gcc python3-dev
+native: $(STAMP)
+	@missing=""; for p in $(BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages to compile the engine:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || true; \
+	fi
+	$(PY) -m engine.native_build $(if $(filter true,$(CI)),--require)
+
+install: $(STAMP) native
 
 LOCK_FLAGS ?=
 UV_COMPILE := $(LOCK_FLAGS) --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --no-header --quiet
@@ -146,4 +158,4 @@ dashboards: install
 	$(PY) deploy/grafana/build.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .native var .pytest_cache .mypy_cache .ruff_cache

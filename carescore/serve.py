@@ -41,6 +41,7 @@ from connectors.hl7v2.mllp import FrameHandler, MLLPServer
 from connectors.hl7v2.senders import SenderFacilities
 from connectors.intake import Intake
 from connectors.replay import Replayer
+from engine import native
 from engine.config import Settings, unauthenticated_outside_loopback
 from engine.config_listeners import RateLimitSettings, TLSSettings, is_loopback
 from engine.yamlconf import ConfigError
@@ -339,6 +340,7 @@ class Service:
         lines += [
             f"    demo        {demo}",
             f"    data        {self.settings.data_dir}",
+            f"    engine      {'compiled' if native.active else 'pure Python'} ({native.reason})",
             "  Ctrl-C stops it.",
             "",
         ]

@@ -1,0 +1,145 @@
+"""The compiled engine (engine/native.py): what the suite and `carescore run` execute, the same
+windows as the pure-Python source, and never an old build behind an edited source."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import engine.core
+from engine import native
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def needs_build() -> None:
+    """Skipped on a machine that could not compile (the engine runs as pure Python there, and
+    says why at start); under CI, where make test builds it, a failure."""
+    if native.check()[0] is None:
+        reason = f"no usable engine build: {native.check()[1]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip")
+        pytest.skip(reason)
+
+
+def test_the_suite_runs_the_compiled_engine_when_it_is_built() -> None:
+    needs_build()
+    assert native.active, native.reason
+    assert Path(engine.core.__file__).is_relative_to(native.BUILD)
+    assert Path(engine.core.__file__).suffix == ".so"
+
+
+# 40,000 events of every type through every KPI, windows closed every 3,000 events and 40 days
+# past the end, then the live values: every closed window and live value, in one digest.
+WORKLOAD = """
+import hashlib, json, sys
+from bench.workload import hospital, stream
+from engine import native
+from engine.config import REPO_ROOT
+from engine.core import Engine
+from engine.definitions import load_catalogue
+
+places = hospital()
+events = stream(40_000, places, seed=5)
+e = Engine(load_catalogue(REPO_ROOT / "kpi_defs"), places)
+out = []
+for i, ev in enumerate(events):
+    e.process(ev)
+    if i % 3000 == 2999:
+        out.extend(e.advance(ev.received_time.timestamp()))
+now = events[-1].received_time.timestamp() + 40 * 86400
+out.extend(e.advance(now))
+rows = sorted(repr((s.kpi, s.group, s.window.start, s.window.end, s.value, s.numerator, s.denominator,
+                    s.n, s.status)) for s in e.windows(out))
+rows += sorted(repr((s.kpi, s.group, s.value, s.numerator, s.denominator, s.n, s.status))
+               for s in e.live(now))
+print(json.dumps({"compiled": native.active, "file": sys.modules["engine.core"].__file__,
+                  "rows": len(rows), "sha256": hashlib.sha256("\\n".join(rows).encode()).hexdigest()}))
+"""
+
+
+def run_workload(pure: bool) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != native.OFF_VARIABLE}
+    if pure:
+        env[native.OFF_VARIABLE] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", WORKLOAD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_compiled_and_pure_python_engines_give_the_same_windows_and_live_values() -> None:
+    needs_build()
+    compiled, pure = run_workload(pure=False), run_workload(pure=True)
+    assert compiled["compiled"] is True and str(compiled["file"]).endswith(".so")
+    assert pure["compiled"] is False and str(pure["file"]).endswith("engine/core.py")
+    assert int(str(compiled["rows"])) > 10_000  # windows of every kind closed, not an empty run
+    assert compiled["rows"] == pure["rows"]
+    assert compiled["sha256"] == pure["sha256"]
+
+
+def copy_sources(to: Path) -> None:
+    for module in native.MODULES:
+        target = native.source_of(module, to)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(native.source_of(module), target)
+
+
+def test_an_edited_source_is_never_shadowed_by_its_old_build(tmp_path: Path) -> None:
+    needs_build()
+    copy_sources(tmp_path)
+    files, _ = native.check(root=tmp_path)
+    assert files is not None and set(native.MODULES) <= set(files)
+
+    duration = native.source_of("engine.operators.duration", tmp_path)
+    duration.write_text(duration.read_text() + "\n# edited after the build\n")
+    files, reason = native.check(root=tmp_path)
+    assert files is None
+    assert reason == "engine/operators/duration.py changed since the build"
+
+
+def test_a_build_for_another_interpreter_or_module_list_is_not_used(tmp_path: Path) -> None:
+    needs_build()
+    manifest = json.loads((native.BUILD / native.MANIFEST).read_text())
+    build = tmp_path / "build"
+    build.mkdir()
+
+    (build / native.MANIFEST).write_text(json.dumps({**manifest, "tag": "cpython-310 .cpython-310.so"}))
+    files, reason = native.check(build=build)
+    assert files is None and reason.startswith("built for 'cpython-310")
+
+    fewer = dict(list(manifest["sources"].items())[1:])
+    (build / native.MANIFEST).write_text(json.dumps({**manifest, "sources": fewer}))
+    files, reason = native.check(build=build)
+    assert files is None and reason == "built from another list of modules"
+
+    (build / native.MANIFEST).write_text(json.dumps(manifest))  # right manifest, no files beside it
+    files, reason = native.check(build=build)
+    assert files is None and reason.startswith("build incomplete")
+
+
+PRINT_WHICH = "import engine.core, engine.native as n; print(n.active, engine.core.__file__)"
+
+
+def test_carescore_pure_python_turns_the_build_off() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import engine.core, engine.native as n; print(n.active, engine.core.__file__)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, native.OFF_VARIABLE: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    active, file = done.stdout.split()
+    assert active == "False" and file.endswith("engine/core.py")
