@@ -379,6 +379,12 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_carescore(work: Path, use_go: bool) -> tuple[Feed, Replay, dict[str, Any]]:
     api, mllp = free_port(), free_port()
     feed = write_feed(work / "feed", senders=SENDERS, mllp_port=mllp, api_port=api)
@@ -395,7 +401,9 @@ def run_carescore(work: Path, use_go: bool) -> tuple[Feed, Replay, dict[str, Any
         )
         try:
             wait_ready(server, api, log)
+            cpu_before = cpu_seconds(server.pid)
             result = replay(mllp, feed, work, use_go)
+            extra["cpu"] = cpu_seconds(server.pid) - cpu_before
             try:
                 extra.update(scrape(api))
             except OSError as exc:
@@ -506,6 +514,13 @@ def render(
         f"**{stall_text}**"
         + (f"; {lags:,} of the 50 ms loop timer's wake-ups were over 100 ms late." if lags else "."),
     ]
+    cpu = extra.get("cpu")
+    if cpu is not None and ours.messages:
+        lines.append(
+            f"carescore's CPU time during the replay (all its threads, /proc): {cpu:.1f} s, "
+            f"{cpu / ours.messages * 1e6:,.0f} µs a message, {cpu / ours.elapsed:.2f} of one core "
+            f"(a core's worth per message caps the rate at {ours.messages / cpu:,.0f} msg/s)."
+        )
     non_aa = {k: v for k, v in extra.get("acks", {}).items() if k[0] != "AA"}
     if non_aa:
         lines.append(
