@@ -9,6 +9,7 @@ apart).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from engine.samples import GroupKey
@@ -95,7 +96,7 @@ def since(r: Interval | Row) -> float:
     return r.since()
 
 
-def interval_of_row(row: list[Any]) -> tuple[str, Interval]:
+def interval_of_row(row: Sequence[Any]) -> tuple[str, Interval]:
     """A snapshot row back as (key, interval)."""
     k, start, sp, end, ep, cancel, expired, frozen, status, obs = row
     r = Interval()

@@ -77,14 +77,14 @@ class OverdueIntervals:
         else:  # the intervals overdue now are fewer than the starts in that range
             found = list(self.by_key.values())
         for r in found:
-            begun = r.start  # type: ignore[assignment]
-            if begun is None or not (oldest < begun < due):
+            start = r.start
+            if start is None or not (oldest < start < due):
                 continue
-            if r.end is not None and r.end < at and r.end <= begun + self.life:
+            if r.end is not None and r.end < at and r.end <= start + self.life:
                 continue
             if r.cancel is not None and r.cancel < at:
                 continue
-            out.setdefault(r.start_place, []).append((at - begun) / per)  # type: ignore[arg-type]
+            out.setdefault(r.start_place, []).append((at - start) / per)  # type: ignore[arg-type]
         return out
 
     def due_indices(self, clock: PaneClock) -> Iterator[int]:
