@@ -3,12 +3,14 @@
 The engine is typed Python; mypyc turns the modules every event and every tick runs through
 (the operators, the engine core, census, stays, staff and bed levels, the roster,
 aggregates, windows, watermarks) into C extensions that do
-the same work in less CPU. `make install` builds them (engine/native_build.py) into `.native/`
-at the repository root, with a manifest of each source's SHA-256. At `import engine` a finder
-serves those modules from there when every source still matches and the interpreter is the one
-they were built for. Otherwise (a source edited since, another Python, no C compiler on the
-machine, CARESCORE_PURE_PYTHON=1) every one of them imports from its .py as before. Never a
-mix: compiled modules call each other directly, so one stale module would run old code.
+the same work in less CPU. `make run`, `make test` and `make bench` build them (engine/native_build.py)
+into `.native/` at the repository root, with a manifest of the SHA-256 of every engine source
+(compiled or not: mypyc builds the types of the modules they import into the C) and of the
+mypy settings. At `import engine` a finder serves those modules from there when all of that
+still matches and the interpreter is the one they were built for. Otherwise (an engine source
+edited since, another Python, no C compiler on the machine, CARESCORE_PURE_PYTHON=1) every one
+of them imports from its .py as before. Never a mix: compiled modules call each other
+directly, so one stale module would run old code.
 
 Nothing is put beside the sources, so an edited .py is never shadowed by an old build.
 """
@@ -22,6 +24,7 @@ import importlib.util
 import json
 import os
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -67,11 +70,35 @@ reason = "not checked"
 
 
 def source_of(module: str, root: Path = ROOT) -> Path:
+    """A module's .py file."""
     return root.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sources(root: Path = ROOT) -> dict[str, str]:
+    """What a build depends on: every engine source (a compiled module checks the types of what
+    it imports) and the mypy settings, by SHA-256. This module and the build script are not in
+    the build."""
+    found = {
+        path.relative_to(root).as_posix(): digest(path)
+        for path in sorted((root / "engine").rglob("*.py"))
+        if path.name not in ("native.py", "native_build.py")
+    }
+    try:
+        settings = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("mypy", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        settings = None
+    found["pyproject.toml [tool.mypy]"] = hashlib.sha256(
+        json.dumps(settings, sort_keys=True).encode()
+    ).hexdigest()
+    return found
+
+
+def turned_off() -> bool:
+    return os.environ.get(OFF_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def build_tag() -> str:
@@ -80,24 +107,31 @@ def build_tag() -> str:
 
 
 def check(build: Path = BUILD, root: Path = ROOT) -> tuple[dict[str, Path] | None, str]:
-    """The extension file of every compiled module, or None and why the build cannot be used."""
+    """The extension file of every compiled module, or None and why the build cannot be used.
+    Never raises: whatever is wrong with a build, the engine runs from its source."""
+    try:
+        return _check(build, root)
+    except Exception as exc:
+        return None, f"{build / MANIFEST} unusable: {exc!r}"
+
+
+def _check(build: Path, root: Path) -> tuple[dict[str, Path] | None, str]:
     try:
         manifest = json.loads((build / MANIFEST).read_text())
     except FileNotFoundError:
-        return None, f"no build in {build} (make install builds one)"
+        return None, f"no build in {build}"
     except (OSError, ValueError) as exc:
         return None, f"{build / MANIFEST} unreadable: {exc}"
     if manifest.get("tag") != build_tag():
         return None, f"built for {manifest.get('tag')!r}, this interpreter is {build_tag()!r}"
-    sources: dict[str, str] = manifest.get("sources", {})
-    if set(sources) != set(MODULES):
+    if sorted(manifest.get("modules", [])) != sorted(MODULES):
         return None, "built from another list of modules"
-    for module, sha in sources.items():
-        try:
-            if digest(source_of(module, root)) != sha:
-                return None, f"{source_of(module, root).relative_to(root)} changed since the build"
-        except OSError as exc:
-            return None, f"{module}: {exc}"
+    built: dict[str, str] = manifest.get("sources", {})
+    now = sources(root)
+    changed = sorted(name for name in built.keys() | now.keys() if built.get(name) != now.get(name))
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return None, f"{changed[0]}{more} changed since the build"
     files = {name: build / relative for name, relative in manifest.get("files", {}).items()}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing or not set(MODULES) <= set(files):
@@ -122,7 +156,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 def install() -> None:
     """Serve the compiled modules, if the build is good for these sources and this Python."""
     global active, reason
-    if os.environ.get(OFF_VARIABLE, "") not in ("", "0"):
+    if turned_off():
         reason = f"{OFF_VARIABLE} is set"
         return
     if any(module in sys.modules for module in MODULES):

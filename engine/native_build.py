@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from engine.native import BUILD, MANIFEST, MODULES, ROOT, build_tag, check, digest, source_of
+from engine.native import BUILD, MANIFEST, MODULES, ROOT, build_tag, check, source_of, sources
 
 
 def build(out: Path = BUILD) -> None:
@@ -22,10 +23,11 @@ def build(out: Path = BUILD) -> None:
     from mypyc.build import mypycify
     from setuptools import setup
 
+    os.chdir(ROOT)  # mypyc names modules by their path from the current directory
     paths = [str(source_of(m).relative_to(ROOT)) for m in MODULES]
-    staging = Path(tempfile.mkdtemp(prefix="native-", dir=ROOT))
+    before = sources()
+    staging = Path(tempfile.mkdtemp(prefix=".native-build-", dir=ROOT))
     try:
-        # mypyc and setuptools work relative to the current directory: the repository root.
         setup(
             name="carescore-native",
             ext_modules=mypycify(paths, opt_level="3", target_dir=str(staging / "c")),
@@ -44,14 +46,19 @@ def build(out: Path = BUILD) -> None:
             relative = so.relative_to(lib)
             module = ".".join((*relative.parts[:-1], relative.name.split(".", 1)[0]))
             files[module] = str(relative)
+        if sources() != before:
+            raise RuntimeError("the engine's sources changed while they were being compiled")
         manifest = {
             "tag": build_tag(),
             "mypy": mypy.version.__version__,
-            "sources": {m: digest(source_of(m)) for m in MODULES},
+            "modules": list(MODULES),
+            "sources": before,
             "files": files,
         }
         (lib / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        shutil.rmtree(out, ignore_errors=True)
+        old = staging / "old"
+        if out.exists():
+            out.rename(old)  # the old build aside, the new one in: never a half-written .native
         lib.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -65,7 +72,7 @@ def main() -> int:
     if files is not None:
         print(f"engine: {why}, up to date in {BUILD.relative_to(ROOT)}")
         return 0
-    print(f"engine: compiling {len(MODULES)} modules with mypyc ({why}); about a minute")
+    print(f"engine: compiling {len(MODULES)} modules with mypyc ({why}); about 1.5 minutes")
     try:
         build()
     except Exception as exc:  # a missing compiler or header is a SystemExit/CompileError from setuptools

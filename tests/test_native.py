@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def needs_build() -> None:
     """Skipped on a machine that could not compile (the engine runs as pure Python there, and
-    says why at start); under CI, where make test builds it, a failure."""
+    says why at start) or when told to run pure Python; under CI, where make test builds it and
+    nothing turns it off, a failure."""
+    if native.turned_off():
+        pytest.skip(f"{native.OFF_VARIABLE} is set: this run is about the pure-Python engine")
     if native.check()[0] is None:
         reason = f"no usable engine build: {native.check()[1]}"
         if os.environ.get("CI") == "true":
@@ -86,23 +89,42 @@ def test_compiled_and_pure_python_engines_give_the_same_windows_and_live_values(
 
 
 def copy_sources(to: Path) -> None:
-    for module in native.MODULES:
-        target = native.source_of(module, to)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(native.source_of(module), target)
+    shutil.copytree(ROOT / "engine", to / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "pyproject.toml", to / "pyproject.toml")
 
 
-def test_an_edited_source_is_never_shadowed_by_its_old_build(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "engine/operators/duration.py",  # compiled
+        "engine/samples.py",  # not compiled, but the compiled modules check its types
+        "pyproject.toml",  # the mypy settings the build was checked with
+    ],
+)
+def test_an_edited_source_is_never_shadowed_by_its_old_build(tmp_path: Path, edited: str) -> None:
     needs_build()
     copy_sources(tmp_path)
     files, _ = native.check(root=tmp_path)
     assert files is not None and set(native.MODULES) <= set(files)
 
-    duration = native.source_of("engine.operators.duration", tmp_path)
-    duration.write_text(duration.read_text() + "\n# edited after the build\n")
+    path = tmp_path / edited
+    if edited == "pyproject.toml":
+        path.write_text(path.read_text().replace("[tool.mypy]", "[tool.mypy]\nstrict_optional = false", 1))
+        expected = "pyproject.toml [tool.mypy] changed since the build"
+    else:
+        path.write_text(path.read_text() + "\n# edited after the build\n")
+        expected = f"{edited} changed since the build"
     files, reason = native.check(root=tmp_path)
     assert files is None
-    assert reason == "engine/operators/duration.py changed since the build"
+    assert reason == expected
+
+
+def test_a_new_engine_module_also_makes_the_build_stale(tmp_path: Path) -> None:
+    needs_build()
+    copy_sources(tmp_path)
+    (tmp_path / "engine" / "newcomer.py").write_text("X = 1\n")
+    files, reason = native.check(root=tmp_path)
+    assert files is None and reason == "engine/newcomer.py changed since the build"
 
 
 def test_a_build_for_another_interpreter_or_module_list_is_not_used(tmp_path: Path) -> None:
@@ -115,8 +137,8 @@ def test_a_build_for_another_interpreter_or_module_list_is_not_used(tmp_path: Pa
     files, reason = native.check(build=build)
     assert files is None and reason.startswith("built for 'cpython-310")
 
-    fewer = dict(list(manifest["sources"].items())[1:])
-    (build / native.MANIFEST).write_text(json.dumps({**manifest, "sources": fewer}))
+    fewer = manifest["modules"][1:]
+    (build / native.MANIFEST).write_text(json.dumps({**manifest, "modules": fewer}))
     files, reason = native.check(build=build)
     assert files is None and reason == "built from another list of modules"
 
@@ -124,17 +146,17 @@ def test_a_build_for_another_interpreter_or_module_list_is_not_used(tmp_path: Pa
     files, reason = native.check(build=build)
     assert files is None and reason.startswith("build incomplete")
 
+    (build / native.MANIFEST).write_text("[1, 2]")  # JSON, but not a manifest: never an import error
+    files, reason = native.check(build=build)
+    assert files is None and "unusable" in reason
+
 
 PRINT_WHICH = "import engine.core, engine.native as n; print(n.active, engine.core.__file__)"
 
 
 def test_carescore_pure_python_turns_the_build_off() -> None:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import engine.core, engine.native as n; print(n.active, engine.core.__file__)",
-        ],
+        [sys.executable, "-c", PRINT_WHICH],
         cwd=ROOT,
         env={**os.environ, native.OFF_VARIABLE: "1"},
         capture_output=True,
