@@ -82,7 +82,7 @@ def one_round(seed: int) -> tuple[float, float, int, float]:
 def child_round(seed: int, pure: bool) -> tuple[float, float, int, float, bool]:
     """One round in a fresh process, compiled or as pure Python (CARESCORE_PURE_PYTHON=1): each
     mode's engine against its own process's bare loop, neither inheriting the other's heap."""
-    env = {k: v for k, v in os.environ.items() if k != engine.native.OFF_VARIABLE}
+    env = dict(os.environ)  # CARESCORE_PURE_PYTHON set here: every round pure, none compiled
     if pure:
         env[engine.native.OFF_VARIABLE] = "1"
     out = subprocess.run(

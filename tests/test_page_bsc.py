@@ -97,7 +97,7 @@ async def test_nursing_view_shows_its_kpis_and_stays_the_landing_view(browser: A
         await page.screenshot(path=shot("nursing-view"), full_page=False)
 
         await page.get_by_role("button", name="Make this my landing view").click()
-        await expect(page.get_by_role("button", name="Landing view saved")).to_be_visible()
+        await expect(page.get_by_role("button", name="Landing view saved")).to_be_visible(timeout=WAIT)
         assert (await http.get("/api/v1/views")).json()["landing"] == "nursing"
     await page.reload()
     await expect(page.get_by_role("combobox", name="View")).to_have_value("nursing")
@@ -115,7 +115,7 @@ async def test_an_alert_becomes_an_action_followed_to_closure(browser: Any, runn
     alert_id = await alert.get_attribute("data-alert")
     await alert.get_by_role("button", name="Create action:").click()
     form = page.get_by_role("dialog", name="Create action")
-    await expect(form).to_be_visible()
+    await expect(form).to_be_visible(timeout=WAIT)
     await expect(form).to_contain_text("From the alert:")
     due = (date.today() + timedelta(days=7)).isoformat()
     await form.get_by_label("Title").fill("Call the lab about STAT troponin delays")
@@ -148,7 +148,7 @@ async def test_an_alert_becomes_an_action_followed_to_closure(browser: Any, runn
 
     async def markers() -> list[list[Any]]:
         await history.click()
-        await expect(dialog.locator("canvas")).to_be_visible()
+        await expect(dialog.locator("canvas")).to_be_visible(timeout=WAIT)
         # four results, no closed window yet: too short to forecast (24 needed), and the page says so
         await expect(dialog).to_contain_text("No forecast: a forecast needs at least 24 closed windows")
         found = await page.evaluate(
@@ -269,7 +269,7 @@ async def test_history_chart_draws_the_forecast_after_the_last_point(
             await page.get_by_role("combobox", name="Place").select_option(label="—— Intensive Care Unit")
             await page.get_by_role("button", name="History of STAT lab turnaround (p90)").click()
             dialog = page.get_by_role("dialog", name="History: STAT lab turnaround (p90)")
-            await expect(dialog.locator("canvas")).to_be_visible()
+            await expect(dialog.locator("canvas")).to_be_visible(timeout=WAIT)
             await expect(dialog).to_contain_text("with its 80 % interval", timeout=WAIT)
             api = (
                 await http.get("/api/v1/kpis/lab_tat_stat/forecast", params={**ICU, "horizon": "2h"})
