@@ -106,6 +106,28 @@ async def test_bad_rows_are_reported_by_line_and_field_and_good_rows_kept(servic
     assert 'carescore_dead_letters_stored{source="feed:staffing"} 5.0' in metrics
 
 
+async def test_a_number_that_is_not_finite_is_a_row_error_not_an_amount(service: Service) -> None:
+    """A ledger line of 'nan' or 'inf' (a spreadsheet's #NUM! exported, an overflow) would make
+    every cost sum it joins NaN, and the event log and snapshots (JSON) cannot hold it."""
+    body = "\n".join(
+        [
+            "time,unit,category,amount,currency",
+            f"{iso(30)},4W,supplies,120.50,USD",  # line 2: good
+            f"{iso(30)},4W,supplies,nan,USD",  # line 3
+            f"{iso(30)},4W,supplies,inf,USD",  # line 4
+            f"{iso(30)},4W,supplies,-Infinity,USD",  # line 5
+            f"{iso(30)},4W,supplies,1e999,USD",  # line 6: overflows to inf
+        ]
+    )
+    result = (await upload(service, "finance", body)).json()
+    assert (result["rows"], result["accepted"], result["rejected"]) == (5, 1, 4), result["errors"]
+    errors = {e["line"]: e for e in result["errors"]}
+    assert sorted(errors) == [3, 4, 5, 6]
+    assert all(e["field"] == "amount" and "finite" in e["message"] for e in errors.values())
+    amounts = [e["amount"] for e in feed_events(service) if e["type"].startswith("finance")]
+    assert amounts == [120.5]
+
+
 async def test_a_shift_sent_at_clock_in_and_at_clock_out_is_counted_once(service: Service) -> None:
     start, end = iso(9), iso(1)
     header = "staff_id,role,unit,shift_start,shift_end"

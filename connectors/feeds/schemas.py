@@ -25,7 +25,9 @@ REVENUE_CATEGORIES = frozenset(
 class FeedRow(BaseModel):
     """Fields every feed shares."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    # nan and inf are not amounts, hours or scores: one would poison every sum it joins, and
+    # JSON (the event log, snapshots) cannot carry it
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False)
 
     feed: ClassVar[str]
     title: ClassVar[str]
