@@ -519,7 +519,7 @@ def render(
         lines.append(
             f"carescore's CPU time during the replay (all its threads, /proc): {cpu:.1f} s, "
             f"{cpu / ours.messages * 1e6:,.0f} µs a message, {cpu / ours.elapsed:.2f} of one core "
-            f"(a core's worth per message caps the rate at {ours.messages / cpu:,.0f} msg/s)."
+            f"(the event loop runs on one; the log's writer and other threads take the rest)."
         )
     non_aa = {k: v for k, v in extra.get("acks", {}).items() if k[0] != "AA"}
     if non_aa:
