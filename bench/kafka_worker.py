@@ -54,7 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.mllp_e2e import free_port
-from bench.report import write_section
+from bench.report import cpu_seconds, write_section
 from bench.workload import hospital, stream
 from carescore.gctune import GC_THRESHOLDS
 from carescore.transports import live_engine
@@ -304,12 +304,6 @@ def worker_alone(rows: list[tuple[bytes, bytes]], places: object) -> tuple[float
         gc.set_threshold(*default)
         gc.unfreeze()
     return count / elapsed, {k: v / count for k, v in spent.items()}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(url: str, name: str, label: tuple[str, str] | None = None) -> float:

@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.mimic_feed import Feed, write_feed
 from bench.mllp_e2e import GO_SENDER, build_go_sender, free_port
-from bench.report import write_section
+from bench.report import cpu_seconds, write_section
 
 SENDERS = 8
 WINDOW = 1  # stop-and-wait
@@ -377,12 +377,6 @@ def dead_letters(command: str, config: Path) -> list[str]:
 def clean_env() -> dict[str, str]:
     """The environment without CARESCORE_* overrides: carescore.yaml decides everything."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_carescore(work: Path, use_go: bool) -> tuple[Feed, Replay, dict[str, Any]]:

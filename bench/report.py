@@ -64,3 +64,9 @@ def publish(name: str, text: str, write: bool = True) -> None:
     print(text)
     if write:
         write_section(name, text)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
