@@ -2,7 +2,7 @@
 
 The engine is typed Python; mypyc turns the modules every event and every tick runs through
 (the operators, the engine core, census, stays, staff and bed levels, the roster,
-aggregates, windows, watermarks) into C extensions that do
+aggregates, windows, watermarks; and the HL7 v2 parser every message runs through) into C extensions that do
 the same work in less CPU. `make run`, `make test` and `make bench` build them (engine/native_build.py)
 into `.native/` at the repository root, with a manifest of the SHA-256 of every engine source
 (compiled or not: mypyc builds the types of the modules they import into the C) and of the
@@ -57,9 +57,13 @@ MODULES = (
     "engine.operators.stay",
     "engine.operators.topbox",
     "engine.operators.values",
+    "connectors.hl7v2.parser",
+    "connectors.hl7v2.dtm",
 )
 """Compiled together. A class another module subclasses must be compiled with it (mypyc:
-interpreted classes cannot inherit from compiled ones), so every operator is here."""
+interpreted classes cannot inherit from compiled ones), so every operator is here. The HL7 v2
+parser and DTM reader import nothing of the project: every MLLP message's segments and times
+go through them (connectors/__init__.py imports engine first, so they are served from here)."""
 
 OFF_VARIABLE = "CARESCORE_PURE_PYTHON"
 
@@ -80,11 +84,12 @@ def digest(path: Path) -> str:
 
 def sources(root: Path = ROOT) -> dict[str, str]:
     """What a build depends on: every engine source (a compiled module checks the types of what
-    it imports) and the mypy settings, by SHA-256. This module and the build script are not in
-    the build."""
+    it imports), every compiled module's source and the mypy settings, by SHA-256. This module
+    and the build script are not in the build."""
+    paths = {*(root / "engine").rglob("*.py"), *(source_of(m, root) for m in MODULES)}
     found = {
         path.relative_to(root).as_posix(): digest(path)
-        for path in sorted((root / "engine").rglob("*.py"))
+        for path in sorted(paths)
         if path.name not in ("native.py", "native_build.py")
     }
     try:

@@ -14,6 +14,7 @@ import pytest
 
 import engine.core
 from engine import native
+from tests.conftest import needs_testdata
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,15 +89,89 @@ def test_compiled_and_pure_python_engines_give_the_same_windows_and_live_values(
     assert compiled["sha256"] == pure["sha256"]
 
 
+# Every field of every corpus message and of hostile texts read every way the mapping reads
+# them (first, get, components, repetitions, DTM), compiled and as Python: one digest each.
+PARSING = """
+import hashlib, json, sys
+from pathlib import Path
+from engine import native
+from connectors.hl7v2.dtm import parse_dtm
+from connectors.hl7v2.parser import HL7ParseError, parse
+from zoneinfo import ZoneInfo
+
+zone = ZoneInfo("America/New_York")
+texts = [p.read_bytes().decode("utf-8", "surrogateescape").replace("\\r\\n", "\\r").replace("\\n", "\\r")
+         for p in sorted(Path(sys.argv[1]).rglob("*.hl7"))]
+texts += [
+    "MSH|^~\\\\&|A|B|C|D|20240102030405||ADT^A01|1|P|2.5\\rPID|||\\\\F\\\\X\\\\T\\\\^x~y&z||",
+    "MSH|^~\\\\&|A\\rPV1||I|W1^101^A^F&sub~W2|||||||||||||||V1\\x00\\u00e9",
+    "MSH#$%@*#A#B\\rOBR#1#O1$r1%s1##20240229#20240230#2024022912+0530#1999#x",
+    "MSH|^~\\\\&", "MSH|", "PID|1", "", "MSH|^~\\\\&|" + "|" * 300 + "\\r" + "ZZZ|" * 50,
+]
+rows = []
+for text in texts:
+    try:
+        msg = parse(text)
+    except HL7ParseError as exc:
+        rows.append(repr(("error", exc.reason, exc.segment, exc.field)))
+        continue
+    rows.append(repr((msg.message_type, msg.trigger, msg.control_id, msg.version, msg.sending_facility)))
+    for seg in msg.segments:
+        for n in range(len(seg.fields) + 2):
+            values = (seg.first(n), seg.get(n, 2), seg.get(n, 1, 2), seg.get(n, rep=1), seg.raw(n),
+                      seg.get(n, unescaped=False), seg.components(n, 4), seg.repetitions(n))
+            try:
+                when = parse_dtm(seg.first(n), zone).isoformat() if seg.first(n) else None
+            except ValueError as exc:
+                when = str(exc)
+            rows.append(repr((seg.name, n, values, when)))
+print(json.dumps({"compiled": native.active, "file": sys.modules["connectors.hl7v2.parser"].__file__,
+                  "rows": len(rows), "sha256": hashlib.sha256("\\n".join(rows).encode()).hexdigest()}))
+"""
+
+
+def run_parsing(pure: bool, corpus: Path) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != native.OFF_VARIABLE}
+    if pure:
+        env[native.OFF_VARIABLE] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", PARSING, str(corpus)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_compiled_and_pure_python_hl7_parsers_read_every_field_the_same() -> None:
+    needs_build()
+    corpus = needs_testdata("hl7v2")
+    compiled, pure = run_parsing(False, corpus), run_parsing(True, corpus)
+    assert compiled["compiled"] is True and str(compiled["file"]).endswith(".so")
+    assert pure["compiled"] is False and str(pure["file"]).endswith("connectors/hl7v2/parser.py")
+    assert int(str(compiled["rows"])) > 50_000  # 271 corpus messages' fields, not an empty run
+    assert compiled["rows"] == pure["rows"]
+    assert compiled["sha256"] == pure["sha256"]
+
+
 def copy_sources(to: Path) -> None:
     shutil.copytree(ROOT / "engine", to / "engine", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(ROOT / "pyproject.toml", to / "pyproject.toml")
+    for module in native.MODULES:  # the compiled modules outside engine/ (the HL7 v2 parser)
+        source = native.source_of(module)
+        if not source.is_relative_to(ROOT / "engine"):
+            (to / source.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, to / source.relative_to(ROOT))
 
 
 @pytest.mark.parametrize(
     "edited",
     [
         "engine/operators/duration.py",  # compiled
+        "connectors/hl7v2/parser.py",  # compiled, outside engine/
         "engine/samples.py",  # not compiled, but the compiled modules check its types
         "pyproject.toml",  # the mypy settings the build was checked with
     ],
