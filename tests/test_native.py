@@ -68,12 +68,13 @@ print(json.dumps({"compiled": native.active, "file": sys.modules["engine.core"].
 """
 
 
-def run_workload(pure: bool) -> dict[str, object]:
+def run_script(script: str, pure: bool, *args: str) -> dict[str, object]:
+    """A script's last line of JSON, run compiled or (pure) as Python in a fresh interpreter."""
     env = {k: v for k, v in os.environ.items() if k != native.OFF_VARIABLE}
     if pure:
         env[native.OFF_VARIABLE] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", WORKLOAD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
@@ -81,7 +82,7 @@ def run_workload(pure: bool) -> dict[str, object]:
 
 def test_compiled_and_pure_python_engines_give_the_same_windows_and_live_values() -> None:
     needs_build()
-    compiled, pure = run_workload(pure=False), run_workload(pure=True)
+    compiled, pure = run_script(WORKLOAD, False), run_script(WORKLOAD, True)
     assert compiled["compiled"] is True and str(compiled["file"]).endswith(".so")
     assert pure["compiled"] is False and str(pure["file"]).endswith("engine/core.py")
     assert int(str(compiled["rows"])) > 10_000  # windows of every kind closed, not an empty run
@@ -130,26 +131,10 @@ print(json.dumps({"compiled": native.active, "file": sys.modules["connectors.hl7
 """
 
 
-def run_parsing(pure: bool, corpus: Path) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k != native.OFF_VARIABLE}
-    if pure:
-        env[native.OFF_VARIABLE] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", PARSING, str(corpus)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
-
-
 def test_compiled_and_pure_python_hl7_parsers_read_every_field_the_same() -> None:
     needs_build()
     corpus = needs_testdata("hl7v2")
-    compiled, pure = run_parsing(False, corpus), run_parsing(True, corpus)
+    compiled, pure = run_script(PARSING, False, str(corpus)), run_script(PARSING, True, str(corpus))
     assert compiled["compiled"] is True and str(compiled["file"]).endswith(".so")
     assert pure["compiled"] is False and str(pure["file"]).endswith("connectors/hl7v2/parser.py")
     assert int(str(compiled["rows"])) > 50_000  # 271 corpus messages' fields, not an empty run
