@@ -124,6 +124,34 @@ async def test_invalid_elements_are_named_in_the_outcome(service: Service) -> No
     assert not_json.status_code == 400
 
 
+async def test_a_charge_whose_price_times_quantity_overflows_is_refused(service: Service) -> None:
+    """FHIR decimals are finite, but 1e300 x 1e10 is inf: before, it was stored (201) and the
+    event log wrote its amount as null, which a restart's restore then refused."""
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def charge(ident: str, price: float, quantity: float) -> dict[str, Any]:
+        return {
+            "resourceType": "ChargeItem",
+            "id": ident,
+            "status": "billed",
+            "code": {"text": "test"},
+            "subject": {"reference": "Patient/p1"},
+            "occurrenceDateTime": when,
+            "quantity": {"value": quantity},
+            "priceOverride": {"value": price, "currency": "USD"},
+        }
+
+    huge = await post(service, "/fhir/ChargeItem", charge("huge", 1e300, 1e10))
+    assert huge.status_code == 422, huge.text
+    errors = [i for i in huge.json()["issue"] if i["severity"] == "error"]
+    assert errors[0]["expression"] == ["ChargeItem.priceOverride.value"]
+    assert "not a finite amount" in errors[0]["diagnostics"]
+    assert len(service.runtime.dead_letters.query(source="fhir", limit=10)) == 1  # kept, replayable
+    fine = await post(service, "/fhir/ChargeItem", charge("fine", 12.5, 4))
+    assert fine.status_code == 201, fine.text
+    assert [e["amount"] for e in fhir_events(service)] == [50.0]  # 12.5 x 4, the only charge stored
+
+
 async def test_transaction_is_all_or_nothing_and_batch_is_per_entry(service: Service) -> None:
     good = encounter("in-progress", "2026-02-01T10:00:00+00:00")
     bad = {

@@ -16,7 +16,7 @@ import pytest
 from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from connectors.hl7v2.client import MLLPClient, ack_code
-from connectors.hl7v2.mapping import MapContext, map_message
+from connectors.hl7v2.mapping import MapContext, MappingError, map_message
 from connectors.hl7v2.parser import parse
 from engine.config import Settings
 from engine.events import FinanceEvent, NurseCallEvent
@@ -68,6 +68,22 @@ def test_charges_map_amounts_credits_and_procedures(places: Places) -> None:
         "80053",
     )
     assert (credit.amount, credit.category, credit.unit) == (-45.5, "charge", "4W")
+
+
+def test_a_charge_whose_unit_amount_times_quantity_overflows_is_refused(places: Places) -> None:
+    """FT1-12 1e300 x FT1-10 1e10: each number finite, the amount inf (before: stored, and the
+    event log wrote it as null)."""
+    segs = [
+        m.msh("DFT^P03^DFT_P03", NOW, facility="DEMO", app="BILLING"),
+        m.segment("EVN", {1: "P03", 2: m.format_dtm(NOW)}),
+        visit().pid(),
+        visit().pv1(),
+        m.segment("FT1", {1: "1", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 10: "1e10", 12: "1e300"}),
+    ]
+    with pytest.raises(MappingError) as err:
+        map_message(parse("\r".join(segs) + "\r"), MapContext(places))
+    assert (err.value.ack, err.value.code, err.value.segment, err.value.field) == ("AE", 102, "FT1", 12)
+    assert "not a finite amount" in err.value.reason
 
 
 def test_every_mapped_event_is_valid(places: Places) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from connectors.fhir.base import ResourceMapper, codes, ref_id
+from connectors.fhir.outcome import FHIRInputError, issue
 from engine.events import (
     EventBase,
     FinanceEvent,
@@ -50,13 +52,14 @@ class Billing(ResourceMapper):
         )
         services = [str(s.get("reference", "")) for s in r.get("service") or []]
         category = "procedure" if any("Procedure/" in s for s in services) else "charge"
+        amount = _finite(float(price["value"]) * quantity, "ChargeItem.priceOverride.value * quantity.value")
         return [
             FinanceEvent.model_validate(
                 {
                     **self.base(r, "charge", when),
                     "type": "finance.charge",
                     "category": category,
-                    "amount": float(price["value"]) * quantity,
+                    "amount": amount,
                     "currency": price.get("currency") or "USD",
                     "patient_id": ref_id(r.get("subject")),
                     **self.place(),
@@ -75,10 +78,19 @@ class Billing(ResourceMapper):
                     **self.base(r, "claim", when),
                     "type": "finance.charge",
                     "category": "claim",
-                    "amount": float(total["value"]),
+                    "amount": _finite(float(total["value"]), "Claim.total.value"),
                     "currency": total.get("currency") or "USD",
                     "patient_id": ref_id(r.get("patient")),
                     **self.place(),
                 }
             )
         ], []
+
+
+def _finite(amount: float, path: str) -> float:
+    """FHIR decimals are finite, but a price times a quantity can overflow to inf: no amount a
+    cost sum could take, and the event log (JSON) could not keep it."""
+    if not math.isfinite(amount):
+        text = f"{path}: {amount} is not a finite amount"
+        raise FHIRInputError(422, [issue("error", "business-rule", text, path.split(" ")[0])])
+    return amount

@@ -108,6 +108,13 @@ class Charges(MapperBase):
             if extended is None and unit_amount is None:
                 raise required("FT1", 11, "extended amount (or FT1-12 unit amount)")
             amount = extended if extended is not None else (unit_amount or 0.0) * (quantity or 1.0)
+            if not math.isfinite(amount):  # 1e300 x 1e10: each finite, the product is not
+                raise MappingError(
+                    f"FT1-12 (unit amount) x FT1-10 (quantity) is not a finite amount ({amount})",
+                    code=102,
+                    segment="FT1",
+                    field=12,
+                )
             if _is_credit(ft1) and amount > 0:
                 amount = -amount  # credits, payments and adjustments reduce the charges
             procedure = ft1.first(25) or None
