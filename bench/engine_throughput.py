@@ -127,7 +127,7 @@ def main() -> None:
 closed every {TICK_EVERY:,} events, live values at the end; {ROUNDS} rounds, fresh events each.
 Each round runs the engine twice: with Python's default collector thresholds (the engine row,
 the ratio the issues set and track), then with the thresholds `carescore run` and `carescore
-worker` set at start (carescore/gctune.py GC_THRESHOLDS: young objects collected less often).
+worker` set at start (carescore/gctune.py GC_THRESHOLDS: the older generations scanned less often).
 {how}
 
 | measure | median | min | max |

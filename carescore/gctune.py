@@ -8,7 +8,7 @@ GC_THRESHOLDS = (5_000, 200, 100)
 """The collector's thresholds while serving (the benchmarks measure with them too).
 
 A young collection's pause grows with the young generation, and the event loop stops for it.
-At 50,000 young objects (the setting before) the MIMIC replay's young pauses reached 13-40 ms,
+At 50,000 young objects (the setting before) the MIMIC replay's young pauses reached 14-40 ms,
 the loop's longest stalls after start-up. At 5,000 the engine workload's young pauses are
 0.5 ms (median) and 3 ms (max), against 5.6 and 17 ms, for the same total collector time.
 Middle collections still come once per million allocations (5,000 x 200, as 50,000 x 20 did):
