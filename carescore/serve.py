@@ -340,7 +340,7 @@ class Service:
         lines += [
             f"    demo        {demo}",
             f"    data        {self.settings.data_dir}",
-            f"    engine      {'compiled' if native.active else 'pure Python'} ({native.reason})",
+            f"    engine      {native.reason if native.active else f'pure Python ({native.reason})'}",
             "  Ctrl-C stops it.",
             "",
         ]

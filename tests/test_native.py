@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import engine.core
+from carescore.serve import Service
 from engine import native
 from tests.conftest import needs_testdata
 
@@ -225,3 +226,14 @@ def test_carescore_pure_python_turns_the_build_off() -> None:
     )
     active, file = done.stdout.split()
     assert active == "False" and file.endswith("engine/core.py")
+
+
+async def test_the_start_banner_says_which_engine_runs(service: Service) -> None:
+    """One line, no repetition: `engine      compiled by mypyc 2.4.1, 26 modules`, or pure
+    Python with the reason."""
+    (line,) = [x.strip() for x in service.banner().splitlines() if x.strip().startswith("engine ")]
+    if native.active:
+        assert line == f"engine      compiled by mypyc {native.reason.split('mypyc ')[1]}"
+        assert line.count("compiled") == 1 and f"{len(native.MODULES)} modules" in line
+    else:
+        assert line == f"engine      pure Python ({native.reason})"
