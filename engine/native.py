@@ -2,14 +2,15 @@
 
 The engine is typed Python; mypyc turns the modules every event and every tick runs through
 (the operators, the engine core, census, stays, staff and bed levels, the roster,
-aggregates, windows, watermarks; and the HL7 v2 parser every message runs through) into C extensions that do
-the same work in less CPU. `make run`, `make test` and `make bench` build them (engine/native_build.py)
-into `.native/` at the repository root, with a manifest of the SHA-256 of every engine source
-(compiled or not: mypyc builds the types of the modules they import into the C) and of the
-mypy settings. At `import engine` a finder serves those modules from there when all of that
-still matches and the interpreter is the one they were built for. Otherwise (an engine source
-edited since, another Python, no C compiler on the machine, CARESCORE_PURE_PYTHON=1) every one
-of them imports from its .py as before. Never a mix: compiled modules call each other
+aggregates, windows, watermarks), and the HL7 v2 parser and DTM reader every message runs
+through, into C extensions that do the same work in less CPU. `make run`, `make test` and
+`make bench` build them (engine/native_build.py) into `.native/` at the repository root, with
+a manifest of the SHA-256 of every engine source (compiled or not: mypyc builds the types of
+the modules they import into the C), of every compiled module's source and of the mypy
+settings. At `import engine` a finder serves those modules from there when all of that still
+matches and the interpreter is the one they were built for. Otherwise (one of those sources
+edited since, another Python, no C compiler on the machine, CARESCORE_PURE_PYTHON=1) every
+one of them imports from its .py as before. Never a mix: compiled modules call each other
 directly, so one stale module would run old code.
 
 Nothing is put beside the sources, so an edited .py is never shadowed by an old build.
@@ -63,7 +64,12 @@ MODULES = (
 """Compiled together. A class another module subclasses must be compiled with it (mypyc:
 interpreted classes cannot inherit from compiled ones), so every operator is here. The HL7 v2
 parser and DTM reader import nothing of the project: every MLLP message's segments and times
-go through them (connectors/__init__.py imports engine first, so they are served from here)."""
+go through them (connectors/__init__.py imports engine first, so they are served from here).
+
+Compiled, a module's annotations are checked at run time (a wrong type is a TypeError, not
+duck typing), its classes cannot be subclassed, pickled or copied from interpreted code, and
+monkeypatching one of its functions does not reach compiled callers. Tests and tools that need
+any of that run with CARESCORE_PURE_PYTHON=1 (the fuzzer does: atheris instruments bytecode)."""
 
 OFF_VARIABLE = "CARESCORE_PURE_PYTHON"
 
@@ -165,7 +171,7 @@ def install() -> None:
         reason = f"{OFF_VARIABLE} is set"
         return
     if any(module in sys.modules for module in MODULES):
-        reason = "engine modules were imported before engine.native"
+        reason = "compiled modules (engine, HL7 parser) were imported before engine.native"
         return
     files, reason = check()
     if files is not None:

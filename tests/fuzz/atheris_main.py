@@ -14,7 +14,8 @@ import atheris
 
 from tests.fuzz.targets import TARGETS
 
-atheris.instrument_all()  # coverage feedback from every loaded module (ours included)
+atheris.instrument_all()  # coverage feedback from every loaded module (ours included; run.py
+# sets CARESCORE_PURE_PYTHON so the HL7 parser is Python bytecode it can instrument)
 
 
 def main() -> None:

@@ -64,6 +64,9 @@ def atheris_runs(seconds: int, work: Path) -> list[str]:
                 str(corpus),
             ],
             cwd=ROOT,
+            # Python, not the compiled parser (engine/native.py): atheris instruments bytecode,
+            # so compiled modules would give libFuzzer no coverage to steer by
+            env={**os.environ, "CARESCORE_PURE_PYTHON": "1"},
             capture_output=True,
             text=True,
         )
