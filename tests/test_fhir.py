@@ -144,7 +144,7 @@ async def test_a_charge_whose_price_times_quantity_overflows_is_refused(service:
     huge = await post(service, "/fhir/ChargeItem", charge("huge", 1e300, 1e10))
     assert huge.status_code == 422, huge.text
     errors = [i for i in huge.json()["issue"] if i["severity"] == "error"]
-    assert errors[0]["expression"] == ["ChargeItem.priceOverride.value"]
+    assert errors[0]["expression"] == ["ChargeItem.priceOverride.value", "ChargeItem.quantity.value"]
     assert "not a finite amount" in errors[0]["diagnostics"]
     assert len(service.runtime.dead_letters.query(source="fhir", limit=10)) == 1  # kept, replayable
     fine = await post(service, "/fhir/ChargeItem", charge("fine", 12.5, 4))

@@ -92,13 +92,17 @@ def test_compiled_and_pure_python_engines_give_the_same_windows_and_live_values(
 
 
 # Every field of every corpus message and of hostile texts read every way the mapping reads
-# them (first, get, components, repetitions, DTM), compiled and as Python: one digest each.
+# them (first, get, components, repetitions, DTM; segments by name, after another, batches),
+# and every message mapped to its events or its error (the interpreted mapping calling the
+# compiled parser), compiled and as Python: one digest each.
 PARSING = """
 import hashlib, json, sys
 from pathlib import Path
 from engine import native
 from connectors.hl7v2.dtm import parse_dtm
-from connectors.hl7v2.parser import HL7ParseError, parse
+from connectors.hl7v2.mapping import MapContext, MappingError, map_message
+from connectors.hl7v2.parser import HL7ParseError, is_batch, parse, split_batch
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 zone = ZoneInfo("America/New_York")
@@ -112,12 +116,22 @@ texts += [
 ]
 rows = []
 for text in texts:
+    rows.append(repr((is_batch(text), split_batch(text) if is_batch(text) else None)))
     try:
         msg = parse(text)
     except HL7ParseError as exc:
         rows.append(repr(("error", exc.reason, exc.segment, exc.field)))
         continue
     rows.append(repr((msg.message_type, msg.trigger, msg.control_id, msg.version, msg.sending_facility)))
+    for name in sorted({seg.name for seg in msg.segments}):
+        after = msg.after(msg.segments[0], name, stop=("OBR",))
+        rows.append(repr((name, msg.first(name), len(msg.all(name)), after)))
+    try:
+        context = MapContext(received=datetime(2026, 1, 1, tzinfo=UTC))
+        mapped = map_message(msg, context, unused_triggers="accept")
+        rows.append(repr([sorted(e.model_dump(mode="json").items()) for e in mapped]))
+    except MappingError as exc:
+        rows.append(repr(("mapping", exc.reason, exc.ack, exc.code, exc.segment, exc.field, exc.component)))
     for seg in msg.segments:
         for n in range(len(seg.fields) + 2):
             values = (seg.first(n), seg.get(n, 2), seg.get(n, 1, 2), seg.get(n, rep=1), seg.raw(n),

@@ -52,7 +52,9 @@ class Billing(ResourceMapper):
         )
         services = [str(s.get("reference", "")) for s in r.get("service") or []]
         category = "procedure" if any("Procedure/" in s for s in services) else "charge"
-        amount = _finite(float(price["value"]) * quantity, "ChargeItem.priceOverride.value * quantity.value")
+        amount = _finite(
+            float(price["value"]) * quantity, "ChargeItem.priceOverride.value", "ChargeItem.quantity.value"
+        )
         return [
             FinanceEvent.model_validate(
                 {
@@ -87,10 +89,13 @@ class Billing(ResourceMapper):
         ], []
 
 
-def _finite(amount: float, path: str) -> float:
-    """FHIR decimals are finite, but a price times a quantity can overflow to inf: no amount a
-    cost sum could take, and the event log (JSON) could not keep it."""
+def _finite(amount: float, *paths: str) -> float:
+    """The amount these elements give, if finite: a price times a quantity can overflow to inf
+    (and fhir.resources takes a decimal of "1e400"), no amount a cost sum could take, and the
+    event log (JSON) could not keep it."""
     if not math.isfinite(amount):
-        text = f"{path}: {amount} is not a finite amount"
-        raise FHIRInputError(422, [issue("error", "business-rule", text, path.split(" ")[0])])
+        text = f"{' x '.join(paths)}: {amount} is not a finite amount"
+        refused = issue("error", "business-rule", text, paths[0])
+        refused["expression"] = list(paths)
+        raise FHIRInputError(422, [refused])
     return amount
