@@ -9,8 +9,9 @@ GC_THRESHOLDS = (5_000, 200, 100)
 
 A young collection's pause grows with the young generation, and the event loop stops for it.
 At 50,000 young objects (the setting before) the MIMIC replay's young pauses reached 14-40 ms,
-the loop's longest stalls after start-up. At 5,000 the engine workload's young pauses are
-0.5 ms (median) and 3 ms (max), against 5.6 and 17 ms, for the same total collector time.
+the loop's longest stalls after start-up; at 5,000 none logged over 10.4 ms. Over the engine
+benchmark's workload the young pauses are 0.5 ms (median) and 2.6-3.8 ms (max) at 5,000,
+against 5.6-8.6 and 13-17 ms at 50,000, for the same total collector time (BENCHMARKS.md).
 Middle collections still come once per million allocations (5,000 x 200, as 50,000 x 20 did):
 what the engine's throughput depends on, against Python's default 700/10/10."""
 
