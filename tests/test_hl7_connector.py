@@ -86,6 +86,22 @@ def test_a_charge_whose_unit_amount_times_quantity_overflows_is_refused(places: 
     assert "not a finite amount" in err.value.reason
 
 
+def test_a_charge_of_quantity_zero_is_no_amount(places: Places) -> None:
+    """FT1-12 unit amount x FT1-10 quantity (HL7 v2.5 FT1): 45.50 x 0 is 0.00, not 45.50 (the
+    quantity 0 was taken as 1); an empty FT1-10 is one unit: 45.50."""
+    segs = [
+        m.msh("DFT^P03^DFT_P03", NOW, facility="DEMO", app="BILLING"),
+        m.segment("EVN", {1: "P03", 2: m.format_dtm(NOW)}),
+        visit().pid(),
+        visit().pv1(),
+        m.segment("FT1", {1: "1", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 10: "0", 12: "45.50"}),
+        m.segment("FT1", {1: "2", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 12: "45.50"}),
+    ]
+    zero, one = map_message(parse("\r".join(segs) + "\r"), MapContext(places))
+    assert isinstance(zero, FinanceEvent) and isinstance(one, FinanceEvent)
+    assert (zero.amount, one.amount) == (0.0, 45.5)
+
+
 def test_every_mapped_event_is_valid(places: Places) -> None:
     """Mapping builds events without validation for speed; here they must all re-validate."""
     texts = [

@@ -45,16 +45,16 @@ class Billing(ResourceMapper):
             return [], [f"ChargeItem/{r.get('id')}: no priceOverride: the amount is not in the resource"]
         if r.get("status") in ("not-billable", "aborted", "entered-in-error"):
             return [], [f"ChargeItem/{r.get('id')}: status {r.get('status')}: not a charge"]
-        quantity = float((r.get("quantity") or {}).get("value") or 1)
         when = (
             self.when(r.get("occurrenceDateTime") or r.get("enteredDate"), "ChargeItem.occurrenceDateTime")
             or self.received
         )
         services = [str(s.get("reference", "")) for s in r.get("service") or []]
         category = "procedure" if any("Procedure/" in s for s in services) else "charge"
-        amount = _finite(
-            float(price["value"]) * quantity, "ChargeItem.priceOverride.value", "ChargeItem.quantity.value"
-        )
+        # R4: priceOverride is the "total price of the charge overriding the list price
+        # associated with the code", already for the whole quantity (R5 moved it to
+        # totalPriceComponent): not multiplied by ChargeItem.quantity
+        amount = _finite(float(price["value"]), "ChargeItem.priceOverride.value")
         return [
             FinanceEvent.model_validate(
                 {
@@ -89,13 +89,10 @@ class Billing(ResourceMapper):
         ], []
 
 
-def _finite(amount: float, *paths: str) -> float:
-    """The amount these elements give, if finite: a price times a quantity can overflow to inf
-    (and fhir.resources takes a decimal of "1e400"), no amount a cost sum could take, and the
-    event log (JSON) could not keep it."""
+def _finite(amount: float, path: str) -> float:
+    """The amount an element gives, if finite: fhir.resources takes a decimal of "1e400", which
+    is inf as a float, no amount a cost sum could take, and the event log (JSON) could not keep it."""
     if not math.isfinite(amount):
-        text = f"{' x '.join(paths)}: {amount} is not a finite amount"
-        refused = issue("error", "business-rule", text, paths[0])
-        refused["expression"] = list(paths)
-        raise FHIRInputError(422, [refused])
+        text = f"{path}: {amount} is not a finite amount"
+        raise FHIRInputError(422, [issue("error", "business-rule", text, path)])
     return amount

@@ -107,7 +107,12 @@ class Charges(MapperBase):
             unit_amount = _number(ft1, 12, "unit amount")
             if extended is None and unit_amount is None:
                 raise required("FT1", 11, "extended amount (or FT1-12 unit amount)")
-            amount = extended if extended is not None else (unit_amount or 0.0) * (quantity or 1.0)
+            # FT1-10 empty is one unit (_number's default); a quantity of 0 is nothing charged
+            amount = (
+                extended
+                if extended is not None
+                else (unit_amount or 0.0) * (quantity if quantity is not None else 1.0)
+            )
             if not math.isfinite(amount):  # 1e300 x 1e10: each finite, the product is not
                 raise MappingError(
                     f"FT1-12 (unit amount) x FT1-10 (quantity) is not a finite amount ({amount})",
