@@ -70,18 +70,27 @@ def test_charges_map_amounts_credits_and_procedures(places: Places) -> None:
     assert (credit.amount, credit.category, credit.unit) == (-45.5, "charge", "4W")
 
 
-def test_a_charge_whose_unit_amount_times_quantity_overflows_is_refused(places: Places) -> None:
-    """FT1-12 1e300 x FT1-10 1e10: each number finite, the amount inf (before: stored, and the
-    event log wrote it as null)."""
+def dft(*charges: dict[int, str]) -> str:
+    """A DFT^P03 for the visit, one FT1 charge (CG, LAB1, now) per dict of further fields."""
+    ft1s = [
+        m.segment("FT1", {1: str(i), 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", **fields})
+        for i, fields in enumerate(charges, 1)
+    ]
     segs = [
         m.msh("DFT^P03^DFT_P03", NOW, facility="DEMO", app="BILLING"),
         m.segment("EVN", {1: "P03", 2: m.format_dtm(NOW)}),
         visit().pid(),
         visit().pv1(),
-        m.segment("FT1", {1: "1", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 10: "1e10", 12: "1e300"}),
+        *ft1s,
     ]
+    return "\r".join(segs) + "\r"
+
+
+def test_a_charge_whose_unit_amount_times_quantity_overflows_is_refused(places: Places) -> None:
+    """FT1-12 1e300 x FT1-10 1e10: each number finite, the amount inf (before: stored, and the
+    event log wrote it as null)."""
     with pytest.raises(MappingError) as err:
-        map_message(parse("\r".join(segs) + "\r"), MapContext(places))
+        map_message(parse(dft({10: "1e10", 12: "1e300"})), MapContext(places))
     assert (err.value.ack, err.value.code, err.value.segment, err.value.field) == ("AE", 102, "FT1", 12)
     assert "not a finite amount" in err.value.reason
 
@@ -89,15 +98,7 @@ def test_a_charge_whose_unit_amount_times_quantity_overflows_is_refused(places: 
 def test_a_charge_of_quantity_zero_is_no_amount(places: Places) -> None:
     """FT1-12 unit amount x FT1-10 quantity (HL7 v2.5 FT1): 45.50 x 0 is 0.00, not 45.50 (the
     quantity 0 was taken as 1); an empty FT1-10 is one unit: 45.50."""
-    segs = [
-        m.msh("DFT^P03^DFT_P03", NOW, facility="DEMO", app="BILLING"),
-        m.segment("EVN", {1: "P03", 2: m.format_dtm(NOW)}),
-        visit().pid(),
-        visit().pv1(),
-        m.segment("FT1", {1: "1", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 10: "0", 12: "45.50"}),
-        m.segment("FT1", {1: "2", 4: m.format_dtm(NOW), 6: "CG", 7: "LAB1", 12: "45.50"}),
-    ]
-    zero, one = map_message(parse("\r".join(segs) + "\r"), MapContext(places))
+    zero, one = map_message(parse(dft({10: "0", 12: "45.50"}, {12: "45.50"})), MapContext(places))
     assert isinstance(zero, FinanceEvent) and isinstance(one, FinanceEvent)
     assert (zero.amount, one.amount) == (0.0, 45.5)
 
