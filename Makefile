@@ -6,8 +6,8 @@ PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v python3.11 || com
 VENV := .venv
 PY := $(VENV)/bin/python
 # Every package at the version and hashes of the lock (make lock), for Python 3.11 on x86-64 Linux:
-# dev.txt for the checkout (runtime, test and dev extras); runtime.txt and build.txt (setuptools, to
-# build the wheel) for the image (deploy/Dockerfile).
+# dev.txt for the checkout (runtime, test and dev extras); runtime.txt and build.txt (setuptools, and
+# mypy to compile the engine into the wheel: setup.py) for the image (deploy/Dockerfile).
 LOCK := requirements/dev.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
@@ -70,7 +70,7 @@ UV_COMPILE := $(LOCK_FLAGS) --generate-hashes --python-version 3.11 --python-pla
 lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra postgres $(UV_COMPILE) -o requirements/dev.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra postgres -c requirements/dev.txt $(UV_COMPILE) -o requirements/runtime.txt
-	echo "setuptools>=77" | $(VENV)/bin/uv pip compile - -c requirements/dev.txt $(UV_COMPILE) -o requirements/build.txt
+	printf 'setuptools>=77\nmypy\n' | $(VENV)/bin/uv pip compile - -c requirements/dev.txt $(UV_COMPILE) -o requirements/build.txt
 
 # Known vulnerabilities of every locked version, from OSV (pip-audit's default source; --strict: a
 # package it cannot look up fails too). PyPI's per-release JSON, pip-audit's other source, is not

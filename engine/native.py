@@ -14,6 +14,10 @@ one of them imports from its .py as before. Never a mix: compiled modules call e
 directly, so one stale module would run old code.
 
 Nothing is put beside the sources, so an edited .py is never shadowed by an old build.
+
+An installed carescore (the wheel, the container image) carries the same build in
+engine/_native/ (setup.py copies it in, building it first if needed), checked the same way
+against the installed sources; a checkout's .native/ comes first.
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / ".native"
+"""A checkout's build (make native)."""
+PACKAGED = Path(__file__).resolve().parent / "_native"
+"""An installed package's build (setup.py puts it in the wheel)."""
 MANIFEST = "manifest.json"
+SETTINGS = "pyproject.toml [tool.mypy]"
 MODULES = (
     "engine.core",
     "engine.aggregates",
@@ -91,20 +99,22 @@ def digest(path: Path) -> str:
 def sources(root: Path = ROOT) -> dict[str, str]:
     """What a build depends on: every engine source (a compiled module checks the types of what
     it imports), every compiled module's source and the mypy settings, by SHA-256. This module
-    and the build script are not in the build."""
+    and the build script are not in the build. An installed package has no pyproject.toml
+    (nor a way to change its mypy settings): there the settings are not part of it."""
     paths = {*(root / "engine").rglob("*.py"), *(source_of(m, root) for m in MODULES)}
     found = {
         path.relative_to(root).as_posix(): digest(path)
         for path in sorted(paths)
         if path.name not in ("native.py", "native_build.py")
     }
+    project = root / "pyproject.toml"
+    if not project.is_file():
+        return found
     try:
-        settings = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("mypy", {})
+        settings = tomllib.loads(project.read_text()).get("tool", {}).get("mypy", {})
     except (OSError, tomllib.TOMLDecodeError):
         settings = None
-    found["pyproject.toml [tool.mypy]"] = hashlib.sha256(
-        json.dumps(settings, sort_keys=True).encode()
-    ).hexdigest()
+    found[SETTINGS] = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return found
 
 
@@ -137,8 +147,10 @@ def _check(build: Path, root: Path) -> tuple[dict[str, Path] | None, str]:
         return None, f"built for {manifest.get('tag')!r}, this interpreter is {build_tag()!r}"
     if sorted(manifest.get("modules", [])) != sorted(MODULES):
         return None, "built from another list of modules"
-    built: dict[str, str] = manifest.get("sources", {})
+    built: dict[str, str] = dict(manifest.get("sources", {}))
     now = sources(root)
+    if SETTINGS not in now:  # installed: the settings it was built with are not there to compare
+        built.pop(SETTINGS, None)
     changed = sorted(name for name in built.keys() | now.keys() if built.get(name) != now.get(name))
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
@@ -174,6 +186,8 @@ def install() -> None:
         reason = "compiled modules (engine, HL7 parser) were imported before engine.native"
         return
     files, reason = check()
+    if files is None and (PACKAGED / MANIFEST).is_file():  # an installed package's own build
+        files, reason = check(PACKAGED)
     if files is not None:
         sys.meta_path.insert(0, _Finder(files))
         active = True

@@ -3,6 +3,7 @@
 Does nothing when the build there already matches every source and this interpreter. A
 machine without mypyc or a C compiler gets a message and runs the engine as pure Python;
 --require makes that an error (make test under CI=true: the suite must prove what users run).
+--into DIR then copies the build into DIR (setup.py: engine/_native/ of the wheel).
 """
 
 from __future__ import annotations
@@ -67,22 +68,27 @@ def build(out: Path = BUILD) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--require", action="store_true", help="fail if the engine cannot be compiled")
+    parser.add_argument("--into", type=Path, help="then copy the build into this folder (a wheel's)")
     args = parser.parse_args()
     files, why = check()
     if files is not None:
         print(f"engine: {why}, up to date in {BUILD.relative_to(ROOT)}")
-        return 0
-    print(f"engine: compiling {len(MODULES)} modules with mypyc ({why}); about 1.5 minutes")
-    try:
-        build()
-    except Exception as exc:  # a missing compiler or header is a SystemExit/CompileError from setuptools
-        return _failed(args.require, repr(exc))
-    except SystemExit as exc:
-        return _failed(args.require, f"setuptools exited ({exc})")
-    files, why = check()
-    if files is None:
-        return _failed(args.require, why)
-    print(f"engine: {why} in {BUILD.relative_to(ROOT)}")
+    else:
+        print(f"engine: compiling {len(MODULES)} modules with mypyc ({why}); about 1.5 minutes")
+        try:
+            build()
+        except Exception as exc:  # a missing compiler or header is a SystemExit/CompileError from setuptools
+            return _failed(args.require, repr(exc))
+        except SystemExit as exc:
+            return _failed(args.require, f"setuptools exited ({exc})")
+        files, why = check()
+        if files is None:
+            return _failed(args.require, why)
+        print(f"engine: {why} in {BUILD.relative_to(ROOT)}")
+    if args.into is not None:
+        shutil.rmtree(args.into, ignore_errors=True)
+        shutil.copytree(BUILD, args.into)
+        print(f"engine: build copied into {args.into}")
     return 0
 
 

@@ -1,10 +1,13 @@
 """An installed carescore runs without the source tree: the wheel carries its default settings,
-the KPI catalogue and the alert routes, and without --config the data goes to ./var/carescore
-under the folder it was started in (not into site-packages, not into a checkout)."""
+the KPI catalogue, the alert routes and the compiled engine, and without --config the data goes
+to ./var/carescore under the folder it was started in (not into site-packages, not into a
+checkout)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine import native
 from engine.config import REPO_ROOT
 from tests.labserver import wait_for
+from tests.test_native import needs_build
 
 
 def _free_port() -> int:
@@ -29,6 +34,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from this checkout, installed (without dependencies: the test's own
     virtualenv has them) into a folder of its own."""
     root = tmp_path_factory.mktemp("wheel")
+    # pip builds in the checkout's build/, and setuptools packs whatever build/lib holds: an
+    # earlier build's files (an engine/_native of another build) must not pass for this one's
+    shutil.rmtree(REPO_ROOT / "build", ignore_errors=True)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root, "."],
         cwd=REPO_ROOT,
@@ -103,8 +111,59 @@ def test_an_installed_carescore_runs_from_any_folder(installed: Path, tmp_path: 
         assert (tmp_path / "var" / "carescore" / "events").is_dir()  # the data where it was started
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
+    engine_line = next(line.strip() for line in err.splitlines() if line.strip().startswith("engine "))
+    if native.check()[0] is not None and not native.turned_off():  # the wheel was built compiled
+        assert engine_line.startswith("engine      compiled by mypyc "), engine_line
+
+
+_WHICH_ENGINE = """
+import json, sys
+import engine.core, connectors.hl7v2.parser
+from engine import native
+print(json.dumps({"active": native.active, "reason": native.reason,
+                  "core": engine.core.__file__, "parser": connectors.hl7v2.parser.__file__}))
+"""
+
+
+def _which_engine(site: Path, cwd: Path) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"}
+    env.pop(native.OFF_VARIABLE, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _WHICH_ENGINE], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, object] = json.loads(done.stdout)
+    return found
+
+
+def test_the_installed_engine_runs_compiled(installed: Path, tmp_path: Path) -> None:
+    """The container image and any pip install run what `make run` runs: the wheel carries the
+    build (engine/_native), and the installed engine and HL7 parser load from it."""
+    needs_build()
+    assert (installed / "engine" / "_native" / native.MANIFEST).is_file()
+    found = _which_engine(installed, tmp_path)
+    assert found["active"] is True, found["reason"]
+    assert str(found["reason"]).startswith("compiled by mypyc "), found
+    for module in ("core", "parser"):
+        path = Path(str(found[module]))
+        assert path.is_relative_to(installed / "engine" / "_native") and path.suffix == ".so", found
+
+
+def test_an_edited_installed_engine_runs_its_source(installed: Path, tmp_path: Path) -> None:
+    """An installed source changed after the build (a hotfix by hand): the packaged build is old
+    code for it, so the whole engine runs from the .py files and says which file differs."""
+    needs_build()
+    site = tmp_path / "site"
+    shutil.copytree(installed, site)
+    with (site / "engine" / "windows.py").open("a") as f:
+        f.write("\n# edited after the build\n")
+    found = _which_engine(site, tmp_path)
+    assert found["active"] is False
+    assert found["reason"] == "engine/windows.py changed since the build", found
+    assert found["core"] == str(site / "engine" / "core.py"), found
+    assert found["parser"] == str(site / "connectors" / "hl7v2" / "parser.py"), found
 
 
 def test_only_the_packaged_defaults_start_the_demo_hospital(tmp_path: Path) -> None:
