@@ -161,4 +161,4 @@ dashboards: install
 	$(PY) deploy/grafana/build.py
 
 clean:
-	rm -rf $(VENV) .native var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .native build dist var .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ build is used only while it matches the installed sources and interpreter (pure 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,17 @@ class BuildPy(build_py):
         if self.editable_mode:  # pip install -e (make install): the checkout's own .native serves
             return
         into = (Path(self.build_lib) / "engine" / "_native").resolve()
+        shutil.rmtree(into, ignore_errors=True)  # an earlier build's, left in build/lib
         required = os.environ.get("CARESCORE_NATIVE", "").strip().lower() == "require"
         command = [sys.executable, "-m", "engine.native_build", "--into", str(into)]
-        done = subprocess.run([*command, *(["--require"] if required else [])], cwd=ROOT, check=False)
+        # this checkout's engine package, whatever is installed or PYTHONSAFEPATH says
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+        done = subprocess.run(
+            [*command, *(["--require"] if required else [])], cwd=ROOT, env=env, check=False
+        )
         if done.returncode != 0:
-            raise SystemExit("the engine could not be compiled, and CARESCORE_NATIVE=require")
+            raise SystemExit(f"engine.native_build exited with {done.returncode}: see its message above")
         self.distribution.compiled_engine = (into / "manifest.json").is_file()  # type: ignore[attr-defined]
 
 

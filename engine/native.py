@@ -15,9 +15,10 @@ directly, so one stale module would run old code.
 
 Nothing is put beside the sources, so an edited .py is never shadowed by an old build.
 
-An installed carescore (the wheel, the container image) carries the same build in
-engine/_native/ (setup.py copies it in, building it first if needed), checked the same way
-against the installed sources; a checkout's .native/ comes first.
+An installed carescore (a wheel, the container image) carries the same build in
+engine/_native/ (setup.py copies it in, building it first if needed): served only through the
+same finder, after the same check against the installed sources (all but the mypy settings,
+which an installed package does not have). A checkout uses only .native/.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / ".native"
 """A checkout's build (make native)."""
-PACKAGED = Path(__file__).resolve().parent / "_native"
+PACKAGED = ROOT / "engine" / "_native"
 """An installed package's build (setup.py puts it in the wheel)."""
 MANIFEST = "manifest.json"
 SETTINGS = "pyproject.toml [tool.mypy]"
@@ -99,19 +100,15 @@ def digest(path: Path) -> str:
 def sources(root: Path = ROOT) -> dict[str, str]:
     """What a build depends on: every engine source (a compiled module checks the types of what
     it imports), every compiled module's source and the mypy settings, by SHA-256. This module
-    and the build script are not in the build. An installed package has no pyproject.toml
-    (nor a way to change its mypy settings): there the settings are not part of it."""
+    and the build script are not in the build."""
     paths = {*(root / "engine").rglob("*.py"), *(source_of(m, root) for m in MODULES)}
     found = {
         path.relative_to(root).as_posix(): digest(path)
         for path in sorted(paths)
         if path.name not in ("native.py", "native_build.py")
     }
-    project = root / "pyproject.toml"
-    if not project.is_file():
-        return found
     try:
-        settings = tomllib.loads(project.read_text()).get("tool", {}).get("mypy", {})
+        settings = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("mypy", {})
     except (OSError, tomllib.TOMLDecodeError):
         settings = None
     found[SETTINGS] = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -127,16 +124,28 @@ def build_tag() -> str:
     return f"{sys.implementation.cache_tag} {importlib.machinery.EXTENSION_SUFFIXES[0]}"
 
 
-def check(build: Path = BUILD, root: Path = ROOT) -> tuple[dict[str, Path] | None, str]:
+def check(
+    build: Path = BUILD, root: Path = ROOT, installed: bool = False
+) -> tuple[dict[str, Path] | None, str]:
     """The extension file of every compiled module, or None and why the build cannot be used.
-    Never raises: whatever is wrong with a build, the engine runs from its source."""
+    installed: an installed package's build, whose mypy settings are not there to compare (nor
+    can an installed package change them). Never raises: whatever is wrong with a build, the
+    engine runs from its source."""
     try:
-        return _check(build, root)
+        return _check(build, root, installed)
     except Exception as exc:
         return None, f"{build / MANIFEST} unusable: {exc!r}"
 
 
-def _check(build: Path, root: Path) -> tuple[dict[str, Path] | None, str]:
+def locate(root: Path = ROOT) -> tuple[Path, bool]:
+    """This copy's build and whether it is an installed package's: a checkout (it has its
+    pyproject.toml) uses .native/, an installed carescore the engine/_native/ its wheel holds."""
+    if (root / "pyproject.toml").is_file():
+        return root / ".native", False
+    return root / "engine" / "_native", True
+
+
+def _check(build: Path, root: Path, installed: bool) -> tuple[dict[str, Path] | None, str]:
     try:
         manifest = json.loads((build / MANIFEST).read_text())
     except FileNotFoundError:
@@ -149,8 +158,9 @@ def _check(build: Path, root: Path) -> tuple[dict[str, Path] | None, str]:
         return None, "built from another list of modules"
     built: dict[str, str] = dict(manifest.get("sources", {}))
     now = sources(root)
-    if SETTINGS not in now:  # installed: the settings it was built with are not there to compare
+    if installed:
         built.pop(SETTINGS, None)
+        now.pop(SETTINGS, None)
     changed = sorted(name for name in built.keys() | now.keys() if built.get(name) != now.get(name))
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
@@ -185,9 +195,8 @@ def install() -> None:
     if any(module in sys.modules for module in MODULES):
         reason = "compiled modules (engine, HL7 parser) were imported before engine.native"
         return
-    files, reason = check()
-    if files is None and (PACKAGED / MANIFEST).is_file():  # an installed package's own build
-        files, reason = check(PACKAGED)
+    build, installed = locate()
+    files, reason = check(build, installed=installed)
     if files is not None:
         sys.meta_path.insert(0, _Finder(files))
         active = True

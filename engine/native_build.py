@@ -86,8 +86,12 @@ def main() -> int:
             return _failed(args.require, why)
         print(f"engine: {why} in {BUILD.relative_to(ROOT)}")
     if args.into is not None:
+        manifest = (BUILD / MANIFEST).read_bytes()
         shutil.rmtree(args.into, ignore_errors=True)
         shutil.copytree(BUILD, args.into)
+        if (BUILD / MANIFEST).read_bytes() != manifest or (args.into / MANIFEST).read_bytes() != manifest:
+            shutil.rmtree(args.into, ignore_errors=True)  # another build replaced it meanwhile: no mix
+            return _failed(args.require, f"{BUILD} was rebuilt while it was copied; build again")
         print(f"engine: build copied into {args.into}")
     return 0
 

@@ -142,6 +142,10 @@ def test_the_installed_engine_runs_compiled(installed: Path, tmp_path: Path) -> 
     """The container image and any pip install run what `make run` runs: the wheel carries the
     build (engine/_native), and the installed engine and HL7 parser load from it."""
     needs_build()
+    wheel = next(installed.parent.glob("carescore-*.whl"))
+    cp = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    tag = f"-{cp}-{cp}-"
+    assert tag in wheel.name and not wheel.name.endswith("-any.whl"), wheel.name  # compiled code inside
     assert (installed / "engine" / "_native" / native.MANIFEST).is_file()
     found = _which_engine(installed, tmp_path)
     assert found["active"] is True, found["reason"]
