@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -180,3 +181,56 @@ def test_only_the_packaged_defaults_start_the_demo_hospital(tmp_path: Path) -> N
     own.write_text("timezone: UTC\n")
     assert load_settings(own).demo.enabled is False
     assert load_settings(DEFAULT_CONFIG, base=tmp_path).demo.enabled is True
+
+
+def _checkout_copy(into: Path) -> Path:
+    """The files git tracks (no build/, no .native/): a fresh clone as far as a wheel build sees."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        target = into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, target)
+    return into
+
+
+def test_a_wheel_that_cannot_compile_is_pure_python_or_refused(tmp_path: Path) -> None:
+    """No mypy (or no compiler) where the wheel is built: a pure-Python wheel that says so in its
+    tag and carries no build, or, with CARESCORE_NATIVE=require (the image), no wheel at all."""
+    checkout = _checkout_copy(tmp_path / "checkout")
+    shim = tmp_path / "shim" / "mypy"  # mypyc cannot be imported: what a machine without it sees
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('no mypy on this machine')\n")
+    env = {**os.environ, "PYTHONPATH": str(shim.parent)}
+    env.pop("CARESCORE_NATIVE", None)
+
+    def wheel(out: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", out, "."],
+            cwd=checkout,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    refused = wheel(tmp_path / "refused", CARESCORE_NATIVE="require")
+    assert refused.returncode != 0
+    assert "engine: not compiled: ImportError('no mypy on this machine')" in refused.stdout + refused.stderr
+    assert not list((tmp_path / "refused").glob("*.whl"))
+
+    pure = wheel(tmp_path / "pure")
+    assert pure.returncode == 0, pure.stderr[-3000:]
+    built = next((tmp_path / "pure").glob("carescore-*.whl"))
+    assert built.name.endswith("-py3-none-any.whl"), built.name
+    assert not [n for n in zipfile.ZipFile(built).namelist() if "_native" in n]
+
+
+def test_a_checkout_uses_only_its_own_build(tmp_path: Path) -> None:
+    """A checkout (its pyproject.toml) never serves an engine/_native left in it; an install
+    (no pyproject.toml) serves only that."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert native.locate(tmp_path) == (tmp_path / ".native", False)
+    (tmp_path / "pyproject.toml").unlink()
+    assert native.locate(tmp_path) == (tmp_path / "engine" / "_native", True)
