@@ -37,9 +37,7 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / ".native"
-"""A checkout's build (make native)."""
-PACKAGED = ROOT / "engine" / "_native"
-"""An installed package's build (setup.py puts it in the wheel)."""
+"""A checkout's build (make native); an installed package's is engine/_native/ (locate())."""
 MANIFEST = "manifest.json"
 SETTINGS = "pyproject.toml [tool.mypy]"
 MODULES = (
