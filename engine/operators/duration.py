@@ -81,14 +81,14 @@ class DurationOperator(ValueOperator):
         self.count_open = m.count_open
         if any(o.finalize.aggregate in ("min", "max") for o in outputs):
             self.keep_values = True  # a value taken back must leave the right min and max
-        self.keys: dict[str, Interval | Row] = {}  # at rest (not open, not overdue): a Row
+        self.keys: dict[str, Interval | Row] = {}  # a Row unless the overdue index reads it
         self.pruned = 0  # keys deleted from the front of `keys` since it was last compacted
         self.prune_at = -math.inf  # the first key's since(): nothing is stale before it
         self.overdue = OverdueIntervals(m.timeout, self.life)  # count_open: open past the timeout
         # started, not ended, cancelled or expired, about in start order (starts arrive in
         # about time order), so the live value finds overdue intervals, and expiry finds old
         # ones, at the front
-        self.open: dict[str, Interval] = {}
+        self.open: dict[str, tuple[float, GroupKey]] = {}  # key -> (start, start place)
         self.early_ends: dict[str, tuple[float, GroupKey]] = {}  # ends waiting for a start
         self.cancelled = 0
         self.negative = 0
@@ -136,6 +136,12 @@ class DurationOperator(ValueOperator):
         r = self.keys.get(key)
         fresh = r is None
         if r is None:
+            if not self.count_open:
+                # the common case, what _settle concludes for a key seen first at its start:
+                # open, no value yet, at rest as a Row (nothing else reads it until its end)
+                self.keys[key] = (ts, place, None, None, None, False, False, "open", None)
+                self.open[key] = (ts, place)
+                return
             r = self.keys[key] = Interval()
         elif isinstance(r, tuple):
             begun = r[0]
@@ -155,9 +161,8 @@ class DurationOperator(ValueOperator):
             # the common case, what _settle concludes for a key seen first at its start: open,
             # no value yet (nor in open or early_ends before)
             r.status = "open"
-            self.open[key] = r
-            if self.count_open:
-                self.overdue.note(key, r)
+            self.open[key] = (ts, place)
+            self.overdue.note(key, r)
             return
         self._settle(key, r)
 
@@ -180,6 +185,24 @@ class DurationOperator(ValueOperator):
             ended = r[2]
             if r[6] or (ended is not None and ts >= ended):
                 return  # frozen, or a later end (a corrected result, the call ending after its answer)
+            start = r[0]
+            if (
+                r[7] == "open"
+                and ended is None
+                and r[4] is None
+                and r[8] is None
+                and start is not None
+                and start <= ts <= start + self.life
+                and not self.count_open
+            ):
+                # the fast path below for an open interval at rest: no Interval is made
+                obs = (r[1] if self.by_start else place, ts, (ts - start) / self.per)
+                self.observe(*obs)  # type: ignore[arg-type]
+                self.open.pop(key, None)
+                if self.early_ends:
+                    self.early_ends.pop(key, None)
+                self.keys[key] = (start, r[1], ts, place, None, False, False, "ended", obs)  # type: ignore[assignment]
+                return
             r = self.keys[key] = woken(r)
         if r.frozen:
             return
@@ -264,8 +287,7 @@ class DurationOperator(ValueOperator):
                 self.negative += 1
             r.status = status
         if status == "open":
-            if key not in self.open:
-                self.open[key] = r
+            self.open[key] = (r.start, r.start_place)  # type: ignore[assignment]  # (in place: same order)
         else:
             self.open.pop(key, None)
         if self.count_open:
@@ -277,9 +299,8 @@ class DurationOperator(ValueOperator):
         self._rest(key, r)
 
     def _rest(self, key: str, r: Interval) -> None:
-        """Keep an interval at rest as a Row: not while open (`open` holds the Interval) or in
-        the overdue index (which reads it)."""
-        if key not in self.open and key not in self.overdue.by_key:
+        """Keep an interval at rest as a Row, unless the overdue index reads it."""
+        if key not in self.overdue.by_key:
             self.keys[key] = at_rest(r)
 
     # -- time ----------------------------------------------------------------------------
@@ -291,14 +312,13 @@ class DurationOperator(ValueOperator):
         """Intervals still open at start + expire_after are given up (counted, with count_open)."""
         oldest = watermark - self.life
         due: list[str] = []
-        for key, r in self.open.items():
-            begun: float = r.start  # type: ignore[assignment]
+        for key, (begun, _) in self.open.items():
             if begun > oldest + self.clock.grace:
                 break  # the rest started later (arrival disorder is bounded by the grace)
             if begun <= oldest:
                 due.append(key)
         for key in due:
-            r = self.open[key]  # the same Interval as in keys (an open one is never a Row)
+            r = self._interval(key)
             r.expired = True
             self.expired += 1
             self._settle(key, r)
@@ -311,9 +331,7 @@ class DurationOperator(ValueOperator):
         out: dict[GroupKey, tuple[list[float], int]] = {}
         due = watermark - timeout
         oldest = watermark - self.life
-        for r in self.open.values():
-            begun: float = r.start  # type: ignore[assignment]
-            place: GroupKey = r.start_place  # type: ignore[assignment]
+        for begun, place in self.open.values():
             if begun > due + self.clock.grace:
                 break  # the rest started later (arrival disorder is bounded by the grace)
             if oldest < begun < due:
@@ -421,7 +439,7 @@ class DurationOperator(ValueOperator):
             return
         keys = dict(interval_of_row(row) for row in state["intervals"])
         for k in state["open_order"]:
-            self.open[k] = keys[k]
+            self.open[k] = (keys[k].start, keys[k].start_place)  # type: ignore[assignment]
         for k, r in keys.items():
             if r.start is None and r.end is not None and not r.frozen:
                 self.early_ends[k] = (r.end, r.end_place)  # type: ignore[assignment]
