@@ -32,7 +32,7 @@ from connectors.pipeline import Pipeline
 from connectors.replay import Replayed, Replayer
 from engine.bus import Published
 from engine.config import Settings
-from engine.events import EventBase
+from engine.events import EventBase, dump_event
 from engine.privacy import pseudonyms_from
 from engine.progress import Progress
 
@@ -184,14 +184,17 @@ MIMIC_BATCH = 5000
 def import_mimic(settings: Settings, folder: Path) -> None:
     """`carescore import mimic`: the MIMIC-IV tables as events (connectors/feeds/mimic.py),
     stored through the pipeline a batch at a time without an event loop (one commit each;
-    a batch imported again is a duplicate)."""
+    a batch imported again is a duplicate). Windows close as they go, as in the other
+    imports; an event time outside engine.max_future / max_age is a dead letter, counted."""
     from connectors.feeds.mimic import mimic_events  # polars: only for this command
 
     runtime = EmbeddedRuntime(settings)
+    runtime.close_every = REPLAY_ADVANCE_EVERY
     pipeline = Pipeline(runtime, runtime.dead_letters, pseudonyms_from(settings.pseudonym_key_file))
+    bounds = settings.engine.bounds()
     started = time.monotonic()
     batch: list[EventBase] = []
-    stored = duplicates = 0
+    stored = duplicates = refused = 0
 
     def flush() -> None:
         nonlocal stored, duplicates
@@ -202,21 +205,33 @@ def import_mimic(settings: Settings, folder: Path) -> None:
 
     try:
         for event in mimic_events(folder):
+            problem = bounds.problem(event.event_time, event.received_time)
+            if problem is not None:
+                refused += 1
+                pipeline.keep(
+                    "feed", f"mimic {event.source_id}: {problem}", dump_event(event), what="MIMIC row"
+                )
+                if refused % MIMIC_BATCH == 0:  # stored now: this loop leaves the writer no time
+                    runtime.dead_letters.flush()
+                continue
             batch.append(event)
             if len(batch) == MIMIC_BATCH:
                 flush()
                 batch = []
-                _mimic_progress(stored, duplicates, started)
+                _mimic_progress(stored, duplicates, refused, started)
         if batch:
             flush()
-        _mimic_progress(stored, duplicates, started, final=True)
+        runtime.close_windows()
+        _mimic_progress(stored, duplicates, refused, started, final=True)
     finally:
         asyncio.run(runtime.close())
 
 
-def _mimic_progress(stored: int, duplicates: int, started: float, final: bool = False) -> None:
+def _mimic_progress(stored: int, duplicates: int, refused: int, started: float, final: bool = False) -> None:
     elapsed = max(time.monotonic() - started, 1e-9)
     line = f"{stored:,} events stored, {duplicates:,} already there, {stored / elapsed:,.0f} events/s"
+    if refused:
+        line += f"; {refused:,} refused for their time (dead letters)"
     print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 

@@ -4,7 +4,7 @@ Feeds carry wrong dates (a typo'd year, a default 1900 or 2099, a wrong zone). O
 in the future would move the watermark past every real event and turn them all late; so the
 connectors refuse an event time more than `engine.max_future` ahead of its arrival, or more
 than `engine.max_age` behind it, naming the field, and the engine never lets a source's
-watermark run ahead of the wall clock by more than `max_future` either.
+watermark run ahead of the wall clock at all (engine/watermarks.py).
 """
 
 from __future__ import annotations

@@ -65,6 +65,18 @@ def carescore(*args: str) -> list[str]:
     return [sys.executable, "-m", "carescore.cli", *args]
 
 
+def user_env() -> dict[str, str]:
+    """The test's environment without CARESCORE_* overrides: the settings file decides."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
+
+
+def command(*args: str) -> subprocess.CompletedProcess[str]:
+    """A carescore command run to its end as a user runs it, its output kept."""
+    return subprocess.run(
+        carescore(*args), cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True, timeout=900
+    )
+
+
 def until_healthy(proc: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -129,15 +141,8 @@ def backfill(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     api = free_port()
     config = root / "carescore.yaml"
     config.write_text(yaml.safe_dump(settings_doc(root / "imported", api)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARESCORE_")}
-    imported = subprocess.run(
-        carescore("import", "hl7", str(feed), "--config", str(config)),
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    env = user_env()
+    imported = command("import", "hl7", str(feed), "--config", str(config))
     assert imported.returncode == 0, imported.stderr[-2000:]
     log = root / "run.log"
     runs = []

@@ -12,13 +12,18 @@ What becomes what (codes translated into engine/vocabulary.py's words):
   STAT/ROUTINE -> stat/routine, empty -> none. Lab events have no unit (hospital level).
 
 MIMIC shifts dates per patient (into 2110-2201), so only per-patient quantities (length
-of stay, readmissions, lab turnaround) are meaningful; hospital-wide windows are not.
+of stay, readmissions, lab turnaround) are meaningful; hospital-wide windows are not. Those
+dates are a century ahead, which engine.max_future refuses, so each patient is moved again
+here by a whole number of days: the patient's last recorded time (of any admission,
+transfer or lab column) falls on day 1 + subject_id % 24 before the import's UTC date, so
+the import ends within the last 25 days and nothing is in the future. Whole days keep every
+interval and every calendar-date difference (midnight counts, the readmission rule's days).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +59,43 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
+ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
+TRANSFER_TIMES = ("intime", "outtime")
+LAB_TIMES = ("charttime", "storetime")
+
+
+def _shifted(
+    admissions: pl.DataFrame, transfers: pl.DataFrame, labs: pl.DataFrame, today: date
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The three tables with each patient's times moved by whole days (the module docstring)."""
+    times = [admissions.select("subject_id", pl.col(c).alias("t")) for c in ADMISSION_TIMES]
+    times += [transfers.select("subject_id", pl.col(c).alias("t")) for c in TRANSFER_TIMES]
+    times += [labs.select("subject_id", pl.col(c).alias("t")) for c in LAB_TIMES]
+    last = pl.concat(times).drop_nulls().group_by("subject_id").agg(pl.col("t").max().alias("last"))
+    days = last.select(
+        "subject_id",
+        days=(pl.lit(today) - pl.duration(days=1 + pl.col("subject_id") % 24) - pl.col("last").dt.date())
+        .dt.total_days()
+        .cast(pl.Int64),
+    )
+
+    def moved(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+        frame = frame.join(days, on="subject_id", how="left")
+        return frame.with_columns(
+            [(pl.col(c) + pl.duration(days=pl.col("days").fill_null(0))).alias(c) for c in columns]
+        ).drop("days")
+
+    return moved(admissions, ADMISSION_TIMES), moved(transfers, TRANSFER_TIMES), moved(labs, LAB_TIMES)
+
+
 def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[EventBase]:
-    """Every event, in event-time order (a replay sends them in the order they happened)."""
+    """Every event, in event-time order (a replay sends them in the order they happened),
+    each patient moved to end within the 25 days before `received` (default now)."""
     received = received or datetime.now(UTC)
-    admissions = _read(folder, "admissions")
-    transfers = _read(folder, "transfers").filter(pl.col("hadm_id").is_not_null())
-    labs = _read(folder, "labevents")
+    admissions, transfers, labs = _shifted(
+        _read(folder, "admissions"), _read(folder, "transfers"), _read(folder, "labevents"), received.date()
+    )
+    transfers = transfers.filter(pl.col("hadm_id").is_not_null())
     first_unit = (
         transfers.filter(pl.col("eventtype") == "admit").group_by("hadm_id").agg(pl.col("careunit").first())
     )
