@@ -32,7 +32,7 @@ from connectors.pipeline import Pipeline
 from connectors.replay import Replayed, Replayer
 from engine.bus import Published
 from engine.config import Settings
-from engine.events import EventBase, dump_event
+from engine.events import EventBase
 from engine.privacy import pseudonyms_from
 from engine.progress import Progress
 
@@ -179,13 +179,15 @@ class Offline:
 
 # -- MIMIC-IV tabular import ----------------------------------------------------------------
 MIMIC_BATCH = 5000
+REFUSALS_SHOWN = 20
 
 
 def import_mimic(settings: Settings, folder: Path) -> None:
     """`carescore import mimic`: the MIMIC-IV tables as events (connectors/feeds/mimic.py),
     stored through the pipeline a batch at a time without an event loop (one commit each;
     a batch imported again is a duplicate). Windows close as they go, as in the other
-    imports; an event time outside engine.max_future / max_age is a dead letter, counted."""
+    imports. An event time outside engine.max_future / max_age is refused and counted, not
+    kept as a dead letter: the tables are the record, and no connector could replay it."""
     from connectors.feeds.mimic import mimic_events  # polars: only for this command
 
     runtime = EmbeddedRuntime(settings)
@@ -193,45 +195,52 @@ def import_mimic(settings: Settings, folder: Path) -> None:
     pipeline = Pipeline(runtime, runtime.dead_letters, pseudonyms_from(settings.pseudonym_key_file))
     bounds = settings.engine.bounds()
     started = time.monotonic()
-    batch: list[EventBase] = []
-    stored = duplicates = refused = 0
+    counts = Counter[str]()
+    reasons: list[str] = []
 
-    def flush() -> None:
-        nonlocal stored, duplicates
-        if pipeline.store_now(batch) is Published.duplicate:
-            duplicates += len(batch)
+    def flush(rows: list[EventBase]) -> None:
+        # the batches are every MIMIC_BATCH rows, refused or not, so an import run again with
+        # the same bounds makes the same appends (keyed by their first and last event) and
+        # finds them all already there
+        kept = []
+        for event in rows:
+            problem = bounds.problem(event.event_time, event.received_time)
+            if problem is None:
+                kept.append(event)
+            elif len(reasons) < REFUSALS_SHOWN:
+                reasons.append(f"{event.source_id}: {problem}")
+        counts["refused"] += len(rows) - len(kept)
+        if not kept:
+            return
+        if pipeline.store_now(kept) is Published.duplicate:
+            counts["duplicates"] += len(kept)
         else:
-            stored += len(batch)
+            counts["stored"] += len(kept)
 
     try:
+        batch: list[EventBase] = []
         for event in mimic_events(folder):
-            problem = bounds.problem(event.event_time, event.received_time)
-            if problem is not None:
-                refused += 1
-                pipeline.keep(
-                    "feed", f"mimic {event.source_id}: {problem}", dump_event(event), what="MIMIC row"
-                )
-                if refused % MIMIC_BATCH == 0:  # stored now: this loop leaves the writer no time
-                    runtime.dead_letters.flush()
-                continue
             batch.append(event)
             if len(batch) == MIMIC_BATCH:
-                flush()
+                flush(batch)
                 batch = []
-                _mimic_progress(stored, duplicates, refused, started)
+                _mimic_progress(counts, started)
         if batch:
-            flush()
+            flush(batch)
         runtime.close_windows()
-        _mimic_progress(stored, duplicates, refused, started, final=True)
+        for reason in reasons:
+            print(f"refused {reason}", file=sys.stderr)
+        _mimic_progress(counts, started, final=True)
     finally:
         asyncio.run(runtime.close())
 
 
-def _mimic_progress(stored: int, duplicates: int, refused: int, started: float, final: bool = False) -> None:
+def _mimic_progress(counts: Counter[str], started: float, final: bool = False) -> None:
+    stored, again = counts["stored"], counts["duplicates"]
     elapsed = max(time.monotonic() - started, 1e-9)
-    line = f"{stored:,} events stored, {duplicates:,} already there, {stored / elapsed:,.0f} events/s"
-    if refused:
-        line += f"; {refused:,} refused for their time (dead letters)"
+    line = f"{stored:,} events stored, {again:,} already there, {stored / elapsed:,.0f} events/s"
+    if counts["refused"]:
+        line += f"; {counts['refused']:,} refused for their time (engine.max_future / max_age)"
     print(("done: " if final else "") + line, file=sys.stderr if not final else sys.stdout, flush=True)
 
 

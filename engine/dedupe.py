@@ -17,10 +17,14 @@ def message_key_of(source_id: str) -> str:
     return source_id.rsplit("#", 1)[0]
 
 
+IMPORT_KEY = "import:"
+"""What an import batch's key starts with."""
+
+
 def batch_key(first_source_id: str, last_source_id: str) -> str:
     """An import batch's key: its first and last event (a batch imported again is a duplicate).
     A batch is one append of the event log, so a restart rebuilds it from the log."""
-    return f"import:{first_source_id}:{last_source_id}"
+    return f"{IMPORT_KEY}{first_source_id}:{last_source_id}"
 
 
 class RecentKeys:

@@ -12,6 +12,7 @@ windows are closed as the import goes, and time bounds refuse rows as they refus
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import polars as pl
 import pytest
 import yaml
 
+from connectors.feeds.mimic import mimic_events
 from engine.config import REPO_ROOT
 from engine.definitions import load_catalogue
 from engine.eventframe import log_frame
@@ -81,7 +83,7 @@ def import_mimic(root: Path, **engine: Any) -> dict[str, Any]:
     done = command("import", "mimic", str(folder), "--config", str(config))
     assert done.returncode == 0, done.stderr[-2000:]
     log = log_frame(sorted((root / "data" / "events").glob("events-*.ndjson")))
-    return {"folder": folder, "data": root / "data", "stdout": done.stdout, "log": log}
+    return {"folder": folder, "data": root / "data", "stdout": done.stdout, "stderr": done.stderr, "log": log}
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +92,41 @@ def cli_import(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_the_import_moves_each_patient_to_end_before_it(cli_import: dict[str, Any]) -> None:
-    """tests/mimic_hl7.py's reading of the rule: each patient's last time on day
-    1 + subject_id % 24 before the import's date, every time moved by the same whole days."""
+    """Every event at its CSV time plus its patient's days, those of tests/mimic_hl7.py's own
+    reading of the rule (last time on day 1 + subject_id % 24 before the import's date)."""
     log = cli_import["log"]
     received = log["received_time"].min()
     assert log["received_time"].max() == received  # one import, one arrival time
     assert log["event_time"].max() < received
-    expected = mh.load(cli_import["folder"], received.date()).admissions  # type: ignore[union-attr]
-    admits = log.filter(pl.col("type") == "encounter.admit").select(
-        hadm_id=pl.col("source_id").str.strip_prefix("mimic:adm:").cast(pl.Int64), got=pl.col("event_time")
+    folder = cli_import["folder"]
+    days = mh.load(folder, received.date()).shifts
+    adm, tr, lab = (mh.read(folder, name) for name in ("admissions", "transfers", "labevents"))
+
+    def rows(frame: pl.DataFrame, prefix: str, key: str, column: str) -> pl.DataFrame:
+        return frame.select(
+            source_id=pl.lit(prefix) + pl.col(key).cast(pl.String),
+            subject_id=pl.col("subject_id"),
+            t=pl.col(column).cast(pl.Datetime("us")),
+        )
+
+    moves = tr.filter(pl.col("eventtype").is_in(["transfer", "ED"]) & pl.col("hadm_id").is_not_null())
+    original = pl.concat(
+        [
+            rows(adm, "mimic:adm:", "hadm_id", "admittime"),
+            rows(adm, "mimic:dis:", "hadm_id", "dischtime"),
+            rows(moves, "mimic:tr:", "transfer_id", "intime"),  # of an admission
+            rows(lab, "mimic:lo:", "labevent_id", "charttime"),
+            rows(lab, "mimic:lc:", "labevent_id", "charttime"),
+            rows(lab.filter(pl.col("storetime").is_not_null()), "mimic:lr:", "labevent_id", "storetime"),
+        ]
+    ).filter(pl.col("t").is_not_null())
+    want = original.join(days, on="subject_id").select(
+        "source_id", want=(pl.col("t") + pl.duration(days=pl.col("days"))).dt.replace_time_zone("UTC")
     )
-    joined = admits.join(
-        expected.select("hadm_id", want=pl.col("admittime").dt.replace_time_zone("UTC")), on="hadm_id"
-    )
-    assert joined.height == expected.height > 0  # every admission of the demo
+    got = log.select("source_id", got=pl.col("event_time").cast(pl.Datetime("us", "UTC")))
+    joined = got.join(want, on="source_id", how="full", coalesce=True)
+    assert joined.height == log.height > 300_000  # every event stored came from one CSV time
+    assert joined.filter(pl.col("got").is_null() | pl.col("want").is_null()).height == 0
     assert joined.filter(pl.col("got") != pl.col("want")).height == 0
     assert "refused" not in cli_import["stdout"]
 
@@ -127,23 +150,63 @@ def test_the_import_closes_windows_as_it_goes(cli_import: dict[str, Any]) -> Non
     assert last <= log["received_time"].max().timestamp()
 
 
-def test_the_imports_time_bounds_refuse_rows_as_dead_letters(
+def test_the_imports_time_bounds_refuse_rows_and_keep_its_batches(
     cli_import: dict[str, Any], tmp_path: Path
 ) -> None:
-    """engine.max_age at five years: every event older than that is a dead letter naming the
-    setting, counted in the import's summary; the rest are stored."""
+    """engine.max_age at five years: every event older than that is refused, shown and
+    counted in the import's summary, and the rest are stored. The same import run again finds
+    every batch already there, also the first of 323,325 events' (more than the snapshot keeps
+    event keys for), so it stores nothing twice."""
     bounded = import_mimic(tmp_path, max_age="1825d")
+    log = bounded["log"]
+    received = log["received_time"].min()
     everything = cli_import["log"]
-    cutoff = everything["received_time"].min() - timedelta(days=1825)
-    expected_refused = everything.filter(pl.col("event_time") < cutoff).height
-    assert 0 < expected_refused < everything.height
-    assert f"{expected_refused:,} refused for their time" in bounded["stdout"]
-    assert bounded["log"].height == everything.height - expected_refused
-    assert bounded["log"]["event_time"].min() >= cutoff
-    db = sqlite3.connect(bounded["data"] / "deadletters.sqlite")
-    try:
-        reasons = [r for (r,) in db.execute("SELECT reason FROM dead_letters")]
-    finally:
-        db.close()
-    assert len(reasons) == expected_refused
-    assert all("engine.max_age" in r for r in reasons)
+    # the same rows as the unbounded import, moved by the whole days between the two imports
+    moved = timedelta(days=(received.date() - everything["received_time"].min().date()).days)
+    older = everything.filter(pl.col("event_time") + moved < received - timedelta(days=1825))
+    assert 0 < older.height < everything.height
+    assert f"{older.height:,} refused for their time" in bounded["stdout"]
+    assert set(log["source_id"]) == set(everything["source_id"]) - set(older["source_id"])
+    shown = [line for line in bounded["stderr"].splitlines() if line.startswith("refused mimic:")]
+    assert len(shown) == 20 and all("engine.max_age" in line for line in shown)
+    again = import_mimic(tmp_path, max_age="1825d")  # the same data folder
+    assert again["stdout"].startswith("done: 0 events stored, ")
+    assert again["log"].height == log.height
+
+
+def test_an_extract_without_deaths_or_ed_visits_imports(tmp_path: Path) -> None:
+    """A hand-made extract: one patient (subject 10), one admission with its death and ED
+    columns empty throughout, one transfer, one lab test. The patient's last time, the
+    discharge at 2150-01-03 10:00, moves to day 1 + 10 % 24 = 11 before 2026-12-04, the
+    2026-11-23: every time moves by the same 2026-11-23 - 2150-01-03 days."""
+    hosp = tmp_path / "hosp"
+    hosp.mkdir()
+
+    def table(name: str, text: str) -> None:
+        (hosp / f"{name}.csv.gz").write_bytes(gzip.compress(text.encode()))
+
+    table(
+        "admissions",
+        "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,discharge_location,edregtime,edouttime\n"
+        "10,100,2150-01-01 08:00:00,2150-01-03 10:00:00,,URGENT,HOME,,\n",
+    )
+    table(
+        "transfers",
+        "subject_id,hadm_id,transfer_id,eventtype,careunit,intime,outtime\n"
+        "10,100,1,admit,Medicine,2150-01-01 08:00:00,2150-01-02 09:00:00\n"
+        "10,100,2,transfer,Cardiology,2150-01-02 09:00:00,2150-01-03 10:00:00\n",
+    )
+    table(
+        "labevents",
+        "labevent_id,subject_id,hadm_id,itemid,charttime,storetime,priority\n"
+        "7,10,100,50912,2150-01-02 06:00:00,2150-01-02 07:30:00,STAT\n",
+    )
+    events = {e.source_id: e.event_time for e in mimic_events(tmp_path, datetime(2026, 12, 4, 3, tzinfo=UTC))}
+    assert events == {
+        "mimic:adm:100": datetime(2026, 11, 21, 8, tzinfo=UTC),
+        "mimic:dis:100": datetime(2026, 11, 23, 10, tzinfo=UTC),
+        "mimic:tr:2": datetime(2026, 11, 22, 9, tzinfo=UTC),
+        "mimic:lo:7": datetime(2026, 11, 22, 6, tzinfo=UTC),
+        "mimic:lc:7": datetime(2026, 11, 22, 6, tzinfo=UTC),
+        "mimic:lr:7": datetime(2026, 11, 22, 7, 30, tzinfo=UTC),
+    }

@@ -24,7 +24,7 @@ from carescore.transports import live_engine
 from engine.bus import Published, StorageUnavailable, Then
 from engine.checkpoint import Checkpoint, catalogue_fingerprint
 from engine.config import Settings
-from engine.dedupe import RecentKeys, batch_key, message_key_of
+from engine.dedupe import IMPORT_KEY, RecentKeys, batch_key, message_key_of
 from engine.definitions import Catalogue
 from engine.eventframe import log_frame
 from engine.eventlog import START, EventLog, Position
@@ -83,6 +83,9 @@ class EmbeddedRuntime(RuntimeShell):
         self.snapshot_path = data / "snapshot.json"
         self.fingerprint = catalogue_fingerprint(self.catalogue, settings.timezone)
         self.seen = RecentKeys(SEEN_LIMIT)
+        # import batches' keys, apart and whole: an import of more events than the snapshot
+        # keeps keys for (every event's key is in `seen`) run again must still find them all
+        self.imported: set[str] = set()
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # appends being written, by key
         self.processed = START
         self._last_snapshot = 0.0
@@ -160,7 +163,7 @@ class EmbeddedRuntime(RuntimeShell):
 
     def ingest_now(self, message_key: str, events: list[EventBase]) -> Published:
         """Blocking publish for bulk imports (CLI): same de-duplication, fsync per batch."""
-        if message_key in self.seen:
+        if message_key in self.imported or message_key in self.seen:
             return Published.duplicate
         if events:
             self.log.append_now(events)
@@ -168,7 +171,10 @@ class EmbeddedRuntime(RuntimeShell):
         return Published.accepted
 
     def _remember(self, key: str) -> None:
-        self.seen.add(key)
+        if key.startswith(IMPORT_KEY):
+            self.imported.add(key)
+        else:
+            self.seen.add(key)
 
     def _on_commit(self, events: list[EventBase], position: Position) -> None:
         self._process(events)
@@ -219,7 +225,8 @@ class EmbeddedRuntime(RuntimeShell):
         snap = self._read_snapshot()
         if snap is not None:
             self.engine.restore(snap.engine)
-            self.seen = RecentKeys(SEEN_LIMIT, snap.seen)
+            self.imported = {k for k in snap.seen if k.startswith(IMPORT_KEY)}
+            self.seen = RecentKeys(SEEN_LIMIT, (k for k in snap.seen if not k.startswith(IMPORT_KEY)))
             since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
@@ -298,7 +305,8 @@ class EmbeddedRuntime(RuntimeShell):
 
     def _write_snapshot_file(self) -> None:
         position, engine = self.processed.to_list(), self.engine.snapshot()
-        snap = Checkpoint(self.fingerprint, position, engine, self.seen.newest(SNAPSHOT_SEEN))
+        seen = self.seen.newest(SNAPSHOT_SEEN) + sorted(self.imported)
+        snap = Checkpoint(self.fingerprint, position, engine, seen)
         tmp = self.snapshot_path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(snap.encode())

@@ -16,8 +16,10 @@ of stay, readmissions, lab turnaround) are meaningful; hospital-wide windows are
 dates are a century ahead, which engine.max_future refuses, so each patient is moved again
 here by a whole number of days: the patient's last recorded time (of any admission,
 transfer or lab column) falls on day 1 + subject_id % 24 before the import's UTC date, so
-the import ends within the last 25 days and nothing is in the future. Whole days keep every
-interval and every calendar-date difference (midnight counts, the readmission rule's days).
+the import ends within the last 25 days and nothing is in the future. Whole days of 24 h
+keep every interval and every UTC calendar-date difference (midnight counts and the
+readmission rule's days in UTC; in a site zone with daylight saving, a time within an hour
+of midnight can change local date).
 """
 
 from __future__ import annotations
@@ -51,17 +53,23 @@ DISPOSITIONS = {  # discharge_location -> NUBC patient discharge status (engine/
 PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 
 
-def _read(folder: Path, name: str) -> pl.DataFrame:
-    return pl.read_csv(folder / "hosp" / f"{name}.csv.gz", try_parse_dates=True, infer_schema_length=200_000)
+ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
+TRANSFER_TIMES = ("intime", "outtime")
+LAB_TIMES = ("charttime", "storetime")
+
+
+def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
+    """A table, its time columns read as times even when empty (an extract without deaths)."""
+    return pl.read_csv(
+        folder / "hosp" / f"{name}.csv.gz",
+        try_parse_dates=True,
+        infer_schema_length=200_000,
+        schema_overrides={c: pl.Datetime("us") for c in times},
+    )
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
-
-
-ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
-TRANSFER_TIMES = ("intime", "outtime")
-LAB_TIMES = ("charttime", "storetime")
 
 
 def _shifted(
@@ -93,7 +101,10 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
     each patient moved to end within the 25 days before `received` (default now)."""
     received = received or datetime.now(UTC)
     admissions, transfers, labs = _shifted(
-        _read(folder, "admissions"), _read(folder, "transfers"), _read(folder, "labevents"), received.date()
+        _read(folder, "admissions", ADMISSION_TIMES),
+        _read(folder, "transfers", TRANSFER_TIMES),
+        _read(folder, "labevents", LAB_TIMES),
+        received.date(),
     )
     transfers = transfers.filter(pl.col("hadm_id").is_not_null())
     first_unit = (
