@@ -12,6 +12,7 @@ real parser and mapping. Times: minutes after 2026-03-01 08:00 UTC.
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -97,6 +98,25 @@ def test_length_of_stay_counts_midnights_of_the_inpatient_stay(places: Places) -
     assert send.live("average_length_of_stay_median", clock(6, 12), "4W").value == pytest.approx(3.0)
     week = (datetime(2026, 2, 28, 12, tzinfo=UTC), datetime(2026, 3, 7, 12, tzinfo=UTC))
     send.report_equals_stream("average_length_of_stay", *week, until=clock(8, 0))
+
+
+def test_a_discharged_stays_length_is_kept_out_of_the_collectors_view(places: Places) -> None:
+    """A stay's observations are kept as a tuple the collector stops tracking (an engine keeps
+    thousands of discharged stays; every full collection would scan each one's list), and an
+    A13 still takes the discharge back: V1 admitted 03-01 08:00, discharged 03-03 10:00 (2
+    midnights), the discharge cancelled and sent again for 03-04 10:00 (3 midnights)."""
+    send = Feed(places)
+    send(adt("A01", clock(1, 8), "V1", "4W"), clock(1, 8))
+    send(adt("A03", clock(3, 10), "V1", "4W", disposition="01"), clock(3, 10))
+    op = send.engine.by_kpi["average_length_of_stay"]
+    observed = op.tally.observed  # type: ignore[attr-defined]
+    for _ in range(3):  # a tuple is let go once its items are (place, observation, the stay's)
+        gc.collect()
+    assert [v for _, _, v in observed["V1"]] == [2.0] and not gc.is_tracked(observed["V1"])
+    send(adt("A13", clock(3, 11), "V1", "4W"), clock(3, 11))
+    assert "V1" not in observed
+    send(adt("A03", clock(4, 10), "V1", "4W", disposition="01"), clock(4, 10))
+    assert send.live("average_length_of_stay", clock(4, 12), "4W").value == pytest.approx(3.0)
 
 
 def test_ed_intervals_follow_ed1_op18_and_boarding(places: Places) -> None:

@@ -22,7 +22,7 @@ gives the same answer as a clean feed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from operator import itemgetter
 from typing import Any
@@ -56,7 +56,7 @@ class StayRule:
         self.typed = frozenset(k for k, t in unit_types.items() if t in self.types)
 
     def observations(
-        self, key: str, stay: Stay, book: StayBook, before: list[Observation] | None = None
+        self, key: str, stay: Stay, book: StayBook, before: Sequence[Observation] = ()
     ) -> list[Observation]:
         """What the stay gives now; `before` is what it gave last time (to skip the walk)."""
         if self.m.span == "hospital":
@@ -234,7 +234,8 @@ class StayTally:
         self.rule = rule
         self.on_diff = on_diff
         self.book = StayBook()
-        self.observed: dict[str, list[Observation]] = {}
+        # a tuple each, which the collector stops tracking (thousands of discharged stays)
+        self.observed: dict[str, tuple[Observation, ...]] = {}
         self.swept = -1  # the book's `forgotten` at the last sweep
 
     def attach(self, book: StayBook) -> None:
@@ -262,13 +263,13 @@ class StayTally:
             self._settle(k, target)
 
     def _settle(self, key: str, stay: Stay) -> None:
-        old = self.observed.get(key, [])
-        new = self.rule.observations(key, stay, self.book, old)
+        old = self.observed.get(key, ())
+        new = tuple(self.rule.observations(key, stay, self.book, old))
         if new == old:
             return
         if self.on_diff is not None:
             if not old or not new:  # the common cases: a first observation, or one taken back
-                self.on_diff(old, new)
+                self.on_diff(list(old), list(new))
             else:
                 before, after = Counter(old), Counter(new)
                 self.on_diff(list((before - after).elements()), list((after - before).elements()))
@@ -293,7 +294,7 @@ class StayTally:
         return {k: [[t, list(p), v] for t, p, v in obs] for k, obs in self.observed.items()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.observed = {k: [(t, tuple(p), v) for t, p, v in obs] for k, obs in state.items()}  # type: ignore[misc]
+        self.observed = {k: tuple((t, tuple(p), v) for t, p, v in obs) for k, obs in state.items()}  # type: ignore[misc]
         self.swept = -1
 
 
