@@ -43,6 +43,12 @@ byte, between two lines of one message too (a lab result is three events). Cut b
 the last whole line, the message's first events were replayed and its key counted as stored:
 the sender's resend, never acknowledged, was answered "duplicate" and the result was lost."""
 
+BATCH_END = b"  \n"
+"""How an import batch's append ends: two spaces, so it still ends with MESSAGE_END (the cut-back
+and every reader see an append's end as before), and replay tells it from a message. Only an
+import batch's append rebuilds an import key (engine/dedupe.py batch_key) on replay: those are
+kept whole, and a key for every live message replayed would grow without end."""
+
 FORMAT_FILE = "format"
 """In an event log folder whose appends end with MESSAGE_END: from which segment and offset
 (`{"marked_from": [segment, offset]}`; before it, lines an earlier version wrote)."""
@@ -269,9 +275,9 @@ class EventLog:
         if self.fsync:
             os.fsync(self._fd)
 
-    def append_now(self, events: list[EventBase]) -> Position:
-        """Blocking durable append (CLI imports, tests)."""
-        pos = self._write_durable(_blob(events))
+    def append_now(self, events: list[EventBase], batch: bool = False) -> Position:
+        """Blocking durable append (CLI imports, tests); `batch`: an import batch (BATCH_END)."""
+        pos = self._write_durable(_blob(events, BATCH_END if batch else MESSAGE_END))
         self.appended_events += len(events)
         self.commits += 1
         if self.on_commit is not None:
@@ -386,9 +392,10 @@ class EventLog:
             self._fd = -1
 
     # -- reading -------------------------------------------------------------------------
-    def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position, bool]]:
-        """Every event after `since`, in log order, with the position after it and whether it
-        ends its append (MESSAGE_END: a message, or an import batch)."""
+    def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position, bytes | None]]:
+        """Every event after `since`, in log order, with the position after it and, for the
+        last event of an append, how the append ended: MESSAGE_END (a message, or an import
+        batch an earlier version wrote) or BATCH_END (an import batch); None inside one."""
         for segment in self.segments():
             if segment < since.segment:
                 continue
@@ -406,7 +413,8 @@ class EventLog:
                     except ValueError:  # orjson and pydantic errors both are
                         self._quarantine(line, Position(segment, start))
                         continue
-                    yield event, Position(segment, offset), line.endswith(MESSAGE_END)
+                    end = BATCH_END if line.endswith(BATCH_END) else MESSAGE_END
+                    yield event, Position(segment, offset), end if line.endswith(MESSAGE_END) else None
 
     def _quarantine(self, line: bytes, where: Position) -> None:
         """Keep an unreadable line aside (with where it was) and go on: one bad sector must
@@ -450,11 +458,12 @@ def _then(then: AppendThen | None, fut: asyncio.Future[Position]) -> None:
         log.exception("an event log append's callback failed")
 
 
-def _blob(events: list[EventBase]) -> bytes:
-    """One append as written: a line per event, the last ending with MESSAGE_END."""
+def _blob(events: list[EventBase], end: bytes = MESSAGE_END) -> bytes:
+    """One append as written: a line per event, the last ending with `end` (MESSAGE_END, or
+    BATCH_END for an import batch)."""
     if not events:
         raise ValueError("an append holds at least one event")
-    return b"\n".join([dump_event(e) for e in events]) + MESSAGE_END
+    return b"\n".join([dump_event(e) for e in events]) + end
 
 
 def _messages(lines: bytes) -> set[str]:

@@ -82,3 +82,56 @@ def test_an_import_cut_off_before_its_snapshot_and_run_again_stores_each_batch_o
     finally:
         asyncio.run(again.close())
     assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 3}
+
+
+async def test_a_restart_rebuilds_import_keys_from_import_batches_only(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Import batch keys are kept whole (a snapshot holds all of them, never trimmed), so only an
+    import batch's append may bring one back on replay. Before, every live message replayed
+    became one: a restart after a kill, or a full replay after a KPI change, grew that set by
+    every message in the log, and every snapshot after it carried them all."""
+    settings = settings_for()
+    first = EmbeddedRuntime(settings)
+    keys = [f"LIS|R{n:04d}|0123456789abcdef0123" for n in range(5)]
+    for key in keys:
+        assert await asyncio.wait_for(first.publish_nowait(key, message(key)), 30) is Published.accepted
+    batch = [lab("lab.order", 0, "IMPX"), lab("lab.result", 9, "IMPX")]
+    assert first.ingest_now(batch_key(batch), batch) is Published.accepted
+    first._lock.close()  # killed: no snapshot, nothing closed
+
+    second = EmbeddedRuntime(settings)
+    try:
+        assert second.imported == {batch_key(batch)}
+        assert [await second.publish_nowait(k, message(k)) for k in keys] == [Published.duplicate] * 5
+        assert second.ingest_now(batch_key(batch), batch) is Published.duplicate
+    finally:
+        await second.close()
+
+    third = EmbeddedRuntime(settings)  # from the snapshot the close wrote
+    try:
+        assert third.imported == {batch_key(batch)}
+    finally:
+        await third.close()
+    assert logged(settings.data_dir) == {"lab.order": 6, "lab.result": 6}
+
+
+def test_an_import_batch_an_earlier_version_wrote_is_still_a_duplicate_after_a_restart(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Before import batches ended with their own mark, a batch's append ended as a message's
+    does: a replayed append of several messages' events still gives its key back (as a recent
+    key, as then)."""
+    settings = settings_for()
+    batch = [lab("lab.order", 0, "OLD1"), lab("lab.result", 9, "OLD2")]
+    first = EmbeddedRuntime(settings)
+    first.log.append_now(batch)  # the append as an earlier version's import wrote it
+    first._lock.close()
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.imported == set()
+        assert again.ingest_now(batch_key(batch), batch) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 1, "lab.result": 1}

@@ -27,7 +27,7 @@ from engine.config import Settings
 from engine.dedupe import IMPORT_KEY, RecentKeys, batch_key, message_key_of
 from engine.definitions import Catalogue
 from engine.eventframe import log_frame
-from engine.eventlog import START, EventLog, Position
+from engine.eventlog import BATCH_END, START, EventLog, Position
 from engine.events import EventBase
 from engine.reports import Level, Reporter, ReportRow
 from engine.samples import Sample
@@ -166,7 +166,7 @@ class EmbeddedRuntime(RuntimeShell):
         if message_key in self.imported or message_key in self.seen:
             return Published.duplicate
         if events:
-            self.log.append_now(events)
+            self.log.append_now(events, batch=message_key.startswith(IMPORT_KEY))
         self._remember(message_key)
         return Published.accepted
 
@@ -231,12 +231,17 @@ class EmbeddedRuntime(RuntimeShell):
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
         first: str | None = None  # the first event of the append being replayed
-        for event, position, ends in self.log.replay(since):
+        for event, position, end in self.log.replay(since):
             self._process([event])
             self._remember(message_key_of(event.source_id))
             first = first or event.source_id
-            if ends:  # an import batch's key too: the same batch imported again is a duplicate
-                self._remember(batch_key(first, event.source_id))
+            if end == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
+                self.imported.add(batch_key(first, event.source_id))
+            elif end is not None and message_key_of(first) != message_key_of(event.source_id):
+                # an append of several messages, by an earlier version: an import batch, kept
+                # as it was then (recent keys); a live message's key is remembered above
+                self.seen.add(batch_key(first, event.source_id))
+            if end is not None:
                 first = None
             self.processed = position
             replayed += 1
