@@ -54,10 +54,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_import_mimic(args: argparse.Namespace) -> int:
     from carescore.offline import import_mimic
+    from connectors.feeds.mimic import MimicExtractError
 
     settings = _settings(args)
     setup_logging("WARNING")
-    import_mimic(settings, Path(args.directory))
+    try:
+        import_mimic(settings, Path(args.directory))
+    except MimicExtractError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -187,9 +188,17 @@ def import_mimic(settings: Settings, folder: Path) -> None:
     stored through the pipeline a batch at a time without an event loop (one commit each;
     a batch imported again is a duplicate). Windows close as they go, as in the other
     imports. An event time outside engine.max_future / max_age is refused and counted, not
-    kept as a dead letter: the tables are the record, and no connector could replay it."""
+    kept as a dead letter: the tables are the record, and no connector could replay it.
+
+    The bounds are held against the start of the import's UTC day, the day the patients are
+    moved to end before, not against its time of day: run again the same day with the same
+    bounds, the import refuses the same rows, so its batches have the same keys and none is
+    stored twice (against the clock, a row near the max_age limit refused in the evening and
+    kept in the morning moved its batch's first kept event, and the batch's key with it)."""
     from connectors.feeds.mimic import mimic_events  # polars: only for this command
 
+    received = datetime.now(UTC)
+    day = datetime(received.year, received.month, received.day, tzinfo=UTC)
     runtime = EmbeddedRuntime(settings)
     runtime.close_every = REPLAY_ADVANCE_EVERY
     pipeline = Pipeline(runtime, runtime.dead_letters, pseudonyms_from(settings.pseudonym_key_file))
@@ -204,7 +213,7 @@ def import_mimic(settings: Settings, folder: Path) -> None:
         # finds them all already there
         kept = []
         for event in rows:
-            problem = bounds.problem(event.event_time, event.received_time)
+            problem = bounds.problem(event.event_time, day)
             if problem is None:
                 kept.append(event)
             elif len(reasons) < REFUSALS_SHOWN:
@@ -219,7 +228,7 @@ def import_mimic(settings: Settings, folder: Path) -> None:
 
     try:
         batch: list[EventBase] = []
-        for event in mimic_events(folder):
+        for event in mimic_events(folder, received):
             batch.append(event)
             if len(batch) == MIMIC_BATCH:
                 flush(batch)

@@ -153,17 +153,18 @@ def test_the_import_closes_windows_as_it_goes(cli_import: dict[str, Any]) -> Non
 def test_the_imports_time_bounds_refuse_rows_and_keep_its_batches(
     cli_import: dict[str, Any], tmp_path: Path
 ) -> None:
-    """engine.max_age at five years: every event older than that is refused, shown and
-    counted in the import's summary, and the rest are stored. The same import run again finds
-    every batch already there, also the first of 323,325 events' (more than the snapshot keeps
-    event keys for), so it stores nothing twice."""
+    """engine.max_age at five years: every event older than that, counted from the start of the
+    import's UTC day, is refused, shown and counted in the import's summary, and the rest are
+    stored. The same import run again finds every batch already there, also the first of
+    323,325 events' (more than the snapshot keeps event keys for), so it stores nothing twice."""
     bounded = import_mimic(tmp_path, max_age="1825d")
     log = bounded["log"]
     received = log["received_time"].min()
+    day = datetime(received.year, received.month, received.day, tzinfo=UTC)
     everything = cli_import["log"]
     # the same rows as the unbounded import, moved by the whole days between the two imports
     moved = timedelta(days=(received.date() - everything["received_time"].min().date()).days)
-    older = everything.filter(pl.col("event_time") + moved < received - timedelta(days=1825))
+    older = everything.filter(pl.col("event_time") + moved < day - timedelta(days=1825))
     assert 0 < older.height < everything.height
     assert f"{older.height:,} refused for their time" in bounded["stdout"]
     assert set(log["source_id"]) == set(everything["source_id"]) - set(older["source_id"])
@@ -172,6 +173,100 @@ def test_the_imports_time_bounds_refuse_rows_and_keep_its_batches(
     again = import_mimic(tmp_path, max_age="1825d")  # the same data folder
     assert again["stdout"].startswith("done: 0 events stored, ")
     assert again["log"].height == log.height
+
+
+ADMISSIONS = (
+    "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,discharge_location,edregtime,edouttime\n"
+    "10,100,2150-01-01 08:00:00,2150-01-03 10:00:00,,URGENT,HOME,,\n"
+)
+
+
+def extract(root: Path, labs: str, admissions: str = ADMISSIONS) -> Path:
+    """A hand-made MIMIC extract: subject 10's one admission (its last time the discharge at
+    2150-01-03 10:00) and one transfer, with these lab rows (`labs`: the CSV with its header)."""
+    hosp = root / "hosp"
+    hosp.mkdir(parents=True)
+
+    def table(name: str, text: str) -> None:
+        (hosp / f"{name}.csv.gz").write_bytes(gzip.compress(text.encode()))
+
+    table("admissions", admissions)
+    table(
+        "transfers",
+        "subject_id,hadm_id,transfer_id,eventtype,careunit,intime,outtime\n"
+        "10,100,1,admit,Medicine,2150-01-01 08:00:00,2150-01-03 10:00:00\n",
+    )
+    table("labevents", labs)
+    return root
+
+
+def import_extract(root: Path, folder: Path, **engine: Any) -> tuple[Any, pl.DataFrame | None]:
+    """`carescore import mimic` of a hand-made extract into a data folder of its own."""
+    doc = settings_doc(root / "data")
+    doc["engine"].update(engine)
+    config = root / "carescore.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    done = command("import", "mimic", str(folder), "--config", str(config))
+    segments = sorted((root / "data" / "events").glob("events-*.ndjson"))
+    return done, log_frame(segments) if segments else None
+
+
+def test_max_age_counts_from_the_start_of_the_imports_day_not_its_hour(tmp_path: Path) -> None:
+    """Subject 10's discharge (2150-01-03) moves to day 1 + 10 % 24 = 11 before the import's
+    date D, so every time moves by the days from 2150-01-14 to D. With max_age 1825 days the
+    limit is D 00:00 UTC - 1825 days, in the extract's own times 2150-01-14 00:00 - 1825 days:
+    2145-01-14 to 2150-01-14 is 5 * 365 + 1 days (2148-02-29), so the limit is 2145-01-15 00:00.
+    A lab collected a minute before it is refused, one a minute after is kept, whatever the
+    hour of the run. Against the clock, the second was refused at any hour after 00:01 UTC, and
+    a row refused in the evening but kept in the morning gave the same import other batch keys
+    (stored twice when run again)."""
+    limit = datetime(2150, 1, 14) - timedelta(days=1825)
+    assert limit == datetime(2145, 1, 15)  # the hand count above
+    before, after = limit - timedelta(minutes=1), limit + timedelta(minutes=1)
+    labs = (
+        "labevent_id,subject_id,hadm_id,itemid,charttime,storetime,priority\n"
+        f"1,10,,50912,{before:%Y-%m-%d %H:%M:%S},,ROUTINE\n"
+        f"2,10,,50912,{after:%Y-%m-%d %H:%M:%S},,ROUTINE\n"
+    )
+    done, log = import_extract(tmp_path, extract(tmp_path / "extract", labs), max_age="1825d")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert log is not None
+    assert sorted(log["source_id"]) == ["mimic:adm:100", "mimic:dis:100", "mimic:lc:2", "mimic:lo:2"]
+    assert "2 refused for their time" in done.stdout
+
+
+def test_an_extract_without_the_optional_columns_imports(tmp_path: Path) -> None:
+    """No death or ED columns in admissions, no storetime or priority in labevents (an export
+    that leaves out what it does not have): read as empty. Before, the shift selected every
+    time column and the import stopped on polars' ColumnNotFoundError. The lab collected at
+    2150-01-02 06:00 moves with the discharge by 2026-11-23 - 2150-01-03 days (day 11 before
+    2026-12-04): 2026-11-22 06:00; no storetime, so no result."""
+    admissions = (
+        "subject_id,hadm_id,admittime,dischtime,admission_type,discharge_location\n"
+        "10,100,2150-01-01 08:00:00,2150-01-03 10:00:00,URGENT,HOME\n"
+    )
+    labs = "labevent_id,subject_id,hadm_id,itemid,charttime\n7,10,100,50912,2150-01-02 06:00:00\n"
+    folder = extract(tmp_path, labs, admissions)
+    events = {e.source_id: e for e in mimic_events(folder, datetime(2026, 12, 4, 3, tzinfo=UTC))}
+    assert {k: e.event_time for k, e in events.items()} == {
+        "mimic:adm:100": datetime(2026, 11, 21, 8, tzinfo=UTC),
+        "mimic:dis:100": datetime(2026, 11, 23, 10, tzinfo=UTC),
+        "mimic:lo:7": datetime(2026, 11, 22, 6, tzinfo=UTC),
+        "mimic:lc:7": datetime(2026, 11, 22, 6, tzinfo=UTC),
+    }
+    assert events["mimic:dis:100"].disposition == "01"  # HOME, no deathtime
+    assert events["mimic:lo:7"].priority is None
+
+
+def test_an_extract_without_a_needed_column_is_refused_naming_it(tmp_path: Path) -> None:
+    """labevents without charttime: the import stops before storing anything, exit status 2,
+    and says which file lacks which column (not a traceback)."""
+    labs = "labevent_id,subject_id,hadm_id,itemid,storetime\n7,10,100,50912,2150-01-02 07:30:00\n"
+    done, log = import_extract(tmp_path, extract(tmp_path / "extract", labs))
+    assert done.returncode == 2
+    assert "labevents.csv.gz: no column charttime" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert log is None or log.height == 0
 
 
 def test_an_extract_without_deaths_or_ed_visits_imports(tmp_path: Path) -> None:

@@ -56,15 +56,57 @@ PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
 TRANSFER_TIMES = ("intime", "outtime")
 LAB_TIMES = ("charttime", "storetime")
+TABLES = {  # per table: the columns it must have, the times no row may leave empty, and the
+    # columns an extract may leave out (read as empty: no deaths, no ED visits, no results)
+    "admissions": (
+        ("subject_id", "hadm_id", "admittime", "dischtime", "admission_type", "discharge_location"),
+        ("admittime",),
+        ("deathtime", "edregtime", "edouttime"),
+    ),
+    "transfers": (
+        ("subject_id", "hadm_id", "transfer_id", "eventtype", "careunit", "intime"),
+        ("intime",),
+        ("outtime",),
+    ),
+    "labevents": (
+        ("labevent_id", "subject_id", "hadm_id", "itemid", "charttime"),
+        ("charttime",),
+        ("storetime", "priority"),
+    ),
+}
+
+
+class MimicExtractError(ValueError):
+    """A table the import cannot read as MIMIC-IV: the file, the column and why."""
 
 
 def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
-    """A table, its time columns read as times even when empty (an extract without deaths)."""
-    return pl.read_csv(
-        folder / "hosp" / f"{name}.csv.gz",
+    """A table, its time columns read as times even when empty (an extract without deaths),
+    the optional columns it lacks added empty; a needed column missing, or a needed time left
+    empty, is a MimicExtractError naming the file and the column."""
+    path = folder / "hosp" / f"{name}.csv.gz"
+    frame = pl.read_csv(
+        path,
         try_parse_dates=True,
         infer_schema_length=200_000,
         schema_overrides={c: pl.Datetime("us") for c in times},
+    )
+    columns, filled, optional = TABLES[name]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise MimicExtractError(f"{path}: no column {', '.join(missing)} (carescore import mimic needs it)")
+    for column in filled:
+        empty = frame.filter(pl.col(column).is_null()).height
+        if empty:
+            raise MimicExtractError(
+                f"{path}: column {column} is empty in {empty:,} rows (every row needs a time)"
+            )
+    return frame.with_columns(
+        [
+            pl.lit(None, pl.Datetime("us") if c in times else pl.String).alias(c)
+            for c in optional
+            if c not in frame.columns
+        ]
     )
 
 
@@ -88,7 +130,7 @@ def _shifted(
     )
 
     def moved(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
-        frame = frame.join(days, on="subject_id", how="left")
+        frame = frame.join(days, on="subject_id", how="left", maintain_order="left")
         return frame.with_columns(
             [(pl.col(c) + pl.duration(days=pl.col("days").fill_null(0))).alias(c) for c in columns]
         ).drop("days")
@@ -116,7 +158,9 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
         .group_by("hadm_id")
         .agg(pl.col("careunit").last().alias("last_unit"))
     )
-    stays = admissions.join(first_unit, on="hadm_id", how="left").join(last_unit, on="hadm_id", how="left")
+    stays = admissions.join(first_unit, on="hadm_id", how="left", maintain_order="left").join(
+        last_unit, on="hadm_id", how="left", maintain_order="left"
+    )  # row order decides ties in time, and so each batch and its key: kept as in the file
 
     def place(unit: str | None) -> dict[str, Any]:
         return {"facility": FACILITY, "department": None, "unit": unit}
@@ -150,6 +194,8 @@ def mimic_events(folder: Path, received: datetime | None = None) -> Iterator[Eve
                 **place(row["careunit"]),
             ),
         )
+        if row["dischtime"] is None:  # still in hospital when the extract was taken
+            continue
         discharge = _utc(row["dischtime"])
         disposition = DISPOSITIONS.get(row["discharge_location"] or "")  # blank: not known
         if row["deathtime"] is not None:
