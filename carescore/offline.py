@@ -191,8 +191,9 @@ def import_mimic(settings: Settings, folder: Path) -> None:
     kept as a dead letter: the tables are the record, and no connector could replay it.
 
     The bounds are held against the start of the import's UTC day, the day the patients are
-    moved to end before, not against its time of day: run again the same day with the same
-    bounds, the import refuses the same rows, so its batches have the same keys and none is
+    moved to end before, not against its time of day: run again on any day with the same
+    bounds, the import refuses the same rows (a row and the limit move by the same days), so
+    its batches have the same keys and none is
     stored twice (against the clock, a row near the max_age limit refused in the evening and
     kept in the morning moved its batch's first kept event, and the batch's key with it)."""
     from connectors.feeds.mimic import mimic_events  # polars: only for this command

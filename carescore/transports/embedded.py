@@ -238,8 +238,9 @@ class EmbeddedRuntime(RuntimeShell):
             if end == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
                 self.imported.add(batch_key(first, event.source_id))
             elif end is not None and message_key_of(first) != message_key_of(event.source_id):
-                # an append of several messages, by an earlier version: an import batch, kept
-                # as it was then (recent keys); a live message's key is remembered above
+                # an append of several messages, by an earlier version: an import batch (its key
+                # with the recent keys now, with the import keys after the next snapshot's restart:
+                # at most one per such batch); a live message's key is remembered above
                 self.seen.add(batch_key(first, event.source_id))
             if end is not None:
                 first = None
