@@ -49,6 +49,12 @@ and every reader see an append's end as before), and replay tells it from a mess
 import batch's append rebuilds an import key (engine/dedupe.py batch_key) on replay: those are
 kept whole, and a key for every live message replayed would grow without end."""
 
+BATCH_LINE_END = b"\t\n"
+"""How every other line of an import batch's append ends (a tab, which JSON readers ignore):
+an import killed inside its write leaves whole lines of several messages, as an earlier
+version's unmarked lines look; the tab tells them apart, so the start cuts the batch back (it
+was never reported stored) and importing again stores it once, under its key."""
+
 FORMAT_FILE = "format"
 """In an event log folder whose appends end with MESSAGE_END: from which segment and offset
 (`{"marked_from": [segment, offset]}`; before it, lines an earlier version wrote)."""
@@ -127,7 +133,8 @@ class EventLog:
         the end of the last whole message. What an earlier version wrote (plain newlines) stays
         whole line by line, as it did then: from before the folder was marked (FORMAT_FILE holds
         where marking began), and after it if that version ran here again (lines of two or more
-        messages after the last mark: a cut append is part of one message)."""
+        messages after the last mark: a cut append is part of one message, or of one import
+        batch, whose lines end with BATCH_LINE_END)."""
         path = self._path(self._segment)
         marked_from = self._marked_from()
         data = path.read_bytes() if path.exists() else b""
@@ -139,7 +146,8 @@ class EventLog:
             floor = min(marked_from[1], len(data))
         whole = max(whole, floor)
         lines = data[whole : data.rfind(b"\n") + 1]
-        unmarked = marked_from is None or len(_messages(lines)) >= 2
+        torn_batch = bool(lines) and lines.count(BATCH_LINE_END) == lines.count(b"\n")
+        unmarked = marked_from is None or (len(_messages(lines)) >= 2 and not torn_batch)
         if unmarked and lines:  # an earlier version's lines (see above): whole as they are
             whole += len(lines)
         if whole < len(data):
@@ -392,10 +400,12 @@ class EventLog:
             self._fd = -1
 
     # -- reading -------------------------------------------------------------------------
-    def replay(self, since: Position = START) -> Iterator[tuple[EventBase, Position, bytes | None]]:
+    def replay(self, since: Position = START) -> Iterator[tuple[EventBase | None, Position, bytes | None]]:
         """Every event after `since`, in log order, with the position after it and, for the
         last event of an append, how the append ended: MESSAGE_END (a message, or an import
-        batch an earlier version wrote) or BATCH_END (an import batch); None inside one."""
+        batch an earlier version wrote) or BATCH_END (an import batch); None inside one. An
+        unreadable line (quarantined) comes as None in place of its event, so a reader still
+        sees where its append ended."""
         for segment in self.segments():
             if segment < since.segment:
                 continue
@@ -408,11 +418,12 @@ class EventLog:
                     offset += len(line)
                     if not line.endswith(b"\n"):
                         break  # torn tail: never acknowledged
+                    event: EventBase | None
                     try:
                         event = parse_event(line)
                     except ValueError:  # orjson and pydantic errors both are
                         self._quarantine(line, Position(segment, start))
-                        continue
+                        event = None
                     end = BATCH_END if line.endswith(BATCH_END) else MESSAGE_END
                     yield event, Position(segment, offset), end if line.endswith(MESSAGE_END) else None
 
@@ -460,10 +471,10 @@ def _then(then: AppendThen | None, fut: asyncio.Future[Position]) -> None:
 
 def _blob(events: list[EventBase], end: bytes = MESSAGE_END) -> bytes:
     """One append as written: a line per event, the last ending with `end` (MESSAGE_END, or
-    BATCH_END for an import batch)."""
+    BATCH_END for an import batch, whose other lines end with BATCH_LINE_END)."""
     if not events:
         raise ValueError("an append holds at least one event")
-    return b"\n".join([dump_event(e) for e in events]) + end
+    return (BATCH_LINE_END if end == BATCH_END else b"\n").join([dump_event(e) for e in events]) + end
 
 
 def _messages(lines: bytes) -> set[str]:

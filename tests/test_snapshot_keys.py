@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from carescore.transports.embedded import EmbeddedRuntime
 from connectors.pipeline import batch_key
@@ -135,3 +138,81 @@ def test_an_import_batch_an_earlier_version_wrote_is_still_a_duplicate_after_a_r
     finally:
         asyncio.run(again.close())
     assert logged(settings.data_dir) == {"lab.order": 1, "lab.result": 1}
+
+
+def segment(settings: Settings) -> Path:
+    return settings.data_dir / "events" / "events-00000000.ndjson"
+
+
+CUT_BATCH = {  # where a kill inside write() cut the batch's append of four lines (rows)
+    "after its second line": lambda lines: len(lines[0]) + len(lines[1]) + 2,
+    "after its third line": lambda lines: sum(len(x) + 1 for x in lines[:3]),
+    "inside its third line": lambda lines: len(lines[0]) + len(lines[1]) + 2 + len(lines[2]) // 2,
+    "before its last newline": lambda lines: sum(len(x) + 1 for x in lines) - 1,
+}
+
+
+@pytest.mark.parametrize("cut", CUT_BATCH)
+def test_an_import_batch_cut_short_by_a_kill_is_stored_once_when_imported_again(
+    cut: str, tmp_path: Path, settings_for: Callable[..., Settings]
+) -> None:
+    """An import killed inside write() leaves its batch's append cut anywhere, after whole
+    lines too. Those are events of several rows (messages), as the lines of an earlier
+    version that ran here after this one look, and were kept as such: the batch's key was not
+    in the log, so importing again stored the kept lines a second time. The batch was never
+    reported stored; the start cuts it back, importing again stores it whole, and the log
+    holds each event once: the stored batch's two, the cut batch's four."""
+    settings = settings_for()
+    stored = [lab("lab.order", 0, "IMPA"), lab("lab.result", 9, "IMPA")]
+    batch = [lab("lab.order", 0, f"IMP{n}") for n in range(3)] + [lab("lab.result", 9, "IMP0")]
+    scratch = settings_for(data_dir=tmp_path / "scratch")  # the writer's own bytes for the batch
+    writer = EmbeddedRuntime(scratch)
+    assert writer.ingest_now(batch_key(batch), batch) is Published.accepted
+    asyncio.run(writer.close())
+    written = segment(scratch).read_bytes()
+    lines = written.rstrip(b"\n").split(b"\n")
+    assert len(lines) == 4
+
+    first = EmbeddedRuntime(settings)
+    assert first.ingest_now(batch_key(stored), stored) is Published.accepted
+    first._lock.close()  # killed inside the next batch's write:
+    with open(segment(settings), "ab") as fh:
+        fh.write(written[: CUT_BATCH[cut](lines)])
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.engine.events_processed == 2
+        assert again.ingest_now(batch_key(batch), batch) is Published.accepted
+        assert again.ingest_now(batch_key(stored), stored) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 4, "lab.result": 2}
+
+
+def test_an_unreadable_line_ending_an_import_batch_leaves_the_next_batch_its_key(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """A disk fault in an import batch's line: the line is quarantined and replay goes on. A
+    batch's key is its first and last event, so a batch whose last line cannot be read gets
+    none back (importing it again stores it again, which a log cut off by a fault needs), a
+    batch with an unreadable middle line gets its own. Before, the batch after one with an
+    unreadable last line got a key made of that one's first event and its own last: neither
+    the same batch nor the next was a duplicate when imported again."""
+    settings = settings_for()
+    batches = [[lab("lab.order", 0, f"Q{b}{n}") for n in range(3)] for b in "ABC"]
+    first = EmbeddedRuntime(settings)
+    for batch in batches:
+        assert first.ingest_now(batch_key(batch), batch) is Published.accepted
+    first._lock.close()  # killed: no snapshot
+    lines = segment(settings).read_bytes().split(b"\n")
+    for damaged in (2, 7):  # batch A's last line, batch C's middle line: same length, unreadable
+        lines[damaged] = b"#" * (len(lines[damaged]) - 2) + lines[damaged][-2:]
+    segment(settings).write_bytes(b"\n".join(lines))
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.log.corrupt_lines == 2
+        assert again.imported == {batch_key(batches[1]), batch_key(batches[2])}
+        assert [again.ingest_now(batch_key(b), b) for b in batches[1:]] == [Published.duplicate] * 2
+    finally:
+        asyncio.run(again.close())

@@ -230,24 +230,30 @@ class EmbeddedRuntime(RuntimeShell):
             since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
-        first: str | None = None  # the first event of the append being replayed
+        first: str | None = None  # the first event of the append being replayed ("" if unreadable)
         for event, position, end in self.log.replay(since):
-            self._process([event])
-            self._remember(message_key_of(event.source_id))
-            first = first or event.source_id
-            if end == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
+            self.processed = position
+            if event is not None:
+                self._process([event])
+                self._remember(message_key_of(event.source_id))
+                replayed += 1
+                if replayed % REPLAY_ADVANCE_EVERY == 0:
+                    self.history.add(self.engine.advance(event.received_time.timestamp()))
+            if first is None:
+                first = "" if event is None else event.source_id
+            if end is None:
+                continue
+            if not first or event is None:  # a quarantined first or last line: its key is not known
+                if end == BATCH_END:
+                    log.warning("event log: an import batch with an unreadable first or last line has no key")
+            elif end == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
                 self.imported.add(batch_key(first, event.source_id))
-            elif end is not None and message_key_of(first) != message_key_of(event.source_id):
+            elif message_key_of(first) != message_key_of(event.source_id):
                 # an append of several messages, by an earlier version: an import batch (its key
                 # with the recent keys now, with the import keys after the next snapshot's restart:
                 # at most one per such batch); a live message's key is remembered above
                 self.seen.add(batch_key(first, event.source_id))
-            if end is not None:
-                first = None
-            self.processed = position
-            replayed += 1
-            if replayed % REPLAY_ADVANCE_EVERY == 0:
-                self.history.add(self.engine.advance(event.received_time.timestamp()))
+            first = None
         log.info(
             "state recovered",
             extra={
