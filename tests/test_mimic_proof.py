@@ -269,6 +269,23 @@ def test_an_extract_without_a_needed_column_is_refused_naming_it(tmp_path: Path)
     assert log is None or log.height == 0
 
 
+def test_a_time_that_is_not_one_is_refused_naming_its_row(tmp_path: Path) -> None:
+    """A lab whose charttime is a day-first date (02/01/2150 06:00) in the second data row:
+    the import stops before storing anything, exit status 2, naming the file, the column, the
+    row and the value (not polars' traceback)."""
+    labs = (
+        "labevent_id,subject_id,hadm_id,itemid,charttime\n"
+        "7,10,100,50912,2150-01-02 06:00:00\n"
+        "8,10,100,50912,02/01/2150 06:00\n"
+    )
+    done, log = import_extract(tmp_path, extract(tmp_path / "extract", labs))
+    assert done.returncode == 2, done.stderr
+    assert "labevents.csv.gz: column charttime: 1 value is not a time" in done.stderr
+    assert "data row 2: '02/01/2150 06:00'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert log is None or log.height == 0
+
+
 def test_an_extract_without_deaths_or_ed_visits_imports(tmp_path: Path) -> None:
     """A hand-made extract: one patient (subject 10), one admission with its death and ED
     columns empty throughout, one transfer, one lab test. The patient's last time, the

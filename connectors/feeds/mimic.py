@@ -53,6 +53,7 @@ DISPOSITIONS = {  # discharge_location -> NUBC patient discharge status (engine/
 PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
 TRANSFER_TIMES = ("intime", "outtime")
 LAB_TIMES = ("charttime", "storetime")
@@ -85,16 +86,19 @@ def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
     the optional columns it lacks added empty; a needed column missing, or a needed time left
     empty, is a MimicExtractError naming the file and the column."""
     path = folder / "hosp" / f"{name}.csv.gz"
-    frame = pl.read_csv(
-        path,
-        try_parse_dates=True,
-        infer_schema_length=200_000,
-        schema_overrides={c: pl.Datetime("us") for c in times},
-    )
+    try:
+        frame = pl.read_csv(
+            path,
+            infer_schema_length=200_000,
+            schema_overrides={c: pl.String for c in times},
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise MimicExtractError(f"{path}: not readable as CSV: {str(exc).splitlines()[0]}") from exc
     columns, filled, optional = TABLES[name]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise MimicExtractError(f"{path}: no column {', '.join(missing)} (carescore import mimic needs it)")
+    frame = _parse_times(path, frame, [c for c in times if c in frame.columns])
     for column in filled:
         empty = frame.filter(pl.col(column).is_null()).height
         if empty:
@@ -108,6 +112,27 @@ def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
             if c not in frame.columns
         ]
     )
+
+
+def _parse_times(path: Path, frame: pl.DataFrame, times: list[str]) -> pl.DataFrame:
+    """The time columns as times (MIMIC-IV writes `2180-05-06 22:23:00`); a value that is not
+    one is a MimicExtractError naming the file, the column, the row (after the header) and
+    the value."""
+    parsed = frame.with_columns(
+        [pl.col(c).str.to_datetime(TIME_FORMAT, time_unit="us", strict=False) for c in times]
+    )
+    for column in times:
+        bad = frame.with_row_index("row", offset=1).filter(
+            pl.col(column).is_not_null() & parsed[column].is_null()
+        )
+        if bad.height:
+            row, value = bad.row(0, named=True)["row"], bad[column][0]
+            raise MimicExtractError(
+                f"{path}: column {column}: {bad.height:,} "
+                f"{'value is not a time' if bad.height == 1 else 'values are not times'} "
+                f"({TIME_FORMAT}), the first in data row {row}: {value!r}"
+            )
+    return parsed
 
 
 def _utc(value: datetime) -> datetime:
