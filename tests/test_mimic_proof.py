@@ -13,7 +13,9 @@ windows are closed as the import goes, and time bounds refuse rows as they refus
 from __future__ import annotations
 
 import gzip
+import signal
 import sqlite3
+import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from engine.eventframe import log_frame
 from engine.reports import Reporter
 from tests import mimic_hl7 as mh
 from tests.conftest import needs_testdata
-from tests.test_backfill import command, settings_doc
+from tests.test_backfill import carescore, command, settings_doc, user_env
 from tests.test_mimic_hl7_proof import length_of_stay, readmission_cohort
 
 CATALOGUE = load_catalogue(REPO_ROOT / "kpi_defs")
@@ -173,6 +175,46 @@ def test_the_imports_time_bounds_refuse_rows_and_keep_its_batches(
     again = import_mimic(tmp_path, max_age="1825d")  # the same data folder
     assert again["stdout"].startswith("done: 0 events stored, ")
     assert again["log"].height == log.height
+
+
+def test_an_import_killed_half_way_and_run_again_stores_each_event_once(
+    cli_import: dict[str, Any], tmp_path: Path
+) -> None:
+    """`carescore import mimic` SIGKILLed part way through (once the log holds 40 MB, at a moment
+    the segment does not end with a batch's end if one comes before 80 MB: the kill then lands
+    inside a batch's write), then run again into the same data folder: the log holds every
+    event of the uninterrupted import exactly once (its batches already stored are
+    duplicates, the one the kill cut is stored whole)."""
+    folder = needs_testdata("mimic-iv-demo")
+    config = tmp_path / "carescore.yaml"
+    config.write_text(yaml.safe_dump(settings_doc(tmp_path / "data")))
+    segment = tmp_path / "data" / "events" / "events-00000000.ndjson"
+    proc = subprocess.Popen(
+        carescore("import", "mimic", str(folder), "--config", str(config)),
+        cwd=REPO_ROOT,
+        env=user_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while proc.poll() is None:
+            size = segment.stat().st_size if segment.exists() else 0
+            if size > 80_000_000:
+                break
+            if size > 40_000_000:
+                with open(segment, "rb") as fh:
+                    fh.seek(size - 3)
+                    if fh.read(3) != b"  \n":
+                        break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished
+    again = command("import", "mimic", str(folder), "--config", str(config))
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = log_frame(sorted((tmp_path / "data" / "events").glob("events-*.ndjson")))
+    assert log["source_id"].n_unique() == log.height
+    assert set(log["source_id"]) == set(cli_import["log"]["source_id"])
 
 
 ADMISSIONS = (
