@@ -133,8 +133,8 @@ class EventLog:
         the end of the last whole message. What an earlier version wrote (plain newlines) stays
         whole line by line, as it did then: from before the folder was marked (FORMAT_FILE holds
         where marking began), and after it if that version ran here again (lines of two or more
-        messages after the last mark: a cut append is part of one message, or of one import
-        batch, whose lines end with BATCH_LINE_END)."""
+        messages after the last mark: a cut append is part of one message). Whole lines ending
+        with BATCH_LINE_END at the end are an import batch's, cut short, whatever the mark says."""
         path = self._path(self._segment)
         marked_from = self._marked_from()
         data = path.read_bytes() if path.exists() else b""
@@ -146,10 +146,11 @@ class EventLog:
             floor = min(marked_from[1], len(data))
         whole = max(whole, floor)
         lines = data[whole : data.rfind(b"\n") + 1]
-        torn_batch = bool(lines) and lines.count(BATCH_LINE_END) == lines.count(b"\n")
-        unmarked = marked_from is None or (len(_messages(lines)) >= 2 and not torn_batch)
+        unmarked = marked_from is None or len(_messages(lines)) >= 2
         if unmarked and lines:  # an earlier version's lines (see above): whole as they are
             whole += len(lines)
+        while data.endswith(BATCH_LINE_END, 0, whole):  # an import batch's lines never end an append
+            whole = data.rfind(b"\n", 0, whole - 1) + 1
         if whole < len(data):
             log.warning("event log %s: cutting an append cut short (%d bytes)", path, len(data) - whole)
             with open(path, "rb+") as fh:
@@ -400,12 +401,12 @@ class EventLog:
             self._fd = -1
 
     # -- reading -------------------------------------------------------------------------
-    def replay(self, since: Position = START) -> Iterator[tuple[EventBase | None, Position, bytes | None]]:
-        """Every event after `since`, in log order, with the position after it and, for the
-        last event of an append, how the append ended: MESSAGE_END (a message, or an import
-        batch an earlier version wrote) or BATCH_END (an import batch); None inside one. An
-        unreadable line (quarantined) comes as None in place of its event, so a reader still
-        sees where its append ended."""
+    def replay(self, since: Position = START) -> Iterator[tuple[EventBase | None, Position, bytes]]:
+        """Every event after `since`, in log order, with the position after it and how its line
+        ends (ENDINGS): an append's last line MESSAGE_END (a message, or an import batch an
+        earlier version wrote) or BATCH_END (an import batch), the others BATCH_LINE_END (in an
+        import batch) or a plain newline. An unreadable line (quarantined) comes as None in
+        place of its event, so a reader still sees where appends end."""
         for segment in self.segments():
             if segment < since.segment:
                 continue
@@ -424,8 +425,7 @@ class EventLog:
                     except ValueError:  # orjson and pydantic errors both are
                         self._quarantine(line, Position(segment, start))
                         event = None
-                    end = BATCH_END if line.endswith(BATCH_END) else MESSAGE_END
-                    yield event, Position(segment, offset), end if line.endswith(MESSAGE_END) else None
+                    yield event, Position(segment, offset), _ending(line)
 
     def _quarantine(self, line: bytes, where: Position) -> None:
         """Keep an unreadable line aside (with where it was) and go on: one bad sector must
@@ -467,6 +467,17 @@ def _then(then: AppendThen | None, fut: asyncio.Future[Position]) -> None:
         then(fut)
     except Exception:
         log.exception("an event log append's callback failed")
+
+
+ENDINGS = (BATCH_END, MESSAGE_END, BATCH_LINE_END, b"\n")
+"""How a line can end, in the order to test them (BATCH_END ends with MESSAGE_END)."""
+
+
+def _ending(line: bytes) -> bytes:
+    for ending in ENDINGS:
+        if line.endswith(ending):
+            return ending
+    raise ValueError("a line without its newline")
 
 
 def _blob(events: list[EventBase], end: bytes = MESSAGE_END) -> bytes:

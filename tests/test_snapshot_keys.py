@@ -26,7 +26,7 @@ from connectors.pipeline import batch_key
 from engine.bus import Published
 from engine.config import Settings
 from engine.eventlog import Position
-from engine.events import EventBase
+from engine.events import EventBase, dump_event
 from tests.helpers import lab
 from tests.labserver import logged
 
@@ -152,16 +152,19 @@ CUT_BATCH = {  # where a kill inside write() cut the batch's append of four line
 }
 
 
+@pytest.mark.parametrize("mark", ["marked", "mark lost"])
 @pytest.mark.parametrize("cut", CUT_BATCH)
 def test_an_import_batch_cut_short_by_a_kill_is_stored_once_when_imported_again(
-    cut: str, tmp_path: Path, settings_for: Callable[..., Settings]
+    cut: str, mark: str, tmp_path: Path, settings_for: Callable[..., Settings]
 ) -> None:
     """An import killed inside write() leaves its batch's append cut anywhere, after whole
     lines too. Those are events of several rows (messages), as the lines of an earlier
     version that ran here after this one look, and were kept as such: the batch's key was not
     in the log, so importing again stored the kept lines a second time. The batch was never
-    reported stored; the start cuts it back, importing again stores it whole, and the log
-    holds each event once: the stored batch's two, the cut batch's four."""
+    reported stored; the start cuts it back, also in a folder whose format mark is lost (a disk
+    too full to write it: then every whole line is taken for an earlier version's), importing
+    again stores it whole, and the log holds each event once: the stored batch's two, the cut
+    batch's four."""
     settings = settings_for()
     stored = [lab("lab.order", 0, "IMPA"), lab("lab.result", 9, "IMPA")]
     batch = [lab("lab.order", 0, f"IMP{n}") for n in range(3)] + [lab("lab.result", 9, "IMP0")]
@@ -178,6 +181,8 @@ def test_an_import_batch_cut_short_by_a_kill_is_stored_once_when_imported_again(
     first._lock.close()  # killed inside the next batch's write:
     with open(segment(settings), "ab") as fh:
         fh.write(written[: CUT_BATCH[cut](lines)])
+    if mark == "mark lost":
+        (settings.data_dir / "events" / "format").unlink()
 
     again = EmbeddedRuntime(settings)
     try:
@@ -189,15 +194,24 @@ def test_an_import_batch_cut_short_by_a_kill_is_stored_once_when_imported_again(
     assert logged(settings.data_dir) == {"lab.order": 4, "lab.result": 2}
 
 
+DAMAGE = {  # what a disk fault leaves of a line: its bytes unreadable, its ending kept or not
+    "ending kept": lambda line: b"#" * (len(line) - 2) + line[-2:],
+    "ending lost": lambda line: b"#" * len(line),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_an_unreadable_line_ending_an_import_batch_leaves_the_next_batch_its_key(
-    settings_for: Callable[..., Settings],
+    damage: str, settings_for: Callable[..., Settings]
 ) -> None:
     """A disk fault in an import batch's line: the line is quarantined and replay goes on. A
     batch's key is its first and last event, so a batch whose last line cannot be read gets
     none back (importing it again stores it again, which a log cut off by a fault needs), a
     batch with an unreadable middle line gets its own. Before, the batch after one with an
     unreadable last line got a key made of that one's first event and its own last: neither
-    the same batch nor the next was a duplicate when imported again."""
+    the same batch nor the next was a duplicate when imported again. A line whose ending is
+    lost too may have been the last of its batch or not: the next batch's key and the
+    batch's own are both kept (the wrong one matches no batch)."""
     settings = settings_for()
     batches = [[lab("lab.order", 0, f"Q{b}{n}") for n in range(3)] for b in "ABC"]
     first = EmbeddedRuntime(settings)
@@ -206,13 +220,40 @@ def test_an_unreadable_line_ending_an_import_batch_leaves_the_next_batch_its_key
     first._lock.close()  # killed: no snapshot
     lines = segment(settings).read_bytes().split(b"\n")
     for damaged in (2, 7):  # batch A's last line, batch C's middle line: same length, unreadable
-        lines[damaged] = b"#" * (len(lines[damaged]) - 2) + lines[damaged][-2:]
+        lines[damaged] = DAMAGE[damage](lines[damaged])
     segment(settings).write_bytes(b"\n".join(lines))
 
     again = EmbeddedRuntime(settings)
     try:
         assert again.log.corrupt_lines == 2
-        assert again.imported == {batch_key(batches[1]), batch_key(batches[2])}
+        if damage == "ending kept":
+            assert again.imported == {batch_key(batches[1]), batch_key(batches[2])}
+        assert batch_key(batches[0]) not in again.imported
         assert [again.ingest_now(batch_key(b), b) for b in batches[1:]] == [Published.duplicate] * 2
     finally:
         asyncio.run(again.close())
+
+
+def test_an_import_batch_after_an_earlier_versions_lines_gets_its_own_key(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Lines an earlier version wrote end with a plain newline and end no append: replayed
+    before an import batch (no snapshot since), the batch's first event is its own, not the
+    first of those lines (before, the batch was stored again when imported again)."""
+    settings = settings_for()
+    old = [lab("lab.order", 0, "OLD3"), lab("lab.result", 9, "OLD3")]
+    segment(settings).parent.mkdir(parents=True)
+    segment(settings).write_bytes(b"".join(dump_event(e) + b"\n" for e in old))
+    batch = [lab("lab.order", 0, "NEW1"), lab("lab.order", 0, "NEW2")]
+    first = EmbeddedRuntime(settings)
+    assert first.engine.events_processed == 2
+    assert first.ingest_now(batch_key(batch), batch) is Published.accepted
+    first._lock.close()  # killed: no snapshot
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.imported == {batch_key(batch)}
+        assert again.ingest_now(batch_key(batch), batch) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 1}

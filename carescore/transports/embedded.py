@@ -27,7 +27,7 @@ from engine.config import Settings
 from engine.dedupe import IMPORT_KEY, RecentKeys, batch_key, message_key_of
 from engine.definitions import Catalogue
 from engine.eventframe import log_frame
-from engine.eventlog import BATCH_END, START, EventLog, Position
+from engine.eventlog import BATCH_END, BATCH_LINE_END, MESSAGE_END, START, EventLog, Position
 from engine.events import EventBase
 from engine.reports import Level, Reporter, ReportRow
 from engine.samples import Sample
@@ -230,8 +230,9 @@ class EmbeddedRuntime(RuntimeShell):
             since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
         replayed = 0
-        first: str | None = None  # the first event of the append being replayed ("" if unreadable)
-        for event, position, end in self.log.replay(since):
+        firsts: list[str] = []  # the first event of the append being replayed (_firsts)
+        previous = MESSAGE_END  # how the line before ended (replay starts after a whole append)
+        for event, position, ending in self.log.replay(since):
             self.processed = position
             if event is not None:
                 self._process([event])
@@ -239,21 +240,24 @@ class EmbeddedRuntime(RuntimeShell):
                 replayed += 1
                 if replayed % REPLAY_ADVANCE_EVERY == 0:
                     self.history.add(self.engine.advance(event.received_time.timestamp()))
-            if first is None:
-                first = "" if event is None else event.source_id
-            if end is None:
+            firsts = self._firsts(firsts, previous, event, ending)
+            previous = b"" if event is None and ending == b"\n" else ending
+            if ending not in (BATCH_END, MESSAGE_END):
                 continue
-            if not first or event is None:  # a quarantined first or last line: its key is not known
-                if end == BATCH_END:
+            if event is None or not firsts:  # its first or last line unreadable: no key is known
+                if ending == BATCH_END:
                     log.warning("event log: an import batch with an unreadable first or last line has no key")
-            elif end == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
-                self.imported.add(batch_key(first, event.source_id))
-            elif message_key_of(first) != message_key_of(event.source_id):
+                continue
+            last = event.source_id
+            if ending == BATCH_END:  # an import batch's key: the same batch imported again is a duplicate
+                self.imported.update(batch_key(first, last) for first in firsts)
+            else:
                 # an append of several messages, by an earlier version: an import batch (its key
                 # with the recent keys now, with the import keys after the next snapshot's restart:
                 # at most one per such batch); a live message's key is remembered above
-                self.seen.add(batch_key(first, event.source_id))
-            first = None
+                for first in firsts:
+                    if message_key_of(first) != message_key_of(last):
+                        self.seen.add(batch_key(first, last))
         log.info(
             "state recovered",
             extra={
@@ -262,6 +266,25 @@ class EmbeddedRuntime(RuntimeShell):
                 "events_total": self.engine.events_processed,
             },
         )
+
+    @staticmethod
+    def _firsts(firsts: list[str], previous: bytes, event: EventBase | None, ending: bytes) -> list[str]:
+        """The first event of the append a replayed line belongs to, as a list: an import
+        batch's lines end with BATCH_LINE_END but its last, a message's with a plain newline
+        but its last, so a line after an append's end, or of the other kind than the line before
+        (that append's end unreadable), starts an append. An unreadable line whose ending is
+        lost (previous b"") may have ended its append or not: the next line is the first of
+        one, or the append goes on, and the batch's key is kept both ways (a wrong one matches
+        no batch). Empty when the first line is unreadable: its append has no key."""
+        own = [] if event is None else [event.source_id]
+        if event is None and ending == b"\n":  # its ending lost: whether it ended an append is not known
+            return firsts
+        if previous == b"":
+            return firsts + own
+        batch_line = ending in (BATCH_LINE_END, BATCH_END)
+        if previous in (BATCH_END, MESSAGE_END) or batch_line != (previous == BATCH_LINE_END):
+            return own
+        return firsts
 
     def _read_snapshot(self) -> Checkpoint | None:
         try:
