@@ -16,6 +16,7 @@ import gzip
 import signal
 import sqlite3
 import subprocess
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,18 +178,22 @@ def test_the_imports_time_bounds_refuse_rows_and_keep_its_batches(
     assert again["log"].height == log.height
 
 
-def test_an_import_killed_half_way_and_run_again_stores_each_event_once(
-    cli_import: dict[str, Any], tmp_path: Path
-) -> None:
-    """`carescore import mimic` SIGKILLed part way through (once the log holds 40 MB, at a moment
-    the segment does not end with a batch's end if one comes before 80 MB: the kill then lands
-    inside a batch's write), then run again into the same data folder: the log holds every
-    event of the uninterrupted import exactly once (its batches already stored are
-    duplicates, the one the kill cut is stored whole)."""
-    folder = needs_testdata("mimic-iv-demo")
-    config = tmp_path / "carescore.yaml"
-    config.write_text(yaml.safe_dump(settings_doc(tmp_path / "data")))
-    segment = tmp_path / "data" / "events" / "events-00000000.ndjson"
+def kill_inside_a_batch(folder: Path, config: Path, data: Path) -> bool:
+    """`carescore import mimic`, SIGKILLed once the log has grown 5 MB at a moment its newest
+    segment does not end with a batch's end (a write under way); True if the log it leaves
+    ends inside a batch (the write was still under way when the signal came)."""
+
+    def newest() -> tuple[Path | None, int]:
+        segments = sorted((data / "events").glob("events-*.ndjson"))
+        total = sum(p.stat().st_size for p in segments)
+        return (segments[-1] if segments else None), total
+
+    def tail(segment: Path) -> bytes:
+        with open(segment, "rb") as fh:
+            fh.seek(max(0, segment.stat().st_size - 3))
+            return fh.read()
+
+    start = newest()[1]
     proc = subprocess.Popen(
         carescore("import", "mimic", str(folder), "--config", str(config)),
         cwd=REPO_ROOT,
@@ -198,18 +203,31 @@ def test_an_import_killed_half_way_and_run_again_stores_each_event_once(
     )
     try:
         while proc.poll() is None:
-            size = segment.stat().st_size if segment.exists() else 0
-            if size > 80_000_000:
+            segment, size = newest()
+            if segment is not None and size > start + 5_000_000 and tail(segment) not in (b"", b"  \n"):
                 break
-            if size > 40_000_000:
-                with open(segment, "rb") as fh:
-                    fh.seek(size - 3)
-                    if fh.read(3) != b"  \n":
-                        break
+            time.sleep(0.0005)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # killed, not finished
+    segment = newest()[0]
+    return proc.returncode == -signal.SIGKILL and segment is not None and tail(segment) not in (b"", b"  \n")
+
+
+def test_an_import_killed_inside_a_batch_and_run_again_stores_each_event_once(
+    cli_import: dict[str, Any], tmp_path: Path
+) -> None:
+    """`carescore import mimic` SIGKILLed while it writes a batch (tried again, resuming, until
+    a kill lands inside one; at most six times), then run again into the same data folder: the
+    log holds every event of the uninterrupted import exactly once (its batches already stored
+    are duplicates, the one the kill cut is cut back at the start and stored whole)."""
+    folder = needs_testdata("mimic-iv-demo")
+    config = tmp_path / "carescore.yaml"
+    config.write_text(yaml.safe_dump(settings_doc(tmp_path / "data")))
+    tries = 1
+    while not kill_inside_a_batch(folder, config, tmp_path / "data"):
+        tries += 1
+        assert tries <= 6, "no kill landed inside a batch's write"
     again = command("import", "mimic", str(folder), "--config", str(config))
     assert again.returncode == 0, again.stderr[-2000:]
     log = log_frame(sorted((tmp_path / "data" / "events").glob("events-*.ndjson")))
@@ -324,6 +342,44 @@ def test_a_time_that_is_not_one_is_refused_naming_its_row(tmp_path: Path) -> Non
     assert done.returncode == 2, done.stderr
     assert "labevents.csv.gz: column charttime: 1 value is not a time" in done.stderr
     assert "data row 2: '02/01/2150 06:00'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert log is None or log.height == 0
+
+
+def test_times_written_as_other_exports_write_them_import(tmp_path: Path) -> None:
+    """Times with a T between date and time and a fraction of a second, without seconds (and
+    spaces around), or a date alone (midnight) read as MIMIC-IV's own form does. Subject 10's
+    last time is still the discharge, 2150-01-03 10:00, moved to 2026-11-23 (day 1 + 10 % 24
+    = 11 before 2026-12-04): every time moves to the same clock time 2026-11-23 - 2150-01-03
+    days later, so 2150-01-02 is 2026-11-22."""
+    labs = (
+        "labevent_id,subject_id,hadm_id,itemid,charttime,storetime\n"
+        "7,10,100,50912,2150-01-02T06:00:00.250,2150-01-02 07:30\n"
+        "8,10,100,50912,2150-01-02,\n"
+        '9,10,100,50912," 2150-01-02 05:00 ",\n'
+    )
+    folder = extract(tmp_path / "extract", labs)
+    events = {e.source_id: e.event_time for e in mimic_events(folder, datetime(2026, 12, 4, 3, tzinfo=UTC))}
+    six = datetime(2026, 11, 22, 6, 0, 0, 250_000, tzinfo=UTC)
+    assert events == {
+        "mimic:adm:100": datetime(2026, 11, 21, 8, tzinfo=UTC),
+        "mimic:dis:100": datetime(2026, 11, 23, 10, tzinfo=UTC),
+        "mimic:lo:7": six,
+        "mimic:lc:7": six,
+        "mimic:lr:7": datetime(2026, 11, 22, 7, 30, tzinfo=UTC),
+        "mimic:lo:8": datetime(2026, 11, 22, tzinfo=UTC),
+        "mimic:lc:8": datetime(2026, 11, 22, tzinfo=UTC),
+        "mimic:lo:9": datetime(2026, 11, 22, 5, tzinfo=UTC),
+        "mimic:lc:9": datetime(2026, 11, 22, 5, tzinfo=UTC),
+    }
+
+
+def test_an_extract_without_a_table_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = extract(tmp_path / "extract", "labevent_id,subject_id,hadm_id,itemid,charttime\n")
+    (folder / "hosp" / "transfers.csv.gz").unlink()
+    done, log = import_extract(tmp_path, folder)
+    assert done.returncode == 2, done.stderr
+    assert "transfers.csv.gz: no such file" in done.stderr
     assert "Traceback" not in done.stderr
     assert log is None or log.height == 0
 

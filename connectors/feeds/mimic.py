@@ -53,7 +53,9 @@ DISPOSITIONS = {  # discharge_location -> NUBC patient discharge status (engine/
 PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+"""MIMIC-IV writes `2180-05-06 22:23:00`; other exports a T for the space, fractions of a
+second, no seconds or a date alone (midnight)."""
 ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
 TRANSFER_TIMES = ("intime", "outtime")
 LAB_TIMES = ("charttime", "storetime")
@@ -92,6 +94,8 @@ def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
             infer_schema_length=200_000,
             schema_overrides={c: pl.String for c in times},
         )
+    except FileNotFoundError as exc:
+        raise MimicExtractError(f"{path}: no such file (carescore import mimic needs it)") from exc
     except pl.exceptions.PolarsError as exc:
         raise MimicExtractError(f"{path}: not readable as CSV: {str(exc).splitlines()[0]}") from exc
     columns, filled, optional = TABLES[name]
@@ -103,7 +107,8 @@ def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
         empty = frame.filter(pl.col(column).is_null()).height
         if empty:
             raise MimicExtractError(
-                f"{path}: column {column} is empty in {empty:,} rows (every row needs a time)"
+                f"{path}: column {column} is empty in {empty:,} row{'s' if empty > 1 else ''} "
+                "(every row needs a time)"
             )
     return frame.with_columns(
         [
@@ -115,24 +120,27 @@ def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
 
 
 def _parse_times(path: Path, frame: pl.DataFrame, times: list[str]) -> pl.DataFrame:
-    """The time columns as times (MIMIC-IV writes `2180-05-06 22:23:00`); a value that is not
-    one is a MimicExtractError naming the file, the column, the row (after the header) and
-    the value."""
-    parsed = frame.with_columns(
-        [pl.col(c).str.to_datetime(TIME_FORMAT, time_unit="us", strict=False) for c in times]
-    )
+    """The time columns as times (TIME_FORMATS); a value that is none of them is a
+    MimicExtractError naming the file, the column, the row (after the header) and the value."""
+
+    def parsed(column: str) -> pl.Expr:
+        text = pl.col(column).str.strip_chars().str.replace("T", " ", literal=True)
+        tries = [text.str.to_datetime(f, time_unit="us", strict=False) for f in TIME_FORMATS]
+        return pl.coalesce(tries).alias(column)
+
+    result = frame.with_columns([parsed(c) for c in times])
     for column in times:
         bad = frame.with_row_index("row", offset=1).filter(
-            pl.col(column).is_not_null() & parsed[column].is_null()
+            pl.col(column).is_not_null() & result[column].is_null()
         )
         if bad.height:
             row, value = bad.row(0, named=True)["row"], bad[column][0]
             raise MimicExtractError(
                 f"{path}: column {column}: {bad.height:,} "
                 f"{'value is not a time' if bad.height == 1 else 'values are not times'} "
-                f"({TIME_FORMAT}), the first in data row {row}: {value!r}"
+                f"(YYYY-MM-DD HH:MM:SS), the first in data row {row}: {value!r}"
             )
-    return parsed
+    return result
 
 
 def _utc(value: datetime) -> datetime:
