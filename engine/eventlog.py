@@ -110,6 +110,7 @@ class EventLog:
         self._sealing: list[threading.Thread] = []
         segments = self.segments()
         self._segment = segments[-1] if segments else 0
+        self._unmarked = False  # FORMAT_FILE is still to be written (_mark_folder)
         self._repair_tail()
         self.corrupt_lines = 0  # read back but unparseable (quarantined)
         self.write_errors = 0
@@ -158,7 +159,22 @@ class EventLog:
                 if self.fsync:
                     os.fsync(fh.fileno())
         if marked_from is None or (unmarked and lines):
-            self._mark_folder(self._segment, whole)
+            self._unmarked = not self._mark_folder(self._segment, whole)
+            marked_from = (self._segment, whole)
+        self.marked_from = Position(*marked_from)  # lines before it: an earlier version's
+
+    def at_line_start(self, position: Position) -> bool:
+        """Whether `position` can be where a reader of the log stopped: in a segment there is,
+        not past its end, after a whole line (a snapshot pointing elsewhere belongs to another
+        log: a folder restored from a backup older than the snapshot)."""
+        path = self._path(position.segment)
+        if not path.exists() or position.offset > path.stat().st_size:
+            return False
+        if position.offset == 0:
+            return True
+        with open(path, "rb") as fh:
+            fh.seek(position.offset - 1)
+            return fh.read(1) == b"\n"
 
     def _marked_from(self) -> tuple[int, int] | None:
         try:
@@ -169,10 +185,11 @@ class EventLog:
             return (0, 0)  # written by this version, half: marks began at its first start
         return int(at[0]), int(at[1])
 
-    def _mark_folder(self, segment: int, offset: int) -> None:
+    def _mark_folder(self, segment: int, offset: int) -> bool:
         """FORMAT_FILE (written whole: temporary file, fsync, rename): appends end with
         MESSAGE_END from this segment and offset on. A disk too full for it is logged, not a
-        failed start: the folder is marked at the next start instead."""
+        failed start; the first append marks it then, or is refused (_write): without the
+        mark, a kill's cut append would be kept whole as an earlier version's lines."""
         tmp = self.directory / f"{FORMAT_FILE}.tmp"
         try:
             with open(tmp, "wb") as fh:
@@ -189,6 +206,8 @@ class EventLog:
                     os.close(folder)
         except OSError as exc:
             log.error("event log %s: could not write %s: %s", self.directory, FORMAT_FILE, exc)
+            return False
+        return True
 
     @property
     def position(self) -> Position:
@@ -220,6 +239,10 @@ class EventLog:
             self._seal_later(self._path(self._segment))
             self._segment += 1
             self._size = os.fstat(self._fd).st_size
+        if self._unmarked:  # the start could not mark the folder: before the first append, or none
+            if not self._mark_folder(self._segment, self._size):
+                raise OSError(errno.EIO, f"event log: could not write {FORMAT_FILE}")
+            self._unmarked = False
         before = self._size
         try:
             view = memoryview(blob)

@@ -23,7 +23,7 @@ import pytest
 
 from carescore.transports.embedded import EmbeddedRuntime
 from connectors.pipeline import batch_key
-from engine.bus import Published
+from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
 from engine.eventlog import Position
 from engine.events import EventBase, dump_event
@@ -201,35 +201,45 @@ DAMAGE = {  # what a disk fault leaves of a line: its bytes unreadable, its endi
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("where", ["A's last and C's middle line", "B's first line"])
 def test_an_unreadable_line_ending_an_import_batch_leaves_the_next_batch_its_key(
-    damage: str, settings_for: Callable[..., Settings]
+    damage: str, where: str, settings_for: Callable[..., Settings]
 ) -> None:
-    """A disk fault in an import batch's line: the line is quarantined and replay goes on. A
-    batch's key is its first and last event, so a batch whose last line cannot be read gets
-    none back (importing it again stores it again, which a log cut off by a fault needs), a
-    batch with an unreadable middle line gets its own. Before, the batch after one with an
-    unreadable last line got a key made of that one's first event and its own last: neither
-    the same batch nor the next was a duplicate when imported again. A line whose ending is
-    lost too may have been the last of its batch or not: the next batch's key and the
-    batch's own are both kept (the wrong one matches no batch)."""
+    """A disk fault in an import batch's line: the line is quarantined and replay goes on.
+    A batch's key is its first and last event, so a batch whose first or last line cannot be
+    read gets none back (importing it again stores it again, which a log cut off by a fault
+    needs), a batch with an unreadable middle line gets its own. Before, the batch after one
+    with an unreadable last line got a key made of that one's first event and its own last:
+    neither the same batch nor the next was a duplicate when imported again. A line whose
+    ending is lost too may have been the last of its batch or not: both readings give a key
+    (a wrong one matches no batch: a later event of a batch to its last, or across two)."""
     settings = settings_for()
     batches = [[lab("lab.order", 0, f"Q{b}{n}") for n in range(3)] for b in "ABC"]
+    (a0, _, a2), (b0, b1, b2), (c0, _, c2) = batches
     first = EmbeddedRuntime(settings)
     for batch in batches:
         assert first.ingest_now(batch_key(batch), batch) is Published.accepted
     first._lock.close()  # killed: no snapshot
     lines = segment(settings).read_bytes().split(b"\n")
-    for damaged in (2, 7):  # batch A's last line, batch C's middle line: same length, unreadable
+    for damaged in (2, 7) if where.startswith("A") else (3,):  # lines 0-2 are A's, 3-5 B's, 6-8 C's
         lines[damaged] = DAMAGE[damage](lines[damaged])
     segment(settings).write_bytes(b"\n".join(lines))
 
+    def key(*events: EventBase) -> str:
+        return batch_key(list(events))
+
+    expected = {  # worked out line by line from how each line ends (EmbeddedRuntime._firsts)
+        ("A's last and C's middle line", "ending kept"): {key(b0, b2), key(c0, c2)},
+        ("A's last and C's middle line", "ending lost"): {key(a0, b2), key(b0, b2), key(c0, c2), key(c2)},
+        ("B's first line", "ending kept"): {key(a0, a2), key(c0, c2)},
+        ("B's first line", "ending lost"): {key(a0, a2), key(b1, b2), key(c0, c2)},
+    }[where, damage]
     again = EmbeddedRuntime(settings)
     try:
-        assert again.log.corrupt_lines == 2
-        if damage == "ending kept":
-            assert again.imported == {batch_key(batches[1]), batch_key(batches[2])}
-        assert batch_key(batches[0]) not in again.imported
-        assert [again.ingest_now(batch_key(b), b) for b in batches[1:]] == [Published.duplicate] * 2
+        assert again.log.corrupt_lines == (2 if where.startswith("A") else 1)
+        assert again.imported == expected
+        readable = [batch for batch in batches if batch_key(batch) in expected]
+        assert [again.ingest_now(batch_key(b), b) for b in readable] == [Published.duplicate] * len(readable)
     finally:
         asyncio.run(again.close())
 
@@ -253,6 +263,97 @@ def test_an_import_batch_after_an_earlier_versions_lines_gets_its_own_key(
     again = EmbeddedRuntime(settings)
     try:
         assert again.imported == {batch_key(batch)}
+        assert again.ingest_now(batch_key(batch), batch) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 1}
+
+
+async def test_a_folder_the_start_could_not_mark_is_marked_before_its_first_append(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """A folder an earlier version wrote (plain newlines, no format file) where the start
+    cannot write the format file (here a folder in the way of its temporary file: a real
+    OSError, as a full disk gives): the start goes on, but an append is refused until the
+    file is written (the sender is told it is not stored). Before, appends went on unmarked,
+    and a message a kill cut short was kept whole at the next start as an earlier version's
+    lines: the resend was answered "duplicate" and the rest of the message was lost."""
+    settings = settings_for()
+    old = [lab("lab.order", 0, "OLD4")]
+    segment(settings).parent.mkdir(parents=True)
+    segment(settings).write_bytes(b"".join(dump_event(e) + b"\n" for e in old))
+    blocker = settings.data_dir / "events" / "format.tmp"
+    blocker.mkdir()
+    runtime = EmbeddedRuntime(settings)
+    try:
+        assert runtime.engine.events_processed == 1
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(runtime.publish_nowait("LIS|M1|x", message("LIS|M1|x")), 30)
+        blocker.rmdir()
+        assert await asyncio.wait_for(runtime.publish_nowait("LIS|M1|x", message("LIS|M1|x")), 30) is (
+            Published.accepted
+        )
+        written = segment(settings).read_bytes()
+    finally:
+        await runtime.close()
+    kept = written.index(b" \n") + 2
+    cut = written[:kept] + dump_event(message("LIS|M2|x")[0]) + b"\n"  # killed after M2's first line
+    segment(settings).write_bytes(cut)  # (the snapshot the close wrote is at M1's end)
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.engine.events_processed == 3  # the old line and M1's two, not M2's first
+        assert await asyncio.wait_for(again.publish_nowait("LIS|M2|x", message("LIS|M2|x")), 30) is (
+            Published.accepted
+        )
+    finally:
+        await again.close()
+    assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 2}
+
+
+def test_a_snapshot_past_the_end_of_the_log_is_not_trusted(settings_for: Callable[..., Settings]) -> None:
+    """A log restored from a backup older than the snapshot (or cut back by a repair the
+    snapshot's build did not make): the snapshot says batch X is stored, the log ends before
+    it. Trusted, the restart counted X's events and answered "duplicate" to X imported again,
+    and X was lost; now the whole log is replayed and X is stored."""
+    settings = settings_for()
+    w = [lab("lab.order", 0, "BKW1"), lab("lab.order", 0, "BKW2")]
+    x = [lab("lab.order", 0, "BKX1"), lab("lab.order", 0, "BKX2"), lab("lab.order", 0, "BKX3")]
+    first = EmbeddedRuntime(settings)
+    assert first.ingest_now(batch_key(w), w) is Published.accepted
+    backup = segment(settings).read_bytes()
+    assert first.ingest_now(batch_key(x), x) is Published.accepted
+    asyncio.run(first.close())  # the snapshot: after X
+    segment(settings).write_bytes(backup)  # the log as the backup had it
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.engine.events_processed == 2
+        assert again.imported == {batch_key(w)}
+        assert again.ingest_now(batch_key(x), x) is Published.accepted
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 5}
+
+
+def test_a_batch_of_the_version_before_after_the_oldest_versions_lines_keeps_its_key(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """The oldest versions ended no line specially; the version before this one ended each
+    append, an import batch too, with MESSAGE_END, and marked the folder where it began. Its
+    batch right after the oldest lines gets its own key back: replay knows the oldest lines
+    end at the mark (before, the batch's first event was the first of those lines, and the
+    batch was stored again when imported again)."""
+    settings = settings_for()
+    oldest = [lab("lab.order", 0, "OLD5"), lab("lab.result", 9, "OLD5")]
+    batch = [lab("lab.order", 0, "MID1"), lab("lab.order", 0, "MID2")]
+    plain = b"".join(dump_event(e) + b"\n" for e in oldest)
+    segment(settings).parent.mkdir(parents=True)
+    segment(settings).write_bytes(plain + b"\n".join(dump_event(e) for e in batch) + b" \n")
+    (settings.data_dir / "events" / "format").write_text(f'{{"marked_from": [0, {len(plain)}]}}\n')
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.engine.events_processed == 4
         assert again.ingest_now(batch_key(batch), batch) is Published.duplicate
     finally:
         asyncio.run(again.close())

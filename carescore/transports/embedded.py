@@ -242,6 +242,8 @@ class EmbeddedRuntime(RuntimeShell):
                     self.history.add(self.engine.advance(event.received_time.timestamp()))
             firsts = self._firsts(firsts, previous, event, ending)
             previous = b"" if event is None and ending == b"\n" else ending
+            if position == self.log.marked_from:  # an earlier version's lines end here
+                previous = MESSAGE_END
             if ending not in (BATCH_END, MESSAGE_END):
                 continue
             if event is None or not firsts:  # its first or last line unreadable: no key is known
@@ -278,7 +280,7 @@ class EmbeddedRuntime(RuntimeShell):
         no batch). Empty when the first line is unreadable: its append has no key."""
         own = [] if event is None else [event.source_id]
         if event is None and ending == b"\n":  # its ending lost: whether it ended an append is not known
-            return firsts
+            return [] if previous in (BATCH_END, MESSAGE_END) else firsts
         if previous == b"":
             return firsts + own
         batch_line = ending in (BATCH_LINE_END, BATCH_END)
@@ -294,7 +296,15 @@ class EmbeddedRuntime(RuntimeShell):
         except OSError as exc:
             log.warning("snapshot unreadable, replaying the whole log", extra={"error": str(exc)})
             return None
-        return Checkpoint.decode(blob, self.fingerprint)
+        snap = Checkpoint.decode(blob, self.fingerprint)
+        if snap is not None and not self.log.at_line_start(Position(*snap.at)):
+            log.error(
+                "snapshot points where the event log has no line start (a log restored from an "
+                "older backup?); replaying the whole log",
+                extra={"at": snap.at},
+            )
+            return None
+        return snap
 
     def write_snapshot(self) -> None:
         """Write the snapshot now (on stop; tests). Ticks use snapshot_in_background()."""
