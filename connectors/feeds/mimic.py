@@ -56,6 +56,9 @@ PRIORITIES = {"STAT": "stat", "ROUTINE": "routine"}
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 """MIMIC-IV writes `2180-05-06 22:23:00`; other exports a T for the space, fractions of a
 second, no seconds or a date alone (midnight)."""
+TIME_SHAPE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?$"
+"""What TIME_FORMATS may read, digit by digit: the formats alone take `06:5` for 06:05 and a
+three-digit year, which would be read wrong, not refused."""
 ADMISSION_TIMES = ("admittime", "dischtime", "deathtime", "edregtime", "edouttime")
 TRANSFER_TIMES = ("intime", "outtime")
 LAB_TIMES = ("charttime", "storetime")
@@ -124,7 +127,8 @@ def _parse_times(path: Path, frame: pl.DataFrame, times: list[str]) -> pl.DataFr
     MimicExtractError naming the file, the column, the row (after the header) and the value."""
 
     def parsed(column: str) -> pl.Expr:
-        text = pl.col(column).str.strip_chars().str.replace("T", " ", literal=True)
+        text = pl.col(column).str.strip_chars()
+        text = pl.when(text.str.contains(TIME_SHAPE)).then(text.str.replace("T", " ", literal=True))
         tries = [text.str.to_datetime(f, time_unit="us", strict=False) for f in TIME_FORMATS]
         return pl.coalesce(tries).alias(column)
 
@@ -138,7 +142,8 @@ def _parse_times(path: Path, frame: pl.DataFrame, times: list[str]) -> pl.DataFr
             raise MimicExtractError(
                 f"{path}: column {column}: {bad.height:,} "
                 f"{'value is not a time' if bad.height == 1 else 'values are not times'} "
-                f"(YYYY-MM-DD HH:MM:SS), the first in data row {row}: {value!r}"
+                "(YYYY-MM-DD HH:MM:SS, or with a T, a fraction, no seconds or a date alone), "
+                f"the first in data row {row}: {value!r}"
             )
     return result
 
