@@ -139,6 +139,12 @@ class EventLog:
         path = self._path(self._segment)
         marked_from = self._marked_from()
         data = path.read_bytes() if path.exists() else b""
+        if marked_from is not None and _past(marked_from, self._segment, data):
+            # a folder restored from an older backup, the newer mark left: no line starts there
+            log.warning("event log %s: %s points past the log, marked again", self.directory, FORMAT_FILE)
+            marked_from, stale = (self._segment, 0), True
+        else:
+            stale = False
         found = data.rfind(MESSAGE_END)
         whole = found + len(MESSAGE_END) if found >= 0 else 0
         if marked_from is None or marked_from[0] != self._segment:
@@ -158,7 +164,7 @@ class EventLog:
                 fh.truncate(whole)
                 if self.fsync:
                     os.fsync(fh.fileno())
-        if marked_from is None or (unmarked and lines):
+        if marked_from is None or (unmarked and lines) or stale:
             self._unmarked = not self._mark_folder(self._segment, whole)
             marked_from = (self._segment, whole)
         self.marked_from = Position(*marked_from)  # lines before it: an earlier version's
@@ -239,8 +245,10 @@ class EventLog:
             self._seal_later(self._path(self._segment))
             self._segment += 1
             self._size = os.fstat(self._fd).st_size
+            self._position = Position(self._segment, self._size)
         if self._unmarked:  # the start could not mark the folder: before the first append, or none
             if not self._mark_folder(self._segment, self._size):
+                self.write_errors += 1
                 raise OSError(errno.EIO, f"event log: could not write {FORMAT_FILE}")
             self._unmarked = False
         before = self._size
@@ -480,6 +488,14 @@ class EventLog:
                             yield orjson.loads(line)
                         except orjson.JSONDecodeError:
                             continue  # quarantined by replay
+
+
+def _past(mark: tuple[int, int], segment: int, data: bytes) -> bool:
+    """Whether a format mark points where the log (its last segment `segment`, holding
+    `data`) has no line start: a later segment, past the end, inside a line."""
+    if mark[0] != segment:
+        return mark[0] > segment
+    return mark[1] > len(data) or (mark[1] > 0 and data[mark[1] - 1 : mark[1]] != b"\n")
 
 
 def _then(then: AppendThen | None, fut: asyncio.Future[Position]) -> None:

@@ -25,7 +25,7 @@ from carescore.transports.embedded import EmbeddedRuntime
 from connectors.pipeline import batch_key
 from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
-from engine.eventlog import Position
+from engine.eventlog import BATCH_LINE_END, Position
 from engine.events import EventBase, dump_event
 from tests.helpers import lab
 from tests.labserver import logged
@@ -335,21 +335,31 @@ def test_a_snapshot_past_the_end_of_the_log_is_not_trusted(settings_for: Callabl
     assert logged(settings.data_dir) == {"lab.order": 5}
 
 
+@pytest.mark.parametrize("where", ["in the same segment", "at the start of the next segment"])
 def test_a_batch_of_the_version_before_after_the_oldest_versions_lines_keeps_its_key(
-    settings_for: Callable[..., Settings],
+    where: str, settings_for: Callable[..., Settings]
 ) -> None:
     """The oldest versions ended no line specially; the version before this one ended each
-    append, an import batch too, with MESSAGE_END, and marked the folder where it began. Its
-    batch right after the oldest lines gets its own key back: replay knows the oldest lines
-    end at the mark (before, the batch's first event was the first of those lines, and the
-    batch was stored again when imported again)."""
+    append, an import batch too, with MESSAGE_END, and marked the folder where it began (at
+    offset 0 of a segment when it started on an empty one). Its batch right after the oldest
+    lines gets its own key back: replay knows the oldest lines end at the mark (before, the
+    batch's first event was the first of those lines, and the batch was stored again when
+    imported again)."""
     settings = settings_for()
     oldest = [lab("lab.order", 0, "OLD5"), lab("lab.result", 9, "OLD5")]
     batch = [lab("lab.order", 0, "MID1"), lab("lab.order", 0, "MID2")]
     plain = b"".join(dump_event(e) + b"\n" for e in oldest)
-    segment(settings).parent.mkdir(parents=True)
-    segment(settings).write_bytes(plain + b"\n".join(dump_event(e) for e in batch) + b" \n")
-    (settings.data_dir / "events" / "format").write_text(f'{{"marked_from": [0, {len(plain)}]}}\n')
+    marked = b"\n".join(dump_event(e) for e in batch) + b" \n"
+    events = settings.data_dir / "events"
+    events.mkdir(parents=True)
+    if where == "in the same segment":
+        segment(settings).write_bytes(plain + marked)
+        mark = [0, len(plain)]
+    else:
+        segment(settings).write_bytes(plain)
+        (events / "events-00000001.ndjson").write_bytes(marked)
+        mark = [1, 0]
+    (events / "format").write_text(f'{{"marked_from": {mark}}}\n')
 
     again = EmbeddedRuntime(settings)
     try:
@@ -358,3 +368,32 @@ def test_a_batch_of_the_version_before_after_the_oldest_versions_lines_keeps_its
     finally:
         asyncio.run(again.close())
     assert logged(settings.data_dir) == {"lab.order": 3, "lab.result": 1}
+
+
+def test_a_format_mark_past_the_end_of_the_log_is_marked_again(settings_for: Callable[..., Settings]) -> None:
+    """A folder restored from an older backup with the newer format file left: the mark points
+    past the end of the log. Kept, later appends passed it, and a replay took the mark for the
+    end of an earlier version's lines in the middle of a batch: the batch's key was lost and
+    it was stored again when imported again. The start marks the folder again at its end."""
+    settings = settings_for()
+    a = [lab("lab.order", 0, "STA1"), lab("lab.order", 0, "STA2")]
+    b = [lab("lab.order", 0, "STB1"), lab("lab.order", 0, "STB2"), lab("lab.order", 0, "STB3")]
+    first = EmbeddedRuntime(settings)
+    assert first.ingest_now(batch_key(a), a) is Published.accepted
+    asyncio.run(first.close())
+    end = segment(settings).stat().st_size
+    # the mark a longer log had: where batch B's first line will end
+    past = end + len(dump_event(b[0]) + BATCH_LINE_END)
+    (settings.data_dir / "events" / "format").write_text(f'{{"marked_from": [0, {past}]}}\n')
+
+    second = EmbeddedRuntime(settings)
+    assert second.log.marked_from.offset <= end
+    assert second.ingest_now(batch_key(b), b) is Published.accepted
+    second._lock.close()  # killed: no snapshot after B
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.ingest_now(batch_key(b), b) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 5}

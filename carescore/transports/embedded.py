@@ -232,8 +232,12 @@ class EmbeddedRuntime(RuntimeShell):
         replayed = 0
         firsts: list[str] = []  # the first event of the append being replayed (_firsts)
         previous = MESSAGE_END  # how the line before ended (replay starts after a whole append)
+        mark, before = self.log.marked_from, since  # where the line before ended
         for event, position, ending in self.log.replay(since):
-            self.processed = position
+            start = before if before.segment == position.segment else Position(position.segment, 0)
+            if mark in (before, start):  # this line starts where an earlier version's lines end
+                previous = MESSAGE_END
+            before = self.processed = position
             if event is not None:
                 self._process([event])
                 self._remember(message_key_of(event.source_id))
@@ -242,8 +246,6 @@ class EmbeddedRuntime(RuntimeShell):
                     self.history.add(self.engine.advance(event.received_time.timestamp()))
             firsts = self._firsts(firsts, previous, event, ending)
             previous = b"" if event is None and ending == b"\n" else ending
-            if position == self.log.marked_from:  # an earlier version's lines end here
-                previous = MESSAGE_END
             if ending not in (BATCH_END, MESSAGE_END):
                 continue
             if event is None or not firsts:  # its first or last line unreadable: no key is known
