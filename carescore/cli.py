@@ -396,6 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full disk, an I/O error
+        print(f"error: {exc}", file=sys.stderr)
+        if args.func.__name__.startswith("cmd_import"):
+            print(
+                "the batches stored before it stay stored; run the same import again once this is "
+                "fixed: it stores the rest, none of it twice",
+                file=sys.stderr,
+            )
+        return 1
 
 
 if __name__ == "__main__":

@@ -237,6 +237,34 @@ def test_an_import_killed_inside_a_batch_and_run_again_stores_each_event_once(
     assert set(log["source_id"]) == set(cli_import["log"]["source_id"])
 
 
+def test_an_import_that_fills_the_disk_stops_cleanly_and_run_again_stores_each_event_once(
+    cli_import: dict[str, Any], small_disk: Path, tmp_path: Path
+) -> None:
+    """`carescore import mimic` into a data folder on a 48 MB filesystem (the demo's log alone
+    is about 160 MB): the write that finds the disk full is cut back, the import stops with
+    exit status 1 and says what to do (not a traceback). With the filesystem grown to 400 MB,
+    the same import stores the rest: the log holds every event of the uninterrupted import
+    exactly once."""
+    folder = needs_testdata("mimic-iv-demo")
+    config = tmp_path / "carescore.yaml"
+    config.write_text(yaml.safe_dump(settings_doc(small_disk / "data")))
+    full = command("import", "mimic", str(folder), "--config", str(config))
+    assert full.returncode == 1, full.stderr[-2000:]
+    assert "No space left on device" in full.stderr
+    assert "run the same import again" in full.stderr
+    assert "Traceback" not in full.stderr
+    grow = ["mount", "-o", "remount,size=400m", str(small_disk)]
+    grown = subprocess.run(grow, capture_output=True, text=True)
+    assert grown.returncode == 0, grown.stderr
+    again = command("import", "mimic", str(folder), "--config", str(config))
+    assert again.returncode == 0, again.stderr[-2000:]
+    stored = int(again.stdout.rsplit("done: ", 1)[1].split(" events stored")[0].replace(",", ""))
+    assert 0 < stored < cli_import["log"].height  # the first run's batches were kept
+    log = log_frame(sorted((small_disk / "data" / "events").glob("events-*.ndjson")))
+    assert log["source_id"].n_unique() == log.height
+    assert set(log["source_id"]) == set(cli_import["log"]["source_id"])
+
+
 ADMISSIONS = (
     "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,discharge_location,edregtime,edouttime\n"
     "10,100,2150-01-01 08:00:00,2150-01-03 10:00:00,,URGENT,HOME,,\n"
