@@ -139,12 +139,11 @@ class EventLog:
         path = self._path(self._segment)
         marked_from = self._marked_from()
         data = path.read_bytes() if path.exists() else b""
-        if marked_from is not None and _past(marked_from, self._segment, data):
-            # a folder restored from an older backup, the newer mark left: no line starts there
+        stale = marked_from is not None and _past(marked_from, self._segment, data)
+        if stale:  # a folder restored from an older backup, the newer mark left: where its own
+            # marks began is not known, so its whole lines are kept as an earlier version's are
             log.warning("event log %s: %s points past the log, marked again", self.directory, FORMAT_FILE)
-            marked_from, stale = (self._segment, 0), True
-        else:
-            stale = False
+            marked_from = None
         found = data.rfind(MESSAGE_END)
         whole = found + len(MESSAGE_END) if found >= 0 else 0
         if marked_from is None or marked_from[0] != self._segment:
@@ -164,7 +163,7 @@ class EventLog:
                 fh.truncate(whole)
                 if self.fsync:
                     os.fsync(fh.fileno())
-        if marked_from is None or (unmarked and lines) or stale:
+        if marked_from is None or (unmarked and lines):
             self._unmarked = not self._mark_folder(self._segment, whole)
             marked_from = (self._segment, whole)
         self.marked_from = Position(*marked_from)  # lines before it: an earlier version's

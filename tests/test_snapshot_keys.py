@@ -397,3 +397,24 @@ def test_a_format_mark_past_the_end_of_the_log_is_marked_again(settings_for: Cal
     finally:
         asyncio.run(again.close())
     assert logged(settings.data_dir) == {"lab.order": 5}
+
+
+async def test_an_earlier_versions_message_under_a_mark_past_the_log_is_kept_whole(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """The oldest version's log (plain newlines) restored with a newer format file that points
+    past it: its last message, two whole lines, was acknowledged and stays (taken for a
+    marked log, the start cut it as a message cut short)."""
+    settings = settings_for()
+    key = "LIS|R0042|0123456789abcdef0123"
+    old = b"".join(dump_event(e) + b"\n" for e in message(key))
+    segment(settings).parent.mkdir(parents=True)
+    segment(settings).write_bytes(old)
+    (settings.data_dir / "events" / "format").write_text('{"marked_from": [0, 1000000]}\n')
+    runtime = EmbeddedRuntime(settings)
+    try:
+        assert runtime.engine.events_processed == 2
+        assert await asyncio.wait_for(runtime.publish_nowait(key, message(key)), 30) is Published.duplicate
+    finally:
+        await runtime.close()
+    assert segment(settings).read_bytes() == old
