@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -396,15 +398,27 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # a full disk, an I/O error
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not _storage_failure(exc):
+            raise  # a bug keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
-        if args.func.__name__.startswith("cmd_import"):
+        if args.func is cmd_import_mimic:
             print(
                 "the batches stored before it stay stored; run the same import again once this is "
                 "fixed: it stores the rest, none of it twice",
                 file=sys.stderr,
             )
         return 1
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+"""What a full, failing, read-only or forbidden data folder raises: said in a line, not a traceback."""
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):  # the history, alert and dead-letter stores
+        return any(s in str(exc) for s in ("disk is full", "disk I/O error", "readonly database"))
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ windows are closed as the import goes, and time bounds refuse rows as they refus
 from __future__ import annotations
 
 import gzip
+import re
 import signal
 import sqlite3
 import subprocess
@@ -258,8 +259,11 @@ def test_an_import_that_fills_the_disk_stops_cleanly_and_run_again_stores_each_e
     assert grown.returncode == 0, grown.stderr
     again = command("import", "mimic", str(folder), "--config", str(config))
     assert again.returncode == 0, again.stderr[-2000:]
-    stored = int(again.stdout.rsplit("done: ", 1)[1].split(" events stored")[0].replace(",", ""))
+    done = re.search(r"done: ([\d,]+) events stored, ([\d,]+) already there", again.stdout)
+    assert done is not None, again.stdout[-500:]
+    stored, there = (int(n.replace(",", "")) for n in done.groups())
     assert 0 < stored < cli_import["log"].height  # the first run's batches were kept
+    assert stored + there == cli_import["log"].height
     log = log_frame(sorted((small_disk / "data" / "events").glob("events-*.ndjson")))
     assert log["source_id"].n_unique() == log.height
     assert set(log["source_id"]) == set(cli_import["log"]["source_id"])
