@@ -11,6 +11,7 @@ already closed count those events as late rather than reopening.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -209,7 +210,7 @@ def import_mimic(settings: Settings, folder: Path) -> None:
     reasons: list[str] = []
 
     def flush(rows: list[EventBase]) -> None:
-        # the batches are every MIMIC_BATCH rows, refused or not, so an import run again with
+        # the batches are every MIMIC_BATCH events, refused or not, so an import run again with
         # the same bounds makes the same appends (keyed by their first and last event) and
         # finds them all already there
         kept = []
@@ -241,8 +242,12 @@ def import_mimic(settings: Settings, folder: Path) -> None:
         for reason in reasons:
             print(f"refused {reason}", file=sys.stderr)
         _mimic_progress(counts, started, final=True)
-    finally:
-        asyncio.run(runtime.close())
+    except BaseException:
+        runtime.snapshot_at_stop = False  # see EmbeddedRuntime.snapshot_at_stop
+        with contextlib.suppress(Exception):  # the error that stopped the import is the one to tell
+            asyncio.run(runtime.close())
+        raise
+    asyncio.run(runtime.close())
 
 
 def _mimic_progress(counts: Counter[str], started: float, final: bool = False) -> None:

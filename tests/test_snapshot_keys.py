@@ -16,6 +16,7 @@ one on the same folder and resends: a duplicate, and the log holds the message o
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
 from engine.eventlog import BATCH_LINE_END, Position
 from engine.events import EventBase, dump_event
-from tests.helpers import lab
+from tests.helpers import enc, lab
 from tests.labserver import logged
 
 
@@ -418,3 +419,45 @@ async def test_an_earlier_versions_message_under_a_mark_past_the_log_is_kept_who
     finally:
         await runtime.close()
     assert segment(settings).read_bytes() == old
+
+
+def test_a_batch_stored_before_its_history_write_failed_keeps_its_key(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """An import closes windows as it goes: a batch is durable in the log, then its closed
+    windows go to the history. When that write fails (here SQLite's own "database or disk is
+    full", the history held to the pages it has), the batch is stored all the same, so its
+    key is kept: before, the import stopped without it, the stop's snapshot went past the
+    batch, and the import run again stored it a second time."""
+    settings = settings_for()
+    runtime = EmbeddedRuntime(settings)
+    runtime.close_every = 1  # close windows after every batch (an import: every 2,000 events)
+
+    def stay(n: int) -> list[EventBase]:  # each three days after the last, the clock with it
+        batch = [
+            enc("encounter.admit", n * 3 * 24 * 60, f"HF{n}"),
+            enc("encounter.discharge", n * 3 * 24 * 60 + 600, f"HF{n}"),
+        ]
+        runtime.clock = lambda: batch[-1].event_time.timestamp() + 3600
+        return batch
+
+    for n in range(2):
+        batch = stay(n)
+        assert runtime.ingest_now(batch_key(batch), batch) is Published.accepted
+    db = runtime.history._file.db
+    assert db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0  # the first's windows, kept
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(2, 60):  # until the windows a batch closes need a page more
+        batch = stay(n)
+        try:
+            assert runtime.ingest_now(batch_key(batch), batch) is Published.accepted
+        except sqlite3.OperationalError as exc:
+            assert "full" in str(exc)
+            break
+    else:
+        raise AssertionError("the history never filled")
+    assert batch_key(batch) in runtime.imported
+    assert runtime.ingest_now(batch_key(batch), batch) is Published.duplicate
+    runtime._lock.close()
+    assert logged(settings.data_dir) == {"encounter.admit": n + 1, "encounter.discharge": n + 1}

@@ -86,6 +86,9 @@ class EmbeddedRuntime(RuntimeShell):
         # import batches' keys, apart and whole: an import of more events than the snapshot
         # keeps keys for (every event's key is in `seen`) run again must still find them all
         self.imported: set[str] = set()
+        self.snapshot_at_stop = True
+        """False after a failed import: the next start replays its batches as after a kill, and
+        the windows whose history write failed are closed and written again."""
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # appends being written, by key
         self.processed = START
         self._last_snapshot = 0.0
@@ -165,9 +168,15 @@ class EmbeddedRuntime(RuntimeShell):
         """Blocking publish for bulk imports (CLI): same de-duplication, fsync per batch."""
         if message_key in self.imported or message_key in self.seen:
             return Published.duplicate
-        if events:
+        if not events:
+            self._remember(message_key)
+            return Published.accepted
+        commits = self.log.commits
+        try:
             self.log.append_now(events, batch=message_key.startswith(IMPORT_KEY))
-        self._remember(message_key)
+        finally:  # stored, also if processing it failed then (a history write): its key with it
+            if self.log.commits != commits:
+                self._remember(message_key)
         return Published.accepted
 
     def _remember(self, key: str) -> None:
@@ -412,7 +421,8 @@ class EmbeddedRuntime(RuntimeShell):
     async def _stop_transport(self) -> None:
         await self.log.close()
         self.history.flush()
-        self.write_snapshot()
+        if self.snapshot_at_stop:
+            self.write_snapshot()
 
     # -- reports -----------------------------------------------------------------------------
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
