@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
-"""What a full, failing, read-only or forbidden data folder raises: said in a line, not a traceback."""
+"""What a full, failing, read-only or forbidden disk raises (the data folder's, or an input
+file's): said in a line, not a traceback."""
 
 
 def _storage_failure(exc: BaseException) -> bool:

@@ -6,7 +6,8 @@ new length are durable, as write + fdatasync in one system call). One writer thr
 appends that arrive while it writes are written together in its next write (group commit),
 which keeps the ACK latency low when many senders are busy. A crash can at worst leave the
 last append cut short, also between two lines of one message; the start cuts the log back to
-the last whole message (MESSAGE_END). A write that fails (disk full, I/O error) is cut back
+the end of the last whole append (MESSAGE_END; an earlier version's whole lines are kept, see
+_repair_tail). A write that fails (disk full, I/O error) is cut back
 off the segment before the appenders hear of it: what was refused never reaches the log
 later, and the next batch does not land after half a line. A line that cannot be read in the
 middle of a segment (a disk fault) is copied to quarantine.ndjson and counted, never a failed
@@ -57,7 +58,8 @@ was never reported stored) and importing again stores it once, under its key."""
 
 FORMAT_FILE = "format"
 """In an event log folder whose appends end with MESSAGE_END: from which segment and offset
-(`{"marked_from": [segment, offset]}`; before it, lines an earlier version wrote)."""
+(`{"marked_from": [segment, offset]}`; before it, lines an earlier version wrote, or lines a
+restored backup held when its mark could not be trusted)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -88,8 +88,9 @@ class MimicExtractError(ValueError):
 
 def _read(folder: Path, name: str, times: tuple[str, ...]) -> pl.DataFrame:
     """A table, its time columns read as times even when empty (an extract without deaths),
-    the optional columns it lacks added empty; a needed column missing, or a needed time left
-    empty, is a MimicExtractError naming the file and the column."""
+    the optional columns it lacks added empty; a missing or unreadable file, a needed column
+    missing, a needed time left empty or a value that is not a time (_parse_times) is a
+    MimicExtractError naming the file (and the column)."""
     path = folder / "hosp" / f"{name}.csv.gz"
     try:
         frame = pl.read_csv(
