@@ -86,7 +86,8 @@ class KpiCollector(Collector):
 
 def _durability(backend: Backend) -> Iterator[Metric]:
     """What the runtime survived: event-log write failures cut back, unreadable log lines
-    quarantined, events the engine raised on, components restarted by the supervisor."""
+    quarantined, history writes retried, events the engine raised on, components restarted
+    by the supervisor."""
     log = getattr(backend, "log", None)
     if log is not None:
         for name, doc, value in (
@@ -104,6 +105,14 @@ def _durability(backend: Backend) -> Iterator[Metric]:
             family = CounterMetricFamily(name, doc)
             family.add_metric([], float(value))
             yield family
+    history = getattr(backend, "history", None)
+    if history is not None and hasattr(history, "write_errors"):
+        family = CounterMetricFamily(
+            "carescore_history_write_errors",
+            "KPI history writes that failed (their windows kept and written with the next write).",
+        )
+        family.add_metric([], float(history.write_errors))
+        yield family
     errors = getattr(backend, "engine_errors", None)
     if errors is not None:
         family = CounterMetricFamily(

@@ -90,10 +90,13 @@ class History:
         self._pending: list[Sample] = []  # handed to add_later(), not yet taken by a write
         self._pending_lock = threading.Lock()
         self._draining = False  # a write that will take _pending is queued
+        self._failed: list[Sample] = []  # a failed write's windows, written again with the next
+        self.write_errors = 0
 
     def add_later(self, samples: list[Sample]) -> None:
         """add() on the history's own thread, in order: a runtime's event loop does not wait
-        for the disk (a failure is logged there and the windows come again on replay).
+        for the disk (a failure is logged and counted there, and its windows are written with
+        the next write: _drain).
         Batches handed in while a write is queued go into that write: one transaction
         however many ticks it covers, so the writer does not fall behind the closing."""
         if not samples:
@@ -106,13 +109,19 @@ class History:
         self._written = self._writer.submit(self._drain)
 
     def _drain(self) -> None:
+        """One write of what is pending, after what the last failed write held: the engine has
+        closed those windows and will not close them again (a snapshot may already hold them
+        closed), so a failure (a full disk) keeps them for the next write, not for a replay."""
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._draining = False
+        batch, self._failed = self._failed + batch, []
         try:
             self.add(batch)
         except Exception:
-            log.exception("history write failed", extra={"samples": len(batch)})
+            self.write_errors += 1
+            self._failed = batch
+            log.exception("history write failed; kept for the next", extra={"samples": len(batch)})
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""

@@ -111,7 +111,9 @@ def test_a_full_disk_answers_ae_loses_nothing_and_counts_nothing_twice(
         assert report_n(server, "lab_tat_stat", start, end) == total
         stored = logged(small_disk / "data")  # each message's events once in the log, no more, no less
         assert (stored.get("lab.order"), stored.get("lab.result")) == (total, total), stored
-        assert "carescore_eventlog_corrupt_lines_total 0.0" in httpx.get(server.url("/metrics")).text
+        metrics = httpx.get(server.url("/metrics")).text
+        assert "carescore_eventlog_corrupt_lines_total 0.0" in metrics
+        assert "carescore_history_write_errors_total" in metrics  # this restart's history: its own disk
     finally:
         server.stop()
 

@@ -156,3 +156,44 @@ def test_samples_built_without_validation_are_the_samples_validation_builds() ->
     assert run.model_dump_json() == validated.model_copy(update={"until": at(120)}).model_dump_json()
     with pytest.raises(ValidationError):
         computed("k", group, window, 1.0, None, None, 2.5, "ok", at(61), True)  # type: ignore[arg-type]
+
+
+def test_windows_a_failed_history_write_held_are_written_with_the_next(
+    tmp_path: Path, places: Places
+) -> None:
+    # a count over 60 minutes stepping by 5, complaints at minute 10 of each hour: 12 windows
+    # per hour holding that hour's (as above). After hour 2 the file is held to the pages it has (SQLite's own
+    # "database or disk is full", as on a full disk) until a write fails; then it may grow again,
+    # and the next hour's write carries the failed one's windows: every hour's 12 are stored.
+    # Before, the failed windows were logged and gone (the engine does not close them again).
+    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
+    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+
+    def hour(n: int) -> None:  # one complaint in even hours, two in odd: a new run each hour
+        for _ in range(1 + n % 2):
+            engine.process(ev("experience.complaint", 60 * n + 10))
+        history.add_later(engine.advance(ts(60 * n + 75)))  # past the window ending at 70
+        history.flush()
+
+    def pragma(sql: str) -> int:
+        with history._file.lock:
+            return int(history._file.db.execute(sql).fetchone()[0])
+
+    for n in range(2):
+        hour(n)
+    pragma(f"PRAGMA max_page_count = {pragma('PRAGMA page_count')}")
+
+    def kept() -> int:
+        return len(history.query("k", unit="4W", limit=100_000))
+
+    n = 2
+    while kept() == 12 * n:  # until an hour's windows are not stored
+        hour(n)
+        n += 1
+        assert n < 2000, "the history never filled"
+    pragma("PRAGMA max_page_count = 1073741823")
+    hour(n)
+    windows = history.query("k", unit="4W", limit=100_000)
+    assert [w.value for w in windows] == [1.0 + h % 2 for h in range(n + 1) for _ in range(12)]
+    assert history.write_errors == 1
+    history.close()
