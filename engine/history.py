@@ -16,6 +16,7 @@ file from before runs (table `samples`, one row per window) is converted when op
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,6 +74,17 @@ def _iso_epoch(column: str) -> str:
     return f"CAST(strftime('%s', {column}) AS INTEGER)"
 
 
+FAILED_KEPT = 200_000
+"""Windows a failed write keeps for the next (a disk full for long: the newest are kept)."""
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """A full or failing disk (worth writing again), not a sample the store cannot take."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(s in str(exc) for s in ("full", "disk I/O error", "locked", "readonly"))
+    return isinstance(exc, OSError)
+
+
 class History:
     """clocks: each KPI's pane clock (how a run's windows follow each other); a KPI without
     one is answered row by row."""
@@ -118,10 +130,16 @@ class History:
         batch, self._failed = self._failed + batch, []
         try:
             self.add(batch)
-        except Exception:
+        except Exception as exc:
             self.write_errors += 1
-            self._failed = batch
-            log.exception("history write failed; kept for the next", extra={"samples": len(batch)})
+            if not _storage_failure(exc):  # a bug in a sample: kept, it would fail every write
+                log.exception("history write failed; its windows dropped", extra={"samples": len(batch)})
+                return
+            self._failed = batch[-FAILED_KEPT:]
+            log.exception(
+                "history write failed; kept for the next",
+                extra={"samples": len(batch), "dropped": len(batch) - len(self._failed)},
+            )
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""
