@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
+import contextlib
 import os
 import sqlite3
 import sys
@@ -26,6 +26,7 @@ from carescore.settings import DEFAULT_CONFIG, settings_from
 from carescore.shell import DataDirBusy
 from engine.config import Settings, packaged_kpi_defs
 from engine.definitions import Catalogue, _documents, load_catalogue
+from engine.diskfaults import storage_failure
 from engine.logs import setup_logging
 from engine.yamlconf import ConfigError, load_yaml
 
@@ -61,33 +62,46 @@ def cmd_import_mimic(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging("WARNING")
     try:
-        import_mimic(settings, Path(args.directory))
+        problem = import_mimic(settings, Path(args.directory))
     except MimicExtractError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return _unstored(problem)
 
 
-def _offline(args: argparse.Namespace, work: Any) -> Any:
-    """Run one offline job (an import, a replay) over the data folder."""
+def _unstored(problem: str | None) -> int:
+    """A stop whose history lacks windows (carescore.offline.unstored): said, and exit 1."""
+    if problem is None:
+        return 0
+    print(f"error: {problem}", file=sys.stderr)
+    return 1
+
+
+def _offline(args: argparse.Namespace, work: Any) -> tuple[Any, str | None]:
+    """Run one offline job (an import, a replay) over the data folder: its result, and what
+    the history could not store (carescore.offline.unstored)."""
     from carescore.offline import Offline
 
     settings = _settings(args)
     setup_logging("WARNING")
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, str | None]:
         offline = Offline(settings)
         try:
-            return await work(offline)
-        finally:
-            await offline.close()
+            result = await work(offline)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the job is the one to tell
+                await offline.close()
+            raise
+        return result, await offline.close()
 
     return asyncio.run(go())
 
 
-def _finish(summary: Any) -> int:
+def _finish(done: tuple[Any, str | None]) -> int:
+    summary, problem = done
     print(summary.render(), flush=True)
-    return 1 if summary.counts["rejected"] else 0
+    return max(1 if summary.counts["rejected"] else 0, _unstored(problem))
 
 
 def cmd_import_fhir(args: argparse.Namespace) -> int:
@@ -129,8 +143,9 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     """In-process on the data folder, or through the running carescore's API."""
     ids = [int(i) for i in args.ids]
+    problem = None
     try:
-        done = _offline(args, lambda o: o.replay(ids, args.source, args.all))
+        done, problem = _offline(args, lambda o: o.replay(ids, args.source, args.all))
         results = [r.as_dict() for r in done]
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
@@ -143,7 +158,7 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
         )
     taken = sum(r["taken"] for r in results)
     print(f"{len(results)} replayed: {taken} taken, {len(results) - taken} still rejected")
-    return 0 if taken == len(results) else 1
+    return max(0 if taken == len(results) else 1, _unstored(problem))
 
 
 def _replay_remote(args: argparse.Namespace, ids: list[int]) -> list[dict[str, Any]]:
@@ -399,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (OSError, sqlite3.OperationalError) as exc:
-        if not _storage_failure(exc):
+        if not storage_failure(exc):
             raise  # a bug keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         if args.func is cmd_import_mimic:
@@ -409,17 +424,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 1
-
-
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
-"""What a full, failing, read-only or forbidden disk raises (the data folder's, or an input
-file's): said in a line, not a traceback."""
-
-
-def _storage_failure(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):  # the history, alert and dead-letter stores
-        return any(s in str(exc) for s in ("disk is full", "disk I/O error", "readonly database"))
-    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
 if __name__ == "__main__":

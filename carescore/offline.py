@@ -103,9 +103,11 @@ class Offline:
         self.intake = Intake(settings, self.runtime, self.runtime.dead_letters)
         self.out = out
 
-    async def close(self) -> None:
+    async def close(self) -> str | None:
+        """Close the folder; what the history could not store, if anything (unstored())."""
         self.runtime.close_windows()  # every input has been committed (awaited) by now
         await self.runtime.close()
+        return unstored(self.runtime)
 
     # -- FHIR bulk NDJSON -------------------------------------------------------------------
     async def import_fhir(self, paths: list[Path]) -> ImportSummary:
@@ -179,17 +181,31 @@ class Offline:
         return await Replayer(self.settings, self.runtime, store).replay(letters)
 
 
+def unstored(runtime: EmbeddedRuntime) -> str | None:
+    """After a stop: why the history lacks windows the import closed (a full disk), or None.
+    The stop then wrote no snapshot, so the next start closes them again and stores them."""
+    history = runtime.history
+    if history.settled(history.mark()):
+        return None
+    return (
+        f"the history could not store {history.held:,} closed windows ({history.last_error}); the "
+        "events are stored, and the next start closes those windows again and stores them "
+        "(no snapshot was written past them)"
+    )
+
+
 # -- MIMIC-IV tabular import ----------------------------------------------------------------
 MIMIC_BATCH = 5000
 REFUSALS_SHOWN = 20
 
 
-def import_mimic(settings: Settings, folder: Path) -> None:
+def import_mimic(settings: Settings, folder: Path) -> str | None:
     """`carescore import mimic`: the MIMIC-IV tables as events (connectors/feeds/mimic.py),
     stored through the pipeline a batch at a time without an event loop (one commit each;
     a batch imported again is a duplicate). Windows close as they go, as in the other
     imports. An event time outside engine.max_future / max_age is refused and counted, not
     kept as a dead letter: the tables are the record, and no connector could replay it.
+    Returns what the history could not store (unstored()), if anything.
 
     The bounds are held against the start of the import's UTC day, the day the patients are
     moved to end before, not against its time of day: run again on any day with the same
@@ -248,6 +264,7 @@ def import_mimic(settings: Settings, folder: Path) -> None:
             asyncio.run(runtime.close())
         raise
     asyncio.run(runtime.close())
+    return unstored(runtime)
 
 
 def _mimic_progress(counts: Counter[str], started: float, final: bool = False) -> None:

@@ -16,7 +16,6 @@ file from before runs (table `samples`, one row per window) is converted when op
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.diskfaults import storage_failure
 from engine.samples import Group, Sample, Window, ts_to_dt
 from engine.sqlite import SQLiteFile
 from engine.windows import PaneClock
@@ -75,24 +75,24 @@ def _iso_epoch(column: str) -> str:
 
 
 FAILED_KEPT = 200_000
-"""Windows a failed write keeps for the next (a disk full for long: the newest are kept)."""
-
-
-def _storage_failure(exc: BaseException) -> bool:
-    """A full or failing disk (worth writing again), not a sample the store cannot take."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return any(s in str(exc) for s in ("full", "disk I/O error", "locked", "readonly"))
-    return isinstance(exc, OSError)
+"""Windows a failed write keeps for the next (a disk full for long: the newest are kept, and
+no snapshot is published in this process again: the next start closes them all again)."""
 
 
 class History:
     """clocks: each KPI's pane clock (how a run's windows follow each other); a KPI without
-    one is answered row by row."""
+    one is answered row by row.
+
+    Windows reach the file on the history's own thread, in order. A write the disk refuses
+    (diskfaults.storage_failure) keeps its windows for the next write, because the engine
+    closes a window once: `settled(mark())` tells a snapshot whether every window closed
+    before it is on disk, so that a snapshot is never published past a window the history
+    lacks (the next start would not close it again)."""
 
     def __init__(self, path: Path, clocks: Mapping[str, PaneClock] | None = None):
         self.clocks = dict(clocks or {})
-        # NORMAL: a commit lost to a power cut is closed again by the replay
-        self._file = SQLiteFile(path, synchronous="NORMAL")
+        # FULL: a write is on disk before a snapshot past its windows is (one fsync a write)
+        self._file = SQLiteFile(path, synchronous="FULL")
         self._file.script(SCHEMA)
         self._series: dict[SeriesKey, int] = self._load_series()
         if self._file.query("SELECT name FROM sqlite_master WHERE name = 'samples'"):
@@ -103,7 +103,11 @@ class History:
         self._pending_lock = threading.Lock()
         self._draining = False  # a write that will take _pending is queued
         self._failed: list[Sample] = []  # a failed write's windows, written again with the next
+        self._handed = 0  # add_later() calls so far (a mark)
+        self._settled = 0  # of those, the ones whose windows are stored (or dropped as a bug's)
+        self._gap = False  # windows a long failure dropped (FAILED_KEPT): nothing settles again
         self.write_errors = 0
+        self.last_error: str | None = None
 
     def add_later(self, samples: list[Sample]) -> None:
         """add() on the history's own thread, in order: a runtime's event loop does not wait
@@ -115,36 +119,71 @@ class History:
             return
         with self._pending_lock:
             self._pending.extend(samples)
+            self._handed += 1
             if self._draining:
                 return
             self._draining = True
         self._written = self._writer.submit(self._drain)
 
+    def add_now(self, samples: list[Sample]) -> None:
+        """add_later(), then wait for it (imports, a start's replay): a failure is kept the
+        same way, not raised, so an import goes on and its stop publishes no snapshot."""
+        self.add_later(samples)
+        self.flush()
+
     def _drain(self) -> None:
         """One write of what is pending, after what the last failed write held: the engine has
-        closed those windows and will not close them again (a snapshot may already hold them
-        closed), so a failure (a full disk) keeps them for the next write, not for a replay."""
+        closed those windows and will not close them again, so a failure (a full disk) keeps
+        them for the next write, and no snapshot is published past them meanwhile (settled)."""
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._draining = False
+            upto = self._handed
         batch, self._failed = self._failed + batch, []
         try:
             self.add(batch)
         except Exception as exc:
             self.write_errors += 1
-            if not _storage_failure(exc):  # a bug in a sample: kept, it would fail every write
+            self.last_error = str(exc)
+            if not storage_failure(exc):  # a bug in a sample: kept, it would fail every write
                 log.exception("history write failed; its windows dropped", extra={"samples": len(batch)})
+                self._settled = upto  # closed again by a replay, they would fail again
                 return
             self._failed = batch[-FAILED_KEPT:]
+            self._gap = self._gap or len(batch) > FAILED_KEPT
             log.exception(
                 "history write failed; kept for the next",
                 extra={"samples": len(batch), "dropped": len(batch) - len(self._failed)},
             )
+            return
+        self._settled = upto
+
+    @property
+    def held(self) -> int:
+        """Windows a failed write holds for the next one."""
+        return len(self._failed)
+
+    def mark(self) -> int:
+        """Where the windows handed in so far end (for settled())."""
+        with self._pending_lock:
+            return self._handed
+
+    def settled(self, mark: int) -> bool:
+        """Every window handed in before `mark` is in the file: a snapshot taken at `mark` may
+        replace the last one."""
+        return self._settled >= mark and not self._failed and not self._gap
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""
         if self._written is not None:
             self._written.result()
+
+    def settle(self) -> bool:
+        """At a stop: wait for the writes, then write the held windows once more; settled()."""
+        self.flush()
+        if self._failed:
+            self._writer.submit(self._drain).result()
+        return self.settled(self.mark())
 
     def query_later(self, kpi: str, **where: Any) -> Future[list[Sample]]:
         """query() on the history's own thread, after every write handed to add_later()

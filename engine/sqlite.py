@@ -27,9 +27,9 @@ class SQLiteFile:
     steps (store a batch, then prune) holds `with f.lock:` around them; the methods below
     take the same (re-entrant) lock.
 
-    synchronous: FULL (the default) makes every commit durable across a power cut; NORMAL,
-    for data that can be rebuilt (the KPI history is closed again by a replay), may lose
-    the last commits then but never corrupts the file in WAL mode.
+    synchronous: FULL (the default) makes every commit durable across a power cut; NORMAL
+    may lose the last commits then but never corrupts the file in WAL mode (for data that
+    can be rebuilt, and only where nothing durable, such as a snapshot, points past it).
     row_factory: e.g. sqlite3.Row for rows addressable by column name.
     """
 

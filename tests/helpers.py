@@ -7,6 +7,7 @@ from itertools import count
 from typing import Any
 
 from engine.events import EncounterEvent, LabEvent
+from engine.history import History
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 _ids = count()
@@ -52,3 +53,15 @@ def enc(kind: str, minutes: float, visit: str, unit: str | None = "4W", **fields
 
 def ts(minutes: float) -> float:
     return at(minutes).timestamp()
+
+
+def every_window(history: History, end: datetime | None = None) -> set[tuple[object, ...]]:
+    """Every window a history answers (ending by `end`), without the time it was computed at."""
+    return {
+        (w.kpi, w.group, w.window.start, w.window.end, w.value, w.numerator, w.denominator, w.n, w.status)
+        for kpi, facility, department, unit in history.series()
+        for w in history.query(
+            kpi, facility=facility, department=department or None, unit=unit or None, end=end, limit=10**7
+        )
+        if (w.group.department or "", w.group.unit or "") == (department, unit)
+    }

@@ -16,7 +16,6 @@ one on the same folder and resends: a duplicate, and the log holds the message o
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from engine.bus import Published, StorageUnavailable
 from engine.config import Settings
 from engine.eventlog import BATCH_LINE_END, Position
 from engine.events import EventBase, dump_event
-from tests.helpers import enc, lab
+from tests.helpers import enc, every_window, lab
 from tests.labserver import logged
 
 
@@ -421,43 +420,60 @@ async def test_an_earlier_versions_message_under_a_mark_past_the_log_is_kept_who
     assert segment(settings).read_bytes() == old
 
 
-def test_a_batch_stored_before_its_history_write_failed_keeps_its_key(
-    settings_for: Callable[..., Settings],
+def test_an_import_whose_history_fills_stores_every_batch_once_and_the_next_start_every_window(
+    settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """An import closes windows as it goes: a batch is durable in the log, then its closed
-    windows go to the history. When that write fails (here SQLite's own "database or disk is
-    full", the history held to the pages it has), the batch is stored all the same, so its
-    key is kept: before, the import stopped without it, the stop's snapshot went past the
-    batch, and the import run again stored it a second time."""
-    settings = settings_for()
-    runtime = EmbeddedRuntime(settings)
-    runtime.close_every = 1  # close windows after every batch (an import: every 2,000 events)
+    """An import closes windows as it goes: a batch is durable in the log, then the windows
+    it closed go to the history. When that write fails (SQLite's own "database or disk is
+    full": the history held to the pages it has), the batch is stored and keeps its key, the
+    import goes on (the history keeps the windows for its next write, which fails too while
+    the disk is full), and the stop writes no snapshot, so the next start, the disk fixed,
+    closes those windows again and stores them. Its history is then the history of the same
+    batches on a healthy disk. Before, the import stopped at the failure (and earlier still, a
+    stop's snapshot went past windows the history never stored: gone for good)."""
+    stays = 40
 
-    def stay(n: int) -> list[EventBase]:  # each three days after the last, the clock with it
-        batch = [
+    def stay(n: int) -> list[EventBase]:  # each three days after the last
+        return [
             enc("encounter.admit", n * 3 * 24 * 60, f"HF{n}"),
             enc("encounter.discharge", n * 3 * 24 * 60 + 600, f"HF{n}"),
         ]
-        runtime.clock = lambda: batch[-1].event_time.timestamp() + 3600
-        return batch
 
-    for n in range(2):
-        batch = stay(n)
-        assert runtime.ingest_now(batch_key(batch), batch) is Published.accepted
-    db = runtime.history._file.db
-    assert db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0  # the first's windows, kept
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count = {pages}")
-    for n in range(2, 60):  # until the windows a batch closes need a page more
-        batch = stay(n)
-        try:
+    def importer(settings: Settings) -> EmbeddedRuntime:
+        runtime = EmbeddedRuntime(settings)
+        runtime.close_every = 2  # close windows after every stay (an import: every 2,000 events)
+        return runtime
+
+    healthy = importer(settings_for(data_dir=tmp_path / "healthy"))
+    full_settings = settings_for(data_dir=tmp_path / "full")
+    full = importer(full_settings)
+    batches = [stay(n) for n in range(stays)]
+    clock = batches[-1][-1].event_time.timestamp() + 3600  # an hour after the last discharge
+    for n, batch in enumerate(batches):
+        for runtime in (healthy, full):
+            runtime.clock = lambda b=batch: b[-1].event_time.timestamp() + 3600
             assert runtime.ingest_now(batch_key(batch), batch) is Published.accepted
-        except sqlite3.OperationalError as exc:
-            assert "full" in str(exc)
-            break
-    else:
-        raise AssertionError("the history never filled")
-    assert batch_key(batch) in runtime.imported
-    assert runtime.ingest_now(batch_key(batch), batch) is Published.duplicate
-    runtime._lock.close()
-    assert logged(settings.data_dir) == {"encounter.admit": n + 1, "encounter.discharge": n + 1}
+        if n == 1:  # the first two stays' windows stored; from here on the file cannot grow
+            db = full.history._file.db
+            assert db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+            db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    assert full.history.write_errors > 0 and full.history.held > 0, "the history never filled"
+    assert full.ingest_now(batch_key(batches[-1]), batches[-1]) is Published.duplicate
+    for runtime in (healthy, full):  # as an import's end does (Offline.close)
+        runtime.clock = lambda: clock
+        runtime.close_windows(clock)
+        asyncio.run(runtime.close())
+    assert healthy.snapshot_path.exists() and not full.snapshot_path.exists()
+    assert logged(full_settings.data_dir) == {"encounter.admit": stays, "encounter.discharge": stays}
+
+    again = EmbeddedRuntime(full_settings)  # the disk has room again (max_page_count was the connection's)
+    again.clock = lambda: clock
+    for batch in batches:  # every batch is known: an import run again stores none
+        assert again.ingest_now(batch_key(batch), batch) is Published.duplicate
+    again.close_windows(clock)
+    reference = EmbeddedRuntime(healthy.settings)
+    try:
+        assert every_window(again.history) == every_window(reference.history) != set()
+    finally:
+        asyncio.run(again.close())
+        reference._lock.close()

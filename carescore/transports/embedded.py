@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from carescore.metrics import show_watermark_lags
@@ -48,7 +49,9 @@ restart after a long stop, a burst of old data) takes twice as long and holds no
 REPLAY_ADVANCE_EVERY = 2000
 """Events between two closings of windows while the log is replayed or a backfill imported:
 windows close as the data goes by, as they do live, so state holds the open windows only
-(not every pane since the first event) and history is written as it would have been."""
+(not every pane since the first event) and history is written as it would have been. Counted
+by the engine's events since the first (_process_closing): an import and a replay of the same
+log close at the same events."""
 
 
 def _find_prctl() -> Any:
@@ -93,10 +96,12 @@ class EmbeddedRuntime(RuntimeShell):
         self.processed = START
         self._last_snapshot = 0.0
         self._snapshot_pid: int | None = None
+        self._snapshot_mark = 0  # the history's mark at the fork
+        self._ready: tuple[Path, int] | None = None  # a snapshot written, waiting for the history
         self._reporter: tuple[Position, Reporter] | None = None
         self.engine_errors = 0  # events the engine raised on (counted, logged, skipped)
         self.close_every = 0  # imports: close windows every this many events (ticks do it live)
-        self._since_close = 0
+        self._closed_at = -1  # events_processed at the last close (_process_closing)
         self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
         self.recover()
 
@@ -186,7 +191,10 @@ class EmbeddedRuntime(RuntimeShell):
             self.seen.add(key)
 
     def _on_commit(self, events: list[EventBase], position: Position) -> None:
-        self._process(events)
+        if self.close_every:
+            self._process_closing(events, self.close_every)
+        else:
+            self._process(events)
         self.processed = position
         # the keys with their events, not when the appenders hear (a callback later): a tick
         # can fork a snapshot in between, and a snapshot holding events but not their keys
@@ -198,13 +206,8 @@ class EmbeddedRuntime(RuntimeShell):
             self.alerts.saw(events, self.clock())
         except Exception:
             log.exception("feed staleness bookkeeping failed")
-        if self.close_every:
-            self._since_close += len(events)
-            if self._since_close >= self.close_every:
-                self._since_close = 0
-                self.close_windows()
 
-    def _process(self, events: list[EventBase]) -> None:
+    def _process(self, events: list[EventBase] | tuple[EventBase, ...]) -> None:
         """Every event to the engine. One that makes the engine raise is logged and counted
         (carescore_engine_event_errors) and the rest of the batch still goes in: the batch is
         durable and acknowledged, so stopping at the bad event would lose those after it, and
@@ -220,11 +223,24 @@ class EmbeddedRuntime(RuntimeShell):
                     extra={"event_type": event.type, "source": event.source},
                 )
 
+    def _process_closing(self, events: list[EventBase], every: int) -> None:
+        """_process(), closing windows after each event that makes the engine's count a multiple
+        of `every`, at that event's received time: where the windows close depends on the log
+        alone, so an import and a start replaying its events (after a kill, or a stop that
+        could not write its snapshot) close them at the same events, and count the same late
+        ones. (At the wall clock and a commit's end, a replay's windows differed from the
+        import's wherever an event came after its window had closed in one and not the other.)"""
+        engine = self.engine
+        for event in events:
+            self._process((event,))
+            count = engine.events_processed
+            if count % every == 0 and count != self._closed_at:
+                self._closed_at = count
+                self.history.add_now(engine.advance(event.received_time.timestamp()))
+
     def close_windows(self, now: float | None = None) -> None:
         """Close the windows the watermarks have passed and keep them in the history."""
-        closed = self.engine.advance(self.clock() if now is None else now)
-        if closed:
-            self.history.add(closed)
+        self.history.add_now(self.engine.advance(self.clock() if now is None else now))
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -248,11 +264,9 @@ class EmbeddedRuntime(RuntimeShell):
                 previous = MESSAGE_END
             before = self.processed = position
             if event is not None:
-                self._process([event])
+                self._process_closing([event], REPLAY_ADVANCE_EVERY)
                 self._remember(message_key_of(event.source_id))
                 replayed += 1
-                if replayed % REPLAY_ADVANCE_EVERY == 0:
-                    self.history.add(self.engine.advance(event.received_time.timestamp()))
             firsts = self._firsts(firsts, previous, event, ending)
             previous = b"" if event is None and ending == b"\n" else ending
             if ending not in (BATCH_END, MESSAGE_END):
@@ -317,21 +331,38 @@ class EmbeddedRuntime(RuntimeShell):
             return None
         return snap
 
-    def write_snapshot(self) -> None:
-        """Write the snapshot now (on stop; tests). Ticks use snapshot_in_background()."""
+    def write_snapshot(self) -> bool:
+        """Write the snapshot now (on stop; tests), unless the history lacks a window the engine
+        has closed (a failed write: settled): the last snapshot stays, so the next start
+        closes those windows again and writes them. Ticks use snapshot_in_background()."""
         self._reap_snapshot(wait=True)
-        self._write_snapshot_file()
+        self._discard_ready()
+        if not self.history.settled(self.history.mark()):
+            log.error(
+                "no snapshot: the history could not store %d closed windows (%s); the next start "
+                "closes them again from the last snapshot",
+                self.history.held,
+                self.history.last_error,
+            )
+            return False
+        self._write_snapshot_file(self._tmp(os.getpid()))
         self._last_snapshot = time.time()
+        return True
 
     def snapshot_in_background(self) -> None:
         """Snapshot from a forked child: it sees the state as of the fork (copy-on-write) and
         serialises and fsyncs it while the loop goes on (a large state takes about a second:
-        no ACK waits for it). Where fork does not exist, written in place."""
+        no ACK waits for it). It replaces the last snapshot only once the history holds every
+        window closed before the fork (_publish). Where fork does not exist, written in place."""
         if self._reap_snapshot(wait=False):
-            return  # the last one is still being written
+            return  # the last one is still being written, or waits for the history
         self._last_snapshot = time.time()
+        mark = self.history.mark()
         if not hasattr(os, "fork"):
-            self._write_snapshot_file()
+            tmp = self._tmp(os.getpid())
+            self._write_snapshot_file(tmp, publish=False)
+            self._ready = (tmp, mark)
+            self._publish()
             return
         parent = os.getpid()
         pid = os.fork()
@@ -340,35 +371,62 @@ class EmbeddedRuntime(RuntimeShell):
             try:
                 _die_with(parent)
                 self._lock.close()  # the lock is the parent's: a killed parent frees the folder
-                self._write_snapshot_file()
+                self._write_snapshot_file(self._tmp(os.getpid()), publish=False)
                 code = 0
             finally:
                 os._exit(code)
         self._snapshot_pid = pid
+        self._snapshot_mark = mark
 
     def _reap_snapshot(self, wait: bool) -> bool:
-        """True while a forked snapshot is still being written."""
-        if self._snapshot_pid is None:
-            return False
-        pid, status = os.waitpid(self._snapshot_pid, 0 if wait else os.WNOHANG)
-        if pid == 0:
-            return True
-        self._snapshot_pid = None
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.warning("background snapshot failed; the next tick tries again", extra={"status": status})
-            self._last_snapshot = 0.0
-        return False
+        """True while a forked snapshot is still being written or waits for the history."""
+        if self._snapshot_pid is not None:
+            pid, status = os.waitpid(self._snapshot_pid, 0 if wait else os.WNOHANG)
+            if pid == 0:
+                return True
+            self._snapshot_pid = None
+            if os.waitstatus_to_exitcode(status) != 0:
+                log.warning("background snapshot failed; the next tick tries again", extra={"status": status})
+                self._last_snapshot = 0.0
+                return False
+            self._ready = (self._tmp(pid), self._snapshot_mark)
+        return self._publish() is False
 
-    def _write_snapshot_file(self) -> None:
+    def _publish(self) -> bool | None:
+        """The written snapshot replaces the last one once the history has stored every window
+        closed before it: None (nothing waits), True (replaced), False (still waiting: a write
+        under way, or windows a failed write holds; no newer snapshot is taken meanwhile)."""
+        if self._ready is None:
+            return None
+        tmp, mark = self._ready
+        if not self.history.settled(mark):
+            return False
+        self._ready = None
+        try:
+            os.replace(tmp, self.snapshot_path)
+        except OSError:
+            log.exception("a written snapshot could not replace the last one; the next tick tries again")
+            self._last_snapshot = 0.0
+        return True
+
+    def _tmp(self, pid: int) -> Path:
+        return self.snapshot_path.with_suffix(f".{pid}.tmp")  # removed at start when left
+
+    def _discard_ready(self) -> None:
+        if self._ready is not None:
+            self._ready[0].unlink(missing_ok=True)
+            self._ready = None
+
+    def _write_snapshot_file(self, tmp: Path, publish: bool = True) -> None:
         position, engine = self.processed.to_list(), self.engine.snapshot()
         seen = self.seen.newest(SNAPSHOT_SEEN) + sorted(self.imported)
         snap = Checkpoint(self.fingerprint, position, engine, seen)
-        tmp = self.snapshot_path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(snap.encode())
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.snapshot_path)
+        if publish:
+            os.replace(tmp, self.snapshot_path)
 
     # -- the tick ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
@@ -420,9 +478,12 @@ class EmbeddedRuntime(RuntimeShell):
 
     async def _stop_transport(self) -> None:
         await self.log.close()
-        self.history.flush()
+        self.history.settle()
         if self.snapshot_at_stop:
             self.write_snapshot()
+        else:
+            self._reap_snapshot(wait=True)
+            self._discard_ready()
 
     # -- reports -----------------------------------------------------------------------------
     def report(self, kpi_id: str, start: datetime, end: datetime, by: Level = "unit") -> list[ReportRow]:
