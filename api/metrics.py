@@ -113,6 +113,13 @@ def _durability(backend: Backend) -> Iterator[Metric]:
         )
         family.add_metric([], float(history.write_errors))
         yield family
+        held = GaugeMetricFamily(
+            "carescore_history_held_windows",
+            "Closed windows a failed history write holds for the next (no snapshot is published "
+            "until they are written).",
+        )
+        held.add_metric([], float(history.held))
+        yield held
     errors = getattr(backend, "engine_errors", None)
     if errors is not None:
         family = CounterMetricFamily(
