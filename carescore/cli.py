@@ -90,8 +90,8 @@ def _offline(args: argparse.Namespace, work: Any) -> tuple[Any, str | None]:
         try:
             result = await work(offline)
         except BaseException:
-            with contextlib.suppress(Exception):  # the error that stopped the job is the one to tell
-                await offline.close()
+            with contextlib.suppress(Exception):  # the error that stopped the job is the one raised
+                _unstored(await offline.close())
             raise
         return result, await offline.close()
 

@@ -104,8 +104,10 @@ class Offline:
         self.out = out
 
     async def close(self) -> str | None:
-        """Close the folder; what the history could not store, if anything (unstored())."""
-        self.runtime.close_windows()  # every input has been committed (awaited) by now
+        """Close the folder; what the history could not store, if anything (unstored()).
+        No last closing at the wall clock: the windows since the last 2,000th event stay open
+        in the snapshot (`run` closes them at its first tick), so the import closed windows
+        exactly where a start replaying its log would (a failed import writes no snapshot)."""
         await self.runtime.close()
         return unstored(self.runtime)
 
@@ -254,7 +256,6 @@ def import_mimic(settings: Settings, folder: Path) -> str | None:
                 _mimic_progress(counts, started)
         if batch:
             flush(batch)
-        runtime.close_windows()
         for reason in reasons:
             print(f"refused {reason}", file=sys.stderr)
         _mimic_progress(counts, started, final=True)

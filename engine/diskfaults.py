@@ -1,8 +1,8 @@
 """What a full, failing, read-only or forbidden disk raises, told apart from a bug.
 
-A store that meets one keeps what it could not write and tries again (the history), and a
-command ends with the error in one line (carescore/cli.py); any other exception is a bug
-and keeps its traceback.
+A command that meets one ends with the error in one line (carescore/cli.py); any other
+exception is a bug and keeps its traceback. (The history keeps a failed write's windows for
+any failure but a window it cannot take: engine/history.py SAMPLE_FAULTS.)
 """
 
 from __future__ import annotations

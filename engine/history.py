@@ -16,14 +16,15 @@ file from before runs (table `samples`, one row per window) is converted when op
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.diskfaults import storage_failure
 from engine.samples import Group, Sample, Window, ts_to_dt
 from engine.sqlite import SQLiteFile
 from engine.windows import PaneClock
@@ -75,19 +76,38 @@ def _iso_epoch(column: str) -> str:
 
 
 FAILED_KEPT = 200_000
-"""Windows a failed write keeps for the next (a disk full for long: the newest are kept, and
-no snapshot is published in this process again: the next start closes them all again)."""
+"""Windows a failed write keeps for the next (a disk full for long: the newest are kept; the
+others are counted in `held` until a restart closes them again, and no snapshot is published
+in this process meanwhile)."""
+
+RETRY_EVERY = 30.0
+"""Seconds between writes of held windows when no new window comes to carry them (retry())."""
+
+SAMPLE_FAULTS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    OverflowError,
+)
+"""What a window the store cannot take raises (a bug upstream: a missing count, a value
+SQLite cannot bind): that window is dropped. Anything else (a full, failing, locked or
+read-only disk, a damaged file, memory) keeps the windows for the next write."""
 
 
 class History:
     """clocks: each KPI's pane clock (how a run's windows follow each other); a KPI without
     one is answered row by row.
 
-    Windows reach the file on the history's own thread, in order. A write the disk refuses
-    (diskfaults.storage_failure) keeps its windows for the next write, because the engine
-    closes a window once: `settled(mark())` tells a snapshot whether every window closed
-    before it is on disk, so that a snapshot is never published past a window the history
-    lacks (the next start would not close it again)."""
+    Windows reach the file on the history's own thread, in order. A write that fails for the
+    disk's sake keeps its windows for the next write, because the engine closes a window
+    once: `settled(mark())` tells a snapshot whether every window closed before it is on
+    disk, so that a snapshot is never published past a window the history lacks (the next
+    start would not close it again)."""
 
     def __init__(self, path: Path, clocks: Mapping[str, PaneClock] | None = None):
         self.clocks = dict(clocks or {})
@@ -103,9 +123,10 @@ class History:
         self._pending_lock = threading.Lock()
         self._draining = False  # a write that will take _pending is queued
         self._failed: list[Sample] = []  # a failed write's windows, written again with the next
+        self._lost = 0  # held windows beyond FAILED_KEPT, gone from memory: only a restart has them
         self._handed = 0  # add_later() calls so far (a mark)
         self._settled = 0  # of those, the ones whose windows are stored (or dropped as a bug's)
-        self._gap = False  # windows a long failure dropped (FAILED_KEPT): nothing settles again
+        self._tried = 0.0  # time.monotonic() of the last write
         self.write_errors = 0
         self.last_error: str | None = None
 
@@ -131,37 +152,66 @@ class History:
         self.add_later(samples)
         self.flush()
 
+    def retry(self) -> None:
+        """Write the held windows again if no write has been tried for RETRY_EVERY seconds
+        (a tick calls it: the disk may have room again while no window closes)."""
+        if not self._failed or time.monotonic() - self._tried < RETRY_EVERY:
+            return
+        with self._pending_lock:
+            if self._draining:
+                return
+            self._draining = True
+        self._written = self._writer.submit(self._drain)
+
     def _drain(self) -> None:
         """One write of what is pending, after what the last failed write held: the engine has
         closed those windows and will not close them again, so a failure (a full disk) keeps
-        them for the next write, and no snapshot is published past them meanwhile (settled)."""
+        them for the next write, and no snapshot is published past them meanwhile (settled).
+        `_failed` stays as it is until the write's outcome is known (held, on /metrics)."""
         with self._pending_lock:
-            batch, self._pending = self._pending, []
+            pending, self._pending = self._pending, []
             self._draining = False
             upto = self._handed
-        batch, self._failed = self._failed + batch, []
+        batch = self._failed + pending
+        self._tried = time.monotonic()
         try:
-            self.add(batch)
+            dropped = self._store(batch)
         except Exception as exc:
             self.write_errors += 1
-            self.last_error = str(exc)
-            if not storage_failure(exc):  # a bug in a sample: kept, it would fail every write
-                log.exception("history write failed; its windows dropped", extra={"samples": len(batch)})
-                self._settled = upto  # closed again by a replay, they would fail again
-                return
-            self._failed = batch[-FAILED_KEPT:]
-            self._gap = self._gap or len(batch) > FAILED_KEPT
-            log.exception(
-                "history write failed; kept for the next",
-                extra={"samples": len(batch), "dropped": len(batch) - len(self._failed)},
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            kept = batch[-FAILED_KEPT:]
+            self._lost += len(batch) - len(kept)
+            self._failed = kept
+            log.error(
+                "history write failed; its windows kept for the next",
+                extra={"samples": len(batch), "held": self.held, "error": self.last_error},
             )
             return
+        if dropped:
+            self.write_errors += 1
+        self._failed = []
         self._settled = upto
+
+    def _store(self, batch: list[Sample]) -> int:
+        """add(batch), halving it around a window the store cannot take (SAMPLE_FAULTS) until
+        that window alone is dropped, logged: the windows beside it, held ones included, are
+        stored. Returns how many were dropped; a failure for the disk's sake is raised."""
+        try:
+            self.add(batch)
+            return 0
+        except SAMPLE_FAULTS as exc:
+            if len(batch) == 1:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("history: a window the store cannot take, dropped", extra={"kpi": batch[0].kpi})
+                return 1
+        half = len(batch) // 2
+        return self._store(batch[:half]) + self._store(batch[half:])
 
     @property
     def held(self) -> int:
-        """Windows a failed write holds for the next one."""
-        return len(self._failed)
+        """Windows a failed write holds for the next one (and those beyond FAILED_KEPT it had
+        to let go of, which only a restart closes again)."""
+        return len(self._failed) + self._lost
 
     def mark(self) -> int:
         """Where the windows handed in so far end (for settled())."""
@@ -171,7 +221,7 @@ class History:
     def settled(self, mark: int) -> bool:
         """Every window handed in before `mark` is in the file: a snapshot taken at `mark` may
         replace the last one."""
-        return self._settled >= mark and not self._failed and not self._gap
+        return self._settled >= mark and not self._failed and not self._lost
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""

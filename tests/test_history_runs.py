@@ -219,3 +219,90 @@ def test_a_window_the_store_cannot_take_is_dropped_not_kept_in_front_of_every_wr
     stored = history.query("k", unit="4W", limit=1000)  # the next hour's windows, written
     assert len(stored) >= 12 and {w.value for w in stored} == {1.0}
     history.close()
+
+
+def hold_to_pages(history: History, full: bool) -> None:
+    """SQLite's own "database or disk is full" once a write needs a page more (full), or not."""
+    with history._file.lock:
+        pages = history._file.db.execute("PRAGMA page_count").fetchone()[0]
+        history._file.db.execute(f"PRAGMA max_page_count = {pages if full else 1073741823}")
+
+
+def sliding_history(tmp_path: Path, places: Places) -> tuple[Engine, History, int]:
+    """A count over 60 minutes stepping by 5, one complaint at minute 10 of even hours and two
+    of odd ones (12 windows an hour, a new run each hour, as above), the file held to its pages
+    from hour 2 until an hour's windows are held by a failed write: that hour is returned."""
+    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
+    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    n = 0
+    while history.held == 0:
+        if n == 2:
+            hold_to_pages(history, full=True)
+        for _ in range(1 + n % 2):
+            engine.process(ev("experience.complaint", 60 * n + 10))
+        history.add_now(engine.advance(ts(60 * n + 75)))  # past the window ending at 70
+        n += 1
+        assert n < 2000, "the history never filled"
+    assert history.write_errors == 1  # hour n's windows held (as runs: held counts those)
+    assert not history.settled(history.mark())
+    return engine, history, n - 1
+
+
+def test_a_bad_window_beside_held_ones_is_dropped_alone(tmp_path: Path, places: Places) -> None:
+    # hour n's 12 windows are held by a failed write; then the disk has room, and the next
+    # write carries them with hour n+1's windows and one window without its
+    # count (a bug upstream). That one is dropped; the 24 others are stored, and the history
+    # is settled (a snapshot may be published). Before, the bad window made the whole write
+    # fail, and every window in it, the held ones too, was dropped and taken as settled.
+    engine, history, n = sliding_history(tmp_path, places)
+    hold_to_pages(history, full=False)
+    for _ in range(1 + (n + 1) % 2):
+        engine.process(ev("experience.complaint", 60 * (n + 1) + 10))
+    closed = engine.advance(ts(60 * (n + 1) + 75))
+    closed.append(closed[0].model_copy(update={"n": None}))
+    history.add_now(closed)
+    windows = history.query("k", unit="4W", limit=100_000)
+    assert [w.value for w in windows] == [1.0 + h % 2 for h in range(n + 2) for _ in range(12)]
+    assert history.held == 0 and history.settled(history.mark())
+    assert history.write_errors == 2  # the full disk, then the bad window
+    history.close()
+
+
+def test_held_windows_are_written_again_when_no_window_closes(
+    tmp_path: Path, places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the disk has room again but no window closes for a while (a quiet night): retry() writes
+    # the held windows once RETRY_EVERY seconds have passed since the last write (here 0).
+    monkeypatch.setattr("engine.history.RETRY_EVERY", 0.0)
+    _, history, n = sliding_history(tmp_path, places)
+    held = history.held
+    history.retry()
+    history.flush()
+    assert history.held == held and history.write_errors == 2  # still full: tried, held
+    hold_to_pages(history, full=False)
+    history.retry()
+    history.flush()
+    assert history.held == 0 and history.settled(history.mark())
+    windows = history.query("k", unit="4W", limit=100_000)
+    assert [w.value for w in windows] == [1.0 + h % 2 for h in range(n + 1) for _ in range(12)]
+    history.close()
+
+
+def test_held_windows_beyond_the_bound_keep_snapshots_back_until_a_restart(
+    tmp_path: Path, places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # at most FAILED_KEPT closed windows (runs) stay in memory (here 1): of hour n's, the older
+    # are let go. Written later, the newest is stored, but the others would only be closed
+    # again by a restart's replay: held still counts them (on /metrics), and no snapshot may
+    # be published in this process.
+    monkeypatch.setattr("engine.history.FAILED_KEPT", 1)
+    monkeypatch.setattr("engine.history.RETRY_EVERY", 0.0)
+    _, history, n = sliding_history(tmp_path, places)
+    held = history.held
+    assert held > 1
+    hold_to_pages(history, full=False)
+    history.retry()
+    history.flush()
+    assert len(history.query("k", unit="4W", limit=100_000)) > 12 * n  # the newest is stored
+    assert history.held == held - 1 and not history.settled(history.mark())
+    history.close()

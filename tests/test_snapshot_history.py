@@ -15,6 +15,8 @@ own "database or disk is full".
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,52 +54,86 @@ class Days:
             history.db.execute(f"PRAGMA max_page_count = {pages if full else 1073741823}")
 
 
-async def test_a_snapshot_waits_for_the_windows_a_failed_write_holds_and_a_stop_writes_them(
+async def published(runtime: EmbeddedRuntime, now: float, than: bytes) -> bytes:
+    """Tick until a snapshot other than `than` is published (its child done, the history caught
+    up with it): the tick publishes it, not a wait of its own."""
+    deadline = time.monotonic() + 60
+    while runtime.snapshot_path.read_bytes() == than:
+        assert time.monotonic() < deadline, "no snapshot published"
+        await runtime.tick_async(now)
+        await asyncio.sleep(0.01)
+    return runtime.snapshot_path.read_bytes()
+
+
+def leftovers(runtime: EmbeddedRuntime) -> list[Path]:
+    return sorted(runtime.snapshot_path.parent.glob("snapshot.*.tmp"))
+
+
+async def test_no_snapshot_is_published_past_windows_a_failed_write_holds(
     settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    faulty = Days(EmbeddedRuntime(settings_for()))
+    settings = settings_for(engine={"snapshot_every": 0})  # a snapshot at every tick it may
+    faulty = Days(EmbeddedRuntime(settings))
     runtime = faulty.runtime
     n = 0
+
+    async def fill() -> None:  # days until a day's windows need a page more than the file has
+        nonlocal n
+        faulty.disk(full=True)
+        while faulty.runtime.history.held == 0:
+            n += 1
+            await faulty.day(n)
+            assert n < 900, "the history never filled"
+
+    async def settled_snapshots() -> bytes:  # every forked snapshot reaped and, if it may, published
+        for _ in range(3):
+            faulty.runtime._reap_snapshot(wait=True)
+            await faulty.runtime.tick_async(faulty.now)
+        return faulty.runtime.snapshot_path.read_bytes()
+
     for n in range(3):
         await faulty.day(n)
-    assert runtime.write_snapshot()
-    first = runtime.snapshot_path.read_bytes()
+    runtime.write_snapshot()
 
-    faulty.disk(full=True)
-    while runtime.history.held == 0:  # until a day's windows need a page more
-        n += 1
-        await faulty.day(n)
-        assert n < 300, "the history never filled"
-    runtime.snapshot_in_background()
-    assert runtime._reap_snapshot(wait=True)  # written by the child, waiting for the history
-    assert runtime.snapshot_path.read_bytes() == first
+    # 1. windows held: nothing forked before the failure is published, nothing forked after it;
+    # once a write stores them, the next tick's snapshot is published
+    await fill()
+    held_back = await settled_snapshots()
     n += 1
-    await faulty.day(n)  # still full: the held windows and this day's are held
-    assert runtime._reap_snapshot(wait=False)
-    assert runtime.snapshot_path.read_bytes() == first
-
+    await faulty.day(n)  # still full: this day's windows held too
+    assert await settled_snapshots() == held_back
+    assert runtime._snapshot_pid is None and not leftovers(runtime)  # no snapshot file on a full disk
     faulty.disk(full=False)
     n += 1
     await faulty.day(n)  # this write stores what the failed ones held
     assert runtime.history.held == 0
-    assert not runtime._reap_snapshot(wait=False)  # published now
-    assert runtime.snapshot_path.read_bytes() != first
+    await published(runtime, faulty.now, held_back)
 
-    faulty.disk(full=True)
-    while runtime.history.held == 0:
-        n += 1
-        await faulty.day(n)
-        assert n < 600, "the history never filled"
-    faulty.disk(full=False)  # the disk has room by the stop: the stop writes them
-    last = n
-    runtime.history.write_errors = 0
+    # 2. windows held at a stop, the disk has room by then: the stop writes them, then its snapshot
+    await fill()
+    before_stop = await settled_snapshots()
+    faulty.disk(full=False)
+    errors = runtime.history.write_errors
     await runtime.close()
-    assert runtime.history.held == 0 and runtime.history.write_errors == 0
+    assert runtime.history.held == 0 and runtime.history.write_errors == errors
+    assert runtime.snapshot_path.read_bytes() != before_stop and not leftovers(runtime)
+
+    # 3. windows held, then a kill: the start replays from the last snapshot published, which is
+    # not past them, and closes and stores them
+    faulty = Days(EmbeddedRuntime(settings))
+    await fill()
+    await settled_snapshots()
+    faulty.runtime._lock.close()  # killed: nothing flushed or closed, the lock given up
+    last, now = n, faulty.now
+    faulty = Days(EmbeddedRuntime(settings))  # the disk has room (the page limit was the connection's)
+    faulty.now = now
+    await faulty.runtime.tick_async(now)
+    await faulty.runtime.close()
 
     healthy = Days(EmbeddedRuntime(settings_for(data_dir=tmp_path / "healthy")))
     for n in range(last + 1):
         await healthy.day(n)
-    stored = History(runtime.settings.data_dir / "history.sqlite", runtime.engine.pane_clocks())
+    stored = History(settings.data_dir / "history.sqlite", runtime.engine.pane_clocks())
     try:
         assert every_window(stored) == every_window(healthy.runtime.history) != set()
     finally:

@@ -90,8 +90,9 @@ class EmbeddedRuntime(RuntimeShell):
         # keeps keys for (every event's key is in `seen`) run again must still find them all
         self.imported: set[str] = set()
         self.snapshot_at_stop = True
-        """False after a failed import: the next start replays its batches as after a kill, and
-        the windows whose history write failed are closed and written again."""
+        """False after a failed import (an error, Ctrl-C): the next start replays its batches
+        as after a kill. (A stop writes no snapshot either while the history lacks windows the
+        engine closed: write_snapshot.)"""
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # appends being written, by key
         self.processed = START
         self._last_snapshot = 0.0
@@ -179,7 +180,7 @@ class EmbeddedRuntime(RuntimeShell):
         commits = self.log.commits
         try:
             self.log.append_now(events, batch=message_key.startswith(IMPORT_KEY))
-        finally:  # stored, also if processing it failed then (a history write): its key with it
+        finally:  # stored, also if processing it raised then (a bug, Ctrl-C): its key with it
             if self.log.commits != commits:
                 self._remember(message_key)
         return Published.accepted
@@ -236,7 +237,12 @@ class EmbeddedRuntime(RuntimeShell):
             count = engine.events_processed
             if count % every == 0 and count != self._closed_at:
                 self._closed_at = count
-                self.history.add_now(engine.advance(event.received_time.timestamp()))
+                try:
+                    closed = engine.advance(event.received_time.timestamp())
+                except Exception:  # a bug: the rest of the append is still processed
+                    log.exception("closing windows failed; the next closing tries again")
+                    continue
+                self.history.add_now(closed)
 
     def close_windows(self, now: float | None = None) -> None:
         """Close the windows the watermarks have passed and keep them in the history."""
@@ -254,6 +260,7 @@ class EmbeddedRuntime(RuntimeShell):
             self.seen = RecentKeys(SEEN_LIMIT, (k for k in snap.seen if not k.startswith(IMPORT_KEY)))
             since = Position(*snap.at)
             self.processed = since  # the next snapshot must not point before what this one holds
+            self._closed_at = self.engine.events_processed  # its closing there is in the state
         replayed = 0
         firsts: list[str] = []  # the first event of the append being replayed (_firsts)
         previous = MESSAGE_END  # how the line before ended (replay starts after a whole append)
@@ -337,6 +344,7 @@ class EmbeddedRuntime(RuntimeShell):
         closes those windows again and writes them. Ticks use snapshot_in_background()."""
         self._reap_snapshot(wait=True)
         self._discard_ready()
+        self.history.flush()
         if not self.history.settled(self.history.mark()):
             log.error(
                 "no snapshot: the history could not store %d closed windows (%s); the next start "
@@ -346,7 +354,7 @@ class EmbeddedRuntime(RuntimeShell):
             )
             return False
         self._write_snapshot_file(self._tmp(os.getpid()))
-        self._last_snapshot = time.time()
+        self._last_snapshot = self.clock()  # the clock ticks compare it with
         return True
 
     def snapshot_in_background(self) -> None:
@@ -356,7 +364,9 @@ class EmbeddedRuntime(RuntimeShell):
         window closed before the fork (_publish). Where fork does not exist, written in place."""
         if self._reap_snapshot(wait=False):
             return  # the last one is still being written, or waits for the history
-        self._last_snapshot = time.time()
+        if self.history.held:
+            return  # it could not be published before they are written: no file on a full disk
+        self._last_snapshot = self.clock()  # the clock ticks compare it with
         mark = self.history.mark()
         if not hasattr(os, "fork"):
             tmp = self._tmp(os.getpid())
@@ -387,6 +397,7 @@ class EmbeddedRuntime(RuntimeShell):
             self._snapshot_pid = None
             if os.waitstatus_to_exitcode(status) != 0:
                 log.warning("background snapshot failed; the next tick tries again", extra={"status": status})
+                self._tmp(pid).unlink(missing_ok=True)
                 self._last_snapshot = 0.0
                 return False
             self._ready = (self._tmp(pid), self._snapshot_mark)
@@ -400,12 +411,16 @@ class EmbeddedRuntime(RuntimeShell):
             return None
         tmp, mark = self._ready
         if not self.history.settled(mark):
+            if self.history.held:  # windows a failed write holds: never publishable, free the disk
+                self._discard_ready()
+                return None
             return False
         self._ready = None
         try:
             os.replace(tmp, self.snapshot_path)
         except OSError:
-            log.exception("a written snapshot could not replace the last one; the next tick tries again")
+            log.exception("a written snapshot could not replace the last one; the next one is taken now")
+            tmp.unlink(missing_ok=True)
             self._last_snapshot = 0.0
         return True
 
@@ -447,13 +462,16 @@ class EmbeddedRuntime(RuntimeShell):
             if not self.engine.behind:
                 break
             await asyncio.sleep(TICK_SLICE)
+        self.history.retry()
         live = self._live(now)
         # live values, the board and alert evaluation (up to 7, 3 and 10 ms under load): apart
         await asyncio.sleep(0)
         self.board.update(live)
         await asyncio.sleep(0)
         self.alerts.observe(live, now)
-        if now - self._last_snapshot >= self.settings.engine.snapshot_every:
+        # a snapshot written is published at the first tick the history has caught up with it
+        waiting = self._reap_snapshot(wait=False)
+        if not waiting and now - self._last_snapshot >= self.settings.engine.snapshot_every:
             self.snapshot_in_background()
 
     def _refresh(self, now: float) -> None:

@@ -125,6 +125,8 @@ class KafkaGateway(RuntimeShell):
                                 self.board.update([sample])
                 if closed:
                     self.history.add_later(closed)  # the loop reads on while it is written
+                else:
+                    self.history.retry()  # windows a failed write holds, when the disk has room
                 now = self.clock()
                 if self.leading and now - last_tick >= self.settings.engine.tick and self._still_leading():
                     last_tick = now
