@@ -109,14 +109,15 @@ def _durability(backend: Backend) -> Iterator[Metric]:
     if history is not None and hasattr(history, "write_errors"):
         family = CounterMetricFamily(
             "carescore_history_write_errors",
-            "KPI history writes that failed (their windows kept and written with the next write).",
+            "KPI history writes that failed (their windows held for the next write) or dropped windows "
+            "the store cannot take.",
         )
         family.add_metric([], float(history.write_errors))
         yield family
         held = GaugeMetricFamily(
             "carescore_history_held_windows",
-            "Closed windows a failed history write holds for the next (no snapshot is published "
-            "until they are written).",
+            "History rows (closed windows, as runs) a failed write holds for the next, and those a "
+            "restart must close again (no snapshot is published until none is held).",
         )
         held.add_metric([], float(history.held))
         yield held

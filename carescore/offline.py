@@ -107,7 +107,8 @@ class Offline:
         """Close the folder; what the history could not store, if anything (unstored()).
         No last closing at the wall clock: the windows since the last 2,000th event stay open
         in the snapshot (`run` closes them at its first tick), so the import closed windows
-        exactly where a start replaying its log would (a failed import writes no snapshot)."""
+        exactly where a start replaying its log would (an import whose history lacks windows
+        writes no snapshot: the next start replays it)."""
         await self.runtime.close()
         return unstored(self.runtime)
 
@@ -261,8 +262,11 @@ def import_mimic(settings: Settings, folder: Path) -> str | None:
         _mimic_progress(counts, started, final=True)
     except BaseException:
         runtime.snapshot_at_stop = False  # see EmbeddedRuntime.snapshot_at_stop
-        with contextlib.suppress(Exception):  # the error that stopped the import is the one to tell
+        with contextlib.suppress(Exception):  # the error that stopped the import is the one raised
             asyncio.run(runtime.close())
+            problem = unstored(runtime)
+            if problem is not None:
+                print(f"error: {problem}", file=sys.stderr)
         raise
     asyncio.run(runtime.close())
     return unstored(runtime)

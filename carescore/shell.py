@@ -166,8 +166,6 @@ class RuntimeShell:
         await self._stop_transport()
         await self.alerts.close()
         self.alerts.close_store()
-        if not self.history.settle():  # held windows written once more (embedded: before its snapshot)
-            log.error("history: %d closed windows could not be stored at the stop", self.history.held)
         self.history.close()
         self.dead_letters.close()
         self._lock.close()

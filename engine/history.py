@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +63,12 @@ COLUMNS = (
     "r.denominator, r.n, r.status, r.as_of, r.until"
 )
 SeriesKey = tuple[str, str, str, str]
+INSERT = "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)"
+
+
+def _row_key(s: Sample) -> tuple[object, ...]:
+    """A run's row: its primary key (a run that grew is handed in again under it)."""
+    return (s.kpi, s.group.facility, s.group.department, s.group.unit, s.window.end, s.window.start)
 
 
 def _epoch(value: datetime) -> int | float:
@@ -95,19 +101,20 @@ SAMPLE_FAULTS = (
     OverflowError,
 )
 """What a window the store cannot take raises (a bug upstream: a missing count, a value
-SQLite cannot bind): that window is dropped. Anything else (a full, failing, locked or
-read-only disk, a damaged file, memory) keeps the windows for the next write."""
+SQLite cannot bind): that window is dropped, if others in the same write could be stored
+(_store). Anything else (a full, failing, locked or read-only disk, a damaged file, memory),
+or every window failing alike (a bug in the code), keeps the windows for the next write."""
 
 
 class History:
     """clocks: each KPI's pane clock (how a run's windows follow each other); a KPI without
     one is answered row by row.
 
-    Windows reach the file on the history's own thread, in order. A write that fails for the
-    disk's sake keeps its windows for the next write, because the engine closes a window
-    once: `settled(mark())` tells a snapshot whether every window closed before it is on
-    disk, so that a snapshot is never published past a window the history lacks (the next
-    start would not close it again)."""
+    Windows reach the file on the history's own thread, in order. A write that fails keeps
+    its windows for the next write (but for windows the store cannot take: SAMPLE_FAULTS),
+    because the engine closes a window once: `settled(mark())` tells a snapshot whether every
+    window closed before it is on disk, so that a snapshot is never published past a window
+    the history lacks (the next start would not close it again)."""
 
     def __init__(self, path: Path, clocks: Mapping[str, PaneClock] | None = None):
         self.clocks = dict(clocks or {})
@@ -144,7 +151,15 @@ class History:
             if self._draining:
                 return
             self._draining = True
-        self._written = self._writer.submit(self._drain)
+        self._submit_drain()
+
+    def _submit_drain(self) -> None:
+        try:
+            self._written = self._writer.submit(self._drain)
+        except RuntimeError:  # closed: a late tick at a stop; what it closed is replayed at the next start
+            with self._pending_lock:
+                self._draining = False
+            raise
 
     def add_now(self, samples: list[Sample]) -> None:
         """add_later(), then wait for it (imports, a start's replay): a failure is kept the
@@ -161,7 +176,7 @@ class History:
             if self._draining:
                 return
             self._draining = True
-        self._written = self._writer.submit(self._drain)
+        self._submit_drain()
 
     def _drain(self) -> None:
         """One write of what is pending, after what the last failed write held: the engine has
@@ -179,8 +194,9 @@ class History:
         except Exception as exc:
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            kept = batch[-FAILED_KEPT:]
-            self._lost += len(batch) - len(kept)
+            rows = list({_row_key(s): s for s in batch}.values())  # a run that grew: its last version
+            kept = rows[-FAILED_KEPT:]
+            self._lost += len(rows) - len(kept)
             self._failed = kept
             log.error(
                 "history write failed; its windows kept for the next",
@@ -193,19 +209,31 @@ class History:
         self._settled = upto
 
     def _store(self, batch: list[Sample]) -> int:
-        """add(batch), halving it around a window the store cannot take (SAMPLE_FAULTS) until
-        that window alone is dropped, logged: the windows beside it, held ones included, are
-        stored. Returns how many were dropped; a failure for the disk's sake is raised."""
+        """add(batch). If a window in it is one the store cannot take (SAMPLE_FAULTS), the
+        batch is written again window by window in one transaction and those windows are
+        dropped, logged; the others, held ones included, are stored. When none could be stored
+        (every window bad, or a bug in the code rather than in a window) the failure is raised,
+        and the batch is kept like a full disk's. Returns how many were dropped."""
         try:
             self.add(batch)
             return 0
-        except SAMPLE_FAULTS as exc:
-            if len(batch) == 1:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("history: a window the store cannot take, dropped", extra={"kpi": batch[0].kpi})
-                return 1
-        half = len(batch) // 2
-        return self._store(batch[:half]) + self._store(batch[half:])
+        except SAMPLE_FAULTS:
+            pass
+        bad, why = self.add_each(batch)
+        if bad:
+            self.last_error = why
+            log.error(
+                "history: windows the store cannot take, dropped",
+                extra={"dropped": len(bad), "kpis": sorted({s.kpi for s in bad}), "error": why},
+            )
+        return len(bad)
+
+    def missed(self, why: str) -> None:
+        """Windows the engine closed that never reached add_later() (closing raised: a bug):
+        only a restart's replay closes them again, so no snapshot is published in this
+        process from now on (held counts one for them)."""
+        self._lost += 1
+        self.last_error = why
 
     @property
     def held(self) -> int:
@@ -279,35 +307,56 @@ class History:
 
     def add(self, samples: list[Sample]) -> None:
         final = [s for s in samples if s.final]
-        if not final:
-            return
+        if final:
+            self._locked_write(lambda db: db.executemany(INSERT, [self._row(s) for s in final]))
+
+    def add_each(self, samples: list[Sample]) -> tuple[list[Sample], str | None]:
+        """add(), a window at a time in one transaction: the windows that raise SAMPLE_FAULTS
+        are left out and returned with the first's error; if every window raises, nothing is
+        written and that error is raised."""
+        final = [s for s in samples if s.final]
+        bad: list[Sample] = []
+        first: Exception | None = None
+
+        def each(db: sqlite3.Connection) -> None:
+            nonlocal first
+            for sample in final:
+                try:
+                    db.execute(INSERT, self._row(sample))
+                except SAMPLE_FAULTS as exc:
+                    bad.append(sample)
+                    first = first or exc
+            if first is not None and len(bad) == len(final):
+                raise first
+
+        if final:
+            self._locked_write(each)
+        return bad, None if first is None else f"{type(first).__name__}: {first}"
+
+    def _locked_write(self, write: Callable[[sqlite3.Connection], object]) -> None:
         with self._file.lock:
             given = len(self._series)
             try:
-                self._write(final)
+                with self._file.transaction() as db:
+                    write(db)
             except BaseException:
                 for key in list(self._series)[given:]:  # their rows were rolled back with the batch
                     del self._series[key]
                 raise
 
-    def _write(self, final: list[Sample]) -> None:
-        with self._file.transaction() as db:
-            rows = [
-                (
-                    self._series_id((s.kpi, s.group.facility, s.group.department or "", s.group.unit or "")),
-                    _epoch(s.window.end),
-                    _epoch(s.window.start),
-                    _epoch(s.until if s.until is not None else s.window.end),
-                    s.value,
-                    s.numerator,
-                    s.denominator,
-                    s.n,
-                    s.status,
-                    s.as_of.timestamp(),
-                )
-                for s in final
-            ]
-            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    def _row(self, s: Sample) -> tuple[Any, ...]:
+        return (
+            self._series_id((s.kpi, s.group.facility, s.group.department or "", s.group.unit or "")),
+            _epoch(s.window.end),
+            _epoch(s.window.start),
+            _epoch(s.until if s.until is not None else s.window.end),
+            s.value,
+            s.numerator,
+            s.denominator,
+            s.n,
+            s.status,
+            s.as_of.timestamp(),
+        )
 
     def series(self) -> list[SeriesKey]:
         """Every (KPI, facility, department, unit) with stored windows ("" for a roll-up's level)."""

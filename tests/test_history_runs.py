@@ -202,22 +202,24 @@ def test_windows_a_failed_history_write_held_are_written_with_the_next(
 def test_a_window_the_store_cannot_take_is_dropped_not_kept_in_front_of_every_write(
     tmp_path: Path, places: Places
 ) -> None:
-    # a window whose count is missing (a bug upstream; the runs table needs n): that write
-    # fails and its windows are dropped, as before failed windows were kept; kept, it would
-    # fail every write after it. The next hour's windows are stored, and no write fails again.
+    # windows whose count is missing (a bug upstream; the runs table needs n): a write of only
+    # such windows cannot tell them from a bug in the code, so it is kept (held, no snapshot);
+    # the next write carries them with the next hour's good windows, which are stored, and the
+    # bad ones are dropped there. Kept for ever, they would fail every write after them.
     engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
     history = History(tmp_path / "h.sqlite", engine.pane_clocks())
     engine.process(ev("experience.complaint", 10))
     bad = [s.model_copy(update={"n": None}) for s in engine.advance(ts(75))]
-    history.add_later(bad)
-    history.flush()
-    assert history.write_errors == 1
+    history.add_now(bad)
+    assert history.write_errors == 1 and history.held == len(bad)
     engine.process(ev("experience.complaint", 70))
-    history.add_later(engine.advance(ts(135)))
-    history.flush()
-    assert history.write_errors == 1
+    history.add_now(engine.advance(ts(135)))
+    assert history.write_errors == 2 and history.held == 0 and history.settled(history.mark())
     stored = history.query("k", unit="4W", limit=1000)  # the next hour's windows, written
     assert len(stored) >= 12 and {w.value for w in stored} == {1.0}
+    engine.process(ev("experience.complaint", 130))
+    history.add_now(engine.advance(ts(195)))
+    assert history.write_errors == 2  # no write fails again
     history.close()
 
 

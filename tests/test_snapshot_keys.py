@@ -459,7 +459,7 @@ def test_an_import_whose_history_fills_stores_every_batch_once_and_the_next_star
             db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
     assert full.history.write_errors > 0 and full.history.held > 0, "the history never filled"
     assert full.ingest_now(batch_key(batches[-1]), batches[-1]) is Published.duplicate
-    for runtime in (healthy, full):  # as an import's end does (Offline.close)
+    for runtime in (healthy, full):  # as `run`'s first tick after an import does
         runtime.clock = lambda: clock
         runtime.close_windows(clock)
         asyncio.run(runtime.close())

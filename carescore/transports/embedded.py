@@ -90,9 +90,9 @@ class EmbeddedRuntime(RuntimeShell):
         # keeps keys for (every event's key is in `seen`) run again must still find them all
         self.imported: set[str] = set()
         self.snapshot_at_stop = True
-        """False after a failed import (an error, Ctrl-C): the next start replays its batches
-        as after a kill. (A stop writes no snapshot either while the history lacks windows the
-        engine closed: write_snapshot.)"""
+        """False after a failed `import mimic` (an error, Ctrl-C): the next start replays its
+        batches as after a kill. (Any stop writes no snapshot while the history lacks windows
+        the engine closed: write_snapshot.)"""
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # appends being written, by key
         self.processed = START
         self._last_snapshot = 0.0
@@ -237,16 +237,23 @@ class EmbeddedRuntime(RuntimeShell):
             count = engine.events_processed
             if count % every == 0 and count != self._closed_at:
                 self._closed_at = count
-                try:
-                    closed = engine.advance(event.received_time.timestamp())
-                except Exception:  # a bug: the rest of the append is still processed
-                    log.exception("closing windows failed; the next closing tries again")
-                    continue
-                self.history.add_now(closed)
+                self.history.add_now(self._closed(event.received_time.timestamp()) or [])
+
+    def _closed(self, now: float, deadline: float | None = None) -> list[Sample] | None:
+        """engine.advance(now, deadline). If it raises (a bug), what it had closed is lost to
+        the history until a restart replays it: logged, and no snapshot is published in this
+        process (History.missed; /metrics and the import say so). None then; the rest of an
+        append is still processed."""
+        try:
+            return self.engine.advance(now, deadline)
+        except Exception as exc:
+            log.exception("closing windows failed; no snapshot until a restart closes them again")
+            self.history.missed(f"closing windows raised {type(exc).__name__}: {exc}")
+            return None
 
     def close_windows(self, now: float | None = None) -> None:
         """Close the windows the watermarks have passed and keep them in the history."""
-        self.history.add_now(self.engine.advance(self.clock() if now is None else now))
+        self.history.add_now(self._closed(self.clock() if now is None else now) or [])
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -396,9 +403,8 @@ class EmbeddedRuntime(RuntimeShell):
                 return True
             self._snapshot_pid = None
             if os.waitstatus_to_exitcode(status) != 0:
-                log.warning("background snapshot failed; the next tick tries again", extra={"status": status})
+                log.warning("background snapshot failed; tried at snapshot_every", extra={"status": status})
                 self._tmp(pid).unlink(missing_ok=True)
-                self._last_snapshot = 0.0
                 return False
             self._ready = (self._tmp(pid), self._snapshot_mark)
         return self._publish() is False
@@ -419,9 +425,8 @@ class EmbeddedRuntime(RuntimeShell):
         try:
             os.replace(tmp, self.snapshot_path)
         except OSError:
-            log.exception("a written snapshot could not replace the last one; the next one is taken now")
+            log.exception("a written snapshot could not replace the last one; tried again at snapshot_every")
             tmp.unlink(missing_ok=True)
-            self._last_snapshot = 0.0
         return True
 
     def _tmp(self, pid: int) -> Path:
@@ -458,7 +463,10 @@ class EmbeddedRuntime(RuntimeShell):
         does not wait on the disk, and no ACK waits for the whole of it."""
         now = self.clock() if now is None else now
         while True:
-            self.history.add_later(self.engine.advance(now, time.perf_counter() + TICK_SLICE))
+            closed = self._closed(now, time.perf_counter() + TICK_SLICE)
+            if closed is None:
+                break
+            self.history.add_later(closed)
             if not self.engine.behind:
                 break
             await asyncio.sleep(TICK_SLICE)
