@@ -170,6 +170,21 @@ class EventLog:
             marked_from = (self._segment, whole)
         self.marked_from = Position(*marked_from)  # lines before it: an earlier version's
 
+    def sizes_before(self, segment: int) -> dict[str, int]:
+        """The size of each segment before `segment` (those no longer grow): a snapshot keeps
+        them to know its own log again (same_sizes)."""
+        return {str(s): self._path(s).stat().st_size for s in self.segments() if s < segment}
+
+    def same_sizes(self, sizes: dict[str, int]) -> bool:
+        """Whether each segment in `sizes` is here with that size: a snapshot whose earlier
+        segments differ was taken over another log (an older segment restored from a backup
+        under a newer one still whole)."""
+        for segment, size in sizes.items():
+            path = self._path(int(segment))
+            if not path.exists() or path.stat().st_size != size:
+                return False
+        return True
+
     def at_line_start(self, position: Position) -> bool:
         """Whether `position` can be where a reader of the log stopped: in a segment there is,
         not past its end, after a whole line (a snapshot pointing elsewhere belongs to another

@@ -335,6 +335,38 @@ def test_a_snapshot_past_the_end_of_the_log_is_not_trusted(settings_for: Callabl
     assert logged(settings.data_dir) == {"lab.order": 5}
 
 
+def test_a_snapshot_over_an_earlier_segment_of_another_size_is_not_trusted(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Segment 0 restored from a backup older than the snapshot, segment 1 (where the snapshot
+    points) still whole: the snapshot's position is a line start of the log there is, so it
+    looked like its own. Trusted, the restart counted batch X (gone from segment 0) and
+    answered "duplicate" to X imported again, and X was lost; now the snapshot keeps the sizes
+    of the segments before its own, they differ, and the whole log is replayed."""
+    settings = settings_for()
+    w = [lab("lab.order", 0, "SGW1"), lab("lab.order", 0, "SGW2")]
+    x = [lab("lab.order", 0, "SGX1"), lab("lab.order", 0, "SGX2"), lab("lab.order", 0, "SGX3")]
+    y = [lab("lab.order", 0, "SGY1"), lab("lab.order", 0, "SGY2")]
+    first = EmbeddedRuntime(settings)
+    assert first.ingest_now(batch_key(w), w) is Published.accepted
+    backup = segment(settings).read_bytes()
+    assert first.ingest_now(batch_key(x), x) is Published.accepted
+    first.log.segment_bytes = 1  # the next append starts segment 1
+    assert first.ingest_now(batch_key(y), y) is Published.accepted
+    asyncio.run(first.close())  # the snapshot: after Y, in segment 1
+    assert (segment(settings).parent / "events-00000001.ndjson").exists()
+    segment(settings).write_bytes(backup)  # segment 0 as the backup had it: without X
+
+    again = EmbeddedRuntime(settings)
+    try:
+        assert again.engine.events_processed == 4  # W and Y, replayed
+        assert again.ingest_now(batch_key(x), x) is Published.accepted
+        assert again.ingest_now(batch_key(y), y) is Published.duplicate
+    finally:
+        asyncio.run(again.close())
+    assert logged(settings.data_dir) == {"lab.order": 7}
+
+
 @pytest.mark.parametrize("where", ["in the same segment", "at the start of the next segment"])
 def test_a_batch_of_the_version_before_after_the_oldest_versions_lines_keeps_its_key(
     where: str, settings_for: Callable[..., Settings]

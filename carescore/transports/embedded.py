@@ -336,14 +336,19 @@ class EmbeddedRuntime(RuntimeShell):
             log.warning("snapshot unreadable, replaying the whole log", extra={"error": str(exc)})
             return None
         snap = Checkpoint.decode(blob, self.fingerprint)
-        if snap is not None and not self.log.at_line_start(Position(*snap.at)):
-            log.error(
-                "snapshot points where the event log has no line start (a log restored from an "
-                "older backup?); replaying the whole log",
-                extra={"at": snap.at},
-            )
+        if snap is None:
             return None
-        return snap
+        if not self.log.at_line_start(Position(*snap.at)):
+            why = "points where the event log has no line start"
+        elif not self.log.same_sizes(snap.extra.get("segments", {})):
+            why = "was taken over event-log segments of other sizes"
+        else:
+            return snap
+        log.error(
+            f"snapshot {why} (a log restored from an older backup?); replaying the whole log",
+            extra={"at": snap.at},
+        )
+        return None
 
     def write_snapshot(self) -> bool:
         """Write the snapshot now (on stop; tests), unless the history lacks a window the engine
@@ -440,7 +445,8 @@ class EmbeddedRuntime(RuntimeShell):
     def _write_snapshot_file(self, tmp: Path, publish: bool = True) -> None:
         position, engine = self.processed.to_list(), self.engine.snapshot()
         seen = self.seen.newest(SNAPSHOT_SEEN) + sorted(self.imported)
-        snap = Checkpoint(self.fingerprint, position, engine, seen)
+        segments = self.log.sizes_before(self.processed.segment)  # the log it was taken over
+        snap = Checkpoint(self.fingerprint, position, engine, seen, {"segments": segments})
         with open(tmp, "wb") as fh:
             fh.write(snap.encode())
             fh.flush()
