@@ -121,6 +121,13 @@ def _durability(backend: Backend) -> Iterator[Metric]:
         )
         held.add_metric([], float(history.held))
         yield held
+        missed = GaugeMetricFamily(
+            "carescore_history_missed_closings",
+            "Closings of windows that raised in this process (a bug): what they had closed is not "
+            "in the history, and no snapshot is published until a restart replays it.",
+        )
+        missed.add_metric([], float(getattr(history, "missed_closings", 0)))
+        yield missed
     errors = getattr(backend, "engine_errors", None)
     if errors is not None:
         family = CounterMetricFamily(

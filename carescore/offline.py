@@ -185,15 +185,20 @@ class Offline:
 
 
 def unstored(runtime: EmbeddedRuntime) -> str | None:
-    """After a stop: why the history lacks windows the import closed (a full disk), or None.
-    The stop then wrote no snapshot, so the next start closes them again and stores them."""
+    """After a stop: why the history lacks windows the import closed, or None. The stop then
+    wrote no snapshot, so the next start replays from the last one and closes them again."""
     history = runtime.history
     if history.settled(history.mark()):
         return None
+    parts = []
+    if history.held:
+        parts.append(f"could not store {history.held:,} closed windows")
+    if history.missed_closings:
+        parts.append(f"lacks what {history.missed_closings:,} closings that raised had closed")
     return (
-        f"the history could not store {history.held:,} closed windows ({history.last_error}); the "
-        "events are stored, and the next start closes those windows again and stores them "
-        "(no snapshot was written past them)"
+        f"the history {' and '.join(parts) or 'is not complete'} ({history.last_error}); the events "
+        "are stored, no snapshot was written past them, and the next start replays from the last "
+        "snapshot and closes those windows again (after a closing that raised: once the bug is fixed)"
     )
 
 

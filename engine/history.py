@@ -68,7 +68,8 @@ INSERT = "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 def _row_key(s: Sample) -> tuple[object, ...]:
     """A run's row: its primary key (a run that grew is handed in again under it)."""
-    return (s.kpi, s.group.facility, s.group.department, s.group.unit, s.window.end, s.window.start)
+    group = s.group
+    return (s.kpi, group.facility, group.department or "", group.unit or "", s.window.end, s.window.start)
 
 
 def _epoch(value: datetime) -> int | float:
@@ -87,7 +88,7 @@ others are counted in `held` until a restart closes them again, and no snapshot 
 in this process meanwhile)."""
 
 RETRY_EVERY = 30.0
-"""Seconds between writes of held windows when no new window comes to carry them (retry())."""
+"""Seconds between writes while writes fail (retry(); add_later() only queues meanwhile)."""
 
 SAMPLE_FAULTS = (
     sqlite3.IntegrityError,
@@ -135,6 +136,7 @@ class History:
         self._settled = 0  # of those, the ones whose windows are stored (or dropped as a bug's)
         self._tried = 0.0  # time.monotonic() of the last write
         self.write_errors = 0
+        self.missed_closings = 0  # missed()
         self.last_error: str | None = None
 
     def add_later(self, samples: list[Sample]) -> None:
@@ -150,6 +152,8 @@ class History:
             self._handed += 1
             if self._draining:
                 return
+            if self._failed and time.monotonic() - self._tried < RETRY_EVERY:
+                return  # failing: written with the held ones by retry() or settle(), not every tick
             self._draining = True
         self._submit_drain()
 
@@ -168,8 +172,9 @@ class History:
         self.flush()
 
     def retry(self) -> None:
-        """Write the held windows again if no write has been tried for RETRY_EVERY seconds
-        (a tick calls it: the disk may have room again while no window closes)."""
+        """Write the held windows (and what came since) if no write has been tried for
+        RETRY_EVERY seconds: a tick calls it. While writes fail, add_later() only queues, so
+        a full disk or a locked file is tried every RETRY_EVERY, not at every closing."""
         if not self._failed or time.monotonic() - self._tried < RETRY_EVERY:
             return
         with self._pending_lock:
@@ -229,10 +234,11 @@ class History:
         return len(bad)
 
     def missed(self, why: str) -> None:
-        """Windows the engine closed that never reached add_later() (closing raised: a bug):
-        only a restart's replay closes them again, so no snapshot is published in this
-        process from now on (held counts one for them)."""
-        self._lost += 1
+        """A closing that raised (a bug): what it had closed never reached add_later(), and
+        only a replay from the last snapshot closes it again, so no snapshot is published in
+        this process from now on (missed_closings, on /metrics). Called on the runtime's loop
+        only (the writer thread has its own counts)."""
+        self.missed_closings += 1
         self.last_error = why
 
     @property
@@ -249,7 +255,7 @@ class History:
     def settled(self, mark: int) -> bool:
         """Every window handed in before `mark` is in the file: a snapshot taken at `mark` may
         replace the last one."""
-        return self._settled >= mark and not self._failed and not self._lost
+        return self._settled >= mark and not self._failed and not self._lost and not self.missed_closings
 
     def flush(self) -> None:
         """Wait for the writes handed to add_later()."""

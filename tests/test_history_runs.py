@@ -20,6 +20,12 @@ from tests.test_engine_operators import ev, kpi
 DAY = 24 * 60
 
 
+@pytest.fixture(autouse=True)
+def write_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write after a failed one is tried at once (in service: RETRY_EVERY seconds later)."""
+    monkeypatch.setattr("engine.history.RETRY_EVERY", 0.0)
+
+
 def minutes(value: object) -> float:
     return (value - T0).total_seconds() / 60  # type: ignore[operator]
 
@@ -307,4 +313,28 @@ def test_held_windows_beyond_the_bound_keep_snapshots_back_until_a_restart(
     history.flush()
     assert len(history.query("k", unit="4W", limit=100_000)) > 12 * n  # the newest is stored
     assert history.held == held - 1 and not history.settled(history.mark())
+    history.close()
+
+
+def test_while_writes_fail_closings_queue_for_the_retry_not_a_write_each(
+    tmp_path: Path, places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in service a failed write is tried again RETRY_EVERY seconds later: the closings between
+    # queue behind it (a full disk or a locked file is not hit at every tick); the retry
+    # writes the held windows and the queued ones together.
+    engine, history, n = sliding_history(tmp_path, places)
+    monkeypatch.setattr("engine.history.RETRY_EVERY", 3600.0)
+    hold_to_pages(history, full=False)
+    for h in (n + 1, n + 2):
+        for _ in range(1 + h % 2):
+            engine.process(ev("experience.complaint", 60 * h + 10))
+        history.add_now(engine.advance(ts(60 * h + 75)))
+    assert history.write_errors == 1 and not history.settled(history.mark())  # not tried again
+    assert len(history.query("k", unit="4W", limit=100_000)) == 12 * n
+    monkeypatch.setattr("engine.history.RETRY_EVERY", 0.0)
+    history.retry()
+    history.flush()
+    windows = history.query("k", unit="4W", limit=100_000)
+    assert [w.value for w in windows] == [1.0 + h % 2 for h in range(n + 3) for _ in range(12)]
+    assert history.held == 0 and history.settled(history.mark())
     history.close()
