@@ -107,27 +107,32 @@ def _durability(backend: Backend) -> Iterator[Metric]:
             yield family
     history = getattr(backend, "history", None)
     if history is not None and hasattr(history, "write_errors"):
-        family = CounterMetricFamily(
-            "carescore_history_write_errors",
-            "KPI history writes that failed (their windows held for the next write) or dropped windows "
-            "the store cannot take.",
-        )
-        family.add_metric([], float(history.write_errors))
-        yield family
-        held = GaugeMetricFamily(
-            "carescore_history_held_windows",
-            "History rows (closed windows, as runs) a failed write holds for the next, and those a "
-            "restart must close again (no snapshot is published until none is held).",
-        )
-        held.add_metric([], float(history.held))
-        yield held
-        missed = GaugeMetricFamily(
-            "carescore_history_missed_closings",
-            "Closings of windows that raised in this process (a bug): what they had closed is not "
-            "in the history, and no snapshot is published until a restart replays it.",
-        )
-        missed.add_metric([], float(getattr(history, "missed_closings", 0)))
-        yield missed
+        for kind, name, doc, value in (
+            (
+                CounterMetricFamily,
+                "carescore_history_write_errors",
+                "KPI history writes that failed (their windows held for the next write) or dropped "
+                "windows the store cannot take.",
+                history.write_errors,
+            ),
+            (
+                GaugeMetricFamily,
+                "carescore_history_held_windows",
+                "History rows (closed windows, as runs) a failed write holds for the next, and those "
+                "a restart must close again (no snapshot is published until none is held).",
+                history.held,
+            ),
+            (
+                GaugeMetricFamily,
+                "carescore_history_missed_closings",
+                "Closings of windows that raised in this process (a bug): what they had closed is not "
+                "in the history, and no snapshot is published until a restart replays it.",
+                history.missed_closings,
+            ),
+        ):
+            metric = kind(name, doc)
+            metric.add_metric([], float(value))
+            yield metric
     errors = getattr(backend, "engine_errors", None)
     if errors is not None:
         family = CounterMetricFamily(

@@ -34,14 +34,19 @@ def stored(history: History) -> int:
     return history.rows()
 
 
+def sliding(tmp_path: Path, places: Places) -> tuple[Engine, History]:
+    """A count over 60 minutes stepping by 5, no grace, and its history."""
+    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
+    return engine, History(tmp_path / "h.sqlite", engine.pane_clocks())
+
+
 def test_a_sliding_window_is_one_row_per_change_and_answers_every_window(
     tmp_path: Path, places: Places
 ) -> None:
     # a count over 60 minutes stepping by 5: one complaint at 08:10 (minute 10) is in every
     # window whose [start, end) holds minute 10: ends 15, 20, ..., 70 (12 windows, count 1 each);
     # the next complaint, at minute 500, moves the watermark far past them
-    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
-    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine, history = sliding(tmp_path, places)
     engine.process(ev("experience.complaint", 10))
     engine.process(ev("experience.complaint", 500))
     history.add(engine.advance(ts(500)))
@@ -121,8 +126,7 @@ def test_a_query_answers_every_window_handed_in_before_it_and_writes_do_not_queu
     # handed to the history one hour at a time, while the disk is busy (its lock held here, as
     # a long write holds it). Windows ending 15..70 after the complaint at minute 10 hold it, and so
     # on for each hour: 12 windows of count 1 per hour.
-    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
-    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine, history = sliding(tmp_path, places)
     writes = 0
     add = history.add
 
@@ -172,8 +176,7 @@ def test_windows_a_failed_history_write_held_are_written_with_the_next(
     # "database or disk is full", as on a full disk) until a write fails; then it may grow again,
     # and the next hour's write carries the failed one's windows: every hour's 12 are stored.
     # Before, the failed windows were logged and gone (the engine does not close them again).
-    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
-    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine, history = sliding(tmp_path, places)
 
     def hour(n: int) -> None:  # one complaint in even hours, two in odd: a new run each hour
         for _ in range(1 + n % 2):
@@ -212,8 +215,7 @@ def test_a_window_the_store_cannot_take_is_dropped_not_kept_in_front_of_every_wr
     # such windows cannot tell them from a bug in the code, so it is kept (held, no snapshot);
     # the next write carries them with the next hour's good windows, which are stored, and the
     # bad ones are dropped there. Kept for ever, they would fail every write after them.
-    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
-    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine, history = sliding(tmp_path, places)
     engine.process(ev("experience.complaint", 10))
     bad = [s.model_copy(update={"n": None}) for s in engine.advance(ts(75))]
     history.add_now(bad)
@@ -240,8 +242,7 @@ def sliding_history(tmp_path: Path, places: Places) -> tuple[Engine, History, in
     """A count over 60 minutes stepping by 5, one complaint at minute 10 of even hours and two
     of odd ones (12 windows an hour, a new run each hour, as above), the file held to its pages
     from hour 2 until an hour's windows are held by a failed write: that hour is returned."""
-    engine = Engine(kpi({"kind": "sliding", "size": "60m", "step": "5m", "grace": "0s"}), places)
-    history = History(tmp_path / "h.sqlite", engine.pane_clocks())
+    engine, history = sliding(tmp_path, places)
     n = 0
     while history.held == 0:
         if n == 2:
