@@ -16,6 +16,11 @@ LOOP_LAG = Histogram(
 LOOP_STALL_MAX = Gauge(
     "carescore_event_loop_stall_max_seconds", "The longest event-loop stall since the process started."
 )
+CLOSING_BEHIND = Gauge(
+    "carescore_windows_closing_behind",
+    "1 while the tick has windows the watermarks passed still to close (a burst of old data; "
+    "closing gives way to incoming messages), 0 once they are all closed.",
+)
 
 WORKER_EVENTS = Counter(
     "carescore_worker_events",

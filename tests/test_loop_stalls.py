@@ -23,7 +23,7 @@ import yaml
 from carescore.serve import Service
 from connectors.hl7v2 import messages as m
 from engine.config import Settings
-from engine.events import EVENT_TYPES
+from engine.events import EVENT_TYPES, EventBase
 
 WINDOWS = 100_000
 PROBE = {
@@ -43,11 +43,49 @@ PROBE = {
 
 
 def adt(i: int) -> bytes:
+    """An admission of one of 50 patients: the census stays small however many ACKs go by (with
+    a new patient in each, the 40,000 stays of the 10 s the windows take to close with the
+    sender going made the collector's middle generation take 150-200 ms, a pause of the
+    collector's over a census no hospital reaches, not of the tick's slicing under test)."""
     when = datetime.now(UTC).replace(microsecond=0)
-    patient = m.Patient(f"MRN{i}", "Doe", "Jane", "19700101", "F")
-    where = m.Visit(patient, "I", m.Location("4W", "1", "01", "DEMO"), f"V{i}", "DEMO")
+    patient = m.Patient(f"MRN{i % 50}", "Doe", "Jane", "19700101", "F")
+    where = m.Visit(patient, "I", m.Location("4W", "1", "01", "DEMO"), f"V{i % 50}", "DEMO")
     text = m.adt("A01", when, where, control_id=f"T{i:07d}", admit=when)
     return b"\x0b" + text.encode() + b"\x1c\r"
+
+
+async def probe_service(settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]) -> Service:
+    """A started carescore with the probe KPI, ticking every 0.1 s, the event log's fsync off:
+    this machine's disk alone stalls a synced 429-byte append for 149 and 349 ms now and then
+    (20,000 appends, nothing else writing, measured 2026-12-03), and these tests are about the
+    tick. AA after a durable write is proven by the SIGKILL and full-disk tests."""
+    defs = kpi_dir()
+    (defs / "complaints_per_minute.yaml").write_text(yaml.safe_dump(PROBE))
+    svc = Service(settings_for(kpi_defs=defs, engine={"tick": 0.1, "fsync": False}))
+    await svc.start()
+    return svc
+
+
+def complaints() -> list[EventBase]:
+    """One complaint in each of WINDOWS minutes ending two minutes ago: WINDOWS windows to close."""
+    start = time.time() - 120 - WINDOWS * 60
+    complaint = EVENT_TYPES["experience.complaint"]
+    received = datetime.now(UTC)
+    return [
+        complaint.model_validate(
+            {
+                "type": "experience.complaint",
+                "event_time": datetime.fromtimestamp(start + 60 * i + 30, UTC),
+                "received_time": received,
+                "source": "feed",
+                "source_id": f"c{i}",
+                "facility": "DEMO",
+                "department": "medicine",
+                "unit": "4W",
+            }
+        )
+        for i in range(WINDOWS)
+    ]
 
 
 async def sender(port: int, stop: asyncio.Event, acks: list[tuple[float, float, bytes]]) -> None:
@@ -71,34 +109,9 @@ async def sender(port: int, stop: asyncio.Event, acks: list[tuple[float, float, 
 async def test_a_tick_closing_100000_windows_does_not_delay_an_ack(
     settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
 ) -> None:
-    defs = kpi_dir()
-    (defs / "complaints_per_minute.yaml").write_text(yaml.safe_dump(PROBE))
-    # fsync off: this test is about the tick's slicing, and this machine's disk alone stalls a
-    # synced 429-byte append for 149 and 349 ms now and then (20,000 appends, nothing else
-    # writing, measured 2026-12-03): with fsync on, a run failed whenever one of those fell in
-    # the timed span. AA after a durable write is proven by the SIGKILL and full-disk tests.
-    svc = Service(settings_for(kpi_defs=defs, engine={"tick": 0.1, "fsync": False}))
-    await svc.start()
+    svc = await probe_service(settings_for, kpi_dir)
     op = svc.runtime.engine.by_kpi["complaints_per_minute"]
-    end = time.time() - 120
-    start = end - WINDOWS * 60
-    complaint = EVENT_TYPES["experience.complaint"]
-    received = datetime.now(UTC)
-    events = [
-        complaint.model_validate(
-            {
-                "type": "experience.complaint",
-                "event_time": datetime.fromtimestamp(start + 60 * i + 30, UTC),
-                "received_time": received,
-                "source": "feed",
-                "source_id": f"c{i}",
-                "facility": "DEMO",
-                "department": "medicine",
-                "unit": "4W",
-            }
-        )
-        for i in range(WINDOWS)
-    ]
+    events = complaints()
     stop = asyncio.Event()
     acks: list[tuple[float, float, bytes]] = []
     sending = asyncio.create_task(sender(svc.mllp.port, stop, acks))
