@@ -42,6 +42,7 @@ class Feed:
     messages: int
     first: datetime
     last: datetime
+    orders: str = "test"
 
 
 def frame(text: str) -> bytes:
@@ -78,12 +79,14 @@ def deal(sizes: Counter[str], senders: int) -> dict[str, int]:
     return share
 
 
-def write_feed(folder: Path, senders: int = 8, mllp_port: int = 0, api_port: int = 0) -> Feed:
+def write_feed(
+    folder: Path, senders: int = 8, mllp_port: int = 0, api_port: int = 0, orders: str = "test"
+) -> Feed:
     if not TESTDATA.is_dir():
         raise SystemExit(f"{TESTDATA} is missing: the MIMIC-IV demo benchmarks need ../shared/testdata")
     folder.mkdir(parents=True, exist_ok=True)
     data = mh.load(TESTDATA, datetime.now(UTC).date())
-    messages = mh.messages(data)
+    messages = mh.messages(data, orders)
     conf = settings(folder / "data")
     conf["mllp"]["port"] = mllp_port
     conf["api"]["port"] = api_port
@@ -100,4 +103,4 @@ def write_feed(folder: Path, senders: int = 8, mllp_port: int = 0, api_port: int
         path = folder / f"sender{i}.mllp"
         path.write_bytes(b"".join(part))
         paths.append(path)
-    return Feed(folder, config, feed, paths, len(messages), messages[0].at, messages[-1].at)
+    return Feed(folder, config, feed, paths, len(messages), messages[0].at, messages[-1].at, orders)

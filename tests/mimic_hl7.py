@@ -30,6 +30,10 @@ hosp/labevents.csv.gz, one row per test result:
     older quantity/timing field) for odd ones, so both ways a sender says it are exercised.
   * ORU^R01 per specimen and `storetime`: the tests stored at that moment, OBR-22 = storetime,
     OBR-25 "F", one OBX each.
+  * messages(data, orders="specimen") (the MLLP benchmark's second feed, shaped as the issue's
+    replay: about two events a message): one ORC/OBR per specimen instead, its placer number
+    that of the specimen's first test, OBR-4 SPECIMEN_SERVICE, the tests as OBX segments, and
+    OBR-25 "P" in each ORU^R01 before the specimen's last store time, "F" in the last.
   MIMIC-IV has no order time and no specimen receipt time for a lab test: `charttime` is
   "the time at which the specimen was acquired" and `storetime` "the time at which the
   measurement was made available" (MIMIC-IV hosp/labevents documentation). So ORC-9/OBR-6 =
@@ -179,6 +183,7 @@ NUBC: dict[str, str] = {
 }
 
 PRIORITY_0027 = {"STAT": "S", "ROUTINE": "R"}  # HL7 table 0027 priority
+SPECIMEN_SERVICE = "SPECIMEN^Tests of one specimen^MIMICLAB"  # OBR-4 of an order per specimen
 
 
 # -- reading and shifting ----------------------------------------------------------------------
@@ -531,8 +536,14 @@ def adt_messages(data: Mimic, build: Builder) -> list[Message]:
     return out
 
 
-def lab_messages(data: Mimic, build: Builder) -> list[Message]:
-    """ORM^O01 per specimen at its order time, ORU^R01 per specimen and store time."""
+def lab_messages(data: Mimic, build: Builder, orders: str = "test") -> list[Message]:
+    """ORM^O01 per specimen at its order time, ORU^R01 per specimen and store time.
+
+    orders "test": one ORC/OBR per test (each a lab order of its own, one OBX each);
+    "specimen": one ORC/OBR per specimen (the accession, as a lab system orders a battery),
+    its tests as OBX segments, OBR-25 "P" until the specimen's last store time, then "F"."""
+    if orders not in ("test", "specimen"):
+        raise ValueError(f"orders must be 'test' or 'specimen', not {orders!r}")
     out: list[Message] = []
     sex = dict(data.patients.select("subject_id", "gender").iter_rows())
     timelines = _timeline(data.transfers)
@@ -560,18 +571,18 @@ def lab_messages(data: Mimic, build: Builder) -> list[Message]:
             fields[7] = f"^^^^^{code}"  # TQ quantity/timing, component 6 priority
         return segment("ORC", fields)
 
-    def obr(i: int, row: dict[str, Any], result: bool) -> str:
+    def obr(i: int, row: dict[str, Any], result: bool, status: str = "F") -> str:
         fields = {
             1: str(i),
             2: f"L{row['labevent_id']}^{FACILITY}",
             3: f"S{row['specimen_id']}^LAB",
-            4: f"{row['itemid']}^^MIMICLAB",
+            4: f"{row['itemid']}^^MIMICLAB" if orders == "test" else SPECIMEN_SERVICE,
             6: ts(row["charttime"]),
             7: ts(row["charttime"]),
         }
         if result:
             fields[22] = ts(row["storetime"])
-            fields[25] = "F"
+            fields[25] = status
         return segment("OBR", fields)
 
     def tq1(code: str) -> str:
@@ -614,7 +625,7 @@ def lab_messages(data: Mimic, build: Builder) -> list[Message]:
         pid, pv1 = patient_visit(subject, hadm, when)
         if code:  # an order from CPOE (blood gases without a priority come without one)
             body = [build.msh(when, "ORM^O01^ORM_O01"), pid, pv1]
-            for i, row in enumerate(rows, 1):
+            for i, row in enumerate(rows if orders == "test" else rows[:1], 1):
                 body.append(orc("NW", row, code, old_style))
                 if not old_style:
                     body.append(tq1(code))
@@ -624,8 +635,17 @@ def lab_messages(data: Mimic, build: Builder) -> list[Message]:
         for row in rows:
             if row["storetime"] is not None:
                 stored.setdefault(row["storetime"], []).append(row)
-        for at, batch in sorted(stored.items()):
+        times = sorted(stored.items())
+        for n, (at, batch) in enumerate(times, 1):
             body = [build.msh(at, "ORU^R01^ORU_R01"), pid, pv1]
+            if orders == "specimen":
+                body.append(orc("RE", first, code, old_style or not code))
+                body.append(obr(1, {**first, "storetime": at}, True, "F" if n == len(times) else "P"))
+                if code and not old_style:
+                    body.append(tq1(code))
+                body.extend(obx(i, row) for i, row in enumerate(batch, 1))
+                out.append(Message(at, RANK["ORU"], "\r".join(body), "ORU"))
+                continue
             for i, row in enumerate(batch, 1):
                 body.append(orc("RE", row, code, old_style or not code))
                 body.append(obr(i, row, result=True))
@@ -636,9 +656,10 @@ def lab_messages(data: Mimic, build: Builder) -> list[Message]:
     return out
 
 
-def messages(data: Mimic) -> list[Message]:
-    """Every message of the replay in the order the hospital sends them."""
+def messages(data: Mimic, orders: str = "test") -> list[Message]:
+    """Every message of the replay in the order the hospital sends them (orders: see
+    lab_messages)."""
     build = Builder()
-    out = adt_messages(data, build) + lab_messages(data, build)
+    out = adt_messages(data, build) + lab_messages(data, build, orders)
     out.sort(key=lambda m: (m.at, m.rank))
     return out
