@@ -366,19 +366,28 @@ def scrape(api: int) -> dict[str, Any]:
     return found
 
 
-def caught_up(api: int) -> float | None:
-    """Seconds from the last ACK until the windows the replay's watermarks passed are all closed
-    (carescore_windows_closing_behind 0): closing gives way to messages while they come in."""
+def caught_up(api: int, log: Path, last_ack: float) -> float | None:
+    """Seconds from the last ACK (about: when the senders were done) until the windows the
+    replay's watermarks passed were all closed: the server's "windows caught up" log line.
+    /metrics is read only once a second until carescore_windows_closing_behind is 0, since a
+    request is work that closing gives way to."""
     began = time.perf_counter()
     while time.perf_counter() - began < CATCH_UP_TIMEOUT:
+        time.sleep(1.0)
         _, text = get(f"http://127.0.0.1:{api}/metrics", timeout=60)
         behind = [line for line in text.splitlines() if line.startswith("carescore_windows_closing_behind ")]
         if not behind:
             return None  # no such metric: not this version
         if float(behind[0].split()[-1]) == 0.0:
-            return time.perf_counter() - began
-        time.sleep(0.05)
-    return None
+            break
+    else:
+        return None
+    times = [
+        datetime.fromisoformat(record["time"]).timestamp()
+        for line in log.read_text(errors="replace").splitlines()
+        if '"windows caught up"' in line and (record := json.loads(line))
+    ]
+    return max(times) - last_ack if times else None
 
 
 def dead_letters(command: str, config: Path) -> list[str]:
@@ -416,8 +425,10 @@ def run_carescore(work: Path, use_go: bool, orders: str) -> tuple[Feed, Replay, 
             wait_ready(server, api, log)
             cpu_before = cpu_seconds(server.pid)
             result = replay(mllp, feed, work, use_go)
+            last_ack = time.time()
             extra["cpu"] = cpu_seconds(server.pid) - cpu_before
-            extra["caught_up"] = caught_up(api)
+            extra["caught_up"] = caught_up(api, log, last_ack)
+            extra["cpu_caught_up"] = cpu_seconds(server.pid) - cpu_before
             try:
                 extra.update(scrape(api))
             except OSError as exc:
@@ -550,13 +561,18 @@ def about(run: FeedRun) -> list[str]:
             f"; carescore's CPU (all its threads, /proc) {cpu:.1f} s, {cpu / ours.messages * 1e6:,.0f} µs "
             f"a message, {cpu / ours.elapsed:.2f} of one core"
         )
-    after = extra.get("caught_up")
-    lines[-1] += (
-        f"; every window the replay passed closed {after:.1f} s after the last ACK "
-        f"(`carescore_windows_closing_behind` 0; closing gives way while messages come in)."
-        if after is not None
-        else "; not seen to finish closing its windows (carescore_windows_closing_behind)."
-    )
+    after, cpu_all = extra.get("caught_up"), extra.get("cpu_caught_up")
+    if after is not None:
+        lines[-1] += (
+            f"; every window the replay passed closed {after:.1f} s after the last ACK (closing gives "
+            f"way while messages come in): counted to then, {ours.messages / (ours.elapsed + after):,.0f} "
+            f"messages/s"
+        )
+        if cpu_all is not None:
+            lines[-1] += f" and {cpu_all / ours.messages * 1e6:,.0f} µs of CPU a message"
+        lines[-1] += "."
+    else:
+        lines[-1] += "; not seen to finish closing its windows (carescore_windows_closing_behind)."
     non_aa = {k: v for k, v in extra.get("acks", {}).items() if k[0] != "AA"}
     if non_aa:
         lines.append(

@@ -18,8 +18,9 @@ LOOP_STALL_MAX = Gauge(
 )
 CLOSING_BEHIND = Gauge(
     "carescore_windows_closing_behind",
-    "1 while the tick has windows the watermarks passed still to close (a burst of old data; "
-    "closing gives way to incoming messages), 0 once they are all closed.",
+    "1 while the embedded runtime's last closing of windows stopped with windows the watermarks "
+    "had passed still to close (a burst of old data: closing gives way to incoming work), 0 once "
+    "it caught up. The Kafka runtime does not set it.",
 )
 
 WORKER_EVENTS = Counter(

@@ -175,9 +175,15 @@ class Service:
         )
         self.scheme = "https" if tls else "http"
         self.http = uvicorn.Server(config)
+        if isinstance(self.runtime, EmbeddedRuntime):  # closing windows gives way to all of it
+            self.runtime.work_seen = self._work_seen
         self._tasks: list[asyncio.Task[Any]] = []
         self.loop_watch = LoopWatch()  # the longest event-loop stall, on /metrics
         self.supervisor = Supervisor(self.runtime.components)
+
+    def _work_seen(self) -> int:
+        """Appends, MLLP reads and HTTP requests so far: a sign that other work came in."""
+        return self.runtime.log.appended_events + self.mllp.reads + self.http.server_state.total_requests
 
     def _handler_for(self, settings: Settings) -> Callable[[dict[str, Any] | None], FrameHandler] | None:
         """With mllp.client_facilities: each connection's frames checked against the facilities

@@ -33,7 +33,9 @@ hosp/labevents.csv.gz, one row per test result:
   * messages(data, orders="specimen") (the MLLP benchmark's second feed, shaped as the issue's
     replay: about two events a message): one ORC/OBR per specimen instead, its placer number
     that of the specimen's first test, OBR-4 SPECIMEN_SERVICE, the tests as OBX segments, and
-    OBR-25 "P" in each ORU^R01 before the specimen's last store time, "F" in the last.
+    OBR-25 "A" (HL7 table 0123: some, not all, results available) in each ORU^R01 before the
+    specimen's last store time, "F" in the last. The KPIs differ between the two shapes: a lab
+    turnaround is then one per specimen, ending at its last store time, not one per test.
   MIMIC-IV has no order time and no specimen receipt time for a lab test: `charttime` is
   "the time at which the specimen was acquired" and `storetime` "the time at which the
   measurement was made available" (MIMIC-IV hosp/labevents documentation). So ORC-9/OBR-6 =
@@ -541,7 +543,7 @@ def lab_messages(data: Mimic, build: Builder, orders: str = "test") -> list[Mess
 
     orders "test": one ORC/OBR per test (each a lab order of its own, one OBX each);
     "specimen": one ORC/OBR per specimen (the accession, as a lab system orders a battery),
-    its tests as OBX segments, OBR-25 "P" until the specimen's last store time, then "F"."""
+    its tests as OBX segments, OBR-25 "A" until the specimen's last store time, then "F"."""
     if orders not in ("test", "specimen"):
         raise ValueError(f"orders must be 'test' or 'specimen', not {orders!r}")
     out: list[Message] = []
@@ -640,7 +642,7 @@ def lab_messages(data: Mimic, build: Builder, orders: str = "test") -> list[Mess
             body = [build.msh(at, "ORU^R01^ORU_R01"), pid, pv1]
             if orders == "specimen":
                 body.append(orc("RE", first, code, old_style or not code))
-                body.append(obr(1, {**first, "storetime": at}, True, "F" if n == len(times) else "P"))
+                body.append(obr(1, {**first, "storetime": at}, True, "F" if n == len(times) else "A"))
                 if code and not old_style:
                     body.append(tq1(code))
                 body.extend(obx(i, row) for i, row in enumerate(batch, 1))

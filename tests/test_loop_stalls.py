@@ -54,14 +54,17 @@ def adt(i: int) -> bytes:
     return b"\x0b" + text.encode() + b"\x1c\r"
 
 
-async def probe_service(settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]) -> Service:
+async def probe_service(
+    settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path], snapshot_every: float = 3600
+) -> Service:
     """A started carescore with the probe KPI, ticking every 0.1 s, the event log's fsync off:
     this machine's disk alone stalls a synced 429-byte append for 149 and 349 ms now and then
     (20,000 appends, nothing else writing, measured 2026-12-03), and these tests are about the
     tick. AA after a durable write is proven by the SIGKILL and full-disk tests."""
     defs = kpi_dir()
     (defs / "complaints_per_minute.yaml").write_text(yaml.safe_dump(PROBE))
-    svc = Service(settings_for(kpi_defs=defs, engine={"tick": 0.1, "fsync": False}))
+    engine = {"tick": 0.1, "fsync": False, "snapshot_every": snapshot_every}
+    svc = Service(settings_for(kpi_defs=defs, engine=engine))
     await svc.start()
     return svc
 

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from connectors.hl7v2.mapping import MapContext, map_message
+from connectors.hl7v2.parser import parse
+from engine.places import Places
 from tests import mimic_hl7 as mh
 from tests.conftest import needs_testdata
 
@@ -60,5 +63,31 @@ def test_the_two_shapes_carry_the_same_lab_rows() -> None:
         # the same placer number as the specimen's order; "F" only at its last store time
         assert placed.get(obr[3], obr[2]) == obr[2]
         final = datetime.strptime(obr[22], "%Y%m%d%H%M%S%z").replace(tzinfo=None) == last_store[specimen]
-        assert obr[25] == ("F" if final else "P"), (obr[22], last_store[specimen])
+        assert obr[25] == ("F" if final else "A"), (obr[22], last_store[specimen])
     assert len(placed) == specimens_ordered
+
+
+def test_carescore_maps_each_specimen_message_to_two_events() -> None:
+    """Through carescore's parser and mapper: an order message to its order (ORC-9) and
+    collection (OBR-7), a result message to the collection again and its result (OBR-22, at
+    OBR-25's status: A, some results available, is partial and ends no turnaround), as the
+    benchmark's '2.0 events a message' says; and each OBR of the per-test shape alike."""
+    data = mh.load(needs_testdata("mimic-iv-demo"), datetime(2026, 12, 1, tzinfo=UTC).date())
+    places = Places.model_validate(mh.places_config())
+    received = datetime.now(UTC)
+    for orders in ("specimen", "test"):
+        context = MapContext(places).at(received)  # one context: results find their orders
+        for m in mh.messages(data, orders):
+            if m.kind not in ("ORM", "ORU"):
+                continue
+            events = map_message(parse(m.text), context)
+            groups = len(segments(m.text, "OBR"))
+            assert orders == "test" or groups == 1
+            types = Counter(e.type for e in events)
+            if m.kind == "ORM":
+                assert types == {"lab.order": groups, "lab.collect": groups}, m.text
+                continue
+            assert types == {"lab.collect": groups, "lab.result": groups}, m.text
+            statuses = {getattr(e, "result_status", None) for e in events if e.type == "lab.result"}
+            status = segments(m.text, "OBR")[0][25]
+            assert statuses == {"final" if status == "F" else "partial"}, (status, statuses)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,24 @@ several turns of the loop: read, map, log, write, answer), so a tick that closes
 (a restart after a long stop, a burst of old data) holds no ACK up for longer than a slice."""
 
 CLOSING_GIVES_WAY = 8
-"""While messages come in, closing waits this many slices after each slice: it takes at most a
-ninth of the loop, and an ACK is not held behind it. A burst of old data (a backfill over MLLP,
-an interface engine's queue after an outage) has years of windows to close; at half the loop,
-the MIMIC replay's stop-and-wait senders got 3,563 msg/s, at a ninth 6,069-6,893 (bench/,
-2026-12-04). Windows close a few a minute per group live, so only such bursts fall behind;
-once the messages stop, closing takes the whole loop again (carescore_windows_closing_behind)."""
+"""While other work comes in (messages, requests), closing waits this many slices after each
+slice: it takes at most about a ninth of the loop (the rest of a tick, every engine.tick, comes
+on top), and an ACK is not held behind it. A burst of old data (a backfill over MLLP, an
+interface engine's queue after an outage) has years of windows to close; at half the loop, the
+MIMIC replay's stop-and-wait senders got 3,563 msg/s, at a ninth 6,000-7,200 (BENCHMARKS.md).
+Live, windows close a few a minute per group, so only such bursts fall behind; with nothing
+else to do, closing takes the whole loop (carescore_windows_closing_behind)."""
 
 TRAFFIC_HOLD = 0.5
-"""Seconds after the last append that closing still counts as sharing the loop with traffic."""
+"""Seconds after the last sign of other work (an append, an MLLP read, an HTTP request) that
+closing still gives way. (The loop thread's CPU in the turn between slices was tried as the
+sign: an idle turn's p99 was 224 µs and an HTTP request's turns had a median of 27 µs.)"""
+
+BEHIND_LIMIT = 30.0
+"""Seconds a tick gives way to other work; after that, closing takes half the loop again (a
+slice, then as long for the rest), so work that never lets up cannot keep windows open for
+ever. Events for windows the watermark passed but not yet closed still count in them: giving
+way moves where an out-of-order event is counted late by as long as closing trails."""
 
 REPLAY_ADVANCE_EVERY = 2000
 """Events between two closings of windows while the log is replayed or a backfill imported:
@@ -114,6 +124,9 @@ class EmbeddedRuntime(RuntimeShell):
         self.engine_errors = 0  # events the engine raised on (counted, logged, skipped)
         self.close_every = 0  # imports: close windows every this many events (ticks do it live)
         self._closed_at = -1  # events_processed at the last close (_process_closing)
+        self._ticking = asyncio.Lock()  # one tick at a time (tests and tools call tick_async too)
+        # a count that grows with other work on the loop (the service adds MLLP reads, requests)
+        self.work_seen: Callable[[], int] = lambda: self.log.appended_events
         self.log = EventLog(data / "events", fsync=settings.engine.fsync, on_commit=self._on_commit)
         self.recover()
 
@@ -477,12 +490,18 @@ class EmbeddedRuntime(RuntimeShell):
     async def tick_async(self, now: float | None = None) -> None:
         """Windows close in slices of TICK_SLICE with the loop served in between, history is
         written on its own thread and the snapshot from a forked child: the work of a tick
-        does not wait on the disk, and no ACK waits for the whole of it. While messages come in,
-        closing gives way to them (CLOSING_GIVES_WAY); while it is behind, the live values and
-        alerts are still refreshed every engine.tick."""
-        now = self.clock() if now is None else now
-        began = observed = time.perf_counter()
-        engine, appended, traffic_until = self.engine, self.log.appended_events, 0.0
+        does not wait on the disk, and no ACK waits for the whole of it. While other work comes
+        in, closing gives way to it (CLOSING_GIVES_WAY); while it is behind, the rest of a tick
+        (held history writes, live values, alerts, the snapshot) still runs every engine.tick,
+        at `now` plus the time the tick has taken. A call while a tick runs waits for it."""
+        async with self._ticking:
+            await self._tick(self.clock() if now is None else now)
+
+    async def _tick(self, now: float) -> None:
+        began = done = time.perf_counter()
+        at = now  # the time of the tick's last round of the rest
+        engine, work_seen, traffic_until = self.engine, self.work_seen, 0.0
+        seen = work_seen()
         while True:
             closed = self._closed(now, time.perf_counter() + TICK_SLICE)
             if closed is None:
@@ -491,15 +510,25 @@ class EmbeddedRuntime(RuntimeShell):
             CLOSING_BEHIND.set(engine.behind)
             if not engine.behind:
                 break
-            await asyncio.sleep(0)  # what came in during the slice is read before the next one
-            if self.log.appended_events != appended:
-                appended = self.log.appended_events
-                traffic_until = time.perf_counter() + TRAFFIC_HOLD
-            if time.perf_counter() < traffic_until:
-                await asyncio.sleep(TICK_SLICE * CLOSING_GIVES_WAY)
-            if time.perf_counter() - observed >= self.settings.engine.tick:
-                await self._observe(now + (time.perf_counter() - began))
-                observed = time.perf_counter()
+            await asyncio.sleep(0)  # what came in during the slice is served before the next one
+            elapsed = time.perf_counter() - began
+            if work_seen() != seen:
+                seen = work_seen()
+                traffic_until = elapsed + TRAFFIC_HOLD
+            if elapsed < traffic_until:
+                await asyncio.sleep(TICK_SLICE * (CLOSING_GIVES_WAY if elapsed < BEHIND_LIMIT else 1))
+            if time.perf_counter() - done >= self.settings.engine.tick:
+                at = now + (time.perf_counter() - began)
+                await self._rest_of_tick(at)
+                done = time.perf_counter()
+        took = time.perf_counter() - began
+        if took > 1.0 and not engine.behind:  # a burst's windows: say when they were all closed
+            log.info("windows caught up", extra={"seconds": round(took, 3)})
+        await self._rest_of_tick(at if at == now else now + took)
+
+    async def _rest_of_tick(self, now: float) -> None:
+        """What a tick does besides closing windows: write held windows again, refresh the live
+        values, the board and the alerts, publish or take a snapshot."""
         self.history.retry()
         await self._observe(now)
         # a snapshot written is published at the first tick the history has caught up with it

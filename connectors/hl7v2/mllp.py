@@ -152,6 +152,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        self.server.reads += 1
         now = self.last_activity = time.monotonic()
         decoder = self.decoder
         junk_before = decoder.junk_bytes
@@ -261,6 +262,7 @@ class MLLPServer:
         self.max_connections = max_connections
         self.ssl_context = ssl_context
         self.on_unusable = on_unusable
+        self.reads = 0  # chunks read from senders: a sign of work (a runtime's closing gives way)
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
