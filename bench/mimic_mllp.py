@@ -84,6 +84,7 @@ class Replay:
     not_aa: int
     failures: list[str] = field(default_factory=list)  # senders that stopped early, and why
     samples: list[str] = field(default_factory=list)  # non-AA ACK texts (Python senders only)
+    ended: float = 0.0  # wall clock (time.time()) at the last ACK: the last sender done
 
     @property
     def messages(self) -> int:
@@ -139,6 +140,7 @@ def go_senders(port: int, files: list[Path], work: Path, children: list[subproce
     finally:
         pool.shutdown(wait=False)  # on an interrupt, replay() kills the senders: no waiting here
     elapsed = max(done for *_, done in results) - began
+    ended = time.time() - (time.perf_counter() - (began + elapsed))
     latencies: list[float] = []
     not_aa = 0
     failures = []
@@ -149,7 +151,7 @@ def go_senders(port: int, files: list[Path], work: Path, children: list[subproce
         result = json.loads(out)
         latencies.extend(us / 1e6 for us in result["latency_us"])
         not_aa += result["not_aa"]
-    return Replay(expected, elapsed, sorted(latencies), not_aa, failures)
+    return Replay(expected, elapsed, sorted(latencies), not_aa, failures, ended=ended)
 
 
 async def _stop_and_wait(port: int, frames: list[bytes], start: Any) -> dict[str, Any]:
@@ -194,6 +196,7 @@ def python_senders(port: int, files: list[Path], children: list[Any]) -> Replay:
     start.set()
     results = [out.get(timeout=SENDER_TIMEOUT) for _ in procs]
     elapsed = time.perf_counter() - began
+    ended = time.time()
     for p in procs:
         p.join(timeout=10)
     latencies = sorted(x for r in results for x in r["latencies"])
@@ -204,6 +207,7 @@ def python_senders(port: int, files: list[Path], children: list[Any]) -> Replay:
         sum(r["not_aa"] for r in results),
         [r["error"] for r in results if r["error"]],
         [s for r in results for s in r["samples"]][:5],
+        ended,
     )
 
 
@@ -366,28 +370,25 @@ def scrape(api: int) -> dict[str, Any]:
     return found
 
 
-def caught_up(api: int, log: Path, last_ack: float) -> float | None:
-    """Seconds from the last ACK (about: when the senders were done) until the windows the
-    replay's watermarks passed were all closed: the server's "windows caught up" log line.
-    /metrics is read only once a second until carescore_windows_closing_behind is 0, since a
-    request is work that closing gives way to."""
+def caught_up(server: subprocess.Popen[bytes], log: Path, last_ack: float) -> tuple[float, float] | None:
+    """Seconds from the last ACK until the windows the replay's watermarks passed were all
+    closed (the server's "windows caught up" line, written when a tick that took over a second
+    has closed them), and carescore's CPU seconds at that moment. The log is read, not
+    /metrics: a request is work that closing gives way to. None: no such line in
+    CATCH_UP_TIMEOUT (closed within a second's tick, or not this version)."""
     began = time.perf_counter()
     while time.perf_counter() - began < CATCH_UP_TIMEOUT:
-        time.sleep(1.0)
-        _, text = get(f"http://127.0.0.1:{api}/metrics", timeout=60)
-        behind = [line for line in text.splitlines() if line.startswith("carescore_windows_closing_behind ")]
-        if not behind:
-            return None  # no such metric: not this version
-        if float(behind[0].split()[-1]) == 0.0:
-            break
-    else:
-        return None
-    times = [
-        datetime.fromisoformat(record["time"]).timestamp()
-        for line in log.read_text(errors="replace").splitlines()
-        if '"windows caught up"' in line and (record := json.loads(line))
-    ]
-    return max(times) - last_ack if times else None
+        for line in log.read_text(errors="replace").splitlines():
+            if '"windows caught up"' not in line:
+                continue
+            try:
+                at = datetime.fromisoformat(json.loads(line)["time"]).timestamp()
+            except (ValueError, KeyError, TypeError):  # a line cut short or interleaved
+                continue
+            if at >= last_ack - 1.0:  # a burst's closing, not one from before the replay's end
+                return max(0.0, at - last_ack), cpu_seconds(server.pid)
+        time.sleep(0.1)
+    return None
 
 
 def dead_letters(command: str, config: Path) -> list[str]:
@@ -425,10 +426,10 @@ def run_carescore(work: Path, use_go: bool, orders: str) -> tuple[Feed, Replay, 
             wait_ready(server, api, log)
             cpu_before = cpu_seconds(server.pid)
             result = replay(mllp, feed, work, use_go)
-            last_ack = time.time()
             extra["cpu"] = cpu_seconds(server.pid) - cpu_before
-            extra["caught_up"] = caught_up(api, log, last_ack)
-            extra["cpu_caught_up"] = cpu_seconds(server.pid) - cpu_before
+            closed = caught_up(server, log, result.ended)
+            if closed is not None:
+                extra["caught_up"], extra["cpu_caught_up"] = closed[0], closed[1] - cpu_before
             try:
                 extra.update(scrape(api))
             except OSError as exc:
@@ -572,7 +573,7 @@ def about(run: FeedRun) -> list[str]:
             lines[-1] += f" and {cpu_all / ours.messages * 1e6:,.0f} µs of CPU a message"
         lines[-1] += "."
     else:
-        lines[-1] += "; not seen to finish closing its windows (carescore_windows_closing_behind)."
+        lines[-1] += '; no "windows caught up" after the last ACK (no tick of over a second closed any).'
     non_aa = {k: v for k, v in extra.get("acks", {}).items() if k[0] != "AA"}
     if non_aa:
         lines.append(

@@ -225,9 +225,10 @@ async def test_requests_that_append_nothing_are_given_way_to_as_well(
 async def test_after_behind_limit_closing_takes_half_the_loop_again(
     settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Work that never lets up does not keep windows open for ever: BEHIND_LIMIT (here 0.5 s)
-    into a tick that gives way, closing takes a slice, then as long for the loop."""
-    monkeypatch.setattr("carescore.transports.embedded.BEHIND_LIMIT", 0.5)
+    """Work that never lets up does not keep windows open for ever: BEHIND_LIMIT (here 1 s)
+    into a tick that gives way, closing takes a slice, then as long for the loop; before the
+    limit it gave way as far as ever."""
+    monkeypatch.setattr("carescore.transports.embedded.BEHIND_LIMIT", 1.0)
     svc = await probe_service(settings_for, kpi_dir)
     backlog = Backlog(svc)
     stop = asyncio.Event()
@@ -237,16 +238,21 @@ async def test_after_behind_limit_closing_takes_half_the_loop_again(
         while len(acks) < 20:
             await asyncio.sleep(0.01)
         backlog.hand()
-        await backlog.until(0, 0.6)  # past the limit (ticks start within 0.1 s of the hand)
+        while not backlog.timed.slices or backlog.timed.slices[-1][0] < backlog.handed:
+            await asyncio.sleep(0.005)
+        tick = next(a for a, _ in backlog.timed.slices if a >= backlog.handed)  # the tick began
+        await backlog.until(0, tick + 1.1 - backlog.handed)  # past the limit
         since = time.perf_counter()
         first = backlog.closed
         while backlog.closed < first + WINDOWS // 10 or time.perf_counter() - since < 0.5:
             assert time.monotonic() < backlog.deadline
             await asyncio.sleep(0.005)
-        share = backlog.timed.share(since, time.perf_counter())
+        after = backlog.timed.share(since, time.perf_counter())
+        before = backlog.timed.share(tick + 0.1, tick + 0.9)
     finally:
         stop.set()
         await sending
         await svc.stop()
-    print(f"closing's share of the loop past the limit, the sender going: {share:.3f}")
-    assert share > 0.35, share
+    print(f"closing's share of the loop, the sender going: {before:.3f} before the limit, {after:.3f} after")
+    assert before < GIVES_WAY, before
+    assert 0.35 < after < 0.65, after

@@ -1,8 +1,9 @@
 """The MLLP benchmark's two shapes of the MIMIC-IV feed carry the same lab rows (bench/mimic_mllp.py
 reports both): one lab order per test, or one per specimen with its tests as OBX segments. What
 each shape must hold is counted here from labevents.csv.gz with polars and read back from the
-messages with plain string splits (HL7 v2: segments end in CR, fields split on |), not with
-carescore's parser or mapper.
+messages with plain string splits (HL7 v2: segments end in CR, fields split on |); then the
+events carescore's own parser and mapper make of each lab message are checked against the OBR
+fields they come from.
 """
 
 from __future__ import annotations

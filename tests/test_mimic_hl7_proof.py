@@ -161,8 +161,11 @@ async def run_replay(
         out["acks"] = await send_all(svc.mllp.port, messages)
         out["send_seconds"] = time.monotonic() - t0
         # every AA came after the log commit, and the engine takes each commit before the
-        # next: all events are in. A few ticks close the windows up to the last of them.
-        await asyncio.sleep(5 * settings.engine.tick)
+        # next: all events are in. A tick of our own (after the one running, if any) closes the
+        # windows up to the last of them, however far closing trails after giving way to the
+        # messages (a few ticks' sleep did not wait for that), and the history is written.
+        await svc.runtime.tick_async()
+        svc.runtime.history.flush()
         recent = iso(datetime.now(UTC) - timedelta(days=7))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.api_port}", timeout=120) as client:
 

@@ -62,10 +62,11 @@ closing still gives way. (The loop thread's CPU in the turn between slices was t
 sign: an idle turn's p99 was 224 µs and an HTTP request's turns had a median of 27 µs.)"""
 
 BEHIND_LIMIT = 30.0
-"""Seconds a tick gives way to other work; after that, closing takes half the loop again (a
-slice, then as long for the rest), so work that never lets up cannot keep windows open for
-ever. Events for windows the watermark passed but not yet closed still count in them: giving
-way moves where an out-of-order event is counted late by as long as closing trails."""
+"""Seconds into a tick (one closing a burst's windows) after which closing no longer gives way
+as far: it takes half the loop (a slice, then as long for the rest), so work that never lets up
+cannot keep windows open for ever. Events for windows the watermark passed but not yet closed
+still count in them: giving way moves where an out-of-order event is counted late by as long
+as closing trails."""
 
 REPLAY_ADVANCE_EVERY = 2000
 """Events between two closings of windows while the log is replayed or a backfill imported:
@@ -499,7 +500,7 @@ class EmbeddedRuntime(RuntimeShell):
 
     async def _tick(self, now: float) -> None:
         began = done = time.perf_counter()
-        at = now  # the time of the tick's last round of the rest
+        at, was_behind = now, False  # the time of the tick's last round of the rest
         engine, work_seen, traffic_until = self.engine, self.work_seen, 0.0
         seen = work_seen()
         while True:
@@ -510,6 +511,7 @@ class EmbeddedRuntime(RuntimeShell):
             CLOSING_BEHIND.set(engine.behind)
             if not engine.behind:
                 break
+            was_behind = True
             await asyncio.sleep(0)  # what came in during the slice is served before the next one
             elapsed = time.perf_counter() - began
             if work_seen() != seen:
@@ -524,7 +526,7 @@ class EmbeddedRuntime(RuntimeShell):
         took = time.perf_counter() - began
         if took > 1.0 and not engine.behind:  # a burst's windows: say when they were all closed
             log.info("windows caught up", extra={"seconds": round(took, 3)})
-        await self._rest_of_tick(at if at == now else now + took)
+        await self._rest_of_tick(now + took if was_behind else now)
 
     async def _rest_of_tick(self, now: float) -> None:
         """What a tick does besides closing windows: write held windows again, refresh the live
