@@ -37,7 +37,7 @@ import pytest
 from carescore.metrics import CLOSING_BEHIND
 from carescore.serve import Service
 from engine.config import Settings
-from tests.test_loop_stalls import WINDOWS, complaints, probe_service, sender
+from tests.test_loop_stalls import WINDOWS, complaints, keep_going, probe_service, sending
 
 
 class Timed:
@@ -138,20 +138,15 @@ async def test_closing_gives_way_to_messages_and_still_finishes(
 
     runtime._observe = counted  # type: ignore[method-assign]
     runtime.snapshot_in_background = counted_snapshot  # type: ignore[method-assign]
-    stop = asyncio.Event()
     acks: list[tuple[float, float, bytes]] = []
-    sending = asyncio.create_task(sender(svc.mllp.port, stop, acks))
     try:
-        while len(acks) < 20:  # the sender is going
-            await asyncio.sleep(0.01)
-        backlog.hand()
-        handed, last, timed = backlog.handed, backlog.last, backlog.timed
-        deadline = backlog.deadline
-        # with the sender going: until a tenth of the windows are closed and a second has gone by
-        with_traffic = await backlog.until(WINDOWS // 10, 1.0)
-        assert behind_gauge() == 1.0
-        stop.set()
-        await sending
+        async with sending(svc.mllp.port, acks):
+            backlog.hand()
+            handed, last, timed = backlog.handed, backlog.last, backlog.timed
+            deadline = backlog.deadline
+            # with the sender going: until a tenth of the windows are closed and a second has gone by
+            with_traffic = await backlog.until(WINDOWS // 10, 1.0)
+            assert behind_gauge() == 1.0
         stopped = time.perf_counter()
         while (op.closed_upto or 0) < last:  # the sender stopped: closing goes on alone
             assert time.monotonic() < deadline, f"closed up to {op.closed_upto} of {last}"
@@ -164,8 +159,6 @@ async def test_closing_gives_way_to_messages_and_still_finishes(
         windows = runtime.history.query("complaints_per_minute", unit="4W", limit=2 * WINDOWS)
         assert len(windows) >= WINDOWS - 1 and {w.value for w in windows} == {1.0}
     finally:
-        stop.set()
-        await sending
         await svc.stop()
     alone_from = stopped + HOLD  # work seen within TRAFFIC_HOLD still counts
     assert len([a for a, _ in timed.slices if alone_from < a < done]) >= 20, "too few slices alone"
@@ -197,25 +190,20 @@ async def test_requests_that_append_nothing_are_given_way_to_as_well(
     loop here; by the loop thread's CPU between slices, 0.48)."""
     svc = await probe_service(settings_for, kpi_dir)
     backlog = Backlog(svc)
-    stop = asyncio.Event()
     answered = 0
 
-    async def poll() -> None:
+    async def poll(stop: asyncio.Event) -> None:
         nonlocal answered
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.api_port}", timeout=60) as client:
             while not stop.is_set():
                 (await client.get("/api/v1/kpis")).raise_for_status()
                 answered += 1
 
-    polling = asyncio.create_task(poll())
     try:
-        while answered < 5:
-            await asyncio.sleep(0.01)
-        backlog.hand()
-        share = await backlog.until(WINDOWS // 20, 1.0)
+        async with keep_going(poll, lambda: answered >= 5):
+            backlog.hand()
+            share = await backlog.until(WINDOWS // 20, 1.0)
     finally:
-        stop.set()
-        await polling
         await svc.stop()
     print(f"closing's share of the loop with an HTTP client polling: {share:.3f}")
     assert share < GIVES_WAY, share
@@ -231,27 +219,22 @@ async def test_after_behind_limit_closing_takes_half_the_loop_again(
     monkeypatch.setattr("carescore.transports.embedded.BEHIND_LIMIT", 1.0)
     svc = await probe_service(settings_for, kpi_dir)
     backlog = Backlog(svc)
-    stop = asyncio.Event()
-    acks: list[tuple[float, float, bytes]] = []
-    sending = asyncio.create_task(sender(svc.mllp.port, stop, acks))
     try:
-        while len(acks) < 20:
-            await asyncio.sleep(0.01)
-        backlog.hand()
-        while not backlog.timed.slices or backlog.timed.slices[-1][0] < backlog.handed:
-            await asyncio.sleep(0.005)
-        tick = next(a for a, _ in backlog.timed.slices if a >= backlog.handed)  # the tick began
-        await backlog.until(0, tick + 1.1 - backlog.handed)  # past the limit
-        since = time.perf_counter()
-        first = backlog.closed
-        while backlog.closed < first + WINDOWS // 10 or time.perf_counter() - since < 0.5:
-            assert time.monotonic() < backlog.deadline
-            await asyncio.sleep(0.005)
-        after = backlog.timed.share(since, time.perf_counter())
-        before = backlog.timed.share(tick + 0.1, tick + 0.9)
+        async with sending(svc.mllp.port, []):
+            backlog.hand()
+            timed = backlog.timed
+            while not timed.slices or timed.slices[-1][0] < backlog.handed:
+                await asyncio.sleep(0.005)
+            tick = next(a for a, _ in timed.slices if a >= backlog.handed)  # the tick began
+            await backlog.until(0, tick + 1.1 - backlog.handed)  # past the limit
+            since = time.perf_counter()
+            first = backlog.closed
+            while backlog.closed < first + WINDOWS // 10 or time.perf_counter() - since < 0.5:
+                assert time.monotonic() < backlog.deadline
+                await asyncio.sleep(0.005)
+            after = timed.share(since, time.perf_counter())
+            before = timed.share(tick + 0.1, tick + 0.9)
     finally:
-        stop.set()
-        await sending
         await svc.stop()
     print(f"closing's share of the loop, the sender going: {before:.3f} before the limit, {after:.3f} after")
     assert before < GIVES_WAY, before

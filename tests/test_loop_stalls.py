@@ -11,11 +11,14 @@ within 50 ms. The event log's fsync is off here: the disk's own stalls are not t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -108,6 +111,29 @@ async def sender(port: int, stop: asyncio.Event, acks: list[tuple[float, float, 
         writer.close()
 
 
+@contextlib.asynccontextmanager
+async def keep_going(
+    work: Callable[[asyncio.Event], Coroutine[Any, Any, None]], going: Callable[[], bool]
+) -> AsyncIterator[None]:
+    """work(stop) running from when going() holds until the block ends (then stopped, awaited)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(work(stop))
+    try:
+        while not going():
+            if task.done():
+                await task  # it failed before it got going: its error, not a hang
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def sending(port: int, acks: list[tuple[float, float, bytes]]) -> AbstractAsyncContextManager[None]:
+    """A stop-and-wait MLLP sender going (20 ACKs in) for the block; its ACKs in `acks`."""
+    return keep_going(lambda stop: sender(port, stop, acks), lambda: len(acks) >= 20)
+
+
 @pytest.mark.serial  # an ACK's latency: a neighbouring test's load would be in it
 async def test_a_tick_closing_100000_windows_does_not_delay_an_ack(
     settings_for: Callable[..., Settings], kpi_dir: Callable[..., Path]
@@ -115,34 +141,31 @@ async def test_a_tick_closing_100000_windows_does_not_delay_an_ack(
     svc = await probe_service(settings_for, kpi_dir)
     op = svc.runtime.engine.by_kpi["complaints_per_minute"]
     events = complaints()
-    stop = asyncio.Event()
     acks: list[tuple[float, float, bytes]] = []
-    sending = asyncio.create_task(sender(svc.mllp.port, stop, acks))
     try:
-        while len(acks) < 20:  # the sender is going
-            await asyncio.sleep(0.01)
-        process = svc.runtime.engine.process
-        for event in events:  # at once: nothing closes them until the next tick
-            process(event)
-        # The test's own 400,000 or so new objects (its input events, the state they made) would
-        # otherwise be scanned by a middle-generation collection while the windows close: 225 to
-        # 266 ms, measured, a pause of the collector's, not of the tick's slicing under test.
-        gc.collect()
-        handed = time.perf_counter()
-        first = op.first_index
-        assert (first is not None and op.closed_upto is None) or op.closed_upto < first + 10
-        deadline = time.monotonic() + 300
-        while (op.closed_upto or 0) < first + WINDOWS - 1:  # wait for the condition, not a time
-            assert time.monotonic() < deadline, f"closed up to {op.closed_upto}, not {first + WINDOWS - 1}"
-            await asyncio.sleep(0.005)
-        closed_at = time.perf_counter()
-        svc.runtime.history.flush()
-        # one complaint in each minute: 100,000 windows of count 1 (stored as one run)
-        windows = svc.runtime.history.query("complaints_per_minute", unit="4W", limit=2 * WINDOWS)
-        assert len(windows) >= WINDOWS - 1 and {w.value for w in windows} == {1.0}
+        async with sending(svc.mllp.port, acks):
+            process = svc.runtime.engine.process
+            for event in events:  # at once: nothing closes them until the next tick
+                process(event)
+            # The test's own 400,000 or so new objects (its input events, the state they made) would
+            # otherwise be scanned by a middle-generation collection while the windows close: 225 to
+            # 266 ms, measured, a pause of the collector's, not of the tick's slicing under test.
+            gc.collect()
+            handed = time.perf_counter()
+            first = op.first_index
+            assert (first is not None and op.closed_upto is None) or op.closed_upto < first + 10
+            deadline = time.monotonic() + 300
+            while (op.closed_upto or 0) < first + WINDOWS - 1:  # wait for the condition, not a time
+                assert time.monotonic() < deadline, (
+                    f"closed up to {op.closed_upto}, not {first + WINDOWS - 1}"
+                )
+                await asyncio.sleep(0.005)
+            closed_at = time.perf_counter()
+            svc.runtime.history.flush()
+            # one complaint in each minute: 100,000 windows of count 1 (stored as one run)
+            windows = svc.runtime.history.query("complaints_per_minute", unit="4W", limit=2 * WINDOWS)
+            assert len(windows) >= WINDOWS - 1 and {w.value for w in windows} == {1.0}
     finally:
-        stop.set()
-        await sending
         await svc.stop()
     during = [(sent, got, code) for sent, got, code in acks if sent >= handed and got <= closed_at]
     slowest = max((got - sent for sent, got, _ in during), default=None)

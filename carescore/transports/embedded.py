@@ -52,7 +52,7 @@ CLOSING_GIVES_WAY = 8
 slice: it takes at most about a ninth of the loop (the rest of a tick, every engine.tick, comes
 on top), and an ACK is not held behind it. A burst of old data (a backfill over MLLP, an
 interface engine's queue after an outage) has years of windows to close; at half the loop, the
-MIMIC replay's stop-and-wait senders got 3,563 msg/s, at a ninth 6,000-7,200 (BENCHMARKS.md).
+MIMIC replay's stop-and-wait senders got 3,563 msg/s, at a ninth 5,400-7,300 (BENCHMARKS.md).
 Live, windows close a few a minute per group, so only such bursts fall behind; with nothing
 else to do, closing takes the whole loop (carescore_windows_closing_behind)."""
 
@@ -500,7 +500,7 @@ class EmbeddedRuntime(RuntimeShell):
 
     async def _tick(self, now: float) -> None:
         began = done = time.perf_counter()
-        at, was_behind = now, False  # the time of the tick's last round of the rest
+        was_behind = False
         engine, work_seen, traffic_until = self.engine, self.work_seen, 0.0
         seen = work_seen()
         while True:
@@ -520,8 +520,7 @@ class EmbeddedRuntime(RuntimeShell):
             if elapsed < traffic_until:
                 await asyncio.sleep(TICK_SLICE * (CLOSING_GIVES_WAY if elapsed < BEHIND_LIMIT else 1))
             if time.perf_counter() - done >= self.settings.engine.tick:
-                at = now + (time.perf_counter() - began)
-                await self._rest_of_tick(at)
+                await self._rest_of_tick(now + (time.perf_counter() - began))
                 done = time.perf_counter()
         took = time.perf_counter() - began
         if took > 1.0 and not engine.behind:  # a burst's windows: say when they were all closed
